@@ -1,0 +1,283 @@
+package signer
+
+import "strings"
+
+// IoT Hub protocol constants devices must get exactly right.
+const (
+	// IoTHubAPIVersion is the api-version the MQTT user name and HTTPS URLs carry.
+	IoTHubAPIVersion = "2021-04-12"
+	// DPSAPIVersion is the api-version DPS MQTT user names and HTTPS URLs carry.
+	DPSAPIVersion = "2021-06-01"
+	// WebSocketPath is where IoT Hub serves MQTT and AMQP over WebSocket.
+	WebSocketPath = "/$iothub/websocket"
+	// AMQPWebSocketSubprotocol is the WebSocket subprotocol for AMQP.
+	AMQPWebSocketSubprotocol = "AMQPWSB10"
+	// MQTTWebSocketSubprotocol is the WebSocket subprotocol for MQTT.
+	MQTTWebSocketSubprotocol = "mqtt"
+	// CBSTokenType is the token type of a CBS put-token for a SAS token.
+	CBSTokenType = "servicebus.windows.net:sastoken"
+)
+
+// Transport is how a device reaches the broker.
+type Transport string
+
+// Transports.
+const (
+	TCP       Transport = "tcp"
+	WebSocket Transport = "ws"
+)
+
+// Identity names what a token is for on an IoT Hub.
+type Identity struct {
+	// Host is the IoT Hub host name in the audience (classic or .device. endpoint).
+	Host     string
+	DeviceID string
+	// ModuleID is empty for a device identity.
+	ModuleID string
+	// GatewayHostName is the IoT Edge gateway the device connects through, if any.
+	GatewayHostName string
+}
+
+// connectHost is where the device opens its connection: the gateway when there is one.
+func (id Identity) connectHost() string {
+	if id.GatewayHostName != "" {
+		return id.GatewayHostName
+	}
+	return id.Host
+}
+
+// Resource is the token resource for the identity.
+func (id Identity) Resource() string {
+	if id.ModuleID != "" {
+		return IoTHubModuleResource(id.Host, id.DeviceID, id.ModuleID)
+	}
+	return IoTHubDeviceResource(id.Host, id.DeviceID)
+}
+
+// HubName is the short hub name AMQP SASL user names carry: the first label of the host.
+func (id Identity) HubName() string {
+	name, _, _ := strings.Cut(id.Host, ".")
+	return name
+}
+
+// MQTT holds ready-to-use MQTT 3.1.1 connection settings.
+type MQTT struct {
+	Host      string
+	Port      int
+	Transport Transport
+	// URL is mqtts://host:port or wss://host:443/$iothub/websocket.
+	URL      string
+	ClientID string
+	Username string
+	Password string
+	Topics   MQTTTopics
+}
+
+// MQTTTopics are the topics an IoT Hub device or a DPS registration uses.
+type MQTTTopics struct {
+	Publish   string
+	Subscribe []string
+	// Extra topics: twin and direct methods (IoT Hub only).
+	TwinRequest string
+	TwinPatch   string
+	Methods     string
+}
+
+// AMQP holds ready-to-use AMQP 1.0 connection settings.
+type AMQP struct {
+	Host      string
+	Port      int
+	Transport Transport
+	// URL is the uamqp-style amqps://user:token@host/address, or wss://host:443/$iothub/websocket.
+	URL string
+	// Username and Password are the SASL PLAIN credentials; empty when the peer expects
+	// SASL ANONYMOUS followed by a CBS put-token (Event Hubs).
+	Username string
+	Password string
+	// Address is the telemetry link target.
+	Address string
+	// Subprotocol is set for WebSocket transport.
+	Subprotocol string
+	// CBSAudience is the audience of a CBS put-token that renews the token on an open link.
+	CBSAudience string
+}
+
+// HTTPS holds the settings for sending over HTTPS.
+type HTTPS struct {
+	URL           string
+	Authorization string
+}
+
+// Profiles is everything a device needs to connect with a token.
+type Profiles struct {
+	MQTT             *MQTT
+	AMQP             *AMQP
+	HTTPS            *HTTPS
+	ConnectionString string
+}
+
+// IoTHubProfiles builds the MQTT, AMQP, HTTPS and SDK connection-string settings for an
+// IoT Hub device or module identity and its token.
+func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
+	host := id.connectHost()
+	var (
+		clientID, userPath, linkPath string
+	)
+	if id.ModuleID != "" {
+		clientID = id.DeviceID + "/" + id.ModuleID
+		userPath = id.DeviceID + "/" + id.ModuleID
+		linkPath = "/devices/" + id.DeviceID + "/modules/" + id.ModuleID + "/messages/events"
+	} else {
+		clientID = id.DeviceID
+		userPath = id.DeviceID
+		linkPath = "/devices/" + id.DeviceID + "/messages/events"
+	}
+	topicBase := "devices/" + id.DeviceID
+	if id.ModuleID != "" {
+		topicBase += "/modules/" + id.ModuleID
+	}
+
+	mqtt := &MQTT{
+		Host:      host,
+		Transport: t,
+		ClientID:  clientID,
+		// The user name always names the hub, also through an Edge gateway.
+		Username: id.Host + "/" + userPath + "/?api-version=" + IoTHubAPIVersion,
+		Password: token,
+		Topics: MQTTTopics{
+			Publish:     topicBase + "/messages/events/",
+			TwinRequest: "$iothub/twin/res/#",
+			TwinPatch:   "$iothub/twin/PATCH/properties/desired/#",
+			Methods:     "$iothub/methods/POST/#",
+		},
+	}
+	if id.ModuleID == "" {
+		mqtt.Topics.Subscribe = []string{"devices/" + id.DeviceID + "/messages/devicebound/#"}
+	} else {
+		// Modules receive no cloud-to-device messages; they get twin and method traffic.
+		mqtt.Topics.Subscribe = []string{}
+	}
+
+	amqpUser := userPath
+	if id.ModuleID != "" {
+		amqpUser = id.DeviceID + "/modules/" + id.ModuleID
+	}
+	amqpUser += "@sas." + id.HubName()
+	amqp := &AMQP{
+		Host:        host,
+		Transport:   t,
+		Username:    amqpUser,
+		Password:    token,
+		Address:     linkPath,
+		CBSAudience: id.Resource(),
+	}
+	if t == WebSocket {
+		mqtt.Port, amqp.Port = 443, 443
+		mqtt.URL = "wss://" + host + ":443" + WebSocketPath
+		amqp.URL = "wss://" + host + ":443" + WebSocketPath
+		amqp.Subprotocol = AMQPWebSocketSubprotocol
+	} else {
+		mqtt.Port, amqp.Port = 8883, 5671
+		mqtt.URL = "mqtts://" + host + ":8883"
+		amqp.URL = "amqps://" + Escape(amqpUser) + ":" + Escape(token) + "@" + host + escapePath(linkPath)
+	}
+
+	https := &HTTPS{
+		URL:           "https://" + host + escapePath(linkPath) + "?api-version=" + IoTHubAPIVersion,
+		Authorization: token,
+	}
+
+	cs := "HostName=" + id.Host + ";DeviceId=" + id.DeviceID
+	if id.ModuleID != "" {
+		cs += ";ModuleId=" + id.ModuleID
+	}
+	cs += ";SharedAccessSignature=" + token
+	if id.GatewayHostName != "" {
+		cs += ";GatewayHostName=" + id.GatewayHostName
+	}
+	return Profiles{MQTT: mqtt, AMQP: amqp, HTTPS: https, ConnectionString: cs}
+}
+
+// EventHubsProfiles builds AMQP and HTTPS settings for a publisher-scoped Event Hubs
+// token. Event Hubs takes the token through CBS (SASL ANONYMOUS), not SASL PLAIN.
+func EventHubsProfiles(namespaceHost, entity, publisher, token string, t Transport) Profiles {
+	address := "/" + entity + "/publishers/" + publisher
+	amqp := &AMQP{
+		Host:        namespaceHost,
+		Transport:   t,
+		Address:     address,
+		CBSAudience: EventHubsPublisherResource(namespaceHost, entity, publisher),
+	}
+	if t == WebSocket {
+		amqp.Port = 443
+		amqp.URL = "wss://" + namespaceHost + ":443/$servicebus/websocket"
+		amqp.Subprotocol = AMQPWebSocketSubprotocol
+	} else {
+		amqp.Port = 5671
+		amqp.URL = "amqps://" + namespaceHost + escapePath(address)
+	}
+	return Profiles{
+		AMQP: amqp,
+		HTTPS: &HTTPS{
+			URL:           "https://" + namespaceHost + escapePath(address) + "/messages",
+			Authorization: token,
+		},
+		ConnectionString: "Endpoint=sb://" + namespaceHost + "/;EntityPath=" + entity + ";SharedAccessSignature=" + token,
+	}
+}
+
+// DPSProfiles builds the MQTT and HTTPS settings to register with DPS.
+func DPSProfiles(globalHost, idScope, registrationID, token string, t Transport) Profiles {
+	mqtt := &MQTT{
+		Host:      globalHost,
+		Transport: t,
+		ClientID:  registrationID,
+		Username:  idScope + "/registrations/" + registrationID + "/api-version=" + DPSAPIVersion,
+		Password:  token,
+		Topics: MQTTTopics{
+			Publish:   "$dps/registrations/PUT/iotdps-register/?$rid=1",
+			Subscribe: []string{"$dps/registrations/res/#"},
+		},
+	}
+	if t == WebSocket {
+		mqtt.Port = 443
+		mqtt.URL = "wss://" + globalHost + ":443/$iothub/websocket"
+	} else {
+		mqtt.Port = 8883
+		mqtt.URL = "mqtts://" + globalHost + ":8883"
+	}
+	return Profiles{
+		MQTT: mqtt,
+		HTTPS: &HTTPS{
+			URL:           "https://" + globalHost + "/" + idScope + "/registrations/" + Escape(registrationID) + "/register?api-version=" + DPSAPIVersion,
+			Authorization: token,
+		},
+	}
+}
+
+// escapePath escapes each segment of a slash-separated path.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = Escape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// ValidID reports whether s is a valid IoT Hub device or module ID: 1 to 128 ASCII
+// letters, digits and - . % _ * ? ! ( ) , : = @ $ '. IDs are case-sensitive.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("-.%_*?!(),:=@$'", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
