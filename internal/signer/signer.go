@@ -41,9 +41,6 @@ func New(now func() time.Time) *Signer {
 	return &Signer{now: now}
 }
 
-// Now returns the signer's current time.
-func (s *Signer) Now() time.Time { return s.now() }
-
 // Request describes one token to mint.
 type Request struct {
 	// Resource is the unencoded resource URI (see the Resource functions).
@@ -58,17 +55,21 @@ type Request struct {
 
 // Token is a minted SAS token.
 type Token struct {
-	Value     string
-	Resource  string
+	Value    string
+	Resource string
+	// IssuedAt is the clock reading the expiry was computed from.
+	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
 
 // Sign mints the token described by r.
 func (s *Signer) Sign(r Request) Token {
-	se := s.now().Add(r.TTL).Unix()
+	now := s.now()
+	se := now.Add(r.TTL).Unix()
 	return Token{
 		Value:     SignAt(r.Resource, r.Key, se, r.PolicyName),
 		Resource:  r.Resource,
+		IssuedAt:  now,
 		ExpiresAt: time.Unix(se, 0).UTC(),
 	}
 }

@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: run test check generate fuzz bench build
+
+## run: start tokensvc on :8080 with the embedded store in ./data
+run:
+	$(GO) run ./cmd/tokensvc
+
+## test: everything CI checks — formatting, vet, generated code and go.mod freshness,
+## the race-enabled test suite, and a short run of every fuzz target
+test: check
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+## check: static checks only
+check:
+	@bash scripts/check.sh
+
+## generate: regenerate code from api/openapi.yaml
+generate:
+	$(GO) generate ./...
+
+## fuzz: run every fuzz target for FUZZTIME each
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+## bench: the hot-path benchmarks
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./internal/signer ./internal/httpapi
+
+## build: a static binary in ./bin
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...

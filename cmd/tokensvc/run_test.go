@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/signer"
+)
+
+// instance is one tokensvc started through run, as main starts it.
+type instance struct {
+	url    string
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type lockedBuffer struct {
+	ch  chan struct{}
+	buf strings.Builder
+}
+
+func newLockedBuffer() *lockedBuffer {
+	b := &lockedBuffer{ch: make(chan struct{}, 1)}
+	b.ch <- struct{}{}
+	return b
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	<-b.ch
+	defer func() { b.ch <- struct{}{} }()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	<-b.ch
+	defer func() { b.ch <- struct{}{} }()
+	return b.buf.String()
+}
+
+// mustStart runs the service on a free loopback port with env as its environment and
+// waits for its "listening" log line.
+func mustStart(t *testing.T, env map[string]string) *instance {
+	t.Helper()
+	env["TOKENSVC_ADDR"] = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	in := &instance{stdout: newLockedBuffer(), stderr: newLockedBuffer(), cancel: cancel, done: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			in.stderr.Write([]byte(line + "\n"))
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				addr <- rec.Addr
+			}
+		}
+	}()
+	go func() {
+		in.done <- run(ctx, nil, func(k string) string { return env[k] }, in.stdout, pw)
+		pw.Close()
+	}()
+	select {
+	case a := <-addr:
+		in.url = "http://" + a
+	case err := <-in.done:
+		t.Fatalf("run exited early: %v\n%s", err, in.stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("service did not start")
+	}
+	t.Cleanup(func() {
+		in.stop(t)
+		if t.Failed() {
+			t.Logf("service log:\n%s", in.stderr.String())
+		}
+	})
+	return in
+}
+
+// stop sends the equivalent of SIGTERM and waits for a clean exit.
+func (in *instance) stop(t *testing.T) {
+	t.Helper()
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	in.cancel = nil
+	select {
+	case err := <-in.done:
+		if err != nil {
+			t.Errorf("run: got %v, want a clean exit", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("service did not stop within 10 s")
+	}
+}
+
+func client(t *testing.T, url, bearer string) *oapi.ClientWithResponses {
+	t.Helper()
+	c, err := oapi.NewClientWithResponses(url, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+		r.Header.Set("Authorization", "Bearer "+bearer)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var adminTokenLine = regexp.MustCompile(`generated admin token \(shown once, store it now\): (tsa_\S+)`)
+
+// TestRunEndToEnd is the README walkthrough: first start prints an admin token, the
+// operator provisions a hub and a device, the device gets a token; a restart keeps
+// everything and does not print the token again; nothing secret reaches the log or the
+// data directory in plaintext.
+func TestRunEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"TOKENSVC_DATA_DIR": dir, "TOKENSVC_AUDIENCE": "tokensvc"}
+	in := mustStart(t, env)
+
+	m := adminTokenLine.FindStringSubmatch(in.stdout.String())
+	if m == nil {
+		t.Fatalf("first start printed no admin token: %q", in.stdout.String())
+	}
+	admin := m[1]
+	ctx := t.Context()
+	c := client(t, in.url, admin)
+	hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"})
+	if err != nil || hub.StatusCode() != 201 {
+		t.Fatalf("create hub: %v %v", err, hub)
+	}
+	dev, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: "sensor-0001", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	if err != nil || dev.JSON201 == nil {
+		t.Fatalf("create device: %v %s", err, dev.Body)
+	}
+	secret, primary := *dev.JSON201.Auth.Secret, *dev.JSON201.PrimaryKey
+
+	token := getToken(t, in.url, "sensor-0001", secret, "jti-1")
+	key, _ := signer.DecodeKey(primary, signer.KeyBase64)
+	if _, err := signer.Verify(token, key, time.Now()); err != nil {
+		t.Fatalf("minted token does not verify: %v", err)
+	}
+	in.stop(t)
+
+	// Restart on the same data directory: the device, its keys and the admin hash persist.
+	in2 := mustStart(t, env)
+	if strings.Contains(in2.stdout.String(), "admin token") {
+		t.Errorf("restart printed an admin token again: %q", in2.stdout.String())
+	}
+	token2 := getToken(t, in2.url, "sensor-0001", secret, "jti-2")
+	if _, err := signer.Verify(token2, key, time.Now()); err != nil {
+		t.Fatalf("token after restart does not verify: %v", err)
+	}
+	got, err := client(t, in2.url, admin).GetDeviceWithResponse(ctx, "sensor-0001")
+	if err != nil || got.JSON200 == nil {
+		t.Fatalf("admin token after restart: %v %d", err, got.StatusCode())
+	}
+	in2.stop(t)
+
+	secrets := map[string]string{"admin token": admin, "device secret": secret, "primary key": primary, "token": token, "token signature": sigOf(t, token)}
+	logs := in.stderr.String() + in2.stderr.String()
+	if !strings.Contains(logs, `"msg":"request"`) {
+		t.Fatalf("no request log captured; the scan below would prove nothing:\n%s", logs)
+	}
+	var files []string
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	for name, s := range secrets {
+		if strings.Contains(logs, s) {
+			t.Errorf("the log contains the %s", name)
+		}
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			if strings.Contains(string(b), s) {
+				t.Errorf("%s holds the %s in plaintext", f, name)
+			}
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "master.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("master key file: got %v %v, want mode 0600", fi.Mode(), err)
+	}
+}
+
+func sigOf(t *testing.T, token string) string {
+	p, err := signer.Parse(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Signature
+}
+
+func getToken(t *testing.T, url, id, secret, jti string) string {
+	t.Helper()
+	now := time.Now()
+	a, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": id, "sub": id, "aud": "tokensvc", "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": jti,
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client(t, url, a).GetTokenWithResponse(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.JSON200 == nil {
+		t.Fatalf("GET /token: got %d %s", resp.StatusCode(), resp.Body)
+	}
+	return resp.JSON200.Token
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{"defaults", nil, nil, ""},
+		{"flag beats env", []string{"-addr", ":9000"}, map[string]string{"TOKENSVC_ADDR": ":1"}, ""},
+		{"unknown store", nil, map[string]string{"TOKENSVC_STORE": "redis"}, `store "redis"`},
+		{"vault not yet", nil, map[string]string{"TOKENSVC_STORE": "vault"}, "not available"},
+		{"tls half set", []string{"-tls-cert", "c.pem"}, nil, "together"},
+		{"short admin token", nil, map[string]string{"TOKENSVC_ADMIN_TOKEN": "short"}, "at least 16"},
+		{"bad log level", []string{"-log-level", "loud"}, nil, "log level"},
+		{"bad shutdown timeout", nil, map[string]string{"TOKENSVC_SHUTDOWN_TIMEOUT": "soon"}, "shutdown timeout"},
+		{"empty audience", []string{"-audience", ""}, nil, "audience"},
+		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				if tt.name == "flag beats env" && c.Addr != ":9000" {
+					t.Errorf("addr: got %q, want :9000", c.Addr)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,67 @@
+// Package adminauth checks operator bearer tokens. Only a SHA-256 hash of the admin token
+// is ever kept; comparison is constant-time.
+package adminauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+// SettingName is the store setting that holds the generated admin token's hash.
+const SettingName = "admin-token-sha256"
+
+// tokenPrefix makes admin tokens recognisable to secret scanners.
+const tokenPrefix = "tsa_"
+
+// Settings is the part of the store bootstrap needs.
+type Settings interface {
+	GetSetting(ctx context.Context, name string) ([]byte, error)
+	PutSetting(ctx context.Context, name string, value []byte) error
+}
+
+// Authenticator checks admin tokens against a stored hash.
+type Authenticator struct {
+	hash [sha256.Size]byte
+}
+
+// Check reports whether token is the admin token.
+func (a *Authenticator) Check(token string) bool {
+	h := sha256.Sum256([]byte(token))
+	return token != "" && subtle.ConstantTimeCompare(h[:], a.hash[:]) == 1
+}
+
+// Bootstrap returns the Authenticator for explicit when it is set (nothing is stored).
+// Otherwise it uses the hash stored by an earlier start, or generates a token, stores its
+// hash and returns the token as generated so the caller can show it once.
+func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticator, generated string, err error) {
+	if explicit != "" {
+		return &Authenticator{hash: sha256.Sum256([]byte(explicit))}, "", nil
+	}
+	stored, err := s.GetSetting(ctx, SettingName)
+	switch {
+	case err == nil:
+		if len(stored) != sha256.Size {
+			return nil, "", fmt.Errorf("stored admin token hash has %d bytes, want %d", len(stored), sha256.Size)
+		}
+		a = &Authenticator{}
+		copy(a.hash[:], stored)
+		return a, "", nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, "", fmt.Errorf("read admin token hash: %w", err)
+	}
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	generated = tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	a = &Authenticator{hash: sha256.Sum256([]byte(generated))}
+	if err := s.PutSetting(ctx, SettingName, a.hash[:]); err != nil {
+		return nil, "", fmt.Errorf("store admin token hash: %w", err)
+	}
+	return a, generated, nil
+}

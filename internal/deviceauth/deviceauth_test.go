@@ -1,0 +1,96 @@
+package deviceauth_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+)
+
+var epoch = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func mustStore(tb testing.TB) store.Store {
+	tb.Helper()
+	st, err := filestore.Open(filepath.Join(tb.TempDir(), "db"), make([]byte, 32))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	if err := st.CreateHub(ctx, store.Hub{Name: "h", Kind: store.KindIoTHub, Hostname: "x.azure-devices.net", Mode: store.SignDeviceKey}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.CreateDevice(ctx, store.Device{ID: "d1", Hub: "h", Auth: store.Credential{Type: store.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}}); err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+func assertion(tb testing.TB, jti string, secret string) string {
+	tb.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "d1", "sub": "d1", "aud": "tokensvc", "iat": epoch.Unix(), "exp": epoch.Add(time.Minute).Unix(), "jti": jti,
+	}).SignedString([]byte(secret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func TestReplayWindow(t *testing.T) {
+	now := epoch
+	v := deviceauth.NewVerifier(mustStore(t), "tokensvc", func() time.Time { return now })
+	a := assertion(t, "once", "s3cret-s3cret-s3cret")
+	if _, err := v.Verify(t.Context(), a); err != nil {
+		t.Fatalf("first use: got %v, want success", err)
+	}
+	now = epoch.Add(50 * time.Second)
+	if _, err := v.Verify(t.Context(), a); !errors.Is(err, deviceauth.ErrUnauthenticated) {
+		t.Fatalf("replay inside the window: got %v, want ErrUnauthenticated", err)
+	}
+	// Past exp + leeway the assertion is refused as expired, whatever the cache holds.
+	now = epoch.Add(2 * time.Minute)
+	if _, err := v.Verify(t.Context(), a); !errors.Is(err, deviceauth.ErrUnauthenticated) {
+		t.Fatalf("after expiry: got %v, want ErrUnauthenticated", err)
+	}
+}
+
+func TestStoreUnavailableIsNotAnAuthFailure(t *testing.T) {
+	v := deviceauth.NewVerifier(unavailable{}, "tokensvc", func() time.Time { return epoch })
+	_, err := v.Verify(t.Context(), assertion(t, "j", "s3cret-s3cret-s3cret"))
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, deviceauth.ErrUnauthenticated) {
+		t.Fatalf("got %v, want store.ErrUnavailable and not ErrUnauthenticated", err)
+	}
+}
+
+// unavailable is a store that is down: a failure the embedded store cannot produce on demand.
+type unavailable struct{}
+
+func (unavailable) GetDevice(context.Context, string) (store.Device, error) {
+	return store.Device{}, store.ErrUnavailable
+}
+
+// FuzzVerify feeds arbitrary assertions: the verifier must never panic, and must accept
+// nothing but the one genuine assertion it was seeded with.
+func FuzzVerify(f *testing.F) {
+	st := mustStore(f)
+	genuine := assertion(f, "genuine", "s3cret-s3cret-s3cret")
+	f.Add(genuine)
+	f.Add(assertion(f, "other", "wrong-secret-wrong-secret"))
+	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJkMSJ9.")
+	f.Add("a.b.c.d.e")
+	f.Fuzz(func(t *testing.T, s string) {
+		v := deviceauth.NewVerifier(st, "tokensvc", func() time.Time { return epoch })
+		d, err := v.Verify(context.Background(), s)
+		if err == nil && s != genuine {
+			t.Fatalf("accepted a forged assertion for %q: %q", d.ID, s)
+		}
+	})
+}

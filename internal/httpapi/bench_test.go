@@ -1,0 +1,55 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+// BenchmarkGetToken is the whole GET /token path in-process: routing, spec validation,
+// HS256 assertion check with replay cache, store read, minting, profiles and JSON.
+// Assertions are signed before the timed loop (each jti is single-use).
+func BenchmarkGetToken(b *testing.B) {
+	e := mustEnv(b)
+	resp, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	if err != nil || resp.StatusCode() != 201 {
+		b.Fatalf("create hub: %v", err)
+	}
+	dev, err := e.admin.CreateDeviceWithResponse(b.Context(), oapi.DeviceCreate{DeviceId: "bench-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	if err != nil || dev.JSON201 == nil {
+		b.Fatalf("create device: %v", err)
+	}
+	secret := []byte(*dev.JSON201.Auth.Secret)
+	const pool = 300_000
+	assertions := make([]string, 0, pool)
+	for i := range pool {
+		c := e.claims("bench-1")
+		c["jti"] = strconv.Itoa(i)
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		if err != nil {
+			b.Fatal(err)
+		}
+		assertions = append(assertions, s)
+	}
+	h := e.srv.Config.Handler
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(assertions) {
+			b.Fatal("assertion pool exhausted; raise pool")
+		}
+		req := httptest.NewRequest(http.MethodGet, "/token", nil)
+		req.Header.Set("Authorization", "Bearer "+assertions[i])
+		i++
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("got %d %s", rec.Code, rec.Body)
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+func seconds(d time.Duration) int { return int(d / time.Second) }
+
+func durationOf(s *int) time.Duration {
+	if s == nil {
+		return 0
+	}
+	return time.Duration(*s) * time.Second
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func ptrIfSet[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
+	}
+	return &v
+}
+
+func hubFromAPI(in oapi.HubCreate) store.Hub {
+	return store.Hub{
+		Name:            in.Name,
+		Kind:            store.HubKind(in.Kind),
+		Hostname:        in.Hostname,
+		EntityPath:      deref(in.EntityPath),
+		IDScope:         deref(in.IdScope),
+		Mode:            store.SigningMode(deref(in.Mode)),
+		PolicyName:      deref(in.PolicyName),
+		PolicyKey:       deref(in.PolicyKey),
+		GatewayHostName: deref(in.GatewayHostName),
+		CACert:          deref(in.CaCert),
+		DefaultTTL:      durationOf(in.DefaultTtlSeconds),
+		MaxTTL:          durationOf(in.MaxTtlSeconds),
+	}
+}
+
+// hubToAPI never carries the policy key.
+func hubToAPI(h store.Hub) oapi.Hub {
+	return oapi.Hub{
+		Name:              h.Name,
+		Kind:              oapi.HubKind(h.Kind),
+		Hostname:          h.Hostname,
+		EntityPath:        ptrIfSet(h.EntityPath),
+		IdScope:           ptrIfSet(h.IDScope),
+		Mode:              oapi.SigningMode(h.Mode),
+		PolicyName:        ptrIfSet(h.PolicyName),
+		GatewayHostName:   ptrIfSet(h.GatewayHostName),
+		CaCert:            ptrIfSet(h.CACert),
+		DefaultTtlSeconds: seconds(h.DefaultTTL),
+		MaxTtlSeconds:     seconds(h.MaxTTL),
+		CreatedAt:         h.CreatedAt,
+	}
+}
+
+func deviceFromAPI(in oapi.DeviceCreate) store.Device {
+	d := store.Device{
+		ID:           in.DeviceId,
+		Hub:          in.Hub,
+		PrimaryKey:   deref(in.PrimaryKey),
+		SecondaryKey: deref(in.SecondaryKey),
+		Auth: store.Credential{
+			Type:      store.CredentialType(in.Auth.Type),
+			PublicKey: deref(in.Auth.PublicKey),
+		},
+		Disabled: deref(in.Disabled),
+		MaxTTL:   durationOf(in.MaxTtlSeconds),
+	}
+	for _, m := range deref(in.Modules) {
+		d.Modules = append(d.Modules, store.Module{ID: m.ModuleId, PrimaryKey: deref(m.PrimaryKey), SecondaryKey: deref(m.SecondaryKey)})
+	}
+	return d
+}
+
+// deviceToAPI never carries keys or the credential secret.
+func deviceToAPI(d store.Device) oapi.Device {
+	out := oapi.Device{
+		DeviceId:  d.ID,
+		Hub:       d.Hub,
+		Auth:      oapi.Credential{Type: oapi.CredentialType(d.Auth.Type), PublicKey: ptrIfSet(d.Auth.PublicKey)},
+		Disabled:  d.Disabled,
+		CreatedAt: d.CreatedAt,
+		UpdatedAt: d.UpdatedAt,
+	}
+	if d.MaxTTL > 0 {
+		out.MaxTtlSeconds = ptrIfSet(seconds(d.MaxTTL))
+	}
+	out.Modules = make([]struct {
+		ModuleId string `json:"moduleId"`
+	}, len(d.Modules))
+	for i, m := range d.Modules {
+		out.Modules[i].ModuleId = m.ID
+	}
+	return out
+}
+
+func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
+	p := is.Profiles
+	out := oapi.TokenResponse{
+		Token:            is.Token.Value,
+		Resource:         is.Token.Resource,
+		ExpiresAt:        is.Token.ExpiresAt,
+		ExpiresIn:        seconds(is.Token.ExpiresAt.Sub(is.IssuedAt)),
+		RefreshAfter:     is.RefreshAfter.UTC(),
+		ServerTime:       is.IssuedAt.UTC().Truncate(time.Second),
+		Hub:              is.Hub.Name,
+		Kind:             oapi.HubKind(is.Hub.Kind),
+		ConnectionString: ptrIfSet(p.ConnectionString),
+	}
+	tls := &oapi.TlsSettings{ServerName: is.TLSServerName, CaCert: ptrIfSet(is.CACert)}
+	if m := p.MQTT; m != nil {
+		out.Mqtt = &oapi.MqttProfile{
+			Host:            m.Host,
+			Port:            m.Port,
+			Transport:       oapi.MqttProfileTransport(m.Transport),
+			Url:             m.URL,
+			ClientId:        m.ClientID,
+			Username:        m.Username,
+			Password:        m.Password,
+			ProtocolVersion: "3.1.1",
+			Topics: oapi.MqttTopics{
+				Publish:      m.Topics.Publish,
+				Subscribe:    m.Topics.Subscribe,
+				TwinResponse: ptrIfSet(m.Topics.TwinRequest),
+				TwinDesired:  ptrIfSet(m.Topics.TwinPatch),
+				Methods:      ptrIfSet(m.Topics.Methods),
+			},
+			Tls: tls,
+		}
+	}
+	if a := p.AMQP; a != nil {
+		mech := oapi.PLAIN
+		if a.Username == "" {
+			mech = oapi.ANONYMOUS
+		}
+		out.Amqp = &oapi.AmqpProfile{
+			Host:          a.Host,
+			Port:          a.Port,
+			Transport:     oapi.AmqpProfileTransport(a.Transport),
+			Url:           a.URL,
+			SaslMechanism: mech,
+			Username:      ptrIfSet(a.Username),
+			Password:      ptrIfSet(a.Password),
+			Address:       a.Address,
+			Subprotocol:   ptrIfSet(a.Subprotocol),
+			Tls:           tls,
+		}
+		out.Amqp.Cbs.Node = "$cbs"
+		out.Amqp.Cbs.TokenType = signer.CBSTokenType
+		out.Amqp.Cbs.Audience = a.CBSAudience
+	}
+	if h := p.HTTPS; h != nil {
+		out.Https = &oapi.HttpsProfile{Url: h.URL, Authorization: h.Authorization}
+	}
+	return out
+}

@@ -1,0 +1,263 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+var noStore = "no-store"
+
+// GetToken mints a token for the device the assertion proved.
+func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (oapi.GetTokenResponseObject, error) {
+	dev, ok := ctx.Value(deviceKey).(store.Device)
+	if !ok {
+		return nil, fmt.Errorf("GetToken reached without an authenticated device")
+	}
+	tr := tokens.Request{
+		ModuleID:  deref(req.Params.Module),
+		TTL:       durationOf(req.Params.Ttl),
+		Transport: signer.Transport(deref(req.Params.Transport)),
+	}
+	issued, err := s.deps.Issuer.Issue(ctx, dev, tr)
+	if err != nil {
+		return nil, err
+	}
+	body := tokenToAPI(issued)
+	accept, _ := ctx.Value(acceptKey).(string)
+	if prefersText(accept) {
+		return tokenText{body}, nil
+	}
+	return tokenJSON{body}, nil
+}
+
+// prefersText reports whether the client asked for text/plain over JSON.
+func prefersText(accept string) bool {
+	for part := range strings.SplitSeq(accept, ",") {
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		switch mt {
+		case "text/plain":
+			return true
+		case "application/json", "*/*":
+			return false
+		}
+	}
+	return false
+}
+
+// tokenJSON writes the token response without HTML escaping, so the & and = of SAS
+// tokens reach small JSON parsers as themselves.
+type tokenJSON struct{ body oapi.TokenResponse }
+
+func (t tokenJSON) VisitGetTokenResponse(w http.ResponseWriter) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(t.body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", noStore)
+	w.WriteHeader(http.StatusOK)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+// tokenText is the compact key=value form for microcontrollers: one field a line, no
+// quoting, times as Unix seconds so a device without a clock can use them.
+type tokenText struct{ body oapi.TokenResponse }
+
+func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
+	b := t.body
+	var sb strings.Builder
+	line := func(k, v string) {
+		if v != "" {
+			sb.WriteString(k)
+			sb.WriteByte('=')
+			sb.WriteString(v)
+			sb.WriteByte('\n')
+		}
+	}
+	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+	line("token", b.Token)
+	line("expiresIn", strconv.Itoa(b.ExpiresIn))
+	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
+	line("expiresAt", unix(b.ExpiresAt))
+	line("serverTime", unix(b.ServerTime))
+	if m := b.Mqtt; m != nil {
+		line("mqttHost", m.Host)
+		line("mqttPort", strconv.Itoa(m.Port))
+		line("mqttClientId", m.ClientId)
+		line("mqttUsername", m.Username)
+		line("mqttPublish", m.Topics.Publish)
+		if len(m.Topics.Subscribe) > 0 {
+			line("mqttSubscribe", m.Topics.Subscribe[0])
+		}
+	}
+	if a := b.Amqp; a != nil {
+		line("amqpHost", a.Host)
+		line("amqpPort", strconv.Itoa(a.Port))
+		line("amqpUsername", deref(a.Username))
+		line("amqpAddress", a.Address)
+	}
+	if h := b.Https; h != nil {
+		line("httpsUrl", h.Url)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", noStore)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte(sb.String()))
+	return err
+}
+
+// CreateHub registers a hub.
+func (s *Server) CreateHub(ctx context.Context, req oapi.CreateHubRequestObject) (oapi.CreateHubResponseObject, error) {
+	h, err := s.deps.Registry.CreateHub(ctx, hubFromAPI(*req.Body))
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "hub created", "hub", h.Name, "kind", h.Kind, "mode", h.Mode)
+	return oapi.CreateHub201JSONResponse(hubToAPI(h)), nil
+}
+
+// ListHubs lists hubs.
+func (s *Server) ListHubs(ctx context.Context, _ oapi.ListHubsRequestObject) (oapi.ListHubsResponseObject, error) {
+	hubs, err := s.deps.Store.ListHubs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := oapi.ListHubs200JSONResponse{Items: make([]oapi.Hub, len(hubs))}
+	for i, h := range hubs {
+		out.Items[i] = hubToAPI(h)
+	}
+	return out, nil
+}
+
+// GetHub returns one hub.
+func (s *Server) GetHub(ctx context.Context, req oapi.GetHubRequestObject) (oapi.GetHubResponseObject, error) {
+	h, err := s.deps.Store.GetHub(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return oapi.GetHub200JSONResponse(hubToAPI(h)), nil
+}
+
+// DeleteHub deletes a hub no device uses.
+func (s *Server) DeleteHub(ctx context.Context, req oapi.DeleteHubRequestObject) (oapi.DeleteHubResponseObject, error) {
+	if err := s.deps.Store.DeleteHub(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "hub deleted", "hub", req.Name)
+	return oapi.DeleteHub204Response{}, nil
+}
+
+// CreateDevice registers a device and returns its secrets once.
+func (s *Server) CreateDevice(ctx context.Context, req oapi.CreateDeviceRequestObject) (oapi.CreateDeviceResponseObject, error) {
+	c, err := s.deps.Registry.CreateDevice(ctx, deviceFromAPI(*req.Body))
+	if err != nil {
+		return nil, err
+	}
+	d := c.Device
+	s.log.InfoContext(ctx, "device created", "device", d.ID, "hub", d.Hub, "auth", d.Auth.Type)
+	out := oapi.CreateDevice201JSONResponse{
+		Headers: oapi.CreateDevice201ResponseHeaders{CacheControl: &noStore},
+	}
+	out.Body.Device = deviceToAPI(d)
+	out.Body.PrimaryKey = ptrIfSet(d.PrimaryKey)
+	out.Body.SecondaryKey = ptrIfSet(d.SecondaryKey)
+	out.Body.Auth.Type = oapi.CredentialType(d.Auth.Type)
+	out.Body.Auth.Secret = ptrIfSet(c.Secret)
+	out.Body.Modules = make([]struct {
+		ModuleId     string `json:"moduleId"`
+		PrimaryKey   string `json:"primaryKey"`
+		SecondaryKey string `json:"secondaryKey"`
+	}, len(d.Modules))
+	for i, m := range d.Modules {
+		out.Body.Modules[i].ModuleId = m.ID
+		out.Body.Modules[i].PrimaryKey = m.PrimaryKey
+		out.Body.Modules[i].SecondaryKey = m.SecondaryKey
+	}
+	return out, nil
+}
+
+// GetDevice returns a device without secrets.
+func (s *Server) GetDevice(ctx context.Context, req oapi.GetDeviceRequestObject) (oapi.GetDeviceResponseObject, error) {
+	d, err := s.deps.Store.GetDevice(ctx, req.DeviceId)
+	if err != nil {
+		return nil, err
+	}
+	return oapi.GetDevice200JSONResponse(deviceToAPI(d)), nil
+}
+
+// ListDevices pages through devices.
+func (s *Server) ListDevices(ctx context.Context, req oapi.ListDevicesRequestObject) (oapi.ListDevicesResponseObject, error) {
+	limit := 100
+	if req.Params.Limit != nil {
+		limit = *req.Params.Limit
+	}
+	page, err := s.deps.Store.ListDevices(ctx, deref(req.Params.Cursor), limit)
+	if err != nil {
+		return nil, err
+	}
+	out := oapi.ListDevices200JSONResponse{Items: make([]oapi.Device, len(page.Devices)), Next: ptrIfSet(page.Next)}
+	for i, d := range page.Devices {
+		out.Items[i] = deviceToAPI(d)
+	}
+	return out, nil
+}
+
+// UpdateDevice enables, disables or re-caps a device.
+func (s *Server) UpdateDevice(ctx context.Context, req oapi.UpdateDeviceRequestObject) (oapi.UpdateDeviceResponseObject, error) {
+	p := registry.DevicePatch{Disabled: req.Body.Disabled}
+	if req.Body.MaxTtlSeconds != nil {
+		ttl := durationOf(req.Body.MaxTtlSeconds)
+		p.MaxTTL = &ttl
+	}
+	d, err := s.deps.Registry.UpdateDevice(ctx, req.DeviceId, p)
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "device updated", "device", d.ID, "disabled", d.Disabled)
+	return oapi.UpdateDevice200JSONResponse(deviceToAPI(d)), nil
+}
+
+// DeleteDevice removes a device.
+func (s *Server) DeleteDevice(ctx context.Context, req oapi.DeleteDeviceRequestObject) (oapi.DeleteDeviceResponseObject, error) {
+	if err := s.deps.Store.DeleteDevice(ctx, req.DeviceId); err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "device deleted", "device", req.DeviceId)
+	return oapi.DeleteDevice204Response{}, nil
+}
+
+// GetHealthz reports liveness.
+func (s *Server) GetHealthz(context.Context, oapi.GetHealthzRequestObject) (oapi.GetHealthzResponseObject, error) {
+	return oapi.GetHealthz200JSONResponse{Status: "ok"}, nil
+}
+
+// GetReadyz reports whether the store can serve.
+func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (oapi.GetReadyzResponseObject, error) {
+	if p, ok := s.deps.Store.(Pinger); ok {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := p.Ping(ctx); err != nil {
+			return nil, fmt.Errorf("readiness: %w", store.ErrUnavailable)
+		}
+	}
+	return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
+}

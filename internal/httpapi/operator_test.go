@@ -1,0 +1,283 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tokensvc/tokensvc/api"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+func TestOperatorAuth(t *testing.T) {
+	e := mustEnv(t)
+	for _, tc := range []struct{ name, token string }{{"missing", ""}, {"wrong", "not-the-admin-token"}, {"admin token with a suffix", adminToken + "x"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustClient(t, e.srv.URL, tc.token)
+			resp, err := c.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "h", Kind: oapi.Iothub, Hostname: hubHost})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode() != 401 || resp.HTTPResponse.Header.Get("WWW-Authenticate") == "" {
+				t.Fatalf("got %d %s, want 401 with WWW-Authenticate", resp.StatusCode(), resp.Body)
+			}
+			list, err := c.ListDevicesWithResponse(t.Context(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if list.StatusCode() != 401 {
+				t.Errorf("list devices: got %d, want 401", list.StatusCode())
+			}
+		})
+	}
+	hubs, err := e.admin.ListHubsWithResponse(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hubs.JSON200.Items) != 0 {
+		t.Errorf("unauthenticated create changed state: got %d hubs, want 0", len(hubs.JSON200.Items))
+	}
+	// A device assertion is no operator credential.
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	c := e.mustDevice(oapi.DeviceCreate{DeviceId: "d1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	resp, err := mustClient(t, e.srv.URL, e.hs256("d1", *c.Auth.Secret)).GetDeviceWithResponse(t.Context(), "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 401 {
+		t.Errorf("device assertion on the operator API: got %d, want 401", resp.StatusCode())
+	}
+}
+
+func TestDeviceLifecycle(t *testing.T) {
+	e := mustEnv(t)
+	ctx := t.Context()
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	ids := []string{"Dev.With:Colons@site=7$x", "paren(1)*star!quote'", "pct%41", "a", "A", "b-2"}
+	created := map[string]oapi.DeviceCreated{}
+	for _, id := range ids {
+		created[id] = e.mustDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}, PrimaryKey: ptr(policyKey)})
+	}
+	if got := deref(created["a"].PrimaryKey); got != policyKey {
+		t.Errorf("supplied key: got %q, want it kept", got)
+	}
+
+	for _, id := range ids {
+		resp, err := e.admin.GetDeviceWithResponse(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.JSON200 == nil || resp.JSON200.DeviceId != id {
+			t.Fatalf("get %q: got %d %s", id, resp.StatusCode(), resp.Body)
+		}
+		for _, secret := range []string{deref(created[id].PrimaryKey), deref(created[id].SecondaryKey), deref(created[id].Auth.Secret)} {
+			if bytes.Contains(resp.Body, []byte(secret)) {
+				t.Errorf("GET /devices/%s returns a secret", id)
+			}
+		}
+	}
+
+	// Paging returns every device once, in ID order (case-sensitive).
+	var got []string
+	cursor := (*string)(nil)
+	for pages := 0; pages < 10; pages++ {
+		resp, err := e.admin.ListDevicesWithResponse(ctx, &oapi.ListDevicesParams{Limit: ptr(4), Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.JSON200 == nil {
+			t.Fatalf("list: got %d %s", resp.StatusCode(), resp.Body)
+		}
+		for _, d := range resp.JSON200.Items {
+			got = append(got, d.DeviceId)
+		}
+		if cursor = resp.JSON200.Next; cursor == nil {
+			break
+		}
+	}
+	want := []string{"A", "Dev.With:Colons@site=7$x", "a", "b-2", "paren(1)*star!quote'", "pct%41"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("list: got %q, want %q", got, want)
+	}
+
+	// Disable, then a token is refused; enable, then it is minted again.
+	for _, disabled := range []bool{true, false} {
+		resp, err := e.admin.UpdateDeviceWithResponse(ctx, "a", oapi.DevicePatch{Disabled: ptr(disabled)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.JSON200 == nil || resp.JSON200.Disabled != disabled {
+			t.Fatalf("patch disabled=%v: got %d %s", disabled, resp.StatusCode(), resp.Body)
+		}
+		tok := e.getToken(e.hs256("a", *created["a"].Auth.Secret), nil)
+		if wantStatus := map[bool]int{true: 401, false: 200}[disabled]; tok.StatusCode() != wantStatus {
+			t.Errorf("token while disabled=%v: got %d, want %d", disabled, tok.StatusCode(), wantStatus)
+		}
+	}
+
+	// A hub with devices cannot go; a deleted device is gone and its assertions refused.
+	if resp, _ := e.admin.DeleteHubWithResponse(ctx, "main"); resp.StatusCode() != 409 {
+		t.Errorf("delete hub in use: got %d, want 409", resp.StatusCode())
+	}
+	if resp, _ := e.admin.DeleteDeviceWithResponse(ctx, "a"); resp.StatusCode() != 204 {
+		t.Errorf("delete device: got %d, want 204", resp.StatusCode())
+	}
+	if resp, _ := e.admin.GetDeviceWithResponse(ctx, "a"); resp.StatusCode() != 404 {
+		t.Errorf("get deleted device: got %d, want 404", resp.StatusCode())
+	}
+	if tok := e.getToken(e.hs256("a", *created["a"].Auth.Secret), nil); tok.StatusCode() != 401 {
+		t.Errorf("token for deleted device: got %d, want 401", tok.StatusCode())
+	}
+	if resp, _ := e.admin.DeleteDeviceWithResponse(ctx, "a"); resp.StatusCode() != 404 {
+		t.Errorf("delete twice: got %d, want 404", resp.StatusCode())
+	}
+}
+
+// TestBadInput sends malformed and contract-breaking requests to every endpoint. Each
+// must be a 4xx problem+json with a detail, and change nothing.
+func TestBadInput(t *testing.T) {
+	e := mustEnv(t)
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	e.mustHub(oapi.HubCreate{Name: "pol", Kind: oapi.Iothub, Hostname: hubHost, Mode: ptr(oapi.Policy), PolicyName: ptr("p"), PolicyKey: ptr(policyKey)})
+	e.mustHub(oapi.HubCreate{Name: "eh", Kind: oapi.Eventhubs, Hostname: "ns.servicebus.windows.net", EntityPath: ptr("e"), PolicyName: ptr("s"), PolicyKey: ptr("k")})
+	dev := e.mustDevice(oapi.DeviceCreate{DeviceId: "d1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	_, ecPub := mustECKey(t)
+	_, edPub := mustEdKey(t)
+	js := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	hub := func(extra string) string {
+		return `{"name":"h2","kind":"iothub","hostname":"x.azure-devices.net"` + extra + `}`
+	}
+	device := func(extra string) string {
+		return `{"deviceId":"d2","hub":"main","auth":{"type":"hs256"}` + extra + `}`
+	}
+
+	tests := []struct {
+		name, method, path, body string
+		auth                     string
+		want                     int
+	}{
+		{"hub: not JSON", "POST", "/hubs", "{", adminToken, 400},
+		{"hub: unknown field", "POST", "/hubs", hub(`,"colour":"red"`), adminToken, 400},
+		{"hub: missing hostname", "POST", "/hubs", `{"name":"h2","kind":"iothub"}`, adminToken, 400},
+		{"hub: bad kind", "POST", "/hubs", `{"name":"h2","kind":"mqtt","hostname":"x"}`, adminToken, 400},
+		{"hub: bad name", "POST", "/hubs", `{"name":"a b","kind":"iothub","hostname":"x"}`, adminToken, 400},
+		{"hub: bad hostname", "POST", "/hubs", `{"name":"h2","kind":"iothub","hostname":"x/../y"}`, adminToken, 400},
+		{"hub: policy mode without key", "POST", "/hubs", hub(`,"mode":"policy","policyName":"p"`), adminToken, 400},
+		{"hub: policy key not base64", "POST", "/hubs", hub(`,"mode":"policy","policyName":"p","policyKey":"%%%"`), adminToken, 400},
+		{"hub: group key on iothub", "POST", "/hubs", hub(`,"mode":"groupKey","policyKey":"` + policyKey + `"`), adminToken, 400},
+		{"hub: eventhubs without entity", "POST", "/hubs", `{"name":"h2","kind":"eventhubs","hostname":"ns.servicebus.windows.net","policyName":"p","policyKey":"k"}`, adminToken, 400},
+		{"hub: dps without id scope", "POST", "/hubs", `{"name":"h2","kind":"dps","hostname":"global.azure-devices-provisioning.net"}`, adminToken, 400},
+		{"hub: default ttl above max", "POST", "/hubs", hub(`,"defaultTtlSeconds":7200,"maxTtlSeconds":3600`), adminToken, 400},
+		{"hub: ttl below minimum", "POST", "/hubs", hub(`,"defaultTtlSeconds":1`), adminToken, 400},
+		{"hub: ca cert not PEM", "POST", "/hubs", hub(`,"caCert":"hello"`), adminToken, 400},
+		{"hub: duplicate", "POST", "/hubs", `{"name":"main","kind":"iothub","hostname":"x.azure-devices.net"}`, adminToken, 409},
+		{"hub: wrong content type", "POST", "/hubs", "name=h2", adminToken, 400},
+		{"hub: get unknown", "GET", "/hubs/nope", "", adminToken, 404},
+		{"hub: bad name in path", "GET", "/hubs/" + url.PathEscape("a b"), "", adminToken, 400},
+		{"hub: delete unknown", "DELETE", "/hubs/nope", "", adminToken, 404},
+		{"device: not JSON", "POST", "/devices", "[1,2", adminToken, 400},
+		{"device: missing auth", "POST", "/devices", `{"deviceId":"d2","hub":"main"}`, adminToken, 400},
+		{"device: bad id", "POST", "/devices", `{"deviceId":"has space","hub":"main","auth":{"type":"hs256"}}`, adminToken, 400},
+		{"device: id too long", "POST", "/devices", `{"deviceId":"` + strings.Repeat("a", 129) + `","hub":"main","auth":{"type":"hs256"}}`, adminToken, 400},
+		{"device: unknown hub", "POST", "/devices", `{"deviceId":"d2","hub":"nope","auth":{"type":"hs256"}}`, adminToken, 404},
+		{"device: duplicate", "POST", "/devices", `{"deviceId":"d1","hub":"main","auth":{"type":"hs256"}}`, adminToken, 409},
+		{"device: bad key", "POST", "/devices", device(`,"primaryKey":"not base64!"`), adminToken, 400},
+		{"device: short key", "POST", "/devices", device(`,"primaryKey":"c2hvcnQ="`), adminToken, 400},
+		{"device: key on policy hub", "POST", "/devices", `{"deviceId":"d2","hub":"pol","auth":{"type":"hs256"},"primaryKey":"` + policyKey + `"}`, adminToken, 400},
+		{"device: module on eventhubs", "POST", "/devices", `{"deviceId":"d2","hub":"eh","auth":{"type":"hs256"},"modules":[{"moduleId":"m"}]}`, adminToken, 400},
+		{"device: duplicate module", "POST", "/devices", device(`,"modules":[{"moduleId":"m"},{"moduleId":"m"}]`), adminToken, 400},
+		{"device: unknown credential", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"rs256"}}`, adminToken, 400},
+		{"device: hs256 with public key", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"hs256","publicKey":` + js(ecPub) + `}}`, adminToken, 400},
+		{"device: es256 without public key", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"es256"}}`, adminToken, 400},
+		{"device: es256 with an Ed25519 key", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"es256","publicKey":` + js(edPub) + `}}`, adminToken, 400},
+		{"device: eddsa with a P-256 key", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"eddsa","publicKey":` + js(ecPub) + `}}`, adminToken, 400},
+		{"device: public key not PEM", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"es256","publicKey":"abc"}}`, adminToken, 400},
+		{"device: oversized body", "POST", "/devices", device(`,"pad":"` + strings.Repeat("x", 2<<20) + `"`), adminToken, 413},
+		{"device: get unknown", "GET", "/devices/nope", "", adminToken, 404},
+		{"device: bad id in path", "GET", "/devices/" + url.PathEscape("a/b"), "", adminToken, 404},
+		{"device: list limit 0", "GET", "/devices?limit=0", "", adminToken, 400},
+		{"device: list limit not a number", "GET", "/devices?limit=ten", "", adminToken, 400},
+		{"device: list cursor too long", "GET", "/devices?cursor=" + strings.Repeat("c", 600), "", adminToken, 400},
+		{"device: patch empty", "PATCH", "/devices/d1", `{}`, adminToken, 400},
+		{"device: patch unknown field", "PATCH", "/devices/d1", `{"hub":"pol"}`, adminToken, 400},
+		{"device: patch wrong type", "PATCH", "/devices/d1", `{"disabled":"yes"}`, adminToken, 400},
+		{"device: patch ttl too small", "PATCH", "/devices/d1", `{"maxTtlSeconds":5}`, adminToken, 400},
+		{"device: patch unknown", "PATCH", "/devices/nope", `{"disabled":true}`, adminToken, 404},
+		{"token: ttl too small", "GET", "/token?ttl=1", "", e.hs256("d1", *dev.Auth.Secret), 400},
+		{"token: ttl not a number", "GET", "/token?ttl=abc", "", e.hs256("d1", *dev.Auth.Secret), 400},
+		{"token: bad transport", "GET", "/token?transport=udp", "", e.hs256("d1", *dev.Auth.Secret), 400},
+		{"token: bad module id", "GET", "/token?module=" + url.QueryEscape("a b"), "", e.hs256("d1", *dev.Auth.Secret), 400},
+		{"unknown route", "GET", "/nope", "", adminToken, 404},
+		{"wrong method", "PUT", "/hubs", "{}", adminToken, 405},
+	}
+	before := e.snapshot()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct := ""
+			if tt.body != "" {
+				ct = "application/json"
+				if tt.name == "hub: wrong content type" {
+					ct = "application/x-www-form-urlencoded"
+				}
+			}
+			resp, body := e.rawRequest(tt.method, tt.path, tt.auth, ct, strings.NewReader(tt.body))
+			if resp.StatusCode != tt.want {
+				t.Fatalf("got %d %s, want %d", resp.StatusCode, body, tt.want)
+			}
+			if got := resp.Header.Get("Content-Type"); got != "application/problem+json" {
+				t.Errorf("Content-Type: got %q, want application/problem+json", got)
+			}
+			var p oapi.Problem
+			if err := json.Unmarshal(body, &p); err != nil {
+				t.Fatalf("body is not a problem document: %v: %s", err, body)
+			}
+			if p.Status != tt.want || p.Title == "" || deref(p.Detail) == "" {
+				t.Errorf("problem: got %+v, want status %d with title and detail", p, tt.want)
+			}
+		})
+	}
+	if after := e.snapshot(); after != before {
+		t.Errorf("bad input changed state:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// snapshot is the operator-visible state, for checking that nothing changed.
+func (e *env) snapshot() string {
+	e.t.Helper()
+	hubs, err := e.admin.ListHubsWithResponse(e.t.Context())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	devs, err := e.admin.ListDevicesWithResponse(e.t.Context(), &oapi.ListDevicesParams{Limit: ptr(1000)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(hubs.Body) + string(devs.Body)
+}
+
+func TestServesSpec(t *testing.T) {
+	e := mustEnv(t)
+	resp, body := e.rawRequest(http.MethodGet, "/openapi.yaml", "", "", nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, api.Spec) {
+		t.Fatalf("got %d and %d bytes, want 200 and the embedded spec (%d bytes)", resp.StatusCode, len(body), len(api.Spec))
+	}
+}
+
+func TestHealth(t *testing.T) {
+	e := mustEnv(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, body := e.rawRequest(http.MethodGet, path, "", "", nil)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok"`) {
+			t.Errorf("%s: got %d %s", path, resp.StatusCode, body)
+		}
+	}
+}

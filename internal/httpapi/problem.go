@@ -1,0 +1,105 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+// Errors the HTTP layer raises itself.
+var (
+	errOperatorAuth = errors.New("a valid operator bearer token is required")
+	errBadRequest   = errors.New("bad request")
+	errTooLarge     = errors.New("request body too large")
+	errNoRoute      = errors.New("no such resource")
+	errNoMethod     = errors.New("method not allowed")
+)
+
+// retryAfterSeconds is what 503 responses ask clients to wait.
+const retryAfterSeconds = 2
+
+// problemSpec is how one class of error reaches clients.
+type problemSpec struct {
+	err    error
+	status int
+	// detail is shown to the client; empty means the error's own message, which for
+	// these classes is written by this service for clients and holds no secrets.
+	detail string
+}
+
+// problems is the one table mapping domain errors to HTTP. Order matters: first match wins.
+var problems = []problemSpec{
+	{deviceauth.ErrUnauthenticated, http.StatusUnauthorized, "device authentication failed"},
+	{errOperatorAuth, http.StatusUnauthorized, ""},
+	{tokens.ErrForbidden, http.StatusForbidden, "the device may not have a token for that identity"},
+	{registry.ErrInvalid, http.StatusBadRequest, ""},
+	{errBadRequest, http.StatusBadRequest, ""},
+	{errTooLarge, http.StatusRequestEntityTooLarge, ""},
+	{errNoRoute, http.StatusNotFound, ""},
+	{errNoMethod, http.StatusMethodNotAllowed, ""},
+	{store.ErrNotFound, http.StatusNotFound, ""},
+	{store.ErrExists, http.StatusConflict, ""},
+	{store.ErrConflict, http.StatusConflict, ""},
+	{store.ErrUnavailable, http.StatusServiceUnavailable, "the key store is unavailable; retry later"},
+}
+
+// problem is an RFC 9457 problem document.
+type problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+}
+
+// writeError maps err through the table and writes the problem. Unexpected errors are
+// logged and reach the client only as a generic 500.
+func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	status, detail := http.StatusInternalServerError, "internal error"
+	for _, p := range problems {
+		if errors.Is(err, p.err) {
+			status, detail = p.status, p.detail
+			if detail == "" {
+				// The sentinel's own words repeat the title; keep what follows them.
+				detail = strings.TrimPrefix(err.Error(), p.err.Error()+": ")
+			}
+			break
+		}
+	}
+	switch {
+	case status >= 500:
+		log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("error", err.Error()))
+	case status == http.StatusUnauthorized:
+		// The reason stays in the log so operators can debug a device; the client learns nothing.
+		log.LogAttrs(r.Context(), slog.LevelInfo, "authentication failed", slog.String("path", r.URL.Path), slog.String("reason", err.Error()))
+	}
+	writeProblem(w, r, status, detail)
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	switch status {
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="tokensvc"`)
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(problem{
+		Type:     "about:blank",
+		Title:    http.StatusText(status),
+		Status:   status,
+		Detail:   detail,
+		Instance: r.URL.Path,
+	})
+}

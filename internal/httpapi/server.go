@@ -1,0 +1,297 @@
+// Package httpapi serves the contract in api/openapi.yaml: it validates requests against
+// the spec, authenticates operators and devices as the spec's security requirements say,
+// calls the domain packages and maps their errors to problem+json in one table.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	nethttpmiddleware "github.com/oapi-codegen/nethttp-middleware"
+
+	"github.com/tokensvc/tokensvc/api"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+// MaxBodyBytes bounds request bodies.
+const MaxBodyBytes = 1 << 20
+
+// Security scheme names in api/openapi.yaml.
+const (
+	schemeAdmin  = "adminToken"
+	schemeDevice = "deviceAssertion"
+)
+
+// AdminChecker checks operator bearer tokens.
+type AdminChecker interface {
+	Check(token string) bool
+}
+
+// DeviceVerifier turns a device assertion into the device it proves.
+type DeviceVerifier interface {
+	Verify(ctx context.Context, assertion string) (store.Device, error)
+}
+
+// Pinger reports whether the store can serve.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Deps are what the API needs.
+type Deps struct {
+	Store    store.Store
+	Registry *registry.Registry
+	Issuer   *tokens.Issuer
+	Devices  DeviceVerifier
+	Admin    AdminChecker
+	Logger   *slog.Logger
+}
+
+// Server implements the generated strict server interface.
+type Server struct {
+	deps Deps
+	log  *slog.Logger
+}
+
+var _ oapi.StrictServerInterface = (*Server)(nil)
+
+// New returns the service's HTTP handler.
+func New(d Deps) (http.Handler, error) {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	s := &Server{deps: d, log: d.Logger}
+
+	spec, err := openapi3.NewLoader().LoadFromData(api.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("load api spec: %w", err)
+	}
+	security, err := securityByOperation(spec)
+	if err != nil {
+		return nil, err
+	}
+
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, s.recoverer, s.accessLog, limitBody)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoRoute) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoMethod) })
+	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(api.Spec)
+	})
+
+	strict := oapi.NewStrictHandlerWithOptions(s,
+		[]oapi.StrictMiddlewareFunc{s.authenticate(security), withAccept},
+		oapi.StrictHTTPServerOptions{
+			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+				writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
+			},
+			ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+				writeError(s.log, w, r, err)
+			},
+		})
+	spec.Servers = nil // validate paths only, whatever host the service is reached on
+	validator := nethttpmiddleware.OapiRequestValidatorWithOptions(spec, &nethttpmiddleware.Options{
+		Options: openapi3filter.Options{
+			// Authentication happens in the strict middleware, where the authenticated
+			// device can be handed to the handler.
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+		},
+		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ nethttpmiddleware.ErrorHandlerOpts) {
+			writeError(s.log, w, r, validationError(err))
+		},
+	})
+	r.Group(func(g chi.Router) {
+		g.Use(validator)
+		oapi.HandlerWithOptions(strict, oapi.ChiServerOptions{
+			BaseRouter: g,
+			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+				writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
+			},
+		})
+	})
+	return r, nil
+}
+
+// securityByOperation reads which scheme guards each operation from the spec, so the
+// spec stays the only place that says so. Keys are lower-cased operation IDs: the
+// generated code passes them in Go case ("GetToken" for "getToken").
+func securityByOperation(spec *openapi3.T) (map[string]string, error) {
+	out := make(map[string]string)
+	for _, item := range spec.Paths.Map() {
+		for _, op := range item.Operations() {
+			reqs := spec.Security
+			if op.Security != nil {
+				reqs = *op.Security
+			}
+			switch len(reqs) {
+			case 0:
+				out[strings.ToLower(op.OperationID)] = ""
+			case 1:
+				if len(reqs[0]) != 1 {
+					return nil, fmt.Errorf("operation %s: want exactly one security scheme", op.OperationID)
+				}
+				for name := range reqs[0] {
+					if name != schemeAdmin && name != schemeDevice {
+						return nil, fmt.Errorf("operation %s: unknown security scheme %q", op.OperationID, name)
+					}
+					out[strings.ToLower(op.OperationID)] = name
+				}
+			default:
+				return nil, fmt.Errorf("operation %s: alternative security requirements are not supported", op.OperationID)
+			}
+		}
+	}
+	return out, nil
+}
+
+// validationError turns a spec violation into a client message that names the field and
+// the rule but never echoes the value.
+func validationError(err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errTooLarge
+	}
+	if errors.Is(err, routers.ErrMethodNotAllowed) {
+		return errNoMethod
+	}
+	if errors.Is(err, routers.ErrPathNotFound) {
+		return errNoRoute
+	}
+	var reqErr *openapi3filter.RequestError
+	if errors.As(err, &reqErr) {
+		where := "request"
+		switch {
+		case reqErr.Parameter != nil:
+			where = fmt.Sprintf("%s parameter %q", reqErr.Parameter.In, reqErr.Parameter.Name)
+		case reqErr.RequestBody != nil:
+			where = "request body"
+		}
+		var schemaErr *openapi3.SchemaError
+		if errors.As(reqErr.Err, &schemaErr) {
+			if p := schemaErr.JSONPointer(); len(p) > 0 {
+				where += " field /" + strings.Join(p, "/")
+			}
+			return fmt.Errorf("%w: %s: %s", errBadRequest, where, schemaErr.Reason)
+		}
+		reason := reqErr.Reason
+		if reason == "" && reqErr.Err != nil {
+			reason = firstLine(reqErr.Err.Error())
+		}
+		return fmt.Errorf("%w: %s: %s", errBadRequest, where, reason)
+	}
+	return fmt.Errorf("%w: %s", errBadRequest, firstLine(err.Error()))
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+type ctxKey int
+
+const (
+	deviceKey ctxKey = iota
+	acceptKey
+)
+
+// authenticate enforces each operation's security requirement from the spec.
+func (s *Server) authenticate(security map[string]string) oapi.StrictMiddlewareFunc {
+	return func(next oapi.StrictHandlerFunc, operationID string) oapi.StrictHandlerFunc {
+		scheme, known := security[strings.ToLower(operationID)]
+		if !known {
+			// Fail closed: an operation the spec does not describe is never served.
+			return func(context.Context, http.ResponseWriter, *http.Request, any) (any, error) {
+				return nil, fmt.Errorf("operation %s has no security entry in the spec", operationID)
+			}
+		}
+		switch scheme {
+		case schemeAdmin:
+			return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+				if !s.deps.Admin.Check(bearer(r)) {
+					return nil, errOperatorAuth
+				}
+				return next(ctx, w, r, req)
+			}
+		case schemeDevice:
+			return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+				dev, err := s.deps.Devices.Verify(ctx, bearer(r))
+				if err != nil {
+					return nil, err
+				}
+				return next(context.WithValue(ctx, deviceKey, dev), w, r, req)
+			}
+		default:
+			return next
+		}
+	}
+}
+
+// withAccept hands the Accept header to handlers that negotiate content.
+func withAccept(next oapi.StrictHandlerFunc, _ string) oapi.StrictHandlerFunc {
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		return next(context.WithValue(ctx, acceptKey, r.Header.Get("Accept")), w, r, req)
+	}
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				writeError(s.log, w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// accessLog logs one line per request: never headers, bodies or query values that could
+// hold secrets.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", ww.Status()),
+			slog.Int("bytes", ww.BytesWritten()),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("requestId", middleware.GetReqID(r.Context())),
+		)
+	})
+}
