@@ -112,13 +112,15 @@ func deviceToAPI(d store.Device) oapi.Device {
 
 func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 	p := is.Profiles
+	// serverTime, expiresIn and expiresAt agree to the second: se is whole seconds.
+	serverTime := is.IssuedAt.UTC().Truncate(time.Second)
 	out := oapi.TokenResponse{
 		Token:            is.Token.Value,
 		Resource:         is.Token.Resource,
 		ExpiresAt:        is.Token.ExpiresAt,
-		ExpiresIn:        seconds(is.Token.ExpiresAt.Sub(is.IssuedAt)),
+		ExpiresIn:        seconds(is.Token.ExpiresAt.Sub(serverTime)),
 		RefreshAfter:     is.RefreshAfter.UTC(),
-		ServerTime:       is.IssuedAt.UTC().Truncate(time.Second),
+		ServerTime:       serverTime,
 		Hub:              is.Hub.Name,
 		Kind:             oapi.HubKind(is.Hub.Kind),
 		ConnectionString: ptrIfSet(p.ConnectionString),

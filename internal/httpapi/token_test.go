@@ -43,6 +43,8 @@ func TestGetTokenIoTHubDevice(t *testing.T) {
 		t.Fatalf("201 must return generated keys and secret once: got %+v", created)
 	}
 
+	// A clock between two seconds: se is whole seconds, and the times reported must agree.
+	e.clock.Advance(700 * time.Millisecond)
 	resp := e.getToken(e.hs256("Dev.With:Colons@site=7$x", *created.Auth.Secret), nil)
 	if resp.JSON200 == nil {
 		t.Fatalf("got %d %s, want 200", resp.StatusCode(), resp.Body)
@@ -51,7 +53,7 @@ func TestGetTokenIoTHubDevice(t *testing.T) {
 		t.Errorf("Cache-Control: got %q, want no-store", got)
 	}
 	tr := resp.JSON200
-	now := e.clock.Now()
+	now := e.clock.Now().Truncate(time.Second)
 	p := mustVerify(t, tr.Token, *created.PrimaryKey, signer.KeyBase64, now)
 	if want := hubHost + "/devices/Dev.With:Colons@site=7$x"; p.Resource != want || tr.Resource != want {
 		t.Errorf("resource: got %q / %q, want %q", p.Resource, tr.Resource, want)
