@@ -20,6 +20,12 @@ import (
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
+var (
+	_ httpapi.AdminChecker   = (*adminauth.Authenticator)(nil)
+	_ httpapi.DeviceVerifier = (*deviceauth.Verifier)(nil)
+	_ httpapi.Pinger         = (*filestore.Store)(nil)
+)
+
 // run is the whole program; main only wires signals and the process environment to it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
@@ -32,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	st, err := filestore.Open(filepath.Join(cfg.DataDir, "tokensvc.db"), key)
+	st, err := filestore.Open(filepath.Join(cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("open embedded store: %w", err)
 	}

@@ -150,7 +150,13 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	secret, primary := *dev.JSON201.Auth.Secret, *dev.JSON201.PrimaryKey
 
-	token := getToken(t, in.url, "sensor-0001", secret, "jti-1")
+	// A refused assertion must not reach the log either.
+	forged := assertionFor(t, "sensor-0001", "not-the-secret", "jti-forged")
+	if resp, err := client(t, in.url, forged).GetTokenWithResponse(ctx, nil); err != nil || resp.StatusCode() != 401 {
+		t.Fatalf("forged assertion: got %v %v, want 401", resp.StatusCode(), err)
+	}
+	assertion := assertionFor(t, "sensor-0001", secret, "jti-1")
+	token := getTokenWith(t, in.url, assertion)
 	key, _ := signer.DecodeKey(primary, signer.KeyBase64)
 	if _, err := signer.Verify(token, key, time.Now()); err != nil {
 		t.Fatalf("minted token does not verify: %v", err)
@@ -172,9 +178,13 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	in2.stop(t)
 
-	secrets := map[string]string{"admin token": admin, "device secret": secret, "primary key": primary, "token": token, "token signature": sigOf(t, token)}
+	secrets := map[string]string{
+		"admin token": admin, "device secret": secret, "primary key": primary, "token": token,
+		"token signature": sigOf(t, token), "assertion": assertion, "forged assertion": forged,
+		"assertion signature": assertion[strings.LastIndexByte(assertion, '.')+1:],
+	}
 	logs := in.stderr.String() + in2.stderr.String()
-	if !strings.Contains(logs, `"msg":"request"`) {
+	if !strings.Contains(logs, `"msg":"token issued"`) || !strings.Contains(logs, `"msg":"authentication failed"`) {
 		t.Fatalf("no request log captured; the scan below would prove nothing:\n%s", logs)
 	}
 	var files []string
@@ -208,7 +218,7 @@ func sigOf(t *testing.T, token string) string {
 	return p.Signature
 }
 
-func getToken(t *testing.T, url, id, secret, jti string) string {
+func assertionFor(t *testing.T, id, secret, jti string) string {
 	t.Helper()
 	now := time.Now()
 	a, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
@@ -217,7 +227,17 @@ func getToken(t *testing.T, url, id, secret, jti string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := client(t, url, a).GetTokenWithResponse(t.Context(), nil)
+	return a
+}
+
+func getToken(t *testing.T, url, id, secret, jti string) string {
+	t.Helper()
+	return getTokenWith(t, url, assertionFor(t, id, secret, jti))
+}
+
+func getTokenWith(t *testing.T, url, assertion string) string {
+	t.Helper()
+	resp, err := client(t, url, assertion).GetTokenWithResponse(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
@@ -35,6 +38,14 @@ func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (
 	if err != nil {
 		return nil, err
 	}
+	// One record per issued token: who and for how long, never the token itself.
+	s.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+		slog.String("device", dev.ID),
+		slog.String("module", tr.ModuleID),
+		slog.String("hub", issued.Hub.Name),
+		slog.Time("expiresAt", issued.Token.ExpiresAt),
+		slog.String("requestId", middleware.GetReqID(ctx)),
+	)
 	body := tokenToAPI(issued)
 	accept, _ := ctx.Value(acceptKey).(string)
 	if prefersText(accept) {
@@ -43,21 +54,29 @@ func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (
 	return tokenJSON{body}, nil
 }
 
-// prefersText reports whether the client asked for text/plain over JSON.
+// prefersText reports whether the client ranks text/plain above JSON (RFC 9110 q-values;
+// equal ranks go to JSON, the documented default).
 func prefersText(accept string) bool {
+	textQ, jsonQ := -1.0, -1.0
 	for part := range strings.SplitSeq(accept, ",") {
-		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 		if err != nil {
 			continue
 		}
+		q := 1.0
+		if v, ok := params["q"]; ok {
+			if q, err = strconv.ParseFloat(v, 64); err != nil || q < 0 || q > 1 {
+				continue
+			}
+		}
 		switch mt {
 		case "text/plain":
-			return true
-		case "application/json", "*/*":
-			return false
+			textQ = max(textQ, q)
+		case "application/json", "*/*", "application/*":
+			jsonQ = max(jsonQ, q)
 		}
 	}
-	return false
+	return textQ > 0 && textQ > jsonQ
 }
 
 // tokenJSON writes the token response without HTML escaping, so the & and = of SAS
@@ -102,6 +121,7 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	if m := b.Mqtt; m != nil {
 		line("mqttHost", m.Host)
 		line("mqttPort", strconv.Itoa(m.Port))
+		line("mqttUrl", m.Url)
 		line("mqttClientId", m.ClientId)
 		line("mqttUsername", m.Username)
 		line("mqttPublish", m.Topics.Publish)
@@ -112,6 +132,9 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	if a := b.Amqp; a != nil {
 		line("amqpHost", a.Host)
 		line("amqpPort", strconv.Itoa(a.Port))
+		if a.Transport == oapi.AmqpProfileTransport(signer.WebSocket) {
+			line("amqpUrl", a.Url) // the TCP form embeds the token a second time
+		}
 		line("amqpUsername", deref(a.Username))
 		line("amqpAddress", a.Address)
 	}
@@ -152,7 +175,7 @@ func (s *Server) ListHubs(ctx context.Context, _ oapi.ListHubsRequestObject) (oa
 func (s *Server) GetHub(ctx context.Context, req oapi.GetHubRequestObject) (oapi.GetHubResponseObject, error) {
 	h, err := s.deps.Store.GetHub(ctx, req.Name)
 	if err != nil {
-		return nil, err
+		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
 	}
 	return oapi.GetHub200JSONResponse(hubToAPI(h)), nil
 }
@@ -160,7 +183,7 @@ func (s *Server) GetHub(ctx context.Context, req oapi.GetHubRequestObject) (oapi
 // DeleteHub deletes a hub no device uses.
 func (s *Server) DeleteHub(ctx context.Context, req oapi.DeleteHubRequestObject) (oapi.DeleteHubResponseObject, error) {
 	if err := s.deps.Store.DeleteHub(ctx, req.Name); err != nil {
-		return nil, err
+		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
 	}
 	s.log.InfoContext(ctx, "hub deleted", "hub", req.Name)
 	return oapi.DeleteHub204Response{}, nil
@@ -197,9 +220,12 @@ func (s *Server) CreateDevice(ctx context.Context, req oapi.CreateDeviceRequestO
 
 // GetDevice returns a device without secrets.
 func (s *Server) GetDevice(ctx context.Context, req oapi.GetDeviceRequestObject) (oapi.GetDeviceResponseObject, error) {
+	if err := checkDeviceID(req.DeviceId); err != nil {
+		return nil, err
+	}
 	d, err := s.deps.Store.GetDevice(ctx, req.DeviceId)
 	if err != nil {
-		return nil, err
+		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
 	}
 	return oapi.GetDevice200JSONResponse(deviceToAPI(d)), nil
 }
@@ -223,6 +249,9 @@ func (s *Server) ListDevices(ctx context.Context, req oapi.ListDevicesRequestObj
 
 // UpdateDevice enables, disables or re-caps a device.
 func (s *Server) UpdateDevice(ctx context.Context, req oapi.UpdateDeviceRequestObject) (oapi.UpdateDeviceResponseObject, error) {
+	if err := checkDeviceID(req.DeviceId); err != nil {
+		return nil, err
+	}
 	p := registry.DevicePatch{Disabled: req.Body.Disabled}
 	if req.Body.MaxTtlSeconds != nil {
 		ttl := durationOf(req.Body.MaxTtlSeconds)
@@ -238,8 +267,11 @@ func (s *Server) UpdateDevice(ctx context.Context, req oapi.UpdateDeviceRequestO
 
 // DeleteDevice removes a device.
 func (s *Server) DeleteDevice(ctx context.Context, req oapi.DeleteDeviceRequestObject) (oapi.DeleteDeviceResponseObject, error) {
-	if err := s.deps.Store.DeleteDevice(ctx, req.DeviceId); err != nil {
+	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
+	}
+	if err := s.deps.Store.DeleteDevice(ctx, req.DeviceId); err != nil {
+		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
 	}
 	s.log.InfoContext(ctx, "device deleted", "device", req.DeviceId)
 	return oapi.DeleteDevice204Response{}, nil
@@ -260,4 +292,13 @@ func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (
 		}
 	}
 	return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
+}
+
+// checkDeviceID applies the ID rules to the decoded path parameter: the spec validator
+// sees it still percent-encoded, where %2F passes as three allowed characters.
+func checkDeviceID(id string) error {
+	if !signer.ValidID(id) {
+		return fmt.Errorf("%w: path parameter deviceId: not a valid device ID", errBadRequest)
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -54,10 +55,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
-
-type staticAdmin string
-
-func (a staticAdmin) Check(tok string) bool { return tok != "" && tok == string(a) }
 
 // env is a running API over a real embedded store.
 type env struct {
@@ -98,13 +95,17 @@ func mustEnv(t testing.TB) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	clock := &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	admin, _, err := adminauth.Bootstrap(t.Context(), st, adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	h, err := httpapi.New(httpapi.Deps{
 		Store:    st,
 		Registry: registry.New(st, clock.Now),
 		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now)),
 		Devices:  deviceauth.NewVerifier(st, audience, clock.Now),
-		Admin:    staticAdmin(adminToken),
+		Admin:    admin,
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

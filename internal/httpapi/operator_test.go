@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/getkin/kin-openapi/openapi3"
+
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
@@ -203,7 +205,17 @@ func TestBadInput(t *testing.T) {
 		{"device: public key not PEM", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"es256","publicKey":"abc"}}`, adminToken, 400},
 		{"device: oversized body", "POST", "/devices", device(`,"pad":"` + strings.Repeat("x", 2<<20) + `"`), adminToken, 413},
 		{"device: get unknown", "GET", "/devices/nope", "", adminToken, 404},
-		{"device: bad id in path", "GET", "/devices/" + url.PathEscape("a/b"), "", adminToken, 404},
+		{"device: encoded slash in path", "GET", "/devices/" + url.PathEscape("a/b"), "", adminToken, 400},
+		{"device: encoded NUL in path", "GET", "/devices/a%00b", "", adminToken, 400},
+		{"device: encoded space in path", "DELETE", "/devices/a%20b", "", adminToken, 400},
+		{"device: encoded slash in patch path", "PATCH", "/devices/%2F", `{"disabled":true}`, adminToken, 400},
+		{"device: trailing data", "POST", "/devices", device("") + ` {"a":1}`, adminToken, 400},
+		{"device: duplicate key", "POST", "/devices", `{"deviceId":"d2","deviceId":"d3","hub":"main","auth":{"type":"hs256"}}`, adminToken, 400},
+		{"device: duplicate nested key", "POST", "/devices", `{"deviceId":"d2","hub":"main","auth":{"type":"hs256","type":"es256"}}`, adminToken, 400},
+		{"device: number where an integer is due", "POST", "/devices", device(`,"maxTtlSeconds":1e2`), adminToken, 400},
+		{"device: deep nesting", "POST", "/devices", strings.Repeat("[", 100) + strings.Repeat("]", 100), adminToken, 400},
+		{"hub: unauthenticated bad body gets 401, not a schema hint", "POST", "/hubs", `{"nam":1}`, "", 401},
+		{"token: unauthenticated bad query gets 401", "GET", "/token?ttl=1", "", "garbage", 401},
 		{"device: list limit 0", "GET", "/devices?limit=0", "", adminToken, 400},
 		{"device: list limit not a number", "GET", "/devices?limit=ten", "", adminToken, 400},
 		{"device: list cursor too long", "GET", "/devices?cursor=" + strings.Repeat("c", 600), "", adminToken, 400},
@@ -216,6 +228,7 @@ func TestBadInput(t *testing.T) {
 		{"token: ttl not a number", "GET", "/token?ttl=abc", "", e.hs256("d1", *dev.Auth.Secret), 400},
 		{"token: bad transport", "GET", "/token?transport=udp", "", e.hs256("d1", *dev.Auth.Secret), 400},
 		{"token: bad module id", "GET", "/token?module=" + url.QueryEscape("a b"), "", e.hs256("d1", *dev.Auth.Secret), 400},
+		{"device: utf-16 charset", "POST", "/devices", device(""), adminToken, 415},
 		{"unknown route", "GET", "/nope", "", adminToken, 404},
 		{"wrong method", "PUT", "/hubs", "{}", adminToken, 405},
 	}
@@ -225,8 +238,11 @@ func TestBadInput(t *testing.T) {
 			ct := ""
 			if tt.body != "" {
 				ct = "application/json"
-				if tt.name == "hub: wrong content type" {
+				switch tt.name {
+				case "hub: wrong content type":
 					ct = "application/x-www-form-urlencoded"
+				case "device: utf-16 charset":
+					ct = "application/json; charset=utf-16"
 				}
 			}
 			resp, body := e.rawRequest(tt.method, tt.path, tt.auth, ct, strings.NewReader(tt.body))
@@ -279,5 +295,76 @@ func TestHealth(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok"`) {
 			t.Errorf("%s: got %d %s", path, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestEveryOperationIsGuarded walks the spec: every operation that is not explicitly
+// public must refuse a request with no credential and with a wrong one, before looking
+// at anything else in it.
+func TestEveryOperationIsGuarded(t *testing.T) {
+	e := mustEnv(t)
+	spec, err := openapi3.NewLoader().LoadFromData(api.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guarded := 0
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			reqs := spec.Security
+			if op.Security != nil {
+				reqs = *op.Security
+			}
+			concrete := strings.NewReplacer("{name}", "main", "{deviceId}", "d1").Replace(path)
+			if len(reqs) == 0 {
+				resp, _ := e.rawRequest(method, concrete, "", "", nil)
+				if resp.StatusCode != 200 {
+					t.Errorf("public %s %s: got %d, want 200", method, path, resp.StatusCode)
+				}
+				continue
+			}
+			guarded++
+			for _, cred := range []string{"", "wrong-credential", adminToken + "x"} {
+				resp, body := e.rawRequest(method, concrete, cred, "application/json", strings.NewReader(`{"disabled":true}`))
+				if resp.StatusCode != 401 {
+					t.Errorf("%s %s with credential %q: got %d %s, want 401", method, path, cred, resp.StatusCode, body)
+				}
+			}
+		}
+	}
+	if guarded < 10 {
+		t.Fatalf("only %d guarded operations found; the spec walk is broken", guarded)
+	}
+}
+
+func TestContentEncodingRefused(t *testing.T) {
+	e := mustEnv(t)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/hubs", strings.NewReader(`{"name":"h","kind":"iothub","hostname":"x.azure-devices.net"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("got %d, want 415", resp.StatusCode)
+	}
+	if s := e.snapshot(); strings.Contains(s, `"name":"h"`) {
+		t.Errorf("refused request created a hub: %s", s)
+	}
+}
+
+func TestReadinessFollowsStore(t *testing.T) {
+	e := mustEnv(t)
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.rawRequest(http.MethodGet, "/readyz", "", "", nil)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("readyz on a closed store: got %d %s (Retry-After %q), want 503 with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -43,12 +44,16 @@ var problems = []problemSpec{
 	{registry.ErrInvalid, http.StatusBadRequest, ""},
 	{errBadRequest, http.StatusBadRequest, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, ""},
+	{errUnsupportedMedia, http.StatusUnsupportedMediaType, ""},
 	{errNoRoute, http.StatusNotFound, ""},
 	{errNoMethod, http.StatusMethodNotAllowed, ""},
 	{store.ErrNotFound, http.StatusNotFound, ""},
 	{store.ErrExists, http.StatusConflict, ""},
 	{store.ErrConflict, http.StatusConflict, ""},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "the key store is unavailable; retry later"},
+	// The client went away or ran out of time; nobody reads this, but it is no server fault.
+	{context.Canceled, http.StatusServiceUnavailable, "request canceled"},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "request timed out; retry later"},
 }
 
 // problem is an RFC 9457 problem document.
@@ -68,13 +73,15 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 		if errors.Is(err, p.err) {
 			status, detail = p.status, p.detail
 			if detail == "" {
-				// The sentinel's own words repeat the title; keep what follows them.
+				// Errors of these classes are written for clients (see store.Describe and
+				// registry.ErrInvalid); a leading sentinel only repeats the title.
 				detail = strings.TrimPrefix(err.Error(), p.err.Error()+": ")
 			}
 			break
 		}
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
 	case status >= 500:
 		log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("error", err.Error()))
 	case status == http.StatusUnauthorized:

@@ -15,6 +15,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	nethttpmiddleware "github.com/oapi-codegen/nethttp-middleware"
@@ -94,20 +95,25 @@ func New(d Deps) (http.Handler, error) {
 	})
 
 	strict := oapi.NewStrictHandlerWithOptions(s,
-		[]oapi.StrictMiddlewareFunc{s.authenticate(security), withAccept},
+		[]oapi.StrictMiddlewareFunc{withAccept},
 		oapi.StrictHTTPServerOptions{
-			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
+			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
+				// The decoder's words name Go types; the spec validator has already said
+				// what is wrong for anything the spec describes.
+				writeError(s.log, w, r, fmt.Errorf("%w: request body could not be decoded", errBadRequest))
 			},
 			ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 				writeError(s.log, w, r, err)
 			},
 		})
-	spec.Servers = nil // validate paths only, whatever host the service is reached on
+	spec.Servers = nil // match paths only, whatever host the service is reached on
+	router, err := gorillamux.NewRouter(spec)
+	if err != nil {
+		return nil, fmt.Errorf("route api spec: %w", err)
+	}
 	validator := nethttpmiddleware.OapiRequestValidatorWithOptions(spec, &nethttpmiddleware.Options{
 		Options: openapi3filter.Options{
-			// Authentication happens in the strict middleware, where the authenticated
-			// device can be handed to the handler.
+			// Authentication already happened in s.authenticate, before any parsing.
 			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 		},
 		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ nethttpmiddleware.ErrorHandlerOpts) {
@@ -115,7 +121,10 @@ func New(d Deps) (http.Handler, error) {
 		},
 	})
 	r.Group(func(g chi.Router) {
-		g.Use(validator)
+		// Authenticate first, so unauthenticated callers cannot make the service parse
+		// bodies or learn the schema; then hold JSON bodies to one strict reading; then
+		// validate them against the spec.
+		g.Use(s.authenticate(router, security), s.strictJSON, validator)
 		oapi.HandlerWithOptions(strict, oapi.ChiServerOptions{
 			BaseRouter: g,
 			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -126,9 +135,9 @@ func New(d Deps) (http.Handler, error) {
 	return r, nil
 }
 
-// securityByOperation reads which scheme guards each operation from the spec, so the
-// spec stays the only place that says so. Keys are lower-cased operation IDs: the
-// generated code passes them in Go case ("GetToken" for "getToken").
+// securityByOperation reads which scheme guards each operation from the spec (an
+// operation's own security, else the document's), so the spec stays the only place that
+// says so. "" marks an operation the spec explicitly leaves public with `security: []`.
 func securityByOperation(spec *openapi3.T) (map[string]string, error) {
 	out := make(map[string]string)
 	for _, item := range spec.Paths.Map() {
@@ -137,21 +146,20 @@ func securityByOperation(spec *openapi3.T) (map[string]string, error) {
 			if op.Security != nil {
 				reqs = *op.Security
 			}
-			switch len(reqs) {
-			case 0:
-				out[strings.ToLower(op.OperationID)] = ""
-			case 1:
-				if len(reqs[0]) != 1 {
-					return nil, fmt.Errorf("operation %s: want exactly one security scheme", op.OperationID)
-				}
+			switch {
+			case reqs == nil:
+				return nil, fmt.Errorf("operation %s: no security requirement; write security: [] to make it public", op.OperationID)
+			case len(reqs) == 0:
+				out[op.OperationID] = ""
+			case len(reqs) == 1 && len(reqs[0]) == 1:
 				for name := range reqs[0] {
 					if name != schemeAdmin && name != schemeDevice {
 						return nil, fmt.Errorf("operation %s: unknown security scheme %q", op.OperationID, name)
 					}
-					out[strings.ToLower(op.OperationID)] = name
+					out[op.OperationID] = name
 				}
 			default:
-				return nil, fmt.Errorf("operation %s: alternative security requirements are not supported", op.OperationID)
+				return nil, fmt.Errorf("operation %s: want exactly one security scheme", op.OperationID)
 			}
 		}
 	}
@@ -208,35 +216,39 @@ const (
 	acceptKey
 )
 
-// authenticate enforces each operation's security requirement from the spec.
-func (s *Server) authenticate(security map[string]string) oapi.StrictMiddlewareFunc {
-	return func(next oapi.StrictHandlerFunc, operationID string) oapi.StrictHandlerFunc {
-		scheme, known := security[strings.ToLower(operationID)]
-		if !known {
-			// Fail closed: an operation the spec does not describe is never served.
-			return func(context.Context, http.ResponseWriter, *http.Request, any) (any, error) {
-				return nil, fmt.Errorf("operation %s has no security entry in the spec", operationID)
+// authenticate enforces the security requirement of the operation a request routes to,
+// before anything else looks at it. Requests that route nowhere pass on to get their 404
+// or 405 from the validator.
+func (s *Server) authenticate(router routers.Router, security map[string]string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			route, _, err := router.FindRoute(r)
+			if err != nil {
+				next.ServeHTTP(w, r)
+				return
 			}
-		}
-		switch scheme {
-		case schemeAdmin:
-			return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+			scheme, known := security[route.Operation.OperationID]
+			switch {
+			case !known:
+				// Fail closed: an operation without a security entry is never served.
+				writeError(s.log, w, r, fmt.Errorf("operation %s has no security entry", route.Operation.OperationID))
+			case scheme == schemeAdmin:
 				if !s.deps.Admin.Check(bearer(r)) {
-					return nil, errOperatorAuth
+					writeError(s.log, w, r, errOperatorAuth)
+					return
 				}
-				return next(ctx, w, r, req)
-			}
-		case schemeDevice:
-			return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-				dev, err := s.deps.Devices.Verify(ctx, bearer(r))
+				next.ServeHTTP(w, r)
+			case scheme == schemeDevice:
+				dev, err := s.deps.Devices.Verify(r.Context(), bearer(r))
 				if err != nil {
-					return nil, err
+					writeError(s.log, w, r, err)
+					return
 				}
-				return next(context.WithValue(ctx, deviceKey, dev), w, r, req)
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, dev)))
+			default:
+				next.ServeHTTP(w, r)
 			}
-		default:
-			return next
-		}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
 )
@@ -283,7 +284,7 @@ func TestDeviceAuthorizationMatrix(t *testing.T) {
 	edPriv, edPub := mustEdKey(t)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "ed", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Eddsa, PublicKey: &edPub}})
 	otherEC, _ := mustECKey(t)
-	e.mustDevice(oapi.DeviceCreate{DeviceId: "off", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}, Disabled: ptr(true)})
+	off := e.mustDevice(oapi.DeviceCreate{DeviceId: "off", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}, Disabled: ptr(true)})
 
 	aliceSecret, bobSecret := []byte(*alice.Auth.Secret), []byte(*bob.Auth.Secret)
 	with := func(id string, edit func(jwt.MapClaims)) jwt.MapClaims {
@@ -314,7 +315,7 @@ func TestDeviceAuthorizationMatrix(t *testing.T) {
 		{"other device's sub, signed with own secret", hs(e.claims("bob"), aliceSecret), nil, 401},
 		{"iss differs from sub", hs(with("alice", func(c jwt.MapClaims) { c["iss"] = "bob" }), aliceSecret), nil, 401},
 		{"unknown device", hs(e.claims("mallory"), aliceSecret), nil, 401},
-		{"disabled device", hs(e.claims("off"), aliceSecret), nil, 401},
+		{"disabled device, correctly signed", hs(e.claims("off"), []byte(*off.Auth.Secret)), nil, 401},
 		{"another device's module", hs(e.claims("alice"), aliceSecret), ptr("mod-b"), 403},
 		{"unregistered module", hs(e.claims("alice"), aliceSecret), ptr("nope"), 403},
 		{"expired", hs(with("alice", func(c jwt.MapClaims) {
@@ -365,5 +366,28 @@ func TestDeviceAuthorizationMatrix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPrefersText(t *testing.T) {
+	tests := []struct {
+		accept string
+		want   bool
+	}{
+		{"", false},
+		{"text/plain", true},
+		{"application/json", false},
+		{"text/plain, application/json", false},
+		{"text/plain;q=0, application/json", false},
+		{"text/plain;q=0.9, application/json;q=0.5", true},
+		{"application/json;q=0.1, text/plain", true},
+		{"*/*", false},
+		{"text/plain;q=abc", false},
+		{"garbage;;;", false},
+	}
+	for _, tt := range tests {
+		if got := httpapi.PrefersText(tt.accept); got != tt.want {
+			t.Errorf("prefersText(%q): got %v, want %v", tt.accept, got, tt.want)
+		}
 	}
 }

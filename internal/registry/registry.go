@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -55,7 +56,7 @@ func (r *Registry) CreateHub(ctx context.Context, h store.Hub) (store.Hub, error
 	}
 	h.CreatedAt = r.now().UTC()
 	if err := r.store.CreateHub(ctx, h); err != nil {
-		return store.Hub{}, err
+		return store.Hub{}, store.Describe(fmt.Sprintf("hub %q", h.Name), err)
 	}
 	return h, nil
 }
@@ -207,13 +208,13 @@ type Created struct {
 func (r *Registry) CreateDevice(ctx context.Context, d store.Device) (Created, error) {
 	hub, err := r.store.GetHub(ctx, d.Hub)
 	if err != nil {
-		return Created{}, err
+		return Created{}, store.Describe(fmt.Sprintf("hub %q", d.Hub), err)
 	}
 	if !signer.ValidID(d.ID) {
 		return Created{}, invalid("deviceId must be 1 to 128 letters, digits or - . %% _ * ? ! ( ) , : = @ $ '")
 	}
 	if hub.Kind == store.KindDPS && !validRegistrationID(d.ID) {
-		return Created{}, invalid("a DPS registration ID is letters, digits and - . _ : only")
+		return Created{}, invalid("a DPS registration ID is letters, digits and - . _ : only, and ends in a letter, digit or -")
 	}
 	if err := keysFor(hub, &d); err != nil {
 		return Created{}, err
@@ -240,7 +241,10 @@ func (r *Registry) CreateDevice(ctx context.Context, d store.Device) (Created, e
 	now := r.now().UTC()
 	d.CreatedAt, d.UpdatedAt = now, now
 	if err := r.store.CreateDevice(ctx, d); err != nil {
-		return Created{}, err
+		if errors.Is(err, store.ErrNotFound) {
+			return Created{}, store.Describe(fmt.Sprintf("hub %q", d.Hub), err) // deleted meanwhile
+		}
+		return Created{}, store.Describe(fmt.Sprintf("device %q", d.ID), err)
 	}
 	out.Device = d
 	return out, nil
@@ -297,7 +301,12 @@ func fillPair(primary, secondary *string) error {
 	return nil
 }
 
+// validRegistrationID applies DPS's rules: letters, digits and - . _ : only, ending in a
+// letter, digit or '-'.
 func validRegistrationID(s string) bool {
+	if s == "" || strings.ContainsRune("._:", rune(s[len(s)-1])) {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == ':') {
@@ -345,7 +354,7 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 	if p.MaxTTL != nil && *p.MaxTTL != 0 && *p.MaxTTL < time.Minute {
 		return store.Device{}, invalid("maxTtlSeconds must be 0 or at least 60")
 	}
-	return r.store.UpdateDevice(ctx, id, func(d *store.Device) error {
+	d, err := r.store.UpdateDevice(ctx, id, func(d *store.Device) error {
 		if p.Disabled != nil {
 			d.Disabled = *p.Disabled
 		}
@@ -355,4 +364,8 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 		d.UpdatedAt = r.now().UTC()
 		return nil
 	})
+	if err != nil {
+		return store.Device{}, store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	return d, nil
 }

@@ -199,7 +199,9 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 }
 
 // EventHubsProfiles builds AMQP and HTTPS settings for a publisher-scoped Event Hubs
-// token. Event Hubs takes the token through CBS (SASL ANONYMOUS), not SASL PLAIN.
+// token. Event Hubs takes the token through CBS (SASL ANONYMOUS), not SASL PLAIN. There
+// is no SDK connection string: SDKs send to the entity, which a publisher-scoped token
+// does not cover.
 func EventHubsProfiles(namespaceHost, entity, publisher, token string, t Transport) Profiles {
 	address := "/" + entity + "/publishers/" + publisher
 	amqp := &AMQP{
@@ -222,7 +224,6 @@ func EventHubsProfiles(namespaceHost, entity, publisher, token string, t Transpo
 			URL:           "https://" + namespaceHost + escapePath(address) + "/messages",
 			Authorization: token,
 		},
-		ConnectionString: "Endpoint=sb://" + namespaceHost + "/;EntityPath=" + entity + ";SharedAccessSignature=" + token,
 	}
 }
 

@@ -185,7 +185,7 @@ func Parse(token string) (Parsed, error) {
 		return Parsed{}, ErrMalformed
 	}
 	var p Parsed
-	var haveSR, haveSig, haveSE bool
+	var haveSR, haveSig, haveSE, haveSKN bool
 	for field := range strings.SplitSeq(rest, "&") {
 		name, raw, ok := strings.Cut(field, "=")
 		if !ok {
@@ -211,15 +211,16 @@ func Parse(token string) (Parsed, error) {
 				return Parsed{}, ErrMalformed
 			}
 			se, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || se < 0 {
+			// Only the canonical spelling: the signature covers these exact digits.
+			if err != nil || se < 0 || strconv.FormatInt(se, 10) != raw {
 				return Parsed{}, ErrMalformed
 			}
 			haveSE, p.Expiry = true, se
 		case "skn":
-			if p.PolicyName != "" {
+			if haveSKN {
 				return Parsed{}, ErrMalformed
 			}
-			p.PolicyName = val
+			haveSKN, p.PolicyName = true, val
 		default:
 			return Parsed{}, ErrMalformed
 		}

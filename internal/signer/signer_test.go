@@ -151,6 +151,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"unknown field", tok + "&foo=1", key, 0, signer.ErrMalformed},
 		{"bad escape", "SharedAccessSignature sr=%zz&sig=a&se=1", key, 0, signer.ErrMalformed},
 		{"negative se", "SharedAccessSignature sr=a&sig=a&se=-1", key, 0, signer.ErrMalformed},
+		{"se with a plus sign", replace(tok, "se=2000", "se=+2000"), key, 1000, signer.ErrMalformed},
+		{"se with a leading zero", replace(tok, "se=2000", "se=02000"), key, 1000, signer.ErrMalformed},
+		{"duplicate skn", "SharedAccessSignature sr=a&sig=a&se=1&skn=&skn=x", key, 0, signer.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -16,10 +17,23 @@ var (
 	// ErrExists means a hub or device with that name already exists.
 	ErrExists = errors.New("already exists")
 	// ErrConflict means the change would break a relation, e.g. deleting a hub that still has devices.
-	ErrConflict = errors.New("conflict")
+	ErrConflict = errors.New("still in use")
 	// ErrUnavailable means the backend could not be reached; the caller may retry later.
 	ErrUnavailable = errors.New("store unavailable")
 )
+
+// Describe returns an error for clients: what names the record (e.g. `device "d1"`) and
+// the result wraps err's sentinel (ErrNotFound, ErrExists, ErrConflict) so errors.Is
+// still works, without the backend's internal chain. Other errors come back unchanged,
+// to be logged and reported as internal.
+func Describe(what string, err error) error {
+	for _, s := range []error{ErrNotFound, ErrExists, ErrConflict} {
+		if errors.Is(err, s) {
+			return fmt.Errorf("%s: %w", what, s)
+		}
+	}
+	return err
+}
 
 // HubKind is the kind of Azure service a hub stands for.
 type HubKind string

@@ -624,3 +624,13 @@ func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error
 	}
 	return nil
 }
+
+// Ping reports whether the store can serve writes: ErrClosed after Close, or the error
+// that stopped writes after a failed write could not be rolled back.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.lockWriter(ctx); err != nil {
+		return err
+	}
+	s.writeMu.Unlock()
+	return nil
+}

@@ -1,0 +1,82 @@
+package adminauth_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tokensvc/tokensvc/internal/adminauth"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+)
+
+func mustStore(t *testing.T) *filestore.Store {
+	t.Helper()
+	st, err := filestore.Open(filepath.Join(t.TempDir(), "db"), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestBootstrap(t *testing.T) {
+	ctx := context.Background()
+	st := mustStore(t)
+
+	a, generated, err := adminauth.Bootstrap(ctx, st, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(generated, "tsa_") || len(generated) < 40 {
+		t.Fatalf("generated token: got %q, want tsa_ and 256 bits", generated)
+	}
+	stored, err := st.GetSetting(ctx, adminauth.SettingName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(stored), generated) || len(stored) != 32 {
+		t.Errorf("stored setting: got %d bytes, want only a 32-byte hash", len(stored))
+	}
+
+	// A second start finds the hash, generates nothing, and accepts the same token.
+	again, generated2, err := adminauth.Bootstrap(ctx, st, "")
+	if err != nil || generated2 != "" {
+		t.Fatalf("second bootstrap: got %q, %v; want no new token", generated2, err)
+	}
+	explicit, _, err := adminauth.Bootstrap(ctx, st, "operator-chosen-token-1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name  string
+		auth  *adminauth.Authenticator
+		token string
+		want  bool
+	}{
+		{"generated token", a, generated, true},
+		{"generated token after restart", again, generated, true},
+		{"explicit token", explicit, "operator-chosen-token-1234", true},
+		{"explicit replaces the stored one", explicit, generated, false},
+		{"empty", a, "", false},
+		{"prefix of the token", a, generated[:len(generated)-1], false},
+		{"token plus a byte", a, generated + "x", false},
+	}
+	for _, tt := range tests {
+		if got := tt.auth.Check(tt.token); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestBootstrapRejectsDamagedHash(t *testing.T) {
+	ctx := context.Background()
+	st := mustStore(t)
+	if err := st.PutSetting(ctx, adminauth.SettingName, []byte("short")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := adminauth.Bootstrap(ctx, st, ""); err == nil {
+		t.Fatal("got no error for a 5-byte stored hash, want one")
+	}
+}

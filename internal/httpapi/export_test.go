@@ -1,0 +1,4 @@
+package httpapi
+
+// PrefersText is exported for the content-negotiation table test.
+var PrefersText = prefersText
