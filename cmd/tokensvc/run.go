@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	handler, err := httpapi.New(httpapi.Deps{
 		Store:    st,
 		Registry: registry.New(st, now),
-		Issuer:   tokens.NewIssuer(st, signer.New(now)),
+		Issuer:   tokens.NewIssuer(st, signer.New(now), nil),
 		Devices:  deviceauth.NewVerifier(st, cfg.Audience, now),
 		Admin:    admin,
 		Logger:   log,

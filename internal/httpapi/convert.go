@@ -46,6 +46,7 @@ func hubFromAPI(in oapi.HubCreate) store.Hub {
 		PolicyKey:       deref(in.PolicyKey),
 		GatewayHostName: deref(in.GatewayHostName),
 		CACert:          deref(in.CaCert),
+		Transit:         deref(in.Transit),
 		DefaultTTL:      durationOf(in.DefaultTtlSeconds),
 		MaxTTL:          durationOf(in.MaxTtlSeconds),
 	}
@@ -63,6 +64,7 @@ func hubToAPI(h store.Hub) oapi.Hub {
 		PolicyName:        ptrIfSet(h.PolicyName),
 		GatewayHostName:   ptrIfSet(h.GatewayHostName),
 		CaCert:            ptrIfSet(h.CACert),
+		Transit:           ptrIfSet(h.Transit),
 		DefaultTtlSeconds: seconds(h.DefaultTTL),
 		MaxTtlSeconds:     seconds(h.MaxTTL),
 		CreatedAt:         h.CreatedAt,

@@ -103,7 +103,7 @@ func mustEnv(t testing.TB) *env {
 	h, err := httpapi.New(httpapi.Deps{
 		Store:    st,
 		Registry: registry.New(st, clock.Now),
-		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now)),
+		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, audience, clock.Now),
 		Admin:    admin,
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

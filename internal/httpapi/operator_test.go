@@ -181,6 +181,7 @@ func TestBadInput(t *testing.T) {
 		{"hub: default ttl above max", "POST", "/hubs", hub(`,"defaultTtlSeconds":7200,"maxTtlSeconds":3600`), adminToken, 400},
 		{"hub: ttl below minimum", "POST", "/hubs", hub(`,"defaultTtlSeconds":1`), adminToken, 400},
 		{"hub: ca cert not PEM", "POST", "/hubs", hub(`,"caCert":"hello"`), adminToken, 400},
+		{"hub: transit on the embedded store", "POST", "/hubs", hub(`,"transit":true`), adminToken, 400},
 		{"hub: duplicate", "POST", "/hubs", `{"name":"main","kind":"iothub","hostname":"x.azure-devices.net"}`, adminToken, 409},
 		{"hub: wrong content type", "POST", "/hubs", "name=h2", adminToken, 400},
 		{"hub: get unknown", "GET", "/hubs/nope", "", adminToken, 404},

@@ -302,6 +302,7 @@ type Hub struct {
 	Mode       SigningMode `json:"mode"`
 	Name       string      `json:"name"`
 	PolicyName *string     `json:"policyName,omitempty"`
+	Transit    *bool       `json:"transit,omitempty"`
 }
 
 // HubCreate defines model for HubCreate.
@@ -330,6 +331,10 @@ type HubCreate struct {
 	// PolicyKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 	PolicyKey  *Key    `json:"policyKey,omitempty"`
 	PolicyName *string `json:"policyName,omitempty"`
+
+	// Transit Keep this hub's keys in Vault Transit (store vault only): signatures are
+	// computed inside Vault and tokensvc never reads a key back.
+	Transit *bool `json:"transit,omitempty"`
 }
 
 // HubKind defines model for HubKind.

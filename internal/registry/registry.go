@@ -37,20 +37,34 @@ const (
 
 // Registry applies provisioning rules on top of a store.
 type Registry struct {
-	store store.Store
-	now   func() time.Time
+	store   store.Store
+	now     func() time.Time
+	transit bool
 }
 
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithTransit allows hubs whose keys live in Vault Transit; only the Vault store has it.
+func WithTransit() Option { return func(r *Registry) { r.transit = true } }
+
 // New returns a Registry over s; now defaults to time.Now.
-func New(s store.Store, now func() time.Time) *Registry {
+func New(s store.Store, now func() time.Time, opts ...Option) *Registry {
 	if now == nil {
 		now = time.Now
 	}
-	return &Registry{store: s, now: now}
+	r := &Registry{store: s, now: now}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // CreateHub checks h against the rules for its kind, fills defaults and stores it.
 func (r *Registry) CreateHub(ctx context.Context, h store.Hub) (store.Hub, error) {
+	if h.Transit && !r.transit {
+		return store.Hub{}, invalid("transit keeps keys in Vault Transit and needs the vault store")
+	}
 	if err := normalizeHub(&h); err != nil {
 		return store.Hub{}, err
 	}

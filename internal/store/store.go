@@ -75,7 +75,11 @@ type Hub struct {
 	// GatewayHostName is an IoT Edge gateway devices connect through, if any.
 	GatewayHostName string
 	// CACert is a PEM bundle devices should trust for this hub or gateway, if any.
-	CACert     string
+	CACert string
+	// Transit keeps this hub's keys (device, module and policy keys) in Vault Transit:
+	// signatures are computed inside Vault and key material is never stored in records
+	// or read back. Only a store that implements transit signing accepts such a hub.
+	Transit    bool
 	DefaultTTL time.Duration
 	MaxTTL     time.Duration
 	CreatedAt  time.Time

@@ -25,15 +25,26 @@ type HubGetter interface {
 	GetHub(ctx context.Context, name string) (store.Hub, error)
 }
 
-// Issuer mints tokens for authenticated devices.
-type Issuer struct {
-	hubs   HubGetter
-	signer *signer.Signer
+// TransitSigner computes HMACs with keys that never leave the key store (Vault Transit).
+type TransitSigner interface {
+	// HMAC returns HMAC-SHA256(key, msg), where key is the hub's policy or group key when
+	// the hub signs with one, else the primary key of the device (moduleID "") or of its
+	// module. It returns store.ErrNotFound (wrapped) for a missing key and
+	// store.ErrUnavailable when the key store cannot be reached.
+	HMAC(ctx context.Context, hub store.Hub, deviceID, moduleID string, msg []byte) ([]byte, error)
 }
 
-// NewIssuer returns an Issuer reading hubs from hubs and signing with s.
-func NewIssuer(hubs HubGetter, s *signer.Signer) *Issuer {
-	return &Issuer{hubs: hubs, signer: s}
+// Issuer mints tokens for authenticated devices.
+type Issuer struct {
+	hubs    HubGetter
+	signer  *signer.Signer
+	transit TransitSigner
+}
+
+// NewIssuer returns an Issuer reading hubs from hubs and signing with s. transit signs
+// for hubs whose keys live in Vault Transit; nil when the store has no such hubs.
+func NewIssuer(hubs HubGetter, s *signer.Signer, transit TransitSigner) *Issuer {
+	return &Issuer{hubs: hubs, signer: s, transit: transit}
 }
 
 // Request is what an authenticated device asks for.
@@ -76,12 +87,18 @@ func (i *Issuer) Issue(ctx context.Context, d store.Device, r Request) (Issued, 
 	}
 
 	req := signer.Request{TTL: lifetime(hub, d, r.TTL)}
-	var build func(token string) signer.Profiles
+	// keyText is the key as Azure shows it when it is held here; with Transit, remote
+	// names the key Vault holds instead (deviceID, moduleID as TransitSigner reads them).
+	var (
+		keyText string
+		enc     = signer.KeyBase64
+		build   func(token string) signer.Profiles
+	)
 	switch hub.Kind {
 	case store.KindIoTHub:
 		id := signer.Identity{Host: hub.Hostname, DeviceID: d.ID, ModuleID: r.ModuleID, GatewayHostName: hub.GatewayHostName}
 		req.Resource = id.Resource()
-		keyText := d.PrimaryKey
+		keyText = d.PrimaryKey
 		if r.ModuleID != "" {
 			keyText = mod.PrimaryKey
 		}
@@ -89,31 +106,18 @@ func (i *Issuer) Issue(ctx context.Context, d store.Device, r Request) (Issued, 
 			// The token service pattern: the hub policy signs, scoped to this one identity.
 			keyText, req.PolicyName = hub.PolicyKey, hub.PolicyName
 		}
-		if req.Key, err = signer.DecodeKey(keyText, signer.KeyBase64); err != nil {
-			return Issued{}, fmt.Errorf("signing key of device %q: %w", d.ID, err)
-		}
 		build = func(tok string) signer.Profiles { return signer.IoTHubProfiles(id, tok, r.Transport) }
 	case store.KindEventHubs:
 		req.Resource = signer.EventHubsPublisherResource(hub.Hostname, hub.EntityPath, d.ID)
 		req.PolicyName = hub.PolicyName
-		if req.Key, err = signer.DecodeKey(hub.PolicyKey, signer.KeyUTF8); err != nil {
-			return Issued{}, fmt.Errorf("policy key of hub %q: %w", hub.Name, err)
-		}
+		keyText, enc = hub.PolicyKey, signer.KeyUTF8
 		build = func(tok string) signer.Profiles {
 			return signer.EventHubsProfiles(hub.Hostname, hub.EntityPath, d.ID, tok, r.Transport)
 		}
 	case store.KindDPS:
 		req.Resource = signer.DPSRegistrationResource(hub.IDScope, d.ID)
 		req.PolicyName = signer.DPSPolicyName
-		keyText := d.PrimaryKey
-		if hub.Mode == store.SignGroupKey {
-			if keyText, err = signer.DeriveDeviceKey(hub.PolicyKey, d.ID); err != nil {
-				return Issued{}, fmt.Errorf("group key of hub %q: %w", hub.Name, err)
-			}
-		}
-		if req.Key, err = signer.DecodeKey(keyText, signer.KeyBase64); err != nil {
-			return Issued{}, fmt.Errorf("signing key of device %q: %w", d.ID, err)
-		}
+		keyText = d.PrimaryKey
 		build = func(tok string) signer.Profiles {
 			return signer.DPSProfiles(hub.Hostname, hub.IDScope, d.ID, tok, r.Transport)
 		}
@@ -121,7 +125,10 @@ func (i *Issuer) Issue(ctx context.Context, d store.Device, r Request) (Issued, 
 		return Issued{}, fmt.Errorf("hub %q has unknown kind %q", hub.Name, hub.Kind)
 	}
 
-	tok := i.signer.Sign(req)
+	tok, err := i.sign(ctx, hub, d.ID, r.ModuleID, keyText, enc, req)
+	if err != nil {
+		return Issued{}, err
+	}
 	now := tok.IssuedAt
 	lifetime := tok.ExpiresAt.Sub(now)
 	serverName := hub.Hostname
@@ -137,6 +144,40 @@ func (i *Issuer) Issue(ctx context.Context, d store.Device, r Request) (Issued, 
 		TLSServerName: serverName,
 		CACert:        hub.CACert,
 	}, nil
+}
+
+// sign mints req with the key the hub's mode selects: held here (keyText), or in Transit.
+func (i *Issuer) sign(ctx context.Context, hub store.Hub, deviceID, moduleID, keyText string, enc signer.KeyEncoding, req signer.Request) (signer.Token, error) {
+	groupDerived := hub.Kind == store.KindDPS && hub.Mode == store.SignGroupKey
+	if hub.Transit {
+		if i.transit == nil {
+			return signer.Token{}, fmt.Errorf("hub %q keeps its keys in Transit, but the store has no Transit signer", hub.Name)
+		}
+		if !groupDerived {
+			return i.signer.SignWith(req, func(msg []byte) ([]byte, error) {
+				return i.transit.HMAC(ctx, hub, deviceID, moduleID, msg)
+			})
+		}
+		// The group key stays in Vault; the per-device key derived from it is used here.
+		k, err := i.transit.HMAC(ctx, hub, deviceID, "", []byte(deviceID))
+		if err != nil {
+			return signer.Token{}, err
+		}
+		req.Key = k
+		return i.signer.Sign(req), nil
+	}
+	if groupDerived {
+		var err error
+		if keyText, err = signer.DeriveDeviceKey(hub.PolicyKey, deviceID); err != nil {
+			return signer.Token{}, fmt.Errorf("group key of hub %q: %w", hub.Name, err)
+		}
+	}
+	key, err := signer.DecodeKey(keyText, enc)
+	if err != nil {
+		return signer.Token{}, fmt.Errorf("signing key for %q on hub %q: %w", deviceID, hub.Name, err)
+	}
+	req.Key = key
+	return i.signer.Sign(req), nil
 }
 
 // lifetime applies policy: the request (or the hub default), capped by the hub maximum

@@ -52,6 +52,7 @@ type wireHub struct {
 	PolicyKey       string    `json:"policyKey,omitempty"`
 	GatewayHostName string    `json:"gatewayHostName,omitempty"`
 	CACert          string    `json:"caCert,omitempty"`
+	Transit         bool      `json:"transit,omitempty"`
 	DefaultTTL      int64     `json:"defaultTTLNanos,omitempty"`
 	MaxTTL          int64     `json:"maxTTLNanos,omitempty"`
 	CreatedAt       time.Time `json:"createdAt"`
@@ -92,6 +93,7 @@ func toWireHub(h *store.Hub) *wireHub {
 		PolicyKey:       h.PolicyKey,
 		GatewayHostName: h.GatewayHostName,
 		CACert:          h.CACert,
+		Transit:         h.Transit,
 		DefaultTTL:      int64(h.DefaultTTL),
 		MaxTTL:          int64(h.MaxTTL),
 		CreatedAt:       h.CreatedAt,
@@ -110,6 +112,7 @@ func (w *wireHub) hub() *store.Hub {
 		PolicyKey:       w.PolicyKey,
 		GatewayHostName: w.GatewayHostName,
 		CACert:          w.CACert,
+		Transit:         w.Transit,
 		DefaultTTL:      time.Duration(w.DefaultTTL),
 		MaxTTL:          time.Duration(w.MaxTTL),
 		CreatedAt:       w.CreatedAt,
