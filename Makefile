@@ -2,17 +2,22 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: run test check generate fuzz bench build
+.PHONY: run test check generate fuzz bench build vault
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
 	$(GO) run ./cmd/tokensvc
 
 ## test: everything CI checks — formatting, vet, generated code and go.mod freshness,
-## the race-enabled test suite, and a short run of every fuzz target
+## the race-enabled test suite against a real Vault dev server (built once from the Go
+## module proxy and cached, see tools/vault), and a short run of every fuzz target
 test: check
-	$(GO) test -race -count=1 ./...
+	bin=$$(bash scripts/vault.sh) && TOKENSVC_VAULT_BIN="$$bin" $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
+
+## vault: build (once) and print the Vault server binary the tests use
+vault:
+	@bash scripts/vault.sh
 
 ## check: static checks only
 check:

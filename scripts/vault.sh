@@ -10,7 +10,7 @@ bin="$cache/vault-$version-$sum/vault"
 if [ ! -x "$bin" ]; then
   echo "building Vault $version into $bin (first time only; downloads and compiles for minutes)" >&2
   mkdir -p "$(dirname "$bin")"
-  (cd tools/vault && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" .)
+  (cd tools/vault && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$bin.tmp" .)
   mv "$bin.tmp" "$bin"
 fi
 echo "$bin"

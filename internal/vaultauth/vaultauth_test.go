@@ -1,0 +1,142 @@
+package vaultauth_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/tokensvc/tokensvc/internal/vaultauth"
+	"github.com/tokensvc/tokensvc/internal/vaulttest"
+)
+
+const testPolicy = `path "secret/data/tokensvc/*" { capabilities = ["create", "read", "update", "delete", "list"] }`
+
+func mustWrite(t *testing.T, c *vault.Client, path string, data map[string]any) *vault.Secret {
+	t.Helper()
+	s, err := c.Logical().WriteWithContext(t.Context(), path, data)
+	if err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	return s
+}
+
+// mustAppRole enables AppRole with a role whose tokens live ttl and can be renewed up to
+// maxTTL, and returns its role ID and a secret ID.
+func mustAppRole(t *testing.T, root *vault.Client, ttl, maxTTL string) (roleID, secretID string) {
+	t.Helper()
+	if err := root.Sys().EnableAuthWithOptionsWithContext(t.Context(), "approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", testPolicy); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, root, "auth/approle/role/tokensvc", map[string]any{
+		"token_policies": "tokensvc", "token_ttl": ttl, "token_max_ttl": maxTTL,
+	})
+	r, err := root.Logical().ReadWithContext(t.Context(), "auth/approle/role/tokensvc/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustWrite(t, root, "auth/approle/role/tokensvc/secret-id", nil)
+	return r.Data["role_id"].(string), s.Data["secret_id"].(string)
+}
+
+func mustClient(t *testing.T, srv *vaulttest.Server) *vault.Client {
+	t.Helper()
+	c, err := vaultauth.NewClient(vaultauth.Config{Address: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestAppRoleRenewsAndLogsInAgain runs the Authenticator against a real Vault whose
+// AppRole tokens live 2 s and can be renewed only up to 4 s: it must renew, then log in
+// again when renewal ends, and the client must keep working throughout.
+func TestAppRoleRenewsAndLogsInAgain(t *testing.T) {
+	srv := vaulttest.Start(t)
+	roleID, secretID := mustAppRole(t, srv.Client(t), "2s", "4s")
+	client := mustClient(t, srv)
+	a := vaultauth.New(client, vaultauth.Config{Method: vaultauth.MethodAppRole, RoleID: roleID, SecretID: secretID}, nil)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	// Vault's clock drives this test: poll what the Authenticator reports.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		logins, renewals := a.Counts()
+		if logins >= 2 && renewals >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: got %d logins and %d renewals, want ≥ 2 and ≥ 1", logins, renewals)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := a.Ready(); err != nil {
+		t.Fatalf("Ready: got %v, want nil", err)
+	}
+	if _, err := client.Logical().WriteWithContext(t.Context(), "secret/data/tokensvc/probe", map[string]any{"data": map[string]any{"x": "y"}}); err != nil {
+		t.Fatalf("the client's token no longer works: %v", err)
+	}
+}
+
+func TestLoginFailures(t *testing.T) {
+	srv := vaulttest.Start(t)
+	roleID, _ := mustAppRole(t, srv.Client(t), "1m", "10m")
+	tests := []struct {
+		name string
+		cfg  vaultauth.Config
+		ok   bool
+	}{
+		{"root token", vaultauth.Config{Method: vaultauth.MethodToken, Token: srv.RootToken}, true},
+		{"unknown token", vaultauth.Config{Method: vaultauth.MethodToken, Token: "hvs.nope"}, false},
+		{"approle with a wrong secret ID", vaultauth.Config{Method: vaultauth.MethodAppRole, RoleID: roleID, SecretID: "wrong"}, false},
+		{"approle secret ID file missing", vaultauth.Config{Method: vaultauth.MethodAppRole, RoleID: roleID, SecretIDFile: "/nonexistent"}, false},
+		{"kubernetes token file missing", vaultauth.Config{Method: vaultauth.MethodKubernetes, Role: "r", TokenFile: "/nonexistent"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := vaultauth.New(mustClient(t, srv), tt.cfg, nil)
+			_, err := a.Login(t.Context())
+			if (err == nil) != tt.ok {
+				t.Fatalf("Login: got %v, want ok=%v", err, tt.ok)
+			}
+			if (a.Ready() == nil) != tt.ok {
+				t.Errorf("Ready: got %v, want ok=%v", a.Ready(), tt.ok)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  vaultauth.Config
+		ok   bool
+	}{
+		{"token", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodToken, Token: "t"}, true},
+		{"no address", vaultauth.Config{Method: vaultauth.MethodToken, Token: "t"}, false},
+		{"token missing", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodToken}, false},
+		{"approle", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodAppRole, RoleID: "r", SecretIDFile: "f"}, true},
+		{"approle without secret", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodAppRole, RoleID: "r"}, false},
+		{"kubernetes", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodKubernetes, Role: "tokensvc"}, true},
+		{"kubernetes without role", vaultauth.Config{Address: "http://v", Method: vaultauth.MethodKubernetes}, false},
+		{"unknown method", vaultauth.Config{Address: "http://v", Method: "ldap"}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
