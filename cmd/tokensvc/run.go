@@ -23,7 +23,6 @@ import (
 var (
 	_ httpapi.AdminChecker   = (*adminauth.Authenticator)(nil)
 	_ httpapi.DeviceVerifier = (*deviceauth.Verifier)(nil)
-	_ httpapi.Pinger         = (*filestore.Store)(nil)
 )
 
 // run is the whole program; main only wires signals and the process environment to it.
@@ -60,6 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Issuer:   tokens.NewIssuer(st, signer.New(now), nil),
 		Devices:  deviceauth.NewVerifier(st, cfg.Audience, now),
 		Admin:    admin,
+		Ready:    st.Ping,
 		Logger:   log,
 	})
 	if err != nil {

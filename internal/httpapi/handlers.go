@@ -284,10 +284,11 @@ func (s *Server) GetHealthz(context.Context, oapi.GetHealthzRequestObject) (oapi
 
 // GetReadyz reports whether the store can serve.
 func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (oapi.GetReadyzResponseObject, error) {
-	if p, ok := s.deps.Store.(Pinger); ok {
+	if s.deps.Ready != nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		if err := p.Ping(ctx); err != nil {
+		if err := s.deps.Ready(ctx); err != nil {
+			s.log.WarnContext(ctx, "not ready", "error", err.Error())
 			return nil, fmt.Errorf("readiness: %w", store.ErrUnavailable)
 		}
 	}

@@ -106,6 +106,7 @@ func mustEnv(t testing.TB) *env {
 		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, audience, clock.Now),
 		Admin:    admin,
+		Ready:    st.Ping,
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

@@ -46,11 +46,6 @@ type DeviceVerifier interface {
 	Verify(ctx context.Context, assertion string) (store.Device, error)
 }
 
-// Pinger reports whether the store can serve.
-type Pinger interface {
-	Ping(ctx context.Context) error
-}
-
 // Deps are what the API needs.
 type Deps struct {
 	Store    store.Store
@@ -58,7 +53,10 @@ type Deps struct {
 	Issuer   *tokens.Issuer
 	Devices  DeviceVerifier
 	Admin    AdminChecker
-	Logger   *slog.Logger
+	// Ready reports whether the service can serve tokens (store reachable, logged in);
+	// nil means always ready.
+	Ready  func(ctx context.Context) error
+	Logger *slog.Logger
 }
 
 // Server implements the generated strict server interface.
