@@ -1,0 +1,458 @@
+// Package cachestore is a caching decorator for any store.Store. Every GET /token
+// looks up a device and its hub; without a cache each lookup would be a Vault read.
+// With it, steady state costs a backend read per device per TTL, concurrent misses
+// for one key share a single read, and a backend outage is absorbed: devices whose
+// records are cached keep being served, everyone else is refused at once with an
+// error wrapping store.ErrUnavailable instead of waiting on a dead backend.
+//
+// What is cached: GetDevice and GetHub results for Options.TTL, and GetDevice's
+// ErrNotFound for Options.NegativeTTL, so a flood of unknown device IDs cannot reach
+// the backend. ListHubs, ListDevices and GetSetting pass through uncached: they serve
+// operators and bootstrap, not the token path, and must see current data.
+//
+// Writes (CreateHub, DeleteHub, CreateDevice, UpdateDevice, DeleteDevice, PutSetting)
+// pass through and then invalidate the keys they touch, so this replica reads its own
+// writes at once. Other replicas, each with a cache of its own, see a change only when
+// their entry expires: with several replicas a disabled or deleted device can keep
+// getting tokens from another replica for up to TTL (plus StaleIfError while the
+// backend is down). Keep TTL short where that matters, or set Options.Disabled to
+// make the Store a plain pass-through.
+//
+// While the backend is unavailable (an error wrapping store.ErrUnavailable, or
+// context.DeadlineExceeded) a circuit breaker opens after the first failure. Cached
+// entries keep being served, even past their TTL for up to StaleIfError; misses fail
+// fast with ErrCircuitOpen, except one probe at a time after a backoff that starts at
+// 250 ms and doubles up to 5 s. The first successful probe closes the breaker.
+// RetryAfter says how long until the next probe, for a Retry-After header.
+//
+// Records returned by GetDevice never alias the cache or each other: Modules and
+// Auth.Secret are copied on the way out, two small allocations per hit.
+package cachestore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+// Defaults for the zero values of Options.
+const (
+	// DefaultTTL is how long an entry is served without asking the backend.
+	DefaultTTL = 60 * time.Second
+	// DefaultMaxEntries bounds the device table: room for a 100,000-device fleet.
+	DefaultMaxEntries = 100_000
+	// DefaultStaleIfError is how long past its TTL an entry may be served during an outage.
+	DefaultStaleIfError = 15 * time.Minute
+	// DefaultNegativeTTL is how long a device's ErrNotFound is remembered.
+	DefaultNegativeTTL = 5 * time.Second
+)
+
+// maxReadTime bounds every backend read the cache starts, whatever its caller's
+// context says: a hung backend must still produce a failure that opens the breaker,
+// and a probe that never returns would otherwise keep it open forever.
+const maxReadTime = 10 * time.Second
+
+// ErrCircuitOpen is returned (wrapped) by GetDevice and GetHub when a miss is refused
+// without asking the backend because the breaker is open. It wraps
+// store.ErrUnavailable, so callers that check for that need nothing else.
+var ErrCircuitOpen = fmt.Errorf("cachestore: backend failing, lookup refused until the next probe: %w", store.ErrUnavailable)
+
+// Options configures a Store. The zero value gives the defaults above.
+type Options struct {
+	// TTL is how long a fetched device or hub is served without asking the backend
+	// again; zero means DefaultTTL. It is also how long a change made through another
+	// replica, or in the backend directly, can go unnoticed here.
+	TTL time.Duration
+	// MaxEntries bounds the cached devices, not-found entries included; zero means
+	// DefaultMaxEntries. The least recently used are evicted first. Hubs, a handful
+	// per deployment, are kept in a separate table with the same bound.
+	MaxEntries int
+	// StaleIfError is how long past its TTL an entry may still be served while the
+	// backend is unavailable; zero means DefaultStaleIfError, negative turns stale
+	// serving off.
+	StaleIfError time.Duration
+	// NegativeTTL is how long GetDevice remembers that a device does not exist; zero
+	// means DefaultNegativeTTL, negative turns negative caching off. Not-found entries
+	// are never served stale: during an outage an unknown device gets ErrUnavailable.
+	NegativeTTL time.Duration
+	// Now is the clock for expiry and for the breaker's backoff; nil means time.Now.
+	Now func() time.Time
+	// Disabled turns the Store into a pass-through: no caching, no breaker, every
+	// call goes to the backend (BackendReads still counts lookups).
+	Disabled bool
+}
+
+// Stats are counters since New, for metrics and for benchmarks that report backend
+// reads per token.
+type Stats struct {
+	// Hits counts lookups answered from a fresh entry, not-found entries included.
+	Hits uint64
+	// Misses counts lookups that found no fresh entry.
+	Misses uint64
+	// BackendReads counts GetDevice and GetHub calls made to the backend.
+	BackendReads uint64
+	// StaleServed counts misses answered with an expired entry because the backend
+	// was unavailable.
+	StaleServed uint64
+	// FastFailures counts misses refused with ErrCircuitOpen without a backend call.
+	FastFailures uint64
+}
+
+// Store is a store.Store that caches another one. It is safe for concurrent use.
+type Store struct {
+	next     store.Store
+	now      func() time.Time
+	disabled bool
+	breaker  breaker
+	devices  *table[store.Device]
+	hubs     *table[store.Hub]
+
+	misses       atomic.Uint64
+	backendReads atomic.Uint64
+	staleServed  atomic.Uint64
+	fastFailures atomic.Uint64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store caching next. The Store takes ownership of next: Close closes
+// it. It fails if next is nil or TTL or MaxEntries is negative.
+func New(next store.Store, opts Options) (*Store, error) {
+	if next == nil {
+		return nil, errors.New("cachestore: no backend store")
+	}
+	if opts.TTL < 0 {
+		return nil, fmt.Errorf("cachestore: TTL is %s, want >= 0", opts.TTL)
+	}
+	if opts.MaxEntries < 0 {
+		return nil, fmt.Errorf("cachestore: MaxEntries is %d, want >= 0", opts.MaxEntries)
+	}
+	ttl := orDefault(opts.TTL, DefaultTTL)
+	stale := max(orDefault(opts.StaleIfError, DefaultStaleIfError), 0)
+	negTTL := max(orDefault(opts.NegativeTTL, DefaultNegativeTTL), 0)
+	maxEntries := orDefault(opts.MaxEntries, DefaultMaxEntries)
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+
+	s := &Store{next: next, now: now, disabled: opts.Disabled}
+	s.devices = &table[store.Device]{
+		s: s, what: "device", cache: newLRU[store.Device](maxEntries),
+		read: next.GetDevice, clone: cloneDevice,
+		ttl: int64(ttl), stale: int64(stale), negTTL: int64(negTTL),
+	}
+	s.hubs = &table[store.Hub]{
+		s: s, what: "hub", cache: newLRU[store.Hub](maxEntries),
+		// A Hub holds no slices or maps, so a struct copy is already a deep copy.
+		read: next.GetHub, clone: func(h *store.Hub) store.Hub { return *h },
+		// Hub lookups only follow a found device, so unknown names are not a flood
+		// worth remembering.
+		ttl: int64(ttl), stale: int64(stale),
+	}
+	return s, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Stats returns the counters so far.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Hits:         s.devices.cache.hits() + s.hubs.cache.hits(),
+		Misses:       s.misses.Load(),
+		BackendReads: s.backendReads.Load(),
+		StaleServed:  s.staleServed.Load(),
+		FastFailures: s.fastFailures.Load(),
+	}
+}
+
+// Len returns the number of cached entries, devices and hubs, not-found entries and
+// expired ones not yet evicted included.
+func (s *Store) Len() int {
+	return s.devices.cache.len() + s.hubs.cache.len()
+}
+
+// RetryAfter returns how long a client refused with ErrCircuitOpen should wait before
+// trying again: the time until the breaker's next probe, a short interval while a
+// probe is due or in flight, and zero while the backend is healthy.
+func (s *Store) RetryAfter() time.Duration {
+	if s.disabled {
+		return 0
+	}
+	return s.breaker.retryAfter(s.now().UnixNano())
+}
+
+// GetDevice returns a device, from the cache when it holds a fresh entry;
+// store.ErrNotFound if absent, an error wrapping store.ErrUnavailable (ErrCircuitOpen
+// when refused without a backend call) if the backend is down and no entry may be
+// served. The record shares no memory with the cache.
+func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+	if s.disabled {
+		s.backendReads.Add(1)
+		return s.next.GetDevice(ctx, id)
+	}
+	e, err := s.devices.get(ctx, id)
+	if err != nil {
+		return store.Device{}, err
+	}
+	return cloneDevice(&e.val), nil
+}
+
+// GetHub returns a hub, from the cache when it holds a fresh entry; store.ErrNotFound
+// if absent, an error wrapping store.ErrUnavailable if the backend is down and no
+// entry may be served.
+func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+	if s.disabled {
+		s.backendReads.Add(1)
+		return s.next.GetHub(ctx, name)
+	}
+	e, err := s.hubs.get(ctx, name)
+	if err != nil {
+		return store.Hub{}, err
+	}
+	return e.val, nil
+}
+
+// CreateHub stores a new hub in the backend; store.ErrExists if the name is taken.
+func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+	err := s.next.CreateHub(ctx, h)
+	s.hubs.invalidate(h.Name)
+	return err
+}
+
+// ListHubs returns all hubs from the backend, uncached.
+func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+	return s.next.ListHubs(ctx)
+}
+
+// DeleteHub removes a hub from the backend and the cache; store.ErrNotFound if absent,
+// store.ErrConflict while devices still use it.
+func (s *Store) DeleteHub(ctx context.Context, name string) error {
+	err := s.next.DeleteHub(ctx, name)
+	s.hubs.invalidate(name)
+	return err
+}
+
+// CreateDevice stores a new device in the backend and forgets a cached not-found for
+// its ID; store.ErrExists if the ID is taken, store.ErrNotFound if its hub is absent.
+func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+	err := s.next.CreateDevice(ctx, d)
+	s.devices.invalidate(d.ID)
+	return err
+}
+
+// ListDevices returns a page of devices from the backend, uncached.
+func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error) {
+	return s.next.ListDevices(ctx, cursor, limit)
+}
+
+// UpdateDevice applies fn in the backend and drops the cached entry, so the next
+// GetDevice reads the new record; store.ErrNotFound if absent, fn's error unchanged.
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+	d, err := s.next.UpdateDevice(ctx, id, fn)
+	// Dropped even on error: a write that timed out may still have been applied, and
+	// serving the old record of a device being disabled is the worse mistake.
+	s.devices.invalidate(id)
+	return d, err
+}
+
+// DeleteDevice removes a device from the backend and the cache; store.ErrNotFound if
+// absent.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	err := s.next.DeleteDevice(ctx, id)
+	s.devices.invalidate(id)
+	return err
+}
+
+// GetSetting returns a setting from the backend, uncached.
+func (s *Store) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	return s.next.GetSetting(ctx, name)
+}
+
+// PutSetting stores a setting in the backend. Settings are not cached, so there is
+// nothing to invalidate.
+func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error {
+	return s.next.PutSetting(ctx, name, value)
+}
+
+// Close drops every cached record, so no key material outlives the Store in its
+// memory, and closes the backend.
+func (s *Store) Close() error {
+	s.devices.cache.purge()
+	s.hubs.cache.purge()
+	return s.next.Close()
+}
+
+// table is the cache, read deduplication and expiry policy for one kind of record.
+type table[V any] struct {
+	s     *Store
+	what  string // "device" or "hub", for error messages
+	cache *lru[V]
+	group singleflight.Group
+	read  func(context.Context, string) (V, error)
+	// clone returns a copy of a record that shares no mutable memory with it.
+	clone func(*V) V
+	// ttl, stale and negTTL are nanoseconds; see Options.
+	ttl, stale, negTTL int64
+}
+
+// get returns the entry for key: cached, read from the backend, or (while the backend
+// is unavailable) an expired one still within its stale window. The entry must not be
+// modified.
+func (t *table[V]) get(ctx context.Context, key string) (*entry[V], error) {
+	now := t.s.now().UnixNano()
+	old, fresh := t.cache.lookup(key, now)
+	if fresh {
+		if old.err != nil {
+			return nil, old.err
+		}
+		return old, nil
+	}
+	t.s.misses.Add(1)
+	if old != nil && (old.err != nil || now >= old.staleUntil) {
+		old = nil // nothing we could serve if the backend fails
+	}
+	return t.load(ctx, key, old, now)
+}
+
+// load asks the backend for key, unless the breaker refuses, and serves stale (the
+// expired entry, or nil) if the backend turns out to be unavailable.
+func (t *table[V]) load(ctx context.Context, key string, stale *entry[V], now int64) (*entry[V], error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s %q: %w", t.what, key, err)
+	}
+	probe, ok := t.s.breaker.allow(now)
+	if !ok {
+		if stale != nil {
+			t.s.staleServed.Add(1)
+			return stale, nil
+		}
+		t.s.fastFailures.Add(1)
+		return nil, fmt.Errorf("get %s %q: %w", t.what, key, ErrCircuitOpen)
+	}
+
+	var ch <-chan singleflight.Result
+	if probe != 0 {
+		// The probe runs outside the singleflight group: joining a read that started
+		// before the breaker opened would leave nobody to report the probe's verdict.
+		// There is only ever one probe, so it cannot stampede.
+		c := make(chan singleflight.Result, 1)
+		go func() {
+			e, err := t.fetch(ctx, key, probe)
+			c <- singleflight.Result{Val: e, Err: err}
+		}()
+		ch = c
+	} else {
+		ch = t.group.DoChan(key, func() (any, error) { return t.fetch(ctx, key, 0) })
+	}
+
+	select {
+	case r := <-ch:
+		if r.Err == nil {
+			return r.Val.(*entry[V]), nil
+		}
+		if stale != nil && unavailable(r.Err) {
+			t.s.staleServed.Add(1)
+			return stale, nil
+		}
+		return nil, r.Err
+	case <-ctx.Done():
+		// The shared read goes on and fills the cache for whoever asks next.
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			if stale != nil {
+				t.s.staleServed.Add(1)
+				return stale, nil
+			}
+			// The backend did not answer within the caller's budget.
+			return nil, fmt.Errorf("get %s %q: %w: %w", t.what, key, store.ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("get %s %q: %w", t.what, key, err)
+	}
+}
+
+// fetch reads key from the backend, caches the outcome and reports it to the
+// breaker. It runs once per shared read, on a goroutine of its own, so it completes
+// and reports even after every caller waiting on it has given up.
+func (t *table[V]) fetch(ctx context.Context, key string, probe uint64) (any, error) {
+	start := t.s.now().UnixNano()
+	cur, fresh, gen := t.cache.peek(key, start)
+	if fresh && probe == 0 {
+		// A read for key finished between our caller's lookup and this read joining
+		// the group; without this check that gap lets a second read through.
+		if cur.err != nil {
+			return nil, cur.err
+		}
+		return cur, nil
+	}
+
+	// The read belongs to every caller waiting on it, so one caller cancelling must
+	// not fail it for the rest; its deadline still bounds it, as does maxReadTime.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxReadTime)
+	defer cancel()
+	if d, ok := ctx.Deadline(); ok {
+		var cancelDeadline context.CancelFunc
+		rctx, cancelDeadline = context.WithDeadline(rctx, d)
+		defer cancelDeadline()
+	}
+
+	t.s.backendReads.Add(1)
+	v, err := t.read(rctx, key)
+	failed := unavailable(err)
+	t.s.breaker.report(probe, failed, t.s.now().UnixNano())
+
+	switch {
+	case err == nil:
+		// Expiry counts from the start of the read: the record is at least that new.
+		e := &entry[V]{key: key, val: t.clone(&v), freshUntil: start + t.ttl, staleUntil: start + t.ttl + t.stale}
+		t.cache.put(e, gen)
+		return e, nil
+	case errors.Is(err, store.ErrNotFound):
+		// The record is gone: its old entry must not be served stale later.
+		if t.negTTL > 0 {
+			t.cache.put(&entry[V]{key: key, err: err, freshUntil: start + t.negTTL, staleUntil: start + t.negTTL}, gen)
+		} else {
+			t.cache.drop(key, gen)
+		}
+		return nil, err
+	case failed && !errors.Is(err, store.ErrUnavailable):
+		// A deadline is an outage as far as callers are concerned: map it to 503.
+		return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	default:
+		return nil, err
+	}
+}
+
+// invalidate forgets key after a write: its entry, and any read under way, whose
+// result may predate the write.
+func (t *table[V]) invalidate(key string) {
+	t.cache.invalidate(key)
+	t.group.Forget(key)
+}
+
+// unavailable reports whether err means the backend could not answer, as opposed to
+// an answer such as ErrNotFound.
+func unavailable(err error) bool {
+	return err != nil && (errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded))
+}
+
+func cloneDevice(d *store.Device) store.Device {
+	c := *d
+	c.Modules = slices.Clone(d.Modules)
+	c.Auth.Secret = bytes.Clone(d.Auth.Secret)
+	return c
+}
