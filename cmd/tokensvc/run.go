@@ -8,15 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -33,14 +33,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	key, err := masterKey(cfg)
+	be, err := openBackend(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	st, err := filestore.Open(filepath.Join(cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(log))
-	if err != nil {
-		return fmt.Errorf("open embedded store: %w", err)
-	}
+	st := be.store
 	defer st.Close()
 
 	admin, generated, err := adminauth.Bootstrap(ctx, st, cfg.AdminToken)
@@ -53,13 +50,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	now := time.Now
+	var regOpts []registry.Option
+	if be.transit != nil {
+		regOpts = append(regOpts, registry.WithTransit())
+	}
 	handler, err := httpapi.New(httpapi.Deps{
 		Store:    st,
-		Registry: registry.New(st, now),
-		Issuer:   tokens.NewIssuer(st, signer.New(now), nil),
+		Registry: registry.New(st, now, regOpts...),
+		Issuer:   tokens.NewIssuer(st, signer.New(now), be.transit),
 		Devices:  deviceauth.NewVerifier(st, cfg.Audience, now),
 		Admin:    admin,
-		Ready:    st.Ping,
+		Ready:    be.ready,
 		Logger:   log,
 	})
 	if err != nil {
@@ -81,43 +82,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "store", cfg.Store, "tls", cfg.TLSCert != "")
 
-	errc := make(chan error, 1)
-	go func() {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
 		if cfg.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			err = srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
-			errc <- srv.Serve(ln)
+			err = srv.Serve(ln)
 		}
-	}()
-	select {
-	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
 		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	})
+	for _, task := range be.tasks {
+		g.Go(func() error { return task(gctx) })
 	}
-	log.Info("shutting down", "drain", cfg.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "drain", cfg.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func masterKey(cfg Config) ([]byte, error) {
-	if cfg.MasterKey != "" {
-		k, err := filestore.ParseMasterKey(cfg.MasterKey)
-		if err != nil {
-			return nil, fmt.Errorf("TOKENSVC_MASTER_KEY: %w", err)
-		}
-		return k, nil
-	}
-	k, err := filestore.LoadOrCreateMasterKey(cfg.MasterKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
-	}
-	return k, nil
 }

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/cachestore"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+	"github.com/tokensvc/tokensvc/internal/vaultauth"
+)
+
+// backend is the configured store and what the service needs around it.
+type backend struct {
+	store store.Store
+	// transit signs for hubs whose keys live in Vault Transit; nil for the file store.
+	transit tokens.TransitSigner
+	ready   func(ctx context.Context) error
+	// tasks run for the life of the service, e.g. keeping the Vault token alive.
+	tasks []func(ctx context.Context) error
+}
+
+func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, error) {
+	switch cfg.Store {
+	case "embedded":
+		key, err := masterKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		st, err := filestore.Open(filepath.Join(cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("open embedded store: %w", err)
+		}
+		return &backend{store: st, ready: st.Ping}, nil
+	case "vault":
+		return openVault(ctx, cfg, log)
+	}
+	return nil, fmt.Errorf("unknown store %q", cfg.Store)
+}
+
+func openVault(ctx context.Context, cfg Config, log *slog.Logger) (*backend, error) {
+	client, err := vaultauth.NewClient(cfg.Vault.Auth)
+	if err != nil {
+		return nil, err
+	}
+	auth := vaultauth.New(client, cfg.Vault.Auth, log)
+	// Log in once before serving: without it the service could not even check the admin
+	// token. If Vault is down at start, exit and let the supervisor restart us.
+	if _, err := auth.Login(ctx); err != nil {
+		return nil, err
+	}
+	vs, err := vaultstore.New(client, vaultstore.Config{
+		Mount:          cfg.Vault.KVMount,
+		Prefix:         cfg.Vault.Prefix,
+		TransitMount:   cfg.Vault.TransitMount,
+		RequestTimeout: cfg.Vault.RequestTimeout,
+	}, vaultstore.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	var st store.Store = vs
+	if cfg.Cache.Enabled {
+		if st, err = cachestore.New(vs, cachestore.Options{TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.Size}); err != nil {
+			return nil, err
+		}
+	}
+	return &backend{
+		store:   st,
+		transit: vs,
+		ready: func(ctx context.Context) error {
+			if err := auth.Ready(); err != nil {
+				return err
+			}
+			return vs.Ping(ctx)
+		},
+		tasks: []func(context.Context) error{auth.Run},
+	}, nil
+}
+
+func masterKey(cfg Config) ([]byte, error) {
+	if cfg.MasterKey != "" {
+		k, err := filestore.ParseMasterKey(cfg.MasterKey)
+		if err != nil {
+			return nil, fmt.Errorf("TOKENSVC_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	k, err := filestore.LoadOrCreateMasterKey(cfg.MasterKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	return k, nil
+}

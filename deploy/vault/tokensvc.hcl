@@ -1,0 +1,37 @@
+# Least-privilege Vault policy for tokensvc with the default mounts (KV v2 at secret/,
+# Transit at transit/) and prefix (tokensvc). Change the paths if you change those.
+# Tests run the Vault store and the whole service with a token holding exactly this
+# policy (vaultstore's TestLeastPrivilegePolicy, cmd/tokensvc's TestVaultOutage).
+
+# Records (hubs, devices, settings, indexes, claims) under the prefix only. Deletes are
+# metadata deletes, and replaced secrets have their old versions destroyed.
+path "secret/data/tokensvc/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/tokensvc/*" {
+  capabilities = ["list", "delete"]
+}
+path "secret/destroy/tokensvc/*" {
+  capabilities = ["update"]
+}
+
+# Transit hubs only: import keys (wrapped with Transit's wrapping key), compute HMACs,
+# delete keys with their device or hub. Keys are imported non-exportable, and nothing
+# here can read one back.
+path "transit/wrapping_key" {
+  capabilities = ["read"]
+}
+path "transit/keys/tokensvc-*" {
+  capabilities = ["create", "update", "delete"]
+}
+path "transit/hmac/tokensvc-*" {
+  capabilities = ["update"]
+}
+
+# Readiness and token renewal (the default policy grants these too).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,520 @@
+package vaultstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+// CreateDevice stores a new device; store.ErrExists if the ID is taken (or another
+// create of it is under way), store.ErrNotFound if its hub is absent or being deleted.
+//
+// On a Transit hub that signs with device keys, the device's and each module's primary
+// and secondary keys (base64, as Azure shows them) are imported into Transit first and
+// the stored record holds none of them. If any import fails, the keys already imported
+// are deleted and nothing is stored. Order: Transit keys → marker → record
+// (check-and-set 0) → hub re-checked, and the device rolled back if the hub is being
+// deleted; a crash leaves at worst orphan keys and an orphan marker, never a record
+// without its keys.
+func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+	op := fmt.Sprintf("create device %q", d.ID)
+	if err := s.live(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if d.ID == "" {
+		return fmt.Errorf("%s: the ID is empty", op)
+	}
+	hub, _, err := s.readHub(ctx, d.Hub)
+	if err != nil {
+		return fmt.Errorf("%s: hub %q: %w", op, d.Hub, err)
+	}
+	if hub.deleting(s.now()) {
+		return fmt.Errorf("%s: hub %q is being deleted: %w", op, d.Hub, store.ErrNotFound)
+	}
+	if err := s.absent(ctx, devicePath(d.ID)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	rec := toDeviceRecord(&d)
+	if !hub.keyedInTransit() {
+		if hub.Transit && hasKeyMaterial(&d) {
+			return fmt.Errorf("%s: hub %q keeps its keys in Transit and signs with its %s; devices take no keys", op, d.Hub, hub.Mode)
+		}
+		if err := s.createDevice(ctx, rec); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		return nil
+	}
+
+	keys, err := s.deviceKeys(&d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer clearKeys(keys)
+	rec.PrimaryKey, rec.SecondaryKey = "", ""
+	for i := range rec.Modules {
+		rec.Modules[i].PrimaryKey, rec.Modules[i].SecondaryKey = "", ""
+	}
+	rec.TransitKeys = names(keys)
+	err = s.withClaim(ctx, "devices", d.ID, "create", store.ErrExists, func(ctx context.Context) error {
+		// Checked again under the claim: a create that finished just before we claimed
+		// owns the keys under these names.
+		if err := s.absent(ctx, devicePath(d.ID)); err != nil {
+			return err
+		}
+		if err := s.importAll(ctx, keys); err != nil {
+			return err
+		}
+		return s.createDevice(ctx, rec)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// createDevice writes the marker and then the record of a new device whose Transit
+// keys (rec.TransitKeys, if any) are already imported under the caller's claim, and
+// rolls everything back if the hub turns out to be going away.
+func (s *Store) createDevice(ctx context.Context, rec deviceRecord) error {
+	tidy := context.WithoutCancel(ctx)
+	if _, err := s.kvWrite(ctx, markerPath(rec.Hub, rec.ID), noCAS, markerRecord{Device: rec.ID}); err != nil {
+		// No record was written, so the keys belong to nothing.
+		s.deleteKeysBestEffort(tidy, rec.TransitKeys)
+		return err
+	}
+	if _, err := s.kvWrite(ctx, devicePath(rec.ID), 0, rec); err != nil {
+		if ambiguous(err) {
+			// The record may have been written: its keys and marker must stay.
+			return err
+		}
+		s.deleteKeysBestEffort(tidy, rec.TransitKeys)
+		s.dropMarker(tidy, rec.Hub, rec.ID)
+		return createErr(err)
+	}
+	// A DeleteHub that checked the markers before ours appeared has marked the hub
+	// first, so reading it now tells whether this device would outlive its hub.
+	hub, _, err := s.readHub(ctx, rec.Hub)
+	if err == nil && !hub.deleting(s.now()) {
+		s.forgetListing()
+		return nil
+	}
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		err = fmt.Errorf("hub %q was deleted meanwhile: %w", rec.Hub, store.ErrNotFound)
+	}
+	if derr := s.kvDelete(tidy, devicePath(rec.ID)); derr != nil {
+		s.log.Warn("vaultstore: could not roll back a device whose hub went away", "device", rec.ID, "hub", rec.Hub, "err", derr)
+		return err
+	}
+	s.dropMarker(tidy, rec.Hub, rec.ID)
+	s.deleteKeysBestEffort(tidy, rec.TransitKeys)
+	return err
+}
+
+// dropMarker deletes the marker of device id on hub unless a device record with that
+// ID on that hub exists (the marker is then that device's, not ours).
+func (s *Store) dropMarker(ctx context.Context, hub, id string) {
+	var cur deviceRecord
+	_, err := s.kvRead(ctx, devicePath(id), &cur)
+	if err == nil && cur.Hub == hub {
+		return
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return // unknown: keep it; an orphan marker is harmless
+	}
+	if err := s.kvDelete(ctx, markerPath(hub, id)); err != nil {
+		s.log.Warn("vaultstore: could not delete a marker; it is a harmless orphan", "hub", hub, "device", id, "err", err)
+	}
+}
+
+// readDevice returns the device record and its version; store.ErrNotFound if absent.
+func (s *Store) readDevice(ctx context.Context, id string) (deviceRecord, int, error) {
+	var rec deviceRecord
+	if id == "" {
+		return rec, 0, store.ErrNotFound
+	}
+	ver, err := s.kvRead(ctx, devicePath(id), &rec)
+	if err != nil {
+		return rec, 0, err
+	}
+	if rec.ID != id {
+		return rec, 0, fmt.Errorf("record at %s names device %q", devicePath(id), rec.ID)
+	}
+	return rec, ver, nil
+}
+
+// GetDevice returns a device; store.ErrNotFound if absent. It is one Vault read,
+// bounded by RequestTimeout. A device whose keys are in Transit comes back with empty
+// key fields.
+func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+	if err := s.live(); err != nil {
+		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
+	}
+	rec, _, err := s.readDevice(ctx, id)
+	if err != nil {
+		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
+	}
+	return rec.device(), nil
+}
+
+// ListDevices returns up to limit devices (DefaultPageSize if limit <= 0) with IDs
+// after cursor in byte order. The cursor is the last ID of the previous page, so paging
+// stays correct when that device is deleted in between; Next is empty on the page that
+// holds the last device.
+//
+// The first page (cursor "") LISTs the devices folder; Vault's LIST cost grows with the
+// fleet (about a second for 100,000 devices, hence Config.ListTimeout), so the pages
+// after it reuse that sorted listing for up to listCacheTTL instead of LISTing again
+// per page: paging through a large fleet is one LIST plus the record reads. A device
+// created by another replica during such a walk appears in the next walk; one deleted
+// meanwhile is skipped. The cursor is found by binary search and only the page's
+// records are read, listConcurrency at a time.
+func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error) {
+	op := fmt.Sprintf("list devices after %q", cursor)
+	if err := s.live(); err != nil {
+		return store.Page{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	keys, err := s.deviceNames(ctx, cursor == "")
+	if err != nil {
+		return store.Page{}, fmt.Errorf("%s: %w", op, err)
+	}
+	start, found := slices.BinarySearch(keys, enc(cursor))
+	if found {
+		start++
+	}
+	page := store.Page{Devices: make([]store.Device, 0, min(limit, len(keys)-start))}
+	next := start
+	for len(page.Devices) < limit && next < len(keys) {
+		n := min(limit-len(page.Devices), len(keys)-next)
+		got, err := s.readDevices(ctx, keys[next:next+n])
+		if err != nil {
+			return store.Page{}, fmt.Errorf("%s: %w", op, err)
+		}
+		for _, d := range got {
+			if d != nil {
+				page.Devices = append(page.Devices, *d)
+			}
+		}
+		next += n
+	}
+	if next < len(keys) {
+		page.Next, _ = dec(keys[next-1])
+	}
+	return page, nil
+}
+
+// listCacheTTL is how long pages after the first reuse a listing of the devices folder.
+const listCacheTTL = 30 * time.Second
+
+// deviceListing is a sorted listing of the devices folder and when it was taken.
+type deviceListing struct {
+	keys []string
+	at   time.Time
+}
+
+// deviceNames returns the hex names in the devices folder, sorted. fresh forces a new
+// LIST; otherwise a listing younger than listCacheTTL is reused, and concurrent callers
+// share one LIST. The returned slice is never modified afterwards.
+func (s *Store) deviceNames(ctx context.Context, fresh bool) ([]string, error) {
+	if !fresh {
+		s.listMu.Lock()
+		l := s.listing
+		s.listMu.Unlock()
+		if l != nil && time.Since(l.at) < listCacheTTL {
+			return l.keys, nil
+		}
+		v, err, _ := s.listGroup.Do("devices", func() (any, error) {
+			// Shared by every waiting caller, so it must not end with the first one.
+			return s.listDeviceNames(context.WithoutCancel(ctx))
+		})
+		if err != nil {
+			return nil, err
+		}
+		return v.([]string), nil
+	}
+	return s.listDeviceNames(ctx)
+}
+
+func (s *Store) listDeviceNames(ctx context.Context) ([]string, error) {
+	at := time.Now()
+	keys, err := s.kvList(ctx, "devices")
+	if err != nil {
+		return nil, err
+	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { _, ok := dec(k); return !ok })
+	// Sorted here rather than trusting the LIST order: KV v2 lists names in the order
+	// of its storage keys, which need not be the names' order.
+	slices.Sort(keys)
+	s.listMu.Lock()
+	if s.listing == nil || s.listing.at.Before(at) {
+		s.listing = &deviceListing{keys: keys, at: at}
+	}
+	s.listMu.Unlock()
+	return keys, nil
+}
+
+// forgetListing drops the cached listing after a local create, so this replica's own
+// next page sees the new device.
+func (s *Store) forgetListing() {
+	s.listMu.Lock()
+	s.listing = nil
+	s.listMu.Unlock()
+}
+
+// readDevices reads the devices named by keys concurrently; a device deleted since the
+// LIST comes back nil.
+func (s *Store) readDevices(ctx context.Context, keys []string) ([]*store.Device, error) {
+	out := make([]*store.Device, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(listConcurrency)
+	for i, k := range keys {
+		id, _ := dec(k)
+		g.Go(func() error {
+			rec, _, err := s.readDevice(gctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			d := rec.device()
+			out[i] = &d
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateDevice applies fn to the current record and stores the result with
+// check-and-set on the version it read; store.ErrNotFound if absent, fn's error
+// unchanged if it fails (nothing is stored then). When a concurrent update wins the
+// race, the record is read again and fn called again on it, so fn must only edit the
+// device it is given; after updateAttempts lost races it gives up with
+// store.ErrConflict.
+//
+// fn may move the device to another existing hub (the new hub's marker is written
+// before the record, the old one deleted after). For a device whose keys are in
+// Transit, fn may not change key fields, modules or hub (ErrKeysInTransit). When fn
+// replaces key material or the HS256 secret, the superseded KV version is destroyed so
+// the old secret cannot be read back from history.
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+	op := fmt.Sprintf("update device %q", id)
+	if err := s.live(); err != nil {
+		return store.Device{}, fmt.Errorf("%s: %w", op, err)
+	}
+	for attempt := 1; attempt <= updateAttempts; attempt++ {
+		old, ver, err := s.readDevice(ctx, id)
+		if err != nil {
+			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+		}
+		d := old.device()
+		if err := fn(&d); err != nil {
+			return store.Device{}, err
+		}
+		if d.ID != id {
+			return store.Device{}, fmt.Errorf("%s: the ID cannot change (to %q)", op, d.ID)
+		}
+		if err := s.checkUpdate(ctx, &old, &d); err != nil {
+			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+		}
+		moved := d.Hub != old.Hub
+		if moved {
+			if _, err := s.kvWrite(ctx, markerPath(d.Hub, id), noCAS, markerRecord{Device: id}); err != nil {
+				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			}
+		}
+		rec := toDeviceRecord(&d)
+		rec.TransitKeys = old.TransitKeys
+		newVer, err := s.kvWrite(ctx, devicePath(id), ver, rec)
+		if errors.Is(err, errCASMismatch) {
+			if err := backoff(ctx, attempt); err != nil {
+				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			}
+			continue
+		}
+		if err != nil {
+			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+		}
+		if moved {
+			if err := s.finishMove(ctx, &old, rec, newVer); err != nil {
+				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			}
+		}
+		if secretsChanged(&old, &rec) {
+			if err := s.kvDestroyVersion(context.WithoutCancel(ctx), devicePath(id), ver); err != nil {
+				s.log.Warn("vaultstore: could not destroy a device version holding replaced secrets",
+					"device", id, "version", ver, "err", err)
+			}
+		}
+		return d, nil
+	}
+	return store.Device{}, fmt.Errorf("%s: lost %d check-and-set races to concurrent updates: %w", op, updateAttempts, store.ErrConflict)
+}
+
+// checkUpdate refuses changes this store cannot make safely: key changes on a device
+// whose keys are in Transit, key material stored for a Transit hub, or a move to a hub
+// that is absent, going away or keeps device keys in Transit.
+func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *store.Device) error {
+	if len(old.TransitKeys) > 0 {
+		if hasKeyMaterial(d) {
+			return fmt.Errorf("key fields cannot be set: %w", ErrKeysInTransit)
+		}
+		if d.Hub != old.Hub {
+			return fmt.Errorf("the device cannot move to another hub: %w", ErrKeysInTransit)
+		}
+		if !slices.Equal(sortedModuleIDs(d.Modules), sortedRecordModuleIDs(old.Modules)) {
+			return fmt.Errorf("modules cannot be added or removed: %w", ErrKeysInTransit)
+		}
+		return nil
+	}
+	if d.Hub == old.Hub && !hasKeyMaterial(d) {
+		return nil
+	}
+	hub, _, err := s.readHub(ctx, d.Hub)
+	if err != nil {
+		return fmt.Errorf("hub %q: %w", d.Hub, err)
+	}
+	if d.Hub != old.Hub {
+		if hub.deleting(s.now()) {
+			return fmt.Errorf("hub %q is being deleted: %w", d.Hub, store.ErrNotFound)
+		}
+		if hub.keyedInTransit() {
+			return fmt.Errorf("hub %q keeps device keys in Transit; re-create the device there instead: %w", d.Hub, ErrKeysInTransit)
+		}
+	}
+	if hub.Transit && hasKeyMaterial(d) {
+		return fmt.Errorf("hub %q keeps its keys in Transit; devices take no keys", d.Hub)
+	}
+	return nil
+}
+
+// finishMove completes a hub change already written as version newVer: the new hub is
+// read again (a DeleteHub may have checked its markers before ours appeared) and the
+// move undone if it is going away; otherwise the old hub's marker is deleted.
+func (s *Store) finishMove(ctx context.Context, old *deviceRecord, rec deviceRecord, newVer int) error {
+	tidy := context.WithoutCancel(ctx)
+	hub, _, err := s.readHub(ctx, rec.Hub)
+	if err == nil && !hub.deleting(s.now()) {
+		s.dropMarker(tidy, old.Hub, rec.ID)
+		return nil
+	}
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		err = fmt.Errorf("hub %q was deleted meanwhile: %w", rec.Hub, store.ErrNotFound)
+	}
+	if _, uerr := s.kvWrite(tidy, devicePath(rec.ID), newVer, old); uerr != nil {
+		s.log.Warn("vaultstore: could not undo a move to a hub that went away", "device", rec.ID, "hub", rec.Hub, "err", uerr)
+		return err
+	}
+	s.dropMarker(tidy, rec.Hub, rec.ID)
+	return err
+}
+
+// backoff sleeps a little, longer with each lost race and jittered, so racing updaters
+// spread out instead of colliding again.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(min(attempt, 10))*int64(time.Millisecond) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func sortedModuleIDs(ms []store.Module) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func sortedRecordModuleIDs(ms []moduleRecord) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// secretsChanged reports whether the update replaced or removed a key or the HS256
+// secret that the previous version holds.
+func secretsChanged(old, rec *deviceRecord) bool {
+	if old.PrimaryKey != rec.PrimaryKey || old.SecondaryKey != rec.SecondaryKey || !bytes.Equal(old.Secret, rec.Secret) {
+		return true
+	}
+	keys := make(map[string]moduleRecord, len(rec.Modules))
+	for _, m := range rec.Modules {
+		keys[m.ID] = m
+	}
+	for _, m := range old.Modules {
+		if n := keys[m.ID]; (m.PrimaryKey != "" || m.SecondaryKey != "") && (n.PrimaryKey != m.PrimaryKey || n.SecondaryKey != m.SecondaryKey) {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteDevice removes a device; store.ErrNotFound if absent, store.ErrConflict while
+// another create or delete of a device with Transit keys is under way.
+//
+// Order: the record first (from then on the device does not exist), then its marker,
+// then its Transit keys. A crash in between leaves an orphan marker (DeleteHub skips
+// it) or orphan keys (the next create of this ID replaces them), never a record without
+// keys.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	op := fmt.Sprintf("delete device %q", id)
+	if err := s.live(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	rec, _, err := s.readDevice(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if len(rec.TransitKeys) == 0 {
+		err = s.deleteDevice(ctx, rec)
+	} else {
+		busy := fmt.Errorf("another create or delete of this device is under way: %w", store.ErrConflict)
+		err = s.withClaim(ctx, "devices", id, "delete", busy, func(ctx context.Context) error {
+			rec, _, err := s.readDevice(ctx, id)
+			if err != nil {
+				return err
+			}
+			return s.deleteDevice(ctx, rec)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (s *Store) deleteDevice(ctx context.Context, rec deviceRecord) error {
+	if err := s.kvDelete(ctx, devicePath(rec.ID)); err != nil {
+		return err
+	}
+	// The device is gone; the rest only tidies up and cannot fail the delete.
+	tidy := context.WithoutCancel(ctx)
+	if err := s.kvDelete(tidy, markerPath(rec.Hub, rec.ID)); err != nil {
+		s.log.Warn("vaultstore: could not delete a deleted device's marker; it is a harmless orphan", "hub", rec.Hub, "device", rec.ID, "err", err)
+	}
+	s.deleteKeysBestEffort(tidy, rec.TransitKeys)
+	return nil
+}

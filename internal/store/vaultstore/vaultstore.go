@@ -1,0 +1,509 @@
+// Package vaultstore is the HashiCorp Vault store.Store: hubs, devices and settings are
+// JSON records in a KV v2 mount, and hubs marked Transit keep their SAS keys in Vault
+// Transit, where HMACs are computed without the key ever leaving Vault.
+//
+// # Client
+//
+// The caller builds the *vault.Client (address, TLS, auth, token renewal) and must
+// configure it with MaxRetries = 0. The store bounds every Vault call with its own
+// timeout (Config.RequestTimeout on the request path, Config.WriteTimeout for
+// provisioning writes and Transit imports, Config.ListTimeout for the LISTs of operator
+// listings, which grow with the fleet) so a hung or sealed Vault turns into
+// store.ErrUnavailable quickly; client-side retries would multiply that bound (the
+// client's default of two retries with backoff stalls a request for seconds) and
+// belong to the caller, who knows whether retrying is worth it.
+//
+// # Vault policy
+//
+// deploy/vault/tokensvc.hcl is the least-privilege policy for the defaults (KV v2 at
+// secret/, Transit at transit/, prefix tokensvc); TestLeastPrivilegePolicy runs every
+// operation under exactly that file.
+//
+// # KV v2 layout
+//
+// Under {Mount}/data/{Prefix}/, every name is stored as lowercase hex of its bytes,
+// which is reversible, path-safe for any device ID character, case-preserving and
+// order-preserving (Vault LIST results are sorted here, and hex sorts like the bytes):
+//
+//	hubs/{hex(name)}                    hub record (no key material when Transit)
+//	devices/{hex(id)}                   device record (no key material when its keys are in Transit)
+//	hubdevices/{hex(hub)}/{hex(id)}     marker: the device uses the hub (DeleteHub answers ErrConflict without scanning devices)
+//	settings/{hex(name)}                named service setting
+//	claims/{hubs|devices}/{hex(name)}   short-lived lock while Transit keys of that hub or device are imported or deleted
+//
+// Records are JSON with explicit field names (see records.go), so renaming a Go field
+// cannot change the stored format. Deletes remove the metadata (DELETE
+// {Mount}/metadata/...), so a deleted record leaves no old versions behind; an update
+// that replaces key material destroys the version it superseded.
+//
+// # Write order
+//
+// Vault has no multi-key transactions, so every change is ordered so that a crash at
+// any point leaves at worst an orphan marker, claim or Transit key — all harmless and
+// reclaimed later — and never a device record that points at a hub or Transit key that
+// does not exist:
+//
+//   - CreateDevice: Transit keys (if any) → marker → device record (check-and-set 0),
+//     then the hub is read again and the device rolled back if the hub is being deleted.
+//   - DeleteDevice: device record → marker → Transit keys.
+//   - CreateHub: Transit key (if any) → hub record (check-and-set 0).
+//   - DeleteHub: mark the hub record as deleting (so no CreateDevice can slip in) →
+//     check the markers against the device records → hub record → markers → Transit key.
+//
+// Transit key names are deterministic (see transit.go), so two concurrent creates or a
+// create racing a delete of the same device or hub could otherwise import over or
+// delete each other's keys; the claim records serialise exactly those operations
+// across all replicas. A claim left by a crashed replica expires after two minutes.
+package vaultstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+// Errors returned (wrapped) by the Store methods, besides the store sentinels.
+var (
+	// ErrPermissionDenied means Vault refused the store's token (HTTP 403): the policy
+	// attached to the token lacks a path the store needs, or the token expired. It is a
+	// misconfiguration, not an outage, so it deliberately does not wrap
+	// store.ErrUnavailable: retrying will not help.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrKeysInTransit means an update would change key material, the module list or the
+	// hub of a device whose keys live in Vault Transit; those keys are imported at
+	// creation and this store does not re-import them on update.
+	ErrKeysInTransit = errors.New("device keys are held in Vault Transit")
+	// ErrClosed means the Store has been closed.
+	ErrClosed = errors.New("vaultstore: store is closed")
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultMount          = "secret"
+	DefaultPrefix         = "tokensvc"
+	DefaultTransitMount   = "transit"
+	DefaultRequestTimeout = 250 * time.Millisecond
+	DefaultWriteTimeout   = 5 * time.Second
+	DefaultListTimeout    = 5 * time.Second
+	// DefaultPageSize is the page size ListDevices uses when asked for limit <= 0.
+	DefaultPageSize = 100
+)
+
+const (
+	// listConcurrency bounds the record reads ListDevices and ListHubs run at once: enough
+	// to hide round trips, few enough not to flood Vault from an operator listing.
+	listConcurrency = 8
+	// updateAttempts bounds UpdateDevice's check-and-set retries. Each round lets at
+	// least one of the racing writers through, so this covers that many concurrent
+	// writers on one device.
+	updateAttempts = 32
+	// claimTTL is how long a claim (or a hub's deleting mark) holds before another
+	// replica may treat it as left by a crash. The holder stops working at half of it,
+	// so clock skew between replicas up to claimTTL/2 is tolerated.
+	claimTTL = 2 * time.Minute
+)
+
+// Config says where in Vault the store keeps its data and how long it waits for Vault.
+type Config struct {
+	// Mount is the KV v2 mount path (default "secret").
+	Mount string
+	// Prefix is the folder under the mount holding all records (default "tokensvc").
+	// Segments of letters, digits, '_' and '-' separated by '/'; it also prefixes Transit
+	// key names (with '/' as '.'), so several deployments can share a Vault.
+	Prefix string
+	// TransitMount is the Transit mount path (default "transit").
+	TransitMount string
+	// RequestTimeout bounds each Vault call on the request path (reads, HMACs); default
+	// 250ms, so a hung Vault never stalls a token request longer than that.
+	RequestTimeout time.Duration
+	// WriteTimeout bounds each provisioning write, delete and Transit import (default 5s):
+	// operators can wait, and aborting half-way only leaves work to clean up.
+	WriteTimeout time.Duration
+	// ListTimeout bounds LIST calls (default 5s), whose cost grows with the fleet: a
+	// LIST of 100,000 devices took 1-1.6s against a dev server on 2 cores, so it cannot
+	// live within RequestTimeout. Only operator listings and DeleteHub LIST.
+	ListTimeout time.Duration
+}
+
+// Option adjusts how New sets up a Store.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// WithLogger sets where the store reports leftovers it could not clean up (orphan
+// markers, keys or claims; never key material); nil means slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithClock sets the clock used to stamp records, claims and deleting marks; nil means
+// time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Store is a store.Store and tokens.TransitSigner backed by Vault. It is safe for
+// concurrent use, also by several replicas sharing one Vault and Prefix.
+type Store struct {
+	c      *vault.Client
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	closed atomic.Bool
+
+	kvData    string // {mount}/data/{prefix}
+	kvMeta    string // {mount}/metadata/{prefix}
+	kvDestroy string // {mount}/destroy/{prefix}
+	keyPrefix string // Transit key name prefix
+
+	// wrapKey caches Transit's RSA wrapping key: it is fixed per mount, and fetching it
+	// for every import would double the calls of a bulk import.
+	wrapMu  sync.Mutex
+	wrapKey *rsa.PublicKey
+
+	// listing is the last LIST of the devices folder, reused by ListDevices for the
+	// pages after the first; listGroup makes concurrent pages share one LIST.
+	listMu    sync.Mutex
+	listing   *deviceListing
+	listGroup singleflight.Group
+}
+
+var (
+	_ store.Store          = (*Store)(nil)
+	_ tokens.TransitSigner = (*Store)(nil)
+)
+
+var (
+	prefixRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*$`)
+	mountRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$`)
+)
+
+// New returns a Store using client, which must be configured with MaxRetries = 0 (see
+// the package documentation). It does not contact Vault; Ping does.
+func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("vaultstore: nil vault client")
+	}
+	cfg = withDefaults(cfg)
+	if !mountRE.MatchString(cfg.Mount) || strings.Contains(cfg.Mount, "..") {
+		return nil, fmt.Errorf("vaultstore: invalid KV mount %q", cfg.Mount)
+	}
+	if !mountRE.MatchString(cfg.TransitMount) || strings.Contains(cfg.TransitMount, "..") {
+		return nil, fmt.Errorf("vaultstore: invalid Transit mount %q", cfg.TransitMount)
+	}
+	if !prefixRE.MatchString(cfg.Prefix) {
+		return nil, fmt.Errorf("vaultstore: invalid prefix %q: use letters, digits, '_' and '-' in segments separated by '/'", cfg.Prefix)
+	}
+	if cfg.RequestTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ListTimeout < 0 {
+		return nil, errors.New("vaultstore: timeouts must not be negative")
+	}
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	return &Store{
+		c:         client,
+		cfg:       cfg,
+		log:       o.logger,
+		now:       o.now,
+		kvData:    cfg.Mount + "/data/" + cfg.Prefix,
+		kvMeta:    cfg.Mount + "/metadata/" + cfg.Prefix,
+		kvDestroy: cfg.Mount + "/destroy/" + cfg.Prefix,
+		keyPrefix: strings.ReplaceAll(cfg.Prefix, "/", "."),
+	}, nil
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.Mount == "" {
+		cfg.Mount = DefaultMount
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.TransitMount == "" {
+		cfg.TransitMount = DefaultTransitMount
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.ListTimeout == 0 {
+		cfg.ListTimeout = DefaultListTimeout
+	}
+	return cfg
+}
+
+// Config returns the configuration in effect, defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+// Close marks the store closed; later calls fail with ErrClosed. The Vault client
+// belongs to the caller and is left as it is. Close may be called more than once.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+func (s *Store) live() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Ping checks that Vault answers and accepts the store's token (a token lookup-self,
+// which every token's default policy allows): store.ErrUnavailable when Vault cannot be
+// reached, is sealed or answers 5xx within RequestTimeout, ErrPermissionDenied when the
+// token is refused.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.live(); err != nil {
+		return fmt.Errorf("ping vault: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.c.Logical().ReadRawWithContext(ctx, "auth/token/lookup-self")
+	closeResponse(resp)
+	if err != nil {
+		return fmt.Errorf("ping vault: %w", s.classify(ctx, err, "read", "auth/token/lookup-self"))
+	}
+	return nil
+}
+
+// errCASMismatch is what a check-and-set write that lost its race returns; callers turn
+// it into store.ErrExists or a retry.
+var errCASMismatch = errors.New("check-and-set version mismatch")
+
+// classify maps an error from a Vault call to the store's vocabulary. It never
+// includes request bodies: paths carry only hex names and Transit key names.
+func (s *Store) classify(ctx context.Context, err error, verb, path string) error {
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		switch {
+		case re.StatusCode == http.StatusNotFound:
+			return store.ErrNotFound
+		case re.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("vault denied %s of %s: check the tokensvc policy (or whether its token expired): %w", verb, path, ErrPermissionDenied)
+		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:
+			// Sealed, standby without forwarding, overloaded, rate limited or broken:
+			// all of them may pass, so the caller may retry later.
+			return fmt.Errorf("vault answered %d to %s of %s: %w", re.StatusCode, verb, path, store.ErrUnavailable)
+		default:
+			return fmt.Errorf("vault refused %s of %s (%d): %s", verb, path, re.StatusCode, strings.Join(re.Errors, "; "))
+		}
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		// The caller gave up; that says nothing about Vault.
+		return fmt.Errorf("%s %s: %w", verb, path, context.Canceled)
+	}
+	// Connection refused or reset, DNS, TLS, timeouts and our own deadline: Vault could
+	// not be reached in time. The underlying error holds only the URL, never a body.
+	return fmt.Errorf("vault %s of %s: %v: %w", verb, path, err, store.ErrUnavailable)
+}
+
+// vaultSays reports whether err is a Vault response with the given status whose
+// messages contain substr; some Transit outcomes are told apart only by their text.
+func vaultSays(err error, status int, substr string) bool {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) || (status != 0 && re.StatusCode != status) {
+		return false
+	}
+	for _, m := range re.Errors {
+		if strings.Contains(m, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func closeResponse(resp *vault.Response) {
+	if resp != nil && resp.Body != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+	}
+}
+
+// get performs a GET of path (with query values) under timeout and decodes the JSON
+// body into out. A 404 comes back as store.ErrNotFound.
+func (s *Store) get(ctx context.Context, timeout time.Duration, path string, query map[string][]string, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	verb := "read"
+	if query != nil {
+		verb = "list"
+	}
+	resp, err := s.c.Logical().ReadRawWithDataWithContext(ctx, path, query)
+	defer closeResponse(resp)
+	if err != nil {
+		return s.classify(ctx, err, verb, path)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return s.classify(ctx, err, verb, path)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode vault response to %s of %s: %v", verb, path, err)
+	}
+	return nil
+}
+
+// put performs a PUT of the JSON body to path under timeout, decoding the response
+// into out when out is not nil and the response has a body.
+func (s *Store) put(ctx context.Context, timeout time.Duration, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := s.c.Logical().WriteRawWithContext(ctx, path, body)
+	defer closeResponse(resp)
+	if err != nil {
+		return err // raw: callers look at some Vault messages before classifying
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode vault response to write of %s: %v", path, err)
+	}
+	return nil
+}
+
+// del performs a DELETE of path under WriteTimeout; a missing path is not an error.
+func (s *Store) del(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	_, err := s.c.Logical().DeleteWithContext(ctx, path)
+	if err != nil {
+		if c := s.classify(ctx, err, "delete", path); !errors.Is(c, store.ErrNotFound) {
+			return c
+		}
+	}
+	return nil
+}
+
+// kvRead reads the record at rel (relative to the prefix) into out and returns its
+// version; store.ErrNotFound when there is none.
+func (s *Store) kvRead(ctx context.Context, rel string, out any) (int, error) {
+	var r struct {
+		Data *struct {
+			Data     json.RawMessage `json:"data"`
+			Metadata struct {
+				Version int `json:"version"`
+			} `json:"metadata"`
+		} `json:"data"`
+	}
+	path := s.kvData + "/" + rel
+	if err := s.get(ctx, s.cfg.RequestTimeout, path, nil, &r); err != nil {
+		return 0, err
+	}
+	// A soft-deleted or destroyed latest version reads as data null.
+	if r.Data == nil || len(r.Data.Data) == 0 || bytes.Equal(r.Data.Data, []byte("null")) {
+		return 0, store.ErrNotFound
+	}
+	if err := json.Unmarshal(r.Data.Data, out); err != nil {
+		return 0, fmt.Errorf("decode record %s: %v", path, err)
+	}
+	return r.Data.Metadata.Version, nil
+}
+
+// noCAS makes kvWrite overwrite unconditionally.
+const noCAS = -1
+
+// kvWrite stores v at rel. With cas >= 0 the write succeeds only if the record's
+// current version is cas (0: it must not exist), else errCASMismatch. It returns the
+// new version.
+func (s *Store) kvWrite(ctx context.Context, rel string, cas int, v any) (int, error) {
+	type casOptions struct {
+		CAS int `json:"cas"`
+	}
+	req := struct {
+		Options *casOptions `json:"options,omitempty"`
+		Data    any         `json:"data"`
+	}{Data: v}
+	if cas >= 0 {
+		req.Options = &casOptions{CAS: cas}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	var r struct {
+		Data struct {
+			Version int `json:"version"`
+		} `json:"data"`
+	}
+	path := s.kvData + "/" + rel
+	err = s.put(ctx, s.cfg.WriteTimeout, path, body, &r)
+	clear(body) // it may hold an HS256 secret or, in KV mode, device keys
+	if err != nil {
+		if vaultSays(err, http.StatusBadRequest, "check-and-set parameter did not match") {
+			return 0, errCASMismatch
+		}
+		return 0, s.classify(ctx, err, "write", path)
+	}
+	return r.Data.Version, nil
+}
+
+// kvDelete removes every version and the metadata of rel; a missing record is fine.
+func (s *Store) kvDelete(ctx context.Context, rel string) error {
+	return s.del(ctx, s.kvMeta+"/"+rel)
+}
+
+// kvDestroyVersion permanently erases one old version of rel, e.g. one that held a key
+// since replaced.
+func (s *Store) kvDestroyVersion(ctx context.Context, rel string, version int) error {
+	body := fmt.Appendf(nil, `{"versions":[%d]}`, version)
+	path := s.kvDestroy + "/" + rel
+	if err := s.put(ctx, s.cfg.WriteTimeout, path, body, nil); err != nil {
+		return s.classify(ctx, err, "destroy", path)
+	}
+	return nil
+}
+
+// kvList returns the names directly under folder rel (sub-folders excluded), unsorted;
+// an empty or missing folder gives none.
+func (s *Store) kvList(ctx context.Context, rel string) ([]string, error) {
+	var r struct {
+		Data struct {
+			Keys []string `json:"keys"`
+		} `json:"data"`
+	}
+	err := s.get(ctx, s.cfg.ListTimeout, s.kvMeta+"/"+rel+"/", map[string][]string{"list": {"true"}}, &r)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys := r.Data.Keys[:0]
+	for _, k := range r.Data.Keys {
+		if !strings.HasSuffix(k, "/") {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
