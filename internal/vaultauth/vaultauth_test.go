@@ -2,9 +2,20 @@ package vaultauth_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
@@ -139,4 +150,116 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
 		}
 	}
+}
+
+// TestKubernetesLogin logs in with Vault's real Kubernetes auth method. There is no
+// cluster here, so the one thing faked is the Kubernetes API's TokenReview endpoint that
+// Vault calls to check the service-account JWT: it approves exactly the JWT it was given.
+func TestKubernetesLogin(t *testing.T) {
+	srv := vaulttest.Start(t)
+	root := srv.Client(t)
+
+	const ns, sa, uid = "iot", "tokensvc", "6f3c1d2e-0000-4000-8000-000000000001"
+	clusterKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Vault accepts only the algorithms Kubernetes signs with; it does not check the
+	// signature itself unless given the cluster's public keys (the TokenReview does).
+	saJWT, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss":                                    "kubernetes/serviceaccount",
+		"sub":                                    "system:serviceaccount:" + ns + ":" + sa,
+		"kubernetes.io/serviceaccount/namespace": ns,
+		"kubernetes.io/serviceaccount/service-account.name": sa,
+		"kubernetes.io/serviceaccount/service-account.uid":  uid,
+	}).SignedString(clusterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reviews atomic.Int32
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" {
+			http.NotFound(w, r)
+			return
+		}
+		var review struct {
+			Spec struct{ Token string } `json:"spec"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&review)
+		reviews.Add(1)
+		status := map[string]any{"authenticated": false}
+		if review.Spec.Token == saJWT {
+			status = map[string]any{"authenticated": true, "user": map[string]any{
+				"username": "system:serviceaccount:" + ns + ":" + sa, "uid": uid,
+				"groups": []string{"system:serviceaccounts", "system:serviceaccounts:" + ns},
+			}}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+	}))
+	defer api.Close()
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})
+
+	if err := root.Sys().EnableAuthWithOptionsWithContext(t.Context(), "k8s-test", &vault.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, root, "auth/k8s-test/config", map[string]any{
+		"kubernetes_host": api.URL, "kubernetes_ca_cert": string(caPEM),
+		"token_reviewer_jwt": "reviewer", "disable_local_ca_jwt": true,
+	})
+	mustWrite(t, root, "auth/k8s-test/role/tokensvc", map[string]any{
+		"bound_service_account_names": sa, "bound_service_account_namespaces": ns, "token_ttl": "1h",
+	})
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(saJWT+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client := mustClient(t, srv)
+	a := vaultauth.New(client, vaultauth.Config{Method: vaultauth.MethodKubernetes, Mount: "k8s-test", Role: "tokensvc", TokenFile: tokenFile}, nil)
+	secret, err := a.Login(t.Context())
+	if err != nil {
+		t.Fatalf("kubernetes login (after %d token reviews): %v", reviews.Load(), err)
+	}
+	if reviews.Load() == 0 {
+		t.Fatal("Vault never asked the TokenReview API; the login proved nothing")
+	}
+	if secret.Auth.ClientToken == "" || client.Token() != secret.Auth.ClientToken {
+		t.Fatalf("client token: got %q, want the login's token", client.Token())
+	}
+	if _, err := client.Auth().Token().LookupSelfWithContext(t.Context()); err != nil {
+		t.Fatalf("the new token does not work: %v", err)
+	}
+
+	// A well-formed JWT with the same claims that the cluster does not vouch for (signed
+	// by another key) must be refused: Vault has to ask, and act on the answer.
+	forgedKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:" + ns + ":" + sa,
+		"kubernetes.io/serviceaccount/namespace": ns, "kubernetes.io/serviceaccount/service-account.name": sa,
+		"kubernetes.io/serviceaccount/service-account.uid": uid,
+	}).SignedString(forgedKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := reviews.Load()
+	other := vaultauth.New(mustClient(t, srv), vaultauth.Config{Method: vaultauth.MethodKubernetes, Mount: "k8s-test", Role: "tokensvc", TokenFile: writeFile(t, forged)}, nil)
+	if _, err := other.Login(t.Context()); err == nil {
+		t.Fatal("login with a JWT the TokenReview refused: got success, want an error")
+	}
+	if reviews.Load() == before {
+		t.Error("the forged JWT was refused without a TokenReview; the refusal proves nothing")
+	}
+}
+
+func writeFile(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
