@@ -137,3 +137,72 @@ func TestVaultOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestVaultTransitHubs provisions Transit hubs through the API and checks that the
+// tokens the service mints — signed inside Vault — verify with the keys the operator
+// was given, for device keys, module keys and a hub policy key.
+func TestVaultTransitHubs(t *testing.T) {
+	srv := vaulttest.Start(t)
+	const admin = "vault-e2e-admin-token-0123"
+	in := mustStart(t, map[string]string{
+		"TOKENSVC_STORE":       "vault",
+		"VAULT_ADDR":           srv.Addr,
+		"VAULT_TOKEN":          mustPolicyToken(t, srv),
+		"TOKENSVC_ADMIN_TOKEN": admin,
+	})
+	ctx := t.Context()
+	c := client(t, in.url, admin)
+	const policyKey = "XxZwqYIbxymF12RefbsHeAtOtNn7nZeUZKUrK4A6+wM="
+	for _, h := range []oapi.HubCreate{
+		{Name: "keys", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net", Transit: ptrTo(true)},
+		{Name: "policy", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net", Transit: ptrTo(true), Mode: ptrTo(oapi.Policy), PolicyName: ptrTo("device"), PolicyKey: ptrTo(policyKey)},
+	} {
+		resp, err := c.CreateHubWithResponse(ctx, h)
+		if err != nil || resp.JSON201 == nil || resp.JSON201.Transit == nil || !*resp.JSON201.Transit {
+			t.Fatalf("create transit hub %s: %v %s", h.Name, err, resp.Body)
+		}
+	}
+	tests := []struct {
+		name, hub, device string
+		module            *string
+		wantSkn           string
+	}{
+		{"device key in Transit", "keys", "t-dev", nil, ""},
+		{"module key in Transit", "keys", "t-gw", ptrTo("filter"), ""},
+		{"hub policy key in Transit", "policy", "t-pol", nil, "device"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := oapi.DeviceCreate{DeviceId: tt.device, Hub: tt.hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}
+			if tt.module != nil {
+				body.Modules = &[]oapi.ModuleCreate{{ModuleId: *tt.module}}
+			}
+			created, err := c.CreateDeviceWithResponse(ctx, body)
+			if err != nil || created.JSON201 == nil {
+				t.Fatalf("create device: %v %s", err, created.Body)
+			}
+			key := policyKey
+			switch {
+			case tt.module != nil:
+				key = created.JSON201.Modules[0].PrimaryKey
+			case tt.wantSkn == "":
+				key = *created.JSON201.PrimaryKey
+			}
+			a := assertionFor(t, tt.device, *created.JSON201.Auth.Secret, "transit-"+strconv.Itoa(i))
+			resp, err := client(t, in.url, a).GetTokenWithResponse(ctx, &oapi.GetTokenParams{Module: tt.module})
+			if err != nil || resp.JSON200 == nil {
+				t.Fatalf("GET /token: %v %d %s", err, resp.StatusCode(), resp.Body)
+			}
+			k, _ := signer.DecodeKey(key, signer.KeyBase64)
+			p, err := signer.Verify(resp.JSON200.Token, k, time.Now())
+			if err != nil {
+				t.Fatalf("Transit-signed token does not verify with the operator's key: %v", err)
+			}
+			if p.PolicyName != tt.wantSkn {
+				t.Errorf("skn: got %q, want %q", p.PolicyName, tt.wantSkn)
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
