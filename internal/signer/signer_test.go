@@ -1,53 +1,18 @@
 package signer_test
 
 import (
-	"encoding/json"
 	"errors"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/sasvectors"
 	"github.com/tokensvc/tokensvc/internal/signer"
 )
 
-type vector struct {
-	Kind           string  `json:"kind"`
-	Host           string  `json:"host"`
-	DeviceID       string  `json:"deviceId"`
-	ModuleID       string  `json:"moduleId"`
-	IDScope        string  `json:"idScope"`
-	RegistrationID string  `json:"registrationId"`
-	GroupKey       string  `json:"groupKey"`
-	DerivedKey     string  `json:"derivedKey"`
-	Key            string  `json:"key"`
-	KeyEncoding    string  `json:"keyEncoding"`
-	PolicyName     *string `json:"policyName"`
-	Resource       string  `json:"resource"`
-	Expiry         int64   `json:"expiry"`
-	Signature      string  `json:"signature"`
-	Token          string  `json:"token"`
-}
-
-func mustVectors(tb testing.TB) []vector {
-	tb.Helper()
-	b, err := os.ReadFile("../../testdata/sas-vectors.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var doc struct{ Vectors []vector }
-	if err := json.Unmarshal(b, &doc); err != nil {
-		tb.Fatal(err)
-	}
-	if len(doc.Vectors) == 0 {
-		tb.Fatal("no vectors")
-	}
-	return doc.Vectors
-}
-
 // resourceFor rebuilds each vector's resource from its parts with the package's own
 // builders, so a wrong builder fails the vector as surely as a wrong signature.
-func resourceFor(t *testing.T, v vector) string {
+func resourceFor(t *testing.T, v sasvectors.Vector) string {
 	switch v.Kind {
 	case "iothub-device", "iothub-policy":
 		return signer.IoTHubDeviceResource(v.Host, v.DeviceID)
@@ -63,7 +28,7 @@ func resourceFor(t *testing.T, v vector) string {
 }
 
 func TestVectors(t *testing.T) {
-	for _, v := range mustVectors(t) {
+	for _, v := range sasvectors.Load(t) {
 		t.Run(v.Kind+"/"+v.Resource, func(t *testing.T) {
 			res := resourceFor(t, v)
 			if res != v.Resource {
@@ -88,10 +53,7 @@ func TestVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			policy := ""
-			if v.PolicyName != nil {
-				policy = *v.PolicyName
-			}
+			policy := v.Policy()
 			s := signer.New(func() time.Time { return time.Unix(v.Expiry-3600, 0) })
 			tok := s.Sign(signer.Request{Resource: res, Key: key, PolicyName: policy, TTL: time.Hour})
 			if tok.Value != v.Token {

@@ -2,7 +2,6 @@ package vaultstore_test
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/tokensvc/tokensvc/internal/sasvectors"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/storetest"
@@ -79,38 +79,6 @@ func TestNewConfig(t *testing.T) {
 	}
 }
 
-type vector struct {
-	Kind           string  `json:"kind"`
-	Host           string  `json:"host"`
-	DeviceID       string  `json:"deviceId"`
-	ModuleID       string  `json:"moduleId"`
-	IDScope        string  `json:"idScope"`
-	RegistrationID string  `json:"registrationId"`
-	GroupKey       string  `json:"groupKey"`
-	DerivedKey     string  `json:"derivedKey"`
-	Key            string  `json:"key"`
-	PolicyName     *string `json:"policyName"`
-	Resource       string  `json:"resource"`
-	Expiry         int64   `json:"expiry"`
-	Token          string  `json:"token"`
-}
-
-func mustVectors(tb testing.TB) []vector {
-	tb.Helper()
-	b, err := os.ReadFile("../../../testdata/sas-vectors.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var doc struct{ Vectors []vector }
-	if err := json.Unmarshal(b, &doc); err != nil {
-		tb.Fatal(err)
-	}
-	if len(doc.Vectors) == 0 {
-		tb.Fatal("no vectors")
-	}
-	return doc.Vectors
-}
-
 // TestTransitVectors imports every known-answer vector's key into Transit through the
 // store (so the store's key decoding is under test too: base64 for IoT Hub and DPS,
 // UTF-8 text for Event Hubs) and checks that signing through Transit yields the
@@ -120,12 +88,9 @@ func TestTransitVectors(t *testing.T) {
 	srv := vaulttest.Start(t)
 	s := mustStore(t, srv)
 	ctx := t.Context()
-	for i, v := range mustVectors(t) {
+	for i, v := range sasvectors.Load(t) {
 		t.Run(fmt.Sprintf("%d-%s", i, v.Kind), func(t *testing.T) {
-			policy := ""
-			if v.PolicyName != nil {
-				policy = *v.PolicyName
-			}
+			policy := v.Policy()
 			hubName := fmt.Sprintf("vec-%d", i)
 			hub := store.Hub{Name: hubName, Transit: true, DefaultTTL: time.Hour, MaxTTL: time.Hour}
 			var dev store.Device
