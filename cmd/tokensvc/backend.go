@@ -19,7 +19,7 @@ type backend struct {
 	store store.Store
 	// transit signs for hubs whose keys live in Vault Transit; nil for the file store.
 	transit tokens.TransitSigner
-	ready   func(ctx context.Context) error
+	ready   func(ctx context.Context) (note string, err error)
 	// tasks run for the life of the service, e.g. keeping the Vault token alive.
 	tasks []func(ctx context.Context) error
 }
@@ -35,7 +35,7 @@ func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, e
 		if err != nil {
 			return nil, fmt.Errorf("open embedded store: %w", err)
 		}
-		return &backend{store: st, ready: st.Ping}, nil
+		return &backend{store: st, ready: func(ctx context.Context) (string, error) { return "", st.Ping(ctx) }}, nil
 	case "vault":
 		return openVault(ctx, cfg, log)
 	}
@@ -71,11 +71,18 @@ func openVault(ctx context.Context, cfg Config, log *slog.Logger) (*backend, err
 	return &backend{
 		store:   st,
 		transit: vs,
-		ready: func(ctx context.Context) error {
+		// Logged in once at start, the service can serve from its cache whatever Vault
+		// does next, so Vault trouble degrades readiness rather than failing it: pulling
+		// every replica out of its Service would turn fast 503s into connection errors
+		// and strand the devices whose keys are cached.
+		ready: func(ctx context.Context) (string, error) {
 			if err := auth.Ready(); err != nil {
-				return err
+				return "vault login failing; serving cached keys only", nil
 			}
-			return vs.Ping(ctx)
+			if err := vs.Ping(ctx); err != nil {
+				return "vault unreachable; serving cached keys only", nil
+			}
+			return "", nil
 		},
 		tasks: []func(context.Context) error{auth.Run},
 	}, nil

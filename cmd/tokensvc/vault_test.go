@@ -118,6 +118,12 @@ func TestVaultOutage(t *testing.T) {
 		t.Errorf("slowest 503: got %v, want well under 1 s", worst)
 	}
 
+	// Readiness stays green but says why it is degraded: every replica leaving its
+	// Service would strand the devices whose keys are cached.
+	if got := readiness(t, in.url); got != "degraded" {
+		t.Errorf("readyz during the outage: got %q, want degraded", got)
+	}
+
 	srv.Resume()
 	resumed := time.Now()
 	for {
@@ -135,6 +141,9 @@ func TestVaultOutage(t *testing.T) {
 		if code, _, _ := fetch(d); code != 200 {
 			t.Errorf("after recovery %s: got %d, want 200", d.id, code)
 		}
+	}
+	if got := readiness(t, in.url); got != "ok" {
+		t.Errorf("readyz after recovery: got %q, want ok", got)
 	}
 }
 
@@ -206,3 +215,16 @@ func TestVaultTransitHubs(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// readiness returns /readyz's status field, failing on anything but a 200.
+func readiness(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := client(t, url, "").GetReadyzWithResponse(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.JSON200 == nil {
+		t.Fatalf("readyz: got %d %s, want 200", resp.StatusCode(), resp.Body)
+	}
+	return resp.JSON200.Status
+}

@@ -284,13 +284,18 @@ func (s *Server) GetHealthz(context.Context, oapi.GetHealthzRequestObject) (oapi
 
 // GetReadyz reports whether the store can serve.
 func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (oapi.GetReadyzResponseObject, error) {
-	if s.deps.Ready != nil {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if err := s.deps.Ready(ctx); err != nil {
-			s.log.WarnContext(ctx, "not ready", "error", err.Error())
-			return nil, fmt.Errorf("readiness: %w", store.ErrUnavailable)
-		}
+	if s.deps.Ready == nil {
+		return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	note, err := s.deps.Ready(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "not ready", "error", err.Error())
+		return nil, fmt.Errorf("readiness: %w", store.ErrUnavailable)
+	}
+	if note != "" {
+		return oapi.GetReadyz200JSONResponse{Status: "degraded", Detail: &note}, nil
 	}
 	return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
 }

@@ -106,7 +106,7 @@ func mustEnv(t testing.TB) *env {
 		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, audience, clock.Now),
 		Admin:    admin,
-		Ready:    st.Ping,
+		Ready:    func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

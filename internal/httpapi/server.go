@@ -53,9 +53,10 @@ type Deps struct {
 	Issuer   *tokens.Issuer
 	Devices  DeviceVerifier
 	Admin    AdminChecker
-	// Ready reports whether the service can serve tokens (store reachable, logged in);
-	// nil means always ready.
-	Ready  func(ctx context.Context) error
+	// Ready reports whether the service can serve: an error makes /readyz 503; a
+	// non-empty note (e.g. Vault unreachable while cached keys are served) reports
+	// "degraded" with 200. Nil means always ready.
+	Ready  func(ctx context.Context) (note string, err error)
 	Logger *slog.Logger
 }
 

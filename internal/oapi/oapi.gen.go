@@ -270,7 +270,12 @@ type DevicePatch struct {
 
 // Health defines model for Health.
 type Health struct {
-	// Status Example: ok
+	// Detail What is degraded, e.g. Vault unreachable while cached keys are served.
+	Detail *string `json:"detail,omitempty"`
+
+	// Status ok, or degraded when the service serves but a dependency is impaired
+	//
+	// Example: ok
 	Status string `json:"status"`
 }
 
@@ -633,7 +638,7 @@ type ClientInterface interface {
 	// GetHub performs a GET /hubs/{name} (the `GetHub` operationId) request.
 	GetHub(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetReadyz Readiness; 503 while the store is unavailable.
+	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	//
 	// Corresponds with GET /readyz (the `GetReadyz` operationId).
 	GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -851,7 +856,7 @@ func (c *Client) GetHub(ctx context.Context, name HubName, reqEditors ...Request
 	return c.Client.Do(req)
 }
 
-// GetReadyz Readiness; 503 while the store is unavailable.
+// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 //
 // Corresponds with GET /readyz (the `GetReadyz` operationId).
 func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1504,7 +1509,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	GetHubWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubResponse, error)
 
-	// GetReadyzWithResponse Readiness; 503 while the store is unavailable.
+	// GetReadyzWithResponse Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2387,7 +2392,7 @@ func (c *ClientWithResponses) GetHubWithResponse(ctx context.Context, name HubNa
 	return ParseGetHubResponse(rsp)
 }
 
-// GetReadyzWithResponse Readiness; 503 while the store is unavailable.
+// GetReadyzWithResponse Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2998,7 +3003,7 @@ type ServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(w http.ResponseWriter, r *http.Request, name HubName)
-	// GetReadyz Readiness; 503 while the store is unavailable.
+	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
 	// GetToken Mint a SAS token and connection settings for the calling device.
@@ -3067,7 +3072,7 @@ func (_ Unimplemented) GetHub(w http.ResponseWriter, r *http.Request, name HubNa
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
-// GetReadyz Readiness; 503 while the store is unavailable.
+// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 // (GET /readyz)
 func (_ Unimplemented) GetReadyz(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
@@ -4324,7 +4329,7 @@ type StrictServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(ctx context.Context, request GetHubRequestObject) (GetHubResponseObject, error)
-	// GetReadyz Readiness; 503 while the store is unavailable.
+	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
 	// GetToken Mint a SAS token and connection settings for the calling device.
