@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: run test check generate fuzz bench build vault
+.PHONY: run test check generate fuzz bench build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -13,6 +13,7 @@ run:
 ## module proxy and cached, see tools/vault), and a short run of every fuzz target
 test: check
 	bin=$$(bash scripts/vault.sh) && TOKENSVC_VAULT_BIN="$$bin" $(GO) test -race -count=1 ./...
+	bash scripts/helm-test.sh
 	$(MAKE) fuzz
 
 ## vault: build (once) and print the Vault server binary the tests use
@@ -34,6 +35,10 @@ fuzz:
 ## bench: the hot-path benchmarks
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/signer ./internal/httpapi
+
+## image: the service's container image (needs a Docker engine; none on the CI machines)
+image:
+	docker build -t tokensvc:dev .
 
 ## build: a static binary in ./bin
 build:
