@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/execsink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/signer"
+)
+
+// envPrefix prefixes every option's environment variable: -service-url is
+// TOKENAGENT_SERVICE_URL.
+const envPrefix = "TOKENAGENT_"
+
+// Config is the agent's whole configuration. It is read from a file (-config), the
+// environment and flags, in rising precedence, then checked with Validate.
+type Config struct {
+	ConfigFile string
+
+	ServiceURL     string
+	CAFile         string
+	DeviceID       string
+	CredentialFile string
+	CredentialType string
+	Audience       string
+	Module         string
+	TTL            time.Duration
+	Transport      string
+	StateDir       string
+	BootSplay      time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	LogLevel       slog.Level
+
+	Templates    []string
+	Exec         string
+	ExecEnv      []string
+	ExecOnChange string
+	ExecSignal   string
+	Socket       string
+	SocketMode   string
+
+	Link            string
+	BrokerAddr      string
+	AMQPAuth        string
+	Telemetry       string
+	TelemetryFormat string
+	Properties      []string
+	C2D             string
+	CleanSession    bool
+}
+
+// listValue is a repeatable option. A layer (file, environment, flags) that sets it
+// replaces what lower layers set.
+type listValue struct {
+	vals  *[]string
+	layer *int
+	set   int
+}
+
+func (l *listValue) String() string {
+	if l.vals == nil {
+		return ""
+	}
+	return strings.Join(*l.vals, ",")
+}
+
+func (l *listValue) Set(v string) error {
+	if l.set != *l.layer {
+		*l.vals = nil
+		l.set = *l.layer
+	}
+	*l.vals = append(*l.vals, v)
+	return nil
+}
+
+type levelValue struct{ l *slog.Level }
+
+func (v levelValue) String() string {
+	if v.l == nil {
+		return "info"
+	}
+	return strings.ToLower(v.l.String())
+}
+func (v levelValue) Set(s string) error { return v.l.UnmarshalText([]byte(s)) }
+
+// flagSet declares every option on c.
+func flagSet(c *Config, layer *int, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tokenagent", flag.ContinueOnError)
+	fs.SetOutput(out)
+	list := func(p *[]string, name, usage string) {
+		fs.Var(&listValue{vals: p, layer: layer, set: -1}, name, usage)
+	}
+	fs.StringVar(&c.ConfigFile, "config", "", "configuration file: option = value lines, # comments")
+	fs.StringVar(&c.ServiceURL, "service-url", "", "tokensvc base URL (https://…)")
+	fs.StringVar(&c.CAFile, "ca-file", "", "PEM CA bundle trusted for tokensvc and the brokers (default: system roots)")
+	fs.StringVar(&c.DeviceID, "device-id", "", "the device ID")
+	fs.StringVar(&c.CredentialFile, "credential-file", "", "device credential: PEM private key (ES256/EdDSA) or the HS256 secret; mode 0600")
+	fs.StringVar(&c.CredentialType, "credential-type", "auto", "auto, hs256, es256 or eddsa")
+	fs.StringVar(&c.Audience, "audience", "tokensvc", "the aud tokensvc expects in assertions")
+	fs.StringVar(&c.Module, "module", "", "ask for a module token")
+	fs.DurationVar(&c.TTL, "ttl", 0, "requested token lifetime (0: the hub's default; at least 60s)")
+	fs.StringVar(&c.Transport, "transport", "tcp", "broker transport the token's profiles describe: tcp (8883/5671) or ws (443)")
+	fs.StringVar(&c.StateDir, "state-dir", "/var/lib/tokenagent", "where the last good token is kept (0700/0600)")
+	fs.DurationVar(&c.BootSplay, "boot-splay", 3*time.Second, "random delay before the first fetch when no valid token was kept")
+	fs.DurationVar(&c.BackoffMin, "backoff-min", time.Second, "first retry delay ceiling")
+	fs.DurationVar(&c.BackoffMax, "backoff-max", 5*time.Minute, "largest retry delay")
+	fs.Var(levelValue{&c.LogLevel}, "log-level", "debug, info, warn or error")
+	list(&c.Templates, "template", "SRC:DST[:MODE] render template file SRC to DST (mode default 0600) on every new token; repeatable")
+	fs.StringVar(&c.Exec, "exec", "", "run this command (a JSON array, or words split on spaces) with -exec-env values in its environment")
+	list(&c.ExecEnv, "exec-env", "NAME=TEMPLATE environment variable for the -exec child; repeatable")
+	fs.StringVar(&c.ExecOnChange, "exec-on-change", "restart", "when a new token changes the child's environment: restart, signal or none")
+	fs.StringVar(&c.ExecSignal, "exec-signal", "HUP", "signal for -exec-on-change=signal: HUP, USR1, USR2, INT or TERM")
+	fs.StringVar(&c.Socket, "socket", "", "serve the token on this Unix socket (GET /token, /connection-string, /token.json)")
+	fs.StringVar(&c.SocketMode, "socket-mode", "0600", "file mode of -socket")
+	fs.StringVar(&c.Link, "link", "none", "use the token: none, mqtt or amqp")
+	fs.StringVar(&c.BrokerAddr, "broker-addr", "", "dial this host:port instead of the profile's (TLS still checks the profile's host)")
+	fs.StringVar(&c.AMQPAuth, "amqp-auth", "plain", "AMQP authentication: plain (SASL PLAIN) or cbs (put-token, renewed on the open connection)")
+	fs.StringVar(&c.Telemetry, "telemetry", "none", "telemetry input: none, stdin, or unix:PATH (a socket local programs write lines to)")
+	fs.StringVar(&c.TelemetryFormat, "telemetry-format", "raw", "raw (a line is the body) or json ({\"body\":…,\"properties\":{…}})")
+	list(&c.Properties, "property", "KEY=VALUE added to every message (e.g. $.ct=application/json); repeatable")
+	fs.StringVar(&c.C2D, "c2d", "none", "cloud-to-device messages (MQTT): none or stdout (JSON lines)")
+	fs.BoolVar(&c.CleanSession, "clean-session", true, "MQTT clean session")
+	return fs
+}
+
+// parseConfig reads the file, the environment and args, in rising precedence.
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	// First pass: only to find -config and which flags were given.
+	var probe Config
+	probeLayer := 0
+	pfs := flagSet(&probe, &probeLayer, io.Discard)
+	if err := pfs.Parse(args); err != nil {
+		// Let the real pass report it with usage.
+		fs := flagSet(&Config{}, new(int), out)
+		return Config{}, fs.Parse(args)
+	}
+	if pfs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", pfs.Arg(0))
+	}
+	path := probe.ConfigFile
+	if path == "" {
+		path = getenv(envPrefix + "CONFIG")
+	}
+
+	var c Config
+	layer := 1
+	fs := flagSet(&c, &layer, out)
+	if path != "" {
+		entries, err := readConfigFile(path)
+		if err != nil {
+			return Config{}, err
+		}
+		for _, e := range entries {
+			if e.key == "config" || fs.Lookup(e.key) == nil {
+				return Config{}, fmt.Errorf("%s:%d: unknown option %q", path, e.line, e.key)
+			}
+			if err := fs.Set(e.key, e.value); err != nil {
+				return Config{}, fmt.Errorf("%s:%d: %s: %w", path, e.line, e.key, err)
+			}
+		}
+	}
+	layer = 2
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v := getenv(name)
+		if v == "" || f.Name == "config" || envErr != nil {
+			return
+		}
+		vals := []string{v}
+		if _, ok := f.Value.(*listValue); ok {
+			vals = strings.Split(strings.TrimSpace(v), "\n")
+		}
+		for _, v := range vals {
+			if err := fs.Set(f.Name, strings.TrimSpace(v)); err != nil {
+				envErr = fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return Config{}, envErr
+	}
+	layer = 3
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	c.ConfigFile = path
+	return c, nil
+}
+
+type entry struct {
+	key, value string
+	line       int
+}
+
+// readConfigFile reads `option = value` lines; # starts a comment line.
+func readConfigFile(path string) ([]entry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var out []entry
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want option = value", path, n)
+		}
+		out = append(out, entry{key: strings.TrimSpace(k), value: strings.TrimSpace(v), line: n})
+	}
+	return out, sc.Err()
+}
+
+// TemplateSpec is a parsed -template option.
+type TemplateSpec struct {
+	Src, Dst string
+	Mode     os.FileMode
+}
+
+// ParseTemplateSpec parses SRC:DST[:MODE].
+func ParseTemplateSpec(s string) (TemplateSpec, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return TemplateSpec{}, fmt.Errorf("template %q: want SRC:DST[:MODE]", s)
+	}
+	t := TemplateSpec{Src: parts[0], Dst: parts[1], Mode: 0o600}
+	if len(parts) == 3 {
+		m, err := strconv.ParseUint(parts[2], 8, 32)
+		if err != nil || m > 0o777 {
+			return TemplateSpec{}, fmt.Errorf("template %q: mode must be octal like 0640", s)
+		}
+		t.Mode = os.FileMode(m)
+	}
+	return t, nil
+}
+
+// Command splits -exec: a JSON array, or words separated by spaces.
+func (c Config) Command() ([]string, error) {
+	s := strings.TrimSpace(c.Exec)
+	if strings.HasPrefix(s, "[") {
+		var argv []string
+		if err := json.Unmarshal([]byte(s), &argv); err != nil || len(argv) == 0 {
+			return nil, errors.New("exec: want a JSON array of strings")
+		}
+		return argv, nil
+	}
+	return strings.Fields(s), nil
+}
+
+var signals = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "INT": syscall.SIGINT, "TERM": syscall.SIGTERM,
+}
+
+// Validate checks the configuration before anything is built.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	switch u, err := url.Parse(c.ServiceURL); {
+	case c.ServiceURL == "":
+		bad("service-url is required")
+	case err != nil || u.Host == "":
+		bad("service-url %q is not a URL", c.ServiceURL)
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	default:
+		bad("service-url must be https:// (http:// only on loopback): assertions and tokens are credentials")
+	}
+	if c.DeviceID == "" {
+		bad("device-id is required")
+	} else if !signer.ValidID(c.DeviceID) {
+		bad("device-id %q is not a valid IoT Hub device ID", c.DeviceID)
+	}
+	if c.Module != "" && !signer.ValidID(c.Module) {
+		bad("module %q is not a valid IoT Hub module ID", c.Module)
+	}
+	if c.CredentialFile == "" {
+		bad("credential-file is required")
+	}
+	switch credential.Type(c.CredentialType) {
+	case credential.Auto, credential.HS256, credential.ES256, credential.EdDSA:
+	default:
+		bad("credential-type must be auto, hs256, es256 or eddsa")
+	}
+	if c.Audience == "" {
+		bad("audience must not be empty")
+	}
+	if c.TTL != 0 && (c.TTL < time.Minute || c.TTL%time.Second != 0) {
+		bad("ttl must be 0 or whole seconds of at least 60s")
+	}
+	if c.Transport != "tcp" && c.Transport != "ws" {
+		bad("transport must be tcp or ws")
+	}
+	if c.StateDir == "" {
+		bad("state-dir is required")
+	}
+	if c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin {
+		bad("backoff-min must be positive and backoff-max at least backoff-min")
+	}
+	if c.BootSplay < 0 {
+		bad("boot-splay must not be negative")
+	}
+	for _, t := range c.Templates {
+		if _, err := ParseTemplateSpec(t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Exec != "" {
+		if argv, err := c.Command(); err != nil {
+			errs = append(errs, err)
+		} else if len(argv) == 0 {
+			bad("exec: empty command")
+		}
+	}
+	for _, e := range c.ExecEnv {
+		if c.Exec == "" {
+			bad("exec-env needs exec")
+			break
+		}
+		name, _, ok := strings.Cut(e, "=")
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			bad("exec-env %q: want NAME=TEMPLATE", name)
+		}
+	}
+	switch execsink.OnChange(c.ExecOnChange) {
+	case execsink.Restart, execsink.Signal, execsink.Nothing:
+	default:
+		bad("exec-on-change must be restart, signal or none")
+	}
+	if _, ok := signals[strings.TrimPrefix(strings.ToUpper(c.ExecSignal), "SIG")]; !ok {
+		bad("exec-signal must be HUP, USR1, USR2, INT or TERM")
+	}
+	if m, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || m > 0o777 {
+		bad("socket-mode must be octal like 0600")
+	}
+	switch c.Link {
+	case "none", "mqtt", "amqp":
+	default:
+		bad("link must be none, mqtt or amqp")
+	}
+	switch amqplink.Auth(c.AMQPAuth) {
+	case amqplink.Plain, amqplink.CBS:
+	default:
+		bad("amqp-auth must be plain or cbs")
+	}
+	if c.BrokerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.BrokerAddr); err != nil {
+			bad("broker-addr must be host:port")
+		}
+	}
+	switch {
+	case c.Telemetry == "none", c.Telemetry == "stdin":
+	case strings.HasPrefix(c.Telemetry, "unix:") && filepath.IsAbs(strings.TrimPrefix(c.Telemetry, "unix:")):
+	default:
+		bad("telemetry must be none, stdin or unix:/absolute/path")
+	}
+	if c.Telemetry != "none" && c.Link == "none" {
+		bad("telemetry needs link mqtt or amqp")
+	}
+	if f := telemetry.Format(c.TelemetryFormat); f != telemetry.Raw && f != telemetry.JSON {
+		bad("telemetry-format must be raw or json")
+	}
+	for _, p := range c.Properties {
+		if k, _, ok := strings.Cut(p, "="); !ok || k == "" {
+			bad("property %q: want KEY=VALUE", p)
+		}
+	}
+	switch c.C2D {
+	case "none":
+	case "stdout":
+		if c.Link != "mqtt" {
+			bad("c2d needs link mqtt")
+		}
+	default:
+		bad("c2d must be none or stdout")
+	}
+	return errors.Join(errs...)
+}
+
+// PropertyMap returns -property values as a map.
+func (c Config) PropertyMap() map[string]string {
+	m := make(map[string]string, len(c.Properties))
+	for _, p := range c.Properties {
+		k, v, _ := strings.Cut(p, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

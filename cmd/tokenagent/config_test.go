@@ -1,0 +1,96 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigLayers(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.conf")
+	os.WriteFile(file, []byte(`# comment
+service-url = https://tokensvc.example:8443
+device-id = from-file
+credential-file = /etc/tokenagent/device.key
+property = a=1
+property = b=2
+ttl = 10m
+`), 0o600)
+	env := map[string]string{
+		"TOKENAGENT_CONFIG":    file,
+		"TOKENAGENT_DEVICE_ID": "from-env",
+		"TOKENAGENT_PROPERTY":  "c=3\nd=4",
+		"TOKENAGENT_LINK":      "mqtt",
+	}
+	c, err := parseConfig([]string{"-link", "amqp", "-property", "e=5"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ name, got, want string }{
+		{"service-url from file", c.ServiceURL, "https://tokensvc.example:8443"},
+		{"device-id: env beats file", c.DeviceID, "from-env"},
+		{"link: flag beats env", c.Link, "amqp"},
+		{"property: flag list replaces lower layers", strings.Join(c.Properties, ","), "e=5"},
+		{"ttl from file", c.TTL.String(), (10 * time.Minute).String()},
+		{"default audience", c.Audience, "tokensvc"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: got %q, want %q", ch.name, ch.got, ch.want)
+		}
+	}
+	c2, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c2.Properties, []string{"c=3", "d=4"}) {
+		t.Errorf("property from env: got %q, want [c=3 d=4]", c2.Properties)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := []string{"-service-url", "https://svc.example", "-device-id", "d1", "-credential-file", "/k"}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"minimal", nil, ""},
+		{"http to loopback", []string{"-service-url", "http://127.0.0.1:8080"}, ""},
+		{"http elsewhere", []string{"-service-url", "http://svc.example"}, "must be https"},
+		{"bad device id", []string{"-device-id", "a/b"}, "not a valid IoT Hub device ID"},
+		{"ttl under a minute", []string{"-ttl", "30s"}, "ttl must be"},
+		{"telemetry without link", []string{"-telemetry", "stdin"}, "telemetry needs link"},
+		{"c2d needs mqtt", []string{"-link", "amqp", "-c2d", "stdout"}, "c2d needs link mqtt"},
+		{"relative telemetry socket", []string{"-link", "mqtt", "-telemetry", "unix:rel.sock"}, "telemetry must be"},
+		{"exec-env without exec", []string{"-exec-env", "A={{ .Token }}"}, "exec-env needs exec"},
+		{"bad template spec", []string{"-template", "only-src"}, "SRC:DST"},
+		{"template mode", []string{"-template", "a.tmpl:/run/out:0640"}, ""},
+		{"bad signal", []string{"-exec", "x", "-exec-signal", "KILL"}, "exec-signal"},
+		{"bad link", []string{"-link", "http"}, "link must be"},
+		{"amqp cbs", []string{"-link", "amqp", "-amqp-auth", "cbs", "-telemetry", "unix:/run/t.sock"}, ""},
+		{"backoff", []string{"-backoff-min", "2s", "-backoff-max", "1s"}, "backoff-max"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(append(slices.Clone(base), tt.args...), func(string) string { return "" }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("got %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/execsink"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/filesink"
+	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
+	"github.com/tokensvc/tokensvc/internal/agent/persist"
+	"github.com/tokensvc/tokensvc/internal/agent/socksink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
+	"github.com/tokensvc/tokensvc/internal/agent/tmpl"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+)
+
+var (
+	_ keeper.Fetcher       = (*fetch.Client)(nil)
+	_ keeper.Store         = (*persist.File)(nil)
+	_ fetch.Signer         = (*credential.Credential)(nil)
+	_ mqttlink.TokenSource = (*keeper.Keeper)(nil)
+	_ amqplink.TokenSource = (*keeper.Keeper)(nil)
+	_ token.Source         = (*keeper.Keeper)(nil)
+)
+
+// run is the whole program; main only wires signals and the process's environment and
+// standard streams to it. It returns when ctx ends (nil) or a task fails.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	cred, err := credential.Load(cfg.CredentialFile, credential.Type(cfg.CredentialType))
+	if err != nil {
+		return err
+	}
+	var roots *x509.CertPool // nil: system roots
+	if cfg.CAFile != "" {
+		if roots, err = tlsconf.LoadPool(cfg.CAFile); err != nil {
+			return err
+		}
+	}
+	bo := backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax}
+	httpClient := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout: 10 * time.Second,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+	fc, err := fetch.New(fetch.Options{
+		ServiceURL: cfg.ServiceURL, HTTPClient: httpClient, DeviceID: cfg.DeviceID, Audience: cfg.Audience,
+		Module: cfg.Module, TTL: cfg.TTL, Transport: cfg.Transport, Signer: cred, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	store, err := persist.New(filepath.Join(cfg.StateDir, "token.json"))
+	if err != nil {
+		return err
+	}
+	k := keeper.New(keeper.Options{
+		Fetcher: fc, Store: store, Holder: &token.Holder{}, Key: fc.Key(),
+		Backoff: bo, BootSplay: cfg.BootSplay, Logger: log,
+	})
+
+	var tasks []func(context.Context) error
+	var stats []func() (string, any)
+	tasks = append(tasks, k.Run)
+	stats = append(stats, func() (string, any) { return "keeper", k.Stats() })
+
+	if len(cfg.Templates) > 0 {
+		var files []filesink.File
+		for _, s := range cfg.Templates {
+			spec, _ := ParseTemplateSpec(s)
+			text, err := os.ReadFile(spec.Src)
+			if err != nil {
+				return fmt.Errorf("template: %w", err)
+			}
+			t, err := tmpl.Parse(spec.Src, string(text))
+			if err != nil {
+				return err
+			}
+			files = append(files, filesink.File{Template: t, Path: spec.Dst, Mode: spec.Mode})
+		}
+		fsink := filesink.New(files, log)
+		tasks = append(tasks, func(ctx context.Context) error { return fsink.Run(ctx, k) })
+	}
+	if cfg.Exec != "" {
+		argv, _ := cfg.Command()
+		var env []execsink.Env
+		for _, e := range cfg.ExecEnv {
+			name, text, _ := strings.Cut(e, "=")
+			t, err := tmpl.Parse("exec-env "+name, text)
+			if err != nil {
+				return err
+			}
+			env = append(env, execsink.Env{Name: name, Template: t})
+		}
+		sup, err := execsink.New(execsink.Options{
+			Command: argv, Env: env, OnChange: execsink.OnChange(cfg.ExecOnChange),
+			Signal: signals[strings.TrimPrefix(strings.ToUpper(cfg.ExecSignal), "SIG")],
+			Stdout: stdout, Stderr: stderr, Backoff: bo, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, func(ctx context.Context) error { return sup.Run(ctx, k) })
+		stats = append(stats, func() (string, any) { return "exec", sup.Stats() })
+	}
+	if cfg.Socket != "" {
+		mode, _ := strconv.ParseUint(cfg.SocketMode, 8, 32)
+		srv := socksink.New(cfg.Socket, os.FileMode(mode), k, nil, log)
+		tasks = append(tasks, srv.Run)
+	}
+
+	var msgs chan telemetry.Message
+	if cfg.Telemetry != "none" {
+		msgs = make(chan telemetry.Message, 64)
+		format := telemetry.Format(cfg.TelemetryFormat)
+		if cfg.Telemetry == "stdin" {
+			// Not a task: a read from stdin cannot be interrupted, so shutdown does not
+			// wait for it.
+			go func() {
+				err := telemetry.ReadLines(ctx, stdin, format, msgs, log)
+				if ctx.Err() == nil {
+					log.Info("telemetry input ended", "error", errString(err))
+				}
+			}()
+		} else {
+			path := strings.TrimPrefix(cfg.Telemetry, "unix:")
+			tasks = append(tasks, func(ctx context.Context) error { return telemetry.ServeSocket(ctx, path, format, msgs, log) })
+		}
+	}
+	switch cfg.Link {
+	case "mqtt":
+		o := mqttlink.Options{
+			Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots, QoS: 1,
+			CleanSession: cfg.CleanSession, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+		}
+		if cfg.C2D == "stdout" {
+			var mu sync.Mutex
+			enc := json.NewEncoder(stdout)
+			o.OnC2D = func(d mqttlink.Delivery) {
+				mu.Lock()
+				defer mu.Unlock()
+				_ = enc.Encode(map[string]string{"topic": d.Topic, "payload": string(d.Payload)})
+			}
+		}
+		link := mqttlink.New(o)
+		tasks = append(tasks, link.Run)
+		stats = append(stats, func() (string, any) { return "mqtt", link.Stats() })
+	case "amqp":
+		link := amqplink.New(amqplink.Options{
+			Source: k, Messages: msgs, Auth: amqplink.Auth(cfg.AMQPAuth), DialAddr: cfg.BrokerAddr,
+			RootCAs: roots, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+		})
+		tasks = append(tasks, link.Run)
+		stats = append(stats, func() (string, any) { return "amqp", link.Stats() })
+	}
+
+	log.Info("starting", "device", cfg.DeviceID, "service", cfg.ServiceURL, "credential", string(cred.Type()),
+		"link", cfg.Link, "state", store.Path())
+	g, gctx := errgroup.WithContext(ctx)
+	for _, task := range tasks {
+		g.Go(func() error { return task(gctx) })
+	}
+	err = g.Wait()
+	attrs := []any{}
+	for _, s := range stats {
+		name, v := s()
+		attrs = append(attrs, name, v)
+	}
+	log.Info("stopped", attrs...)
+	return err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

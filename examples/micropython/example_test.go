@@ -1,0 +1,58 @@
+// Package micropython holds the MicroPython example; its test runs the same file under
+// CPython against the real service and an MQTT broker that checks tokens like IoT Hub.
+package micropython
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+func TestTokenClientUnderCPython(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 is required")
+		}
+		t.Skip("python3 not found")
+	}
+	tests := []struct {
+		name string
+		skew time.Duration
+	}{
+		{"clock right", 0},
+		{"clock at the year 2000 (no RTC)", -time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := testpeer.NewFixture(t, "esp32-0001", time.Hour, store.Hub{})
+			broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
+				Keys: map[string][]byte{f.DeviceID: f.Key}})
+			cmd := exec.Command(py, "tokenclient.py")
+			cmd.Env = append(os.Environ(),
+				"TOKENSVC_URL="+f.Service.URL, "DEVICE_ID="+f.DeviceID, "DEVICE_SECRET="+f.Secret,
+				"CA_FILE="+f.CAFile, "BROKER_ADDR="+broker.TLSAddr, "MESSAGES=3",
+				"DEVICE_CLOCK_SKEW="+strconv.Itoa(int(tt.skew/time.Second)))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("tokenclient.py: %v\n%s", err, out)
+			}
+			t.Logf("%s", out)
+			pubs := broker.Published()
+			if len(pubs) != 3 {
+				t.Fatalf("broker got %d messages, want 3", len(pubs))
+			}
+			if ct := pubs[0].Properties.Get("$.ct"); ct != "application/json" {
+				t.Errorf("$.ct: got %q, want application/json", ct)
+			}
+			if bs := broker.Stats(); bs.Accepted != 1 || len(bs.Refused) != 0 {
+				t.Errorf("broker: got %+v, want one accepted connection", bs)
+			}
+		})
+	}
+}

@@ -1,0 +1,116 @@
+package amqplink_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func keeperFor(t *testing.T, f *testpeer.Fixture) *keeper.Keeper {
+	t.Helper()
+	cred, err := credential.Load(f.SecretFile, credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
+	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
+		Audience: testpeer.Audience, Signer: cred, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keeper.New(keeper.Options{Fetcher: fc, Holder: &token.Holder{}, Key: fc.Key(),
+		Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}, Logger: discard()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return k
+}
+
+// TestLinkAgainstRhea sends telemetry through a real AMQP 1.0 peer (rhea) that checks
+// tokens like IoT Hub and closes connections whose token expires, with 4-second tokens:
+// with SASL PLAIN the link reconnects for each new token, with CBS it renews the token
+// on the open connection. Every message must arrive; nothing may be refused or expire.
+func TestLinkAgainstRhea(t *testing.T) {
+	for _, auth := range []amqplink.Auth{amqplink.Plain, amqplink.CBS} {
+		t.Run(string(auth), func(t *testing.T) {
+			f := testpeer.NewFixture(t, "meter-"+string(auth), 4*time.Second, store.Hub{})
+			peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+				Cert: f.CA.Issue(t, testpeer.Hub), Keys: map[string][]byte{f.DeviceID: f.Key}})
+			k := keeperFor(t, f)
+			msgs := make(chan telemetry.Message)
+			link := amqplink.New(amqplink.Options{Source: k, Messages: msgs, Auth: auth, DialAddr: peer.Addr,
+				RootCAs: f.CA.Pool(), Properties: map[string]string{"source": "test"},
+				Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second, Logger: discard()})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- link.Run(ctx) }()
+
+			const want = 3
+			progress := func() int {
+				s := link.Stats()
+				if auth == amqplink.CBS {
+					return s.Renewals
+				}
+				return s.Rotations
+			}
+			sent := 0
+			deadline := time.After(60 * time.Second)
+			for progress() < want {
+				select {
+				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
+					sent++
+				case <-deadline:
+					t.Fatalf("after 60 s: %+v, want %d token changes", link.Stats(), want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: got %v, want nil", err)
+			}
+			time.Sleep(200 * time.Millisecond) // let the peer's last event lines arrive
+			seen := map[string]bool{}
+			for _, e := range peer.Events("message") {
+				seen[e.Body] = true
+				if e.Device != f.DeviceID || e.Properties["source"] != "test" {
+					t.Fatalf("message %q: device %q properties %v", e.Body, e.Device, e.Properties)
+				}
+			}
+			for i := range sent {
+				if !seen["m"+strconv.Itoa(i)] {
+					t.Errorf("message m%d never reached the peer", i)
+				}
+			}
+			for _, kind := range []string{"auth", "cbs", "link"} {
+				for _, e := range peer.Events(kind) {
+					if !e.OK {
+						t.Errorf("peer refused: %+v", e)
+					}
+				}
+			}
+			if n := len(peer.Events("expired")); n != 0 {
+				t.Errorf("peer closed %d connections for an expired token, want 0", n)
+			}
+			t.Logf("%s: sent %d; link %+v; keeper %+v; peer: %d auth, %d cbs, %d opens",
+				auth, sent, link.Stats(), k.Stats(), len(peer.Events("auth")), len(peer.Events("cbs")), len(peer.Events("open")))
+		})
+	}
+}

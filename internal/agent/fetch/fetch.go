@@ -1,0 +1,241 @@
+// Package fetch asks tokensvc for a token with the generated client: it signs a fresh
+// assertion for every request, classifies failures for the retry policy (with the
+// service's Retry-After) and keeps the device clock's offset from the service's clock,
+// learned from serverTime and, when an assertion is refused, from the Date header.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+// Classes of failure, matched with errors.Is on the *Error Fetch returns.
+var (
+	// ErrUnavailable is a failure worth retrying soon: the service is unreachable or
+	// answered 429 or 5xx.
+	ErrUnavailable = errors.New("token service unavailable")
+	// ErrRefused means the service refused the device (401, 403) or the request (4xx);
+	// retrying only helps once an operator changes something.
+	ErrRefused = errors.New("token service refused the request")
+)
+
+// Error is a failed fetch.
+type Error struct {
+	// Class is ErrUnavailable or ErrRefused.
+	Class error
+	// Status is the HTTP status, 0 when no response arrived.
+	Status int
+	// RetryAfter is the service's Retry-After, zero when absent.
+	RetryAfter time.Duration
+	// Detail is the problem's detail or the transport error; it holds no secret.
+	Detail string
+}
+
+func (e *Error) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("%v: %s", e.Class, e.Detail)
+	}
+	return fmt.Sprintf("%v: HTTP %d: %s", e.Class, e.Status, e.Detail)
+}
+
+func (e *Error) Unwrap() error { return e.Class }
+
+// Signer signs device assertions; *credential.Credential implements it.
+type Signer interface {
+	Assertion(deviceID, audience string, now time.Time) (string, error)
+}
+
+// Options configure a Client.
+type Options struct {
+	// ServiceURL is tokensvc's base URL.
+	ServiceURL string
+	// HTTPClient carries TLS trust and timeouts; nil means a client with a 30 s timeout.
+	HTTPClient *http.Client
+	DeviceID   string
+	Audience   string
+	// Module, TTL and Transport are the GET /token query; zero values are omitted.
+	Module    string
+	TTL       time.Duration
+	Transport string
+	Signer    Signer
+	// Now is the device clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// maxSkew is how far the device clock may be from the service's before an assertion
+// refused with 401 is retried with the service's time. tokensvc allows 30 s.
+const maxSkew = 10 * time.Second
+
+// Client fetches tokens. It is safe for concurrent use.
+type Client struct {
+	opts   Options
+	api    *oapi.ClientWithResponses
+	params oapi.GetTokenParams
+	key    string
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	offset time.Duration // service clock minus device clock
+}
+
+// New returns a Client for o.
+func New(o Options) (*Client, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(o.HTTPClient))
+	if err != nil {
+		return nil, fmt.Errorf("token service client: %w", err)
+	}
+	c := &Client{opts: o, api: api, log: o.Logger}
+	if o.Module != "" {
+		c.params.Module = &o.Module
+	}
+	if o.TTL > 0 {
+		s := int(o.TTL / time.Second)
+		c.params.Ttl = &s
+	}
+	if o.Transport != "" {
+		t := oapi.GetTokenParamsTransport(o.Transport)
+		c.params.Transport = &t
+	}
+	c.key = strings.Join([]string{o.ServiceURL, o.DeviceID, o.Module, o.Transport, strconv.Itoa(int(o.TTL / time.Second))}, "\x00")
+	return c, nil
+}
+
+// Key identifies what this client asks for; tokens fetched for another key must not be
+// used in its place.
+func (c *Client) Key() string { return c.key }
+
+// Offset is the last known difference service clock minus device clock.
+func (c *Client) Offset() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offset
+}
+
+// SetOffset seeds the clock offset (e.g. from a persisted token after a reboot on a
+// device whose clock kept running).
+func (c *Client) SetOffset(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset = d
+}
+
+// Fetch gets a new token. Failures are *Error values of class ErrUnavailable or
+// ErrRefused. An assertion refused because the device clock is off is retried once
+// with the clock corrected from the service's Date header.
+func (c *Client) Fetch(ctx context.Context) (token.Token, error) {
+	t, retry, err := c.fetchOnce(ctx)
+	if retry {
+		t, _, err = c.fetchOnce(ctx)
+	}
+	return t, err
+}
+
+func (c *Client) fetchOnce(ctx context.Context) (t token.Token, retry bool, err error) {
+	sent := c.opts.Now()
+	offset := c.Offset()
+	assertion, err := c.opts.Signer.Assertion(c.opts.DeviceID, c.opts.Audience, sent.Add(offset))
+	if err != nil {
+		return token.Token{}, false, &Error{Class: ErrRefused, Detail: err.Error()}
+	}
+	resp, err := c.api.GetTokenWithResponse(ctx, &c.params, func(_ context.Context, r *http.Request) error {
+		r.Header.Set("Authorization", "Bearer "+assertion)
+		r.Header.Set("Accept", "application/json")
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return token.Token{}, false, ctx.Err()
+		}
+		// Transport errors name the URL and the cause, never headers.
+		return token.Token{}, false, &Error{Class: ErrUnavailable, Detail: err.Error()}
+	}
+	status := resp.StatusCode()
+	if status == http.StatusOK && resp.JSON200 != nil {
+		r := *resp.JSON200
+		if r.Token == "" || !r.ExpiresAt.After(r.ServerTime) || r.RefreshAfter.Before(r.ServerTime) || r.RefreshAfter.After(r.ExpiresAt) {
+			return token.Token{}, false, &Error{Class: ErrUnavailable, Status: status, Detail: "response lacks a usable token or times"}
+		}
+		c.learnOffset(r.ServerTime.Sub(sent), "serverTime")
+		return token.Token{Response: r, RequestedAt: sent, Key: c.key}, false, nil
+	}
+
+	e := &Error{Class: ErrRefused, Status: status, Detail: problemDetail(resp)}
+	h := resp.HTTPResponse.Header
+	switch {
+	case status == http.StatusTooManyRequests || status >= 500:
+		e.Class = ErrUnavailable
+		e.RetryAfter = retryAfter(h.Get("Retry-After"), sent)
+	case status == http.StatusUnauthorized:
+		// The service says nothing about why; if its clock disagrees with ours, ours is
+		// the likely reason (no RTC, not yet synced): correct and try once more.
+		if date, err := http.ParseTime(h.Get("Date")); err == nil {
+			skew := date.Sub(sent.Add(offset))
+			if skew > maxSkew || skew < -maxSkew {
+				c.learnOffset(date.Sub(sent), "Date header")
+				return token.Token{}, true, e
+			}
+		}
+	case status == http.StatusOK:
+		e.Class, e.Detail = ErrUnavailable, "response is not JSON"
+	}
+	return token.Token{}, false, e
+}
+
+func (c *Client) learnOffset(d time.Duration, from string) {
+	c.mu.Lock()
+	old := c.offset
+	c.offset = d
+	c.mu.Unlock()
+	if diff := d - old; diff > maxSkew || diff < -maxSkew {
+		c.log.Warn("device clock differs from the token service; using the service's time",
+			"offset", d.Round(time.Second).String(), "from", from)
+	}
+}
+
+func problemDetail(r *oapi.GetTokenResponse) string {
+	for _, p := range []*oapi.Problem{r.ApplicationproblemJSON400, r.ApplicationproblemJSON401, r.ApplicationproblemJSON403, r.ApplicationproblemJSON503} {
+		if p != nil {
+			if p.Detail != nil {
+				return *p.Detail
+			}
+			return p.Title
+		}
+	}
+	return http.StatusText(r.StatusCode())
+}
+
+// retryAfter parses a Retry-After value: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

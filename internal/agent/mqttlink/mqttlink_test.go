@@ -1,0 +1,145 @@
+package mqttlink_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+func TestPropertyBag(t *testing.T) {
+	tests := []struct {
+		name      string
+		base, msg map[string]string
+		want      string
+	}{
+		{"none", nil, nil, ""},
+		{"system and app properties sorted", map[string]string{"$.ct": "application/json", "$.ce": "utf-8"}, map[string]string{"alert": "high temp"},
+			"%24.ce=utf-8&%24.ct=application%2Fjson&alert=high%20temp"},
+		{"message overrides base", map[string]string{"k": "a"}, map[string]string{"k": "b"}, "k=b"},
+		{"reserved characters escaped", nil, map[string]string{"a&b": "c=d"}, "a%26b=c%3Dd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mqttlink.PropertyBag(tt.base, tt.msg); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// keeperFor runs a keeper for the fixture's device until the test ends.
+func keeperFor(t *testing.T, f *testpeer.Fixture, transport string) *keeper.Keeper {
+	t.Helper()
+	cred, err := credential.Load(f.SecretFile, credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
+	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
+		Audience: testpeer.Audience, Transport: transport, Signer: cred, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keeper.New(keeper.Options{Fetcher: fc, Holder: &token.Holder{}, Key: fc.Key(),
+		Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}, Logger: discard()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return k
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestLinkKeepsPublishingAcrossTokenRotations runs a real tokensvc minting 4-second
+// tokens and a broker that verifies them like IoT Hub and drops connections at expiry:
+// every message must arrive, and no connection may be refused or dropped for expiry.
+func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
+	for _, transport := range []string{"tcp", "ws"} {
+		t.Run(transport, func(t *testing.T) {
+			f := testpeer.NewFixture(t, "sensor-"+transport, 4*time.Second, store.Hub{})
+			broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
+				Keys: map[string][]byte{f.DeviceID: f.Key}})
+			k := keeperFor(t, f, transport)
+			addr := broker.TLSAddr
+			if transport == "ws" {
+				addr = broker.WSAddr
+			}
+			msgs := make(chan telemetry.Message)
+			c2d := make(chan mqttlink.Delivery, 1)
+			link := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: addr, RootCAs: f.CA.Pool(),
+				Properties: map[string]string{"$.ct": "text/plain"}, OnC2D: func(d mqttlink.Delivery) { c2d <- d },
+				Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second, Logger: discard()})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- link.Run(ctx) }()
+
+			const wantRotations = 3
+			sent := 0
+			deadline := time.After(60 * time.Second)
+			for link.Stats().Rotations < wantRotations {
+				select {
+				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
+					sent++
+				case <-deadline:
+					t.Fatalf("after 60 s: %+v, want %d rotations", link.Stats(), wantRotations)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := broker.C2D(f.DeviceID, []byte("hello device")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case d := <-c2d:
+				if string(d.Payload) != "hello device" {
+					t.Errorf("C2D payload: got %q, want %q", d.Payload, "hello device")
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("no C2D message within 10 s")
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: got %v, want nil", err)
+			}
+
+			seen := map[string]bool{}
+			for _, p := range broker.Published() {
+				seen[string(p.Payload)] = true
+				if got := p.Properties.Get("$.ct"); got != "text/plain" {
+					t.Fatalf("message %s: $.ct got %q, want text/plain", p.Payload, got)
+				}
+			}
+			for i := range sent {
+				if !seen["m"+strconv.Itoa(i)] {
+					t.Errorf("message m%d never reached the broker", i)
+				}
+			}
+			bs := broker.Stats()
+			if len(bs.Refused) != 0 || bs.ExpiredDrops != 0 || bs.Denied != 0 {
+				t.Errorf("broker: got %+v, want no refusals, expiry drops or ACL denials", bs)
+			}
+			ls := link.Stats()
+			t.Logf("%s: sent %d messages; link %+v; keeper %+v; broker %+v", transport, sent, ls, k.Stats(), bs)
+			if ls.Published < sent {
+				t.Errorf("published: got %d, want ≥ %d", ls.Published, sent)
+			}
+			_ = fmt.Sprint()
+		})
+	}
+}

@@ -1,0 +1,117 @@
+// Package socksink serves the current token on a local Unix socket for programs that
+// ask for it when they need it (curl --unix-socket /run/tokenagent/token.sock
+// http://agent/token). The socket file's mode is the access control: 0600 by default.
+package socksink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+)
+
+// Server serves GET /token (the SAS token as text), GET /connection-string and GET
+// /token.json (the whole GET /token response). It answers 503 while there is no valid
+// token.
+type Server struct {
+	src  token.Source
+	now  func() time.Time
+	log  *slog.Logger
+	path string
+	mode os.FileMode
+}
+
+// New returns a Server for the socket at path with file mode (0 means 0600).
+func New(path string, mode os.FileMode, src token.Source, now func() time.Time, log *slog.Logger) *Server {
+	if mode == 0 {
+		mode = 0o600
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{src: src, now: now, log: log, path: path, mode: mode}
+}
+
+// Handler is the HTTP handler the socket serves.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := s.valid(w); ok {
+			s.text(w, t.Response.Token)
+		}
+	})
+	mux.HandleFunc("GET /connection-string", func(w http.ResponseWriter, r *http.Request) {
+		t, ok := s.valid(w)
+		if !ok {
+			return
+		}
+		if t.Response.ConnectionString == nil {
+			http.Error(w, "this token has no connection string", http.StatusNotFound)
+			return
+		}
+		s.text(w, *t.Response.ConnectionString)
+	})
+	mux.HandleFunc("GET /token.json", func(w http.ResponseWriter, r *http.Request) {
+		t, ok := s.valid(w)
+		if !ok {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(t.Response)
+	})
+	return mux
+}
+
+func (s *Server) valid(w http.ResponseWriter) (token.Token, bool) {
+	t, _, ok := s.src.Current()
+	if !ok || t.Remaining(s.now()) <= 0 {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "no valid token yet", http.StatusServiceUnavailable)
+		return token.Token{}, false
+	}
+	return t, true
+}
+
+func (s *Server) text(w http.ResponseWriter, v string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(v + "\n"))
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	_ = os.Remove(s.path) // a stale socket from a previous run
+	ln, err := net.Listen("unix", s.path)
+	if err != nil {
+		return fmt.Errorf("token socket: %w", err)
+	}
+	if err := os.Chmod(s.path, s.mode); err != nil {
+		ln.Close()
+		return fmt.Errorf("token socket: %w", err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	s.log.Info("serving the token", "socket", s.path)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("token socket: %w", err)
+	}
+	return nil
+}

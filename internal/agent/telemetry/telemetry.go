@@ -1,0 +1,123 @@
+// Package telemetry reads the messages the agent sends for local programs: one message
+// a line, from standard input or from a local Unix socket, as raw text or as JSON with
+// properties.
+package telemetry
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+)
+
+// Message is one telemetry message.
+type Message struct {
+	Body []byte
+	// Properties are application properties (MQTT: the topic's property bag; AMQP:
+	// application-properties).
+	Properties map[string]string
+}
+
+// Format is how a line becomes a message.
+type Format string
+
+// Formats.
+const (
+	// Raw sends the line as the body.
+	Raw Format = "raw"
+	// JSON reads {"body": <string or any JSON>, "properties": {"k": "v"}}.
+	JSON Format = "json"
+)
+
+// MaxLine bounds one message.
+const MaxLine = 256 << 10
+
+// Parse turns one line into a message.
+func Parse(line []byte, f Format) (Message, error) {
+	if f != JSON {
+		return Message{Body: append([]byte(nil), line...)}, nil
+	}
+	var in struct {
+		Body       json.RawMessage   `json:"body"`
+		Properties map[string]string `json:"properties"`
+	}
+	if err := json.Unmarshal(line, &in); err != nil {
+		return Message{}, fmt.Errorf("telemetry line is not a JSON object with body and properties: %w", err)
+	}
+	m := Message{Properties: in.Properties}
+	var s string
+	if json.Unmarshal(in.Body, &s) == nil {
+		m.Body = []byte(s)
+	} else {
+		m.Body = []byte(in.Body)
+	}
+	return m, nil
+}
+
+// ReadLines sends every line of r to out until r ends (nil) or ctx ends (its error).
+// Lines that do not parse are logged and skipped.
+func ReadLines(ctx context.Context, r io.Reader, f Format, out chan<- Message, log *slog.Logger) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
+	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		m, err := Parse(sc.Bytes(), f)
+		if err != nil {
+			log.Warn("telemetry line skipped", "error", err.Error())
+			continue
+		}
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return sc.Err()
+}
+
+// ServeSocket listens on a Unix stream socket at path (mode 0660) and reads lines from
+// every connection into out until ctx ends.
+func ServeSocket(ctx context.Context, path string, f Format, out chan<- Message, log *slog.Logger) error {
+	_ = os.Remove(path) // a stale socket from a previous run
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("telemetry socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return fmt.Errorf("telemetry socket: %w", err)
+	}
+	var wg sync.WaitGroup
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("telemetry socket: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			if err := ReadLines(ctx, c, f, out, log); err != nil && ctx.Err() == nil {
+				log.Warn("telemetry connection failed", "error", err.Error())
+			}
+		}()
+	}
+}

@@ -1,0 +1,168 @@
+package testpeer
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// AMQPOptions configure the AMQP peer.
+type AMQPOptions struct {
+	// Hub is the IoT Hub host name tokens must be scoped to; HubName is its short name
+	// that SASL PLAIN user names carry.
+	Hub, HubName string
+	Cert         Leaf
+	// Keys are the devices' SAS keys (decoded), by device ID.
+	Keys map[string][]byte
+}
+
+// AMQPEvent is one line the peer reported.
+type AMQPEvent struct {
+	Event      string         `json:"event"`
+	Mechanism  string         `json:"mechanism,omitempty"`
+	User       string         `json:"user,omitempty"`
+	OK         bool           `json:"ok"`
+	Reason     string         `json:"reason,omitempty"`
+	Device     string         `json:"device,omitempty"`
+	Address    string         `json:"address,omitempty"`
+	Body       string         `json:"body,omitempty"`
+	Properties map[string]any `json:"properties,omitempty"`
+	Renewal    bool           `json:"renewal,omitempty"`
+	Port       int            `json:"port,omitempty"`
+	Error      string         `json:"error,omitempty"`
+}
+
+// AMQPPeer is testdata/amqp-peer/peer.js (rhea) run with node.
+type AMQPPeer struct {
+	// Addr is where it listens (AMQP over TLS).
+	Addr string
+
+	mu     sync.Mutex
+	events []AMQPEvent
+}
+
+// RequireNode returns the node binary and the peer script, or skips the test (fails it
+// when CI is set) if node or the peer's npm packages are missing.
+func RequireNode(tb testing.TB) (node, script string) {
+	tb.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := filepath.Join(root, "testdata", "amqp-peer")
+	node, err = exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(dir, "node_modules", "rhea", "package.json"))
+	}
+	if err != nil {
+		msg := fmt.Sprintf("the AMQP test peer needs node and rhea (%v); run: bash scripts/agent-test-deps.sh", err)
+		if os.Getenv("CI") != "" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	return node, filepath.Join(dir, "peer.js")
+}
+
+// StartAMQP starts the peer on loopback; it is killed when the test ends.
+func StartAMQP(tb testing.TB, o AMQPOptions) *AMQPPeer {
+	tb.Helper()
+	node, script := RequireNode(tb)
+	keys := make(map[string]string, len(o.Keys))
+	for id, k := range o.Keys {
+		keys[id] = base64.StdEncoding.EncodeToString(k)
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"hub": o.Hub, "hubName": o.HubName, "certPem": o.Cert.CertPEM, "keyPem": o.Cert.KeyPEM, "keys": keys,
+	})
+	cmd := exec.Command(node, script)
+	cmd.Stdin = strings.NewReader(string(cfg))
+	cmd.Stderr = &tbWriter{tb: tb, prefix: "amqp peer: "}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill() // the process this test started, by its pid
+		_ = cmd.Wait()
+	})
+	p := &AMQPPeer{}
+	port := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			var ev AMQPEvent
+			if json.Unmarshal(sc.Bytes(), &ev) != nil {
+				continue
+			}
+			if ev.Event == "listening" {
+				port <- ev.Port
+				continue
+			}
+			p.mu.Lock()
+			p.events = append(p.events, ev)
+			p.mu.Unlock()
+		}
+	}()
+	select {
+	case n := <-port:
+		p.Addr = "127.0.0.1:" + strconv.Itoa(n)
+	case <-time.After(20 * time.Second):
+		tb.Fatal("AMQP peer did not start")
+	}
+	return p
+}
+
+// Events returns every event so far, optionally only those named kind.
+func (p *AMQPPeer) Events(kind string) []AMQPEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []AMQPEvent
+	for _, e := range p.events {
+		if kind == "" || e.Event == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type tbWriter struct {
+	tb     testing.TB
+	prefix string
+}
+
+func (w *tbWriter) Write(b []byte) (int, error) {
+	w.tb.Log(w.prefix + strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}

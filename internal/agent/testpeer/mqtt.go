@@ -1,0 +1,257 @@
+package testpeer
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/signer"
+)
+
+// MQTTOptions configure a broker.
+type MQTTOptions struct {
+	// Hub is the IoT Hub host name tokens and user names must carry.
+	Hub string
+	// Cert is the broker's TLS certificate.
+	Cert tls.Certificate
+	// Keys are the devices' SAS keys (decoded), by device ID.
+	Keys map[string][]byte
+}
+
+// Published is one telemetry message the broker accepted.
+type Published struct {
+	ClientID string
+	Topic    string
+	Payload  []byte
+	// Properties is the topic's property bag, decoded.
+	Properties url.Values
+}
+
+// MQTTBroker is a mochi-mqtt broker that authenticates like IoT Hub: the password is a
+// SAS token that must verify with the device's key, be scoped to exactly
+// {hub}/devices/{clientId} without skn, and not be expired; the user name must be
+// {hub}/{clientId}/?api-version=2021-04-12. It drops a connection the moment its token
+// expires (IoT Hub does, after a grace period; this broker allows none), and lets a
+// device publish only to its own telemetry topic and subscribe only to its own C2D topic.
+type MQTTBroker struct {
+	// TLSAddr and WSAddr are where it listens (MQTT over TLS, and over WebSocket with
+	// TLS at /$iothub/websocket).
+	TLSAddr, WSAddr string
+
+	srv  *mqtt.Server
+	opts MQTTOptions
+	ws   *http.Server
+
+	mu        sync.Mutex
+	accepted  int
+	refused   map[string]int
+	expired   int
+	denied    int
+	published []Published
+	passwords []string
+	timers    map[*mqtt.Client]*time.Timer
+}
+
+// Tokens returns every token the broker accepted, for tests that scan logs for them.
+func (b *MQTTBroker) Tokens() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.passwords...)
+}
+
+// Errors the broker's auth reports (keys of Refused).
+const (
+	RefusedExpired   = "expired"
+	RefusedSignature = "signature"
+	RefusedScope     = "scope"
+	RefusedUsername  = "username"
+	RefusedUnknown   = "unknown device"
+	RefusedMalformed = "malformed"
+)
+
+var errTokenExpired = errors.New("SAS token expired")
+
+// StartMQTT starts a broker on loopback; it stops when the test ends.
+func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
+	tb.Helper()
+	b := &MQTTBroker{opts: o, refused: map[string]int{}, timers: map[*mqtt.Client]*time.Timer{}}
+	b.srv = mqtt.New(&mqtt.Options{
+		InlineClient: true,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err := b.srv.AddHook(&authHook{b: b}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b.TLSAddr = ln.Addr().String()
+	if err := b.srv.AddListener(listeners.NewNet("tls", tls.NewListener(ln, tlsConf))); err != nil {
+		tb.Fatal(err)
+	}
+	// WebSocket: IoT Hub's path and subprotocol, fed into the same broker.
+	wsln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b.WSAddr = wsln.Addr().String()
+	if err := b.srv.AddListener(listeners.NewMockListener("ws", b.WSAddr)); err != nil {
+		tb.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/$iothub/websocket", func(w http.ResponseWriter, r *http.Request) {
+		c, err := acceptWS(w, r, "mqtt")
+		if err != nil {
+			return
+		}
+		_ = b.srv.EstablishConnection("ws", c)
+	})
+	b.ws = &http.Server{Handler: mux, TLSConfig: tlsConf, ErrorLog: nil}
+	go b.ws.ServeTLS(wsln, "", "")
+	go func() { _ = b.srv.Serve() }()
+	tb.Cleanup(func() {
+		b.ws.Close()
+		b.srv.Close()
+	})
+	return b
+}
+
+// C2D sends a cloud-to-device message to a device.
+func (b *MQTTBroker) C2D(deviceID string, payload []byte) error {
+	return b.srv.Publish("devices/"+deviceID+"/messages/devicebound/%24.mid=1", payload, false, 1)
+}
+
+// MQTTStats summarise what the broker saw.
+type MQTTStats struct {
+	Accepted int
+	Refused  map[string]int
+	// ExpiredDrops counts connections closed because their token expired while open.
+	ExpiredDrops int
+	// Denied counts publishes or subscriptions outside the device's own topics.
+	Denied int
+}
+
+// Stats returns a snapshot of the counters.
+func (b *MQTTBroker) Stats() MQTTStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := make(map[string]int, len(b.refused))
+	for k, v := range b.refused {
+		r[k] = v
+	}
+	return MQTTStats{Accepted: b.accepted, Refused: r, ExpiredDrops: b.expired, Denied: b.denied}
+}
+
+// Published returns every telemetry message accepted so far.
+func (b *MQTTBroker) Published() []Published {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Published(nil), b.published...)
+}
+
+// Authenticate checks a CONNECT as IoT Hub does; it returns "" when accepted, else the
+// reason, and the token's expiry.
+func (b *MQTTBroker) Authenticate(clientID, username, password string, now time.Time) (string, time.Time) {
+	key, ok := b.opts.Keys[clientID]
+	if !ok {
+		return RefusedUnknown, time.Time{}
+	}
+	if username != b.opts.Hub+"/"+clientID+"/?api-version="+signer.IoTHubAPIVersion {
+		return RefusedUsername, time.Time{}
+	}
+	p, err := signer.Verify(password, key, now)
+	switch {
+	case errors.Is(err, signer.ErrExpired):
+		return RefusedExpired, time.Time{}
+	case errors.Is(err, signer.ErrBadSignature):
+		return RefusedSignature, time.Time{}
+	case err != nil:
+		return RefusedMalformed, time.Time{}
+	}
+	if p.Resource != signer.IoTHubDeviceResource(b.opts.Hub, clientID) || p.PolicyName != "" {
+		return RefusedScope, time.Time{}
+	}
+	return "", time.Unix(p.Expiry, 0)
+}
+
+type authHook struct {
+	mqtt.HookBase
+	b *MQTTBroker
+}
+
+func (h *authHook) ID() string { return "iothub-sas" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish}, []byte{b})
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	b := h.b
+	reason, exp := b.Authenticate(cl.ID, string(pk.Connect.Username), string(pk.Connect.Password), time.Now())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if reason != "" {
+		b.refused[reason]++
+		return false
+	}
+	b.accepted++
+	b.passwords = append(b.passwords, string(pk.Connect.Password))
+	b.timers[cl] = time.AfterFunc(time.Until(exp), func() {
+		b.mu.Lock()
+		b.expired++
+		b.mu.Unlock()
+		cl.Stop(errTokenExpired)
+	})
+	return true
+}
+
+func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if t, ok := h.b.timers[cl]; ok {
+		t.Stop()
+		delete(h.b.timers, cl)
+	}
+}
+
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	var ok bool
+	if write {
+		ok = strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/events/")
+	} else {
+		ok = strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/devicebound/")
+	}
+	if !ok && !cl.Net.Inline {
+		h.b.mu.Lock()
+		h.b.denied++
+		h.b.mu.Unlock()
+	}
+	return ok || cl.Net.Inline
+}
+
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	bag := strings.TrimPrefix(pk.TopicName, "devices/"+cl.ID+"/messages/events/")
+	props, _ := url.ParseQuery(bag)
+	h.b.mu.Lock()
+	h.b.published = append(h.b.published, Published{ClientID: cl.ID, Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), Properties: props})
+	h.b.mu.Unlock()
+	return pk, nil
+}

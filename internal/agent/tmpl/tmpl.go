@@ -1,0 +1,51 @@
+// Package tmpl renders token values for legacy software: Go text/template over the GET
+// /token response, so a template can name the token, the connection string or any field
+// of the MQTT, AMQP or HTTPS profile.
+package tmpl
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"text/template"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+// Funcs are available in every template:
+//
+//	deref   the string a pointer field holds, "" for nil ({{ deref .ConnectionString }})
+//	unix    Unix seconds of a time ({{ unix .ExpiresAt }})
+//	json    a value as JSON ({{ json .Mqtt }})
+var Funcs = template.FuncMap{
+	"deref": func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	},
+	"unix": func(t time.Time) int64 { return t.Unix() },
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+}
+
+// Parse parses text as a template named name. Missing fields are errors, not "<no value>".
+func Parse(name, text string) (*template.Template, error) {
+	t, err := template.New(name).Funcs(Funcs).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// Render executes t over r. Errors never include the rendered text.
+func Render(t *template.Template, r oapi.TokenResponse) ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.Execute(&b, r); err != nil {
+		return nil, fmt.Errorf("template %s: %w", t.Name(), err)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,103 @@
+// Package token is the agent's view of a token from GET /token: the service's response
+// plus when the agent asked for it, so that lifetimes are measured on the device's own
+// clock without trusting that clock's absolute time.
+package token
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+// Token is one response of GET /token and the local time its request was sent.
+type Token struct {
+	// Response is the service's answer, as the generated client decoded it.
+	Response oapi.TokenResponse `json:"response"`
+	// RequestedAt is the local clock when the request was sent. The service minted the
+	// token after this instant, so RequestedAt plus the lifetime never overestimates
+	// the token's life. In memory it carries a monotonic reading; after a reboot only
+	// the wall clock remains.
+	RequestedAt time.Time `json:"requestedAt"`
+	// Key identifies what the token was asked for (service, device, module, transport),
+	// so a token persisted for another configuration is never reused.
+	Key string `json:"key"`
+}
+
+// Lifetime is the token's validity as the service counted it (expiresAt - serverTime).
+func (t Token) Lifetime() time.Duration {
+	return t.Response.ExpiresAt.Sub(t.Response.ServerTime)
+}
+
+// ExpiresAt is the token's expiry on the local clock.
+func (t Token) ExpiresAt() time.Time {
+	return t.RequestedAt.Add(t.Lifetime())
+}
+
+// RefreshAt is when the service says to fetch a new token (its refreshAfter), on the
+// local clock.
+func (t Token) RefreshAt() time.Time {
+	return t.RequestedAt.Add(t.Response.RefreshAfter.Sub(t.Response.ServerTime))
+}
+
+// Remaining is how long the token stays valid after now (local clock); zero or negative
+// once expired.
+func (t Token) Remaining(now time.Time) time.Duration {
+	return t.ExpiresAt().Sub(now)
+}
+
+// Holder keeps the current token and tells waiters when it changes. The zero value is
+// empty and ready to use.
+type Holder struct {
+	mu      sync.Mutex
+	cur     Token
+	ok      bool
+	changed chan struct{}
+}
+
+// Set makes t the current token and wakes everyone waiting on a Current channel.
+func (h *Holder) Set(t Token) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cur, h.ok = t, true
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil
+	}
+}
+
+// Current returns the current token (ok false while there is none) and a channel that
+// is closed at the next Set.
+func (h *Holder) Current() (t Token, changed <-chan struct{}, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.changed == nil {
+		h.changed = make(chan struct{})
+	}
+	return h.cur, h.changed, h.ok
+}
+
+// Source is where consumers read the current token; *Holder implements it.
+type Source interface {
+	// Current returns the token (ok false while there is none) and a channel closed
+	// when it is replaced.
+	Current() (t Token, changed <-chan struct{}, ok bool)
+}
+
+var _ Source = (*Holder)(nil)
+
+// Watch calls fn with the current token and then with every new one until ctx ends.
+func Watch(ctx context.Context, src Source, fn func(Token)) {
+	for {
+		t, changed, ok := src.Current()
+		if ok {
+			fn(t)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
