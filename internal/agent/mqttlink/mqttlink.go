@@ -144,23 +144,12 @@ func (l *Link) Run(ctx context.Context) error {
 	var (
 		pending  *telemetry.Message
 		failures int
-		waitLog  bool
 	)
 	for ctx.Err() == nil {
-		tok, changed, ok := l.o.Source.Current()
-		if !ok || tok.Remaining(l.o.Now()) <= 0 {
-			if ok && !waitLog {
-				l.log.Warn("token expired; waiting for a new one before connecting")
-				waitLog = true
-			}
-			select {
-			case <-changed:
-				continue
-			case <-ctx.Done():
-				return nil
-			}
+		tok, changed, ok := token.AwaitValid(ctx, l.o.Source.Current, l.o.Now, l.log)
+		if !ok {
+			return nil
 		}
-		waitLog = false
 		if tok.Response.Mqtt == nil {
 			return ErrNoProfile
 		}
@@ -176,13 +165,7 @@ func (l *Link) Run(ctx context.Context) error {
 			}
 			d := l.o.Backoff.Delay(failures, 0)
 			l.log.Warn("connect failed", "error", err.Error(), "attempt", failures, "retryIn", d.Round(time.Millisecond).String())
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-changed: // a new token: try it at once
-			case <-ctx.Done():
-			}
-			t.Stop()
+			token.Sleep(ctx, d, changed) // a new token is worth trying at once
 			continue
 		}
 		failures = 0
@@ -204,12 +187,7 @@ func (l *Link) Run(ctx context.Context) error {
 			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			cl.Disconnect(0)
 			failures = 1
-			t := time.NewTimer(l.o.Backoff.Delay(1, 0))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
+			token.Sleep(ctx, l.o.Backoff.Delay(1, 0), nil)
 		}
 	}
 	return nil

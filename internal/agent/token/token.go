@@ -5,6 +5,7 @@ package token
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -99,5 +100,39 @@ func Watch(ctx context.Context, src Source, fn func(Token)) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// AwaitValid returns the current token once there is one that has not expired by now(),
+// with the channel that closes at the next Set; ok is false when ctx ends first. Links
+// call it before every connect, so they never dial with a token the hub would refuse.
+// It logs once per wait that starts with an expired token.
+func AwaitValid(ctx context.Context, current func() (Token, <-chan struct{}, bool), now func() time.Time, log *slog.Logger) (tok Token, changed <-chan struct{}, ok bool) {
+	logged := false
+	for {
+		tok, changed, have := current()
+		if have && tok.Remaining(now()) > 0 {
+			return tok, changed, true
+		}
+		if have && !logged {
+			log.Warn("token expired; waiting for a new one before connecting")
+			logged = true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return Token{}, nil, false
+		}
+	}
+}
+
+// Sleep waits d, or until wake closes (nil never does), or ctx ends.
+func Sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-wake:
+	case <-ctx.Done():
 	}
 }
