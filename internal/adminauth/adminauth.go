@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/tokensvc/tokensvc/internal/store"
 )
@@ -26,15 +27,37 @@ type Settings interface {
 	PutSetting(ctx context.Context, name string, value []byte) error
 }
 
-// Authenticator checks admin tokens against a stored hash.
+// Authenticator checks admin tokens against a stored hash. The hash can be replaced or
+// revoked while the service runs; it is safe for concurrent use.
 type Authenticator struct {
-	hash [sha256.Size]byte
+	hash atomic.Pointer[[sha256.Size]byte]
+}
+
+func newAuthenticator(hash [sha256.Size]byte) *Authenticator {
+	a := &Authenticator{}
+	a.hash.Store(&hash)
+	return a
 }
 
 // Check reports whether token is the admin token.
 func (a *Authenticator) Check(token string) bool {
+	want := a.hash.Load()
+	if want == nil || token == "" {
+		return false
+	}
 	h := sha256.Sum256([]byte(token))
-	return token != "" && subtle.ConstantTimeCompare(h[:], a.hash[:]) == 1
+	return subtle.ConstantTimeCompare(h[:], want[:]) == 1
+}
+
+// Replace makes the token whose SHA-256 is hash the admin token, at once; the old one
+// stops working. Persisting the new hash (the SettingName setting) is the caller's job.
+func (a *Authenticator) Replace(hash [sha256.Size]byte) {
+	a.hash.Store(&hash)
+}
+
+// Revoke makes Check refuse every token until Replace.
+func (a *Authenticator) Revoke() {
+	a.hash.Store(nil)
 }
 
 // Bootstrap returns the Authenticator for explicit when it is set (nothing is stored).
@@ -42,7 +65,7 @@ func (a *Authenticator) Check(token string) bool {
 // hash and returns the token as generated so the caller can show it once.
 func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticator, generated string, err error) {
 	if explicit != "" {
-		return &Authenticator{hash: sha256.Sum256([]byte(explicit))}, "", nil
+		return newAuthenticator(sha256.Sum256([]byte(explicit))), "", nil
 	}
 	stored, err := s.GetSetting(ctx, SettingName)
 	switch {
@@ -50,17 +73,16 @@ func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticat
 		if len(stored) != sha256.Size {
 			return nil, "", fmt.Errorf("stored admin token hash has %d bytes, want %d", len(stored), sha256.Size)
 		}
-		a = &Authenticator{}
-		copy(a.hash[:], stored)
-		return a, "", nil
+		return newAuthenticator([sha256.Size]byte(stored)), "", nil
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, "", fmt.Errorf("read admin token hash: %w", err)
 	}
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	generated = tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
-	a = &Authenticator{hash: sha256.Sum256([]byte(generated))}
-	if err := s.PutSetting(ctx, SettingName, a.hash[:]); err != nil {
+	hash := sha256.Sum256([]byte(generated))
+	a = newAuthenticator(hash)
+	if err := s.PutSetting(ctx, SettingName, hash[:]); err != nil {
 		return nil, "", fmt.Errorf("store admin token hash: %w", err)
 	}
 	return a, generated, nil

@@ -2,6 +2,7 @@ package adminauth_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,5 +79,23 @@ func TestBootstrapRejectsDamagedHash(t *testing.T) {
 	}
 	if _, _, err := adminauth.Bootstrap(ctx, st, ""); err == nil {
 		t.Fatal("got no error for a 5-byte stored hash, want one")
+	}
+}
+
+func TestReplaceAndRevoke(t *testing.T) {
+	a, _, err := adminauth.Bootstrap(t.Context(), nil, "first-admin-token-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Check("first-admin-token-0123456789") {
+		t.Fatal("explicit token refused")
+	}
+	a.Replace(sha256.Sum256([]byte("second-admin-token-0123456789")))
+	if a.Check("first-admin-token-0123456789") || !a.Check("second-admin-token-0123456789") {
+		t.Error("after Replace: want only the second token accepted")
+	}
+	a.Revoke()
+	if a.Check("second-admin-token-0123456789") || a.Check("") {
+		t.Error("after Revoke: want every token refused")
 	}
 }

@@ -1,0 +1,157 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/cachestore"
+)
+
+// Store is a store.Store that times every call and counts failures. Methods it does
+// not name pass straight through to the embedded store.
+type Store struct {
+	store.Store
+	m *Metrics
+}
+
+var _ store.Store = (*Store)(nil)
+
+// InstrumentStore wraps s so its calls are observed.
+func (m *Metrics) InstrumentStore(s store.Store) *Store {
+	return &Store{Store: s, m: m}
+}
+
+// observe records one call. Not-found, exists and conflict are answers, not failures.
+func (s *Store) observe(op string, start time.Time, err error) {
+	s.m.storeDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrExists) && !errors.Is(err, store.ErrConflict) {
+		s.m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// CreateHub implements store.Store.
+func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+	start := time.Now()
+	err := s.Store.CreateHub(ctx, h)
+	s.observe("create_hub", start, err)
+	return err
+}
+
+// GetHub implements store.Store.
+func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+	start := time.Now()
+	h, err := s.Store.GetHub(ctx, name)
+	s.observe("get_hub", start, err)
+	return h, err
+}
+
+// ListHubs implements store.Store.
+func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+	start := time.Now()
+	hs, err := s.Store.ListHubs(ctx)
+	s.observe("list_hubs", start, err)
+	return hs, err
+}
+
+// DeleteHub implements store.Store.
+func (s *Store) DeleteHub(ctx context.Context, name string) error {
+	start := time.Now()
+	err := s.Store.DeleteHub(ctx, name)
+	s.observe("delete_hub", start, err)
+	return err
+}
+
+// CreateDevice implements store.Store.
+func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+	start := time.Now()
+	err := s.Store.CreateDevice(ctx, d)
+	s.observe("create_device", start, err)
+	return err
+}
+
+// GetDevice implements store.Store.
+func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+	start := time.Now()
+	d, err := s.Store.GetDevice(ctx, id)
+	s.observe("get_device", start, err)
+	return d, err
+}
+
+// ListDevices implements store.Store.
+func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error) {
+	start := time.Now()
+	p, err := s.Store.ListDevices(ctx, cursor, limit)
+	s.observe("list_devices", start, err)
+	return p, err
+}
+
+// UpdateDevice implements store.Store.
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+	start := time.Now()
+	d, err := s.Store.UpdateDevice(ctx, id, fn)
+	s.observe("update_device", start, err)
+	return d, err
+}
+
+// DeleteDevice implements store.Store.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	start := time.Now()
+	err := s.Store.DeleteDevice(ctx, id)
+	s.observe("delete_device", start, err)
+	return err
+}
+
+// GetSetting implements store.Store.
+func (s *Store) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	start := time.Now()
+	v, err := s.Store.GetSetting(ctx, name)
+	s.observe("get_setting", start, err)
+	return v, err
+}
+
+// PutSetting implements store.Store.
+func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error {
+	start := time.Now()
+	err := s.Store.PutSetting(ctx, name, value)
+	s.observe("put_setting", start, err)
+	return err
+}
+
+// CacheStats is what the cache collector reads.
+type CacheStats interface {
+	Stats() cachestore.Stats
+}
+
+// RegisterCache exposes a key cache's counters, read at scrape time.
+func (m *Metrics) RegisterCache(c CacheStats) {
+	m.reg.MustRegister(cacheCollector{c})
+}
+
+type cacheCollector struct{ c CacheStats }
+
+var (
+	cacheHits         = prometheus.NewDesc(namespace+"_key_cache_hits_total", "Key cache lookups answered from a fresh entry.", nil, nil)
+	cacheMisses       = prometheus.NewDesc(namespace+"_key_cache_misses_total", "Key cache lookups that found no fresh entry.", nil, nil)
+	cacheBackendReads = prometheus.NewDesc(namespace+"_key_cache_backend_reads_total", "Device and hub reads the key cache made to the backend.", nil, nil)
+	cacheStale        = prometheus.NewDesc(namespace+"_key_cache_stale_served_total", "Misses answered with an expired entry while the backend was unavailable.", nil, nil)
+	cacheFastFail     = prometheus.NewDesc(namespace+"_key_cache_fast_failures_total", "Misses refused without a backend call while the circuit was open.", nil, nil)
+)
+
+func (cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{cacheHits, cacheMisses, cacheBackendReads, cacheStale, cacheFastFail} {
+		ch <- d
+	}
+}
+
+func (cc cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	st := cc.c.Stats()
+	ch <- prometheus.MustNewConstMetric(cacheHits, prometheus.CounterValue, float64(st.Hits))
+	ch <- prometheus.MustNewConstMetric(cacheMisses, prometheus.CounterValue, float64(st.Misses))
+	ch <- prometheus.MustNewConstMetric(cacheBackendReads, prometheus.CounterValue, float64(st.BackendReads))
+	ch <- prometheus.MustNewConstMetric(cacheStale, prometheus.CounterValue, float64(st.StaleServed))
+	ch <- prometheus.MustNewConstMetric(cacheFastFail, prometheus.CounterValue, float64(st.FastFailures))
+}
