@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/tokensvc/tokensvc/internal/metrics"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
@@ -24,7 +25,9 @@ type backend struct {
 	tasks []func(ctx context.Context) error
 }
 
-func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, error) {
+// openBackend opens the configured store with its backend calls timed by m, and the key
+// cache's counters registered with m.
+func openBackend(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Metrics) (*backend, error) {
 	switch cfg.Store {
 	case "embedded":
 		key, err := masterKey(cfg)
@@ -35,14 +38,14 @@ func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, e
 		if err != nil {
 			return nil, fmt.Errorf("open embedded store: %w", err)
 		}
-		return &backend{store: st, ready: func(ctx context.Context) (string, error) { return "", st.Ping(ctx) }}, nil
+		return &backend{store: m.InstrumentStore(st), ready: func(ctx context.Context) (string, error) { return "", st.Ping(ctx) }}, nil
 	case "vault":
-		return openVault(ctx, cfg, log)
+		return openVault(ctx, cfg, log, m)
 	}
 	return nil, fmt.Errorf("unknown store %q", cfg.Store)
 }
 
-func openVault(ctx context.Context, cfg Config, log *slog.Logger) (*backend, error) {
+func openVault(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Metrics) (*backend, error) {
 	client, err := vaultauth.NewClient(cfg.Vault.Auth)
 	if err != nil {
 		return nil, err
@@ -62,11 +65,15 @@ func openVault(ctx context.Context, cfg Config, log *slog.Logger) (*backend, err
 	if err != nil {
 		return nil, err
 	}
-	var st store.Store = vs
+	// Timed beneath the cache, so the latency is Vault's and hits do not dilute it.
+	var st store.Store = m.InstrumentStore(vs)
 	if cfg.Cache.Enabled {
-		if st, err = cachestore.New(vs, cachestore.Options{TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.Size}); err != nil {
+		cs, err := cachestore.New(st, cachestore.Options{TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.Size})
+		if err != nil {
 			return nil, err
 		}
+		m.RegisterCache(cs)
+		st = cs
 	}
 	return &backend{
 		store:   st,

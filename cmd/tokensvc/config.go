@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
 )
 
@@ -27,9 +32,33 @@ type Config struct {
 	TLSKey          string
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	// MetricsAddr serves /metrics on a listener of its own; empty serves it on Addr.
+	MetricsAddr    string
+	MaxHeaderBytes int
 
-	Vault VaultConfig
-	Cache CacheConfig
+	Vault  VaultConfig
+	Cache  CacheConfig
+	Limits limits.Config
+	Audit  AuditConfig
+	OIDC   OIDCConfig
+}
+
+// OIDCConfig enables operator JWTs from an OIDC issuer; off while Issuer is empty.
+type OIDCConfig struct {
+	Issuer     string
+	Audience   string
+	JWKSURL    string
+	RolesClaim string
+	Algorithms []string
+	Refresh    time.Duration
+}
+
+// AuditConfig says where audit records go.
+type AuditConfig struct {
+	Sink audit.Sink
+	// MaxBytes is the size at which an audit file is rotated; Keep how many old files stay.
+	MaxBytes int64
+	Keep     int
 }
 
 // VaultConfig is the vault store's configuration.
@@ -88,6 +117,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cacheSize, "cache-size", env("TOKENSVC_CACHE_SIZE", "100000"), "most devices and hubs cached (TOKENSVC_CACHE_SIZE)")
 	fs.StringVar(&level, "log-level", env("TOKENSVC_LOG_LEVEL", "info"), "debug, info, warn or error (TOKENSVC_LOG_LEVEL)")
 	fs.StringVar(&shutdown, "shutdown-timeout", env("TOKENSVC_SHUTDOWN_TIMEOUT", "20s"), "how long in-flight requests may drain on SIGTERM (TOKENSVC_SHUTDOWN_TIMEOUT)")
+	var deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep string
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("TOKENSVC_METRICS_ADDR", ""), "serve /metrics on this address instead of the API listener (TOKENSVC_METRICS_ADDR)")
+	fs.StringVar(&deviceRate, "device-rate", env("TOKENSVC_DEVICE_RATE", "0.2"), "token requests per second each device may make, sustained; 0 disables (TOKENSVC_DEVICE_RATE)")
+	fs.StringVar(&deviceBurst, "device-burst", env("TOKENSVC_DEVICE_BURST", "5"), "token requests a device may make at once (TOKENSVC_DEVICE_BURST)")
+	fs.StringVar(&globalRate, "global-rate", env("TOKENSVC_GLOBAL_RATE", "0"), "token and nonce requests per second for the whole service; 0 disables (TOKENSVC_GLOBAL_RATE)")
+	fs.StringVar(&globalBurst, "global-burst", env("TOKENSVC_GLOBAL_BURST", "0"), "burst of the service-wide limit; 0 means one second's worth (TOKENSVC_GLOBAL_BURST)")
+	fs.StringVar(&maxInflight, "max-inflight", env("TOKENSVC_MAX_INFLIGHT", "1024"), "concurrent requests served before refusing with 503; 0 disables (TOKENSVC_MAX_INFLIGHT)")
+	fs.StringVar(&maxHeader, "max-header-bytes", env("TOKENSVC_MAX_HEADER_BYTES", "16384"), "largest request header block accepted (TOKENSVC_MAX_HEADER_BYTES)")
+	fs.StringVar(&auditSink, "audit", env("TOKENSVC_AUDIT", "stdout"), "audit records: stdout, off or file:/path (TOKENSVC_AUDIT)")
+	fs.StringVar(&auditMax, "audit-max-mb", env("TOKENSVC_AUDIT_MAX_MB", "100"), "audit file size in MiB at which it is rotated (TOKENSVC_AUDIT_MAX_MB)")
+	fs.StringVar(&auditKeep, "audit-keep", env("TOKENSVC_AUDIT_KEEP", "5"), "rotated audit files kept (TOKENSVC_AUDIT_KEEP)")
+	var oidcAlgs, oidcRefresh string
+	o := &c.OIDC
+	fs.StringVar(&o.Issuer, "oidc-issuer", env("TOKENSVC_OIDC_ISSUER", ""), "accept operator JWTs from this OIDC issuer (exact iss); empty disables (TOKENSVC_OIDC_ISSUER)")
+	fs.StringVar(&o.Audience, "oidc-audience", env("TOKENSVC_OIDC_AUDIENCE", ""), "aud operator JWTs must carry (TOKENSVC_OIDC_AUDIENCE)")
+	fs.StringVar(&o.JWKSURL, "oidc-jwks-url", env("TOKENSVC_OIDC_JWKS_URL", ""), "the issuer's JWKS; default from its /.well-known/openid-configuration (TOKENSVC_OIDC_JWKS_URL)")
+	fs.StringVar(&o.RolesClaim, "oidc-roles-claim", env("TOKENSVC_OIDC_ROLES_CLAIM", "roles"), "claim holding admin, operator or reader; dots walk into objects (TOKENSVC_OIDC_ROLES_CLAIM)")
+	fs.StringVar(&oidcAlgs, "oidc-algorithms", env("TOKENSVC_OIDC_ALGORITHMS", "RS256,ES256"), "comma-separated JWS algorithms accepted (TOKENSVC_OIDC_ALGORITHMS)")
+	fs.StringVar(&oidcRefresh, "oidc-refresh", env("TOKENSVC_OIDC_REFRESH", "15m"), "how often the JWKS is refetched (TOKENSVC_OIDC_REFRESH)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -122,10 +170,66 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if c.ShutdownTimeout, err = time.ParseDuration(shutdown); err != nil {
 		return Config{}, fmt.Errorf("shutdown timeout %q: %w", shutdown, err)
 	}
+	if err := parseOps(&c, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep); err != nil {
+		return Config{}, err
+	}
+	for a := range strings.SplitSeq(oidcAlgs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.OIDC.Algorithms = append(c.OIDC.Algorithms, a)
+		}
+	}
+	if c.OIDC.Refresh, err = time.ParseDuration(oidcRefresh); err != nil {
+		return Config{}, fmt.Errorf("oidc refresh %q: %w", oidcRefresh, err)
+	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
 	}
 	return c, c.Validate()
+}
+
+// parseOps reads the limits, header bound and audit settings.
+func parseOps(c *Config, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep string) error {
+	floats := []struct {
+		name string
+		in   string
+		out  *float64
+	}{
+		{"device rate", deviceRate, &c.Limits.DeviceRate},
+		{"global rate", globalRate, &c.Limits.GlobalRate},
+	}
+	for _, f := range floats {
+		v, err := strconv.ParseFloat(f.in, 64)
+		if err != nil {
+			return fmt.Errorf("%s %q: not a number", f.name, f.in)
+		}
+		*f.out = v
+	}
+	var auditMB int
+	ints := []struct {
+		name string
+		in   string
+		out  *int
+	}{
+		{"device burst", deviceBurst, &c.Limits.DeviceBurst},
+		{"global burst", globalBurst, &c.Limits.GlobalBurst},
+		{"max inflight", maxInflight, &c.Limits.MaxInflight},
+		{"max header bytes", maxHeader, &c.MaxHeaderBytes},
+		{"audit max mb", auditMax, &auditMB},
+		{"audit keep", auditKeep, &c.Audit.Keep},
+	}
+	for _, f := range ints {
+		v, err := strconv.Atoi(f.in)
+		if err != nil {
+			return fmt.Errorf("%s %q: not a whole number", f.name, f.in)
+		}
+		*f.out = v
+	}
+	c.Audit.MaxBytes = int64(auditMB) << 20
+	var err error
+	if c.Audit.Sink, err = audit.ParseSink(auditSink); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Validate reports the first configuration error.
@@ -166,5 +270,66 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("shutdown timeout must be positive")
 	}
+	l := c.Limits
+	switch {
+	case l.DeviceRate < 0 || l.GlobalRate < 0 || math.IsNaN(l.DeviceRate) || math.IsNaN(l.GlobalRate) || math.IsInf(l.DeviceRate, 0) || math.IsInf(l.GlobalRate, 0):
+		return errors.New("device rate and global rate must be finite and not negative")
+	case l.DeviceRate > 0 && l.DeviceBurst < 1:
+		return errors.New("device burst must be at least 1 when the device rate is set")
+	case l.GlobalBurst < 0 || l.MaxInflight < 0:
+		return errors.New("global burst and max inflight must not be negative")
+	}
+	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
+		return errors.New("max header bytes must be between 4096 and 1048576")
+	}
+	if c.Audit.Sink.Kind == "file" && (c.Audit.MaxBytes <= 0 || c.Audit.Keep < 0) {
+		return errors.New("audit max mb must be positive and audit keep not negative")
+	}
+	if err := c.OIDC.validate(); err != nil {
+		return err
+	}
+	if c.MetricsAddr != "" && c.MetricsAddr == c.Addr {
+		return errors.New("metrics address must differ from the listen address; leave it empty to serve /metrics there")
+	}
 	return nil
+}
+
+func (o OIDCConfig) validate() error {
+	if o.Issuer == "" {
+		return nil
+	}
+	if o.Audience == "" {
+		return errors.New("oidc audience must be set with the oidc issuer")
+	}
+	for name, raw := range map[string]string{"oidc issuer": o.Issuer, "oidc jwks url": o.JWKSURL} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("%s %q: not an absolute URL", name, raw)
+		}
+		// Keys fetched over plain HTTP could be swapped in transit; loopback is for tests.
+		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+			return fmt.Errorf("%s %q: must be https", name, raw)
+		}
+	}
+	if o.RolesClaim == "" {
+		return errors.New("oidc roles claim must not be empty")
+	}
+	if len(o.Algorithms) == 0 {
+		return errors.New("oidc algorithms must not be empty")
+	}
+	if o.Refresh < time.Minute {
+		return errors.New("oidc refresh must be at least 1m")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -10,19 +10,28 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokensvc/tokensvc/internal/adminauth"
+	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/limits"
+	"github.com/tokensvc/tokensvc/internal/metrics"
+	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
 var (
-	_ httpapi.AdminChecker   = (*adminauth.Authenticator)(nil)
-	_ httpapi.DeviceVerifier = (*deviceauth.Verifier)(nil)
+	_ httpapi.AdminChecker          = (*adminauth.Authenticator)(nil)
+	_ httpapi.DeviceVerifier        = (*deviceauth.Verifier)(nil)
+	_ httpapi.Limiter               = (*limits.Limits)(nil)
+	_ httpapi.Observer              = (*metrics.Metrics)(nil)
+	_ httpapi.Auditor               = (*audit.Logger)(nil)
+	_ httpapi.OperatorAuthenticator = (*operatorauth.Authenticator)(nil)
 )
 
 // run is the whole program; main only wires signals and the process environment to it.
@@ -33,7 +42,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	be, err := openBackend(ctx, cfg, log)
+	m := metrics.New(prometheus.NewRegistry())
+	auditLog, closeAudit, err := openAudit(cfg.Audit, stdout, log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+
+	be, err := openBackend(ctx, cfg, log, m)
 	if err != nil {
 		return err
 	}
@@ -54,15 +70,53 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if be.transit != nil {
 		regOpts = append(regOpts, registry.WithTransit())
 	}
-	handler, err := httpapi.New(httpapi.Deps{
-		Store:    st,
-		Registry: registry.New(st, now, regOpts...),
-		Issuer:   tokens.NewIssuer(st, signer.New(now), be.transit),
-		Devices:  deviceauth.NewVerifier(st, cfg.Audience, now),
-		Admin:    admin,
-		Ready:    be.ready,
-		Logger:   log,
-	})
+	verifier := deviceauth.NewVerifier(st, cfg.Audience, now)
+	if cfg.Store == "embedded" {
+		// One file, one process: used jti values survive a restart (README, security model).
+		if err := verifier.Restore(ctx, st); err != nil {
+			return err
+		}
+		defer func() {
+			if err := verifier.Save(context.Background(), st); err != nil {
+				log.Error("replay memory not saved", "error", err.Error())
+			}
+		}()
+	}
+	var tasks []func(context.Context) error
+	var oidc operatorauth.TokenVerifier
+	if cfg.OIDC.Issuer != "" {
+		o, err := operatorauth.NewOIDC(operatorauth.OIDCConfig{
+			Issuer:     cfg.OIDC.Issuer,
+			Audience:   cfg.OIDC.Audience,
+			JWKSURL:    cfg.OIDC.JWKSURL,
+			RolesClaim: cfg.OIDC.RolesClaim,
+			Algorithms: cfg.OIDC.Algorithms,
+			Refresh:    cfg.OIDC.Refresh,
+		}, nil, now, log)
+		if err != nil {
+			return err
+		}
+		oidc = o
+		tasks = append(tasks, o.Run)
+	}
+	operators := operatorauth.New(admin, oidc)
+	deps := httpapi.Deps{
+		Store:     st,
+		Registry:  registry.New(st, now, regOpts...),
+		Issuer:    tokens.NewIssuer(st, signer.New(now), be.transit),
+		Devices:   verifier,
+		Admin:     admin,
+		Operators: operators,
+		Limits:    limits.New(cfg.Limits, now),
+		Metrics:   m,
+		Audit:     auditLog,
+		Ready:     be.ready,
+		Logger:    log,
+	}
+	if cfg.MetricsAddr == "" {
+		deps.MetricsHandler = m.Handler()
+	}
+	handler, err := httpapi.New(deps)
 	if err != nil {
 		return err
 	}
@@ -77,8 +131,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.MetricsAddr != "" {
+		// Listening before "listening" is logged: both addresses take requests from then on.
+		task, err := serveMetrics(cfg.MetricsAddr, m, cfg.ShutdownTimeout, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		tasks = append(tasks, task)
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "store", cfg.Store, "tls", cfg.TLSCert != "")
 
@@ -95,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return fmt.Errorf("serve: %w", err)
 	})
-	for _, task := range be.tasks {
+	for _, task := range append(tasks, be.tasks...) {
 		g.Go(func() error { return task(gctx) })
 	}
 	g.Go(func() error {
@@ -113,4 +176,50 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// openAudit opens the configured audit sink; the returned func closes it.
+func openAudit(cfg AuditConfig, stdout io.Writer, log *slog.Logger) (*audit.Logger, func(), error) {
+	onError := func(err error) { log.Error("audit record lost", "error", err.Error()) }
+	switch cfg.Sink.Kind {
+	case "off":
+		return nil, func() {}, nil
+	case "file":
+		f, err := audit.OpenRotating(cfg.Sink.Path, cfg.MaxBytes, cfg.Keep)
+		if err != nil {
+			return nil, nil, err
+		}
+		return audit.New(f, nil, onError), func() { _ = f.Close() }, nil
+	}
+	return audit.New(stdout, nil, onError), func() {}, nil
+}
+
+// serveMetrics listens on addr now (so a bad address fails the start) and returns the
+// task that serves /metrics there until ctx ends.
+func serveMetrics(addr string, m *metrics.Metrics, drain time.Duration, log *slog.Logger) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve metrics: %w", err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}, nil
 }

@@ -268,6 +268,22 @@ func TestConfigValidation(t *testing.T) {
 		{"bad shutdown timeout", nil, map[string]string{"TOKENSVC_SHUTDOWN_TIMEOUT": "soon"}, "shutdown timeout"},
 		{"empty audience", []string{"-audience", ""}, nil, "audience"},
 		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
+		{"limits set", nil, map[string]string{"TOKENSVC_DEVICE_RATE": "0.5", "TOKENSVC_DEVICE_BURST": "3", "TOKENSVC_GLOBAL_RATE": "200", "TOKENSVC_MAX_INFLIGHT": "64"}, ""},
+		{"device rate not a number", nil, map[string]string{"TOKENSVC_DEVICE_RATE": "fast"}, "device rate"},
+		{"negative global rate", nil, map[string]string{"TOKENSVC_GLOBAL_RATE": "-1"}, "not negative"},
+		{"device burst zero with a rate", nil, map[string]string{"TOKENSVC_DEVICE_BURST": "0"}, "device burst"},
+		{"negative max inflight", nil, map[string]string{"TOKENSVC_MAX_INFLIGHT": "-1"}, "max inflight"},
+		{"tiny header limit", nil, map[string]string{"TOKENSVC_MAX_HEADER_BYTES": "100"}, "max header bytes"},
+		{"audit file", nil, map[string]string{"TOKENSVC_AUDIT": "file:/tmp/a.log", "TOKENSVC_AUDIT_KEEP": "0"}, ""},
+		{"audit unknown sink", nil, map[string]string{"TOKENSVC_AUDIT": "syslog"}, "want stdout, off or file"},
+		{"audit file zero size", nil, map[string]string{"TOKENSVC_AUDIT": "file:/tmp/a.log", "TOKENSVC_AUDIT_MAX_MB": "0"}, "audit max mb"},
+		{"oidc", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://login.example.com/realms/iot", "TOKENSVC_OIDC_AUDIENCE": "tokensvc"}, ""},
+		{"oidc without audience", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://login.example.com"}, "oidc audience"},
+		{"oidc over http", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "http://login.example.com", "TOKENSVC_OIDC_AUDIENCE": "a"}, "must be https"},
+		{"oidc loopback http", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "http://127.0.0.1:9999", "TOKENSVC_OIDC_AUDIENCE": "a"}, ""},
+		{"oidc bad jwks url", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://i.example", "TOKENSVC_OIDC_AUDIENCE": "a", "TOKENSVC_OIDC_JWKS_URL": "keys"}, "not an absolute URL"},
+		{"oidc refresh too often", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://i.example", "TOKENSVC_OIDC_AUDIENCE": "a", "TOKENSVC_OIDC_REFRESH": "1s"}, "oidc refresh"},
+		{"metrics on the API address", []string{"-addr", ":9000", "-metrics-addr", ":9000"}, nil, "metrics address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

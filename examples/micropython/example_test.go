@@ -21,12 +21,15 @@ func TestTokenClientUnderCPython(t *testing.T) {
 		}
 		t.Skip("python3 not found")
 	}
+	y2k := -time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))
 	tests := []struct {
-		name string
-		skew time.Duration
+		name  string
+		skew  time.Duration
+		nonce bool
 	}{
-		{"clock right", 0},
-		{"clock at the year 2000 (no RTC)", -time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))},
+		{"clock right", 0, false},
+		{"clock at the year 2000 (no RTC)", y2k, false},
+		{"clock at the year 2000, server nonce", y2k, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,6 +41,9 @@ func TestTokenClientUnderCPython(t *testing.T) {
 				"TOKENSVC_URL="+f.Service.URL, "DEVICE_ID="+f.DeviceID, "DEVICE_SECRET="+f.Secret,
 				"CA_FILE="+f.CAFile, "BROKER_ADDR="+broker.TLSAddr, "MESSAGES=3",
 				"DEVICE_CLOCK_SKEW="+strconv.Itoa(int(tt.skew/time.Second)))
+			if tt.nonce {
+				cmd.Env = append(cmd.Env, "USE_NONCE=1")
+			}
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("tokenclient.py: %v\n%s", err, out)

@@ -37,6 +37,9 @@ AUDIENCE = _env.get("AUDIENCE", "tokensvc")
 CA_FILE = _env.get("CA_FILE", "ca.pem")  # trusted for tokensvc and the hub (PEM)
 BROKER_ADDR = _env.get("BROKER_ADDR", "")  # host:port to dial instead of the profile's
 MESSAGES = int(_env.get("MESSAGES", "3"))
+# "1": sign a server-issued nonce (POST /token/nonce) instead of iat/exp, so a board whose
+# clock is wrong gets in on the first try.
+USE_NONCE = _env.get("USE_NONCE", "") == "1"
 # Simulates a board whose clock is wrong (tests only).
 _DEVICE_SKEW = int(_env.get("DEVICE_CLOCK_SKEW", "0"))
 
@@ -63,11 +66,15 @@ def hmac_sha256(key, msg):
     return hashlib.sha256(bytes(k ^ 0x5C for k in key) + inner).digest()
 
 
-def assertion():
-    iat = now()
-    jti = binascii.hexlify(os.urandom(12)).decode()
+def assertion(nonce=None):
     header = b64url(b'{"alg":"HS256","typ":"JWT"}')
-    claims = {"iss": DEVICE_ID, "sub": DEVICE_ID, "aud": AUDIENCE, "iat": iat, "exp": iat + 120, "jti": jti}
+    if nonce:
+        # The nonce stands in for iat/exp/jti: no clock needed.
+        claims = {"iss": DEVICE_ID, "sub": DEVICE_ID, "aud": AUDIENCE, "nonce": nonce}
+    else:
+        iat = now()
+        jti = binascii.hexlify(os.urandom(12)).decode()
+        claims = {"iss": DEVICE_ID, "sub": DEVICE_ID, "aud": AUDIENCE, "iat": iat, "exp": iat + 120, "jti": jti}
     payload = b64url(json.dumps(claims).encode())
     signing_input = header + b"." + payload
     return (signing_input + b"." + b64url(hmac_sha256(DEVICE_SECRET.encode(), signing_input))).decode()
@@ -98,13 +105,19 @@ def _split_url(url):
 
 
 def http_get(url, headers):
+    return http_request("GET", url, headers)
+
+
+def http_request(method, url, headers):
     scheme, host, port, path = _split_url(url)
     addr = socket.getaddrinfo(host, port)[0][-1]
     s = socket.socket()
     s.connect(addr)
     if scheme == "https":
         s = tls(s, host)
-    req = "GET %s HTTP/1.0\r\nHost: %s\r\n" % (path, host)
+    req = "%s %s HTTP/1.0\r\nHost: %s\r\n" % (method, path, host)
+    if method == "POST":
+        req += "Content-Length: 0\r\n"
     for k in headers:
         req += "%s: %s\r\n" % (k, headers[k])
     s.write((req + "\r\n").encode()) if hasattr(s, "write") else s.sendall((req + "\r\n").encode())
@@ -147,8 +160,14 @@ def get_token():
     """GET /token in the compact text form; returns a dict of its key=value lines."""
     global _clock_offset
     for _ in range(2):
+        nonce = None
+        if USE_NONCE:
+            status, _, body = http_request("POST", TOKENSVC_URL + "/token/nonce", {"Accept": "application/json"})
+            if status != 200:
+                raise OSError("POST /token/nonce: HTTP %d" % status)
+            nonce = json.loads(body)["nonce"]
         status, hdrs, body = http_get(TOKENSVC_URL + "/token",
-                                      {"Authorization": "Bearer " + assertion(), "Accept": "text/plain"})
+                                      {"Authorization": "Bearer " + assertion(nonce), "Accept": "text/plain"})
         if status == 401 and "date" in hdrs:
             # A device without a real-time clock: take the service's time and try once more.
             skew = http_date_to_unix(hdrs["date"]) - now()

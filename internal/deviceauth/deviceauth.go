@@ -1,13 +1,15 @@
 // Package deviceauth verifies the assertions devices present on GET /token: a short-lived
 // JWT signed with the device's own credential, algorithm pinned to that credential,
-// audience checked, lifetime bounded and jti usable once.
+// audience checked, lifetime bounded and jti usable once (remembered across restarts
+// with Restore and Save) — or, for devices without a clock, a single-use server nonce
+// in place of the times. Assertions older than the device's revocation are refused.
 package deviceauth
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -30,6 +32,7 @@ const (
 	// MaxAssertionBytes bounds what is parsed at all.
 	MaxAssertionBytes = 4096
 	maxJTI            = 128
+	maxNonce          = 64
 )
 
 // DeviceGetter is the part of the store the verifier reads.
@@ -39,35 +42,63 @@ type DeviceGetter interface {
 
 // Verifier checks device assertions.
 type Verifier struct {
-	devices  DeviceGetter
-	audience string
-	now      func() time.Time
-	parser   *jwt.Parser
-	replay   *replayCache
+	devices   DeviceGetter
+	audience  string
+	now       func() time.Time
+	parser    *jwt.Parser
+	validator *jwt.Validator
+	replay    *replayCache
+	nonces    *nonceStore
+}
+
+// Option configures a Verifier.
+type Option func(*Verifier)
+
+// WithNonceLimit bounds how many nonces are outstanding at once (default
+// DefaultMaxNonces); issuing one more evicts the oldest.
+func WithNonceLimit(n int) Option {
+	return func(v *Verifier) { v.nonces = newNonceStore(n) }
 }
 
 // NewVerifier returns a Verifier that looks devices up in devices and accepts assertions
 // for audience; now defaults to time.Now.
-func NewVerifier(devices DeviceGetter, audience string, now func() time.Time) *Verifier {
+func NewVerifier(devices DeviceGetter, audience string, now func() time.Time, opts ...Option) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{
+	v := &Verifier{
 		devices:  devices,
 		audience: audience,
 		now:      now,
+		// The parser checks the signature and the algorithm only; which claims must hold
+		// depends on whether the assertion carries a nonce (see Verify).
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{"HS256", "ES256", "EdDSA"}),
+			jwt.WithoutClaimsValidation(),
+			// Reject non-canonical base64, so one signature has exactly one spelling.
+			jwt.WithStrictDecoding(),
+		),
+		validator: jwt.NewValidator(
 			jwt.WithAudience(audience),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
 			jwt.WithLeeway(Leeway),
 			jwt.WithTimeFunc(now),
-			// Reject non-canonical base64, so one signature has exactly one spelling.
-			jwt.WithStrictDecoding(),
 		),
 		replay: newReplayCache(),
+		nonces: newNonceStore(DefaultMaxNonces),
 	}
+	for _, o := range opts {
+		o(v)
+	}
+	return v
+}
+
+// claims are the claims tokensvc reads from an assertion.
+type claims struct {
+	jwt.RegisteredClaims
+	// Nonce is a value from IssueNonce; it stands in for iat/exp on devices without a clock.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // algFor pins each credential type to exactly one algorithm, so an HS256 token can never
@@ -81,6 +112,11 @@ var algFor = map[store.CredentialType]string{
 // Verify checks assertion and returns the device it proves. It returns an error wrapping
 // ErrUnauthenticated for every failure of proof, and store.ErrUnavailable (wrapped) when
 // the device could not be looked up.
+//
+// An assertion without a nonce claim needs aud, iat, exp (at most MaxLifetime after iat,
+// both within Leeway of the service clock) and a jti not used before. One with a nonce
+// claim needs aud and a nonce this Verifier issued, unexpired and unused; its iat, exp
+// and jti are not read, because a device without a clock cannot set them.
 func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, error) {
 	if len(assertion) > MaxAssertionBytes {
 		return store.Device{}, fmt.Errorf("%w: assertion longer than %d bytes", ErrUnauthenticated, MaxAssertionBytes)
@@ -89,9 +125,9 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, 
 		dev       store.Device
 		lookupErr error
 	)
-	claims := &jwt.RegisteredClaims{}
-	_, err := v.parser.ParseWithClaims(assertion, claims, func(t *jwt.Token) (any, error) {
-		sub := claims.Subject
+	c := &claims{}
+	_, err := v.parser.ParseWithClaims(assertion, c, func(t *jwt.Token) (any, error) {
+		sub := c.Subject
 		if !signer.ValidID(sub) {
 			return nil, errors.New("sub is not a device ID")
 		}
@@ -117,57 +153,58 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, 
 	if err != nil {
 		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
-	if claims.Issuer != claims.Subject {
+	if c.Issuer != c.Subject {
 		return store.Device{}, fmt.Errorf("%w: iss differs from sub", ErrUnauthenticated)
 	}
-	if claims.IssuedAt == nil {
+	if c.Nonce != "" {
+		return v.verifyNonce(dev, c)
+	}
+	if err := v.validator.Validate(c); err != nil {
+		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if c.IssuedAt == nil {
 		return store.Device{}, fmt.Errorf("%w: iat missing", ErrUnauthenticated)
 	}
-	exp := claims.ExpiresAt.Time
-	if exp.Sub(claims.IssuedAt.Time) > MaxLifetime {
+	iat, exp := c.IssuedAt.Time, c.ExpiresAt.Time
+	if exp.Sub(iat) > MaxLifetime {
 		return store.Device{}, fmt.Errorf("%w: exp more than %v after iat", ErrUnauthenticated, MaxLifetime)
 	}
-	if claims.ID == "" || len(claims.ID) > maxJTI {
+	if c.ID == "" || len(c.ID) > maxJTI {
 		return store.Device{}, fmt.Errorf("%w: jti missing or longer than %d", ErrUnauthenticated, maxJTI)
 	}
 	if dev.Disabled {
 		return store.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
 	}
+	if iat.Before(dev.RevokedAt) {
+		return store.Device{}, fmt.Errorf("%w: assertion issued before the device was revoked", ErrUnauthenticated)
+	}
 	// Only a fully valid assertion consumes its jti, so garbage cannot burn a device's IDs.
-	if !v.replay.use(dev.ID+"\x00"+claims.ID, exp.Add(Leeway), v.now()) {
-		return store.Device{}, fmt.Errorf("%w: jti replayed", ErrUnauthenticated)
+	if err := v.replay.use(dev.ID+"\x00"+c.ID, iat, exp.Add(Leeway), v.now()); err != nil {
+		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	return dev, nil
 }
 
-// replayCache remembers used jti values until their assertion could no longer be
-// accepted anyway. It lives in memory: see the README's security model for restarts
-// and replicas.
-type replayCache struct {
-	mu        sync.Mutex
-	seen      map[string]time.Time
-	nextSweep time.Time
+// verifyNonce finishes an assertion that carries a nonce: the signature, algorithm and
+// iss = sub already hold.
+func (v *Verifier) verifyNonce(dev store.Device, c *claims) (store.Device, error) {
+	if !slices.Contains(c.Audience, v.audience) {
+		return store.Device{}, fmt.Errorf("%w: aud does not name this service", ErrUnauthenticated)
+	}
+	if len(c.Nonce) > maxNonce {
+		return store.Device{}, fmt.Errorf("%w: nonce longer than %d", ErrUnauthenticated, maxNonce)
+	}
+	if dev.Disabled {
+		return store.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
+	}
+	// take consumes the nonce only when every other check has passed.
+	if err := v.nonces.take(c.Nonce, dev.RevokedAt, v.now()); err != nil {
+		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	return dev, nil
 }
 
-func newReplayCache() *replayCache {
-	return &replayCache{seen: make(map[string]time.Time)}
-}
-
-// use records key until 'until' and reports whether it was unused.
-func (c *replayCache) use(key string, until, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now.After(c.nextSweep) {
-		for k, t := range c.seen {
-			if now.After(t) {
-				delete(c.seen, k)
-			}
-		}
-		c.nextSweep = now.Add(time.Minute)
-	}
-	if t, ok := c.seen[key]; ok && !now.After(t) {
-		return false
-	}
-	c.seen[key] = until
-	return true
+// IssueNonce returns a fresh single-use nonce and when it expires.
+func (v *Verifier) IssueNonce() (nonce string, expiresAt time.Time) {
+	return v.nonces.issue(v.now())
 }

@@ -15,7 +15,10 @@ import (
 // HS256 assertion check with replay cache, store read, minting, profiles and JSON.
 // Assertions are signed before the timed loop (each jti is single-use).
 func BenchmarkGetToken(b *testing.B) {
-	e := mustEnv(b)
+	benchGetToken(b, mustEnv(b))
+}
+
+func benchGetToken(b *testing.B, e *env) {
 	resp, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	if err != nil || resp.StatusCode() != 201 {
 		b.Fatalf("create hub: %v", err)

@@ -103,6 +103,9 @@ func deviceToAPI(d store.Device) oapi.Device {
 	if d.MaxTTL > 0 {
 		out.MaxTtlSeconds = ptrIfSet(seconds(d.MaxTTL))
 	}
+	if !d.RevokedAt.IsZero() {
+		out.RevokedAt = &d.RevokedAt
+	}
 	out.Modules = make([]struct {
 		ModuleId string `json:"moduleId"`
 	}, len(d.Modules))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -307,4 +308,62 @@ func checkDeviceID(id string) error {
 		return fmt.Errorf("%w: path parameter deviceId: not a valid device ID", errBadRequest)
 	}
 	return nil
+}
+
+// NonceIssuer hands out single-use nonces for assertions from devices without a clock.
+// The DeviceVerifier provides it (a nonce is only good at the verifier that issued it).
+type NonceIssuer interface {
+	IssueNonce() (nonce string, expiresAt time.Time)
+}
+
+// CreateNonce hands a device without a clock a single-use nonce for its assertion.
+func (s *Server) CreateNonce(ctx context.Context, _ oapi.CreateNonceRequestObject) (oapi.CreateNonceResponseObject, error) {
+	issuer, ok := s.deps.Devices.(NonceIssuer)
+	if !ok {
+		return nil, fmt.Errorf("CreateNonce: the device verifier issues no nonces")
+	}
+	nonce, expires := issuer.IssueNonce()
+	serverTime := expires.Add(-deviceauth.NonceTTL)
+	return oapi.CreateNonce200JSONResponse{
+		Headers: oapi.CreateNonce200ResponseHeaders{CacheControl: &noStore},
+		Body:    oapi.Nonce{Nonce: nonce, ExpiresAt: expires.UTC(), ServerTime: serverTime.UTC()},
+	}, nil
+}
+
+// RotateDeviceKeys promotes the secondary key and returns the new pair once.
+func (s *Server) RotateDeviceKeys(ctx context.Context, req oapi.RotateDeviceKeysRequestObject) (oapi.RotateDeviceKeysResponseObject, error) {
+	if err := checkDeviceID(req.DeviceId); err != nil {
+		return nil, err
+	}
+	var module string
+	if req.Body != nil {
+		module = deref(req.Body.Module)
+	}
+	r, err := s.deps.Registry.RotateKeys(ctx, req.DeviceId, module)
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "device keys rotated", "device", r.DeviceID, "module", r.ModuleID)
+	return oapi.RotateDeviceKeys200JSONResponse{
+		Headers: oapi.RotateDeviceKeys200ResponseHeaders{CacheControl: &noStore},
+		Body: oapi.RotatedKeys{
+			DeviceId:     r.DeviceID,
+			Module:       ptrIfSet(r.ModuleID),
+			PrimaryKey:   r.PrimaryKey,
+			SecondaryKey: r.SecondaryKey,
+		},
+	}, nil
+}
+
+// RevokeDevice refuses the device's assertions and nonces issued before now.
+func (s *Server) RevokeDevice(ctx context.Context, req oapi.RevokeDeviceRequestObject) (oapi.RevokeDeviceResponseObject, error) {
+	if err := checkDeviceID(req.DeviceId); err != nil {
+		return nil, err
+	}
+	d, err := s.deps.Registry.Revoke(ctx, req.DeviceId)
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "device revoked", "device", d.ID, "revokedAt", d.RevokedAt)
+	return oapi.RevokeDevice200JSONResponse(deviceToAPI(d)), nil
 }

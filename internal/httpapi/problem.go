@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/limits"
+	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/tokens"
@@ -24,7 +26,8 @@ var (
 	errNoMethod     = errors.New("method not allowed")
 )
 
-// retryAfterSeconds is what 503 responses ask clients to wait.
+// retryAfterSeconds is what 503 responses ask clients to wait unless the error says
+// (limits' refusals carry their own RetryAfter).
 const retryAfterSeconds = 2
 
 // problemSpec is how one class of error reaches clients.
@@ -39,9 +42,11 @@ type problemSpec struct {
 // problems is the one table mapping domain errors to HTTP. Order matters: first match wins.
 var problems = []problemSpec{
 	{deviceauth.ErrUnauthenticated, http.StatusUnauthorized, "device authentication failed"},
-	{errOperatorAuth, http.StatusUnauthorized, ""},
+	{errOperatorAuth, http.StatusUnauthorized, "a valid operator bearer token is required"},
+	{operatorauth.ErrForbidden, http.StatusForbidden, "the operator's role does not allow this operation"},
 	{tokens.ErrForbidden, http.StatusForbidden, "the device may not have a token for that identity"},
 	{registry.ErrInvalid, http.StatusBadRequest, ""},
+	{registry.ErrNotSupported, http.StatusConflict, ""},
 	{errBadRequest, http.StatusBadRequest, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, ""},
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, ""},
@@ -51,6 +56,8 @@ var problems = []problemSpec{
 	{store.ErrExists, http.StatusConflict, ""},
 	{store.ErrConflict, http.StatusConflict, ""},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "the key store is unavailable; retry later"},
+	{limits.ErrRateLimited, http.StatusTooManyRequests, "rate limit exceeded; retry after the Retry-After delay"},
+	{limits.ErrOverloaded, http.StatusServiceUnavailable, "the service is busy; retry after the Retry-After delay"},
 	// The client went away or ran out of time; nobody reads this, but it is no server fault.
 	{context.Canceled, http.StatusServiceUnavailable, "request canceled"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "request timed out; retry later"},
@@ -82,16 +89,24 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
+	case errors.Is(err, limits.ErrOverloaded):
+		// Shedding load is expected under pressure; the metric counts it, a log line per
+		// refusal would only add to the load.
 	case status >= 500:
 		log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("error", err.Error()))
 	case status == http.StatusUnauthorized:
 		// The reason stays in the log so operators can debug a device; the client learns nothing.
 		log.LogAttrs(r.Context(), slog.LevelInfo, "authentication failed", slog.String("path", r.URL.Path), slog.String("reason", err.Error()))
 	}
-	writeProblem(w, r, status, detail)
+	retryAfter := retryAfterSeconds
+	var ra interface{ RetryAfter() int }
+	if errors.As(err, &ra) {
+		retryAfter = ra.RetryAfter()
+	}
+	writeProblem(w, r, status, detail, retryAfter)
 }
 
-func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string, retryAfter int) {
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
@@ -99,7 +114,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="tokensvc"`)
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		h.Set("Retry-After", strconv.Itoa(max(retryAfter, 1)))
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(problem{

@@ -21,7 +21,9 @@ import (
 	nethttpmiddleware "github.com/oapi-codegen/nethttp-middleware"
 
 	"github.com/tokensvc/tokensvc/api"
+	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/tokens"
@@ -36,9 +38,16 @@ const (
 	schemeDevice = "deviceAssertion"
 )
 
-// AdminChecker checks operator bearer tokens.
+// AdminChecker checks the static admin token.
 type AdminChecker interface {
 	Check(token string) bool
+}
+
+// OperatorAuthenticator authenticates operator requests (the spec's adminToken scheme).
+type OperatorAuthenticator interface {
+	// Authenticate returns the operator r's bearer token proves; errors wrap
+	// operatorauth.ErrUnauthenticated.
+	Authenticate(r *http.Request) (operatorauth.Principal, error)
 }
 
 // DeviceVerifier turns a device assertion into the device it proves.
@@ -46,13 +55,57 @@ type DeviceVerifier interface {
 	Verify(ctx context.Context, assertion string) (store.Device, error)
 }
 
+// TokenIssuer mints tokens for authenticated devices.
+type TokenIssuer interface {
+	Issue(ctx context.Context, d store.Device, r tokens.Request) (tokens.Issued, error)
+}
+
+// Limiter refuses requests beyond the configured rates and concurrency. Refusals are
+// errors that wrap limits.ErrRateLimited or limits.ErrOverloaded and carry a
+// RetryAfter() int in seconds.
+type Limiter interface {
+	// Global takes from the service-wide bucket.
+	Global() error
+	// Device takes from one authenticated device's bucket.
+	Device(id string) error
+	// Acquire claims an in-flight slot without waiting.
+	Acquire() (release func(), err error)
+}
+
+// Observer receives the service's metrics. Label values are bounded: route patterns,
+// hub names and kinds, outcomes; never device IDs. HTTPRequest gets the request's raw
+// method; implementations fold nonstandard ones into one value.
+type Observer interface {
+	HTTPRequest(method, route string, status int, d time.Duration)
+	RateLimited(limit string)
+	TokenRequest(hub, kind, outcome string)
+}
+
+// Auditor records issued tokens and operator changes.
+type Auditor interface {
+	Log(r audit.Record)
+}
+
 // Deps are what the API needs.
 type Deps struct {
 	Store    store.Store
 	Registry *registry.Registry
-	Issuer   *tokens.Issuer
+	Issuer   TokenIssuer
 	Devices  DeviceVerifier
-	Admin    AdminChecker
+	// Admin checks the static admin token; used when Operators is nil.
+	Admin AdminChecker
+	// Operators authenticates operators (static admin token, OIDC JWTs); nil means
+	// the static admin token only.
+	Operators OperatorAuthenticator
+	// Limits bounds request rates and concurrency; nil means no limits.
+	Limits Limiter
+	// Metrics observes requests and tokens; nil means none.
+	Metrics Observer
+	// MetricsHandler serves GET /metrics when set (nil when metrics are served on a
+	// separate listener, or not at all).
+	MetricsHandler http.Handler
+	// Audit receives one record per token request and operator change; nil means none.
+	Audit Auditor
 	// Ready reports whether the service can serve: an error makes /readyz 503; a
 	// non-empty note (e.g. Vault unreachable while cached keys are served) reports
 	// "degraded" with 200. Nil means always ready.
@@ -73,6 +126,19 @@ func New(d Deps) (http.Handler, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
+	if d.Limits == nil {
+		d.Limits = noLimits{}
+	}
+	if d.Metrics == nil {
+		d.Metrics = noMetrics{}
+	}
+	if d.Audit == nil {
+		d.Audit = noAudit{}
+	}
+	if d.Operators == nil {
+		d.Operators = operatorauth.New(d.Admin, nil)
+	}
+	d.Issuer = &observedIssuer{next: d.Issuer, metrics: d.Metrics, audit: d.Audit}
 	s := &Server{deps: d, log: d.Logger}
 
 	spec, err := openapi3.NewLoader().LoadFromData(api.Spec)
@@ -83,15 +149,22 @@ func New(d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	limited := globallyLimited(spec)
+	adminOnly := taggedAdmin(spec)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.recoverer, s.accessLog, limitBody)
+	// Metrics outermost but for the request ID, so every status is observed (panics
+	// included); the in-flight bound before anything costly, probes exempt.
+	r.Use(middleware.RequestID, s.observe, s.recoverer, s.accessLog, s.boundInflight, limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoRoute) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoMethod) })
 	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.Spec)
 	})
+	if d.MetricsHandler != nil {
+		r.Method(http.MethodGet, "/metrics", d.MetricsHandler)
+	}
 
 	strict := oapi.NewStrictHandlerWithOptions(s,
 		[]oapi.StrictMiddlewareFunc{withAccept},
@@ -118,12 +191,15 @@ func New(d Deps) (http.Handler, error) {
 		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ nethttpmiddleware.ErrorHandlerOpts) {
 			writeError(s.log, w, r, validationError(err))
 		},
+		// The validator reads whole bodies; an import streams and validates each line
+		// against DeviceCreate itself (import.go).
+		Skipper: streamsBody,
 	})
 	r.Group(func(g chi.Router) {
 		// Authenticate first, so unauthenticated callers cannot make the service parse
 		// bodies or learn the schema; then hold JSON bodies to one strict reading; then
 		// validate them against the spec.
-		g.Use(s.authenticate(router, security), s.strictJSON, validator)
+		g.Use(s.authenticate(router, security, limited, adminOnly), s.strictJSON, validator)
 		oapi.HandlerWithOptions(strict, oapi.ChiServerOptions{
 			BaseRouter: g,
 			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -215,32 +291,81 @@ const (
 	acceptKey
 )
 
+// globallyLimited lists the operations that document 429: the service-wide bucket
+// guards exactly those, so the spec stays the one place that says which are limited.
+func globallyLimited(spec *openapi3.T) map[string]bool {
+	out := make(map[string]bool)
+	for _, item := range spec.Paths.Map() {
+		for _, op := range item.Operations() {
+			if op.Responses != nil && op.Responses.Value("429") != nil {
+				out[op.OperationID] = true
+			}
+		}
+	}
+	return out
+}
+
+// taggedAdmin lists the operations tagged "admin" in the spec (admin-token management):
+// only the admin role may call them.
+func taggedAdmin(spec *openapi3.T) map[string]bool {
+	out := make(map[string]bool)
+	for _, item := range spec.Paths.Map() {
+		for _, op := range item.Operations() {
+			for _, tag := range op.Tags {
+				if tag == "admin" {
+					out[op.OperationID] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
 // authenticate enforces the security requirement of the operation a request routes to,
 // before anything else looks at it. Requests that route nowhere pass on to get their 404
-// or 405 from the validator.
-func (s *Server) authenticate(router routers.Router, security map[string]string) func(http.Handler) http.Handler {
+// or 405 from the validator. The service-wide rate limit applies before authentication
+// (it protects the verifier too); a device's own limit after it, keyed by the device
+// the assertion proved, so no caller can spend another device's bucket.
+func (s *Server) authenticate(router routers.Router, security map[string]string, limited, adminOnly map[string]bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			route, _, err := router.FindRoute(r)
+			route, params, err := router.FindRoute(r)
 			if err != nil {
 				next.ServeHTTP(w, r)
 				return
 			}
-			scheme, known := security[route.Operation.OperationID]
+			op := route.Operation.OperationID
+			if limited[op] {
+				if err := s.deps.Limits.Global(); err != nil {
+					s.refuse(w, r, err)
+					return
+				}
+			}
+			scheme, known := security[op]
 			switch {
 			case !known:
 				// Fail closed: an operation without a security entry is never served.
-				writeError(s.log, w, r, fmt.Errorf("operation %s has no security entry", route.Operation.OperationID))
+				writeError(s.log, w, r, fmt.Errorf("operation %s has no security entry", op))
 			case scheme == schemeAdmin:
-				if !s.deps.Admin.Check(bearer(r)) {
-					writeError(s.log, w, r, errOperatorAuth)
+				p, err := s.deps.Operators.Authenticate(r)
+				if err != nil {
+					writeError(s.log, w, r, fmt.Errorf("%w: %w", errOperatorAuth, err))
 					return
 				}
-				next.ServeHTTP(w, r)
+				if err := operatorauth.Allow(p.Role, r.Method, adminOnly[op]); err != nil {
+					s.auditDenied(r, op, params, p)
+					writeError(s.log, w, r, fmt.Errorf("%w: %s (role %q) calling %s", err, p.Subject, p.Role, op))
+					return
+				}
+				s.auditOperator(next, op, params, p).ServeHTTP(w, r)
 			case scheme == schemeDevice:
 				dev, err := s.deps.Devices.Verify(r.Context(), bearer(r))
 				if err != nil {
 					writeError(s.log, w, r, err)
+					return
+				}
+				if err := s.deps.Limits.Device(dev.ID); err != nil {
+					s.refuse(w, r, err)
 					return
 				}
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, dev)))
@@ -268,7 +393,8 @@ func bearer(r *http.Request) string {
 
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil {
+		// An import streams; it bounds each line itself (import.go).
+		if r.Body != nil && !streamsBody(r) {
 			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		}
 		next.ServeHTTP(w, r)

@@ -212,7 +212,10 @@ type Device struct {
 	Modules       []struct {
 		ModuleId string `json:"moduleId"`
 	} `json:"modules"`
-	UpdatedAt time.Time `json:"updatedAt"`
+
+	// RevokedAt Assertions issued before this time are refused; absent if never revoked.
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	UpdatedAt time.Time  `json:"updatedAt"`
 }
 
 // DeviceCreate defines model for DeviceCreate.
@@ -354,6 +357,12 @@ type IdentityId = string
 // Key A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 type Key = string
 
+// KeyRotation defines model for KeyRotation.
+type KeyRotation struct {
+	// Module An IoT Hub device or module ID (case-sensitive).
+	Module *IdentityId `json:"module,omitempty"`
+}
+
 // ModuleCreate defines model for ModuleCreate.
 type ModuleCreate struct {
 	// ModuleId An IoT Hub device or module ID (case-sensitive).
@@ -396,6 +405,17 @@ type MqttTopics struct {
 	TwinResponse *string  `json:"twinResponse,omitempty"`
 }
 
+// Nonce defines model for Nonce.
+type Nonce struct {
+	ExpiresAt time.Time `json:"expiresAt"`
+
+	// Nonce Put this in the assertion's `nonce` claim.
+	Nonce string `json:"nonce"`
+
+	// ServerTime The service clock
+	ServerTime time.Time `json:"serverTime"`
+}
+
 // Problem RFC 9457 problem details.
 type Problem struct {
 	Detail   *string `json:"detail,omitempty"`
@@ -405,6 +425,20 @@ type Problem struct {
 
 	// Type Example: about:blank
 	Type string `json:"type"`
+}
+
+// RotatedKeys defines model for RotatedKeys.
+type RotatedKeys struct {
+	DeviceId string `json:"deviceId"`
+
+	// Module Present when a module's keys were rotated.
+	Module *string `json:"module,omitempty"`
+
+	// PrimaryKey The former secondary key
+	PrimaryKey string `json:"primaryKey"`
+
+	// SecondaryKey The newly generated secondary key
+	SecondaryKey string `json:"secondaryKey"`
 }
 
 // SigningMode `deviceKey`: each device's own key signs (IoT Hub, DPS individual enrollment).
@@ -492,6 +526,9 @@ type CreateDeviceJSONRequestBody = DeviceCreate
 
 // UpdateDeviceJSONRequestBody defines body for UpdateDevice for application/json ContentType.
 type UpdateDeviceJSONRequestBody = DevicePatch
+
+// RotateDeviceKeysJSONRequestBody defines body for RotateDeviceKeys for application/json ContentType.
+type RotateDeviceKeysJSONRequestBody = KeyRotation
 
 // CreateHubJSONRequestBody defines body for CreateHub for application/json ContentType.
 type CreateHubJSONRequestBody = HubCreate
@@ -589,6 +626,29 @@ type ClientInterface interface {
 	// Corresponds with POST /devices (the `CreateDevice` operationId).
 	CreateDevice(ctx context.Context, body CreateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ImportDevicesWithBody Register many devices from NDJSON or CSV, streaming a per-line report.
+	//
+	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
+	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
+	// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
+	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams.
+	//
+	// The response streams one NDJSON line per input line as it is processed:
+	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
+	// with the generated keys and HS256 secret on `created` lines (they are returned only
+	// here: `Cache-Control: no-store`), and ends with a summary line
+	// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
+	// changes nothing: a device that exists with the same hub, credential type, public
+	// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+	// line leaves nothing behind.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /devices/import (the `ImportDevices` operationId).
+	ImportDevicesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DeleteDevice performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
 	DeleteDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -608,6 +668,40 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /devices/{deviceId} (the `UpdateDevice` operationId).
 	UpdateDevice(ctx context.Context, deviceId IdentityId, body UpdateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateDeviceKeysWithBody Rotate a device's (or one module's) SAS keys without downtime.
+	//
+	// The secondary key becomes the primary (tokens are signed with the primary), and a
+	// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+	// already knows the new primary as its old secondary, so devices keep connecting
+	// throughout. The new key is returned only here.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+	RotateDeviceKeysWithBody(ctx context.Context, deviceId IdentityId, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateDeviceKeys Rotate a device's (or one module's) SAS keys without downtime.
+	//
+	// The secondary key becomes the primary (tokens are signed with the primary), and a
+	// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+	// already knows the new primary as its old secondary, so devices keep connecting
+	// throughout. The new key is returned only here.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+	RotateDeviceKeys(ctx context.Context, deviceId IdentityId, body RotateDeviceKeysJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RevokeDevice Refuse every assertion the device signed, and every nonce issued, before now.
+	//
+	// Sets the device's `revokedAt` to the current time: assertions with an earlier `iat`,
+	// and nonce assertions whose nonce was issued earlier, are refused. Tokens already
+	// minted stay valid until they expire. A stolen credential keeps signing new
+	// assertions: disable the device (PATCH) or re-create it with a new credential.
+	//
+	// Corresponds with POST /devices/{deviceId}/revoke (the `RevokeDevice` operationId).
+	RevokeDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz Liveness.
 	//
@@ -651,11 +745,26 @@ type ClientInterface interface {
 	// The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 	// credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
 	// (at most 5 minutes after `iat`) and a unique `jti`. The algorithm is pinned to the
-	// credential type (HS256, ES256 or EdDSA). `Accept: text/plain` returns a compact
-	// `key=value` form for microcontrollers.
+	// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
+	// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
+	// issued (or nonces handed out) before the device's `revokedAt` are refused.
+	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
 	// Corresponds with GET /token (the `GetToken` operationId).
 	GetToken(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
+	//
+	// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
+	// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+	// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
+	// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
+	// credential's algorithm are checked as always. The nonce is consumed only by an
+	// assertion that is accepted. Use `serverTime` from this response or from GET /token
+	// to set the device clock.
+	//
+	// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
+	CreateNonce(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // ListDevices List devices by ID, a page at a time. Secrets are never returned.
@@ -697,6 +806,39 @@ func (c *Client) CreateDeviceWithBody(ctx context.Context, contentType string, b
 // Corresponds with POST /devices (the `CreateDevice` operationId).
 func (c *Client) CreateDevice(ctx context.Context, body CreateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCreateDeviceRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ImportDevicesWithBody Register many devices from NDJSON or CSV, streaming a per-line report.
+//
+// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
+// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
+// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
+// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams.
+//
+// The response streams one NDJSON line per input line as it is processed:
+// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
+// with the generated keys and HS256 secret on `created` lines (they are returned only
+// here: `Cache-Control: no-store`), and ends with a summary line
+// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
+// changes nothing: a device that exists with the same hub, credential type, public
+// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+// line leaves nothing behind.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /devices/import (the `ImportDevices` operationId).
+func (c *Client) ImportDevicesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewImportDevicesRequestWithBody(c.Server, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -757,6 +899,70 @@ func (c *Client) UpdateDeviceWithBody(ctx context.Context, deviceId IdentityId, 
 // Corresponds with PATCH /devices/{deviceId} (the `UpdateDevice` operationId).
 func (c *Client) UpdateDevice(ctx context.Context, deviceId IdentityId, body UpdateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateDeviceRequest(c.Server, deviceId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateDeviceKeysWithBody Rotate a device's (or one module's) SAS keys without downtime.
+//
+// The secondary key becomes the primary (tokens are signed with the primary), and a
+// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+// already knows the new primary as its old secondary, so devices keep connecting
+// throughout. The new key is returned only here.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+func (c *Client) RotateDeviceKeysWithBody(ctx context.Context, deviceId IdentityId, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateDeviceKeysRequestWithBody(c.Server, deviceId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateDeviceKeys Rotate a device's (or one module's) SAS keys without downtime.
+//
+// The secondary key becomes the primary (tokens are signed with the primary), and a
+// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+// already knows the new primary as its old secondary, so devices keep connecting
+// throughout. The new key is returned only here.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+func (c *Client) RotateDeviceKeys(ctx context.Context, deviceId IdentityId, body RotateDeviceKeysJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateDeviceKeysRequest(c.Server, deviceId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RevokeDevice Refuse every assertion the device signed, and every nonce issued, before now.
+//
+// Sets the device's `revokedAt` to the current time: assertions with an earlier `iat`,
+// and nonce assertions whose nonce was issued earlier, are refused. Tokens already
+// minted stay valid until they expire. A stolen credential keeps signing new
+// assertions: disable the device (PATCH) or re-create it with a new credential.
+//
+// Corresponds with POST /devices/{deviceId}/revoke (the `RevokeDevice` operationId).
+func (c *Client) RevokeDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeDeviceRequest(c.Server, deviceId)
 	if err != nil {
 		return nil, err
 	}
@@ -879,12 +1085,37 @@ func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (
 // The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 // credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
 // (at most 5 minutes after `iat`) and a unique `jti`. The algorithm is pinned to the
-// credential type (HS256, ES256 or EdDSA). `Accept: text/plain` returns a compact
-// `key=value` form for microcontrollers.
+// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
+// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
+// issued (or nonces handed out) before the device's `revokedAt` are refused.
+// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
 // Corresponds with GET /token (the `GetToken` operationId).
 func (c *Client) GetToken(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetTokenRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateNonce Issue a single-use nonce for a device without a real-time clock.
+//
+// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
+// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
+// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
+// credential's algorithm are checked as always. The nonce is consumed only by an
+// assertion that is accepted. Use `serverTime` from this response or from GET /token
+// to set the device clock.
+//
+// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
+func (c *Client) CreateNonce(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateNonceRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -982,6 +1213,35 @@ func NewCreateDeviceRequestWithBody(server string, contentType string, body io.R
 	}
 
 	operationPath := fmt.Sprintf("/devices")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewImportDevicesRequestWithBody constructs an http.Request for the ImportDevices method, with any body, and a specified content type
+func NewImportDevicesRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/import")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1112,6 +1372,87 @@ func NewUpdateDeviceRequestWithBody(server string, deviceId IdentityId, contentT
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRotateDeviceKeysRequest calls the generic RotateDeviceKeys builder with application/json body
+func NewRotateDeviceKeysRequest(server string, deviceId IdentityId, body RotateDeviceKeysJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRotateDeviceKeysRequestWithBody(server, deviceId, "application/json", bodyReader)
+}
+
+// NewRotateDeviceKeysRequestWithBody constructs an http.Request for the RotateDeviceKeys method, with any body, and a specified content type
+func NewRotateDeviceKeysRequestWithBody(server string, deviceId IdentityId, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "deviceId", deviceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/keys/rotate", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRevokeDeviceRequest constructs an http.Request for the RevokeDevice method
+func NewRevokeDeviceRequest(server string, deviceId IdentityId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "deviceId", deviceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/revoke", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	return req, nil
 }
@@ -1383,6 +1724,33 @@ func NewGetTokenRequest(server string, params *GetTokenParams) (*http.Request, e
 	return req, nil
 }
 
+// NewCreateNonceRequest constructs an http.Request for the CreateNonce method
+func NewCreateNonceRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/token/nonce")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -1448,6 +1816,29 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /devices (the `CreateDevice` operationId).
 	CreateDeviceWithResponse(ctx context.Context, body CreateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDeviceResponse, error)
 
+	// ImportDevicesWithBodyWithResponse Register many devices from NDJSON or CSV, streaming a per-line report.
+	//
+	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
+	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
+	// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
+	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams.
+	//
+	// The response streams one NDJSON line per input line as it is processed:
+	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
+	// with the generated keys and HS256 secret on `created` lines (they are returned only
+	// here: `Cache-Control: no-store`), and ends with a summary line
+	// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
+	// changes nothing: a device that exists with the same hub, credential type, public
+	// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+	// line leaves nothing behind.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /devices/import (the `ImportDevices` operationId).
+	ImportDevicesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ImportDevicesResponse, error)
+
 	// DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1471,6 +1862,42 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /devices/{deviceId} (the `UpdateDevice` operationId).
 	UpdateDeviceWithResponse(ctx context.Context, deviceId IdentityId, body UpdateDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateDeviceResponse, error)
+
+	// RotateDeviceKeysWithBodyWithResponse Rotate a device's (or one module's) SAS keys without downtime.
+	//
+	// The secondary key becomes the primary (tokens are signed with the primary), and a
+	// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+	// already knows the new primary as its old secondary, so devices keep connecting
+	// throughout. The new key is returned only here.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+	RotateDeviceKeysWithBodyWithResponse(ctx context.Context, deviceId IdentityId, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateDeviceKeysResponse, error)
+
+	// RotateDeviceKeysWithResponse Rotate a device's (or one module's) SAS keys without downtime.
+	//
+	// The secondary key becomes the primary (tokens are signed with the primary), and a
+	// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+	// already knows the new primary as its old secondary, so devices keep connecting
+	// throughout. The new key is returned only here.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+	RotateDeviceKeysWithResponse(ctx context.Context, deviceId IdentityId, body RotateDeviceKeysJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateDeviceKeysResponse, error)
+
+	// RevokeDeviceWithResponse Refuse every assertion the device signed, and every nonce issued, before now.
+	//
+	// Sets the device's `revokedAt` to the current time: assertions with an earlier `iat`,
+	// and nonce assertions whose nonce was issued earlier, are refused. Tokens already
+	// minted stay valid until they expire. A stolen credential keeps signing new
+	// assertions: disable the device (PATCH) or re-create it with a new credential.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /devices/{deviceId}/revoke (the `RevokeDevice` operationId).
+	RevokeDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*RevokeDeviceResponse, error)
 
 	// GetHealthzWithResponse Liveness.
 	//
@@ -1524,13 +1951,30 @@ type ClientWithResponsesInterface interface {
 	// The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 	// credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
 	// (at most 5 minutes after `iat`) and a unique `jti`. The algorithm is pinned to the
-	// credential type (HS256, ES256 or EdDSA). `Accept: text/plain` returns a compact
-	// `key=value` form for microcontrollers.
+	// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
+	// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
+	// issued (or nonces handed out) before the device's `revokedAt` are refused.
+	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /token (the `GetToken` operationId).
 	GetTokenWithResponse(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*GetTokenResponse, error)
+
+	// CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
+	//
+	// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
+	// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+	// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
+	// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
+	// credential's algorithm are checked as always. The nonce is consumed only by an
+	// assertion that is accepted. Use `serverTime` from this response or from GET /token
+	// to set the device clock.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
+	CreateNonceWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*CreateNonceResponse, error)
 }
 
 type ListDevicesResponse struct {
@@ -1542,6 +1986,8 @@ type ListDevicesResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1557,6 +2003,11 @@ func (r ListDevicesResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r ListDevicesResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListDevicesResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetBody returns the raw response body bytes
@@ -1602,6 +2053,8 @@ type CreateDeviceResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
@@ -1623,6 +2076,11 @@ func (r CreateDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r CreateDeviceResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -1664,11 +2122,82 @@ func (r CreateDeviceResponse) ContentType() string {
 	return ""
 }
 
+// ImportDevicesResponse200Headers the declared response headers of an HTTP 200 response for ImportDevices
+type ImportDevicesResponse200Headers struct {
+	CacheControl *string
+}
+
+type ImportDevicesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ImportDevicesResponse200Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ImportDevicesResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ImportDevicesResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ImportDevicesResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r ImportDevicesResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetBody returns the raw response body bytes
+func (r ImportDevicesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ImportDevicesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ImportDevicesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ImportDevicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type DeleteDeviceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 }
@@ -1676,6 +2205,11 @@ type DeleteDeviceResponse struct {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r DeleteDeviceResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r DeleteDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -1719,6 +2253,8 @@ type GetDeviceResponse struct {
 	JSON200 *Device
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 }
@@ -1731,6 +2267,11 @@ func (r GetDeviceResponse) GetJSON200() *Device {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetDeviceResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -1776,6 +2317,8 @@ type UpdateDeviceResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 }
@@ -1793,6 +2336,11 @@ func (r UpdateDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r UpdateDeviceResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r UpdateDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -1823,6 +2371,158 @@ func (r UpdateDeviceResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateDeviceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RotateDeviceKeysResponse200Headers the declared response headers of an HTTP 200 response for RotateDeviceKeys
+type RotateDeviceKeysResponse200Headers struct {
+	CacheControl *string
+}
+
+type RotateDeviceKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RotatedKeys
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *RotateDeviceKeysResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RotateDeviceKeysResponse) GetJSON200() *RotatedKeys {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RotateDeviceKeysResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RotateDeviceKeysResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RotateDeviceKeysResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RotateDeviceKeysResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RotateDeviceKeysResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetBody returns the raw response body bytes
+func (r RotateDeviceKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RotateDeviceKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RotateDeviceKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RotateDeviceKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RevokeDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Device
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RevokeDeviceResponse) GetJSON200() *Device {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RevokeDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RevokeDeviceResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RevokeDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RevokeDeviceResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r RevokeDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RevokeDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RevokeDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RevokeDeviceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -1879,6 +2579,8 @@ type ListHubsResponse struct {
 	}
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1891,6 +2593,11 @@ func (r ListHubsResponse) GetJSON200() *struct {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r ListHubsResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListHubsResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetBody returns the raw response body bytes
@@ -1931,6 +2638,8 @@ type CreateHubResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Conflict
 }
@@ -1948,6 +2657,11 @@ func (r CreateHubResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r CreateHubResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateHubResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
@@ -1989,6 +2703,8 @@ type DeleteHubResponse struct {
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
@@ -1998,6 +2714,11 @@ type DeleteHubResponse struct {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r DeleteHubResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r DeleteHubResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -2046,6 +2767,8 @@ type GetHubResponse struct {
 	JSON200 *Hub
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 }
@@ -2058,6 +2781,11 @@ func (r GetHubResponse) GetJSON200() *Hub {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetHubResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetHubResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -2246,6 +2974,68 @@ func (r GetTokenResponse) ContentType() string {
 	return ""
 }
 
+// CreateNonceResponse200Headers the declared response headers of an HTTP 200 response for CreateNonce
+type CreateNonceResponse200Headers struct {
+	CacheControl *string
+}
+
+// CreateNonceResponse429Headers the declared response headers of an HTTP 429 response for CreateNonce
+type CreateNonceResponse429Headers struct {
+	RetryAfter *int
+}
+
+type CreateNonceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Nonce
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CreateNonceResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateNonceResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateNonceResponse) GetJSON200() *Nonce {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateNonceResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateNonceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateNonceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateNonceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateNonceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListDevicesWithResponse List devices by ID, a page at a time. Secrets are never returned.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2283,6 +3073,35 @@ func (c *ClientWithResponses) CreateDeviceWithResponse(ctx context.Context, body
 		return nil, err
 	}
 	return ParseCreateDeviceResponse(rsp)
+}
+
+// ImportDevicesWithBodyWithResponse Register many devices from NDJSON or CSV, streaming a per-line report.
+//
+// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
+// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
+// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
+// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams.
+//
+// The response streams one NDJSON line per input line as it is processed:
+// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
+// with the generated keys and HS256 secret on `created` lines (they are returned only
+// here: `Cache-Control: no-store`), and ends with a summary line
+// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
+// changes nothing: a device that exists with the same hub, credential type, public
+// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+// line leaves nothing behind.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /devices/import (the `ImportDevices` operationId).
+func (c *ClientWithResponses) ImportDevicesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ImportDevicesResponse, error) {
+	rsp, err := c.ImportDevicesWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseImportDevicesResponse(rsp)
 }
 
 // DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
@@ -2331,6 +3150,60 @@ func (c *ClientWithResponses) UpdateDeviceWithResponse(ctx context.Context, devi
 		return nil, err
 	}
 	return ParseUpdateDeviceResponse(rsp)
+}
+
+// RotateDeviceKeysWithBodyWithResponse Rotate a device's (or one module's) SAS keys without downtime.
+//
+// The secondary key becomes the primary (tokens are signed with the primary), and a
+// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+// already knows the new primary as its old secondary, so devices keep connecting
+// throughout. The new key is returned only here.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+func (c *ClientWithResponses) RotateDeviceKeysWithBodyWithResponse(ctx context.Context, deviceId IdentityId, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateDeviceKeysResponse, error) {
+	rsp, err := c.RotateDeviceKeysWithBody(ctx, deviceId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateDeviceKeysResponse(rsp)
+}
+
+// RotateDeviceKeysWithResponse Rotate a device's (or one module's) SAS keys without downtime.
+//
+// The secondary key becomes the primary (tokens are signed with the primary), and a
+// new secondary key is generated. Update IoT Hub with the returned pair: the hub
+// already knows the new primary as its old secondary, so devices keep connecting
+// throughout. The new key is returned only here.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /devices/{deviceId}/keys/rotate (the `RotateDeviceKeys` operationId).
+func (c *ClientWithResponses) RotateDeviceKeysWithResponse(ctx context.Context, deviceId IdentityId, body RotateDeviceKeysJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateDeviceKeysResponse, error) {
+	rsp, err := c.RotateDeviceKeys(ctx, deviceId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateDeviceKeysResponse(rsp)
+}
+
+// RevokeDeviceWithResponse Refuse every assertion the device signed, and every nonce issued, before now.
+//
+// Sets the device's `revokedAt` to the current time: assertions with an earlier `iat`,
+// and nonce assertions whose nonce was issued earlier, are refused. Tokens already
+// minted stay valid until they expire. A stolen credential keeps signing new
+// assertions: disable the device (PATCH) or re-create it with a new credential.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /devices/{deviceId}/revoke (the `RevokeDevice` operationId).
+func (c *ClientWithResponses) RevokeDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*RevokeDeviceResponse, error) {
+	rsp, err := c.RevokeDevice(ctx, deviceId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRevokeDeviceResponse(rsp)
 }
 
 // GetHealthzWithResponse Liveness.
@@ -2427,8 +3300,10 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 // The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 // credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
 // (at most 5 minutes after `iat`) and a unique `jti`. The algorithm is pinned to the
-// credential type (HS256, ES256 or EdDSA). `Accept: text/plain` returns a compact
-// `key=value` form for microcontrollers.
+// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
+// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
+// issued (or nonces handed out) before the device's `revokedAt` are refused.
+// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2439,6 +3314,27 @@ func (c *ClientWithResponses) GetTokenWithResponse(ctx context.Context, params *
 		return nil, err
 	}
 	return ParseGetTokenResponse(rsp)
+}
+
+// CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
+//
+// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
+// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
+// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
+// credential's algorithm are checked as always. The nonce is consumed only by an
+// assertion that is accepted. Use `serverTime` from this response or from GET /token
+// to set the device clock.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
+func (c *ClientWithResponses) CreateNonceWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*CreateNonceResponse, error) {
+	rsp, err := c.CreateNonce(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateNonceResponse(rsp)
 }
 
 // ParseListDevicesResponse parses an HTTP response from a ListDevicesWithResponse call
@@ -2475,6 +3371,13 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	}
 
@@ -2516,6 +3419,13 @@ func ParseCreateDeviceResponse(rsp *http.Response) (*CreateDeviceResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2548,6 +3458,66 @@ func ParseCreateDeviceResponse(rsp *http.Response) (*CreateDeviceResponse, error
 	return response, nil
 }
 
+// ParseImportDevicesResponse parses an HTTP response from a ImportDevicesWithResponse call
+func ParseImportDevicesResponse(rsp *http.Response) (*ImportDevicesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ImportDevicesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ImportDevicesResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseDeleteDeviceResponse parses an HTTP response from a DeleteDeviceWithResponse call
 func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -2571,6 +3541,13 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -2611,6 +3588,13 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -2658,6 +3642,141 @@ func ParseUpdateDeviceResponse(rsp *http.Response) (*UpdateDeviceResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRotateDeviceKeysResponse parses an HTTP response from a RotateDeviceKeysWithResponse call
+func ParseRotateDeviceKeysResponse(rsp *http.Response) (*RotateDeviceKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RotateDeviceKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RotatedKeys
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers RotateDeviceKeysResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRevokeDeviceResponse parses an HTTP response from a RevokeDeviceWithResponse call
+func ParseRevokeDeviceResponse(rsp *http.Response) (*RevokeDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RevokeDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Device
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -2727,6 +3846,13 @@ func ParseListHubsResponse(rsp *http.Response) (*ListHubsResponse, error) {
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	}
 
 	return response, nil
@@ -2767,6 +3893,13 @@ func ParseCreateHubResponse(rsp *http.Response) (*CreateHubResponse, error) {
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2802,6 +3935,13 @@ func ParseDeleteHubResponse(rsp *http.Response) (*DeleteHubResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -2849,6 +3989,13 @@ func ParseGetHubResponse(rsp *http.Response) (*GetHubResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -3005,6 +4152,62 @@ func ParseGetTokenResponse(rsp *http.Response) (*GetTokenResponse, error) {
 	return response, nil
 }
 
+// ParseCreateNonceResponse parses an HTTP response from a CreateNonceWithResponse call
+func ParseCreateNonceResponse(rsp *http.Response) (*CreateNonceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateNonceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Nonce
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CreateNonceResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateNonceResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// ListDevices List devices by ID, a page at a time. Secrets are never returned.
@@ -3013,6 +4216,9 @@ type ServerInterface interface {
 	// CreateDevice Register a device. Omitted keys and the HS256 secret are generated and returned once.
 	// (POST /devices)
 	CreateDevice(w http.ResponseWriter, r *http.Request)
+	// ImportDevices Register many devices from NDJSON or CSV, streaming a per-line report.
+	// (POST /devices/import)
+	ImportDevices(w http.ResponseWriter, r *http.Request)
 
 	// (DELETE /devices/{deviceId})
 	DeleteDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId)
@@ -3022,6 +4228,12 @@ type ServerInterface interface {
 	// UpdateDevice Enable or disable a device, or change its token lifetime cap.
 	// (PATCH /devices/{deviceId})
 	UpdateDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId)
+	// RotateDeviceKeys Rotate a device's (or one module's) SAS keys without downtime.
+	// (POST /devices/{deviceId}/keys/rotate)
+	RotateDeviceKeys(w http.ResponseWriter, r *http.Request, deviceId IdentityId)
+	// RevokeDevice Refuse every assertion the device signed, and every nonce issued, before now.
+	// (POST /devices/{deviceId}/revoke)
+	RevokeDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId)
 	// GetHealthz Liveness.
 	// (GET /healthz)
 	GetHealthz(w http.ResponseWriter, r *http.Request)
@@ -3043,6 +4255,9 @@ type ServerInterface interface {
 	// GetToken Mint a SAS token and connection settings for the calling device.
 	// (GET /token)
 	GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams)
+	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
+	// (POST /token/nonce)
+	CreateNonce(w http.ResponseWriter, r *http.Request)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -3061,6 +4276,12 @@ func (_ Unimplemented) CreateDevice(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// ImportDevices Register many devices from NDJSON or CSV, streaming a per-line report.
+// (POST /devices/import)
+func (_ Unimplemented) ImportDevices(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // (DELETE /devices/{deviceId})
 func (_ Unimplemented) DeleteDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
 	w.WriteHeader(http.StatusNotImplemented)
@@ -3074,6 +4295,18 @@ func (_ Unimplemented) GetDevice(w http.ResponseWriter, r *http.Request, deviceI
 // UpdateDevice Enable or disable a device, or change its token lifetime cap.
 // (PATCH /devices/{deviceId})
 func (_ Unimplemented) UpdateDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RotateDeviceKeys Rotate a device's (or one module's) SAS keys without downtime.
+// (POST /devices/{deviceId}/keys/rotate)
+func (_ Unimplemented) RotateDeviceKeys(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RevokeDevice Refuse every assertion the device signed, and every nonce issued, before now.
+// (POST /devices/{deviceId}/revoke)
+func (_ Unimplemented) RevokeDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3115,6 +4348,12 @@ func (_ Unimplemented) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // GetToken Mint a SAS token and connection settings for the calling device.
 // (GET /token)
 func (_ Unimplemented) GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// CreateNonce Issue a single-use nonce for a device without a real-time clock.
+// (POST /token/nonce)
+func (_ Unimplemented) CreateNonce(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3178,6 +4417,20 @@ func (siw *ServerInterfaceWrapper) CreateDevice(w http.ResponseWriter, r *http.R
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.CreateDevice(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ImportDevices operation middleware
+func (siw *ServerInterfaceWrapper) ImportDevices(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ImportDevices(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3256,6 +4509,58 @@ func (siw *ServerInterfaceWrapper) UpdateDevice(w http.ResponseWriter, r *http.R
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.UpdateDevice(w, r, deviceId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateDeviceKeys operation middleware
+func (siw *ServerInterfaceWrapper) RotateDeviceKeys(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "deviceId" -------------
+	var deviceId IdentityId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "deviceId", chi.URLParam(r, "deviceId"), &deviceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "deviceId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateDeviceKeys(w, r, deviceId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RevokeDevice operation middleware
+func (siw *ServerInterfaceWrapper) RevokeDevice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "deviceId" -------------
+	var deviceId IdentityId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "deviceId", chi.URLParam(r, "deviceId"), &deviceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "deviceId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RevokeDevice(w, r, deviceId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3432,6 +4737,20 @@ func (siw *ServerInterfaceWrapper) GetToken(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// CreateNonce operation middleware
+func (siw *ServerInterfaceWrapper) CreateNonce(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateNonce(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -3549,6 +4868,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/token", wrapper.GetToken)
 	})
 	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/token/nonce", wrapper.CreateNonce)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/hubs", wrapper.ListHubs)
 	})
 	r.Group(func(r chi.Router) {
@@ -3567,6 +4889,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Post(options.BaseURL+"/devices", wrapper.CreateDevice)
 	})
 	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/devices/import", wrapper.ImportDevices)
+	})
+	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/devices/{deviceId}", wrapper.DeleteDevice)
 	})
 	r.Group(func(r chi.Router) {
@@ -3574,6 +4899,12 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Patch(options.BaseURL+"/devices/{deviceId}", wrapper.UpdateDevice)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/devices/{deviceId}/keys/rotate", wrapper.RotateDeviceKeys)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/devices/{deviceId}/revoke", wrapper.RevokeDevice)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/healthz", wrapper.GetHealthz)
@@ -3667,6 +4998,22 @@ func (response ListDevices401ApplicationProblemPlusJSONResponse) VisitListDevice
 	return err
 }
 
+type ListDevices403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListDevices403ApplicationProblemPlusJSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateDeviceRequestObject struct {
 	Body *CreateDeviceJSONRequestBody
 }
@@ -3731,6 +5078,22 @@ func (response CreateDevice401ApplicationProblemPlusJSONResponse) VisitCreateDev
 	return err
 }
 
+type CreateDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDevice403ApplicationProblemPlusJSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateDevice404ApplicationProblemPlusJSONResponse struct {
 	NotFoundApplicationProblemPlusJSONResponse
 }
@@ -3763,6 +5126,128 @@ func (response CreateDevice409ApplicationProblemPlusJSONResponse) VisitCreateDev
 	return err
 }
 
+type ImportDevicesRequestObject struct {
+	ContentType string
+	Body        io.Reader
+}
+
+type ImportDevicesResponseObject interface {
+	VisitImportDevicesResponse(w http.ResponseWriter) error
+}
+
+type ImportDevices200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type ImportDevices200ApplicationxNdjsonResponse struct {
+	Body          io.Reader
+	Headers       ImportDevices200ResponseHeaders
+	ContentLength int64
+}
+
+func (response ImportDevices200ApplicationxNdjsonResponse) VisitImportDevicesResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type ImportDevices400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ImportDevices400ApplicationProblemPlusJSONResponse) VisitImportDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportDevices401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ImportDevices401ApplicationProblemPlusJSONResponse) VisitImportDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportDevices403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ImportDevices403ApplicationProblemPlusJSONResponse) VisitImportDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportDevices415ApplicationProblemPlusJSONResponse Problem
+
+func (response ImportDevices415ApplicationProblemPlusJSONResponse) VisitImportDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDeviceRequestObject struct {
 	DeviceId IdentityId `json:"deviceId"`
 }
@@ -3791,6 +5276,22 @@ func (response DeleteDevice401ApplicationProblemPlusJSONResponse) VisitDeleteDev
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDevice403ApplicationProblemPlusJSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3845,6 +5346,22 @@ func (response GetDevice401ApplicationProblemPlusJSONResponse) VisitGetDeviceRes
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetDevice403ApplicationProblemPlusJSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3920,11 +5437,226 @@ func (response UpdateDevice401ApplicationProblemPlusJSONResponse) VisitUpdateDev
 	return err
 }
 
+type UpdateDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDevice403ApplicationProblemPlusJSONResponse) VisitUpdateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateDevice404ApplicationProblemPlusJSONResponse struct {
 	NotFoundApplicationProblemPlusJSONResponse
 }
 
 func (response UpdateDevice404ApplicationProblemPlusJSONResponse) VisitUpdateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeysRequestObject struct {
+	DeviceId IdentityId `json:"deviceId"`
+	Body     *RotateDeviceKeysJSONRequestBody
+}
+
+type RotateDeviceKeysResponseObject interface {
+	VisitRotateDeviceKeysResponse(w http.ResponseWriter) error
+}
+
+type RotateDeviceKeys200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type RotateDeviceKeys200JSONResponse struct {
+	Body    RotatedKeys
+	Headers RotateDeviceKeys200ResponseHeaders
+}
+
+func (response RotateDeviceKeys200JSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeys400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeviceKeys400ApplicationProblemPlusJSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeviceKeys401ApplicationProblemPlusJSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeys403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeviceKeys403ApplicationProblemPlusJSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeys404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeviceKeys404ApplicationProblemPlusJSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeviceKeys409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeviceKeys409ApplicationProblemPlusJSONResponse) VisitRotateDeviceKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeDeviceRequestObject struct {
+	DeviceId IdentityId `json:"deviceId"`
+}
+
+type RevokeDeviceResponseObject interface {
+	VisitRevokeDeviceResponse(w http.ResponseWriter) error
+}
+
+type RevokeDevice200JSONResponse Device
+
+func (response RevokeDevice200JSONResponse) VisitRevokeDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeDevice400ApplicationProblemPlusJSONResponse) VisitRevokeDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeDevice401ApplicationProblemPlusJSONResponse) VisitRevokeDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeDevice403ApplicationProblemPlusJSONResponse) VisitRevokeDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeDevice404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeDevice404ApplicationProblemPlusJSONResponse) VisitRevokeDeviceResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -3996,6 +5728,22 @@ func (response ListHubs401ApplicationProblemPlusJSONResponse) VisitListHubsRespo
 	return err
 }
 
+type ListHubs403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListHubs403ApplicationProblemPlusJSONResponse) VisitListHubsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateHubRequestObject struct {
 	Body *CreateHubJSONRequestBody
 }
@@ -4050,6 +5798,22 @@ func (response CreateHub401ApplicationProblemPlusJSONResponse) VisitCreateHubRes
 	return err
 }
 
+type CreateHub403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHub403ApplicationProblemPlusJSONResponse) VisitCreateHubResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateHub409ApplicationProblemPlusJSONResponse struct {
 	ConflictApplicationProblemPlusJSONResponse
 }
@@ -4094,6 +5858,22 @@ func (response DeleteHub401ApplicationProblemPlusJSONResponse) VisitDeleteHubRes
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHub403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHub403ApplicationProblemPlusJSONResponse) VisitDeleteHubResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4164,6 +5944,22 @@ func (response GetHub401ApplicationProblemPlusJSONResponse) VisitGetHubResponse(
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHub403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetHub403ApplicationProblemPlusJSONResponse) VisitGetHubResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4359,6 +6155,56 @@ func (response GetToken503ApplicationProblemPlusJSONResponse) VisitGetTokenRespo
 	return err
 }
 
+type CreateNonceRequestObject struct {
+}
+
+type CreateNonceResponseObject interface {
+	VisitCreateNonceResponse(w http.ResponseWriter) error
+}
+
+type CreateNonce200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type CreateNonce200JSONResponse struct {
+	Body    Nonce
+	Headers CreateNonce200ResponseHeaders
+}
+
+func (response CreateNonce200JSONResponse) VisitCreateNonceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNonce429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNonce429ApplicationProblemPlusJSONResponse) VisitCreateNonceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// ListDevices List devices by ID, a page at a time. Secrets are never returned.
@@ -4367,6 +6213,9 @@ type StrictServerInterface interface {
 	// CreateDevice Register a device. Omitted keys and the HS256 secret are generated and returned once.
 	// (POST /devices)
 	CreateDevice(ctx context.Context, request CreateDeviceRequestObject) (CreateDeviceResponseObject, error)
+	// ImportDevices Register many devices from NDJSON or CSV, streaming a per-line report.
+	// (POST /devices/import)
+	ImportDevices(ctx context.Context, request ImportDevicesRequestObject) (ImportDevicesResponseObject, error)
 
 	// (DELETE /devices/{deviceId})
 	DeleteDevice(ctx context.Context, request DeleteDeviceRequestObject) (DeleteDeviceResponseObject, error)
@@ -4376,6 +6225,12 @@ type StrictServerInterface interface {
 	// UpdateDevice Enable or disable a device, or change its token lifetime cap.
 	// (PATCH /devices/{deviceId})
 	UpdateDevice(ctx context.Context, request UpdateDeviceRequestObject) (UpdateDeviceResponseObject, error)
+	// RotateDeviceKeys Rotate a device's (or one module's) SAS keys without downtime.
+	// (POST /devices/{deviceId}/keys/rotate)
+	RotateDeviceKeys(ctx context.Context, request RotateDeviceKeysRequestObject) (RotateDeviceKeysResponseObject, error)
+	// RevokeDevice Refuse every assertion the device signed, and every nonce issued, before now.
+	// (POST /devices/{deviceId}/revoke)
+	RevokeDevice(ctx context.Context, request RevokeDeviceRequestObject) (RevokeDeviceResponseObject, error)
 	// GetHealthz Liveness.
 	// (GET /healthz)
 	GetHealthz(ctx context.Context, request GetHealthzRequestObject) (GetHealthzResponseObject, error)
@@ -4397,6 +6252,9 @@ type StrictServerInterface interface {
 	// GetToken Mint a SAS token and connection settings for the calling device.
 	// (GET /token)
 	GetToken(ctx context.Context, request GetTokenRequestObject) (GetTokenResponseObject, error)
+	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
+	// (POST /token/nonce)
+	CreateNonce(ctx context.Context, request CreateNonceRequestObject) (CreateNonceResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, request any) (any, error)
@@ -4495,6 +6353,34 @@ func (sh *strictHandler) CreateDevice(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ImportDevices operation middleware
+func (sh *strictHandler) ImportDevices(w http.ResponseWriter, r *http.Request) {
+	var request ImportDevicesRequestObject
+
+	request.ContentType = r.Header.Get("Content-Type")
+
+	request.Body = r.Body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ImportDevices(ctx, request.(ImportDevicesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ImportDevices")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ImportDevicesResponseObject); ok {
+		if err := validResponse.VisitImportDevicesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // DeleteDevice operation middleware
 func (sh *strictHandler) DeleteDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
 	var request DeleteDeviceRequestObject
@@ -4573,6 +6459,68 @@ func (sh *strictHandler) UpdateDevice(w http.ResponseWriter, r *http.Request, de
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(UpdateDeviceResponseObject); ok {
 		if err := validResponse.VisitUpdateDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateDeviceKeys operation middleware
+func (sh *strictHandler) RotateDeviceKeys(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
+	var request RotateDeviceKeysRequestObject
+
+	request.DeviceId = deviceId
+
+	var body RotateDeviceKeysJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateDeviceKeys(ctx, request.(RotateDeviceKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateDeviceKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateDeviceKeysResponseObject); ok {
+		if err := validResponse.VisitRotateDeviceKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RevokeDevice operation middleware
+func (sh *strictHandler) RevokeDevice(w http.ResponseWriter, r *http.Request, deviceId IdentityId) {
+	var request RevokeDeviceRequestObject
+
+	request.DeviceId = deviceId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RevokeDevice(ctx, request.(RevokeDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RevokeDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RevokeDeviceResponseObject); ok {
+		if err := validResponse.VisitRevokeDeviceResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -4754,6 +6702,30 @@ func (sh *strictHandler) GetToken(w http.ResponseWriter, r *http.Request, params
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetTokenResponseObject); ok {
 		if err := validResponse.VisitGetTokenResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateNonce operation middleware
+func (sh *strictHandler) CreateNonce(w http.ResponseWriter, r *http.Request) {
+	var request CreateNonceRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateNonce(ctx, request.(CreateNonceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateNonce")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateNonceResponseObject); ok {
+		if err := validResponse.VisitCreateNonceResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -376,6 +377,82 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 			d.MaxTTL = *p.MaxTTL
 		}
 		d.UpdatedAt = r.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return store.Device{}, store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	return d, nil
+}
+
+// ErrNotSupported means the operation cannot be applied to this device as it is
+// configured; the message says why and is safe to show the caller.
+var ErrNotSupported = errors.New("not supported")
+
+// Rotated is a device's or module's key pair after a rotation.
+type Rotated struct {
+	DeviceID, ModuleID string
+	// PrimaryKey is the former secondary key; SecondaryKey is new and shown only once.
+	PrimaryKey, SecondaryKey string
+}
+
+// RotateKeys makes the secondary key of the device (or of its module moduleID) the
+// primary and generates a new secondary, atomically. IoT Hub already accepts the old
+// secondary, so tokens signed with the new primary work before the hub is updated.
+// Hubs that sign with a policy or group key have no device keys (ErrNotSupported), and
+// neither can Transit keys be rotated here (ErrNotSupported).
+func (r *Registry) RotateKeys(ctx context.Context, id, moduleID string) (Rotated, error) {
+	if moduleID != "" && !signer.ValidID(moduleID) {
+		return Rotated{}, invalid("module is not a valid module ID")
+	}
+	cur, err := r.store.GetDevice(ctx, id)
+	if err != nil {
+		return Rotated{}, store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	hub, err := r.store.GetHub(ctx, cur.Hub)
+	if err != nil {
+		return Rotated{}, store.Describe(fmt.Sprintf("hub %q", cur.Hub), err)
+	}
+	if hub.Mode != store.SignDeviceKey {
+		return Rotated{}, fmt.Errorf("%w: hub %q signs with its %s; its devices have no keys to rotate", ErrNotSupported, hub.Name, hub.Mode)
+	}
+	if hub.Transit {
+		return Rotated{}, fmt.Errorf("%w: hub %q keeps keys in Vault Transit, where tokensvc does not rotate them yet; delete and re-create the device", ErrNotSupported, hub.Name)
+	}
+	out := Rotated{DeviceID: id, ModuleID: moduleID}
+	errNoModule := store.Describe(fmt.Sprintf("module %q of device %q", moduleID, id), store.ErrNotFound)
+	_, err = r.store.UpdateDevice(ctx, id, func(d *store.Device) error {
+		if d.Hub != hub.Name {
+			return fmt.Errorf("%w: device %q moved to another hub meanwhile", store.ErrConflict, id)
+		}
+		primary, secondary := &d.PrimaryKey, &d.SecondaryKey
+		if moduleID != "" {
+			i := slices.IndexFunc(d.Modules, func(m store.Module) bool { return m.ID == moduleID })
+			if i < 0 {
+				return errNoModule
+			}
+			primary, secondary = &d.Modules[i].PrimaryKey, &d.Modules[i].SecondaryKey
+		}
+		*primary, *secondary = *secondary, NewKey()
+		out.PrimaryKey, out.SecondaryKey = *primary, *secondary
+		d.UpdatedAt = r.now().UTC()
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoModule):
+		return Rotated{}, errNoModule
+	case err != nil:
+		return Rotated{}, store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	return out, nil
+}
+
+// Revoke sets the device's revocation time to now: assertions issued before it, and
+// nonces handed out before it, are refused from then on.
+func (r *Registry) Revoke(ctx context.Context, id string) (store.Device, error) {
+	d, err := r.store.UpdateDevice(ctx, id, func(d *store.Device) error {
+		now := r.now().UTC()
+		d.RevokedAt, d.UpdatedAt = now, now
 		return nil
 	})
 	if err != nil {

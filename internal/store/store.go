@@ -122,7 +122,10 @@ type Device struct {
 	Auth         Credential
 	Disabled     bool
 	// MaxTTL caps token lifetimes below the hub's maximum; zero means the hub's.
-	MaxTTL    time.Duration
+	MaxTTL time.Duration
+	// RevokedAt refuses assertions issued (and nonces handed out) before it; zero if
+	// never revoked.
+	RevokedAt time.Time
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

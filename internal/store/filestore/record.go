@@ -77,6 +77,7 @@ type wireDevice struct {
 	PublicKey    string       `json:"publicKey,omitempty"`
 	Disabled     bool         `json:"disabled,omitempty"`
 	MaxTTL       int64        `json:"maxTTLNanos,omitempty"`
+	RevokedAt    time.Time    `json:"revokedAt,omitzero"`
 	CreatedAt    time.Time    `json:"createdAt"`
 	UpdatedAt    time.Time    `json:"updatedAt"`
 }
@@ -130,6 +131,7 @@ func toWireDevice(d *store.Device) *wireDevice {
 		PublicKey:    d.Auth.PublicKey,
 		Disabled:     d.Disabled,
 		MaxTTL:       int64(d.MaxTTL),
+		RevokedAt:    d.RevokedAt,
 		CreatedAt:    d.CreatedAt,
 		UpdatedAt:    d.UpdatedAt,
 	}
@@ -155,6 +157,7 @@ func (w *wireDevice) device() *store.Device {
 		},
 		Disabled:  w.Disabled,
 		MaxTTL:    time.Duration(w.MaxTTL),
+		RevokedAt: w.RevokedAt,
 		CreatedAt: w.CreatedAt,
 		UpdatedAt: w.UpdatedAt,
 	}

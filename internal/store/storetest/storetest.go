@@ -148,6 +148,7 @@ func hs256Device(id, hub string) store.Device {
 			Secret: []byte{0x00, 0x01, 0xfe, 0xff, 'h', 's', 0x00, 0x80},
 		},
 		MaxTTL:    90*time.Minute + time.Nanosecond,
+		RevokedAt: updated.Add(-time.Second),
 		CreatedAt: created,
 		UpdatedAt: updated,
 	}
@@ -821,6 +822,7 @@ func diffDevice(got, want store.Device) []string {
 	d = diffField(d, "Auth.PublicKey", got.Auth.PublicKey, want.Auth.PublicKey)
 	d = diffField(d, "Disabled", got.Disabled, want.Disabled)
 	d = diffField(d, "MaxTTL", got.MaxTTL, want.MaxTTL)
+	d = diffTime(d, "RevokedAt", got.RevokedAt, want.RevokedAt)
 	d = diffTime(d, "CreatedAt", got.CreatedAt, want.CreatedAt)
 	d = diffTime(d, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	return d

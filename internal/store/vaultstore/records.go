@@ -53,6 +53,7 @@ type deviceRecord struct {
 	PublicKey    string         `json:"publicKey,omitempty"`
 	Disabled     bool           `json:"disabled,omitempty"`
 	MaxTTL       int64          `json:"maxTTLNanos,omitempty"`
+	RevokedAt    time.Time      `json:"revokedAt,omitzero"`
 	CreatedAt    time.Time      `json:"createdAt"`
 	UpdatedAt    time.Time      `json:"updatedAt"`
 	// TransitKeys names the Transit keys imported for this device and its modules; the
@@ -136,6 +137,7 @@ func toDeviceRecord(d *store.Device) deviceRecord {
 		PublicKey:    d.Auth.PublicKey,
 		Disabled:     d.Disabled,
 		MaxTTL:       int64(d.MaxTTL),
+		RevokedAt:    d.RevokedAt,
 		CreatedAt:    d.CreatedAt,
 		UpdatedAt:    d.UpdatedAt,
 	}
@@ -161,6 +163,7 @@ func (r *deviceRecord) device() store.Device {
 		},
 		Disabled:  r.Disabled,
 		MaxTTL:    time.Duration(r.MaxTTL),
+		RevokedAt: r.RevokedAt,
 		CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt,
 	}

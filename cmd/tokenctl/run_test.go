@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/adminauth"
+	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+const adminToken = "tokenctl-test-admin-token-0123"
+
+// mustServer runs the real API over a real embedded store on loopback.
+func mustServer(t *testing.T) string {
+	t.Helper()
+	st, err := filestore.Open(filepath.Join(t.TempDir(), "tokensvc.db"), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	admin, _, err := adminauth.Bootstrap(t.Context(), st, adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpapi.New(httpapi.Deps{
+		Store:    st,
+		Registry: registry.New(st, time.Now),
+		Issuer:   tokens.NewIssuer(st, signer.New(time.Now), nil),
+		Devices:  deviceauth.NewVerifier(st, "tokensvc", time.Now),
+		Admin:    admin,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// ctl runs tokenctl with args against url and returns stdout, stderr and the error.
+func ctl(t *testing.T, url, token string, args ...string) (string, string, error) {
+	t.Helper()
+	env := map[string]string{"TOKENSVC_URL": url, "TOKENSVC_ADMIN_TOKEN": token}
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), args, func(k string) string { return env[k] }, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func mustCtl(t *testing.T, url string, args ...string) string {
+	t.Helper()
+	out, errOut, err := ctl(t, url, adminToken, args...)
+	if err != nil {
+		t.Fatalf("tokenctl %s: got error %v (stderr %q), want success", strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
+func TestTokenctlAgainstRealServer(t *testing.T) {
+	url := mustServer(t)
+	dir := t.TempDir()
+
+	if out := mustCtl(t, url, "hubs", "add", "main", "-hostname", "contoso-hub.azure-devices.net"); !strings.Contains(out, "main") || !strings.Contains(out, "deviceKey") {
+		t.Errorf("hubs add: got %q", out)
+	}
+	var hubs struct {
+		Items []struct{ Name, Hostname string }
+	}
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "hubs", "list")), &hubs); err != nil || len(hubs.Items) != 1 || hubs.Items[0].Hostname != "contoso-hub.azure-devices.net" {
+		t.Errorf("hubs list -o json: got %+v %v", hubs, err)
+	}
+	if out := mustCtl(t, url, "hubs", "get", "main"); !strings.HasPrefix(out, "HUB") || !strings.Contains(out, "iothub") {
+		t.Errorf("hubs get: got %q", out)
+	}
+
+	var created struct {
+		PrimaryKey, SecondaryKey string
+		Auth                     struct{ Secret string }
+	}
+	// Flags may follow the ID.
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "add", "sensor-1", "-hub", "main", "-module", "m1")), &created); err != nil || created.Auth.Secret == "" || created.PrimaryKey == "" {
+		t.Fatalf("devices add -o json: got %+v %v, want the secrets", created, err)
+	}
+	if out := mustCtl(t, url, "devices", "add", "sensor-2", "-hub", "main"); !strings.Contains(out, "secret") {
+		t.Errorf("devices add (table): got %q, want the secret row", out)
+	}
+	if out := mustCtl(t, url, "devices", "list"); !strings.Contains(out, "sensor-1") || !strings.Contains(out, "sensor-2") || !strings.Contains(out, "m1") {
+		t.Errorf("devices list: got %q", out)
+	}
+	if out := mustCtl(t, url, "devices", "list", "-limit", "1"); strings.Count(out, "\n") != 2 {
+		t.Errorf("devices list -limit 1: got %q, want a header and one row", out)
+	}
+
+	var rotated struct{ PrimaryKey, SecondaryKey string }
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "rotate", "sensor-1")), &rotated); err != nil || rotated.PrimaryKey != created.SecondaryKey || rotated.SecondaryKey == "" {
+		t.Errorf("devices rotate: got %+v %v, want the old secondary as primary", rotated, err)
+	}
+	if out := mustCtl(t, url, "devices", "rotate", "sensor-1", "-module", "m1"); !strings.Contains(out, "m1") {
+		t.Errorf("devices rotate -module: got %q", out)
+	}
+	if out := mustCtl(t, url, "devices", "revoke", "sensor-1"); !strings.Contains(out, "sensor-1") || strings.Contains(out, "\t-\t") {
+		t.Errorf("devices revoke: got %q", out)
+	}
+	var got struct{ RevokedAt *time.Time }
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "get", "sensor-1")), &got); err != nil || got.RevokedAt == nil {
+		t.Errorf("devices get after revoke: got %+v %v, want revokedAt", got, err)
+	}
+
+	ndjson := filepath.Join(dir, "devices.ndjson")
+	os.WriteFile(ndjson, []byte(`{"deviceId":"imp-1","hub":"main","auth":{"type":"hs256"}}`+"\n"), 0o600)
+	out, errOut, err := ctl(t, url, adminToken, "devices", "import", ndjson)
+	if err != nil || !strings.Contains(out, `"result":"created"`) || !strings.Contains(out, `"secret"`) || !strings.Contains(errOut, "1 created") {
+		t.Errorf("devices import: got %v, stdout %q, stderr %q", err, out, errOut)
+	}
+	csvFile := filepath.Join(dir, "devices.csv")
+	os.WriteFile(csvFile, []byte("deviceId,hub,authType\nimp-1,main,hs256\nimp-2,main,hs256\nimp-3,nowhere,hs256\n"), 0o600)
+	out, errOut, err = ctl(t, url, adminToken, "devices", "import", csvFile)
+	if err == nil || !strings.Contains(errOut, "1 created, 1 skipped, 1 rejected") || !strings.Contains(out, `"result":"rejected"`) {
+		t.Errorf("devices import csv: got %v, stdout %q, stderr %q, want an error for the rejected line", err, out, errOut)
+	}
+}
+
+func TestTokenctlErrors(t *testing.T) {
+	url := mustServer(t)
+	tests := []struct {
+		name    string
+		token   string
+		args    []string
+		wantErr string
+	}{
+		{"no token", "", []string{"hubs", "list"}, "TOKENSVC_ADMIN_TOKEN"},
+		{"wrong token", "wrong-token-0123456789", []string{"hubs", "list"}, "401"},
+		{"unknown device", adminToken, []string{"devices", "get", "nobody"}, `404 Not Found: device "nobody": not found`},
+		{"bad input from the service", adminToken, []string{"hubs", "add", "h", "-hostname", "x.example", "-kind", "nonsense"}, "400"},
+		{"unknown command", adminToken, []string{"devices", "explode"}, "unknown command"},
+		{"missing argument", adminToken, []string{"devices", "get"}, "want 1 argument"},
+		{"missing hub flag", adminToken, []string{"devices", "add", "d"}, "-hub is required"},
+		{"bad output format", adminToken, []string{"-o", "yaml", "hubs", "list"}, "want table or json"},
+		{"missing import file", adminToken, []string{"devices", "import", "/nonexistent.ndjson"}, "no such file"},
+		{"bad import format", adminToken, []string{"devices", "import", "-format", "xml", "-"}, "want ndjson or csv"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := ctl(t, url, tt.token, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,96 @@
+package deviceauth_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/deviceauth"
+)
+
+func assertionAt(tb testing.TB, jti string, iat time.Time) string {
+	tb.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "d1", "sub": "d1", "aud": "tokensvc", "iat": iat.Unix(), "exp": iat.Add(time.Minute).Unix(), "jti": jti,
+	}).SignedString([]byte(secret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// TestReplayAcrossRestarts runs one "process" after another on the same store: a jti
+// used before a restart stays used after it, whether the first process stopped cleanly
+// (its memory was saved) or crashed (assertions issued before the restart are refused).
+func TestReplayAcrossRestarts(t *testing.T) {
+	tests := []struct {
+		name  string
+		clean bool
+		// wantFresh is whether an assertion signed right at the restart is accepted.
+		wantFresh bool
+	}{
+		{"clean shutdown", true, true},
+		{"crash", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := mustStore(t)
+			now := epoch
+			clock := func() time.Time { return now }
+			first := deviceauth.NewVerifier(st, "tokensvc", clock)
+			if err := first.Restore(t.Context(), st); err != nil {
+				t.Fatal(err)
+			}
+			used := assertionAt(t, "used", now)
+			if _, err := first.Verify(t.Context(), used); err != nil {
+				t.Fatalf("first use: got %v, want success", err)
+			}
+			if tt.clean {
+				if err := first.Save(t.Context(), st); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := first.Verify(t.Context(), assertionAt(t, "late", now)); err == nil {
+					t.Errorf("after Save: got success, want refusal (the memory is already written)")
+				}
+			}
+
+			now = now.Add(10 * time.Second)
+			second := deviceauth.NewVerifier(st, "tokensvc", clock)
+			if err := second.Restore(t.Context(), st); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := second.Verify(t.Context(), used); err == nil {
+				t.Errorf("replay after restart: got success, want refusal")
+			}
+			_, err := second.Verify(t.Context(), assertionAt(t, "fresh", now))
+			if (err == nil) != tt.wantFresh {
+				t.Errorf("fresh assertion right after restart: got error %v, want ok=%v", err, tt.wantFresh)
+			}
+			now = now.Add(deviceauth.Leeway)
+			if _, err := second.Verify(t.Context(), assertionAt(t, "later", now)); err != nil {
+				t.Errorf("fresh assertion %v after restart: got %v, want success", deviceauth.Leeway, err)
+			}
+
+			// The second process crashes too; the third must not trust a stale "clean".
+			third := deviceauth.NewVerifier(st, "tokensvc", clock)
+			if err := third.Restore(t.Context(), st); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := third.Verify(t.Context(), assertionAt(t, "later", now)); err == nil {
+				t.Errorf("replay after a crash of the restarted process: got success, want refusal")
+			}
+		})
+	}
+}
+
+func TestRestoreOnNewStoreStartsOpen(t *testing.T) {
+	st := mustStore(t)
+	v := deviceauth.NewVerifier(st, "tokensvc", func() time.Time { return epoch })
+	if err := v.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(t.Context(), assertionAt(t, "j", epoch)); err != nil {
+		t.Errorf("first start: got %v, want success (nothing can have been used before)", err)
+	}
+}

@@ -1,0 +1,121 @@
+package registry_test
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+)
+
+func mustRegistry(t *testing.T) (*registry.Registry, store.Store) {
+	t.Helper()
+	st, err := filestore.Open(filepath.Join(t.TempDir(), "db"), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := func() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }
+	for _, h := range []store.Hub{
+		{Name: "main", Kind: store.KindIoTHub, Hostname: "h.azure-devices.net", Mode: store.SignDeviceKey},
+		// What the Vault store keeps for a Transit hub; the registry must refuse to
+		// rotate there before the store is asked.
+		{Name: "transit", Kind: store.KindIoTHub, Hostname: "h.azure-devices.net", Mode: store.SignDeviceKey, Transit: true},
+	} {
+		if err := st.CreateHub(t.Context(), h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return registry.New(st, now), st
+}
+
+func TestRotateKeys(t *testing.T) {
+	r, st := mustRegistry(t)
+	ctx := t.Context()
+	_, err := r.CreateDevice(ctx, store.Device{ID: "d1", Hub: "main", Auth: store.Credential{Type: store.CredHS256}, Modules: []store.Module{{ID: "m1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateDevice(ctx, store.Device{ID: "t1", Hub: "transit", Auth: store.Credential{Type: store.CredHS256, Secret: []byte("s")}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, id, module string
+		wantErr          error
+	}{
+		{"device", "d1", "", nil},
+		{"module", "d1", "m1", nil},
+		{"unknown module", "d1", "nope", store.ErrNotFound},
+		{"invalid module ID", "d1", "a/b", registry.ErrInvalid},
+		{"unknown device", "nobody", "", store.ErrNotFound},
+		{"Transit hub", "t1", "", registry.ErrNotSupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, _ := st.GetDevice(ctx, tt.id)
+			got, err := r.RotateKeys(ctx, tt.id, tt.module)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("got error %v, want %v", err, tt.wantErr)
+			}
+			after, _ := st.GetDevice(ctx, tt.id)
+			if err != nil {
+				if after.PrimaryKey != before.PrimaryKey || after.SecondaryKey != before.SecondaryKey {
+					t.Errorf("a refused rotation changed keys")
+				}
+				return
+			}
+			oldP, oldS, newP, newS := before.PrimaryKey, before.SecondaryKey, after.PrimaryKey, after.SecondaryKey
+			if tt.module != "" {
+				bm, _ := before.Module(tt.module)
+				am, _ := after.Module(tt.module)
+				oldP, oldS, newP, newS = bm.PrimaryKey, bm.SecondaryKey, am.PrimaryKey, am.SecondaryKey
+				if after.PrimaryKey != before.PrimaryKey {
+					t.Errorf("a module rotation changed the device key")
+				}
+			}
+			if newP != oldS || newS == oldS || newS == oldP || got.PrimaryKey != newP || got.SecondaryKey != newS {
+				t.Errorf("got primary %q secondary %q (returned %+v), want the old secondary %q as primary and a new secondary", newP, newS, got, oldS)
+			}
+		})
+	}
+}
+
+func TestImportDevice(t *testing.T) {
+	r, _ := mustRegistry(t)
+	ctx := t.Context()
+	key1, key2 := registry.NewKey(), registry.NewKey()
+	base := store.Device{ID: "d1", Hub: "main", PrimaryKey: key1, SecondaryKey: key2, Auth: store.Credential{Type: store.CredHS256}}
+	with := func(edit func(*store.Device)) store.Device { d := base; edit(&d); return d }
+	tests := []struct {
+		name string
+		d    store.Device
+		want registry.ImportResult
+	}{
+		{"new", base, registry.Imported},
+		{"identical", base, registry.Skipped},
+		{"keys left out", with(func(d *store.Device) { d.PrimaryKey, d.SecondaryKey = "", "" }), registry.Skipped},
+		{"other primary key", with(func(d *store.Device) { d.PrimaryKey = key2 }), registry.Rejected},
+		{"other hub", with(func(d *store.Device) { d.Hub = "transit" }), registry.Rejected},
+		{"other credential", with(func(d *store.Device) { d.Auth.Type = store.CredEdDSA }), registry.Rejected},
+		{"disabled", with(func(d *store.Device) { d.Disabled = true }), registry.Rejected},
+		{"invalid new device", store.Device{ID: "d2", Hub: "main", PrimaryKey: "short", Auth: store.Credential{Type: store.CredHS256}}, registry.Rejected},
+		{"new device, unknown hub", store.Device{ID: "d3", Hub: "nowhere", Auth: store.Credential{Type: store.CredHS256}}, registry.Rejected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, got, err := r.ImportDevice(ctx, tt.d)
+			if got != tt.want {
+				t.Fatalf("got %q (%v), want %q", got, err, tt.want)
+			}
+			if (err != nil) != (got == registry.Rejected) {
+				t.Errorf("got error %v with result %q", err, got)
+			}
+			if got == registry.Imported && c.Secret == "" {
+				t.Errorf("created an hs256 device without returning its secret")
+			}
+		})
+	}
+}
