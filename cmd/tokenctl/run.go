@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/registry"
 )
 
 // errUsage means the usage text was printed already.
@@ -27,7 +29,7 @@ Usage:
   tokenctl [-o table|json] <command> [flags] [args]
 
 Devices:
-  devices add ID -hub NAME [-auth hs256|es256|eddsa] [-public-key-file PEM]
+  devices add ID -hub NAME [-auth hs256|es256|eddsa|x509|x509-ca] [-public-key-file PEM] [-cert-file PEM]
                  [-primary-key-file F] [-secondary-key-file F] [-module ID]... [-disabled] [-max-ttl SECONDS]
   devices list [-limit N]
   devices get ID
@@ -190,6 +192,20 @@ func readFileFlag(path, what string) (*string, error) {
 	return &s, nil
 }
 
+// certFingerprint reads the first certificate of a PEM file and returns the fingerprint
+// an x509 credential pins.
+func certFingerprint(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("certificate: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("certificate: %s holds no PEM CERTIFICATE", path)
+	}
+	return registry.CertFingerprint(block.Bytes), nil
+}
+
 type multi []string
 
 func (m *multi) String() string     { return strings.Join(*m, ",") }
@@ -198,8 +214,9 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devices add", flag.ContinueOnError)
 	hub := fs.String("hub", "", "hub name (required)")
-	authType := fs.String("auth", "hs256", "credential: hs256, es256 or eddsa")
+	authType := fs.String("auth", "hs256", "credential: hs256, es256, eddsa, x509 or x509-ca")
 	pubFile := fs.String("public-key-file", "", "PEM public key (es256, eddsa)")
+	certFile := fs.String("cert-file", "", "PEM client certificate whose fingerprint to pin (x509)")
 	pFile := fs.String("primary-key-file", "", "file holding the primary SAS key (generated if absent)")
 	sFile := fs.String("secondary-key-file", "", "file holding the secondary SAS key (generated if absent)")
 	disabled := fs.Bool("disabled", false, "create disabled")
@@ -216,6 +233,13 @@ func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 	body := oapi.DeviceCreate{DeviceId: pos[0], Hub: *hub, Auth: oapi.CredentialCreate{Type: oapi.CredentialType(*authType)}}
 	if body.Auth.PublicKey, err = readFileFlag(*pubFile, "public key"); err != nil {
 		return err
+	}
+	if *certFile != "" {
+		fp, err := certFingerprint(*certFile)
+		if err != nil {
+			return err
+		}
+		body.Auth.CertFingerprint = &fp
 	}
 	if body.PrimaryKey, err = readFileFlag(*pFile, "primary key"); err != nil {
 		return err

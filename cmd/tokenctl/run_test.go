@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -93,6 +94,18 @@ func TestTokenctlAgainstRealServer(t *testing.T) {
 	}
 	if out := mustCtl(t, url, "devices", "add", "sensor-2", "-hub", "main"); !strings.Contains(out, "secret") {
 		t.Errorf("devices add (table): got %q, want the secret row", out)
+	}
+	certFile := filepath.Join(dir, "device.crt")
+	der := []byte("not parsed by tokenctl, only hashed")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	var pinned struct {
+		Device struct {
+			Auth struct{ Type, CertFingerprint string }
+		}
+	}
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "add", "pinned-1", "-hub", "main", "-auth", "x509", "-cert-file", certFile)), &pinned); err != nil ||
+		pinned.Device.Auth.Type != "x509" || pinned.Device.Auth.CertFingerprint != registry.CertFingerprint(der) {
+		t.Errorf("devices add -auth x509 -cert-file: got %+v %v, want the certificate's fingerprint", pinned, err)
 	}
 	if out := mustCtl(t, url, "devices", "list"); !strings.Contains(out, "sensor-1") || !strings.Contains(out, "sensor-2") || !strings.Contains(out, "m1") {
 		t.Errorf("devices list: got %q", out)

@@ -36,6 +36,12 @@ type Config struct {
 	MetricsAddr    string
 	MaxHeaderBytes int
 
+	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
+	// certificate, and devices with a certificate credential authenticate with it.
+	ClientAuth string
+	// ClientCA is a PEM file of the CA(s) that issue x509-ca devices' certificates.
+	ClientCA string
+
 	Vault  VaultConfig
 	Cache  CacheConfig
 	Limits limits.Config
@@ -97,6 +103,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Audience, "audience", env("TOKENSVC_AUDIENCE", "tokensvc"), "aud that device assertions must carry (TOKENSVC_AUDIENCE)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("TOKENSVC_TLS_CERT", ""), "PEM certificate file; serve HTTPS when set with -tls-key (TOKENSVC_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", env("TOKENSVC_TLS_KEY", ""), "PEM private key file (TOKENSVC_TLS_KEY)")
+	fs.StringVar(&c.ClientAuth, "client-auth", env("TOKENSVC_CLIENT_AUTH", "off"), "TLS client certificates for device authentication: off or optional; optional needs -tls-cert (TOKENSVC_CLIENT_AUTH)")
+	fs.StringVar(&c.ClientCA, "client-ca", env("TOKENSVC_CLIENT_CA", ""), "PEM file of the CA issuing x509-ca devices' client certificates; needs -client-auth optional (TOKENSVC_CLIENT_CA)")
 	var vaultTimeout, cacheTTL, cacheSize, cacheOn string
 	v := &c.Vault
 	fs.StringVar(&v.Auth.Address, "vault-addr", env("VAULT_ADDR", ""), "Vault address (VAULT_ADDR)")
@@ -263,6 +271,18 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls cert and tls key must be set together")
+	}
+	switch c.ClientAuth {
+	case "off":
+		if c.ClientCA != "" {
+			return errors.New("client ca needs client auth optional")
+		}
+	case "optional":
+		if c.TLSCert == "" {
+			return errors.New("client auth optional needs tls cert and tls key: client certificates exist only over TLS")
+		}
+	default:
+		return fmt.Errorf("client auth %q: want off or optional", c.ClientAuth)
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("TOKENSVC_ADMIN_TOKEN must be at least 16 characters")

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +32,7 @@ import (
 var (
 	_ httpapi.AdminChecker          = (*adminauth.Authenticator)(nil)
 	_ httpapi.DeviceVerifier        = (*deviceauth.Verifier)(nil)
+	_ httpapi.CertVerifier          = (*deviceauth.Verifier)(nil)
 	_ httpapi.Limiter               = (*limits.Limits)(nil)
 	_ httpapi.Observer              = (*metrics.Metrics)(nil)
 	_ httpapi.Auditor               = (*audit.Logger)(nil)
@@ -41,6 +46,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var verifierOpts []deviceauth.Option
+	if cfg.ClientCA != "" {
+		// Read before anything is opened, so a bad file fails the start cheaply.
+		pool, err := loadClientCA(cfg.ClientCA)
+		if err != nil {
+			return err
+		}
+		verifierOpts = append(verifierOpts, deviceauth.WithClientCA(pool))
+	}
 
 	m := metrics.New(prometheus.NewRegistry())
 	auditLog, closeAudit, err := openAudit(cfg.Audit, stdout, log)
@@ -70,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if be.transit != nil {
 		regOpts = append(regOpts, registry.WithTransit())
 	}
-	verifier := deviceauth.NewVerifier(st, cfg.Audience, now)
+	verifier := deviceauth.NewVerifier(st, cfg.Audience, now, verifierOpts...)
 	if cfg.Store == "embedded" {
 		// One file, one process: used jti values survive a restart (README, security model).
 		if err := verifier.Restore(ctx, st); err != nil {
@@ -116,6 +130,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.MetricsAddr == "" {
 		deps.MetricsHandler = m.Handler()
 	}
+	if cfg.ClientAuth == "optional" {
+		deps.Certs = verifier
+	}
 	handler, err := httpapi.New(deps)
 	if err != nil {
 		return err
@@ -134,6 +151,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.ClientAuth == "optional" {
+		// Request, not require or verify: devices that sign assertions connect without a
+		// certificate, and pinned self-signed certificates chain to nothing. Which
+		// certificate proves which device is decided per request (deviceauth.VerifyCert).
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
+	}
 	if cfg.MetricsAddr != "" {
 		// Listening before "listening" is logged: both addresses take requests from then on.
 		task, err := serveMetrics(cfg.MetricsAddr, m, cfg.ShutdownTimeout, log)
@@ -143,7 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		tasks = append(tasks, task)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "store", cfg.Store, "tls", cfg.TLSCert != "")
+	log.Info("listening", "addr", ln.Addr().String(), "store", cfg.Store, "tls", cfg.TLSCert != "", "clientAuth", cfg.ClientAuth)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -176,6 +199,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loadClientCA reads a PEM file of CA certificates; anything but parseable CERTIFICATE
+// blocks is an error rather than silently skipped, so a wrong file cannot leave the
+// service trusting less (or other) than the operator meant.
+func loadClientCA(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("client ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := b; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("client ca %s: PEM block %q is not a CERTIFICATE", path, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("client ca %s: certificate %d: %w", path, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("client ca %s: no PEM certificate found", path)
+	}
+	return pool, nil
 }
 
 // openAudit opens the configured audit sink; the returned func closes it.

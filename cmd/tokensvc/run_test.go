@@ -78,6 +78,9 @@ func mustStart(t *testing.T, env map[string]string) *instance {
 	select {
 	case a := <-addr:
 		in.url = "http://" + a
+		if env["TOKENSVC_TLS_CERT"] != "" {
+			in.url = "https://" + a
+		}
 	case err := <-in.done:
 		t.Fatalf("run exited early: %v\n%s", err, in.stderr.String())
 	case <-time.After(10 * time.Second):
@@ -263,6 +266,10 @@ func TestConfigValidation(t *testing.T) {
 		{"vault bad timeout", nil, map[string]string{"TOKENSVC_STORE": "vault", "VAULT_ADDR": "http://v", "VAULT_TOKEN": "t", "TOKENSVC_VAULT_TIMEOUT": "fast"}, "vault timeout"},
 		{"cache neither on nor off", []string{"-cache", "maybe"}, nil, "want on or off"},
 		{"tls half set", []string{"-tls-cert", "c.pem"}, nil, "together"},
+		{"client auth optional", []string{"-tls-cert", "c.pem", "-tls-key", "k.pem"}, map[string]string{"TOKENSVC_CLIENT_AUTH": "optional", "TOKENSVC_CLIENT_CA": "ca.pem"}, ""},
+		{"client auth optional without tls", nil, map[string]string{"TOKENSVC_CLIENT_AUTH": "optional"}, "needs tls cert"},
+		{"client auth required", []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-client-auth", "require"}, nil, "want off or optional"},
+		{"client ca without client auth", []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-client-ca", "ca.pem"}, nil, "client ca needs client auth optional"},
 		{"short admin token", nil, map[string]string{"TOKENSVC_ADMIN_TOKEN": "short"}, "at least 16"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, "log level"},
 		{"bad shutdown timeout", nil, map[string]string{"TOKENSVC_SHUTDOWN_TIMEOUT": "soon"}, "shutdown timeout"},

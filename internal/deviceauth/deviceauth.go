@@ -3,10 +3,13 @@
 // audience checked, lifetime bounded and jti usable once (remembered across restarts
 // with Restore and Save) — or, for devices without a clock, a single-use server nonce
 // in place of the times. Assertions older than the device's revocation are refused.
+// Devices with a certificate credential present a TLS client certificate instead
+// (VerifyCert).
 package deviceauth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,6 +52,8 @@ type Verifier struct {
 	validator *jwt.Validator
 	replay    *replayCache
 	nonces    *nonceStore
+	// clientCA issues the certificates of x509-ca devices; nil accepts none (cert.go).
+	clientCA *x509.CertPool
 }
 
 // Option configures a Verifier.
@@ -101,8 +106,9 @@ type claims struct {
 	Nonce string `json:"nonce,omitempty"`
 }
 
-// algFor pins each credential type to exactly one algorithm, so an HS256 token can never
-// be checked with a public key as its secret, nor "none" accepted.
+// algFor pins each JWT credential type to exactly one algorithm, so an HS256 token can
+// never be checked with a public key as its secret, nor "none" accepted. Certificate
+// credentials are absent: no assertion ever authenticates them.
 var algFor = map[store.CredentialType]string{
 	store.CredHS256: "HS256",
 	store.CredES256: "ES256",
@@ -136,7 +142,12 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, 
 			lookupErr = err
 			return nil, err
 		}
-		if want := algFor[d.Auth.Type]; t.Method.Alg() != want {
+		want, ok := algFor[d.Auth.Type]
+		if !ok {
+			// x509 and x509-ca devices authenticate by certificate only.
+			return nil, fmt.Errorf("credential %q does not sign assertions", d.Auth.Type)
+		}
+		if t.Method.Alg() != want {
 			return nil, fmt.Errorf("alg %q, credential needs %q", t.Method.Alg(), want)
 		}
 		dev = d

@@ -78,8 +78,9 @@ func deviceFromAPI(in oapi.DeviceCreate) store.Device {
 		PrimaryKey:   deref(in.PrimaryKey),
 		SecondaryKey: deref(in.SecondaryKey),
 		Auth: store.Credential{
-			Type:      store.CredentialType(in.Auth.Type),
-			PublicKey: deref(in.Auth.PublicKey),
+			Type:            store.CredentialType(in.Auth.Type),
+			PublicKey:       deref(in.Auth.PublicKey),
+			CertFingerprint: deref(in.Auth.CertFingerprint),
 		},
 		Disabled: deref(in.Disabled),
 		MaxTTL:   durationOf(in.MaxTtlSeconds),
@@ -90,12 +91,17 @@ func deviceFromAPI(in oapi.DeviceCreate) store.Device {
 	return d
 }
 
-// deviceToAPI never carries keys or the credential secret.
+// deviceToAPI never carries keys or the credential secret (a certificate fingerprint is
+// not one).
 func deviceToAPI(d store.Device) oapi.Device {
 	out := oapi.Device{
-		DeviceId:  d.ID,
-		Hub:       d.Hub,
-		Auth:      oapi.Credential{Type: oapi.CredentialType(d.Auth.Type), PublicKey: ptrIfSet(d.Auth.PublicKey)},
+		DeviceId: d.ID,
+		Hub:      d.Hub,
+		Auth: oapi.Credential{
+			Type:            oapi.CredentialType(d.Auth.Type),
+			PublicKey:       ptrIfSet(d.Auth.PublicKey),
+			CertFingerprint: ptrIfSet(d.Auth.CertFingerprint),
+		},
 		Disabled:  d.Disabled,
 		CreatedAt: d.CreatedAt,
 		UpdatedAt: d.UpdatedAt,

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"io"
@@ -88,6 +89,21 @@ func (b *syncBuffer) String() string {
 
 func mustEnv(t testing.TB) *env {
 	t.Helper()
+	return mustEnvWith(t, envOptions{})
+}
+
+// envOptions vary the test server: TLS, mutual TLS and limits.
+type envOptions struct {
+	// tls serves HTTPS; requestCerts also requests client certificates; mtls does both
+	// and authenticates devices by them (Deps.Certs), trusting clientCA for x509-ca
+	// devices.
+	tls, requestCerts, mtls bool
+	clientCA                *x509.CertPool
+	limits                  func(now func() time.Time) httpapi.Limiter
+}
+
+func mustEnvWith(t testing.TB, o envOptions) *env {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := filestore.Open(filepath.Join(dir, "tokensvc.db"), make([]byte, 32))
 	if err != nil {
@@ -100,29 +116,56 @@ func mustEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	h, err := httpapi.New(httpapi.Deps{
+	var verifierOpts []deviceauth.Option
+	if o.clientCA != nil {
+		verifierOpts = append(verifierOpts, deviceauth.WithClientCA(o.clientCA))
+	}
+	verifier := deviceauth.NewVerifier(st, audience, clock.Now, verifierOpts...)
+	deps := httpapi.Deps{
 		Store:    st,
 		Registry: registry.New(st, clock.Now),
 		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now), nil),
-		Devices:  deviceauth.NewVerifier(st, audience, clock.Now),
+		Devices:  verifier,
 		Admin:    admin,
 		Ready:    func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if o.mtls {
+		deps.Certs = verifier
+	}
+	if o.limits != nil {
+		deps.Limits = o.limits(clock.Now)
+	}
+	h, err := httpapi.New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if o.tls || o.requestCerts || o.mtls {
+		srv.TLS = &tls.Config{}
+		if o.requestCerts || o.mtls {
+			// As cmd/tokensvc does: request a certificate, verify it in the application.
+			srv.TLS.ClientAuth = tls.RequestClientCert
+		}
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv, clock: clock, store: st, logBuf: logs}
-	e.admin = mustClient(t, srv.URL, adminToken)
-	e.anon = mustClient(t, srv.URL, "")
+	e.admin = mustClientOf(t, srv.URL, adminToken, srv.Client())
+	e.anon = mustClientOf(t, srv.URL, "", srv.Client())
 	return e
 }
 
 func mustClient(t testing.TB, url, bearer string) *oapi.ClientWithResponses {
 	t.Helper()
-	c, err := oapi.NewClientWithResponses(url, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+	return mustClientOf(t, url, bearer, http.DefaultClient)
+}
+
+func mustClientOf(t testing.TB, url, bearer string, hc *http.Client) *oapi.ClientWithResponses {
+	t.Helper()
+	c, err := oapi.NewClientWithResponses(url, oapi.WithHTTPClient(hc), oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 		if bearer != "" {
 			r.Header.Set("Authorization", "Bearer "+bearer)
 		}
@@ -246,7 +289,7 @@ func (e *env) rawRequest(method, path, auth, contentType string, body io.Reader)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

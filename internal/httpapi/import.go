@@ -166,6 +166,7 @@ var csvColumns = map[string]string{
 	"hub":                                    "hub",
 	"authtype":                               "authType",
 	"publickey":                              "publicKey",
+	"certfingerprint":                        "certFingerprint",
 	"primarykey":                             "primaryKey",
 	"secondarykey":                           "secondaryKey",
 	"authentication.symmetrickey.primarykey": "primaryKey",
@@ -218,7 +219,7 @@ func newCSVSource(r io.Reader) (*csvSource, error) {
 	for i, h := range header {
 		f, ok := csvColumns[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))]
 		if !ok {
-			return nil, fmt.Errorf("CSV column %d (%.40q) is not one of deviceId, hub, authType, publicKey, primaryKey, secondaryKey, disabled, maxTtlSeconds", i+1, h)
+			return nil, fmt.Errorf("CSV column %d (%.40q) is not one of deviceId, hub, authType, publicKey, certFingerprint, primaryKey, secondaryKey, disabled, maxTtlSeconds", i+1, h)
 		}
 		if seen[f] {
 			return nil, fmt.Errorf("CSV column %q appears twice", f)
@@ -275,6 +276,8 @@ func (s *csvSource) next() (importLine, error) {
 			auth["type"] = v
 		case "publicKey":
 			auth["publicKey"] = v
+		case "certFingerprint":
+			auth["certFingerprint"] = v
 		case "disabled", "status":
 			b, ok := map[string]bool{"true": true, "false": false, "disabled": true, "enabled": false}[strings.ToLower(v)]
 			if !ok {

@@ -155,6 +155,27 @@ func TestImportCSV(t *testing.T) {
 	}
 }
 
+func TestImportCSVCertificateDevices(t *testing.T) {
+	e := mustEnv(t)
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	fp, other := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	file := "deviceId,hub,authType,certFingerprint\n" +
+		"pin-1,main,x509," + fp + "\n" +
+		"ca-1,main,x509-ca,\n" +
+		"pin-2,main,x509,\n"
+	if got, want := results(e.mustImport("text/csv", file)), "pin-1:created ca-1:created pin-2:rejected"; got != want {
+		t.Fatalf("first run: got %s, want %s", got, want)
+	}
+	got, err := e.admin.GetDeviceWithResponse(t.Context(), "pin-1")
+	if err != nil || got.JSON200 == nil || deref(got.JSON200.Auth.CertFingerprint) != fp {
+		t.Fatalf("pin-1 after import: got %v %s, want fingerprint %s", err, got.Body, fp)
+	}
+	again := strings.Replace(file, fp, other, 1)
+	if got, want := results(e.mustImport("text/csv", again)), "pin-1:rejected ca-1:skipped pin-2:rejected"; got != want {
+		t.Errorf("another fingerprint: got %s, want %s", got, want)
+	}
+}
+
 func TestImportStreamsPastTheBodyLimit(t *testing.T) {
 	e := mustEnv(t)
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})

@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,14 @@ type DeviceVerifier interface {
 	Verify(ctx context.Context, assertion string) (store.Device, error)
 }
 
+// CertVerifier authenticates devices by TLS client certificate (mutual TLS).
+type CertVerifier interface {
+	// VerifyCert returns the device the chain (leaf first) proves; errors wrap
+	// deviceauth.ErrUnauthenticated, or store.ErrUnavailable when the device could
+	// not be looked up.
+	VerifyCert(ctx context.Context, certs []*x509.Certificate) (store.Device, error)
+}
+
 // TokenIssuer mints tokens for authenticated devices.
 type TokenIssuer interface {
 	Issue(ctx context.Context, d store.Device, r tokens.Request) (tokens.Issued, error)
@@ -92,6 +101,9 @@ type Deps struct {
 	Registry *registry.Registry
 	Issuer   TokenIssuer
 	Devices  DeviceVerifier
+	// Certs authenticates devices by TLS client certificate on requests without an
+	// Authorization header; nil (mutual TLS off) ignores client certificates.
+	Certs CertVerifier
 	// Admin checks the static admin token; used when Operators is nil.
 	Admin AdminChecker
 	// Operators authenticates operators (static admin token, OIDC JWTs); nil means
@@ -325,7 +337,8 @@ func taggedAdmin(spec *openapi3.T) map[string]bool {
 // before anything else looks at it. Requests that route nowhere pass on to get their 404
 // or 405 from the validator. The service-wide rate limit applies before authentication
 // (it protects the verifier too); a device's own limit after it, keyed by the device
-// the assertion proved, so no caller can spend another device's bucket.
+// the assertion or client certificate proved, so no caller can spend another device's
+// bucket.
 func (s *Server) authenticate(router routers.Router, security map[string]string, limited, adminOnly map[string]bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -359,7 +372,7 @@ func (s *Server) authenticate(router routers.Router, security map[string]string,
 				}
 				s.auditOperator(next, op, params, p).ServeHTTP(w, r)
 			case scheme == schemeDevice:
-				dev, err := s.deps.Devices.Verify(r.Context(), bearer(r))
+				dev, err := s.verifyDevice(r)
 				if err != nil {
 					writeError(s.log, w, r, err)
 					return
@@ -374,6 +387,17 @@ func (s *Server) authenticate(router routers.Router, security map[string]string,
 			}
 		})
 	}
+}
+
+// verifyDevice authenticates the device a GET /token request comes from: by its TLS
+// client certificate when mutual TLS is on and the request carries no Authorization
+// header, else by its assertion. Which of the two a device may use is pinned by its
+// credential (deviceauth), so offering the other one only gets the usual 401.
+func (s *Server) verifyDevice(r *http.Request) (store.Device, error) {
+	if s.deps.Certs != nil && r.Header.Get("Authorization") == "" && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return s.deps.Certs.VerifyCert(r.Context(), r.TLS.PeerCertificates)
+	}
+	return s.deps.Devices.Verify(r.Context(), bearer(r))
 }
 
 // withAccept hands the Accept header to handlers that negotiate content.

@@ -57,9 +57,11 @@ func (e AmqpProfileTransport) Valid() bool {
 
 // Defines values for CredentialType.
 const (
-	Eddsa CredentialType = "eddsa"
-	Es256 CredentialType = "es256"
-	Hs256 CredentialType = "hs256"
+	Eddsa  CredentialType = "eddsa"
+	Es256  CredentialType = "es256"
+	Hs256  CredentialType = "hs256"
+	X509   CredentialType = "x509"
+	X509Ca CredentialType = "x509-ca"
 )
 
 // Valid indicates whether the value is a known member of the CredentialType enum.
@@ -70,6 +72,10 @@ func (e CredentialType) Valid() bool {
 	case Es256:
 		return true
 	case Hs256:
+		return true
+	case X509:
+		return true
+	case X509Ca:
 		return true
 	default:
 		return false
@@ -183,20 +189,41 @@ type AmqpProfileSaslMechanism string
 // AmqpProfileTransport defines model for AmqpProfile.Transport.
 type AmqpProfileTransport string
 
+// CertFingerprint SHA-256 of the certificate's DER encoding, 64 lowercase hex digits (x509).
+type CertFingerprint = string
+
 // Credential defines model for Credential.
 type Credential struct {
-	PublicKey *string        `json:"publicKey,omitempty"`
-	Type      CredentialType `json:"type"`
+	// CertFingerprint SHA-256 of the pinned certificate (x509); not a secret.
+	CertFingerprint *string `json:"certFingerprint,omitempty"`
+	PublicKey       *string `json:"publicKey,omitempty"`
+
+	// Type `hs256`, `es256`, `eddsa`: the device signs JWT assertions with that algorithm.
+	// `x509`: the device presents the TLS client certificate whose SHA-256 fingerprint
+	// is `certFingerprint`. `x509-ca`: the device presents a TLS client certificate
+	// issued by the service's client CA with the device ID as subject common name.
+	Type CredentialType `json:"type"`
 }
 
 // CredentialCreate defines model for CredentialCreate.
 type CredentialCreate struct {
+	// CertFingerprint SHA-256 of the certificate's DER encoding, 64 lowercase hex digits (x509).
+	CertFingerprint *CertFingerprint `json:"certFingerprint,omitempty"`
+
 	// PublicKey PEM public key (es256, eddsa).
-	PublicKey *string        `json:"publicKey,omitempty"`
-	Type      CredentialType `json:"type"`
+	PublicKey *string `json:"publicKey,omitempty"`
+
+	// Type `hs256`, `es256`, `eddsa`: the device signs JWT assertions with that algorithm.
+	// `x509`: the device presents the TLS client certificate whose SHA-256 fingerprint
+	// is `certFingerprint`. `x509-ca`: the device presents a TLS client certificate
+	// issued by the service's client CA with the device ID as subject common name.
+	Type CredentialType `json:"type"`
 }
 
-// CredentialType defines model for CredentialType.
+// CredentialType `hs256`, `es256`, `eddsa`: the device signs JWT assertions with that algorithm.
+// `x509`: the device presents the TLS client certificate whose SHA-256 fingerprint
+// is `certFingerprint`. `x509-ca`: the device presents a TLS client certificate
+// issued by the service's client CA with the device ID as subject common name.
 type CredentialType string
 
 // Device defines model for Device.
@@ -240,8 +267,13 @@ type DeviceCreate struct {
 type DeviceCreated struct {
 	Auth struct {
 		// Secret The HS256 secret (base64url, no padding), returned only here.
-		Secret *string        `json:"secret,omitempty"`
-		Type   CredentialType `json:"type"`
+		Secret *string `json:"secret,omitempty"`
+
+		// Type `hs256`, `es256`, `eddsa`: the device signs JWT assertions with that algorithm.
+		// `x509`: the device presents the TLS client certificate whose SHA-256 fingerprint
+		// is `certFingerprint`. `x509-ca`: the device presents a TLS client certificate
+		// issued by the service's client CA with the device ID as subject common name.
+		Type CredentialType `json:"type"`
 	} `json:"auth"`
 	Device  Device `json:"device"`
 	Modules []struct {
@@ -629,8 +661,8 @@ type ClientInterface interface {
 	// ImportDevicesWithBody Register many devices from NDJSON or CSV, streaming a per-line report.
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
-	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
-	// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
 	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
 	// and is read as it streams.
@@ -641,7 +673,7 @@ type ClientInterface interface {
 	// here: `Cache-Control: no-store`), and ends with a summary line
 	// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
 	// changes nothing: a device that exists with the same hub, credential type, public
-	// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+	// key, certificate fingerprint and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
 	// line leaves nothing behind.
 	//
 	// Takes any type of body and a specified content type.
@@ -748,6 +780,15 @@ type ClientInterface interface {
 	// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
 	// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
 	// issued (or nonces handed out) before the device's `revokedAt` are refused.
+	//
+	// When the service runs with mutual TLS enabled, a device with an `x509` or
+	// `x509-ca` credential authenticates with its TLS client certificate instead, and
+	// sends no Authorization header: `x509` accepts the one certificate whose SHA-256
+	// fingerprint is registered; `x509-ca` accepts a certificate issued by the
+	// service's client CA, valid now, for client authentication, whose subject common
+	// name is the device ID and whose NotBefore is not before the device's `revokedAt`.
+	// A certificate never authenticates a JWT device, and a JWT never a certificate
+	// device.
 	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
 	// Corresponds with GET /token (the `GetToken` operationId).
@@ -819,8 +860,8 @@ func (c *Client) CreateDevice(ctx context.Context, body CreateDeviceJSONRequestB
 // ImportDevicesWithBody Register many devices from NDJSON or CSV, streaming a per-line report.
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
-// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
-// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
 // `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
 // and is read as it streams.
@@ -831,7 +872,7 @@ func (c *Client) CreateDevice(ctx context.Context, body CreateDeviceJSONRequestB
 // here: `Cache-Control: no-store`), and ends with a summary line
 // `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
 // changes nothing: a device that exists with the same hub, credential type, public
-// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+// key, certificate fingerprint and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
 // line leaves nothing behind.
 //
 // Takes any type of body and a specified content type.
@@ -1088,6 +1129,15 @@ func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (
 // credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
 // POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
 // issued (or nonces handed out) before the device's `revokedAt` are refused.
+//
+// When the service runs with mutual TLS enabled, a device with an `x509` or
+// `x509-ca` credential authenticates with its TLS client certificate instead, and
+// sends no Authorization header: `x509` accepts the one certificate whose SHA-256
+// fingerprint is registered; `x509-ca` accepts a certificate issued by the
+// service's client CA, valid now, for client authentication, whose subject common
+// name is the device ID and whose NotBefore is not before the device's `revokedAt`.
+// A certificate never authenticates a JWT device, and a JWT never a certificate
+// device.
 // `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
 // Corresponds with GET /token (the `GetToken` operationId).
@@ -1819,8 +1869,8 @@ type ClientWithResponsesInterface interface {
 	// ImportDevicesWithBodyWithResponse Register many devices from NDJSON or CSV, streaming a per-line report.
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
-	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
-	// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
 	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
 	// and is read as it streams.
@@ -1831,7 +1881,7 @@ type ClientWithResponsesInterface interface {
 	// here: `Cache-Control: no-store`), and ends with a summary line
 	// `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
 	// changes nothing: a device that exists with the same hub, credential type, public
-	// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+	// key, certificate fingerprint and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
 	// line leaves nothing behind.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -1954,6 +2004,15 @@ type ClientWithResponsesInterface interface {
 	// credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
 	// POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
 	// issued (or nonces handed out) before the device's `revokedAt` are refused.
+	//
+	// When the service runs with mutual TLS enabled, a device with an `x509` or
+	// `x509-ca` credential authenticates with its TLS client certificate instead, and
+	// sends no Authorization header: `x509` accepts the one certificate whose SHA-256
+	// fingerprint is registered; `x509-ca` accepts a certificate issued by the
+	// service's client CA, valid now, for client authentication, whose subject common
+	// name is the device ID and whose NotBefore is not before the device's `revokedAt`.
+	// A certificate never authenticates a JWT device, and a JWT never a certificate
+	// device.
 	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3078,8 +3137,8 @@ func (c *ClientWithResponses) CreateDeviceWithResponse(ctx context.Context, body
 // ImportDevicesWithBodyWithResponse Register many devices from NDJSON or CSV, streaming a per-line report.
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
-// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`, `primaryKey`,
-// `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
 // `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
 // and is read as it streams.
@@ -3090,7 +3149,7 @@ func (c *ClientWithResponses) CreateDeviceWithResponse(ctx context.Context, body
 // here: `Cache-Control: no-store`), and ends with a summary line
 // `{"summary":{"created":N,"skipped":N,"rejected":N}}`. Importing the same file again
 // changes nothing: a device that exists with the same hub, credential type, public
-// key and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
+// key, certificate fingerprint and (when given) keys is `skipped`; one that differs is `rejected`. A rejected
 // line leaves nothing behind.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -3303,6 +3362,15 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 // credential type (HS256, ES256 or EdDSA). A device without a clock puts a nonce from
 // POST /token/nonce in a `nonce` claim instead of `iat`/`exp`/`jti`. Assertions
 // issued (or nonces handed out) before the device's `revokedAt` are refused.
+//
+// When the service runs with mutual TLS enabled, a device with an `x509` or
+// `x509-ca` credential authenticates with its TLS client certificate instead, and
+// sends no Authorization header: `x509` accepts the one certificate whose SHA-256
+// fingerprint is registered; `x509-ca` accepts a certificate issued by the
+// service's client CA, valid now, for client authentication, whose subject common
+// name is the device ID and whose NotBefore is not before the device's `revokedAt`.
+// A certificate never authenticates a JWT device, and a JWT never a certificate
+// device.
 // `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
 // Returns a wrapper object for the known response body format(s).

@@ -65,6 +65,8 @@ func differs(got, want store.Device) string {
 		return "credential type"
 	case strings.TrimSpace(got.Auth.PublicKey) != strings.TrimSpace(want.Auth.PublicKey):
 		return "public key"
+	case got.Auth.CertFingerprint != want.Auth.CertFingerprint:
+		return "certificate fingerprint"
 	case got.Disabled != want.Disabled:
 		return "disabled state"
 	case got.MaxTTL != want.MaxTTL:

@@ -9,8 +9,10 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -235,6 +237,9 @@ func (r *Registry) CreateDevice(ctx context.Context, d store.Device) (Created, e
 		return Created{}, err
 	}
 	var out Created
+	if d.Auth.CertFingerprint != "" && d.Auth.Type != store.CredX509 {
+		return Created{}, invalid("only an x509 credential takes a certFingerprint")
+	}
 	switch d.Auth.Type {
 	case store.CredHS256:
 		if d.Auth.PublicKey != "" {
@@ -245,6 +250,17 @@ func (r *Registry) CreateDevice(ctx context.Context, d store.Device) (Created, e
 	case store.CredES256, store.CredEdDSA:
 		if _, err := ParsePublicKey(d.Auth.Type, d.Auth.PublicKey); err != nil {
 			return Created{}, invalid("auth.publicKey: %v", err)
+		}
+		d.Auth.Secret = nil
+	case store.CredX509, store.CredX509CA:
+		// Accepted whether or not this process has mutual TLS or a client CA configured:
+		// the record outlives the configuration, and without it the device is simply
+		// never authenticated (README, security model).
+		if d.Auth.PublicKey != "" {
+			return Created{}, invalid("an %s credential takes no publicKey", d.Auth.Type)
+		}
+		if d.Auth.Type == store.CredX509 && !ValidFingerprint(d.Auth.CertFingerprint) {
+			return Created{}, invalid("an x509 credential needs certFingerprint, the SHA-256 of the certificate's DER encoding as 64 lowercase hex digits")
 		}
 		d.Auth.Secret = nil
 	default:
@@ -325,6 +341,26 @@ func validRegistrationID(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// CertFingerprint returns the fingerprint an x509 credential pins: the lowercase hex
+// SHA-256 of the certificate's DER encoding.
+func CertFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// ValidFingerprint reports whether s has the form CertFingerprint returns.
+func ValidFingerprint(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
 			return false
 		}
 	}

@@ -88,20 +88,29 @@ type Hub struct {
 // CredentialType is how a device proves its identity to tokensvc.
 type CredentialType string
 
-// Credential types; each pins exactly one JWT algorithm.
+// Credential types. The JWT types each pin exactly one algorithm; the certificate types
+// authenticate by TLS client certificate only, never by JWT.
 const (
 	CredHS256 CredentialType = "hs256"
 	CredES256 CredentialType = "es256"
 	CredEdDSA CredentialType = "eddsa"
+	// CredX509 pins one client certificate by its SHA-256 fingerprint.
+	CredX509 CredentialType = "x509"
+	// CredX509CA accepts a client certificate issued by the service's client CA whose
+	// subject common name is the device ID.
+	CredX509CA CredentialType = "x509-ca"
 )
 
-// Credential is what a device's assertions are verified with.
+// Credential is what a device's assertions or client certificates are verified with.
 type Credential struct {
 	Type CredentialType
 	// Secret is the HS256 bootstrap secret (hs256 only).
 	Secret []byte
 	// PublicKey is the PEM-encoded public key (es256, eddsa).
 	PublicKey string
+	// CertFingerprint is the lowercase hex SHA-256 of the pinned certificate's DER
+	// encoding (x509 only); not a secret.
+	CertFingerprint string
 }
 
 // Module is a module identity registered to a device; it has keys of its own.

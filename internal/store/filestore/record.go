@@ -75,6 +75,7 @@ type wireDevice struct {
 	AuthType     string       `json:"authType,omitempty"`
 	Secret       []byte       `json:"secret"`
 	PublicKey    string       `json:"publicKey,omitempty"`
+	CertFP       string       `json:"certFingerprint,omitempty"`
 	Disabled     bool         `json:"disabled,omitempty"`
 	MaxTTL       int64        `json:"maxTTLNanos,omitempty"`
 	RevokedAt    time.Time    `json:"revokedAt,omitzero"`
@@ -129,6 +130,7 @@ func toWireDevice(d *store.Device) *wireDevice {
 		AuthType:     string(d.Auth.Type),
 		Secret:       d.Auth.Secret,
 		PublicKey:    d.Auth.PublicKey,
+		CertFP:       d.Auth.CertFingerprint,
 		Disabled:     d.Disabled,
 		MaxTTL:       int64(d.MaxTTL),
 		RevokedAt:    d.RevokedAt,
@@ -151,9 +153,10 @@ func (w *wireDevice) device() *store.Device {
 		PrimaryKey:   w.PrimaryKey,
 		SecondaryKey: w.SecondaryKey,
 		Auth: store.Credential{
-			Type:      store.CredentialType(w.AuthType),
-			Secret:    w.Secret,
-			PublicKey: w.PublicKey,
+			Type:            store.CredentialType(w.AuthType),
+			Secret:          w.Secret,
+			PublicKey:       w.PublicKey,
+			CertFingerprint: w.CertFP,
 		},
 		Disabled:  w.Disabled,
 		MaxTTL:    time.Duration(w.MaxTTL),

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -342,6 +343,13 @@ func testDeviceRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 	ed.Disabled = true
 	ed.MaxTTL = 7 * time.Minute
 
+	pinned := hs256Device("dev-x509", "hub-iot")
+	pinned.Modules = nil
+	pinned.Auth = store.Credential{Type: store.CredX509, CertFingerprint: strings.Repeat("0f", 32)}
+	caIssued := hs256Device("dev-x509-ca", "hub-iot")
+	caIssued.Modules = nil
+	caIssued.Auth = store.Credential{Type: store.CredX509CA}
+
 	tests := []struct {
 		name   string
 		device store.Device
@@ -349,6 +357,8 @@ func testDeviceRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 		{"hs256 with modules", hs256Device("dev-hs256", "hub-iot")},
 		{"es256 with public key", es},
 		{"eddsa disabled without keys", ed},
+		{"x509 with fingerprint", pinned},
+		{"x509-ca", caIssued},
 		{"only id and hub", store.Device{ID: "dev-bare", Hub: "hub-iot"}},
 	}
 	for _, tc := range tests {
@@ -820,6 +830,7 @@ func diffDevice(got, want store.Device) []string {
 		d = append(d, fmt.Sprintf("Auth.Secret: got %x, want %x", got.Auth.Secret, want.Auth.Secret))
 	}
 	d = diffField(d, "Auth.PublicKey", got.Auth.PublicKey, want.Auth.PublicKey)
+	d = diffField(d, "Auth.CertFingerprint", got.Auth.CertFingerprint, want.Auth.CertFingerprint)
 	d = diffField(d, "Disabled", got.Disabled, want.Disabled)
 	d = diffField(d, "MaxTTL", got.MaxTTL, want.MaxTTL)
 	d = diffTime(d, "RevokedAt", got.RevokedAt, want.RevokedAt)

@@ -51,6 +51,7 @@ type deviceRecord struct {
 	AuthType     string         `json:"authType,omitempty"`
 	Secret       []byte         `json:"secret"`
 	PublicKey    string         `json:"publicKey,omitempty"`
+	CertFP       string         `json:"certFingerprint,omitempty"`
 	Disabled     bool           `json:"disabled,omitempty"`
 	MaxTTL       int64          `json:"maxTTLNanos,omitempty"`
 	RevokedAt    time.Time      `json:"revokedAt,omitzero"`
@@ -135,6 +136,7 @@ func toDeviceRecord(d *store.Device) deviceRecord {
 		AuthType:     string(d.Auth.Type),
 		Secret:       d.Auth.Secret,
 		PublicKey:    d.Auth.PublicKey,
+		CertFP:       d.Auth.CertFingerprint,
 		Disabled:     d.Disabled,
 		MaxTTL:       int64(d.MaxTTL),
 		RevokedAt:    d.RevokedAt,
@@ -158,8 +160,9 @@ func (r *deviceRecord) device() store.Device {
 		PrimaryKey:   r.PrimaryKey,
 		SecondaryKey: r.SecondaryKey,
 		Auth: store.Credential{
-			Type:      store.CredentialType(r.AuthType),
-			PublicKey: r.PublicKey,
+			Type:            store.CredentialType(r.AuthType),
+			PublicKey:       r.PublicKey,
+			CertFingerprint: r.CertFP,
 		},
 		Disabled:  r.Disabled,
 		MaxTTL:    time.Duration(r.MaxTTL),
