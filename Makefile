@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: run test check generate fuzz bench build vault image
+.PHONY: run test check generate fuzz bench bench-load build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -41,6 +41,10 @@ bench:
 ## image: the service's container image (needs a Docker engine; none on the CI machines)
 image:
 	docker build -t tokensvc:dev .
+
+## bench-load: GET /token side by side with a bare net/http baseline on loopback (BENCHMARKS.md)
+bench-load:
+	bash scripts/bench-token.sh
 
 ## build: a static binary in ./bin
 build:
