@@ -83,6 +83,10 @@ type replayState struct {
 	Clean bool             `json:"clean"`
 	At    time.Time        `json:"at"`
 	Used  map[string]int64 `json:"used,omitempty"` // key → until, Unix seconds
+	// NotBefore carries a crash's cut-off through later clean restarts: the process
+	// after a crash refuses assertions issued before its start, and must hand that rule
+	// on, or the one after it would accept the crashed process's jtis again.
+	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // Restore loads the jti values the previous process saved and marks the state as in use,
@@ -112,6 +116,9 @@ func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
 				v.replay.seen[k] = t
 			}
 		}
+		if st.NotBefore.After(v.replay.notBefore) {
+			v.replay.notBefore = st.NotBefore
+		}
 		v.replay.mu.Unlock()
 	}
 	b, _ := json.Marshal(replayState{Clean: false, At: now.UTC()})
@@ -130,6 +137,11 @@ func (v *Verifier) Save(ctx context.Context, s SettingStore) error {
 	c.stopped = true
 	c.sweep(now)
 	st := replayState{Clean: len(c.seen) <= maxSavedJTIs, At: now.UTC()}
+	// A crash cut-off matters only while assertions from before it could still be
+	// inside their lifetime; after that it is dropped.
+	if !c.notBefore.IsZero() && now.Before(c.notBefore.Add(MaxLifetime+2*Leeway)) {
+		st.NotBefore = c.notBefore.UTC()
+	}
 	if st.Clean {
 		st.Used = make(map[string]int64, len(c.seen))
 		for k, t := range c.seen {

@@ -94,3 +94,53 @@ func TestRestoreOnNewStoreStartsOpen(t *testing.T) {
 		t.Errorf("first start: got %v, want success (nothing can have been used before)", err)
 	}
 }
+
+// TestCrashCutoffSurvivesCleanRestart: a crash, then a quick clean restart, then another
+// start. The process after the crash refuses the crashed process's jtis by their iat;
+// that rule must reach the next process too, which has no saved jtis of the crashed one.
+func TestCrashCutoffSurvivesCleanRestart(t *testing.T) {
+	st := mustStore(t)
+	now := epoch
+	clock := func() time.Time { return now }
+	crashed := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := crashed.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	used := assertionAt(t, "used", now)
+	if _, err := crashed.Verify(t.Context(), used); err != nil {
+		t.Fatalf("first use: got %v, want success", err)
+	}
+	// crashed never saves.
+
+	now = now.Add(5 * time.Second)
+	afterCrash := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := afterCrash.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second)
+	if err := afterCrash.Save(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+
+	now = now.Add(2 * time.Second)
+	next := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := next.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Verify(t.Context(), used); err == nil {
+		t.Fatal("the crashed process's jti, 9 s after its first use: got success, want refusal")
+	}
+
+	// Once no assertion from before the crash can still be alive, the rule is dropped.
+	now = now.Add(deviceauth.MaxLifetime + 3*deviceauth.Leeway)
+	if err := next.Save(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	later := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := later.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := later.Verify(t.Context(), assertionAt(t, "fresh", now)); err != nil {
+		t.Fatalf("fresh assertion long after the crash: got %v, want success", err)
+	}
+}

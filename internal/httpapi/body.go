@@ -19,7 +19,9 @@ var errUnsupportedMedia = errors.New("unsupported media type")
 // one way must not be stored another.
 func (s *Server) strictJSON(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodDelete {
+		// Streaming imports are read line by line and bounded per line by their handler;
+		// reading one whole here would undo that.
+		if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodDelete || streamsBody(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
