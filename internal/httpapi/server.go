@@ -334,8 +334,8 @@ func taggedAdmin(spec *openapi3.T) map[string]bool {
 }
 
 // authenticate enforces the security requirement of the operation a request routes to,
-// before anything else looks at it. Requests that route nowhere pass on to get their 404
-// or 405 from the validator. The service-wide rate limit applies before authentication
+// before anything else looks at it. Requests that route nowhere get their 404 or 405
+// here. The service-wide rate limit applies before authentication
 // (it protects the verifier too); a device's own limit after it, keyed by the device
 // the assertion or client certificate proved, so no caller can spend another device's
 // bucket.
@@ -344,7 +344,9 @@ func (s *Server) authenticate(router routers.Router, security map[string]string,
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			route, params, err := router.FindRoute(r)
 			if err != nil {
-				next.ServeHTTP(w, r)
+				// Answer 404/405 here rather than pass the request on: nothing behind this
+				// point may ever see a request that was not authenticated for its route.
+				writeError(s.log, w, r, validationError(err))
 				return
 			}
 			op := route.Operation.OperationID
