@@ -17,38 +17,16 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 )
 
 // instance is one tokensvc started through run, as main starts it.
 type instance struct {
 	url    string
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *syncbuf.Buffer
+	stderr *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
-}
-
-type lockedBuffer struct {
-	ch  chan struct{}
-	buf strings.Builder
-}
-
-func newLockedBuffer() *lockedBuffer {
-	b := &lockedBuffer{ch: make(chan struct{}, 1)}
-	b.ch <- struct{}{}
-	return b
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	<-b.ch
-	defer func() { b.ch <- struct{}{} }()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	<-b.ch
-	defer func() { b.ch <- struct{}{} }()
-	return b.buf.String()
 }
 
 // mustStart runs the service on a free loopback port with env as its environment and
@@ -58,7 +36,7 @@ func mustStart(t *testing.T, env map[string]string) *instance {
 	env["TOKENSVC_ADDR"] = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	in := &instance{stdout: newLockedBuffer(), stderr: newLockedBuffer(), cancel: cancel, done: make(chan error, 1)}
+	in := &instance{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)

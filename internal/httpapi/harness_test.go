@@ -31,6 +31,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -65,26 +66,8 @@ type env struct {
 	store  store.Store
 	admin  *oapi.ClientWithResponses
 	anon   *oapi.ClientWithResponses
-	logBuf *syncBuffer
+	logBuf *syncbuf.Buffer
 	jti    atomic.Int64
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 func mustEnv(t testing.TB) *env {
@@ -115,7 +98,7 @@ func mustEnvWith(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	var verifierOpts []deviceauth.Option
 	if o.clientCA != nil {
 		verifierOpts = append(verifierOpts, deviceauth.WithClientCA(o.clientCA))

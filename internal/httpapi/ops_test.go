@@ -28,13 +28,14 @@ import (
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
 // opsEnv is a test server with metrics, limits and audit wired as cmd/tokensvc does.
 type opsEnv struct {
 	*env
-	audit *syncBuffer
+	audit *syncbuf.Buffer
 }
 
 // mustOpsEnv builds the server; tweak may set Limits or replace Devices.
@@ -52,7 +53,7 @@ func mustOpsEnv(t testing.TB, tweak func(d *httpapi.Deps, clock *fakeClock)) *op
 	}
 	m := metrics.New(prometheus.NewRegistry())
 	var ist store.Store = m.InstrumentStore(st)
-	logs, auditBuf := &syncBuffer{}, &syncBuffer{}
+	logs, auditBuf := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	d := httpapi.Deps{
 		Store:          ist,
 		Registry:       registry.New(ist, clock.Now),

@@ -4,7 +4,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 )
 
 // BinaryEnv names the variable that points at the Vault binary.
@@ -50,24 +51,7 @@ type Server struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	out *syncbuf.Buffer
 }
 
 // Start starts a dev server with KV v2 at secret/ (the dev default) and Transit at
@@ -83,7 +67,7 @@ func Start(tb testing.TB) *Server {
 	ln.Close()
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
-	s := &Server{Addr: "http://" + addr, RootToken: "root-" + hex.EncodeToString(tok[:]), out: &syncBuffer{}}
+	s := &Server{Addr: "http://" + addr, RootToken: "root-" + hex.EncodeToString(tok[:]), out: &syncbuf.Buffer{}}
 
 	cmd := exec.Command(bin, "server", "-dev",
 		"-dev-listen-address="+addr,

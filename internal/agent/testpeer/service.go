@@ -22,6 +22,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -44,7 +45,7 @@ type Service struct {
 	tlsConf  *tls.Config
 	registry *registry.Registry
 	admin    *oapi.ClientWithResponses
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 
 	mu          sync.Mutex
 	srv         *http.Server
@@ -64,7 +65,7 @@ func StartService(tb testing.TB, ca *CA) *Service {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	reg := registry.New(st, time.Now)
 	h, err := httpapi.New(httpapi.Deps{
 		Store:    st,
@@ -198,22 +199,4 @@ func (s *Service) Disable(id string, disabled bool) {
 	if err != nil || resp.StatusCode() != http.StatusOK {
 		s.tb.Fatalf("update device %s: %v %v", id, err, resp.StatusCode())
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
