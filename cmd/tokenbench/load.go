@@ -70,46 +70,80 @@ func runPhase(ctx context.Context, client *http.Client, p phase, devices []Devic
 // exchange does one GET with the assertion and records its outcome in t. It returns the
 // Retry-After delay of a deliberate refusal (429 or 503 with Retry-After), else 0.
 func exchange(ctx context.Context, client *http.Client, p phase, assertion string, t *tally) time.Duration {
-	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	o := tryToken(ctx, client, p.url, p.timeout, assertion)
+	t.record(o)
+	return o.wait
+}
+
+// outcomeKind classifies one exchange.
+type outcomeKind int
+
+const (
+	outcomeOK       outcomeKind = iota // 2xx
+	outcomeRefused                     // 429 or 503 with Retry-After: deliberate
+	outcomeError                       // any other status, or a transport failure
+	outcomeCanceled                    // the run ended while the request was out: not counted
+)
+
+// outcome is what one GET /token came to.
+type outcome struct {
+	kind    outcomeKind
+	key     string        // status or error class, for the refusal and error tables
+	latency time.Duration // of a 2xx exchange: request start to the last body byte
+	wait    time.Duration // Retry-After of a refusal
+	resumed bool          // the TLS session was resumed (the storm counts these)
+}
+
+// record counts o in t.
+func (t *tally) record(o outcome) {
+	switch o.kind {
+	case outcomeOK:
+		t.lat = append(t.lat, o.latency)
+	case outcomeRefused:
+		t.refusals[o.key]++
+	case outcomeError:
+		t.errors[o.key]++
+	}
+}
+
+// tryToken does one GET of url with the assertion as bearer token, reading the whole
+// body (so a keep-alive connection goes back to the pool), and classifies the answer.
+func tryToken(ctx context.Context, client *http.Client, url string, timeout time.Duration, assertion string) outcome {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, p.url, nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 	if err != nil {
-		t.errors["request"]++
-		return 0
+		return outcome{kind: outcomeError, key: "request"}
 	}
 	req.Header.Set("Authorization", "Bearer "+assertion)
 	begin := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		if ctx.Err() == nil {
-			t.errors[transportClass(err)]++
+		if ctx.Err() != nil {
+			return outcome{kind: outcomeCanceled}
 		}
-		return 0
+		return outcome{kind: outcomeError, key: transportClass(err)}
 	}
-	// Read the whole body so the connection goes back to the pool (keep-alive).
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	elapsed := time.Since(begin)
 	if err != nil {
-		if ctx.Err() == nil {
-			t.errors["body"]++
+		if ctx.Err() != nil {
+			return outcome{kind: outcomeCanceled}
 		}
-		return 0
+		return outcome{kind: outcomeError, key: "body"}
 	}
+	resumed := resp.TLS != nil && resp.TLS.DidResume
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
-		t.lat = append(t.lat, elapsed)
-		return 0
+		return outcome{kind: outcomeOK, latency: elapsed, resumed: resumed}
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			t.refusals[strconv.Itoa(code)]++
-			return d
+			return outcome{kind: outcomeRefused, key: strconv.Itoa(code), wait: d, resumed: resumed}
 		}
-		t.errors[strconv.Itoa(code)+" without Retry-After"]++
-		return 0
+		return outcome{kind: outcomeError, key: strconv.Itoa(code) + " without Retry-After"}
 	default:
-		t.errors[strconv.Itoa(code)]++
-		return 0
+		return outcome{kind: outcomeError, key: strconv.Itoa(code)}
 	}
 }
 

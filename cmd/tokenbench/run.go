@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -125,8 +126,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "freeport" {
 		return printFreePort(stdout)
 	}
-	if len(args) > 0 && args[0] == "serve-baseline" {
-		return serveBaseline(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve-baseline":
+			return serveBaseline(ctx, args[1:], stdout, stderr)
+		case "selfsigned":
+			return selfSigned(args[1:], stderr)
+		case "storm":
+			return storm(ctx, args[1:], getenv, stdout, stderr)
+		case "vault":
+			return vaultBench(ctx, args[1:], getenv, stdout, stderr)
+		}
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -163,7 +173,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if cfg.BaselineProc {
 			base, baselinePID, stop, err = startBaselineProcess(ctx, len(body))
 		} else {
-			base, stop, err = startBaseline("127.0.0.1:0", len(body))
+			base, stop, err = startBaseline("127.0.0.1:0", len(body), nil)
 		}
 		if err != nil {
 			return err
@@ -260,10 +270,10 @@ func probe(ctx context.Context, client *http.Client, url, assertion string) ([]b
 	return b, nil
 }
 
-// startBaseline serves a bare handler on 127.0.0.1:0 that answers every request with n
-// bytes of JSON and the headers a token response carries, with the same server timeouts
-// as tokensvc. It returns the base URL and a stop function.
-func startBaseline(addr string, n int) (string, func(), error) {
+// startBaseline serves a bare handler on addr that answers every request with n bytes
+// of JSON and the headers a token response carries, with the same server timeouts as
+// tokensvc, over TLS when tlsCfg is set. It returns the base URL and a stop function.
+func startBaseline(addr string, n int, tlsCfg *tls.Config) (string, func(), error) {
 	body := baselineBody(n)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -281,18 +291,24 @@ func startBaseline(addr string, n int) (string, func(), error) {
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
+	scheme := "http://"
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg
+		ln = tls.NewListener(ln, tlsCfg)
+		scheme = "https://"
+	}
 	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	return scheme + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 // startBaselineProcess runs this binary's serve-baseline in a child process and returns
 // its URL, its pid and a stop function that ends it and waits for it.
-func startBaselineProcess(ctx context.Context, n int) (string, int, func(), error) {
+func startBaselineProcess(ctx context.Context, n int, extra ...string) (string, int, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", 0, nil, err
 	}
-	cmd := exec.Command(self, "serve-baseline", "-bytes", strconv.Itoa(n))
+	cmd := exec.Command(self, append([]string{"serve-baseline", "-bytes", strconv.Itoa(n)}, extra...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", 0, nil, err
@@ -342,6 +358,8 @@ func serveBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "loopback listen address")
 	n := fs.Int("bytes", 2500, "response body size (that of a real GET /token response)")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (with -tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -352,7 +370,13 @@ func serveBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *n < 0 || *n > 1<<20 {
 		return errors.New("-bytes: 0 to 1 MiB")
 	}
-	base, stop, err := startBaseline(*addr, *n)
+	var tlsCfg *tls.Config
+	if *certFile != "" || *keyFile != "" {
+		if tlsCfg, err = tlsServerConfig(*certFile, *keyFile); err != nil {
+			return err
+		}
+	}
+	base, stop, err := startBaseline(*addr, *n, tlsCfg)
 	if err != nil {
 		return err
 	}
