@@ -170,8 +170,8 @@ type StormResult struct {
 // stormTally is one worker's private counts.
 type stormTally struct {
 	*tally
-	id       string // worker ID, part of every jti it makes
-	seq      uint64 // assertions signed by this worker
+	id       string          // worker ID, part of every jti it makes
+	seq      uint64          // assertions signed by this worker
 	done     []time.Duration // device completion times of served devices
 	attempts int
 	resumed  int

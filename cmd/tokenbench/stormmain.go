@@ -232,8 +232,12 @@ func printStorm(w io.Writer, rep StormReport) {
 	row("errors", func(r StormResult) string { return counts(r.Errors) })
 	row("TCP+TLS connections / resumed", func(r StormResult) string { return fmt.Sprintf("%d / %d", r.Connections, r.Resumed) })
 	row("CPU µs per device, tool", func(r StormResult) string { return fmt.Sprintf("%.0f", us(r.ClientCPUPerDevice)) })
-	row("CPU µs per device, server", func(r StormResult) string { return orNA(r.ServerCPUPerDevice > 0, fmt.Sprintf("%.0f", us(r.ServerCPUPerDevice))) })
-	row("server peak RSS (VmHWM), MiB", func(r StormResult) string { return orNA(r.ServerPeakRSS > 0, fmt.Sprintf("%.1f", mib(r.ServerPeakRSS))) })
+	row("CPU µs per device, server", func(r StormResult) string {
+		return orNA(r.ServerCPUPerDevice > 0, fmt.Sprintf("%.0f", us(r.ServerCPUPerDevice)))
+	})
+	row("server peak RSS (VmHWM), MiB", func(r StormResult) string {
+		return orNA(r.ServerPeakRSS > 0, fmt.Sprintf("%.1f", mib(r.ServerPeakRSS)))
+	})
 	row("store reads during the storm", func(r StormResult) string { return storeReads(r.StoreReads) })
 	tw.Flush()
 	fmt.Fprintf(w, "\ntool peak RSS (VmHWM): %.1f MiB\n", mib(rep.ToolPeakRSS))
