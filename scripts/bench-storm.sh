@@ -34,7 +34,16 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$root"
-CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc
+# REV=<commit> builds tokensvc from that commit (git archive into the temp dir) instead
+# of the working tree, e.g. to measure the committed service while it is being edited.
+if [[ -n ${REV:-} ]]; then
+	mkdir "$work/src"
+	git archive "$REV" | tar -x -C "$work/src"
+	(cd "$work/src" && CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc)
+	rm -rf "$work/src"
+else
+	CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc
+fi
 CGO_ENABLED=0 $GO build -trimpath -o "$work/tokenbench" ./cmd/tokenbench
 
 "$work/tokenbench" selfsigned -cert "$work/tls.crt" -key "$work/tls.key"
@@ -67,7 +76,7 @@ if [[ $BASELINE == 1 ]]; then
 	baseline=(-baseline -tls-cert "$work/tls.crt" -tls-key "$work/tls.key")
 fi
 echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(go version | cut -d' ' -f3)"
-echo "# tokensvc pid $svc_pid on $url (embedded store, limits at defaults, audit to a file)"
+echo "# tokensvc ($(if [[ -n ${REV:-} ]]; then git rev-parse --short "$REV"; else echo "working tree of $(git rev-parse --short HEAD)"; fi)) pid $svc_pid on $url (embedded store, limits at defaults, audit to a file)"
 echo "# tokenbench storm -devices $DEVICES -c $WORKERS -max-duration $MAX_DURATION ${baseline[*]:+-baseline} $*"
 TOKENSVC_ADMIN_TOKEN="$admin" timeout 3600 "$work/tokenbench" storm -url "$url" -cacert "$work/tls.crt" \
 	-server-pid "$svc_pid" -devices "$DEVICES" -c "$WORKERS" -max-duration "$MAX_DURATION" "${baseline[@]}" "$@"

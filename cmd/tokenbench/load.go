@@ -33,6 +33,27 @@ type phase struct {
 // last request: at the latest p.duration + one request timeout after it started, or
 // sooner if ctx ends.
 func runPhase(ctx context.Context, client *http.Client, p phase, devices []Device, audience string) Result {
+	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
+	return runWorkers(ctx, p, func(w int) attemptFunc {
+		s := newSigner(audience, strconv.Itoa(w)+"-"+runID+"-")
+		// Devices are spread over workers round-robin, so no two workers share one
+		// device's per-device rate limit unless devices < workers.
+		k := w
+		return func(ctx context.Context) outcome {
+			d := devices[k%len(devices)]
+			k += p.workers
+			return tryToken(ctx, client, p.url, p.timeout, s.sign(d, time.Now()))
+		}
+	})
+}
+
+// attemptFunc makes one request of a phase; each worker has its own.
+type attemptFunc func(ctx context.Context) outcome
+
+// runWorkers runs p.workers workers, each calling the attempt function newWorker gave it
+// until p.duration (or p.requests) is used up, honouring the Retry-After of deliberate
+// refusals (capped by p.maxWait and the end of the phase), and summarizes the outcomes.
+func runWorkers(ctx context.Context, p phase, newWorker func(w int) attemptFunc) Result {
 	deadline := time.Now().Add(p.duration)
 	var issued atomic.Int64
 	tallies := make([]*tally, p.workers)
@@ -41,22 +62,18 @@ func runPhase(ctx context.Context, client *http.Client, p phase, devices []Devic
 	for w := range p.workers {
 		t := newTally()
 		tallies[w] = t
+		attempt := newWorker(w)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := newSigner(audience, strconv.Itoa(w)+"-"+strconv.FormatInt(start.UnixNano(), 36)+"-")
-			// Devices are spread over workers round-robin, so no two workers share one
-			// device's per-device rate limit unless devices < workers.
-			k := w
 			for ctx.Err() == nil && time.Now().Before(deadline) {
 				if p.requests > 0 && issued.Add(1) > int64(p.requests) {
 					return
 				}
-				d := devices[k%len(devices)]
-				k += p.workers
-				wait := exchange(ctx, client, p, s.sign(d, time.Now()), t)
-				if wait > 0 {
-					sleepUntil(ctx, min(wait, p.maxWait, time.Until(deadline)))
+				o := attempt(ctx)
+				t.record(o)
+				if o.wait > 0 {
+					sleepUntil(ctx, min(o.wait, p.maxWait, time.Until(deadline)))
 				}
 			}
 		}()
@@ -65,14 +82,6 @@ func runPhase(ctx context.Context, client *http.Client, p phase, devices []Devic
 	r := summarize(p.name, p.url, p.workers, time.Since(start), tallies)
 	r.Interrupted = ctx.Err() != nil
 	return r
-}
-
-// exchange does one GET with the assertion and records its outcome in t. It returns the
-// Retry-After delay of a deliberate refusal (429 or 503 with Retry-After), else 0.
-func exchange(ctx context.Context, client *http.Client, p phase, assertion string, t *tally) time.Duration {
-	o := tryToken(ctx, client, p.url, p.timeout, assertion)
-	t.record(o)
-	return o.wait
 }
 
 // outcomeKind classifies one exchange.
@@ -106,16 +115,26 @@ func (t *tally) record(o outcome) {
 	}
 }
 
-// tryToken does one GET of url with the assertion as bearer token, reading the whole
-// body (so a keep-alive connection goes back to the pool), and classifies the answer.
+// tryToken does one GET of url with the assertion as bearer token; see tryRequest.
 func tryToken(ctx context.Context, client *http.Client, url string, timeout time.Duration, assertion string) outcome {
+	return tryRequest(ctx, client, timeout, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err == nil {
+			req.Header.Set("Authorization", "Bearer "+assertion)
+		}
+		return req, err
+	})
+}
+
+// tryRequest sends the request build makes (bounded by timeout), reads the whole body
+// (so a keep-alive connection goes back to the pool), and classifies the answer.
+func tryRequest(ctx context.Context, client *http.Client, timeout time.Duration, build func(context.Context) (*http.Request, error)) outcome {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	req, err := build(rctx)
 	if err != nil {
 		return outcome{kind: outcomeError, key: "request"}
 	}
-	req.Header.Set("Authorization", "Bearer "+assertion)
 	begin := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
