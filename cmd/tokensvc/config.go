@@ -33,7 +33,10 @@ type Config struct {
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	// MetricsAddr serves /metrics on a listener of its own; empty serves it on Addr.
-	MetricsAddr    string
+	MetricsAddr string
+	// Pprof also serves net/http/pprof under /debug/pprof/ on MetricsAddr (never on
+	// the API listener).
+	Pprof          bool
 	MaxHeaderBytes int
 
 	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
@@ -125,6 +128,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cacheSize, "cache-size", env("TOKENSVC_CACHE_SIZE", "100000"), "most devices and hubs cached (TOKENSVC_CACHE_SIZE)")
 	fs.StringVar(&level, "log-level", env("TOKENSVC_LOG_LEVEL", "info"), "debug, info, warn or error (TOKENSVC_LOG_LEVEL)")
 	fs.StringVar(&shutdown, "shutdown-timeout", env("TOKENSVC_SHUTDOWN_TIMEOUT", "20s"), "how long in-flight requests may drain on SIGTERM (TOKENSVC_SHUTDOWN_TIMEOUT)")
+	fs.BoolVar(&c.Pprof, "pprof", env("TOKENSVC_PPROF", "") == "true", "also serve /debug/pprof/ on the metrics address; needs -metrics-addr (TOKENSVC_PPROF=true)")
 	var deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep string
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("TOKENSVC_METRICS_ADDR", ""), "serve /metrics on this address instead of the API listener (TOKENSVC_METRICS_ADDR)")
 	fs.StringVar(&deviceRate, "device-rate", env("TOKENSVC_DEVICE_RATE", "0.2"), "token requests per second each device may make, sustained; 0 disables (TOKENSVC_DEVICE_RATE)")
@@ -307,6 +311,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.OIDC.validate(); err != nil {
 		return err
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("pprof is served on the metrics address only; set TOKENSVC_METRICS_ADDR too")
 	}
 	if c.MetricsAddr != "" && c.MetricsAddr == c.Addr {
 		return errors.New("metrics address must differ from the listen address; leave it empty to serve /metrics there")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -159,7 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if cfg.MetricsAddr != "" {
 		// Listening before "listening" is logged: both addresses take requests from then on.
-		task, err := serveMetrics(cfg.MetricsAddr, m, cfg.ShutdownTimeout, log)
+		task, err := serveMetrics(cfg.MetricsAddr, cfg.Pprof, m, cfg.ShutdownTimeout, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -251,13 +252,18 @@ func openAudit(cfg AuditConfig, stdout io.Writer, log *slog.Logger) (*audit.Logg
 
 // serveMetrics listens on addr now (so a bad address fails the start) and returns the
 // task that serves /metrics there until ctx ends.
-func serveMetrics(addr string, m *metrics.Metrics, drain time.Duration, log *slog.Logger) (func(context.Context) error, error) {
+func serveMetrics(addr string, pprofOn bool, m *metrics.Metrics, drain time.Duration, log *slog.Logger) (func(context.Context) error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if pprofOn {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

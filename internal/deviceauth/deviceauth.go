@@ -99,13 +99,6 @@ func NewVerifier(devices DeviceGetter, audience string, now func() time.Time, op
 	return v
 }
 
-// claims are the claims tokensvc reads from an assertion.
-type claims struct {
-	jwt.RegisteredClaims
-	// Nonce is a value from IssueNonce; it stands in for iat/exp on devices without a clock.
-	Nonce string `json:"nonce,omitempty"`
-}
-
 // algFor pins each JWT credential type to exactly one algorithm, so an HS256 token can
 // never be checked with a public key as its secret, nor "none" accepted. Certificate
 // credentials are absent: no assertion ever authenticates them.

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -26,8 +24,8 @@ var noStore = "no-store"
 
 // GetToken mints a token for the device the assertion proved.
 func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (oapi.GetTokenResponseObject, error) {
-	dev, ok := ctx.Value(deviceKey).(store.Device)
-	if !ok {
+	rt := routedOf(ctx)
+	if rt == nil || rt.device.ID == "" {
 		return nil, fmt.Errorf("GetToken reached without an authenticated device")
 	}
 	tr := tokens.Request{
@@ -35,6 +33,7 @@ func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (
 		TTL:       durationOf(req.Params.Ttl),
 		Transport: signer.Transport(deref(req.Params.Transport)),
 	}
+	dev := rt.device
 	issued, err := s.deps.Issuer.Issue(ctx, dev, tr)
 	if err != nil {
 		return nil, err
@@ -85,16 +84,13 @@ func prefersText(accept string) bool {
 type tokenJSON struct{ body oapi.TokenResponse }
 
 func (t tokenJSON) VisitGetTokenResponse(w http.ResponseWriter) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(t.body); err != nil {
-		return err
-	}
+	bp := tokenBufs.Get().(*[]byte)
+	defer tokenBufs.Put(bp)
+	*bp = appendTokenResponse((*bp)[:0], &t.body)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", noStore)
 	w.WriteHeader(http.StatusOK)
-	_, err := buf.WriteTo(w)
+	_, err := w.Write(*bp)
 	return err
 }
 

@@ -1,0 +1,135 @@
+package tokens_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/tokens"
+)
+
+var now = time.Unix(1767222000, 0).UTC()
+
+// hubs is a map-backed HubGetter: the issuer only reads hubs.
+type hubs map[string]store.Hub
+
+func (h hubs) GetHub(_ context.Context, name string) (store.Hub, error) {
+	hub, ok := h[name]
+	if !ok {
+		return store.Hub{}, store.ErrNotFound
+	}
+	return hub, nil
+}
+
+const (
+	deviceKey = "IpHYzcMQQR5+wnN4pmHJNRh8B+TVY26bw8QAsnJEuM0="
+	moduleKey = "aW0tYS1tb2R1bGUta2V5LW9mLTMyLWJ5dGVzLWxvbmchIQ=="
+	groupKey  = "Z3JvdXAta2V5LWdyb3VwLWtleS1ncm91cC1rZXktMzIhIQ=="
+	ehKey     = "xTOK69yMO2eDWPPYk1p16ESojJv1ugFiyNvS9OLwvYM="
+)
+
+var testHubs = hubs{
+	"iothub": {Name: "iothub", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"policy": {Name: "policy", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignPolicy, PolicyName: "device", PolicyKey: deviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"edge":   {Name: "edge", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignDeviceKey, GatewayHostName: "edge.factory.local", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"events": {Name: "events", Kind: store.KindEventHubs, Hostname: "contoso-ns.servicebus.windows.net", EntityPath: "telemetry", Mode: store.SignPolicy, PolicyName: "SendOnly", PolicyKey: ehKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"dps":    {Name: "dps", Kind: store.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: store.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"dpsgrp": {Name: "dpsgrp", Kind: store.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: store.SignGroupKey, PolicyKey: groupKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+}
+
+func mustKey(tb testing.TB, text string, enc signer.KeyEncoding) []byte {
+	tb.Helper()
+	k, err := signer.DecodeKey(text, enc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// kinds are the token kinds the issuer mints, each with the key a broker would check the
+// token with and the resource it must be scoped to.
+func kinds(tb testing.TB) []struct {
+	name     string
+	hub      string
+	module   string
+	tr       signer.Transport
+	key      []byte
+	resource string
+} {
+	derived, err := signer.DeriveDeviceKey(groupKey, "sensor-1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return []struct {
+		name     string
+		hub      string
+		module   string
+		tr       signer.Transport
+		key      []byte
+		resource string
+	}{
+		{"iothub-device-mqtt", "iothub", "", signer.TCP, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
+		{"iothub-device-websocket", "iothub", "", signer.WebSocket, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
+		{"iothub-module", "iothub", "filter", signer.TCP, mustKey(tb, moduleKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1/modules/filter"},
+		{"iothub-policy", "policy", "", signer.TCP, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
+		{"iothub-edge-gateway", "edge", "", signer.TCP, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
+		{"eventhubs-publisher", "events", "", signer.TCP, mustKey(tb, ehKey, signer.KeyUTF8), "https://contoso-ns.servicebus.windows.net/telemetry/publishers/sensor-1"},
+		{"dps-registration", "dps", "", signer.TCP, mustKey(tb, deviceKey, signer.KeyBase64), "0ne00000001/registrations/sensor-1"},
+		{"dps-group-derived", "dpsgrp", "", signer.TCP, mustKey(tb, derived, signer.KeyBase64), "0ne00000001/registrations/sensor-1"},
+	}
+}
+
+func device(hub string) store.Device {
+	return store.Device{
+		ID: "sensor-1", Hub: hub, PrimaryKey: deviceKey, SecondaryKey: deviceKey,
+		Modules: []store.Module{{ID: "filter", PrimaryKey: moduleKey, SecondaryKey: moduleKey}},
+	}
+}
+
+// TestIssueEveryKind checks each kind's token verifies with the key its broker holds,
+// for the resource it names, with the hub's default lifetime.
+func TestIssueEveryKind(t *testing.T) {
+	iss := tokens.NewIssuer(testHubs, signer.New(func() time.Time { return now }), nil)
+	for _, k := range kinds(t) {
+		t.Run(k.name, func(t *testing.T) {
+			got, err := iss.Issue(t.Context(), device(k.hub), tokens.Request{ModuleID: k.module, Transport: k.tr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := signer.Verify(got.Token.Value, k.key, now)
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			if p.Resource != k.resource {
+				t.Errorf("resource %q, want %q", p.Resource, k.resource)
+			}
+			if d := got.Token.ExpiresAt.Sub(now); d != time.Hour {
+				t.Errorf("lifetime %v, want the hub default 1h", d)
+			}
+			if got.Profiles.MQTT == nil && got.Profiles.AMQP == nil && got.Profiles.HTTPS == nil {
+				t.Error("no connection profile")
+			}
+		})
+	}
+}
+
+// BenchmarkIssue is minting per token kind as GET /token does it after authentication:
+// hub lookup, key decoding, SAS signing and the connection profiles.
+func BenchmarkIssue(b *testing.B) {
+	iss := tokens.NewIssuer(testHubs, signer.New(func() time.Time { return now }), nil)
+	for _, k := range kinds(b) {
+		b.Run(k.name, func(b *testing.B) {
+			d := device(k.hub)
+			r := tokens.Request{ModuleID: k.module, Transport: k.tr}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := iss.Issue(ctx, d, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
