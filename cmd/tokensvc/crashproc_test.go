@@ -1,0 +1,639 @@
+package main
+
+// Plumbing for crash_test.go: the real tokensvc binary as a child process (so SIGKILL is
+// a real kill -9), plain HTTP helpers, and direct inspections of what the stores hold on
+// disk or in Vault, below the service's own view of them.
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+)
+
+// crashAdmin is the operator token every child runs with.
+const crashAdmin = "crash-admin-token-0123456789"
+
+// buildTokensvc builds the service binary once for the calling test (no -race: the
+// child only has to be the real program, killed for real).
+func buildTokensvc(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go command to build tokensvc")
+	}
+	bin := filepath.Join(t.TempDir(), "tokensvc")
+	cmd := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "github.com/tokensvc/tokensvc/cmd/tokensvc")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build tokensvc: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// svcProc is one run of the tokensvc binary.
+type svcProc struct {
+	cmd    *exec.Cmd
+	url    string
+	log    *lineSink
+	exited chan struct{}
+	http   *http.Client
+	// nonceAuth makes devices sign nonce assertions (see mint).
+	nonceAuth bool
+	// serverErrors counts 5xx answers.
+	serverErrors atomic.Int64
+}
+
+// lineSink collects a child's stderr (JSON log lines; the service never logs secrets)
+// and reports the address of its "listening" line.
+type lineSink struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	partial []byte
+	addr    chan string
+}
+
+func (s *lineSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.Write(p)
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := s.partial[:i]
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "listening" {
+			select {
+			case s.addr <- rec.Addr:
+			default:
+			}
+		}
+		s.partial = s.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (s *lineSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// startSvc runs bin with env (plus PATH) on a free loopback port and waits until it
+// listens. The process is killed when the test ends, whatever happened.
+func startSvc(t *testing.T, bin string, env []string) *svcProc {
+	t.Helper()
+	p := &svcProc{
+		cmd:    exec.Command(bin),
+		log:    &lineSink{addr: make(chan string, 1)},
+		exited: make(chan struct{}),
+	}
+	p.cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"TOKENSVC_ADDR=127.0.0.1:0",
+		"TOKENSVC_ADMIN_TOKEN=" + crashAdmin,
+		"TOKENSVC_AUDIT=off",
+		"TOKENSVC_LOG_LEVEL=info",
+		"TOKENSVC_DEVICE_RATE=0",
+		"TOKENSVC_MAX_INFLIGHT=0",
+	}, env...)
+	p.cmd.Stdout = io.Discard
+	p.cmd.Stderr = p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start tokensvc: %v", err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("tokensvc log (pid %d):\n%s", p.cmd.Process.Pid, tail(p.log.String(), 60))
+		}
+	})
+	select {
+	case a := <-p.log.addr:
+		p.url = "http://" + a
+	case <-p.exited:
+		t.Fatalf("tokensvc exited before listening:\n%s", p.log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tokensvc not listening after 30 s:\n%s", p.log.String())
+	}
+	p.http = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}}
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone; a no-op once it is.
+func (p *svcProc) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	if p.http != nil {
+		p.http.CloseIdleConnections()
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("... %d earlier lines", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// noAuth as do's bearer sends no Authorization header.
+const noAuth = "-"
+
+// do sends a request with the admin token (or bearer, if set) and returns the status
+// and body. Bodies of 2xx answers may hold secrets: callers never print them.
+func (p *svcProc) do(ctx context.Context, method, path, bearer string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.url+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch bearer {
+	case "":
+		req.Header.Set("Authorization", "Bearer "+crashAdmin)
+	case noAuth:
+	default:
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		p.serverErrors.Add(1)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
+// problemDetail is the detail of a problem+json body (never a secret), for messages.
+func problemDetail(b []byte) string {
+	var p struct{ Title, Detail string }
+	if json.Unmarshal(b, &p) != nil {
+		return fmt.Sprintf("(%d bytes, not a problem document)", len(b))
+	}
+	return strings.TrimSpace(p.Title + ": " + p.Detail)
+}
+
+// apiDevice is a device as GET /devices returns it.
+type apiDevice struct {
+	DeviceID string `json:"deviceId"`
+	Hub      string `json:"hub"`
+	Modules  []struct {
+		ModuleID string `json:"moduleId"`
+	} `json:"modules"`
+	Auth struct {
+		Type            string `json:"type"`
+		PublicKey       string `json:"publicKey"`
+		CertFingerprint string `json:"certFingerprint"`
+	} `json:"auth"`
+	Disabled      bool `json:"disabled"`
+	MaxTTLSeconds *int `json:"maxTtlSeconds"`
+}
+
+// listAllDevices pages through GET /devices.
+func (p *svcProc) listAllDevices(ctx context.Context) ([]apiDevice, error) {
+	var all []apiDevice
+	cursor := ""
+	for range 10000 {
+		path := "/devices?limit=1000"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		code, b, err := p.do(ctx, http.MethodGet, path, "", nil)
+		if err != nil {
+			return nil, err
+		}
+		if code != http.StatusOK {
+			return nil, fmt.Errorf("GET /devices: %d %s", code, problemDetail(b))
+		}
+		var page struct {
+			Items []apiDevice `json:"items"`
+			Next  string      `json:"next"`
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.Next == "" {
+			return all, nil
+		}
+		cursor = urlQueryEscape(page.Next)
+	}
+	return nil, errors.New("GET /devices: more than 10000 pages")
+}
+
+func urlQueryEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// storedDevice is the part of a stored device record the completeness checks look at,
+// whichever store it came from.
+type storedDevice struct {
+	ID, Hub, AuthType, PublicKey, CertFP string
+	HasSecret, HasPrimary, HasSecondary  bool
+	Modules                              []storedModule
+	TransitKeys                          []string
+}
+
+type storedModule struct {
+	ID                       string
+	HasPrimary, HasSecondary bool
+}
+
+type storedHub struct {
+	Name, Mode string
+	Transit    bool
+	HasKey     bool // policy or group key present (in the record, or as a Transit key)
+}
+
+// inspection is what a store holds, read past the service.
+type inspection struct {
+	devices map[string]storedDevice
+	hubs    map[string]storedHub
+	// problems are half-written or inconsistent records: each one is a failure.
+	problems []string
+	// orphanMarkers and staleClaims are leftovers vaultstore's write order allows after
+	// a crash (harmless by design); reported, not failures.
+	orphanMarkers, staleClaims []string
+}
+
+// completeness checks one stored device against the rules every complete device obeys.
+func (in *inspection) completeness(d storedDevice) {
+	bad := func(format string, args ...any) {
+		in.problems = append(in.problems, fmt.Sprintf("device %q: ", d.ID)+fmt.Sprintf(format, args...))
+	}
+	h, ok := in.hubs[d.Hub]
+	if !ok {
+		bad("its hub %q does not exist", d.Hub)
+		return
+	}
+	switch store.CredentialType(d.AuthType) {
+	case store.CredHS256:
+		if !d.HasSecret {
+			bad("hs256 without its secret")
+		}
+	case store.CredES256, store.CredEdDSA:
+		if d.PublicKey == "" || d.HasSecret {
+			bad("%s: public key present %v, secret present %v", d.AuthType, d.PublicKey != "", d.HasSecret)
+		}
+	case store.CredX509:
+		if len(d.CertFP) != 64 {
+			bad("x509 without its fingerprint")
+		}
+	case store.CredX509CA:
+	default:
+		bad("unknown credential type %q", d.AuthType)
+	}
+	wantKeys := h.Mode == string(store.SignDeviceKey)
+	switch {
+	case wantKeys && h.Transit:
+		if d.HasPrimary || d.HasSecondary || len(d.TransitKeys) != 2*(1+len(d.Modules)) {
+			bad("on a Transit hub: key fields set %v/%v, %d Transit keys for %d modules", d.HasPrimary, d.HasSecondary, len(d.TransitKeys), len(d.Modules))
+		}
+	case wantKeys:
+		if !d.HasPrimary || !d.HasSecondary {
+			bad("on a deviceKey hub without its keys (primary %v, secondary %v)", d.HasPrimary, d.HasSecondary)
+		}
+		for _, m := range d.Modules {
+			if !m.HasPrimary || !m.HasSecondary {
+				bad("module %q without its keys", m.ID)
+			}
+		}
+	default:
+		if d.HasPrimary || d.HasSecondary || len(d.TransitKeys) > 0 {
+			bad("device keys on a %s hub", h.Mode)
+		}
+	}
+}
+
+// inspectFileStore opens a copy of the embedded store file, so the service's own next
+// Open still meets the file exactly as the kill left it.
+func inspectFileStore(t *testing.T, dataDir string) *inspection {
+	t.Helper()
+	key, err := filestore.LoadOrCreateMasterKey(filepath.Join(dataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dataDir, "tokensvc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(cp, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := filestore.Open(cp, key, filestore.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("the store file as the kill left it does not open: %v", err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	in := &inspection{devices: map[string]storedDevice{}, hubs: map[string]storedHub{}}
+	hubs, err := st.ListHubs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hubs {
+		in.hubs[h.Name] = storedHub{Name: h.Name, Mode: string(h.Mode), Transit: h.Transit, HasKey: h.PolicyKey != ""}
+	}
+	for cursor := ""; ; {
+		page, err := st.ListDevices(ctx, cursor, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range page.Devices {
+			sd := storedDevice{
+				ID: d.ID, Hub: d.Hub, AuthType: string(d.Auth.Type), PublicKey: d.Auth.PublicKey, CertFP: d.Auth.CertFingerprint,
+				HasSecret: len(d.Auth.Secret) > 0, HasPrimary: d.PrimaryKey != "", HasSecondary: d.SecondaryKey != "",
+			}
+			for _, m := range d.Modules {
+				sd.Modules = append(sd.Modules, storedModule{m.ID, m.PrimaryKey != "", m.SecondaryKey != ""})
+			}
+			in.devices[d.ID] = sd
+			in.completeness(sd)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	for _, h := range in.hubs {
+		if (h.Mode == string(store.SignPolicy) || h.Mode == string(store.SignGroupKey)) && !h.HasKey {
+			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key", h.Name, h.Mode))
+		}
+	}
+	return in
+}
+
+// kvClient lists and reads vaultstore's KV layout (default mount and prefix) with
+// Vault's root token.
+type kvClient struct {
+	c *vault.Client
+}
+
+func (k kvClient) list(ctx context.Context, rel string) ([]string, error) {
+	s, err := k.c.Logical().ListWithContext(ctx, "secret/metadata/tokensvc/"+rel)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil || s.Data == nil {
+		return nil, nil
+	}
+	raw, _ := s.Data["keys"].([]any)
+	out := make([]string, 0, len(raw))
+	for _, r := range raw {
+		if s, ok := r.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// read decodes the latest version of rel into out; false if there is none.
+func (k kvClient) read(ctx context.Context, rel string, out any) (bool, error) {
+	s, err := k.c.Logical().ReadWithContext(ctx, "secret/data/tokensvc/"+rel)
+	if err != nil {
+		return false, err
+	}
+	if s == nil || s.Data == nil || s.Data["data"] == nil {
+		return false, nil
+	}
+	b, err := json.Marshal(s.Data["data"])
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal(b, out)
+}
+
+func (k kvClient) transitKeyExists(ctx context.Context, name string) (bool, error) {
+	s, err := k.c.Logical().ReadWithContext(ctx, "transit/keys/"+name)
+	if err != nil {
+		return false, err
+	}
+	return s != nil, nil
+}
+
+func unhex(s string) string {
+	b, err := hex.DecodeString(strings.TrimSuffix(s, "/"))
+	if err != nil {
+		return "!" + s
+	}
+	return string(b)
+}
+
+// inspectVault reads every hub, device, marker and claim record under the tokensvc
+// prefix and checks them against vaultstore's write order: a device record always has
+// its hub, its marker and (on Transit hubs) its Transit keys; what a crash may leave is
+// an orphan marker, orphan Transit keys or a stale claim, never the reverse.
+func inspectVault(t *testing.T, kv kvClient) *inspection {
+	t.Helper()
+	ctx := t.Context()
+	in := &inspection{devices: map[string]storedDevice{}, hubs: map[string]storedHub{}}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("inspect vault: %v", err)
+		}
+	}
+	hubKeys, err := kv.list(ctx, "hubs/")
+	must(err)
+	for _, hk := range hubKeys {
+		var rec struct {
+			Name, Mode, PolicyKey, TransitKey string
+			Transit                           bool
+		}
+		ok, err := kv.read(ctx, "hubs/"+hk, &rec)
+		must(err)
+		if !ok {
+			continue
+		}
+		if rec.Name != unhex(hk) {
+			in.problems = append(in.problems, fmt.Sprintf("hub record %s names %q", hk, rec.Name))
+		}
+		h := storedHub{Name: rec.Name, Mode: rec.Mode, Transit: rec.Transit, HasKey: rec.PolicyKey != ""}
+		if rec.TransitKey != "" {
+			ok, err := kv.transitKeyExists(ctx, rec.TransitKey)
+			must(err)
+			h.HasKey = ok
+		}
+		if (h.Mode == string(store.SignPolicy) || h.Mode == string(store.SignGroupKey)) && !h.HasKey {
+			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key (Transit %v)", h.Name, h.Mode, h.Transit))
+		}
+		in.hubs[h.Name] = h
+	}
+
+	devKeys, err := kv.list(ctx, "devices/")
+	must(err)
+	type rec struct {
+		ID           string `json:"id"`
+		Hub          string `json:"hub"`
+		PrimaryKey   string `json:"primaryKey"`
+		SecondaryKey string `json:"secondaryKey"`
+		Modules      []struct {
+			ID           string `json:"id"`
+			PrimaryKey   string `json:"primaryKey"`
+			SecondaryKey string `json:"secondaryKey"`
+		} `json:"modules"`
+		AuthType    string   `json:"authType"`
+		Secret      []byte   `json:"secret"`
+		PublicKey   string   `json:"publicKey"`
+		CertFP      string   `json:"certFingerprint"`
+		TransitKeys []string `json:"transitKeys"`
+	}
+	recs := make([]rec, len(devKeys))
+	found := make([]bool, len(devKeys))
+	errs := make([]error, len(devKeys))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, dk := range devKeys {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			found[i], errs[i] = kv.read(ctx, "devices/"+dk, &recs[i])
+			if errs[i] != nil || !found[i] {
+				return
+			}
+			r := &recs[i]
+			ok, err := kv.read(ctx, "hubdevices/"+hex.EncodeToString([]byte(r.Hub))+"/"+dk, &struct{}{})
+			if err == nil && !ok {
+				err = fmt.Errorf("no marker")
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("device %q on hub %q: marker: %v", r.ID, r.Hub, err)
+				return
+			}
+			for _, name := range r.TransitKeys {
+				ok, err := kv.transitKeyExists(ctx, name)
+				if err == nil && !ok {
+					err = fmt.Errorf("absent")
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("device %q: Transit key %s: %v", r.ID, name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, dk := range devKeys {
+		if errs[i] != nil {
+			in.problems = append(in.problems, errs[i].Error())
+			continue
+		}
+		if !found[i] {
+			continue
+		}
+		r := recs[i]
+		if r.ID != unhex(dk) {
+			in.problems = append(in.problems, fmt.Sprintf("device record %s names %q", dk, r.ID))
+			continue
+		}
+		sd := storedDevice{
+			ID: r.ID, Hub: r.Hub, AuthType: r.AuthType, PublicKey: r.PublicKey, CertFP: r.CertFP,
+			HasSecret: len(r.Secret) > 0, HasPrimary: r.PrimaryKey != "", HasSecondary: r.SecondaryKey != "",
+			TransitKeys: r.TransitKeys,
+		}
+		for _, m := range r.Modules {
+			sd.Modules = append(sd.Modules, storedModule{m.ID, m.PrimaryKey != "", m.SecondaryKey != ""})
+		}
+		in.devices[r.ID] = sd
+		in.completeness(sd)
+	}
+
+	hubFolders, err := kv.list(ctx, "hubdevices/")
+	must(err)
+	for _, hf := range hubFolders {
+		markers, err := kv.list(ctx, "hubdevices/"+hf)
+		must(err)
+		for _, m := range markers {
+			id := unhex(m)
+			if d, ok := in.devices[id]; ok && d.Hub == unhex(hf) {
+				continue
+			}
+			in.orphanMarkers = append(in.orphanMarkers, unhex(hf)+"/"+id)
+		}
+	}
+	for _, kind := range []string{"devices", "hubs"} {
+		claims, err := kv.list(ctx, "claims/"+kind+"/")
+		must(err)
+		for _, c := range claims {
+			in.staleClaims = append(in.staleClaims, kind+"/"+unhex(c))
+		}
+	}
+	return in
+}
+
+// hasClaim reports whether the inspection found a claim left on the device or hub.
+func (in *inspection) hasClaim(kind, name string) bool {
+	for _, c := range in.staleClaims {
+		if c == kind+"/"+name {
+			return true
+		}
+	}
+	return false
+}
+
+// ageClaim makes the claim on a device or hub look claimTTL old, as it will once two
+// minutes have passed, so the next create takes it over as left by a crash.
+func (k kvClient) ageClaim(ctx context.Context, kind, name string) error {
+	_, err := k.c.Logical().WriteWithContext(ctx, "secret/data/tokensvc/claims/"+kind+"/"+hex.EncodeToString([]byte(name)), map[string]any{
+		"data": map[string]any{"owner": "aged-by-crash-test", "op": "create", "claimedAt": time.Now().Add(-3 * time.Minute).UTC()},
+	})
+	return err
+}
