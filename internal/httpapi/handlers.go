@@ -39,13 +39,15 @@ func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (
 		return nil, err
 	}
 	// One record per issued token: who and for how long, never the token itself.
-	s.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
-		slog.String("device", dev.ID),
-		slog.String("module", tr.ModuleID),
-		slog.String("hub", issued.Hub.Name),
-		slog.Time("expiresAt", issued.Token.ExpiresAt),
-		slog.String("requestId", middleware.GetReqID(ctx)),
-	)
+	if s.log.Enabled(ctx, slog.LevelInfo) {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+			slog.String("device", dev.ID),
+			slog.String("module", tr.ModuleID),
+			slog.String("hub", issued.Hub.Name),
+			slog.Time("expiresAt", issued.Token.ExpiresAt),
+			slog.String("requestId", middleware.GetReqID(ctx)),
+		)
+	}
 	body := tokenToAPI(issued)
 	accept, _ := ctx.Value(acceptKey).(string)
 	if prefersText(accept) {
@@ -87,8 +89,12 @@ func (t tokenJSON) VisitGetTokenResponse(w http.ResponseWriter) error {
 	bp := tokenBufs.Get().(*[]byte)
 	defer tokenBufs.Put(bp)
 	*bp = appendTokenResponse((*bp)[:0], &t.body)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", noStore)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", noStore)
+	// A known length: net/http need not switch to chunked encoding for a body larger
+	// than its 2 KiB buffer.
+	h.Set("Content-Length", strconv.Itoa(len(*bp)))
 	w.WriteHeader(http.StatusOK)
 	_, err := w.Write(*bp)
 	return err

@@ -4,21 +4,29 @@ package signer
 // every byte except A-Z a-z 0-9 - _ . ~ becomes %XX (upper-case hex). For the characters
 // a device ID may hold it equals url.QueryEscape.
 func Escape(s string) string {
-	if encodedLen(s) == len(s) {
+	n := encodedLen(s)
+	if n == len(s) {
 		return s
 	}
-	return string(appendEscaped(make([]byte, 0, encodedLen(s)), s))
+	return string(appendEscaped(make([]byte, 0, n), s))
 }
 
-func unreserved(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '_' || c == '.' || c == '~'
-}
+// unreservedBytes marks the bytes Escape leaves as they are; a table because every
+// token, and every URL holding one, is escaped on each GET /token.
+var unreservedBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == '~'
+	}
+	return t
+}()
+
+func unreserved(c byte) bool { return unreservedBytes[c] }
 
 func encodedLen(s string) int {
 	n := len(s)
 	for i := 0; i < len(s); i++ {
-		if !unreserved(s[i]) {
+		if !unreservedBytes[s[i]] {
 			n += 2
 		}
 	}
@@ -30,7 +38,7 @@ const upperHex = "0123456789ABCDEF"
 func appendEscaped(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if unreserved(c) {
+		if unreservedBytes[c] {
 			dst = append(dst, c)
 			continue
 		}

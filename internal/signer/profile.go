@@ -163,6 +163,7 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 		amqpUser = id.DeviceID + "/modules/" + id.ModuleID
 	}
 	amqpUser += "@sas." + id.HubName()
+	linkURLPath := escapePath(linkPath)
 	amqp := &AMQP{
 		Host:        host,
 		Transport:   t,
@@ -179,11 +180,11 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 	} else {
 		mqtt.Port, amqp.Port = 8883, 5671
 		mqtt.URL = "mqtts://" + host + ":8883"
-		amqp.URL = "amqps://" + Escape(amqpUser) + ":" + Escape(token) + "@" + host + escapePath(linkPath)
+		amqp.URL = "amqps://" + Escape(amqpUser) + ":" + Escape(token) + "@" + host + linkURLPath
 	}
 
 	https := &HTTPS{
-		URL:           "https://" + host + escapePath(linkPath) + "?api-version=" + IoTHubAPIVersion,
+		URL:           "https://" + host + linkURLPath + "?api-version=" + IoTHubAPIVersion,
 		Authorization: token,
 	}
 
@@ -258,11 +259,14 @@ func DPSProfiles(globalHost, idScope, registrationID, token string, t Transport)
 
 // escapePath escapes each segment of a slash-separated path.
 func escapePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = Escape(s)
+	b := make([]byte, 0, encodedLen(p)) // an upper bound: it counts each / as %2F
+	for i, seg := range strings.Split(p, "/") {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		b = appendEscaped(b, seg)
 	}
-	return strings.Join(segs, "/")
+	return string(b)
 }
 
 // ValidID reports whether s is a valid IoT Hub device or module ID: 1 to 128 ASCII
