@@ -178,3 +178,42 @@ func TestRunMetricsOnOwnAddress(t *testing.T) {
 		t.Errorf("API address /metrics: got %d, want 404", got)
 	}
 }
+
+// TestPprofOnlyOnMetricsAddress serves the profiler on the metrics listener when asked,
+// never on the API listener, and refuses to start it without a metrics address.
+func TestPprofOnlyOnMetricsAddress(t *testing.T) {
+	if _, err := parseConfig(nil, func(k string) string {
+		return map[string]string{"TOKENSVC_PPROF": "true", "TOKENSVC_DATA_DIR": t.TempDir()}[k]
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "TOKENSVC_METRICS_ADDR") {
+		t.Fatalf("pprof without a metrics address: got %v, want a refusal naming TOKENSVC_METRICS_ADDR", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	in := mustStart(t, map[string]string{
+		"TOKENSVC_DATA_DIR":     t.TempDir(),
+		"TOKENSVC_ADMIN_TOKEN":  "bootstrap-admin-token-0123456789",
+		"TOKENSVC_METRICS_ADDR": addr,
+		"TOKENSVC_PPROF":        "true",
+	})
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + addr + "/debug/pprof/", http.StatusOK},
+		{"http://" + addr + "/debug/pprof/heap", http.StatusOK},
+		{in.url + "/debug/pprof/", http.StatusNotFound},
+	} {
+		resp, err := http.Get(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("GET %s: got %d, want %d", c.url, resp.StatusCode, c.want)
+		}
+	}
+}
