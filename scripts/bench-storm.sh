@@ -11,6 +11,7 @@
 #
 #   scripts/bench-storm.sh                       # 50000 devices, 128 at once, with baseline
 #   DEVICES=5000 WORKERS=256 BASELINE=0 scripts/bench-storm.sh -json
+#   REV=HEAD PERF_OUT=/tmp/storm.perf scripts/bench-storm.sh   # the committed service, profiled
 # Extra arguments go to tokenbench storm.
 set -euo pipefail
 
@@ -23,7 +24,9 @@ GO=${GO:-go}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 svc_pid=
+perf_pid=
 cleanup() {
+	if [[ -n $perf_pid ]]; then kill -INT "$perf_pid" 2>/dev/null || true; fi
 	if [[ -n $svc_pid ]] && kill -0 "$svc_pid" 2>/dev/null; then
 		kill -TERM "$svc_pid" 2>/dev/null || true
 		for _ in $(seq 100); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
@@ -75,12 +78,25 @@ baseline=()
 if [[ $BASELINE == 1 ]]; then
 	baseline=(-baseline -tls-cert "$work/tls.crt" -tls-key "$work/tls.key")
 fi
+# PERF_OUT=<file>: record tokensvc's CPU profile with perf (call graphs, 499 Hz) for the
+# whole tokenbench run; read it with `perf report -i <file> --no-children`.
+if [[ -n ${PERF_OUT:-} ]]; then
+	perf record -F 499 -g -o "$PERF_OUT" -p "$svc_pid" 2>"$work/perf.err" &
+	perf_pid=$!
+	sleep 1
+fi
 echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(go version | cut -d' ' -f3)"
 echo "# tokensvc ($(if [[ -n ${REV:-} ]]; then git rev-parse --short "$REV"; else echo "working tree of $(git rev-parse --short HEAD)"; fi)) pid $svc_pid on $url (embedded store, limits at defaults, audit to a file)"
 echo "# tokenbench storm -devices $DEVICES -c $WORKERS -max-duration $MAX_DURATION ${baseline[*]:+-baseline} $*"
 TOKENSVC_ADMIN_TOKEN="$admin" timeout 3600 "$work/tokenbench" storm -url "$url" -cacert "$work/tls.crt" \
 	-server-pid "$svc_pid" -devices "$DEVICES" -c "$WORKERS" -max-duration "$MAX_DURATION" "${baseline[@]}" "$@"
 
+if [[ -n $perf_pid ]]; then
+	kill -INT "$perf_pid" 2>/dev/null || true
+	wait "$perf_pid" || true
+	perf_pid=
+	echo "# perf profile of tokensvc in $PERF_OUT"
+fi
 echo "# audit records written: $(wc -l <"$work/tokensvc.out")"
 if [[ -s $work/tokensvc.err ]]; then
 	echo "# tokensvc stderr (warnings and errors, first 20 lines):" >&2
