@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -168,11 +172,26 @@ func tryRequest(ctx context.Context, client *http.Client, timeout time.Duration,
 
 // transportClass names a transport error coarsely, for the error table.
 func transportClass(err error) string {
+	var netErr net.Error
+	var tlsAlert tls.AlertError
+	var certErr *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
+	case strings.Contains(err.Error(), "TLS handshake timeout"):
+		return "TLS handshake timeout"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
 	case isConnRefused(err):
 		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no local port left"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed early"
+	case errors.As(err, &tlsAlert), errors.As(err, &certErr):
+		return "TLS error"
 	default:
 		return "transport"
 	}

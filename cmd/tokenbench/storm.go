@@ -360,8 +360,10 @@ func newStormClient(tlsCfg *tls.Config, dials *atomic.Int64) *http.Client {
 			dials.Add(1)
 			return d.DialContext(ctx, network, addr)
 		},
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 5 * time.Second,
+		TLSClientConfig: tlsCfg,
+		// No handshake timeout of its own: the exchange's -timeout bounds it, so a slow
+		// handshake fails by the server's deadline (5 s in tokensvc) rather than ours.
+		TLSHandshakeTimeout: 0,
 		DisableKeepAlives:   true,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,

@@ -6,15 +6,18 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -403,4 +406,33 @@ func deviceFromJWT(t *testing.T, jwt string) string {
 	}
 	id, _ := strconv.Unquote(s)
 	return id
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestTransportClass(t *testing.T) {
+	wrap := func(err error) error { return &url.Error{Op: "Get", URL: "https://127.0.0.1:1/token", Err: err} }
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{wrap(context.DeadlineExceeded), "timeout"},
+		{wrap(errors.New("net/http: TLS handshake timeout")), "TLS handshake timeout"},
+		{wrap(&net.OpError{Op: "read", Err: timeoutErr{}}), "timeout"},
+		{wrap(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), "connection refused"},
+		{wrap(&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), "connection reset"},
+		{wrap(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EADDRNOTAVAIL)}), "no local port left"},
+		{wrap(io.EOF), "connection closed early"},
+		{wrap(tls.AlertError(40)), "TLS error"},
+		{wrap(errors.New("something else")), "transport"},
+	}
+	for _, tt := range tests {
+		if got := transportClass(tt.err); got != tt.want {
+			t.Errorf("%v: got %q, want %q", tt.err, got, tt.want)
+		}
+	}
 }
