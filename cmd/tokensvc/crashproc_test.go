@@ -58,8 +58,9 @@ type svcProc struct {
 	http   *http.Client
 	// nonceAuth makes devices sign nonce assertions (see mint).
 	nonceAuth bool
-	// serverErrors counts 5xx answers.
-	serverErrors atomic.Int64
+	// serverErrors counts final 5xx answers; unavailable counts GETs answered 503 with
+	// Retry-After and tried again (see do).
+	serverErrors, unavailable atomic.Int64
 }
 
 // lineSink collects a child's stderr (JSON log lines; the service never logs secrets)
@@ -172,18 +173,42 @@ const noAuth = "-"
 
 // do sends a request with the admin token (or bearer, if set) and returns the status
 // and body. Bodies of 2xx answers may hold secrets: callers never print them.
+//
+// A GET answered 503 with Retry-After (the deliberate answer when Vault is slower than
+// the service's per-call deadline, e.g. on a loaded two-core machine) is tried again a
+// few times and counted in p.unavailable; any 5xx that is the final answer counts in
+// p.serverErrors.
 func (p *svcProc) do(ctx context.Context, method, path, bearer string, body any) (int, []byte, error) {
+	for attempt := 1; ; attempt++ {
+		code, retryAfter, b, err := p.once(ctx, method, path, bearer, body)
+		if err == nil && code == http.StatusServiceUnavailable && retryAfter && method == http.MethodGet && attempt < 4 {
+			p.unavailable.Add(1)
+			select {
+			case <-ctx.Done():
+				return 0, nil, ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		if err == nil && code >= 500 {
+			p.serverErrors.Add(1)
+		}
+		return code, b, err
+	}
+}
+
+func (p *svcProc) once(ctx context.Context, method, path, bearer string, body any) (int, bool, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, nil, err
+			return 0, false, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, p.url+path, rd)
 	if err != nil {
-		return 0, nil, err
+		return 0, false, nil, err
 	}
 	switch bearer {
 	case "":
@@ -197,17 +222,14 @@ func (p *svcProc) do(ctx context.Context, method, path, bearer string, body any)
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, false, nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		p.serverErrors.Add(1)
-	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, nil, err
+		return 0, false, nil, err
 	}
-	return resp.StatusCode, b, nil
+	return resp.StatusCode, resp.Header.Get("Retry-After") != "", b, nil
 }
 
 // problemDetail is the detail of a problem+json body (never a secret), for messages.
@@ -636,4 +658,25 @@ func (k kvClient) ageClaim(ctx context.Context, kind, name string) error {
 		"data": map[string]any{"owner": "aged-by-crash-test", "op": "create", "claimedAt": time.Now().Add(-3 * time.Minute).UTC()},
 	})
 	return err
+}
+
+// leftovers returns the orphan markers and stale claims of devices whose IDs start with
+// prefix (hub claims: hub names), as device IDs (hub names).
+func (in *inspection) leftovers(prefix string) (markers, deviceClaims, hubClaims []string) {
+	for _, m := range in.orphanMarkers {
+		if _, id, _ := strings.Cut(m, "/"); strings.HasPrefix(id, prefix) {
+			markers = append(markers, id)
+		}
+	}
+	for _, c := range in.staleClaims {
+		kind, name, _ := strings.Cut(c, "/")
+		switch {
+		case !strings.HasPrefix(name, prefix):
+		case kind == "devices":
+			deviceClaims = append(deviceClaims, name)
+		default:
+			hubClaims = append(hubClaims, name)
+		}
+	}
+	return markers, deviceClaims, hubClaims
 }
