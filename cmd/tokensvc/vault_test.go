@@ -19,6 +19,13 @@ import (
 // least-privilege policy, so these tests prove the policy is enough.
 func mustPolicyToken(t *testing.T, srv *vaulttest.Server) string {
 	t.Helper()
+	return mustPolicyTokenTTL(t, srv, "1h")
+}
+
+// mustPolicyTokenTTL is mustPolicyToken with the token's TTL chosen, e.g. short enough
+// that the service must renew it while a test runs.
+func mustPolicyTokenTTL(t *testing.T, srv *vaulttest.Server, ttl string) string {
+	t.Helper()
 	policy, err := os.ReadFile("../../deploy/vault/tokensvc.hcl")
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,7 @@ func mustPolicyToken(t *testing.T, srv *vaulttest.Server) string {
 		t.Fatal(err)
 	}
 	tok, err := root.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{
-		Policies: []string{"tokensvc"}, TTL: "1h", NoDefaultPolicy: true,
+		Policies: []string{"tokensvc"}, TTL: ttl, NoDefaultPolicy: true,
 	})
 	if err != nil {
 		t.Fatal(err)
