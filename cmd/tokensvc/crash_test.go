@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -98,7 +99,7 @@ func TestKillNineDuringWrites(t *testing.T) {
 	importKills := []struct {
 		lines int
 		pause time.Duration
-	}{{1, 0}, {250, 20 * time.Millisecond}, {900, 3 * time.Millisecond}}
+	}{{1, 0}, {250, 20 * time.Millisecond}, {700, 3 * time.Millisecond}}
 	provisionKills := []int{1, 40, 150}
 	keys := newCrashKeys(t)
 	for _, bt := range backends {
@@ -656,13 +657,7 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 
 	var lost, half failures
 	// Every device a created line reported is there and works with what the line said.
-	acceptedLines := slices.Sorted(func(yield func(int) bool) {
-		for l := range accepted {
-			if !yield(l) {
-				return
-			}
-		}
-	})
+	acceptedLines := slices.Sorted(maps.Keys(accepted))
 	forEach(len(acceptedLines), func(i int) {
 		l := acceptedLines[i]
 		r := accepted[l]
@@ -958,13 +953,7 @@ func provisionRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys,
 		listedIDs[d.DeviceID] = true
 	}
 	var lost, half, after5xx, unexpected failures
-	idx := slices.Sorted(func(yield func(int) bool) {
-		for i := range devices {
-			if !yield(i) {
-				return
-			}
-		}
-	})
+	idx := slices.Sorted(maps.Keys(devices))
 	var accepted, unanswered, retryCreated, retryExists, deferred, takenOver atomic.Int64
 	forEach(len(idx), func(k int) {
 		i := idx[k]
