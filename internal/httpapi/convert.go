@@ -122,7 +122,15 @@ func deviceToAPI(d store.Device) oapi.Device {
 }
 
 func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
-	p := is.Profiles
+	// One allocation for the parts the response points to (it is built per GET /token);
+	// optional strings point into is, which escapes once instead of once per field.
+	parts := new(struct {
+		mqtt  oapi.MqttProfile
+		amqp  oapi.AmqpProfile
+		https oapi.HttpsProfile
+		tls   oapi.TlsSettings
+	})
+	p := &is.Profiles
 	// serverTime, expiresIn and expiresAt agree to the second: se is whole seconds.
 	serverTime := is.IssuedAt.UTC().Truncate(time.Second)
 	out := oapi.TokenResponse{
@@ -134,11 +142,13 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 		ServerTime:       serverTime,
 		Hub:              is.Hub.Name,
 		Kind:             oapi.HubKind(is.Hub.Kind),
-		ConnectionString: ptrIfSet(p.ConnectionString),
+		ConnectionString: nonEmpty(&p.ConnectionString),
 	}
-	tls := &oapi.TlsSettings{ServerName: is.TLSServerName, CaCert: ptrIfSet(is.CACert)}
+	tls := &parts.tls
+	*tls = oapi.TlsSettings{ServerName: is.TLSServerName, CaCert: nonEmpty(&is.CACert)}
 	if m := p.MQTT; m != nil {
-		out.Mqtt = &oapi.MqttProfile{
+		out.Mqtt = &parts.mqtt
+		*out.Mqtt = oapi.MqttProfile{
 			Host:            m.Host,
 			Port:            m.Port,
 			Transport:       oapi.MqttProfileTransport(m.Transport),
@@ -150,9 +160,9 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 			Topics: oapi.MqttTopics{
 				Publish:      m.Topics.Publish,
 				Subscribe:    m.Topics.Subscribe,
-				TwinResponse: ptrIfSet(m.Topics.TwinRequest),
-				TwinDesired:  ptrIfSet(m.Topics.TwinPatch),
-				Methods:      ptrIfSet(m.Topics.Methods),
+				TwinResponse: nonEmpty(&m.Topics.TwinRequest),
+				TwinDesired:  nonEmpty(&m.Topics.TwinPatch),
+				Methods:      nonEmpty(&m.Topics.Methods),
 			},
 			Tls: tls,
 		}
@@ -162,16 +172,17 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 		if a.Username == "" {
 			mech = oapi.ANONYMOUS
 		}
-		out.Amqp = &oapi.AmqpProfile{
+		out.Amqp = &parts.amqp
+		*out.Amqp = oapi.AmqpProfile{
 			Host:          a.Host,
 			Port:          a.Port,
 			Transport:     oapi.AmqpProfileTransport(a.Transport),
 			Url:           a.URL,
 			SaslMechanism: mech,
-			Username:      ptrIfSet(a.Username),
-			Password:      ptrIfSet(a.Password),
+			Username:      nonEmpty(&a.Username),
+			Password:      nonEmpty(&a.Password),
 			Address:       a.Address,
-			Subprotocol:   ptrIfSet(a.Subprotocol),
+			Subprotocol:   nonEmpty(&a.Subprotocol),
 			Tls:           tls,
 		}
 		out.Amqp.Cbs.Node = "$cbs"
@@ -179,7 +190,16 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 		out.Amqp.Cbs.Audience = a.CBSAudience
 	}
 	if h := p.HTTPS; h != nil {
-		out.Https = &oapi.HttpsProfile{Url: h.URL, Authorization: h.Authorization}
+		out.Https = &parts.https
+		*out.Https = oapi.HttpsProfile{Url: h.URL, Authorization: h.Authorization}
 	}
 	return out
+}
+
+// nonEmpty is s, or nil for an empty string: an optional field without a copy.
+func nonEmpty(s *string) *string {
+	if *s == "" {
+		return nil
+	}
+	return s
 }

@@ -137,7 +137,15 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 		topicBase += "/modules/" + id.ModuleID
 	}
 
-	mqtt := &MQTT{
+	// The three profiles in one allocation: they are built for every token.
+	parts := new(struct {
+		mqtt      MQTT
+		amqp      AMQP
+		https     HTTPS
+		subscribe [1]string
+	})
+	mqtt, amqp, https := &parts.mqtt, &parts.amqp, &parts.https
+	*mqtt = MQTT{
 		Host:      host,
 		Transport: t,
 		ClientID:  clientID,
@@ -152,7 +160,8 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 		},
 	}
 	if id.ModuleID == "" {
-		mqtt.Topics.Subscribe = []string{"devices/" + id.DeviceID + "/messages/devicebound/#"}
+		parts.subscribe[0] = "devices/" + id.DeviceID + "/messages/devicebound/#"
+		mqtt.Topics.Subscribe = parts.subscribe[:]
 	} else {
 		// Modules receive no cloud-to-device messages; they get twin and method traffic.
 		mqtt.Topics.Subscribe = []string{}
@@ -164,7 +173,7 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 	}
 	amqpUser += "@sas." + id.HubName()
 	linkURLPath := escapePath(linkPath)
-	amqp := &AMQP{
+	*amqp = AMQP{
 		Host:        host,
 		Transport:   t,
 		Username:    amqpUser,
@@ -183,7 +192,7 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 		amqp.URL = "amqps://" + Escape(amqpUser) + ":" + Escape(token) + "@" + host + linkURLPath
 	}
 
-	https := &HTTPS{
+	*https = HTTPS{
 		URL:           "https://" + host + linkURLPath + "?api-version=" + IoTHubAPIVersion,
 		Authorization: token,
 	}
