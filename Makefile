@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 50000x
 
-.PHONY: run test check generate fuzz bench bench-load build vault image
+.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -35,9 +35,10 @@ generate:
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZTIME)
 
-## bench: the hot-path benchmarks
+## bench: the hot-path benchmarks: SAS signing, minting per token kind, assertion
+## verification per algorithm, the whole GET /token handler
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./internal/signer ./internal/httpapi
+	$(GO) test -run='^$$' -bench=. -benchmem ./internal/signer ./internal/tokens ./internal/deviceauth ./internal/httpapi
 
 ## image: the service's container image (needs a Docker engine; none on the CI machines)
 image:
@@ -46,6 +47,14 @@ image:
 ## bench-load: GET /token side by side with a bare net/http baseline on loopback (BENCHMARKS.md)
 bench-load:
 	bash scripts/bench-token.sh
+
+## bench-storm: boot storm, 50,000 ES256 devices each on a new TLS connection (BENCHMARKS.md)
+bench-storm:
+	bash scripts/bench-storm.sh
+
+## bench-vault: the Vault store (KV cache, Transit) against Vault's own transit/hmac (BENCHMARKS.md)
+bench-vault:
+	bash scripts/bench-vault.sh
 
 ## build: a static binary in ./bin
 build:
