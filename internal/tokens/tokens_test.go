@@ -48,28 +48,23 @@ func mustKey(tb testing.TB, text string, enc signer.KeyEncoding) []byte {
 	return k
 }
 
-// kinds are the token kinds the issuer mints, each with the key a broker would check the
-// token with and the resource it must be scoped to.
-func kinds(tb testing.TB) []struct {
+// kind is one token kind the issuer mints, with the key a broker would check the token
+// with and the resource it must be scoped to.
+type kind struct {
 	name     string
 	hub      string
 	module   string
 	tr       signer.Transport
 	key      []byte
 	resource string
-} {
+}
+
+func kinds(tb testing.TB) []kind {
 	derived, err := signer.DeriveDeviceKey(groupKey, "sensor-1")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return []struct {
-		name     string
-		hub      string
-		module   string
-		tr       signer.Transport
-		key      []byte
-		resource string
-	}{
+	return []kind{
 		{"iothub-device-mqtt", "iothub", "", signer.TCP, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
 		{"iothub-device-websocket", "iothub", "", signer.WebSocket, mustKey(tb, deviceKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1"},
 		{"iothub-module", "iothub", "filter", signer.TCP, mustKey(tb, moduleKey, signer.KeyBase64), "contoso.azure-devices.net/devices/sensor-1/modules/filter"},
