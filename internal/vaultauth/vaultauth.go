@@ -178,9 +178,18 @@ func (a *Authenticator) Login(ctx context.Context) (*vault.Secret, error) {
 }
 
 func (a *Authenticator) login(ctx context.Context, body map[string]any) (*vault.Secret, error) {
-	// A login must not carry a stale token: Vault would reject the request with it.
-	a.client.ClearToken()
-	secret, err := a.client.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(a.cfg.Mount, "/")+"/login", body)
+	// A login must not carry a stale token: Vault would reject the request with it. It
+	// goes through a copy of the client (same connections and headers, the namespace
+	// among them, no token): clearing the shared client's token instead would send every
+	// store call made during the login, or after a failed one, without a token, and Vault
+	// answers those 403 — device requests failing with 500 at every re-login, and for as
+	// long as a login fails. The old token stays in use until the new one arrives.
+	c, err := a.client.CloneWithHeaders()
+	if err != nil {
+		return nil, fmt.Errorf("clone vault client: %w", err)
+	}
+	c.ClearToken()
+	secret, err := c.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(a.cfg.Mount, "/")+"/login", body)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +219,13 @@ func readSecretFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// maxLoginBackoff caps the wait between failed logins. When Vault comes back from an
+// outage the token did not outlive, nothing reads Vault until the next login succeeds,
+// so this bounds the recovery: with the key cache's probe (at most 5 s) it stays
+// within the 30 s the design allows (DESIGN §6), where a one-minute cap could take a
+// minute. One login per replica every 10 s is no load for Vault.
+const maxLoginBackoff = 10 * time.Second
+
 // Run logs in and keeps the token alive until ctx ends: it renews the token while Vault
 // allows, logs in again when renewal ends, and retries failed logins with capped,
 // jittered backoff. It returns only when ctx is done.
@@ -222,7 +238,7 @@ func (a *Authenticator) Run(ctx context.Context) error {
 			if !sleep(ctx, jitter(backoff)) {
 				return nil
 			}
-			backoff = min(2*backoff, time.Minute)
+			backoff = min(2*backoff, maxLoginBackoff)
 			continue
 		}
 		backoff = time.Second

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,4 +263,100 @@ func writeFile(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestReloginKeepsToken checks that the client keeps its token while a login is under
+// way and after one fails: store calls share the client, and one sent without a token
+// is refused (403), which device requests would see as a 500. The fake Vault holds the
+// second login until told, which a real one cannot be made to do.
+func TestReloginKeepsToken(t *testing.T) {
+	var (
+		logins      atomic.Int32
+		loginHeld   = make(chan struct{})
+		release     = make(chan struct{})
+		failLogins  atomic.Bool
+		loginTokens = make(chan string, 10) // X-Vault-Token of each login request
+		loginNS     = make(chan string, 10) // X-Vault-Namespace of each login request
+	)
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/auth/approle/login":
+			loginTokens <- r.Header.Get("X-Vault-Token")
+			loginNS <- r.Header.Get("X-Vault-Namespace")
+			if failLogins.Load() {
+				http.Error(w, `{"errors":["sealed"]}`, http.StatusServiceUnavailable)
+				return
+			}
+			n := logins.Add(1)
+			if n == 2 {
+				close(loginHeld)
+				<-release
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"auth": map[string]any{
+				"client_token": "tok-" + strconv.Itoa(int(n)), "renewable": true, "lease_duration": 3600,
+			}})
+		case "/v1/secret/data/probe":
+			// Echo the token the store call carried.
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"token": r.Header.Get("X-Vault-Token")}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer fake.Close()
+
+	client, err := vaultauth.NewClient(vaultauth.Config{Address: fake.URL, Namespace: "iot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := vaultauth.New(client, vaultauth.Config{Method: vaultauth.MethodAppRole, RoleID: "r", SecretID: "s"}, nil)
+	storeCall := func() string {
+		t.Helper()
+		s, err := client.Logical().ReadWithContext(t.Context(), "secret/data/probe")
+		if err != nil {
+			t.Fatalf("store call: %v", err)
+		}
+		return s.Data["token"].(string)
+	}
+
+	if _, err := a.Login(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := storeCall(); got != "tok-1" {
+		t.Fatalf("after the first login: store call carried %q, want tok-1", got)
+	}
+
+	done := make(chan error, 1)
+	go func() { _, err := a.Login(t.Context()); done <- err }()
+	<-loginHeld
+	if got := storeCall(); got != "tok-1" {
+		t.Errorf("during a re-login: store call carried %q, want the old token tok-1", got)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := storeCall(); got != "tok-2" {
+		t.Errorf("after the re-login: store call carried %q, want tok-2", got)
+	}
+
+	failLogins.Store(true)
+	if _, err := a.Login(t.Context()); err == nil {
+		t.Fatal("login against a failing Vault: got success, want an error")
+	}
+	if got := storeCall(); got != "tok-2" {
+		t.Errorf("after a failed login: store call carried %q, want the last token tok-2", got)
+	}
+	close(loginTokens)
+	close(loginNS)
+	for tok := range loginTokens {
+		if tok != "" {
+			t.Error("a login request carried a token")
+		}
+	}
+	for ns := range loginNS {
+		if ns != "iot" {
+			t.Errorf("login request namespace: got %q, want iot", ns)
+		}
+	}
 }
