@@ -61,7 +61,7 @@ func openVault(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Met
 		Prefix:         cfg.Vault.Prefix,
 		TransitMount:   cfg.Vault.TransitMount,
 		RequestTimeout: cfg.Vault.RequestTimeout,
-	}, vaultstore.WithLogger(log))
+	}, vaultstore.WithLogger(log), vaultstore.WithAuthState(auth.Ready))
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -77,22 +79,78 @@ type killResult struct {
 // Vault's return. The service runs with its defaults (key cache 60 s, stale-if-error
 // 15 min, Vault request timeout 250 ms) except TOKENSVC_DEVICE_RATE=0: the load asks
 // for each device's token many times a second, far beyond the default per-device
-// limit. Its Vault token has a 30 s TTL, so the test also sees it renewed by the
-// restarted Vault — tokens live in the file storage and must survive the kill. The
-// bars are held exactly: a CPU starved by other work on the machine can fail the test,
+// limit. Two ways of logging in to Vault are run:
+//
+//   - a token with a 30 s TTL, which the service renews; the test waits for a renewal
+//     by the restarted Vault (tokens live in the file storage and survive the kill);
+//   - AppRole with tokens that live 2 s, renewable up to 3 s: the token dies during
+//     the outage, the service must log in again once Vault is back, and Vault refusing
+//     the dead token meanwhile must not turn into 500s.
+//
+// The bars are held exactly: a CPU starved by other work on the machine can fail the test,
 // and the log then says how long the test process stood still during each slow 503.
 func TestVaultKilledUnderLoad(t *testing.T) {
-	srv := vaulttest.StartPersistent(t)
+	tests := []struct {
+		name string
+		// auth returns the service's Vault auth settings, and the token whose renewal
+		// by the restarted Vault the test waits for ("" to skip that check).
+		auth func(t *testing.T, srv *vaulttest.Server) (env map[string]string, renewed string)
+	}{
+		{"token renewed across the outage", func(t *testing.T, srv *vaulttest.Server) (map[string]string, string) {
+			tok := mustPolicyTokenTTL(t, srv, killTokenTTL.String())
+			return map[string]string{"VAULT_TOKEN": tok}, tok
+		}},
+		{"approle token expires during the outage", func(t *testing.T, srv *vaulttest.Server) (map[string]string, string) {
+			roleID, secretID := mustPolicyAppRole(t, srv, "2s", "3s")
+			return map[string]string{"TOKENSVC_VAULT_AUTH": "approle", "TOKENSVC_VAULT_ROLE_ID": roleID, "TOKENSVC_VAULT_SECRET_ID": secretID}, ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := vaulttest.StartPersistent(t)
+			env, renewed := tt.auth(t, srv)
+			testVaultKilledUnderLoad(t, srv, env, renewed)
+		})
+	}
+}
+
+// mustPolicyAppRole enables AppRole with a role whose tokens hold the least-privilege
+// policy, live ttl and renew up to maxTTL, and returns its role ID and a secret ID.
+func mustPolicyAppRole(t *testing.T, srv *vaulttest.Server, ttl, maxTTL string) (roleID, secretID string) {
+	t.Helper()
+	mustPolicyToken(t, srv) // installs the policy
+	root := srv.Client(t)
+	ctx := t.Context()
+	if err := root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/tokensvc", map[string]any{
+		"token_policies": "tokensvc", "token_ttl": ttl, "token_max_ttl": maxTTL, "token_no_default_policy": true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := root.Logical().ReadWithContext(ctx, "auth/approle/role/tokensvc/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/tokensvc/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Data["role_id"].(string), s.Data["secret_id"].(string)
+}
+
+func testVaultKilledUnderLoad(t *testing.T, srv *vaulttest.Server, authEnv map[string]string, vaultToken string) {
 	const admin = "vault-kill-admin-token-0123"
-	vaultToken := mustPolicyTokenTTL(t, srv, killTokenTTL.String())
-	in := mustStart(t, map[string]string{
+	env := map[string]string{
 		"TOKENSVC_STORE":       "vault",
 		"VAULT_ADDR":           srv.Addr,
-		"VAULT_TOKEN":          vaultToken,
 		"TOKENSVC_ADMIN_TOKEN": admin,
 		"TOKENSVC_AUDIENCE":    "tokensvc",
 		"TOKENSVC_DEVICE_RATE": "0",
-	})
+	}
+	maps.Copy(env, authEnv)
+	in := mustStart(t, env)
 	ctx := t.Context()
 	c := client(t, in.url, admin)
 	if resp, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
@@ -187,17 +245,19 @@ func TestVaultKilledUnderLoad(t *testing.T) {
 	// The service renews its token against the restarted Vault: the renewal due about
 	// 20 s after the service started lands after the restart (one due during the
 	// outage is retried), and the token is still valid.
-	lastRenewal, ttl, renewErr := waitRenewal(t, srv, vaultToken, killedAt, backAt.Add(killTokenTTL))
+	if vaultToken != "" {
+		lastRenewal, ttl, err := waitRenewal(t, srv, vaultToken, killedAt, backAt.Add(killTokenTTL))
+		if err != nil {
+			t.Errorf("service token after the restart: %v", err)
+		} else {
+			t.Logf("service token renewed by the restarted Vault %v after it was back; TTL left %v", lastRenewal.Sub(backAt).Round(time.Second), ttl)
+		}
+	}
 	stopLoad()
 	end := time.Now()
 
 	if got := readiness(t, in.url); got != "ok" {
 		t.Errorf("readyz after recovery: got %q, want ok", got)
-	}
-	if renewErr != nil {
-		t.Errorf("service token after the restart: %v", renewErr)
-	} else {
-		t.Logf("service token renewed by the restarted Vault %v after it was back; TTL left %v", lastRenewal.Sub(backAt).Round(time.Second), ttl)
 	}
 
 	var all []killResult
@@ -234,6 +294,10 @@ func TestVaultKilledUnderLoad(t *testing.T) {
 			restartAt.Sub(killedAt).Round(time.Millisecond), backAt.Sub(killedAt).Round(time.Millisecond),
 			warmMax.Round(time.Millisecond), stalls.within(r.start, r.end).Round(time.Millisecond))
 	}
+	log := in.stderr.String()
+	t.Logf("service's Vault auth: %d logins, %d failed login attempts, %d renewal ends; %d 503s from Vault refusing the token while the service was not logged in",
+		strings.Count(log, `"msg":"vault login"`), strings.Count(log, `"msg":"vault login failed"`), strings.Count(log, `"msg":"vault token renewal ended"`),
+		strings.Count(log, "while the store is not logged in"))
 	t.Logf("longest stall of the test process: %v; load average %s", stalls.longest().Round(time.Millisecond), loadAverage())
 	if d := recoveredTime.Sub(backAt); d > barRecovery {
 		t.Errorf("recovery took %v after Vault was back, want at most %v", d, barRecovery)

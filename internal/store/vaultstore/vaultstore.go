@@ -146,8 +146,9 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
-	logger *slog.Logger
-	now    func() time.Time
+	logger    *slog.Logger
+	now       func() time.Time
+	authState func() error
 }
 
 // WithLogger sets where the store reports leftovers it could not clean up (orphan
@@ -158,14 +159,25 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
+// WithAuthState tells the store whether its client is logged in: state returns nil
+// while it is, and why not while it is not (vaultauth.Authenticator.Ready does). While
+// it is not, a 403 from Vault means the client's token ran out while no new one could
+// be had — typically Vault came back from an outage the token did not outlive, and the
+// next login attempt is still to come — so it is reported as store.ErrUnavailable, not
+// ErrPermissionDenied: callers back off and serve what they cached, as during the
+// outage, instead of failing with a server error. A 403 while logged in is still a
+// policy problem and ErrPermissionDenied.
+func WithAuthState(state func() error) Option { return func(o *options) { o.authState = state } }
+
 // Store is a store.Store and tokens.TransitSigner backed by Vault. It is safe for
 // concurrent use, also by several replicas sharing one Vault and Prefix.
 type Store struct {
-	c      *vault.Client
-	cfg    Config
-	log    *slog.Logger
-	now    func() time.Time
-	closed atomic.Bool
+	c         *vault.Client
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	authState func() error // nil: assume logged in
+	closed    atomic.Bool
 
 	kvData    string // {mount}/data/{prefix}
 	kvMeta    string // {mount}/metadata/{prefix}
@@ -228,6 +240,7 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 		cfg:       cfg,
 		log:       o.logger,
 		now:       o.now,
+		authState: o.authState,
 		kvData:    cfg.Mount + "/data/" + cfg.Prefix,
 		kvMeta:    cfg.Mount + "/metadata/" + cfg.Prefix,
 		kvDestroy: cfg.Mount + "/destroy/" + cfg.Prefix,
@@ -304,6 +317,9 @@ func (s *Store) classify(ctx context.Context, err error, verb, path string) erro
 		switch {
 		case re.StatusCode == http.StatusNotFound:
 			return store.ErrNotFound
+		case re.StatusCode == http.StatusForbidden && s.authState != nil && s.authState() != nil:
+			// Not logged in: the token is gone until the next login (see WithAuthState).
+			return fmt.Errorf("vault denied %s of %s while the store is not logged in (%v): %w", verb, path, s.authState(), store.ErrUnavailable)
 		case re.StatusCode == http.StatusForbidden:
 			return fmt.Errorf("vault denied %s of %s: check the tokensvc policy (or whether its token expired): %w", verb, path, ErrPermissionDenied)
 		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:

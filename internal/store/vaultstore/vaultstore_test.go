@@ -630,6 +630,27 @@ func TestErrorMapping(t *testing.T) {
 			wantErr: vaultstore.ErrPermissionDenied,
 			notErr:  store.ErrUnavailable,
 		},
+		{
+			name: "permission denied (403) while logged in",
+			open: func(t *testing.T) *vaultstore.Store {
+				c := tokenWithPolicy(t, srv, "nothing", `path "sys/nothing" { capabilities = ["read"] }`)
+				return mustStoreWith(t, c, cfg, vaultstore.WithAuthState(func() error { return nil }))
+			},
+			wantErr: vaultstore.ErrPermissionDenied,
+			notErr:  store.ErrUnavailable,
+		},
+		{
+			// Vault came back from an outage the token did not outlive, and the next
+			// login is still to come: an outage for callers, not a policy problem.
+			name: "token gone while not logged in (403)",
+			open: func(t *testing.T) *vaultstore.Store {
+				c := srv.Client(t)
+				c.SetToken("hvs.expired-during-the-outage")
+				return mustStoreWith(t, c, cfg, vaultstore.WithAuthState(func() error { return errors.New("vault login (approle): connection refused") }))
+			},
+			wantErr: store.ErrUnavailable,
+			notErr:  vaultstore.ErrPermissionDenied,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
