@@ -41,6 +41,7 @@ type StormConfig struct {
 	TLSKey       string
 	PostQuantum  bool
 	JSON         bool
+	CPUProfile   string
 	AdminToken   string
 }
 
@@ -100,6 +101,7 @@ func parseStormConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.TLSKey, "tls-key", "", "key of -tls-cert")
 	fs.BoolVar(&c.PostQuantum, "pq", false, "let the client offer Go's default hybrid post-quantum key exchange (X25519MLKEM768); default X25519 and P-256 only, like typical device TLS stacks")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's CPU profile during the tokensvc storm to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -65,7 +67,14 @@ func storm(ctx context.Context, args []string, getenv func(string) string, stdou
 		rep.Results = append(rep.Results, r)
 	}
 	if ctx.Err() == nil {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
 		r, err := stormService(ctx, cfg, tlsCfg, admin, devs)
+		if perr := stopProfile(); err == nil {
+			err = perr
+		}
 		if err != nil {
 			return err
 		}
@@ -173,6 +182,26 @@ func measureStorm(ctx context.Context, p stormParams, tlsCfg *tls.Config, devs [
 		r.StoreReads = counterDelta(before, after)
 	}
 	return r, nil
+}
+
+// startCPUProfile profiles this process into file until the returned function is
+// called; with no file it does nothing.
+func startCPUProfile(file string) (func() error, error) {
+	if file == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // newTLSClient is a keep-alive HTTPS client for the operator API, the probe and metrics.
