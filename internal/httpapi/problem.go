@@ -27,7 +27,7 @@ var (
 )
 
 // retryAfterSeconds is what 503 responses ask clients to wait unless the error says
-// (limits' refusals carry their own RetryAfter).
+// (limits' refusals and the key cache's breaker carry their own RetryAfter).
 const retryAfterSeconds = 2
 
 // problemSpec is how one class of error reaches clients.

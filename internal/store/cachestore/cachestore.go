@@ -186,6 +186,25 @@ func (s *Store) Len() int {
 	return s.devices.cache.len() + s.hubs.cache.len()
 }
 
+// circuitOpenError is ErrCircuitOpen with the time until the breaker's next probe, so
+// the refused client is told when a retry can succeed (RetryAfter, for the API's
+// Retry-After header).
+type circuitOpenError struct {
+	what, key string
+	wait      time.Duration
+}
+
+func (e *circuitOpenError) Error() string {
+	return fmt.Sprintf("get %s %q: %v", e.what, e.key, ErrCircuitOpen)
+}
+
+func (e *circuitOpenError) Unwrap() error { return ErrCircuitOpen }
+
+// RetryAfter is the wait in whole seconds, rounded up and at least 1.
+func (e *circuitOpenError) RetryAfter() int {
+	return max(1, int((e.wait+time.Second-1)/time.Second))
+}
+
 // RetryAfter returns how long a client refused with ErrCircuitOpen should wait before
 // trying again: the time until the breaker's next probe, a short interval while a
 // probe is due or in flight, and zero while the backend is healthy.
@@ -342,7 +361,7 @@ func (t *table[V]) load(ctx context.Context, key string, stale *entry[V], now in
 			return stale, nil
 		}
 		t.s.fastFailures.Add(1)
-		return nil, fmt.Errorf("get %s %q: %w", t.what, key, ErrCircuitOpen)
+		return nil, &circuitOpenError{what: t.what, key: key, wait: t.s.breaker.retryAfter(now)}
 	}
 
 	var ch <-chan singleflight.Result

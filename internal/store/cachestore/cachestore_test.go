@@ -147,6 +147,14 @@ func TestOutage(t *testing.T) {
 			t.Errorf("%s: got error %v, want one wrapping %v", st.name, err, store.ErrUnavailable)
 		}
 		f.wantReads(t, st.name, st.wantReads)
+		if errors.Is(err, cachestore.ErrCircuitOpen) {
+			// The refusal tells the client when to come back, in whole seconds.
+			var ra interface{ RetryAfter() int }
+			want := max(1, int((st.wantRetryAfter+time.Second-1)/time.Second))
+			if !errors.As(err, &ra) || ra.RetryAfter() != want {
+				t.Errorf("%s: refusal %v carries no RetryAfter of %d s", st.name, err, want)
+			}
+		}
 		if got := f.cache.RetryAfter(); got != st.wantRetryAfter {
 			t.Errorf("%s: RetryAfter got %v, want %v", st.name, got, st.wantRetryAfter)
 		}
