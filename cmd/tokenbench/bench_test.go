@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -240,5 +241,28 @@ func TestBaselineBodySize(t *testing.T) {
 		if got := len(baselineBody(n)); got != n {
 			t.Errorf("got %d bytes, want %d", got, n)
 		}
+	}
+}
+
+// TestBaselineAnswersLikeATokenResponse: the baseline's response carries the body size
+// and the headers tokensvc's token response carries, so the two differ in work only.
+func TestBaselineAnswersLikeATokenResponse(t *testing.T) {
+	base, stop, err := startBaseline("127.0.0.1:0", 2551, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	resp, err := http.Get(base + "/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || len(body) != 2551 || resp.ContentLength != 2551 || len(resp.TransferEncoding) != 0 ||
+		resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("got %d, %d bytes, Content-Length %d, Transfer-Encoding %v, headers %v", resp.StatusCode, len(body), resp.ContentLength, resp.TransferEncoding, resp.Header)
 	}
 }

@@ -271,10 +271,11 @@ func probe(ctx context.Context, client *http.Client, url, assertion string) ([]b
 }
 
 // startBaseline serves a bare handler on addr that answers every request with n bytes
-// of JSON and the headers a token response carries, with the same server timeouts as
+// of JSON and the headers a token response carries (Content-Length included), with the same server timeouts as
 // tokensvc, over TLS when tlsCfg is set. It returns the base URL and a stop function.
 func startBaseline(addr string, n int, tlsCfg *tls.Config) (string, func(), error) {
 	body := baselineBody(n)
+	length := strconv.Itoa(len(body))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, err
@@ -284,6 +285,7 @@ func startBaseline(addr string, n int, tlsCfg *tls.Config) (string, func(), erro
 			h := w.Header()
 			h.Set("Content-Type", "application/json")
 			h.Set("Cache-Control", "no-store")
+			h.Set("Content-Length", length) // as tokensvc sends its token responses
 			w.Write(body)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
