@@ -85,9 +85,14 @@ func NewClient(c Config) (*vault.Client, error) {
 	}
 	cfg.Address = c.Address
 	cfg.MaxRetries = 0
-	cfg.Timeout = c.HTTPTimeout
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
+	// The bound on one exchange is the http.Client's own, not vault/api's Timeout: for
+	// raw writes (Transit hmac) vault/api cancels its timeout context as soon as the
+	// response headers are in, before the caller reads the body, and a canceled request
+	// closes its connection, so every Transit signature paid for a new TCP connection.
+	cfg.Timeout = 0
+	cfg.HttpClient.Timeout = c.HTTPTimeout
+	if cfg.HttpClient.Timeout == 0 {
+		cfg.HttpClient.Timeout = 10 * time.Second
 	}
 	if c.CACert != "" {
 		if err := cfg.ConfigureTLS(&vault.TLSConfig{CACert: c.CACert}); err != nil {
