@@ -295,6 +295,9 @@ func (s *Server) client(tb testing.TB, token string) *vault.Client {
 	cfg := vault.DefaultConfig()
 	cfg.Address = s.Addr
 	cfg.MaxRetries = 0
+	// As vaultauth.NewClient: no vault/api timeout context, which raw writes cancel
+	// before their body is read (closing the connection each time).
+	cfg.Timeout = 0
 	c, err := vault.NewClient(cfg)
 	if err != nil {
 		tb.Fatal(err)
