@@ -33,7 +33,7 @@ func (s *Store) withClaim(ctx context.Context, kind, name, op string, busy error
 	_, err := s.kvWrite(ctx, path, 0, rec)
 	if errors.Is(err, errCASMismatch) {
 		var cur claimRecord
-		ver, rerr := s.kvRead(ctx, path, &cur)
+		ver, rerr := s.kvRead(ctx, s.cfg.WriteTimeout, path, &cur)
 		switch {
 		case errors.Is(rerr, store.ErrNotFound):
 			// Released between our write and our read.

@@ -32,7 +32,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
 	if d.ID == "" {
 		return fmt.Errorf("%s: the ID is empty", op)
 	}
-	hub, _, err := s.readHub(ctx, d.Hub)
+	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, d.Hub)
 	if err != nil {
 		return fmt.Errorf("%s: hub %q: %w", op, d.Hub, err)
 	}
@@ -101,7 +101,7 @@ func (s *Store) createDevice(ctx context.Context, rec deviceRecord) error {
 	}
 	// A DeleteHub that checked the markers before ours appeared has marked the hub
 	// first, so reading it now tells whether this device would outlive its hub.
-	hub, _, err := s.readHub(ctx, rec.Hub)
+	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, rec.Hub)
 	if err == nil && !hub.deleting(s.now()) {
 		s.forgetListing()
 		return nil
@@ -122,7 +122,7 @@ func (s *Store) createDevice(ctx context.Context, rec deviceRecord) error {
 // ID on that hub exists (the marker is then that device's, not ours).
 func (s *Store) dropMarker(ctx context.Context, hub, id string) {
 	var cur deviceRecord
-	_, err := s.kvRead(ctx, devicePath(id), &cur)
+	_, err := s.kvRead(ctx, s.cfg.WriteTimeout, devicePath(id), &cur)
 	if err == nil && cur.Hub == hub {
 		return
 	}
@@ -135,12 +135,12 @@ func (s *Store) dropMarker(ctx context.Context, hub, id string) {
 }
 
 // readDevice returns the device record and its version; store.ErrNotFound if absent.
-func (s *Store) readDevice(ctx context.Context, id string) (deviceRecord, int, error) {
+func (s *Store) readDevice(ctx context.Context, timeout time.Duration, id string) (deviceRecord, int, error) {
 	var rec deviceRecord
 	if id == "" {
 		return rec, 0, store.ErrNotFound
 	}
-	ver, err := s.kvRead(ctx, devicePath(id), &rec)
+	ver, err := s.kvRead(ctx, timeout, devicePath(id), &rec)
 	if err != nil {
 		return rec, 0, err
 	}
@@ -157,7 +157,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) 
 	if err := s.live(); err != nil {
 		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
-	rec, _, err := s.readDevice(ctx, id)
+	rec, _, err := s.readDevice(ctx, s.cfg.RequestTimeout, id)
 	if err != nil {
 		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
@@ -280,7 +280,7 @@ func (s *Store) readDevices(ctx context.Context, keys []string) ([]*store.Device
 	for i, k := range keys {
 		id, _ := dec(k)
 		g.Go(func() error {
-			rec, _, err := s.readDevice(gctx, id)
+			rec, _, err := s.readDevice(gctx, s.cfg.WriteTimeout, id)
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
 			}
@@ -316,7 +316,7 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Devi
 		return store.Device{}, fmt.Errorf("%s: %w", op, err)
 	}
 	for attempt := 1; attempt <= updateAttempts; attempt++ {
-		old, ver, err := s.readDevice(ctx, id)
+		old, ver, err := s.readDevice(ctx, s.cfg.WriteTimeout, id)
 		if err != nil {
 			return store.Device{}, fmt.Errorf("%s: %w", op, err)
 		}
@@ -383,7 +383,7 @@ func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *store.Dev
 	if d.Hub == old.Hub && !hasKeyMaterial(d) {
 		return nil
 	}
-	hub, _, err := s.readHub(ctx, d.Hub)
+	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, d.Hub)
 	if err != nil {
 		return fmt.Errorf("hub %q: %w", d.Hub, err)
 	}
@@ -406,7 +406,7 @@ func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *store.Dev
 // move undone if it is going away; otherwise the old hub's marker is deleted.
 func (s *Store) finishMove(ctx context.Context, old *deviceRecord, rec deviceRecord, newVer int) error {
 	tidy := context.WithoutCancel(ctx)
-	hub, _, err := s.readHub(ctx, rec.Hub)
+	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, rec.Hub)
 	if err == nil && !hub.deleting(s.now()) {
 		s.dropMarker(tidy, old.Hub, rec.ID)
 		return nil
@@ -484,7 +484,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	if err := s.live(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	rec, _, err := s.readDevice(ctx, id)
+	rec, _, err := s.readDevice(ctx, s.cfg.WriteTimeout, id)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -493,7 +493,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	} else {
 		busy := fmt.Errorf("another create or delete of this device is under way: %w", store.ErrConflict)
 		err = s.withClaim(ctx, "devices", id, "delete", busy, func(ctx context.Context) error {
-			rec, _, err := s.readDevice(ctx, id)
+			rec, _, err := s.readDevice(ctx, s.cfg.WriteTimeout, id)
 			if err != nil {
 				return err
 			}

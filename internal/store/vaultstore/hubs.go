@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -79,7 +80,7 @@ func createErr(err error) error {
 // absent returns nil if no record is at rel, store.ErrExists if one is, or the read error.
 func (s *Store) absent(ctx context.Context, rel string) error {
 	var skip struct{}
-	_, err := s.kvRead(ctx, rel, &skip)
+	_, err := s.kvRead(ctx, s.cfg.WriteTimeout, rel, &skip)
 	switch {
 	case err == nil:
 		return store.ErrExists
@@ -90,12 +91,12 @@ func (s *Store) absent(ctx context.Context, rel string) error {
 }
 
 // readHub returns the hub record and its version; store.ErrNotFound if absent.
-func (s *Store) readHub(ctx context.Context, name string) (hubRecord, int, error) {
+func (s *Store) readHub(ctx context.Context, timeout time.Duration, name string) (hubRecord, int, error) {
 	var rec hubRecord
 	if name == "" {
 		return rec, 0, store.ErrNotFound
 	}
-	ver, err := s.kvRead(ctx, hubPath(name), &rec)
+	ver, err := s.kvRead(ctx, timeout, hubPath(name), &rec)
 	if err != nil {
 		return rec, 0, err
 	}
@@ -111,7 +112,7 @@ func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
 	if err := s.live(); err != nil {
 		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
-	rec, _, err := s.readHub(ctx, name)
+	rec, _, err := s.readHub(ctx, s.cfg.RequestTimeout, name)
 	if err != nil {
 		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
@@ -138,7 +139,7 @@ func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
 			continue
 		}
 		g.Go(func() error {
-			rec, _, err := s.readHub(gctx, name)
+			rec, _, err := s.readHub(gctx, s.cfg.WriteTimeout, name)
 			if errors.Is(err, store.ErrNotFound) {
 				return nil // deleted since the LIST
 			}
@@ -175,7 +176,7 @@ func (s *Store) DeleteHub(ctx context.Context, name string) error {
 	if err := s.live(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	rec, _, err := s.readHub(ctx, name)
+	rec, _, err := s.readHub(ctx, s.cfg.WriteTimeout, name)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -200,7 +201,7 @@ func (s *Store) deleteHub(ctx context.Context, name string) error {
 		err error
 	)
 	for attempt := 1; ; attempt++ {
-		if rec, ver, err = s.readHub(ctx, name); err != nil {
+		if rec, ver, err = s.readHub(ctx, s.cfg.WriteTimeout, name); err != nil {
 			return err
 		}
 		now := s.now().UTC()
@@ -238,7 +239,7 @@ func (s *Store) deleteHub(ctx context.Context, name string) error {
 			continue
 		}
 		var d deviceRecord
-		_, err := s.kvRead(ctx, devicePath(id), &d)
+		_, err := s.kvRead(ctx, s.cfg.WriteTimeout, devicePath(id), &d)
 		if err == nil && d.Hub == name {
 			unmark()
 			return fmt.Errorf("device %q uses it: %w", id, store.ErrConflict)

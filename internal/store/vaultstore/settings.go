@@ -14,7 +14,7 @@ func (s *Store) GetSetting(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("get setting %q: the name is empty", name)
 	}
 	var rec settingRecord
-	if _, err := s.kvRead(ctx, settingPath(name), &rec); err != nil {
+	if _, err := s.kvRead(ctx, s.cfg.WriteTimeout, settingPath(name), &rec); err != nil {
 		return nil, fmt.Errorf("get setting %q: %w", name, err)
 	}
 	if rec.Value == nil {

@@ -7,7 +7,8 @@
 // The caller builds the *vault.Client (address, TLS, auth, token renewal) and must
 // configure it with MaxRetries = 0. The store bounds every Vault call with its own
 // timeout (Config.RequestTimeout on the request path, Config.WriteTimeout for
-// provisioning writes and Transit imports, Config.ListTimeout for the LISTs of operator
+// provisioning writes, Transit imports and the reads operator operations make — so one
+// slow read under load does not fail a whole listing page or import —, Config.ListTimeout for the LISTs of operator
 // listings, which grow with the fleet) so a hung or sealed Vault turns into
 // store.ErrUnavailable quickly; client-side retries would multiply that bound (the
 // client's default of two retries with backoff stalls a request for seconds) and
@@ -133,7 +134,8 @@ type Config struct {
 	// RequestTimeout bounds each Vault call on the request path (reads, HMACs); default
 	// 250ms, so a hung Vault never stalls a token request longer than that.
 	RequestTimeout time.Duration
-	// WriteTimeout bounds each provisioning write, delete and Transit import (default 5s):
+	// WriteTimeout bounds each provisioning write, delete and Transit import, and every
+	// read made by an operator operation other than GetDevice and GetHub (default 5s):
 	// operators can wait, and aborting half-way only leaves work to clean up.
 	WriteTimeout time.Duration
 	// ListTimeout bounds LIST calls (default 5s), whose cost grows with the fleet: a
@@ -423,7 +425,7 @@ func (s *Store) del(ctx context.Context, path string) error {
 
 // kvRead reads the record at rel (relative to the prefix) into out and returns its
 // version; store.ErrNotFound when there is none.
-func (s *Store) kvRead(ctx context.Context, rel string, out any) (int, error) {
+func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, out any) (int, error) {
 	var r struct {
 		Data *struct {
 			Data     json.RawMessage `json:"data"`
@@ -433,7 +435,7 @@ func (s *Store) kvRead(ctx context.Context, rel string, out any) (int, error) {
 		} `json:"data"`
 	}
 	path := s.kvData + "/" + rel
-	if err := s.get(ctx, s.cfg.RequestTimeout, path, nil, &r); err != nil {
+	if err := s.get(ctx, timeout, path, nil, &r); err != nil {
 		return 0, err
 	}
 	// A soft-deleted or destroyed latest version reads as data null.
