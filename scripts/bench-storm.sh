@@ -1,78 +1,68 @@
 #!/usr/bin/env bash
 # bench-storm.sh: the DESIGN §6 boot storm. Builds tokensvc and tokenbench, writes a
-# throwaway self-signed loopback certificate, starts tokensvc over TLS on the embedded
-# store in a temp dir on a free loopback port with its limits at their DEFAULTS, and runs
-# `tokenbench storm`: DEVICES ES256 devices (own P-256 key each, registered through one
-# streaming POST /devices/import), each doing one GET /token over a new TLS connection
-# with a fresh assertion, WORKERS at a time; 429/503 with Retry-After are honoured and
-# counted as refusals. With BASELINE=1 (default) the same storm first hits a bare TLS
-# net/http handler in its own process. Loopback only; bounded: the service is stopped on
-# exit and tokenbench runs under a deadline.
+# throwaway self-signed loopback certificate, starts tokensvc over TLS on a free loopback
+# port with its limits at their DEFAULTS, and runs `tokenbench storm`: DEVICES ES256
+# devices (own P-256 key each, registered through one streaming POST /devices/import),
+# each doing one GET /token over a new TLS connection with a fresh assertion, WORKERS at
+# a time; 429/503 with Retry-After are honoured and counted as refusals. With BASELINE=1
+# (default) the same storm first hits a bare TLS net/http handler in its own process.
+# STORE picks tokensvc's store:
+#   embedded (default)  the embedded file store in the temp dir
+#   vault               a Vault dev server prepared as in bench-vault.sh (KV v2, Transit,
+#                       the deploy/vault/tokensvc.hcl policy token), key cache at its
+#                       defaults; the devices' keys are on a KV hub, so every device's
+#                       first GET /token is a key-cache miss and one Vault read.
+#                       VAULT_TIMEOUT (default 2s) is tokensvc's TOKENSVC_VAULT_TIMEOUT:
+#                       at the service default (250ms) the import fails on the 2-core
+#                       VM after ~1,400-1,700 devices ("vault read ...: context deadline
+#                       exceeded: store unavailable"), as the import runs under the
+#                       request-path deadline while Vault, tokensvc and the tool share
+#                       the cores; VAULT_TIMEOUT=250ms shows that
+# Loopback only; bounded: tokensvc (and Vault) are stopped on exit and tokenbench runs
+# under a deadline.
 #
 #   scripts/bench-storm.sh                       # 50000 devices, 128 at once, with baseline
 #   DEVICES=5000 WORKERS=256 BASELINE=0 scripts/bench-storm.sh -json
 #   REV=HEAD PERF_OUT=/tmp/storm.perf scripts/bench-storm.sh   # the committed service, profiled
+#   STORE=vault scripts/bench-storm.sh           # on Vault
 # Extra arguments go to tokenbench storm.
+#
+# STORE=vault at the default 50,000 devices on the 2-core VM of BENCHMARKS.md
+# (2026-11-22, VAULT_TIMEOUT=2s): the import into Vault took 239.5 s (~210 devices/s;
+# 2,000 took 10.4 s), the whole script 5 min 36 s, with 50,001 Vault reads during the
+# tokensvc storm (one per device plus one, presumably the hub re-read after the key
+# cache's 60 s TTL).
 set -euo pipefail
 
 DEVICES=${DEVICES:-50000}
 WORKERS=${WORKERS:-128}
 BASELINE=${BASELINE:-1}
 MAX_DURATION=${MAX_DURATION:-10m}
-GO=${GO:-go}
+STORE=${STORE:-embedded}
+VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-svc_pid=
-perf_pid=
-cleanup() {
-	if [[ -n $perf_pid ]]; then kill -INT "$perf_pid" 2>/dev/null || true; fi
-	if [[ -n $svc_pid ]] && kill -0 "$svc_pid" 2>/dev/null; then
-		kill -TERM "$svc_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$svc_pid" 2>/dev/null || true
-	fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-cd "$root"
-# REV=<commit> builds tokensvc from that commit (git archive into the temp dir) instead
-# of the working tree, e.g. to measure the committed service while it is being edited.
-if [[ -n ${REV:-} ]]; then
-	mkdir "$work/src"
-	git archive "$REV" | tar -x -C "$work/src"
-	(cd "$work/src" && CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc)
-	rm -rf "$work/src"
-else
-	CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc
-fi
-CGO_ENABLED=0 $GO build -trimpath -o "$work/tokenbench" ./cmd/tokenbench
-
+. "$(dirname "$0")/bench-lib.sh"
+case $STORE in
+embedded | vault) ;;
+*) echo "bench-storm.sh: STORE=$STORE: want embedded or vault" >&2; exit 2 ;;
+esac
+bench_init
+bench_build
 "$work/tokenbench" selfsigned -cert "$work/tls.crt" -key "$work/tls.key"
-port=$("$work/tokenbench" freeport)
-admin=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-url="https://127.0.0.1:$port"
 
 # Defaults for everything that shapes the storm: per-device rate 0.2/s with burst 5,
 # no global rate, at most 1024 requests in flight (503 + Retry-After beyond), the audit
 # record per token on stdout (to a file here). Only the log level is lowered, so the
 # access log does not write a line per request.
-TOKENSVC_ADDR="127.0.0.1:$port" \
-TOKENSVC_DATA_DIR="$work/data" \
-TOKENSVC_ADMIN_TOKEN="$admin" \
-TOKENSVC_TLS_CERT="$work/tls.crt" \
-TOKENSVC_TLS_KEY="$work/tls.key" \
-TOKENSVC_LOG_LEVEL=warn \
-	"$work/tokensvc" >"$work/tokensvc.out" 2>"$work/tokensvc.err" &
-svc_pid=$!
-
-for _ in $(seq 100); do
-	if curl -fsS --cacert "$work/tls.crt" -o /dev/null "$url/healthz" 2>/dev/null; then break; fi
-	kill -0 "$svc_pid" 2>/dev/null || { cat "$work/tokensvc.err" >&2; exit 1; }
-	sleep 0.1
-done
-curl -fsS --cacert "$work/tls.crt" -o /dev/null "$url/healthz"
+store_env=(TOKENSVC_DATA_DIR="$work/data")
+if [[ $STORE == vault ]]; then
+	bench_start_vault
+	# Key cache at its defaults (on, 60 s, 100000 entries).
+	store_env=(TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" TOKENSVC_VAULT_TIMEOUT="$VAULT_TIMEOUT")
+fi
+port=$(bench_freeport)
+url="https://127.0.0.1:$port"
+bench_start_tokensvc "$url" TOKENSVC_TLS_CERT="$work/tls.crt" TOKENSVC_TLS_KEY="$work/tls.key" "${store_env[@]}"
 
 baseline=()
 if [[ $BASELINE == 1 ]]; then
@@ -80,25 +70,30 @@ if [[ $BASELINE == 1 ]]; then
 fi
 # PERF_OUT=<file>: record tokensvc's CPU profile with perf (call graphs, 499 Hz) for the
 # whole tokenbench run; read it with `perf report -i <file> --no-children`.
+perf_pid=
 if [[ -n ${PERF_OUT:-} ]]; then
 	perf record -F 499 -g -o "$PERF_OUT" -p "$svc_pid" 2>"$work/perf.err" &
 	perf_pid=$!
+	bench_track "$perf_pid" INT
 	sleep 1
 fi
-echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(go version | cut -d' ' -f3)"
-echo "# tokensvc ($(if [[ -n ${REV:-} ]]; then git rev-parse --short "$REV"; else echo "working tree of $(git rev-parse --short HEAD)"; fi)) pid $svc_pid on $url (embedded store, limits at defaults, audit to a file)"
+if [[ $STORE == vault ]]; then
+	bench_machine "$("$vault_bin" version | head -1)"
+	echo "# Vault dev server pid $vault_pid on $VAULT_ADDR"
+	echo "# tokensvc ($(bench_rev)) pid $svc_pid on $url (vault store, key cache defaults, Vault call timeout $VAULT_TIMEOUT, limits at defaults, audit to a file)"
+else
+	bench_machine
+	echo "# tokensvc ($(bench_rev)) pid $svc_pid on $url (embedded store, limits at defaults, audit to a file)"
+fi
 echo "# tokenbench storm -devices $DEVICES -c $WORKERS -max-duration $MAX_DURATION ${baseline[*]:+-baseline} $*"
-TOKENSVC_ADMIN_TOKEN="$admin" timeout 3600 "$work/tokenbench" storm -url "$url" -cacert "$work/tls.crt" \
+TOKENSVC_ADMIN_TOKEN="$admin" bench_run 3600 "$work/tokenbench" storm -url "$url" -cacert "$work/tls.crt" \
 	-server-pid "$svc_pid" -devices "$DEVICES" -c "$WORKERS" -max-duration "$MAX_DURATION" "${baseline[@]}" "$@"
 
 if [[ -n $perf_pid ]]; then
 	kill -INT "$perf_pid" 2>/dev/null || true
 	wait "$perf_pid" || true
-	perf_pid=
+	bench_untrack "$perf_pid"
 	echo "# perf profile of tokensvc in $PERF_OUT"
 fi
 echo "# audit records written: $(wc -l <"$work/tokensvc.out")"
-if [[ -s $work/tokensvc.err ]]; then
-	echo "# tokensvc stderr (warnings and errors, first 20 lines):" >&2
-	head -20 "$work/tokensvc.err" >&2
-fi
+bench_tokensvc_stderr
