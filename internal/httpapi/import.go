@@ -372,14 +372,16 @@ func (s *Server) ImportDevices(ctx context.Context, req oapi.ImportDevicesReques
 	if err != nil {
 		return nil, err
 	}
-	return &importStream{ctx: ctx, s: s, src: src}, nil
+	body, _ := req.Body.(io.Closer)
+	return &importStream{ctx: ctx, s: s, src: src, body: body}, nil
 }
 
 // importStream runs the import while it writes the response.
 type importStream struct {
-	ctx context.Context
-	s   *Server
-	src importSource
+	ctx  context.Context
+	s    *Server
+	src  importSource
+	body io.Closer // the request body, closed when the import ends
 }
 
 func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error {
@@ -387,6 +389,12 @@ func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error 
 	// HTTP/1 servers otherwise consume the whole request body before the first write.
 	if err := rc.EnableFullDuplex(); err != nil {
 		st.s.log.WarnContext(st.ctx, "import cannot stream its report", "error", err.Error())
+	}
+	if st.body != nil {
+		// An import that stops early leaves body unread; closed, net/http ends the
+		// connection cleanly instead of panicking as it looks for the next request on
+		// a full-duplex one (golang/go#68560).
+		defer st.body.Close()
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/x-ndjson")
