@@ -35,7 +35,7 @@ func TestImportStoppedEarlyKeepsTheConnectionSane(t *testing.T) {
 		body.WriteString("id,hub,authType\r\n")
 		fmt.Fprintf(&body, "early-%d,main,hs256\r\n", round)
 		body.WriteString("bad\"quote,main,hs256\r\n") // a CSV syntax error stops the import
-		for i := range 2000 { // left unread when the import stops
+		for i := range 2000 {                         // left unread when the import stops
 			fmt.Fprintf(&body, "late-%d-%d,main,hs256\r\n", round, i)
 		}
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/devices/import", &body)
