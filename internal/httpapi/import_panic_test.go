@@ -34,8 +34,9 @@ func TestImportStoppedEarlyKeepsTheConnectionSane(t *testing.T) {
 		var body bytes.Buffer
 		body.WriteString("id,hub,authType\r\n")
 		fmt.Fprintf(&body, "early-%d,main,hs256\r\n", round)
-		body.WriteString("bad\"quote,main,hs256\r\n") // a CSV syntax error stops the import
-		for i := range 2000 {                         // left unread when the import stops
+		// A CSV syntax error stops the import; the lines after it are left unread.
+		body.WriteString("bad\"quote,main,hs256\r\n")
+		for i := range 2000 {
 			fmt.Fprintf(&body, "late-%d-%d,main,hs256\r\n", round, i)
 		}
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/devices/import", &body)
