@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,12 +46,8 @@ type Config struct {
 
 // Validate rejects settings that would make an unbounded or off-machine run.
 func (c Config) Validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("-url %q: want http://<loopback>:<port>", c.URL)
-	}
-	if !isLoopback(u.Hostname()) {
-		return fmt.Errorf("-url %q: only loopback targets are allowed", c.URL)
+	if err := checkLoopbackURL("-url", c.URL, "http"); err != nil {
+		return err
 	}
 	switch {
 	case (c.Provision > 0) == (c.DevicesFile != ""):
@@ -67,6 +64,19 @@ func (c Config) Validate() error {
 		return errors.New("-n must be ≥ 0 and -warmup within 0..1m")
 	case c.MaxWait <= 0 || c.Timeout <= 0:
 		return errors.New("-max-wait and -timeout must be positive")
+	}
+	return nil
+}
+
+// checkLoopbackURL accepts raw (the value of flag) only as a URL with one of schemes
+// whose host is this machine: the tool never loads anything else.
+func checkLoopbackURL(flag, raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !slices.Contains(schemes, u.Scheme) || u.Host == "" {
+		return fmt.Errorf("%s %q: want %s://<loopback>:<port>", flag, raw, strings.Join(schemes, " or "))
+	}
+	if !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%s %q: only loopback targets are allowed", flag, raw)
 	}
 	return nil
 }

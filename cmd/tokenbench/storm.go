@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -47,17 +46,12 @@ type StormConfig struct {
 
 // Validate rejects storms that would be unbounded, off this machine or unverifiable.
 func (c StormConfig) Validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("-url %q: want https://<loopback>:<port>", c.URL)
-	}
-	if !isLoopback(u.Hostname()) {
-		return fmt.Errorf("-url %q: only loopback targets are allowed", c.URL)
+	if err := checkLoopbackURL("-url", c.URL, "https"); err != nil {
+		return err
 	}
 	if c.MetricsURL != "" {
-		m, err := url.Parse(c.MetricsURL)
-		if err != nil || (m.Scheme != "http" && m.Scheme != "https") || !isLoopback(m.Hostname()) {
-			return fmt.Errorf("-metrics-url %q: want a loopback http(s) URL, or empty", c.MetricsURL)
+		if err := checkLoopbackURL("-metrics-url", c.MetricsURL, "http", "https"); err != nil {
+			return err
 		}
 	}
 	switch {

@@ -51,12 +51,8 @@ var vaultName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // Validate rejects runs that would be unbounded or leave this machine.
 func (c VaultConfig) Validate() error {
 	for flagName, raw := range map[string]string{"-url": c.URL, "-vault-addr": c.VaultAddr} {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s %q: want http(s)://<loopback>:<port>", flagName, raw)
-		}
-		if !isLoopback(u.Hostname()) {
-			return fmt.Errorf("%s %q: only loopback targets are allowed", flagName, raw)
+		if err := checkLoopbackURL(flagName, raw, "http", "https"); err != nil {
+			return err
 		}
 	}
 	switch {
