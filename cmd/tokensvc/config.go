@@ -38,6 +38,9 @@ type Config struct {
 	// the API listener).
 	Pprof          bool
 	MaxHeaderBytes int
+	// MaxHandshakes bounds the TLS handshakes run at once (0: no bound); more wait for a
+	// slot instead of sharing the CPU until all of them time out in a boot storm.
+	MaxHandshakes int
 
 	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
 	// certificate, and devices with a certificate credential authenticate with it.
@@ -129,12 +132,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&level, "log-level", env("TOKENSVC_LOG_LEVEL", "info"), "debug, info, warn or error (TOKENSVC_LOG_LEVEL)")
 	fs.StringVar(&shutdown, "shutdown-timeout", env("TOKENSVC_SHUTDOWN_TIMEOUT", "20s"), "how long in-flight requests may drain on SIGTERM (TOKENSVC_SHUTDOWN_TIMEOUT)")
 	fs.BoolVar(&c.Pprof, "pprof", env("TOKENSVC_PPROF", "") == "true", "also serve /debug/pprof/ on the metrics address; needs -metrics-addr (TOKENSVC_PPROF=true)")
-	var deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep string
+	var deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, maxHandshakes, auditSink, auditMax, auditKeep string
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("TOKENSVC_METRICS_ADDR", ""), "serve /metrics on this address instead of the API listener (TOKENSVC_METRICS_ADDR)")
 	fs.StringVar(&deviceRate, "device-rate", env("TOKENSVC_DEVICE_RATE", "0.2"), "token requests per second each device may make, sustained; 0 disables (TOKENSVC_DEVICE_RATE)")
 	fs.StringVar(&deviceBurst, "device-burst", env("TOKENSVC_DEVICE_BURST", "5"), "token requests a device may make at once (TOKENSVC_DEVICE_BURST)")
 	fs.StringVar(&globalRate, "global-rate", env("TOKENSVC_GLOBAL_RATE", "0"), "token and nonce requests per second for the whole service; 0 disables (TOKENSVC_GLOBAL_RATE)")
 	fs.StringVar(&globalBurst, "global-burst", env("TOKENSVC_GLOBAL_BURST", "0"), "burst of the service-wide limit; 0 means one second's worth (TOKENSVC_GLOBAL_BURST)")
+	fs.StringVar(&maxHandshakes, "max-handshakes", env("TOKENSVC_MAX_HANDSHAKES", "256"), "TLS handshakes run at once; more wait up to 4 s for a slot; 0 disables (TOKENSVC_MAX_HANDSHAKES)")
 	fs.StringVar(&maxInflight, "max-inflight", env("TOKENSVC_MAX_INFLIGHT", "1024"), "concurrent requests served before refusing with 503; 0 disables (TOKENSVC_MAX_INFLIGHT)")
 	fs.StringVar(&maxHeader, "max-header-bytes", env("TOKENSVC_MAX_HEADER_BYTES", "16384"), "largest request header block accepted (TOKENSVC_MAX_HEADER_BYTES)")
 	fs.StringVar(&auditSink, "audit", env("TOKENSVC_AUDIT", "stdout"), "audit records: stdout, off or file:/path (TOKENSVC_AUDIT)")
@@ -182,7 +186,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if c.ShutdownTimeout, err = time.ParseDuration(shutdown); err != nil {
 		return Config{}, fmt.Errorf("shutdown timeout %q: %w", shutdown, err)
 	}
-	if err := parseOps(&c, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep); err != nil {
+	if err := parseOps(&c, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, maxHandshakes, auditSink, auditMax, auditKeep); err != nil {
 		return Config{}, err
 	}
 	for a := range strings.SplitSeq(oidcAlgs, ",") {
@@ -200,7 +204,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 }
 
 // parseOps reads the limits, header bound and audit settings.
-func parseOps(c *Config, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, auditSink, auditMax, auditKeep string) error {
+func parseOps(c *Config, deviceRate, deviceBurst, globalRate, globalBurst, maxInflight, maxHeader, maxHandshakes, auditSink, auditMax, auditKeep string) error {
 	floats := []struct {
 		name string
 		in   string
@@ -226,6 +230,7 @@ func parseOps(c *Config, deviceRate, deviceBurst, globalRate, globalBurst, maxIn
 		{"global burst", globalBurst, &c.Limits.GlobalBurst},
 		{"max inflight", maxInflight, &c.Limits.MaxInflight},
 		{"max header bytes", maxHeader, &c.MaxHeaderBytes},
+		{"max handshakes", maxHandshakes, &c.MaxHandshakes},
 		{"audit max mb", auditMax, &auditMB},
 		{"audit keep", auditKeep, &c.Audit.Keep},
 	}
@@ -302,6 +307,9 @@ func (c Config) Validate() error {
 		return errors.New("device burst must be at least 1 when the device rate is set")
 	case l.GlobalBurst < 0 || l.MaxInflight < 0:
 		return errors.New("global burst and max inflight must not be negative")
+	}
+	if c.MaxHandshakes < 0 {
+		return errors.New("max handshakes must not be negative")
 	}
 	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
 		return errors.New("max header bytes must be between 4096 and 1048576")

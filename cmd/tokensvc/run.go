@@ -21,6 +21,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/handshake"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/metrics"
@@ -152,11 +153,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if cfg.ClientAuth == "optional" {
-		// Request, not require or verify: devices that sign assertions connect without a
-		// certificate, and pinned self-signed certificates chain to nothing. Which
-		// certificate proves which device is decided per request (deviceauth.VerifyCert).
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
+	if cfg.TLSCert != "" {
+		tcfg, err := serverTLS(cfg)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		if cfg.MaxHandshakes > 0 {
+			// Below the server's 5 s handshake deadline, so a waiter fails on its own terms.
+			lim := handshake.New(cfg.MaxHandshakes, 4*time.Second)
+			tcfg = lim.Config(tcfg)
+			srv.ConnState = lim.ConnState
+		}
+		srv.TLSConfig = tcfg
 	}
 	if cfg.MetricsAddr != "" {
 		// Listening before "listening" is logged: both addresses take requests from then on.
@@ -173,7 +182,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error {
 		var err error
 		if cfg.TLSCert != "" {
-			err = srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			err = srv.ServeTLS(ln, "", "") // the certificate is in srv.TLSConfig
 		} else {
 			err = srv.Serve(ln)
 		}
@@ -252,6 +261,29 @@ func openAudit(cfg AuditConfig, stdout io.Writer, log *slog.Logger) (*audit.Logg
 
 // serveMetrics listens on addr now (so a bad address fails the start) and returns the
 // task that serves /metrics there until ctx ends.
+// serverTLS is the API listener's TLS configuration: the certificate, HTTP/2 and
+// HTTP/1.1, and with mutual TLS a request (not a requirement) for a client certificate.
+func serverTLS(cfg Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("tls certificate: %w", err)
+	}
+	c := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// Set here because a handshake limit hands out per-connection copies of this
+		// configuration, which ServeTLS's own additions would not reach.
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+	if cfg.ClientAuth == "optional" {
+		// Request, not require or verify: devices that sign assertions connect without a
+		// certificate, and pinned self-signed certificates chain to nothing. Which
+		// certificate proves which device is decided per request (deviceauth.VerifyCert).
+		c.ClientAuth = tls.RequestClientCert
+	}
+	return c, nil
+}
+
 func serveMetrics(addr string, pprofOn bool, m *metrics.Metrics, drain time.Duration, log *slog.Logger) (func(context.Context) error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
