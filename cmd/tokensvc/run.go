@@ -164,6 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			lim := handshake.New(cfg.MaxHandshakes, 4*time.Second)
 			tcfg = lim.Config(tcfg)
 			srv.ConnState = lim.ConnState
+			m.RegisterHandshakes(lim)
 		}
 		srv.TLSConfig = tcfg
 	}

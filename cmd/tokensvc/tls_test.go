@@ -69,4 +69,20 @@ func TestRunTLSHandshakeLimit(t *testing.T) {
 	if proto, err := get(true); err != nil || proto != 2 {
 		t.Errorf("HTTP/2: got HTTP/%d, %v", proto, err)
 	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(in.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tokensvc_tls_handshakes_in_progress", "tokensvc_tls_handshakes_waited_total", "tokensvc_tls_handshakes_refused_total"} {
+		if !strings.Contains(string(body), "\n"+name+" ") {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
 }

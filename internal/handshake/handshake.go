@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,9 +27,18 @@ var ErrBusy = errors.New("handshake: no slot free in time")
 
 // Limiter hands out handshake slots.
 type Limiter struct {
-	slots chan struct{}
-	wait  time.Duration
-	held  sync.Map // net.Conn (as accepted) → *slot
+	slots  chan struct{}
+	wait   time.Duration
+	held   sync.Map // net.Conn (as accepted) → *slot
+	waited atomic.Uint64
+	busy   atomic.Uint64
+}
+
+// Stats are the limiter's counters, for metrics.
+type Stats struct {
+	InUse  int    // slots taken now
+	Waited uint64 // handshakes that found no slot free at once
+	Busy   uint64 // handshakes failed with ErrBusy
 }
 
 type slot struct{ once sync.Once }
@@ -70,6 +80,7 @@ func (l *Limiter) acquire(hello *tls.ClientHelloInfo) error {
 		return nil
 	default:
 	}
+	l.waited.Add(1)
 	t := time.NewTimer(l.wait)
 	defer t.Stop()
 	select {
@@ -78,6 +89,7 @@ func (l *Limiter) acquire(hello *tls.ClientHelloInfo) error {
 	case <-hello.Context().Done():
 		return hello.Context().Err()
 	case <-t.C:
+		l.busy.Add(1)
 		return ErrBusy
 	}
 }
@@ -103,5 +115,10 @@ func (l *Limiter) ConnState(c net.Conn, state http.ConnState) {
 	}
 }
 
-// InUse reports the slots taken, for tests and metrics.
+// InUse reports the slots taken.
 func (l *Limiter) InUse() int { return len(l.slots) }
+
+// Stats returns the counters.
+func (l *Limiter) Stats() Stats {
+	return Stats{InUse: len(l.slots), Waited: l.waited.Load(), Busy: l.busy.Load()}
+}

@@ -135,6 +135,9 @@ func TestHandshakesBeyondTheLimitWaitAndSucceed(t *testing.T) {
 		t.Errorf("%d handshakes ran at once, want 1..%d", got, limit)
 	}
 	waitIdle(t, s.lim)
+	if st := s.lim.Stats(); st.Waited == 0 || st.Busy != 0 {
+		t.Errorf("stats %+v: want some handshakes counted as waiting, none busy", st)
+	}
 }
 
 // TestFailedHandshakeGivesItsSlotBack: a client that gives up mid-handshake must not keep
@@ -174,4 +177,7 @@ func TestBusyPastTheWait(t *testing.T) {
 		t.Fatalf("the handshake holding the slot: %v", err)
 	}
 	waitIdle(t, s.lim)
+	if st := s.lim.Stats(); st.Busy != 1 {
+		t.Errorf("stats %+v: want the refused handshake counted as busy", st)
+	}
 }
