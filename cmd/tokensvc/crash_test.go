@@ -552,21 +552,8 @@ func streamImport(ctx context.Context, t *testing.T, p *svcProc, lines [][]byte,
 		pr.Close()
 		<-writerDone
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/devices/import", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+crashAdmin)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := p.http.Do(req)
-	if err != nil {
-		t.Fatalf("POST /devices/import: %v", err)
-	}
+	resp := postImport(ctx, t, p, pr, "POST /devices/import")
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("POST /devices/import: %d %s", resp.StatusCode, problemDetail(b))
-	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	killed := false
 	for {
@@ -781,6 +768,28 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 	p2.kill()
 }
 
+// postImport streams body as an NDJSON import and returns the 200 response, whose
+// report the caller reads and closes; what names the call in failures.
+func postImport(ctx context.Context, t *testing.T, p *svcProc, body io.Reader, what string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/devices/import", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+crashAdmin)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := p.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("%s: %d %s", what, resp.StatusCode, problemDetail(b))
+	}
+	return resp
+}
+
 // reimport sends lines as one import and returns the whole report, summary last.
 func reimport(ctx context.Context, t *testing.T, p *svcProc, lines [][]byte) []reportLine {
 	t.Helper()
@@ -793,20 +802,8 @@ func reimport(ctx context.Context, t *testing.T, p *svcProc, lines [][]byte) []r
 		}
 		pw.Close()
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/devices/import", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+crashAdmin)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := p.http.Do(req)
-	if err != nil {
-		t.Fatalf("re-import: %v", err)
-	}
+	resp := postImport(ctx, t, p, pr, "re-import")
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("re-import: %d", resp.StatusCode)
-	}
 	var out []reportLine
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)

@@ -1,14 +1,9 @@
 package handshake_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"sync"
@@ -16,34 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/handshake"
 )
-
-// selfSigned returns a server certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
 
 // server serves HTTPS through a Limiter of n slots. Each handshake's certificate
 // lookup, which runs inside the slot, takes hold and is counted, so the test sees how
@@ -57,7 +27,8 @@ type server struct {
 
 func startServer(t *testing.T, n int, wait, hold time.Duration, clientAuth tls.ClientAuthType) (*server, *x509.CertPool) {
 	t.Helper()
-	cert, pool := selfSigned(t)
+	ca := testpeer.NewCA(t, "handshake test CA")
+	cert, pool := ca.Issue(t, "127.0.0.1").TLS, ca.Pool()
 	s := &server{lim: handshake.New(n, wait)}
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
