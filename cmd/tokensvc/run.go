@@ -160,8 +160,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		if cfg.MaxHandshakes > 0 {
-			// Below the server's 5 s handshake deadline, so a waiter fails on its own terms.
-			lim := handshake.New(cfg.MaxHandshakes, 4*time.Second)
+			// A waiter gives up a second before net/http's handshake deadline (which it
+			// takes from ReadHeaderTimeout), so it fails on its own terms.
+			lim := handshake.New(cfg.MaxHandshakes, srv.ReadHeaderTimeout-time.Second)
 			tcfg = lim.Config(tcfg)
 			srv.ConnState = lim.ConnState
 			m.RegisterHandshakes(lim)
@@ -260,8 +261,6 @@ func openAudit(cfg AuditConfig, stdout io.Writer, log *slog.Logger) (*audit.Logg
 	return audit.New(stdout, nil, onError), func() {}, nil
 }
 
-// serveMetrics listens on addr now (so a bad address fails the start) and returns the
-// task that serves /metrics there until ctx ends.
 // serverTLS is the API listener's TLS configuration: the certificate, HTTP/2 and
 // HTTP/1.1, and with mutual TLS a request (not a requirement) for a client certificate.
 func serverTLS(cfg Config) (*tls.Config, error) {
@@ -285,6 +284,8 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 	return c, nil
 }
 
+// serveMetrics listens on addr now (so a bad address fails the start) and returns the
+// task that serves /metrics there until ctx ends.
 func serveMetrics(addr string, pprofOn bool, m *metrics.Metrics, drain time.Duration, log *slog.Logger) (func(context.Context) error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

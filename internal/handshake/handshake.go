@@ -52,8 +52,8 @@ func New(n int, wait time.Duration) *Limiter {
 // from the server's ConnState hook. base must be complete (certificates included) and
 // must not set GetConfigForClient; its VerifyConnection, if any, still runs.
 func (l *Limiter) Config(base *tls.Config) *tls.Config {
-	base = base.Clone()
-	out := base.Clone()
+	base = base.Clone() // what each connection's configuration copies
+	out := base.Clone() // the listener's: base plus the hook that hands out slots
 	out.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		if err := l.acquire(hello); err != nil {
 			return nil, err
@@ -114,9 +114,6 @@ func (l *Limiter) ConnState(c net.Conn, state http.ConnState) {
 		l.release(c, v.(*slot))
 	}
 }
-
-// InUse reports the slots taken.
-func (l *Limiter) InUse() int { return len(l.slots) }
 
 // Stats returns the counters.
 func (l *Limiter) Stats() Stats {

@@ -79,9 +79,9 @@ func get(url string, pool *x509.CertPool) error {
 func waitIdle(t *testing.T, lim *handshake.Limiter) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for lim.InUse() != 0 {
+	for lim.Stats().InUse != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d slots still held", lim.InUse())
+			t.Fatalf("%d slots still held", lim.Stats().InUse)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

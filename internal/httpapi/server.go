@@ -440,7 +440,7 @@ func nothingToValidate(spec *openapi3.T) map[string]bool {
 	for _, item := range spec.Paths.Map() {
 		for _, op := range item.Operations() {
 			ok := op.RequestBody == nil
-			for _, p := range append(slices.Clone(item.Parameters), op.Parameters...) {
+			for _, p := range slices.Concat(item.Parameters, op.Parameters) {
 				if p.Value == nil || p.Value.In != openapi3.ParameterInQuery || p.Value.Required {
 					ok = false
 				}

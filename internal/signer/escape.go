@@ -21,8 +21,6 @@ var unreservedBytes = func() (t [256]bool) {
 	return t
 }()
 
-func unreserved(c byte) bool { return unreservedBytes[c] }
-
 func encodedLen(s string) int {
 	n := len(s)
 	for i := 0; i < len(s); i++ {
