@@ -22,7 +22,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/execsink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
-	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // envPrefix prefixes every option's environment variable: -service-url is
@@ -290,10 +290,10 @@ func (c Config) Validate() error {
 	}
 	if c.DeviceID == "" {
 		bad("device-id is required")
-	} else if !signer.ValidID(c.DeviceID) {
+	} else if !domain.ValidID(c.DeviceID) {
 		bad("device-id %q is not a valid IoT Hub device ID", c.DeviceID)
 	}
-	if c.Module != "" && !signer.ValidID(c.Module) {
+	if c.Module != "" && !domain.ValidID(c.Module) {
 		bad("module %q is not a valid IoT Hub module ID", c.Module)
 	}
 	if c.CredentialFile == "" {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
 )
 
@@ -182,7 +182,7 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 		t.Skip("about 80 s of real time")
 	}
 	const ttl = 30 * time.Second
-	f := testpeer.NewFixture(t, "pump-0001", ttl, store.Hub{})
+	f := testpeer.NewFixture(t, "pump-0001", ttl, domain.Hub{})
 	broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
 		Keys: map[string][]byte{f.DeviceID: f.Key}})
 	state := filepath.Join(f.Dir, "state")

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // TestAgentBinaryRSS builds the static binary, runs it as its own process publishing
@@ -28,7 +28,7 @@ func TestAgentBinaryRSS(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	f := testpeer.NewFixture(t, "rss-probe", 8*time.Second, store.Hub{})
+	f := testpeer.NewFixture(t, "rss-probe", 8*time.Second, domain.Hub{})
 	broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
 		Keys: map[string][]byte{f.DeviceID: f.Key}})
 	cmd := exec.Command(bin, agentArgs(f, filepath.Join(f.Dir, "state"), "-link", "mqtt", "-broker-addr", broker.TLSAddr,

@@ -22,16 +22,17 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // devicesByID is the verifier's view of registered ES256 devices.
-type devicesByID map[string]store.Device
+type devicesByID map[string]domain.Device
 
-func (m devicesByID) GetDevice(_ context.Context, id string) (store.Device, error) {
+func (m devicesByID) GetDevice(_ context.Context, id string) (domain.Device, error) {
 	d, ok := m[id]
 	if !ok {
-		return store.Device{}, store.ErrNotFound
+		return domain.Device{}, store.ErrNotFound
 	}
 	return d, nil
 }
@@ -53,7 +54,7 @@ func registered(t *testing.T, devs ...keyDevice) devicesByID {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m[d.ID] = store.Device{ID: d.ID, Hub: "h", Auth: store.Credential{Type: store.CredES256, PublicKey: pub}}
+		m[d.ID] = domain.Device{ID: d.ID, Hub: "h", Auth: domain.Credential{Type: domain.CredES256, PublicKey: pub}}
 	}
 	return m
 }

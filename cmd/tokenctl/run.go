@@ -16,8 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
 )
 
 // errUsage means the usage text was printed already.
@@ -203,7 +203,7 @@ func certFingerprint(path string) (string, error) {
 	if block == nil || block.Type != "CERTIFICATE" {
 		return "", fmt.Errorf("certificate: %s holds no PEM CERTIFICATE", path)
 	}
-	return registry.CertFingerprint(block.Bytes), nil
+	return domain.CertFingerprint(block.Bytes), nil
 }
 
 type multi []string

@@ -13,10 +13,12 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -36,8 +38,8 @@ func mustServer(t *testing.T) string {
 	}
 	h, err := httpapi.New(httpapi.Deps{
 		Store:    st,
-		Registry: registry.New(st, time.Now),
-		Issuer:   tokens.NewIssuer(st, signer.New(time.Now), nil),
+		Registry: registry.New(st, kinds.All(), time.Now),
+		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(time.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, "tokensvc", time.Now),
 		Admin:    admin,
 	})
@@ -104,7 +106,7 @@ func TestTokenctlAgainstRealServer(t *testing.T) {
 		}
 	}
 	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "add", "pinned-1", "-hub", "main", "-auth", "x509", "-cert-file", certFile)), &pinned); err != nil ||
-		pinned.Device.Auth.Type != "x509" || pinned.Device.Auth.CertFingerprint != registry.CertFingerprint(der) {
+		pinned.Device.Auth.Type != "x509" || pinned.Device.Auth.CertFingerprint != domain.CertFingerprint(der) {
 		t.Errorf("devices add -auth x509 -cert-file: got %+v %v, want the certificate's fingerprint", pinned, err)
 	}
 	if out := mustCtl(t, url, "devices", "list"); !strings.Contains(out, "sensor-1") || !strings.Contains(out, "sensor-2") || !strings.Contains(out, "m1") {

@@ -15,6 +15,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
 )
 
+var _ tokens.TransitSigner = (*vaultstore.Store)(nil)
+
 // backend is the configured store and what the service needs around it.
 type backend struct {
 	store store.Store

@@ -28,8 +28,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
 
@@ -162,7 +162,7 @@ func pemPublic(t *testing.T, pub any) string {
 // devSpec is one device as an operator sends it, and what the test knows about it.
 type devSpec struct {
 	id, hub            string
-	auth               store.CredentialType
+	auth               domain.CredentialType
 	pubPEM             string
 	signKey            any // the private key of es256/eddsa devices
 	fingerprint        string
@@ -178,7 +178,7 @@ type devSpec struct {
 // disabled devices, token lifetime caps, Transit keys (Vault) and, if invalid is
 // allowed, a line that must be rejected.
 func specFor(keys *crashKeys, prefix string, i int, transit, allowInvalid bool) devSpec {
-	s := devSpec{id: fmt.Sprintf("%s-%05d", prefix, i), hub: crashHubKeys, auth: store.CredHS256}
+	s := devSpec{id: fmt.Sprintf("%s-%05d", prefix, i), hub: crashHubKeys, auth: domain.CredHS256}
 	switch i % 10 {
 	case 0, 1:
 	case 2:
@@ -186,12 +186,12 @@ func specFor(keys *crashKeys, prefix string, i int, transit, allowInvalid bool) 
 	case 3:
 		s.modules = []string{"m1", "m2"}
 	case 4:
-		s.auth, s.pubPEM, s.signKey = store.CredES256, keys.esPEM[i%len(keys.es)], keys.es[i%len(keys.es)]
+		s.auth, s.pubPEM, s.signKey = domain.CredES256, keys.esPEM[i%len(keys.es)], keys.es[i%len(keys.es)]
 	case 5:
-		s.hub, s.auth, s.pubPEM, s.signKey = crashHubPolicy, store.CredEdDSA, keys.edPEM[i%len(keys.ed)], keys.ed[i%len(keys.ed)]
+		s.hub, s.auth, s.pubPEM, s.signKey = crashHubPolicy, domain.CredEdDSA, keys.edPEM[i%len(keys.ed)], keys.ed[i%len(keys.ed)]
 	case 6:
 		fp := sha256.Sum256([]byte("certificate of " + s.id))
-		s.auth, s.fingerprint, s.maxTTL = store.CredX509, hex.EncodeToString(fp[:]), 600
+		s.auth, s.fingerprint, s.maxTTL = domain.CredX509, hex.EncodeToString(fp[:]), 600
 	case 7:
 		s.hub, s.disabled = crashHubPolicy, true
 	case 8:
@@ -200,7 +200,7 @@ func specFor(keys *crashKeys, prefix string, i int, transit, allowInvalid bool) 
 			s.hub = crashHubTransit
 		}
 	case 9:
-		s.auth, s.pubPEM, s.signKey = store.CredEdDSA, keys.edPEM[i%len(keys.ed)], keys.ed[i%len(keys.ed)]
+		s.auth, s.pubPEM, s.signKey = domain.CredEdDSA, keys.edPEM[i%len(keys.ed)], keys.ed[i%len(keys.ed)]
 		s.primary = detKey("primary", s.id)
 		if allowInvalid && i%50 == 9 {
 			s.hub, s.invalid = crashHubAbsent, true
@@ -317,11 +317,11 @@ func (s devSpec) assertion(secret, nonce string) (string, error) {
 		claims = jwt.MapClaims{"iss": s.id, "sub": s.id, "aud": "tokensvc", "nonce": nonce}
 	}
 	switch s.auth {
-	case store.CredHS256:
+	case domain.CredHS256:
 		return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
-	case store.CredES256:
+	case domain.CredES256:
 		return jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(s.signKey)
-	case store.CredEdDSA:
+	case domain.CredEdDSA:
 		return jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(s.signKey)
 	}
 	return "", fmt.Errorf("no assertion for a %s credential", s.auth)
@@ -390,7 +390,7 @@ func (p *svcProc) checkDevice(ctx context.Context, s devSpec, c *creds) error {
 		return fmt.Errorf("stored with a different %s than sent", diff)
 	}
 	if c != nil {
-		if c.Auth.Type != string(s.auth) || (s.auth == store.CredHS256) != (c.Auth.Secret != "") {
+		if c.Auth.Type != string(s.auth) || (s.auth == domain.CredHS256) != (c.Auth.Secret != "") {
 			return errors.New("the create's answer has the wrong credential")
 		}
 		if s.primary != "" && c.PrimaryKey != s.primary || s.secondary != "" && c.SecondaryKey != s.secondary {
@@ -401,7 +401,7 @@ func (p *svcProc) checkDevice(ctx context.Context, s devSpec, c *creds) error {
 	if c != nil {
 		secret = c.Auth.Secret
 	}
-	if s.auth == store.CredX509 || s.auth == store.CredHS256 && secret == "" {
+	if s.auth == domain.CredX509 || s.auth == domain.CredHS256 && secret == "" {
 		return nil // no JWT for a pinned certificate; an HS256 secret nobody received
 	}
 	if s.disabled {
@@ -1083,7 +1083,7 @@ func provisionRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys,
 			unexpected.add("hub %s: answered %d before the kill", name, res.code)
 			continue
 		}
-		s := devSpec{id: "hc-" + name, hub: name, auth: store.CredHS256}
+		s := devSpec{id: "hc-" + name, hub: name, auth: domain.CredHS256}
 		code, b, err := p2.do(ctx, http.MethodPost, "/devices", "", s.body())
 		var c creds
 		if err != nil || code != http.StatusCreated || json.Unmarshal(b, &c) != nil {

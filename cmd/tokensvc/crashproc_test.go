@@ -26,7 +26,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -343,24 +343,24 @@ func (in *inspection) completeness(d storedDevice) {
 		bad("its hub %q does not exist", d.Hub)
 		return
 	}
-	switch store.CredentialType(d.AuthType) {
-	case store.CredHS256:
+	switch domain.CredentialType(d.AuthType) {
+	case domain.CredHS256:
 		if !d.HasSecret {
 			bad("hs256 without its secret")
 		}
-	case store.CredES256, store.CredEdDSA:
+	case domain.CredES256, domain.CredEdDSA:
 		if d.PublicKey == "" || d.HasSecret {
 			bad("%s: public key present %v, secret present %v", d.AuthType, d.PublicKey != "", d.HasSecret)
 		}
-	case store.CredX509:
+	case domain.CredX509:
 		if len(d.CertFP) != 64 {
 			bad("x509 without its fingerprint")
 		}
-	case store.CredX509CA:
+	case domain.CredX509CA:
 	default:
 		bad("unknown credential type %q", d.AuthType)
 	}
-	wantKeys := h.Mode == string(store.SignDeviceKey)
+	wantKeys := h.Mode == string(domain.SignDeviceKey)
 	switch {
 	case wantKeys && h.Transit:
 		if d.HasPrimary || d.HasSecondary || len(d.TransitKeys) != 2*(1+len(d.Modules)) {
@@ -434,7 +434,7 @@ func inspectFileStore(t *testing.T, dataDir string) *inspection {
 		cursor = page.Next
 	}
 	for _, h := range in.hubs {
-		if (h.Mode == string(store.SignPolicy) || h.Mode == string(store.SignGroupKey)) && !h.HasKey {
+		if (h.Mode == string(domain.SignPolicy) || h.Mode == string(domain.SignGroupKey)) && !h.HasKey {
 			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key", h.Name, h.Mode))
 		}
 	}
@@ -532,7 +532,7 @@ func inspectVault(t *testing.T, kv kvClient) *inspection {
 			must(err)
 			h.HasKey = ok
 		}
-		if (h.Mode == string(store.SignPolicy) || h.Mode == string(store.SignGroupKey)) && !h.HasKey {
+		if (h.Mode == string(domain.SignPolicy) || h.Mode == string(domain.SignGroupKey)) && !h.HasKey {
 			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key (Transit %v)", h.Name, h.Mode, h.Transit))
 		}
 		in.hubs[h.Name] = h

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
 )
 
 // pki is a certificate and its key.
@@ -121,7 +121,7 @@ func TestRunMutualTLS(t *testing.T) {
 		t.Fatalf("create hub: got %v %v, want 201", resp, err)
 	}
 	pinned := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "pinned-1"}, KeyUsage: x509.KeyUsageDigitalSignature}, nil)
-	fp := registry.CertFingerprint(pinned.cert.Raw)
+	fp := domain.CertFingerprint(pinned.cert.Raw)
 	issued := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "issued-1"}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca)
 	for _, d := range []oapi.DeviceCreate{

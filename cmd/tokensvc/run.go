@@ -28,6 +28,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -118,8 +119,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	operators := operatorauth.New(admin, oidc)
 	deps := httpapi.Deps{
 		Store:     st,
-		Registry:  registry.New(st, now, regOpts...),
-		Issuer:    tokens.NewIssuer(st, signer.New(now), be.transit),
+		Registry:  registry.New(st, kinds.All(), now, regOpts...),
+		Issuer:    tokens.NewIssuer(st, kinds.All(), signer.New(now), be.transit),
 		Devices:   verifier,
 		Admin:     admin,
 		Operators: operators,

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func TestTokenClientUnderCPython(t *testing.T) {
@@ -33,7 +33,7 @@ func TestTokenClientUnderCPython(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := testpeer.NewFixture(t, "esp32-0001", time.Hour, store.Hub{})
+			f := testpeer.NewFixture(t, "esp32-0001", time.Hour, domain.Hub{})
 			broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
 				Keys: map[string][]byte{f.DeviceID: f.Key}})
 			cmd := exec.Command(py, "tokenclient.py")

@@ -16,7 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func publicPEM(tb testing.TB, pub crypto.PublicKey) string {
@@ -42,18 +42,18 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	for _, c := range []struct {
 		alg    string
-		cred   store.Credential
+		cred   domain.Credential
 		method jwt.SigningMethod
 		key    any
 	}{
-		{"HS256", store.Credential{Type: store.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}, jwt.SigningMethodHS256, []byte("s3cret-s3cret-s3cret")},
-		{"ES256", store.Credential{Type: store.CredES256, PublicKey: publicPEM(b, &ecKey.PublicKey)}, jwt.SigningMethodES256, ecKey},
-		{"EdDSA", store.Credential{Type: store.CredEdDSA, PublicKey: publicPEM(b, edPub)}, jwt.SigningMethodEdDSA, edKey},
+		{"HS256", domain.Credential{Type: domain.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}, jwt.SigningMethodHS256, []byte("s3cret-s3cret-s3cret")},
+		{"ES256", domain.Credential{Type: domain.CredES256, PublicKey: publicPEM(b, &ecKey.PublicKey)}, jwt.SigningMethodES256, ecKey},
+		{"EdDSA", domain.Credential{Type: domain.CredEdDSA, PublicKey: publicPEM(b, edPub)}, jwt.SigningMethodEdDSA, edKey},
 	} {
 		b.Run(c.alg, func(b *testing.B) {
 			st := mustStore(b)
 			id := "bench-" + c.alg
-			if err := st.CreateDevice(context.Background(), store.Device{ID: id, Hub: "h", Auth: c.cred}); err != nil {
+			if err := st.CreateDevice(context.Background(), domain.Device{ID: id, Hub: "h", Auth: c.cred}); err != nil {
 				b.Fatal(err)
 			}
 			const pool = 50_000

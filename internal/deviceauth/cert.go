@@ -6,8 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -37,38 +36,38 @@ func WithClientCA(pool *x509.CertPool) Option {
 // device's revocation time, and the device enabled. It returns an error wrapping
 // ErrUnauthenticated for every failure of proof, and store.ErrUnavailable (wrapped)
 // when the device could not be looked up.
-func (v *Verifier) VerifyCert(ctx context.Context, certs []*x509.Certificate) (store.Device, error) {
+func (v *Verifier) VerifyCert(ctx context.Context, certs []*x509.Certificate) (domain.Device, error) {
 	if len(certs) == 0 {
-		return store.Device{}, fmt.Errorf("%w: no client certificate", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: no client certificate", ErrUnauthenticated)
 	}
 	if len(certs) > maxPeerCerts {
-		return store.Device{}, fmt.Errorf("%w: client certificate chain longer than %d", ErrUnauthenticated, maxPeerCerts)
+		return domain.Device{}, fmt.Errorf("%w: client certificate chain longer than %d", ErrUnauthenticated, maxPeerCerts)
 	}
 	leaf := certs[0]
 	id := leaf.Subject.CommonName
-	if !signer.ValidID(id) {
-		return store.Device{}, fmt.Errorf("%w: certificate common name is not a device ID", ErrUnauthenticated)
+	if !domain.ValidID(id) {
+		return domain.Device{}, fmt.Errorf("%w: certificate common name is not a device ID", ErrUnauthenticated)
 	}
 	dev, err := v.devices.GetDevice(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	case err != nil:
-		return store.Device{}, fmt.Errorf("look up device: %w", err)
+		return domain.Device{}, fmt.Errorf("look up device: %w", err)
 	}
 	now := v.now()
 	switch dev.Auth.Type {
-	case store.CredX509:
+	case domain.CredX509:
 		// The fingerprint is not a secret, so a plain comparison leaks nothing.
-		if registry.CertFingerprint(leaf.Raw) != dev.Auth.CertFingerprint {
-			return store.Device{}, fmt.Errorf("%w: certificate fingerprint is not the registered one", ErrUnauthenticated)
+		if domain.CertFingerprint(leaf.Raw) != dev.Auth.CertFingerprint {
+			return domain.Device{}, fmt.Errorf("%w: certificate fingerprint is not the registered one", ErrUnauthenticated)
 		}
 		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-			return store.Device{}, fmt.Errorf("%w: certificate not valid at %v", ErrUnauthenticated, now)
+			return domain.Device{}, fmt.Errorf("%w: certificate not valid at %v", ErrUnauthenticated, now)
 		}
-	case store.CredX509CA:
+	case domain.CredX509CA:
 		if v.clientCA == nil {
-			return store.Device{}, fmt.Errorf("%w: no client CA configured", ErrUnauthenticated)
+			return domain.Device{}, fmt.Errorf("%w: no client CA configured", ErrUnauthenticated)
 		}
 		inter := x509.NewCertPool()
 		for _, c := range certs[1:] {
@@ -82,16 +81,16 @@ func (v *Verifier) VerifyCert(ctx context.Context, certs []*x509.Certificate) (s
 			CurrentTime:   now,
 			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}); err != nil {
-			return store.Device{}, fmt.Errorf("%w: certificate chain: %v", ErrUnauthenticated, err)
+			return domain.Device{}, fmt.Errorf("%w: certificate chain: %v", ErrUnauthenticated, err)
 		}
 	default:
-		return store.Device{}, fmt.Errorf("%w: credential %q does not accept certificates", ErrUnauthenticated, dev.Auth.Type)
+		return domain.Device{}, fmt.Errorf("%w: credential %q does not accept certificates", ErrUnauthenticated, dev.Auth.Type)
 	}
 	if dev.Disabled {
-		return store.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
 	}
 	if leaf.NotBefore.Before(dev.RevokedAt) {
-		return store.Device{}, fmt.Errorf("%w: certificate issued before the device was revoked", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: certificate issued before the device was revoked", ErrUnauthenticated)
 	}
 	return dev, nil
 }

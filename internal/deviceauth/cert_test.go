@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
-	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -49,9 +49,9 @@ func TestVerifyCertEdges(t *testing.T) {
 	st := mustStore(t)
 	pinned := mustSelfSigned(t, "pinned")
 	ctx := context.Background()
-	for _, d := range []store.Device{
-		{ID: "pinned", Hub: "h", Auth: store.Credential{Type: store.CredX509, CertFingerprint: registry.CertFingerprint(pinned.Raw)}},
-		{ID: "issued", Hub: "h", Auth: store.Credential{Type: store.CredX509CA}},
+	for _, d := range []domain.Device{
+		{ID: "pinned", Hub: "h", Auth: domain.Credential{Type: domain.CredX509, CertFingerprint: domain.CertFingerprint(pinned.Raw)}},
+		{ID: "issued", Hub: "h", Auth: domain.Credential{Type: domain.CredX509CA}},
 	} {
 		if err := st.CreateDevice(ctx, d); err != nil {
 			t.Fatal(err)

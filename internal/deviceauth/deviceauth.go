@@ -17,8 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -40,7 +39,7 @@ const (
 
 // DeviceGetter is the part of the store the verifier reads.
 type DeviceGetter interface {
-	GetDevice(ctx context.Context, id string) (store.Device, error)
+	GetDevice(ctx context.Context, id string) (domain.Device, error)
 }
 
 // Verifier checks device assertions.
@@ -99,15 +98,6 @@ func NewVerifier(devices DeviceGetter, audience string, now func() time.Time, op
 	return v
 }
 
-// algFor pins each JWT credential type to exactly one algorithm, so an HS256 token can
-// never be checked with a public key as its secret, nor "none" accepted. Certificate
-// credentials are absent: no assertion ever authenticates them.
-var algFor = map[store.CredentialType]string{
-	store.CredHS256: "HS256",
-	store.CredES256: "ES256",
-	store.CredEdDSA: "EdDSA",
-}
-
 // Verify checks assertion and returns the device it proves. It returns an error wrapping
 // ErrUnauthenticated for every failure of proof, and store.ErrUnavailable (wrapped) when
 // the device could not be looked up.
@@ -116,18 +106,18 @@ var algFor = map[store.CredentialType]string{
 // both within Leeway of the service clock) and a jti not used before. One with a nonce
 // claim needs aud and a nonce this Verifier issued, unexpired and unused; its iat, exp
 // and jti are not read, because a device without a clock cannot set them.
-func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, error) {
+func (v *Verifier) Verify(ctx context.Context, assertion string) (domain.Device, error) {
 	if len(assertion) > MaxAssertionBytes {
-		return store.Device{}, fmt.Errorf("%w: assertion longer than %d bytes", ErrUnauthenticated, MaxAssertionBytes)
+		return domain.Device{}, fmt.Errorf("%w: assertion longer than %d bytes", ErrUnauthenticated, MaxAssertionBytes)
 	}
 	var (
-		dev       store.Device
+		dev       domain.Device
 		lookupErr error
 	)
 	c := &claims{}
 	_, err := v.parser.ParseWithClaims(assertion, c, func(t *jwt.Token) (any, error) {
 		sub := c.Subject
-		if !signer.ValidID(sub) {
+		if !domain.ValidID(sub) {
 			return nil, errors.New("sub is not a device ID")
 		}
 		d, err := v.devices.GetDevice(ctx, sub)
@@ -135,7 +125,7 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, 
 			lookupErr = err
 			return nil, err
 		}
-		want, ok := algFor[d.Auth.Type]
+		want, ok := d.Auth.Type.Algorithm()
 		if !ok {
 			// x509 and x509-ca devices authenticate by certificate only.
 			return nil, fmt.Errorf("credential %q does not sign assertions", d.Auth.Type)
@@ -145,65 +135,65 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (store.Device, 
 		}
 		dev = d
 		switch d.Auth.Type {
-		case store.CredHS256:
+		case domain.CredHS256:
 			return d.Auth.Secret, nil
 		default:
-			return registry.ParsePublicKey(d.Auth.Type, d.Auth.PublicKey)
+			return domain.ParsePublicKey(d.Auth.Type, d.Auth.PublicKey)
 		}
 	})
 	if lookupErr != nil && !errors.Is(lookupErr, store.ErrNotFound) {
-		return store.Device{}, fmt.Errorf("look up device: %w", lookupErr)
+		return domain.Device{}, fmt.Errorf("look up device: %w", lookupErr)
 	}
 	if err != nil {
-		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	if c.Issuer != c.Subject {
-		return store.Device{}, fmt.Errorf("%w: iss differs from sub", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: iss differs from sub", ErrUnauthenticated)
 	}
 	if c.Nonce != "" {
 		return v.verifyNonce(dev, c)
 	}
 	if err := v.validator.Validate(c); err != nil {
-		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	if c.IssuedAt == nil {
-		return store.Device{}, fmt.Errorf("%w: iat missing", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: iat missing", ErrUnauthenticated)
 	}
 	iat, exp := c.IssuedAt.Time, c.ExpiresAt.Time
 	if exp.Sub(iat) > MaxLifetime {
-		return store.Device{}, fmt.Errorf("%w: exp more than %v after iat", ErrUnauthenticated, MaxLifetime)
+		return domain.Device{}, fmt.Errorf("%w: exp more than %v after iat", ErrUnauthenticated, MaxLifetime)
 	}
 	if c.ID == "" || len(c.ID) > maxJTI {
-		return store.Device{}, fmt.Errorf("%w: jti missing or longer than %d", ErrUnauthenticated, maxJTI)
+		return domain.Device{}, fmt.Errorf("%w: jti missing or longer than %d", ErrUnauthenticated, maxJTI)
 	}
 	if dev.Disabled {
-		return store.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
 	}
 	if iat.Before(dev.RevokedAt) {
-		return store.Device{}, fmt.Errorf("%w: assertion issued before the device was revoked", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: assertion issued before the device was revoked", ErrUnauthenticated)
 	}
 	// Only a fully valid assertion consumes its jti, so garbage cannot burn a device's IDs.
 	if err := v.replay.use(dev.ID+"\x00"+c.ID, iat, exp.Add(Leeway), v.now()); err != nil {
-		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	return dev, nil
 }
 
 // verifyNonce finishes an assertion that carries a nonce: the signature, algorithm and
 // iss = sub already hold.
-func (v *Verifier) verifyNonce(dev store.Device, c *claims) (store.Device, error) {
+func (v *Verifier) verifyNonce(dev domain.Device, c *claims) (domain.Device, error) {
 	if !slices.Contains(c.Audience, v.audience) {
-		return store.Device{}, fmt.Errorf("%w: aud does not name this service", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: aud does not name this service", ErrUnauthenticated)
 	}
 	if len(c.Nonce) > maxNonce {
-		return store.Device{}, fmt.Errorf("%w: nonce longer than %d", ErrUnauthenticated, maxNonce)
+		return domain.Device{}, fmt.Errorf("%w: nonce longer than %d", ErrUnauthenticated, maxNonce)
 	}
 	if dev.Disabled {
-		return store.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
+		return domain.Device{}, fmt.Errorf("%w: device disabled", ErrUnauthenticated)
 	}
 	// take consumes the nonce only when every other check has passed.
 	if err := v.nonces.take(c.Nonce, dev.RevokedAt, v.now()); err != nil {
-		return store.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	return dev, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
@@ -24,10 +25,10 @@ func mustStore(tb testing.TB) store.Store {
 	}
 	tb.Cleanup(func() { st.Close() })
 	ctx := context.Background()
-	if err := st.CreateHub(ctx, store.Hub{Name: "h", Kind: store.KindIoTHub, Hostname: "x.azure-devices.net", Mode: store.SignDeviceKey}); err != nil {
+	if err := st.CreateHub(ctx, domain.Hub{Name: "h", Kind: domain.KindIoTHub, Hostname: "x.azure-devices.net", Mode: domain.SignDeviceKey}); err != nil {
 		tb.Fatal(err)
 	}
-	if err := st.CreateDevice(ctx, store.Device{ID: "d1", Hub: "h", Auth: store.Credential{Type: store.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}}); err != nil {
+	if err := st.CreateDevice(ctx, domain.Device{ID: "d1", Hub: "h", Auth: domain.Credential{Type: domain.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}}); err != nil {
 		tb.Fatal(err)
 	}
 	return st
@@ -73,8 +74,8 @@ func TestStoreUnavailableIsNotAnAuthFailure(t *testing.T) {
 // unavailable is a store that is down: a failure the embedded store cannot produce on demand.
 type unavailable struct{}
 
-func (unavailable) GetDevice(context.Context, string) (store.Device, error) {
-	return store.Device{}, store.ErrUnavailable
+func (unavailable) GetDevice(context.Context, string) (domain.Device, error) {
+	return domain.Device{}, store.ErrUnavailable
 }
 
 // FuzzVerify feeds arbitrary assertions: the verifier must never panic, and must accept

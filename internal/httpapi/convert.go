@@ -3,9 +3,9 @@ package httpapi
 import (
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -34,14 +34,14 @@ func ptrIfSet[T comparable](v T) *T {
 	return &v
 }
 
-func hubFromAPI(in oapi.HubCreate) store.Hub {
-	return store.Hub{
+func hubFromAPI(in oapi.HubCreate) domain.Hub {
+	return domain.Hub{
 		Name:            in.Name,
-		Kind:            store.HubKind(in.Kind),
+		Kind:            domain.HubKind(in.Kind),
 		Hostname:        in.Hostname,
 		EntityPath:      deref(in.EntityPath),
 		IDScope:         deref(in.IdScope),
-		Mode:            store.SigningMode(deref(in.Mode)),
+		Mode:            domain.SigningMode(deref(in.Mode)),
 		PolicyName:      deref(in.PolicyName),
 		PolicyKey:       deref(in.PolicyKey),
 		GatewayHostName: deref(in.GatewayHostName),
@@ -53,7 +53,7 @@ func hubFromAPI(in oapi.HubCreate) store.Hub {
 }
 
 // hubToAPI never carries the policy key.
-func hubToAPI(h store.Hub) oapi.Hub {
+func hubToAPI(h domain.Hub) oapi.Hub {
 	return oapi.Hub{
 		Name:              h.Name,
 		Kind:              oapi.HubKind(h.Kind),
@@ -71,14 +71,14 @@ func hubToAPI(h store.Hub) oapi.Hub {
 	}
 }
 
-func deviceFromAPI(in oapi.DeviceCreate) store.Device {
-	d := store.Device{
+func deviceFromAPI(in oapi.DeviceCreate) domain.Device {
+	d := domain.Device{
 		ID:           in.DeviceId,
 		Hub:          in.Hub,
 		PrimaryKey:   deref(in.PrimaryKey),
 		SecondaryKey: deref(in.SecondaryKey),
-		Auth: store.Credential{
-			Type:            store.CredentialType(in.Auth.Type),
+		Auth: domain.Credential{
+			Type:            domain.CredentialType(in.Auth.Type),
 			PublicKey:       deref(in.Auth.PublicKey),
 			CertFingerprint: deref(in.Auth.CertFingerprint),
 		},
@@ -86,14 +86,14 @@ func deviceFromAPI(in oapi.DeviceCreate) store.Device {
 		MaxTTL:   durationOf(in.MaxTtlSeconds),
 	}
 	for _, m := range deref(in.Modules) {
-		d.Modules = append(d.Modules, store.Module{ID: m.ModuleId, PrimaryKey: deref(m.PrimaryKey), SecondaryKey: deref(m.SecondaryKey)})
+		d.Modules = append(d.Modules, domain.Module{ID: m.ModuleId, PrimaryKey: deref(m.PrimaryKey), SecondaryKey: deref(m.SecondaryKey)})
 	}
 	return d
 }
 
 // deviceToAPI never carries keys or the credential secret (a certificate fingerprint is
 // not one).
-func deviceToAPI(d store.Device) oapi.Device {
+func deviceToAPI(d domain.Device) oapi.Device {
 	out := oapi.Device{
 		DeviceId: d.ID,
 		Hub:      d.Hub,

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -306,7 +307,7 @@ func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (
 // checkDeviceID applies the ID rules to the decoded path parameter: the spec validator
 // sees it still percent-encoded, where %2F passes as three allowed characters.
 func checkDeviceID(id string) error {
-	if !signer.ValidID(id) {
+	if !domain.ValidID(id) {
 		return fmt.Errorf("%w: path parameter deviceId: not a valid device ID", errBadRequest)
 	}
 	return nil

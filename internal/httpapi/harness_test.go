@@ -32,6 +32,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -106,8 +107,8 @@ func mustEnvWith(t testing.TB, o envOptions) *env {
 	verifier := deviceauth.NewVerifier(st, audience, clock.Now, verifierOpts...)
 	deps := httpapi.Deps{
 		Store:    st,
-		Registry: registry.New(st, clock.Now),
-		Issuer:   tokens.NewIssuer(st, signer.New(clock.Now), nil),
+		Registry: registry.New(st, kinds.All(), clock.Now),
+		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(clock.Now), nil),
 		Devices:  verifier,
 		Admin:    admin,
 		Ready:    func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },

@@ -19,9 +19,9 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/tokensvc/tokensvc/api"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -87,7 +87,7 @@ func parseDeviceLine(b []byte) (oapi.DeviceCreate, error) {
 	if err := schema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
 		// Name the device in the report when the line names one validly.
 		if obj, ok := generic.(map[string]any); ok {
-			if id, ok := obj["deviceId"].(string); ok && signer.ValidID(id) {
+			if id, ok := obj["deviceId"].(string); ok && domain.ValidID(id) {
 				out.DeviceId = id
 			}
 		}
@@ -306,7 +306,7 @@ func (s *csvSource) next() (importLine, error) {
 }
 
 func validOrEmpty(v any) string {
-	if id, ok := v.(string); ok && signer.ValidID(id) {
+	if id, ok := v.(string); ok && domain.ValidID(id) {
 		return id
 	}
 	return ""

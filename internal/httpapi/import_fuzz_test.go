@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
-	"github.com/tokensvc/tokensvc/internal/signer"
 )
 
 // FuzzImportParser feeds arbitrary NDJSON and CSV bodies to the import parser: it must
@@ -29,7 +29,7 @@ func FuzzImportParser(f *testing.F) {
 				t.Fatalf("line numbers not increasing: %d after %d", l.Line, prev)
 			}
 			prev = l.Line
-			if l.Err == nil && (!signer.ValidID(l.DeviceID) || l.Hub == "") {
+			if l.Err == nil && (!domain.ValidID(l.DeviceID) || l.Hub == "") {
 				t.Fatalf("line %d passed with device %q hub %q", l.Line, l.DeviceID, l.Hub)
 			}
 		}

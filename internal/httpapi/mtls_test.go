@@ -18,10 +18,10 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
 )
 
 var certSerial atomic.Int64
@@ -124,10 +124,10 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 
 	pinned := mustCert(t, now, certSpec{cn: "pinned"}, nil)
-	pinnedFP := registry.CertFingerprint(pinned.cert.Raw)
+	pinnedFP := domain.CertFingerprint(pinned.cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &pinnedFP}})
 	stale := mustCert(t, now, certSpec{cn: "pinned-stale", notBefore: now.Add(-48 * time.Hour), notAfter: now.Add(-time.Hour)}, nil)
-	staleFP := registry.CertFingerprint(stale.cert.Raw)
+	staleFP := domain.CertFingerprint(stale.cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned-stale", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &staleFP}})
 	for _, id := range []string{"issued", "issued-2"} {
 		e.mustDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509Ca}})
@@ -224,7 +224,7 @@ func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 	e := mustEnvWith(t, envOptions{requestCerts: true})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pinned := mustCert(t, now, certSpec{cn: "pinned"}, nil)
-	fp := registry.CertFingerprint(pinned.cert.Raw)
+	fp := domain.CertFingerprint(pinned.cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}})
 	resp, err := e.certClient(pinned).GetTokenWithResponse(t.Context(), &oapi.GetTokenParams{})
 	if err != nil {
@@ -246,7 +246,7 @@ func TestCertificateDeviceRateLimit(t *testing.T) {
 	var clients []*oapi.ClientWithResponses
 	for _, id := range []string{"pin-a", "pin-b"} {
 		c := mustCert(t, now, certSpec{cn: id}, nil)
-		fp := registry.CertFingerprint(c.cert.Raw)
+		fp := domain.CertFingerprint(c.cert.Raw)
 		e.mustDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}})
 		clients = append(clients, e.certClient(c))
 	}

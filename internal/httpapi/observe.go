@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -42,7 +43,7 @@ type observedIssuer struct {
 	audit   Auditor
 }
 
-func (o *observedIssuer) Issue(ctx context.Context, d store.Device, r tokens.Request) (tokens.Issued, error) {
+func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Request) (tokens.Issued, error) {
 	issued, err := o.next.Issue(ctx, d, r)
 	outcome := issueOutcome(err)
 	o.metrics.TokenRequest(d.Hub, string(issued.Hub.Kind), outcome)

@@ -19,6 +19,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/metrics"
@@ -29,6 +30,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -56,8 +58,8 @@ func mustOpsEnv(t testing.TB, tweak func(d *httpapi.Deps, clock *fakeClock)) *op
 	logs, auditBuf := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	d := httpapi.Deps{
 		Store:          ist,
-		Registry:       registry.New(ist, clock.Now),
-		Issuer:         tokens.NewIssuer(ist, signer.New(clock.Now), nil),
+		Registry:       registry.New(ist, kinds.All(), clock.Now),
+		Issuer:         tokens.NewIssuer(ist, kinds.All(), signer.New(clock.Now), nil),
 		Devices:        deviceauth.NewVerifier(ist, audience, clock.Now),
 		Admin:          admin,
 		Metrics:        m,
@@ -226,10 +228,10 @@ type blockingVerifier struct {
 	release chan struct{}
 }
 
-func (b *blockingVerifier) Verify(ctx context.Context, _ string) (store.Device, error) {
+func (b *blockingVerifier) Verify(ctx context.Context, _ string) (domain.Device, error) {
 	b.entered <- struct{}{}
 	<-b.release
-	return store.Device{}, deviceauth.ErrUnauthenticated
+	return domain.Device{}, deviceauth.ErrUnauthenticated
 }
 
 func TestInflightBound(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
@@ -45,7 +46,7 @@ var problems = []problemSpec{
 	{errOperatorAuth, http.StatusUnauthorized, "a valid operator bearer token is required"},
 	{operatorauth.ErrForbidden, http.StatusForbidden, "the operator's role does not allow this operation"},
 	{tokens.ErrForbidden, http.StatusForbidden, "the device may not have a token for that identity"},
-	{registry.ErrInvalid, http.StatusBadRequest, ""},
+	{domain.ErrInvalid, http.StatusBadRequest, ""},
 	{registry.ErrNotSupported, http.StatusConflict, ""},
 	{errBadRequest, http.StatusBadRequest, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, ""},
@@ -81,7 +82,7 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 			status, detail = p.status, p.detail
 			if detail == "" {
 				// Errors of these classes are written for clients (see store.Describe and
-				// registry.ErrInvalid); a leading sentinel only repeats the title.
+				// domain.ErrInvalid); a leading sentinel only repeats the title.
 				detail = strings.TrimPrefix(err.Error(), p.err.Error()+": ")
 			}
 			break

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
@@ -53,7 +54,7 @@ type OperatorAuthenticator interface {
 
 // DeviceVerifier turns a device assertion into the device it proves.
 type DeviceVerifier interface {
-	Verify(ctx context.Context, assertion string) (store.Device, error)
+	Verify(ctx context.Context, assertion string) (domain.Device, error)
 }
 
 // CertVerifier authenticates devices by TLS client certificate (mutual TLS).
@@ -61,12 +62,12 @@ type CertVerifier interface {
 	// VerifyCert returns the device the chain (leaf first) proves; errors wrap
 	// deviceauth.ErrUnauthenticated, or store.ErrUnavailable when the device could
 	// not be looked up.
-	VerifyCert(ctx context.Context, certs []*x509.Certificate) (store.Device, error)
+	VerifyCert(ctx context.Context, certs []*x509.Certificate) (domain.Device, error)
 }
 
 // TokenIssuer mints tokens for authenticated devices.
 type TokenIssuer interface {
-	Issue(ctx context.Context, d store.Device, r tokens.Request) (tokens.Issued, error)
+	Issue(ctx context.Context, d domain.Device, r tokens.Request) (tokens.Issued, error)
 }
 
 // Limiter refuses requests beyond the configured rates and concurrency. Refusals are
@@ -309,7 +310,7 @@ const (
 type routed struct {
 	route  *routers.Route
 	params map[string]string
-	device store.Device
+	device domain.Device
 }
 
 // routedOf returns the request's routing; authenticate sets it before anything else
@@ -455,7 +456,7 @@ func nothingToValidate(spec *openapi3.T) map[string]bool {
 // client certificate when mutual TLS is on and the request carries no Authorization
 // header, else by its assertion. Which of the two a device may use is pinned by its
 // credential (deviceauth), so offering the other one only gets the usual 401.
-func (s *Server) verifyDevice(r *http.Request) (store.Device, error) {
+func (s *Server) verifyDevice(r *http.Request) (domain.Device, error) {
 	if s.deps.Certs != nil && r.Header.Get("Authorization") == "" && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		return s.deps.Certs.VerifyCert(r.Context(), r.TLS.PeerCertificates)
 	}

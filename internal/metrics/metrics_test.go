@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/metrics"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -26,8 +27,8 @@ type failingStore struct {
 	err error
 }
 
-func (f failingStore) GetDevice(context.Context, string) (store.Device, error) {
-	return store.Device{}, f.err
+func (f failingStore) GetDevice(context.Context, string) (domain.Device, error) {
+	return domain.Device{}, f.err
 }
 
 func TestCacheCollectorReadsAtScrape(t *testing.T) {

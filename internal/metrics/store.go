@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 )
@@ -34,7 +35,7 @@ func (s *Store) observe(op string, start time.Time, err error) {
 }
 
 // CreateHub implements store.Store.
-func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 	start := time.Now()
 	err := s.Store.CreateHub(ctx, h)
 	s.observe("create_hub", start, err)
@@ -42,7 +43,7 @@ func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
 }
 
 // GetHub implements store.Store.
-func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	start := time.Now()
 	h, err := s.Store.GetHub(ctx, name)
 	s.observe("get_hub", start, err)
@@ -50,7 +51,7 @@ func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
 }
 
 // ListHubs implements store.Store.
-func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 	start := time.Now()
 	hs, err := s.Store.ListHubs(ctx)
 	s.observe("list_hubs", start, err)
@@ -66,7 +67,7 @@ func (s *Store) DeleteHub(ctx context.Context, name string) error {
 }
 
 // CreateDevice implements store.Store.
-func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	start := time.Now()
 	err := s.Store.CreateDevice(ctx, d)
 	s.observe("create_device", start, err)
@@ -74,7 +75,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
 }
 
 // GetDevice implements store.Store.
-func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	start := time.Now()
 	d, err := s.Store.GetDevice(ctx, id)
 	s.observe("get_device", start, err)
@@ -90,7 +91,7 @@ func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (stor
 }
 
 // UpdateDevice implements store.Store.
-func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
 	start := time.Now()
 	d, err := s.Store.UpdateDevice(ctx, id, fn)
 	s.observe("update_device", start, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -28,11 +29,11 @@ const (
 // maxTtl) is Skipped, so importing the same file twice changes nothing; one that differs
 // is Rejected with the reason. A Rejected error is safe to show the caller; any other
 // error (e.g. the store is unavailable) is returned as is.
-func (r *Registry) ImportDevice(ctx context.Context, d store.Device) (Created, ImportResult, error) {
+func (r *Registry) ImportDevice(ctx context.Context, d domain.Device) (Created, ImportResult, error) {
 	return r.importDevice(ctx, d, true)
 }
 
-func (r *Registry) importDevice(ctx context.Context, d store.Device, retry bool) (Created, ImportResult, error) {
+func (r *Registry) importDevice(ctx context.Context, d domain.Device, retry bool) (Created, ImportResult, error) {
 	existing, err := r.store.GetDevice(ctx, d.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -43,7 +44,7 @@ func (r *Registry) importDevice(ctx context.Context, d store.Device, retry bool)
 		case errors.Is(err, store.ErrExists) && retry:
 			// Created meanwhile by someone else: compare with what is there now.
 			return r.importDevice(ctx, d, false)
-		case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrExists):
+		case errors.Is(err, domain.ErrInvalid), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrExists):
 			return Created{}, Rejected, err
 		}
 		return Created{}, "", err
@@ -57,7 +58,7 @@ func (r *Registry) importDevice(ctx context.Context, d store.Device, retry bool)
 }
 
 // differs names the first thing want states that got does not match, or "".
-func differs(got, want store.Device) string {
+func differs(got, want domain.Device) string {
 	switch {
 	case got.Hub != want.Hub:
 		return "hub"

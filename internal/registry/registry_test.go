@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 )
 
 func mustRegistry(t *testing.T) (*registry.Registry, store.Store) {
@@ -19,27 +21,27 @@ func mustRegistry(t *testing.T) (*registry.Registry, store.Store) {
 	}
 	t.Cleanup(func() { st.Close() })
 	now := func() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }
-	for _, h := range []store.Hub{
-		{Name: "main", Kind: store.KindIoTHub, Hostname: "h.azure-devices.net", Mode: store.SignDeviceKey},
+	for _, h := range []domain.Hub{
+		{Name: "main", Kind: domain.KindIoTHub, Hostname: "h.azure-devices.net", Mode: domain.SignDeviceKey},
 		// What the Vault store keeps for a Transit hub; the registry must refuse to
 		// rotate there before the store is asked.
-		{Name: "transit", Kind: store.KindIoTHub, Hostname: "h.azure-devices.net", Mode: store.SignDeviceKey, Transit: true},
+		{Name: "transit", Kind: domain.KindIoTHub, Hostname: "h.azure-devices.net", Mode: domain.SignDeviceKey, Transit: true},
 	} {
 		if err := st.CreateHub(t.Context(), h); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return registry.New(st, now), st
+	return registry.New(st, kinds.All(), now), st
 }
 
 func TestRotateKeys(t *testing.T) {
 	r, st := mustRegistry(t)
 	ctx := t.Context()
-	_, err := r.CreateDevice(ctx, store.Device{ID: "d1", Hub: "main", Auth: store.Credential{Type: store.CredHS256}, Modules: []store.Module{{ID: "m1"}}})
+	_, err := r.CreateDevice(ctx, domain.Device{ID: "d1", Hub: "main", Auth: domain.Credential{Type: domain.CredHS256}, Modules: []domain.Module{{ID: "m1"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.CreateDevice(ctx, store.Device{ID: "t1", Hub: "transit", Auth: store.Credential{Type: store.CredHS256, Secret: []byte("s")}}); err != nil {
+	if err := st.CreateDevice(ctx, domain.Device{ID: "t1", Hub: "transit", Auth: domain.Credential{Type: domain.CredHS256, Secret: []byte("s")}}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -49,7 +51,7 @@ func TestRotateKeys(t *testing.T) {
 		{"device", "d1", "", nil},
 		{"module", "d1", "m1", nil},
 		{"unknown module", "d1", "nope", store.ErrNotFound},
-		{"invalid module ID", "d1", "a/b", registry.ErrInvalid},
+		{"invalid module ID", "d1", "a/b", domain.ErrInvalid},
 		{"unknown device", "nobody", "", store.ErrNotFound},
 		{"Transit hub", "t1", "", registry.ErrNotSupported},
 	}
@@ -86,23 +88,23 @@ func TestRotateKeys(t *testing.T) {
 func TestImportDevice(t *testing.T) {
 	r, _ := mustRegistry(t)
 	ctx := t.Context()
-	key1, key2 := registry.NewKey(), registry.NewKey()
-	base := store.Device{ID: "d1", Hub: "main", PrimaryKey: key1, SecondaryKey: key2, Auth: store.Credential{Type: store.CredHS256}}
-	with := func(edit func(*store.Device)) store.Device { d := base; edit(&d); return d }
+	key1, key2 := domain.NewKey(), domain.NewKey()
+	base := domain.Device{ID: "d1", Hub: "main", PrimaryKey: key1, SecondaryKey: key2, Auth: domain.Credential{Type: domain.CredHS256}}
+	with := func(edit func(*domain.Device)) domain.Device { d := base; edit(&d); return d }
 	tests := []struct {
 		name string
-		d    store.Device
+		d    domain.Device
 		want registry.ImportResult
 	}{
 		{"new", base, registry.Imported},
 		{"identical", base, registry.Skipped},
-		{"keys left out", with(func(d *store.Device) { d.PrimaryKey, d.SecondaryKey = "", "" }), registry.Skipped},
-		{"other primary key", with(func(d *store.Device) { d.PrimaryKey = key2 }), registry.Rejected},
-		{"other hub", with(func(d *store.Device) { d.Hub = "transit" }), registry.Rejected},
-		{"other credential", with(func(d *store.Device) { d.Auth.Type = store.CredEdDSA }), registry.Rejected},
-		{"disabled", with(func(d *store.Device) { d.Disabled = true }), registry.Rejected},
-		{"invalid new device", store.Device{ID: "d2", Hub: "main", PrimaryKey: "short", Auth: store.Credential{Type: store.CredHS256}}, registry.Rejected},
-		{"new device, unknown hub", store.Device{ID: "d3", Hub: "nowhere", Auth: store.Credential{Type: store.CredHS256}}, registry.Rejected},
+		{"keys left out", with(func(d *domain.Device) { d.PrimaryKey, d.SecondaryKey = "", "" }), registry.Skipped},
+		{"other primary key", with(func(d *domain.Device) { d.PrimaryKey = key2 }), registry.Rejected},
+		{"other hub", with(func(d *domain.Device) { d.Hub = "transit" }), registry.Rejected},
+		{"other credential", with(func(d *domain.Device) { d.Auth.Type = domain.CredEdDSA }), registry.Rejected},
+		{"disabled", with(func(d *domain.Device) { d.Disabled = true }), registry.Rejected},
+		{"invalid new device", domain.Device{ID: "d2", Hub: "main", PrimaryKey: "short", Auth: domain.Credential{Type: domain.CredHS256}}, registry.Rejected},
+		{"new device, unknown hub", domain.Device{ID: "d3", Hub: "nowhere", Auth: domain.Credential{Type: domain.CredHS256}}, registry.Rejected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

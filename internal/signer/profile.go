@@ -277,21 +277,3 @@ func escapePath(p string) string {
 	}
 	return string(b)
 }
-
-// ValidID reports whether s is a valid IoT Hub device or module ID: 1 to 128 ASCII
-// letters, digits and - . % _ * ? ! ( ) , : = @ $ '. IDs are case-sensitive.
-func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("-.%_*?!(),:=@$'", rune(c)) {
-			return false
-		}
-	}
-	return true
-}

@@ -1,20 +1,21 @@
-// Package tokens decides what an authenticated device gets: which key signs, for which
-// resource, for how long, and with which connection settings.
+// Package tokens decides what an authenticated device gets: it applies the lifetime
+// policy, hands the mint to the hub's kind (package target), and signs with the key the
+// kind names — held here, or in Vault Transit.
 package tokens
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/target"
 )
 
 // ErrForbidden means the device may not have the token it asked for (e.g. a module that
 // is not registered to it).
-var ErrForbidden = errors.New("forbidden")
+var ErrForbidden = target.ErrForbidden
 
 // RefreshFraction is the share of a token's lifetime after which a device should fetch a
 // new one; the Azure SDKs renew at 80-85 %.
@@ -22,7 +23,7 @@ const RefreshFraction = 0.8
 
 // HubGetter is the part of the store the issuer reads.
 type HubGetter interface {
-	GetHub(ctx context.Context, name string) (store.Hub, error)
+	GetHub(ctx context.Context, name string) (domain.Hub, error)
 }
 
 // TransitSigner computes HMACs with keys that never leave the key store (Vault Transit).
@@ -31,20 +32,24 @@ type TransitSigner interface {
 	// the hub signs with one, else the primary key of the device (moduleID "") or of its
 	// module. It returns store.ErrNotFound (wrapped) for a missing key and
 	// store.ErrUnavailable when the key store cannot be reached.
-	HMAC(ctx context.Context, hub store.Hub, deviceID, moduleID string, msg []byte) ([]byte, error)
+	HMAC(ctx context.Context, hub domain.Hub, deviceID, moduleID string, msg []byte) ([]byte, error)
 }
 
 // Issuer mints tokens for authenticated devices.
 type Issuer struct {
 	hubs    HubGetter
+	kinds   *target.Set
 	signer  *signer.Signer
 	transit TransitSigner
 }
 
-// NewIssuer returns an Issuer reading hubs from hubs and signing with s. transit signs
-// for hubs whose keys live in Vault Transit; nil when the store has no such hubs.
-func NewIssuer(hubs HubGetter, s *signer.Signer, transit TransitSigner) *Issuer {
-	return &Issuer{hubs: hubs, signer: s, transit: transit}
+var _ target.SASSigner = (*Issuer)(nil)
+
+// NewIssuer returns an Issuer reading hubs from hubs, minting through their kinds and
+// signing with s. transit signs for hubs whose keys live in Vault Transit; nil when
+// the store has no such hubs.
+func NewIssuer(hubs HubGetter, kinds *target.Set, s *signer.Signer, transit TransitSigner) *Issuer {
+	return &Issuer{hubs: hubs, kinds: kinds, signer: s, transit: transit}
 }
 
 // Request is what an authenticated device asks for.
@@ -58,7 +63,7 @@ type Request struct {
 
 // Issued is a minted token with its connection settings.
 type Issued struct {
-	Hub          store.Hub
+	Hub          domain.Hub
 	Token        signer.Token
 	Profiles     signer.Profiles
 	IssuedAt     time.Time
@@ -69,127 +74,99 @@ type Issued struct {
 }
 
 // Issue mints a token for device d (already authenticated) as r asks.
-func (i *Issuer) Issue(ctx context.Context, d store.Device, r Request) (Issued, error) {
+func (i *Issuer) Issue(ctx context.Context, d domain.Device, r Request) (Issued, error) {
 	hub, err := i.hubs.GetHub(ctx, d.Hub)
 	if err != nil {
 		return Issued{}, fmt.Errorf("hub of device %q: %w", d.ID, err)
 	}
+	kind, err := i.kinds.Lookup(hub.Kind)
+	if err != nil {
+		return Issued{}, fmt.Errorf("hub %q: %w", hub.Name, err)
+	}
 	if r.Transport == "" {
 		r.Transport = signer.TCP
 	}
-	var mod store.Module
-	if r.ModuleID != "" {
-		m, ok := d.Module(r.ModuleID)
-		if !ok || hub.Kind != store.KindIoTHub {
-			return Issued{}, fmt.Errorf("module %q of device %q: %w", r.ModuleID, d.ID, ErrForbidden)
-		}
-		mod = m
-	}
-
-	req := signer.Request{TTL: lifetime(hub, d, r.TTL)}
-	// keyText is the key as Azure shows it when it is held here; with Transit, remote
-	// names the key Vault holds instead (deviceID, moduleID as TransitSigner reads them).
-	var (
-		keyText string
-		enc     = signer.KeyBase64
-		build   func(token string) signer.Profiles
-	)
-	switch hub.Kind {
-	case store.KindIoTHub:
-		id := signer.Identity{Host: hub.Hostname, DeviceID: d.ID, ModuleID: r.ModuleID, GatewayHostName: hub.GatewayHostName}
-		req.Resource = id.Resource()
-		keyText = d.PrimaryKey
-		if r.ModuleID != "" {
-			keyText = mod.PrimaryKey
-		}
-		if hub.Mode == store.SignPolicy {
-			// The token service pattern: the hub policy signs, scoped to this one identity.
-			keyText, req.PolicyName = hub.PolicyKey, hub.PolicyName
-		}
-		build = func(tok string) signer.Profiles { return signer.IoTHubProfiles(id, tok, r.Transport) }
-	case store.KindEventHubs:
-		req.Resource = signer.EventHubsPublisherResource(hub.Hostname, hub.EntityPath, d.ID)
-		req.PolicyName = hub.PolicyName
-		keyText, enc = hub.PolicyKey, signer.KeyUTF8
-		build = func(tok string) signer.Profiles {
-			return signer.EventHubsProfiles(hub.Hostname, hub.EntityPath, d.ID, tok, r.Transport)
-		}
-	case store.KindDPS:
-		req.Resource = signer.DPSRegistrationResource(hub.IDScope, d.ID)
-		req.PolicyName = signer.DPSPolicyName
-		keyText = d.PrimaryKey
-		build = func(tok string) signer.Profiles {
-			return signer.DPSProfiles(hub.Hostname, hub.IDScope, d.ID, tok, r.Transport)
-		}
-	default:
-		return Issued{}, fmt.Errorf("hub %q has unknown kind %q", hub.Name, hub.Kind)
-	}
-
-	tok, err := i.sign(ctx, hub, d.ID, r.ModuleID, keyText, enc, req)
+	m, err := kind.Mint(ctx, target.Signers{SAS: i}, hub, target.Request{
+		Device:    d,
+		ModuleID:  r.ModuleID,
+		TTL:       domain.Lifetime(hub, d, r.TTL),
+		Transport: r.Transport,
+	})
 	if err != nil {
 		return Issued{}, err
 	}
-	now := tok.IssuedAt
-	lifetime := tok.ExpiresAt.Sub(now)
-	serverName := hub.Hostname
-	if hub.GatewayHostName != "" {
-		serverName = hub.GatewayHostName
-	}
+	now := m.Token.IssuedAt
+	lifetime := m.Token.ExpiresAt.Sub(now)
 	return Issued{
 		Hub:           hub,
-		Token:         tok,
-		Profiles:      build(tok.Value),
+		Token:         m.Token,
+		Profiles:      m.Profiles,
 		IssuedAt:      now,
 		RefreshAfter:  now.Add(time.Duration(float64(lifetime) * RefreshFraction)).Truncate(time.Second),
-		TLSServerName: serverName,
-		CACert:        hub.CACert,
+		TLSServerName: m.TLSServerName,
+		CACert:        m.CACert,
 	}, nil
 }
 
-// sign mints req with the key the hub's mode selects: held here (keyText), or in Transit.
-func (i *Issuer) sign(ctx context.Context, hub store.Hub, deviceID, moduleID, keyText string, enc signer.KeyEncoding, req signer.Request) (signer.Token, error) {
-	groupDerived := hub.Kind == store.KindDPS && hub.Mode == store.SignGroupKey
+// SignSAS implements target.SASSigner: it signs req with the key k names, held in the
+// record or in Transit.
+func (i *Issuer) SignSAS(ctx context.Context, hub domain.Hub, d domain.Device, moduleID string, k target.Key, req signer.Request) (signer.Token, error) {
+	deviceID := d.ID
 	if hub.Transit {
 		if i.transit == nil {
 			return signer.Token{}, fmt.Errorf("hub %q keeps its keys in Transit, but the store has no Transit signer", hub.Name)
 		}
-		if !groupDerived {
+		if k != target.KeyGroupDerived {
 			return i.signer.SignWith(req, func(msg []byte) ([]byte, error) {
 				return i.transit.HMAC(ctx, hub, deviceID, moduleID, msg)
 			})
 		}
 		// The group key stays in Vault; the per-device key derived from it is used here.
-		k, err := i.transit.HMAC(ctx, hub, deviceID, "", []byte(deviceID))
+		key, err := i.transit.HMAC(ctx, hub, deviceID, "", []byte(deviceID))
 		if err != nil {
 			return signer.Token{}, err
 		}
-		req.Key = k
+		req.Key = key
 		return i.signer.Sign(req), nil
 	}
-	if groupDerived {
-		var err error
-		if keyText, err = signer.DeriveDeviceKey(hub.PolicyKey, deviceID); err != nil {
-			return signer.Token{}, fmt.Errorf("group key of hub %q: %w", hub.Name, err)
-		}
-	}
-	key, err := signer.DecodeKey(keyText, enc)
+	key, err := localKey(hub, d, moduleID, k)
 	if err != nil {
-		return signer.Token{}, fmt.Errorf("signing key for %q on hub %q: %w", deviceID, hub.Name, err)
+		return signer.Token{}, err
 	}
 	req.Key = key
 	return i.signer.Sign(req), nil
 }
 
-// lifetime applies policy: the request (or the hub default), capped by the hub maximum
-// and the device's own cap.
-func lifetime(h store.Hub, d store.Device, requested time.Duration) time.Duration {
-	ttl := requested
-	if ttl <= 0 {
-		ttl = h.DefaultTTL
+// localKey returns the bytes of the key k names when the record holds it.
+func localKey(hub domain.Hub, d domain.Device, moduleID string, k target.Key) ([]byte, error) {
+	deviceID := d.ID
+	var (
+		text string
+		enc  = signer.KeyBase64
+	)
+	switch k {
+	case target.KeyPolicy:
+		text = hub.PolicyKey
+	case target.KeyPolicyText:
+		text, enc = hub.PolicyKey, signer.KeyUTF8
+	case target.KeyGroupDerived:
+		var err error
+		if text, err = signer.DeriveDeviceKey(hub.PolicyKey, deviceID); err != nil {
+			return nil, fmt.Errorf("group key of hub %q: %w", hub.Name, err)
+		}
+	default:
+		text = d.PrimaryKey
+		if moduleID != "" {
+			m, ok := d.Module(moduleID)
+			if !ok {
+				return nil, fmt.Errorf("module %q of device %q: %w", moduleID, deviceID, ErrForbidden)
+			}
+			text = m.PrimaryKey
+		}
 	}
-	limit := h.MaxTTL
-	if d.MaxTTL > 0 && d.MaxTTL < limit {
-		limit = d.MaxTTL
+	key, err := signer.DecodeKey(text, enc)
+	if err != nil {
+		return nil, fmt.Errorf("signing key for %q on hub %q: %w", deviceID, hub.Name, err)
 	}
-	return min(ttl, limit)
+	return key, nil
 }

@@ -5,20 +5,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
 var now = time.Unix(1767222000, 0).UTC()
 
 // hubs is a map-backed HubGetter: the issuer only reads hubs.
-type hubs map[string]store.Hub
+type hubs map[string]domain.Hub
 
-func (h hubs) GetHub(_ context.Context, name string) (store.Hub, error) {
+func (h hubs) GetHub(_ context.Context, name string) (domain.Hub, error) {
 	hub, ok := h[name]
 	if !ok {
-		return store.Hub{}, store.ErrNotFound
+		return domain.Hub{}, store.ErrNotFound
 	}
 	return hub, nil
 }
@@ -31,12 +33,12 @@ const (
 )
 
 var testHubs = hubs{
-	"iothub": {Name: "iothub", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
-	"policy": {Name: "policy", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignPolicy, PolicyName: "device", PolicyKey: deviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
-	"edge":   {Name: "edge", Kind: store.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: store.SignDeviceKey, GatewayHostName: "edge.factory.local", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
-	"events": {Name: "events", Kind: store.KindEventHubs, Hostname: "contoso-ns.servicebus.windows.net", EntityPath: "telemetry", Mode: store.SignPolicy, PolicyName: "SendOnly", PolicyKey: ehKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
-	"dps":    {Name: "dps", Kind: store.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: store.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
-	"dpsgrp": {Name: "dpsgrp", Kind: store.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: store.SignGroupKey, PolicyKey: groupKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"iothub": {Name: "iothub", Kind: domain.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: domain.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"policy": {Name: "policy", Kind: domain.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: domain.SignPolicy, PolicyName: "device", PolicyKey: deviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"edge":   {Name: "edge", Kind: domain.KindIoTHub, Hostname: "contoso.azure-devices.net", Mode: domain.SignDeviceKey, GatewayHostName: "edge.factory.local", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"events": {Name: "events", Kind: domain.KindEventHubs, Hostname: "contoso-ns.servicebus.windows.net", EntityPath: "telemetry", Mode: domain.SignPolicy, PolicyName: "SendOnly", PolicyKey: ehKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"dps":    {Name: "dps", Kind: domain.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: domain.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
+	"dpsgrp": {Name: "dpsgrp", Kind: domain.KindDPS, Hostname: "global.azure-devices-provisioning.net", IDScope: "0ne00000001", Mode: domain.SignGroupKey, PolicyKey: groupKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour},
 }
 
 func mustKey(tb testing.TB, text string, enc signer.KeyEncoding) []byte {
@@ -59,7 +61,7 @@ type kind struct {
 	resource string
 }
 
-func kinds(tb testing.TB) []kind {
+func allKinds(tb testing.TB) []kind {
 	derived, err := signer.DeriveDeviceKey(groupKey, "sensor-1")
 	if err != nil {
 		tb.Fatal(err)
@@ -76,18 +78,18 @@ func kinds(tb testing.TB) []kind {
 	}
 }
 
-func device(hub string) store.Device {
-	return store.Device{
+func device(hub string) domain.Device {
+	return domain.Device{
 		ID: "sensor-1", Hub: hub, PrimaryKey: deviceKey, SecondaryKey: deviceKey,
-		Modules: []store.Module{{ID: "filter", PrimaryKey: moduleKey, SecondaryKey: moduleKey}},
+		Modules: []domain.Module{{ID: "filter", PrimaryKey: moduleKey, SecondaryKey: moduleKey}},
 	}
 }
 
 // TestIssueEveryKind checks each kind's token verifies with the key its broker holds,
 // for the resource it names, with the hub's default lifetime.
 func TestIssueEveryKind(t *testing.T) {
-	iss := tokens.NewIssuer(testHubs, signer.New(func() time.Time { return now }), nil)
-	for _, k := range kinds(t) {
+	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil)
+	for _, k := range allKinds(t) {
 		t.Run(k.name, func(t *testing.T) {
 			got, err := iss.Issue(t.Context(), device(k.hub), tokens.Request{ModuleID: k.module, Transport: k.tr})
 			if err != nil {
@@ -113,8 +115,8 @@ func TestIssueEveryKind(t *testing.T) {
 // BenchmarkIssue is minting per token kind as GET /token does it after authentication:
 // hub lookup, key decoding, SAS signing and the connection profiles.
 func BenchmarkIssue(b *testing.B) {
-	iss := tokens.NewIssuer(testHubs, signer.New(func() time.Time { return now }), nil)
-	for _, k := range kinds(b) {
+	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil)
+	for _, k := range allKinds(b) {
 		b.Run(k.name, func(b *testing.B) {
 			d := device(k.hub)
 			r := tokens.Request{ModuleID: k.module, Transport: k.tr}

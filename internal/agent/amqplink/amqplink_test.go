@@ -18,7 +18,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -51,7 +51,7 @@ func keeperFor(t *testing.T, f *testpeer.Fixture) *keeper.Keeper {
 func TestLinkAgainstRhea(t *testing.T) {
 	for _, auth := range []amqplink.Auth{amqplink.Plain, amqplink.CBS} {
 		t.Run(string(auth), func(t *testing.T) {
-			f := testpeer.NewFixture(t, "meter-"+string(auth), 4*time.Second, store.Hub{})
+			f := testpeer.NewFixture(t, "meter-"+string(auth), 4*time.Second, domain.Hub{})
 			peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
 				Cert: f.CA.Issue(t, testpeer.Hub), Keys: map[string][]byte{f.DeviceID: f.Key}})
 			k := keeperFor(t, f)

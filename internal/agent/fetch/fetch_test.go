@@ -13,15 +13,15 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // TestFetch runs against the real service: success, a device clock that is an hour off
 // (corrected from the Date header of the 401), a wrong secret, 503 with Retry-After and
 // an unreachable service.
 func TestFetch(t *testing.T) {
-	f := testpeer.NewFixture(t, "valve-7", time.Hour, store.Hub{})
+	f := testpeer.NewFixture(t, "valve-7", time.Hour, domain.Hub{})
 	good, err := credential.Load(f.SecretFile, credential.Auto)
 	if err != nil {
 		t.Fatal(err)

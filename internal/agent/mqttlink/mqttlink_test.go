@@ -19,7 +19,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func TestPropertyBag(t *testing.T) {
@@ -73,7 +73,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 	for _, transport := range []string{"tcp", "ws"} {
 		t.Run(transport, func(t *testing.T) {
-			f := testpeer.NewFixture(t, "sensor-"+transport, 4*time.Second, store.Hub{})
+			f := testpeer.NewFixture(t, "sensor-"+transport, 4*time.Second, domain.Hub{})
 			broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
 				Keys: map[string][]byte{f.DeviceID: f.Key}})
 			k := keeperFor(t, f, transport)

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // Hub is the IoT Hub host name the tests use; HubName is its short name.
@@ -34,7 +34,7 @@ type Fixture struct {
 
 // NewFixture starts the service and provisions hub (Hostname, Kind and name filled in
 // when empty) with a device whose tokens live ttl.
-func NewFixture(tb testing.TB, deviceID string, ttl time.Duration, hub store.Hub) *Fixture {
+func NewFixture(tb testing.TB, deviceID string, ttl time.Duration, hub domain.Hub) *Fixture {
 	tb.Helper()
 	ca := NewCA(tb, "agent test CA")
 	svc := StartService(tb, ca)
@@ -42,7 +42,7 @@ func NewFixture(tb testing.TB, deviceID string, ttl time.Duration, hub store.Hub
 		hub.Name = "main"
 	}
 	if hub.Kind == "" {
-		hub.Kind = store.KindIoTHub
+		hub.Kind = domain.KindIoTHub
 	}
 	if hub.Hostname == "" {
 		hub.Hostname = Hub

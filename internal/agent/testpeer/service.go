@@ -16,13 +16,14 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
@@ -66,11 +67,11 @@ func StartService(tb testing.TB, ca *CA) *Service {
 		tb.Fatal(err)
 	}
 	logs := &syncbuf.Buffer{}
-	reg := registry.New(st, time.Now)
+	reg := registry.New(st, kinds.All(), time.Now)
 	h, err := httpapi.New(httpapi.Deps{
 		Store:    st,
 		Registry: reg,
-		Issuer:   tokens.NewIssuer(st, signer.New(time.Now), nil),
+		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(time.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, Audience, time.Now),
 		Admin:    admin,
 		Ready:    func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
@@ -170,7 +171,7 @@ func (s *Service) Logs() string { return s.logs.String() }
 
 // Hub registers a hub through the registry — the provisioning rules without the API's
 // 60-second minimum lifetime, so tests can use tokens that live for seconds.
-func (s *Service) Hub(h store.Hub) store.Hub {
+func (s *Service) Hub(h domain.Hub) domain.Hub {
 	s.tb.Helper()
 	out, err := s.registry.CreateHub(context.Background(), h)
 	if err != nil {

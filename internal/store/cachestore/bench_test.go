@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
@@ -66,7 +67,7 @@ func sharedBackend(b *testing.B) store.Store {
 			if i%2 == 0 {
 				shared.full = append(shared.full, d.ID)
 			} else {
-				d.Modules, d.Auth = nil, store.Credential{Type: store.CredES256, PublicKey: "pem"}
+				d.Modules, d.Auth = nil, domain.Credential{Type: domain.CredES256, PublicKey: "pem"}
 				shared.bare = append(shared.bare, d.ID)
 			}
 			if shared.err = shared.fs.CreateDevice(ctx, d); shared.err != nil {

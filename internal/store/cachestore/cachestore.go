@@ -40,6 +40,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -112,8 +113,8 @@ type Store struct {
 	now      func() time.Time
 	disabled bool
 	breaker  breaker
-	devices  *table[store.Device]
-	hubs     *table[store.Hub]
+	devices  *table[domain.Device]
+	hubs     *table[domain.Hub]
 
 	misses       atomic.Uint64
 	backendReads atomic.Uint64
@@ -145,15 +146,15 @@ func New(next store.Store, opts Options) (*Store, error) {
 	}
 
 	s := &Store{next: next, now: now, disabled: opts.Disabled}
-	s.devices = &table[store.Device]{
-		s: s, what: "device", cache: newLRU[store.Device](maxEntries),
+	s.devices = &table[domain.Device]{
+		s: s, what: "device", cache: newLRU[domain.Device](maxEntries),
 		read: next.GetDevice, clone: cloneDevice,
 		ttl: int64(ttl), stale: int64(stale), negTTL: int64(negTTL),
 	}
-	s.hubs = &table[store.Hub]{
-		s: s, what: "hub", cache: newLRU[store.Hub](maxEntries),
+	s.hubs = &table[domain.Hub]{
+		s: s, what: "hub", cache: newLRU[domain.Hub](maxEntries),
 		// A Hub holds no slices or maps, so a struct copy is already a deep copy.
-		read: next.GetHub, clone: func(h *store.Hub) store.Hub { return *h },
+		read: next.GetHub, clone: func(h *domain.Hub) domain.Hub { return *h },
 		// Hub lookups only follow a found device, so unknown names are not a flood
 		// worth remembering.
 		ttl: int64(ttl), stale: int64(stale),
@@ -219,14 +220,14 @@ func (s *Store) RetryAfter() time.Duration {
 // store.ErrNotFound if absent, an error wrapping store.ErrUnavailable (ErrCircuitOpen
 // when refused without a backend call) if the backend is down and no entry may be
 // served. The record shares no memory with the cache.
-func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	if s.disabled {
 		s.backendReads.Add(1)
 		return s.next.GetDevice(ctx, id)
 	}
 	e, err := s.devices.get(ctx, id)
 	if err != nil {
-		return store.Device{}, err
+		return domain.Device{}, err
 	}
 	return cloneDevice(&e.val), nil
 }
@@ -234,27 +235,27 @@ func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) 
 // GetHub returns a hub, from the cache when it holds a fresh entry; store.ErrNotFound
 // if absent, an error wrapping store.ErrUnavailable if the backend is down and no
 // entry may be served.
-func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	if s.disabled {
 		s.backendReads.Add(1)
 		return s.next.GetHub(ctx, name)
 	}
 	e, err := s.hubs.get(ctx, name)
 	if err != nil {
-		return store.Hub{}, err
+		return domain.Hub{}, err
 	}
 	return e.val, nil
 }
 
 // CreateHub stores a new hub in the backend; store.ErrExists if the name is taken.
-func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 	err := s.next.CreateHub(ctx, h)
 	s.hubs.invalidate(h.Name)
 	return err
 }
 
 // ListHubs returns all hubs from the backend, uncached.
-func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 	return s.next.ListHubs(ctx)
 }
 
@@ -268,7 +269,7 @@ func (s *Store) DeleteHub(ctx context.Context, name string) error {
 
 // CreateDevice stores a new device in the backend and forgets a cached not-found for
 // its ID; store.ErrExists if the ID is taken, store.ErrNotFound if its hub is absent.
-func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	err := s.next.CreateDevice(ctx, d)
 	s.devices.invalidate(d.ID)
 	return err
@@ -281,7 +282,7 @@ func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (stor
 
 // UpdateDevice applies fn in the backend and drops the cached entry, so the next
 // GetDevice reads the new record; store.ErrNotFound if absent, fn's error unchanged.
-func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
 	d, err := s.next.UpdateDevice(ctx, id, fn)
 	// Dropped even on error: a write that timed out may still have been applied, and
 	// serving the old record of a device being disabled is the worse mistake.
@@ -469,7 +470,7 @@ func unavailable(err error) bool {
 	return err != nil && (errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded))
 }
 
-func cloneDevice(d *store.Device) store.Device {
+func cloneDevice(d *domain.Device) domain.Device {
 	c := *d
 	c.Modules = slices.Clone(d.Modules)
 	c.Auth.Secret = bytes.Clone(d.Auth.Secret)

@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/storetest"
@@ -350,7 +351,7 @@ func createBehindCache(tb testing.TB, f *fixture) {
 
 func goDown(_ testing.TB, f *fixture) { f.backend.setMode(down) }
 
-func disable(d *store.Device) error {
+func disable(d *domain.Device) error {
 	d.Disabled = true
 	return nil
 }
@@ -383,7 +384,7 @@ func TestWritesInvalidate(t *testing.T) {
 		{
 			name: "failed UpdateDevice still invalidates",
 			write: func(ctx context.Context, f *fixture) error {
-				_, err := f.cache.UpdateDevice(ctx, "dev-1", func(*store.Device) error { return errBroken })
+				_, err := f.cache.UpdateDevice(ctx, "dev-1", func(*domain.Device) error { return errBroken })
 				if !errors.Is(err, errBroken) {
 					return fmt.Errorf("got error %v, want %v", err, errBroken)
 				}
@@ -502,7 +503,7 @@ func TestLookupAfterWriteSkipsOlderRead(t *testing.T) {
 		if _, err := f.cache.UpdateDevice(t.Context(), "dev-1", disable); err != nil {
 			t.Fatalf("UpdateDevice(dev-1): got error %v, want nil", err)
 		}
-		later := make(chan store.Device, 1)
+		later := make(chan domain.Device, 1)
 		go func() {
 			d, err := f.cache.GetDevice(t.Context(), "dev-1")
 			checkErr(t, "GetDevice(dev-1) after the write", err, nil)
@@ -554,13 +555,13 @@ func TestHubCache(t *testing.T) {
 func TestCopyIsolation(t *testing.T) {
 	mutations := []struct {
 		name   string
-		mutate func(d *store.Device)
+		mutate func(d *domain.Device)
 	}{
-		{"module key", func(d *store.Device) { d.Modules[0].PrimaryKey = "stolen" }},
-		{"modules appended", func(d *store.Device) { d.Modules = append(d.Modules, store.Module{ID: "evil"}) }},
-		{"secret byte", func(d *store.Device) { d.Auth.Secret[0] ^= 0xff }},
-		{"secret appended", func(d *store.Device) { d.Auth.Secret = append(d.Auth.Secret, 'x') }},
-		{"plain fields", func(d *store.Device) { d.PrimaryKey, d.Disabled = "stolen", true }},
+		{"module key", func(d *domain.Device) { d.Modules[0].PrimaryKey = "stolen" }},
+		{"modules appended", func(d *domain.Device) { d.Modules = append(d.Modules, domain.Module{ID: "evil"}) }},
+		{"secret byte", func(d *domain.Device) { d.Auth.Secret[0] ^= 0xff }},
+		{"secret appended", func(d *domain.Device) { d.Auth.Secret = append(d.Auth.Secret, 'x') }},
+		{"plain fields", func(d *domain.Device) { d.PrimaryKey, d.Disabled = "stolen", true }},
 	}
 	for _, m := range mutations {
 		t.Run(m.name+"/hit after hit", func(t *testing.T) {
@@ -574,7 +575,7 @@ func TestCopyIsolation(t *testing.T) {
 			f := newFixture(t, cachestore.Options{}, "dev-1")
 			entered, release := f.backend.holdReads()
 			defer release()
-			var results [2]store.Device
+			var results [2]domain.Device
 			var errs [2]error
 			var wg sync.WaitGroup
 			for i := range results {
@@ -594,7 +595,7 @@ func TestCopyIsolation(t *testing.T) {
 }
 
 // wantSame compares the fields TestCopyIsolation mutates.
-func wantSame(tb testing.TB, got, want store.Device) {
+func wantSame(tb testing.TB, got, want domain.Device) {
 	tb.Helper()
 	if got.PrimaryKey != want.PrimaryKey || got.Disabled != want.Disabled {
 		tb.Errorf("PrimaryKey, Disabled: got %q, %v, want %q, %v", got.PrimaryKey, got.Disabled, want.PrimaryKey, want.Disabled)
@@ -633,7 +634,7 @@ func TestStampede(t *testing.T) {
 				entered, release = f.backend.holdReads()
 				defer release()
 			}
-			results := make([]store.Device, callers)
+			results := make([]domain.Device, callers)
 			errs := make([]error, callers)
 			var asked, done sync.WaitGroup
 			asked.Add(callers)

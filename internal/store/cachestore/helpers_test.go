@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
@@ -129,21 +130,21 @@ func (f *faultStore) injected(key string) error {
 	return nil
 }
 
-func (f *faultStore) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (f *faultStore) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	f.deviceGets.Add(1)
 	after, err := f.before(id)
 	if err != nil {
-		return store.Device{}, err
+		return domain.Device{}, err
 	}
 	defer after()
 	return f.Store.GetDevice(ctx, id)
 }
 
-func (f *faultStore) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (f *faultStore) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	f.hubGets.Add(1)
 	after, err := f.before("hub/" + name)
 	if err != nil {
-		return store.Hub{}, err
+		return domain.Hub{}, err
 	}
 	defer after()
 	return f.Store.GetHub(ctx, name)
@@ -214,27 +215,27 @@ func newFixture(tb testing.TB, opts cachestore.Options, deviceIDs ...string) *fi
 	return f
 }
 
-func hub(name string) store.Hub {
-	return store.Hub{
-		Name: name, Kind: store.KindIoTHub, Hostname: name + ".azure-devices.net",
-		Mode: store.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, CreatedAt: t0,
+func hub(name string) domain.Hub {
+	return domain.Hub{
+		Name: name, Kind: domain.KindIoTHub, Hostname: name + ".azure-devices.net",
+		Mode: domain.SignDeviceKey, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, CreatedAt: t0,
 	}
 }
 
-func device(id, hub string) store.Device {
-	return store.Device{
+func device(id, hub string) domain.Device {
+	return domain.Device{
 		ID: id, Hub: hub,
 		PrimaryKey:   "cHJpbWFyeS0" + id,
 		SecondaryKey: "c2Vjb25kYXJ5" + id,
-		Modules:      []store.Module{{ID: "telemetry", PrimaryKey: "bW9kLXA" + id, SecondaryKey: "bW9kLXM" + id}},
-		Auth:         store.Credential{Type: store.CredHS256, Secret: []byte{0x00, 0xff, 's', 'e', 'c'}},
+		Modules:      []domain.Module{{ID: "telemetry", PrimaryKey: "bW9kLXA" + id, SecondaryKey: "bW9kLXM" + id}},
+		Auth:         domain.Credential{Type: domain.CredHS256, Secret: []byte{0x00, 0xff, 's', 'e', 'c'}},
 		CreatedAt:    t0,
 		UpdatedAt:    t0,
 	}
 }
 
 // mustGet reads id through c and fails the test on error.
-func mustGet(tb testing.TB, c store.Store, id string) store.Device {
+func mustGet(tb testing.TB, c store.Store, id string) domain.Device {
 	tb.Helper()
 	d, err := c.GetDevice(tb.Context(), id)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
@@ -27,7 +28,7 @@ import (
 // the file store's records share their strings with its index, which would hide them.
 type freshStrings struct{ store.Store }
 
-func (f freshStrings) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (f freshStrings) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	d, err := f.Store.GetDevice(ctx, id)
 	d.ID, d.Hub = strings.Clone(d.ID), strings.Clone(d.Hub)
 	d.PrimaryKey, d.SecondaryKey = strings.Clone(d.PrimaryKey), strings.Clone(d.SecondaryKey)
@@ -73,8 +74,8 @@ func TestCacheMemoryPerDevice(t *testing.T) {
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = fmt.Sprintf("storm-1795355935-%06d", i)
-		d := store.Device{ID: ids[i], Hub: "hub-a", PrimaryKey: key(i, 1), SecondaryKey: key(i, 2),
-			Auth: store.Credential{Type: store.CredES256, PublicKey: pub}, CreatedAt: t0, UpdatedAt: t0}
+		d := domain.Device{ID: ids[i], Hub: "hub-a", PrimaryKey: key(i, 1), SecondaryKey: key(i, 2),
+			Auth: domain.Credential{Type: domain.CredES256, PublicKey: pub}, CreatedAt: t0, UpdatedAt: t0}
 		if err := fs.CreateDevice(ctx, d); err != nil {
 			t.Fatal(err)
 		}

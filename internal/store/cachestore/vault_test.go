@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
@@ -20,12 +21,12 @@ type countingStore struct {
 	deviceReads, hubReads atomic.Int64
 }
 
-func (c *countingStore) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (c *countingStore) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	c.deviceReads.Add(1)
 	return c.Store.GetDevice(ctx, id)
 }
 
-func (c *countingStore) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (c *countingStore) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	c.hubReads.Add(1)
 	return c.Store.GetHub(ctx, name)
 }
@@ -48,12 +49,12 @@ func TestVaultReadsPerToken(t *testing.T) {
 	}
 	defer c.Close()
 	ctx := t.Context()
-	if err := vs.CreateHub(ctx, store.Hub{Name: "main", Kind: store.KindIoTHub, Hostname: "h.azure-devices.net", Mode: store.SignDeviceKey, DefaultTTL: 3600e9, MaxTTL: 3600e9}); err != nil {
+	if err := vs.CreateHub(ctx, domain.Hub{Name: "main", Kind: domain.KindIoTHub, Hostname: "h.azure-devices.net", Mode: domain.SignDeviceKey, DefaultTTL: 3600e9, MaxTTL: 3600e9}); err != nil {
 		t.Fatal(err)
 	}
 	const devices = 100
 	for i := range devices {
-		d := store.Device{ID: "dev-" + strconv.Itoa(i), Hub: "main", PrimaryKey: "AAAAAAAAAAAAAAAAAAAAAA==", SecondaryKey: "AAAAAAAAAAAAAAAAAAAAAA==", Auth: store.Credential{Type: store.CredHS256, Secret: []byte("s")}}
+		d := domain.Device{ID: "dev-" + strconv.Itoa(i), Hub: "main", PrimaryKey: "AAAAAAAAAAAAAAAAAAAAAA==", SecondaryKey: "AAAAAAAAAAAAAAAAAAAAAA==", Auth: domain.Credential{Type: domain.CredHS256, Secret: []byte("s")}}
 		if err := vs.CreateDevice(ctx, d); err != nil {
 			t.Fatal(err)
 		}

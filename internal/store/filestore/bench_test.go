@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -18,8 +18,8 @@ func benchFile(b *testing.B) (string, []byte, []string) {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "bench.db")
 	key := newKey(b)
-	hubs := []store.Hub{iotHub("hub-a"), policyHub("hub-b")}
-	devices := make([]store.Device, benchDevices)
+	hubs := []domain.Hub{iotHub("hub-a"), policyHub("hub-b")}
+	devices := make([]domain.Device, benchDevices)
 	ids := make([]string, benchDevices)
 	for i := range devices {
 		ids[i] = fmt.Sprintf("device-%08d", i)

@@ -9,7 +9,7 @@ import (
 	"os"
 	"slices"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // InjectFault makes the write, sync and truncate steps of s's appends call fn first and
@@ -22,7 +22,7 @@ func InjectFault(s *Store, fn func(stage string) error) {
 
 // WriteSnapshotForTest writes a store file holding hubs and devices without a frame
 // per record, so benchmarks can start from 100,000 devices in a second.
-func WriteSnapshotForTest(path string, master []byte, hubs []store.Hub, devices []store.Device) error {
+func WriteSnapshotForTest(path string, master []byte, hubs []domain.Hub, devices []domain.Device) error {
 	st := newState()
 	for _, h := range hubs {
 		o := op{kind: opPutHub, hub: &h}
@@ -62,11 +62,11 @@ func ReplayForTest(data, master []byte) (string, int64, error) {
 		return "", 0, fmt.Errorf("replayed state broken: %w", err)
 	}
 	var c struct {
-		Hubs     []store.Hub
-		Devices  []store.Device
+		Hubs     []domain.Hub
+		Devices  []domain.Device
 		Settings map[string][]byte
 	}
-	c.Hubs = []store.Hub{} // as ListHubs returns
+	c.Hubs = []domain.Hub{} // as ListHubs returns
 	for _, name := range slices.Sorted(maps.Keys(r.st.hubs)) {
 		c.Hubs = append(c.Hubs, r.st.hubs[name])
 	}

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -447,7 +448,7 @@ func (s *Store) Close() error {
 }
 
 // CreateHub stores a new hub; store.ErrExists if the name is taken.
-func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 	if err := s.lockWriter(ctx); err != nil {
 		return fmt.Errorf("create hub %q: %w", h.Name, err)
 	}
@@ -462,27 +463,27 @@ func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
 }
 
 // GetHub returns a hub; store.ErrNotFound if absent.
-func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	if err := s.lockReader(ctx); err != nil {
-		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
+		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
 	defer s.mu.RUnlock()
 	h, ok := s.st.hubs[name]
 	if !ok {
-		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, store.ErrNotFound)
+		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, store.ErrNotFound)
 	}
 	return h, nil
 }
 
 // ListHubs returns all hubs ordered by name.
-func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 	if err := s.lockReader(ctx); err != nil {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
 	defer s.mu.RUnlock()
 	// Hubs are few, so sorting per call is cheaper than keeping another index.
 	names := slices.Sorted(maps.Keys(s.st.hubs))
-	hubs := make([]store.Hub, len(names))
+	hubs := make([]domain.Hub, len(names))
 	for i, name := range names {
 		hubs[i] = s.st.hubs[name]
 	}
@@ -504,7 +505,7 @@ func (s *Store) DeleteHub(ctx context.Context, name string) error {
 
 // CreateDevice stores a copy of d; store.ErrExists if the ID is taken,
 // store.ErrNotFound if its hub is absent.
-func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	if err := s.lockWriter(ctx); err != nil {
 		return fmt.Errorf("create device %q: %w", d.ID, err)
 	}
@@ -520,14 +521,14 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
 }
 
 // GetDevice returns a copy of a device; store.ErrNotFound if absent.
-func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	if err := s.lockReader(ctx); err != nil {
-		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
+		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
 	defer s.mu.RUnlock()
 	d, ok := s.st.devices[id]
 	if !ok {
-		return store.Device{}, fmt.Errorf("get device %q: %w", id, store.ErrNotFound)
+		return domain.Device{}, fmt.Errorf("get device %q: %w", id, store.ErrNotFound)
 	}
 	return cloneDevice(d), nil
 }
@@ -550,7 +551,7 @@ func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (stor
 		start++
 	}
 	end := start + min(limit, len(ids)-start)
-	page := store.Page{Devices: make([]store.Device, 0, end-start)}
+	page := store.Page{Devices: make([]domain.Device, 0, end-start)}
 	for _, id := range ids[start:end] {
 		page.Devices = append(page.Devices, cloneDevice(s.st.devices[id]))
 	}
@@ -564,26 +565,26 @@ func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (stor
 // if absent, fn's error unchanged if it fails (and nothing is stored). fn runs with the
 // store's write lock held, so it must not call the store. It may move the device to
 // another existing hub but not change its ID.
-func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
 	if err := s.lockWriter(ctx); err != nil {
-		return store.Device{}, fmt.Errorf("update device %q: %w", id, err)
+		return domain.Device{}, fmt.Errorf("update device %q: %w", id, err)
 	}
 	defer s.writeMu.Unlock()
 	cur, ok := s.st.devices[id]
 	if !ok {
-		return store.Device{}, fmt.Errorf("update device %q: %w", id, store.ErrNotFound)
+		return domain.Device{}, fmt.Errorf("update device %q: %w", id, store.ErrNotFound)
 	}
 	d := cloneDevice(cur)
 	if err := fn(&d); err != nil {
-		return store.Device{}, err
+		return domain.Device{}, err
 	}
 	if d.ID != id {
-		return store.Device{}, fmt.Errorf("update device %q: the ID cannot change (to %q)", id, d.ID)
+		return domain.Device{}, fmt.Errorf("update device %q: the ID cannot change (to %q)", id, d.ID)
 	}
 	// fn may have kept a pointer to d, so the stored record gets a copy of its own.
 	stored := cloneDevice(d)
 	if err := s.commit(op{kind: opPutDevice, device: &stored}); err != nil {
-		return store.Device{}, fmt.Errorf("update device %q: %w", id, err)
+		return domain.Device{}, fmt.Errorf("update device %q: %w", id, err)
 	}
 	return d, nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/store/storetest"
@@ -263,7 +264,7 @@ func TestCompact(t *testing.T) {
 	}
 	for range 5 {
 		for i := range 40 {
-			_, err := s.UpdateDevice(ctx, fmt.Sprintf("dev-%02d", i), func(d *store.Device) error {
+			_, err := s.UpdateDevice(ctx, fmt.Sprintf("dev-%02d", i), func(d *domain.Device) error {
 				d.Disabled = !d.Disabled
 				return nil
 			})
@@ -307,7 +308,7 @@ func TestAutomaticCompactionBoundsFile(t *testing.T) {
 	must(t, s.CreateDevice(ctx, device("dev-1", "hub-a")))
 	var maxSize int64
 	for i := range 300 {
-		_, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error {
+		_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error {
 			d.PrimaryKey = fmt.Sprintf("key-%04d", i)
 			return nil
 		})
@@ -381,7 +382,7 @@ func TestFileHoldsNoPlaintext(t *testing.T) {
 	d := device("device-id-Zq8vK3pT", "hub-a")
 	d.PrimaryKey = "PrimaryKey-hG5sJ1wX"
 	d.SecondaryKey = "SecondaryKey-bN4cV8yR"
-	d.Modules = []store.Module{{ID: "module-id-Lp0oKi9u", PrimaryKey: "ModulePrimary-aS2dF4gH", SecondaryKey: "ModuleSecondary-jK6lZ8xC"}}
+	d.Modules = []domain.Module{{ID: "module-id-Lp0oKi9u", PrimaryKey: "ModulePrimary-aS2dF4gH", SecondaryKey: "ModuleSecondary-jK6lZ8xC"}}
 	d.Auth.Secret = []byte("BootstrapSecret-vB1nM3qW")
 	must(t, s.CreateDevice(ctx, d))
 	must(t, s.PutSetting(ctx, "admin-token-hash", []byte("SettingValue-eR5tY7uI")))
@@ -419,7 +420,7 @@ func TestReturnedRecordsAreCopies(t *testing.T) {
 	must(t, s.CreateDevice(ctx, in))
 	want := dump(t, s, "setting").encode(t)
 
-	scribble := func(d *store.Device) {
+	scribble := func(d *domain.Device) {
 		d.Modules[0].PrimaryKey = "scribbled"
 		d.Auth.Secret[0] ^= 0xff
 	}
@@ -430,8 +431,8 @@ func TestReturnedRecordsAreCopies(t *testing.T) {
 	page, err := s.ListDevices(ctx, "", 10)
 	must(t, err)
 	scribble(&page.Devices[0])
-	var kept *store.Device
-	updated, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error {
+	var kept *domain.Device
+	updated, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error {
 		kept = d
 		return nil
 	})
@@ -473,7 +474,7 @@ func TestCanceledContext(t *testing.T) {
 		{"GetDevice", func() error { _, err := s.GetDevice(ctx, "dev-1"); return err }},
 		{"ListDevices", func() error { _, err := s.ListDevices(ctx, "", 10); return err }},
 		{"UpdateDevice", func() error {
-			_, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error { d.Disabled = true; return nil })
+			_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { d.Disabled = true; return nil })
 			return err
 		}},
 		{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "dev-1") }},
@@ -509,7 +510,7 @@ func TestClosedStore(t *testing.T) {
 		{"GetDevice", func() error { _, err := s.GetDevice(ctx, "dev-1"); return err }},
 		{"ListDevices", func() error { _, err := s.ListDevices(ctx, "", 10); return err }},
 		{"UpdateDevice", func() error {
-			_, err := s.UpdateDevice(ctx, "dev-1", func(*store.Device) error { return nil })
+			_, err := s.UpdateDevice(ctx, "dev-1", func(*domain.Device) error { return nil })
 			return err
 		}},
 		{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "dev-1") }},
@@ -561,7 +562,7 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			}{
 				{"CreateDevice", func() error { return s.CreateDevice(ctx, device("dev-2", "hub-a")) }},
 				{"UpdateDevice", func() error {
-					_, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error { d.Disabled = true; return nil })
+					_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { d.Disabled = true; return nil })
 					return err
 				}},
 				{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "dev-1") }},
@@ -656,18 +657,18 @@ func TestUpdateDeviceHubAndID(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		fn      func(*store.Device)
+		fn      func(*domain.Device)
 		wantOK  bool
 		wantErr error // when !wantOK, nil accepts any error
 		wantHub string
 	}{
-		{name: "move to missing hub", fn: func(d *store.Device) { d.Hub = "hub-none" }, wantErr: store.ErrNotFound, wantHub: "hub-a"},
-		{name: "change ID", fn: func(d *store.Device) { d.ID = "dev-2" }, wantHub: "hub-a"},
-		{name: "move to other hub", fn: func(d *store.Device) { d.Hub = "hub-b" }, wantOK: true, wantHub: "hub-b"},
+		{name: "move to missing hub", fn: func(d *domain.Device) { d.Hub = "hub-none" }, wantErr: store.ErrNotFound, wantHub: "hub-a"},
+		{name: "change ID", fn: func(d *domain.Device) { d.ID = "dev-2" }, wantHub: "hub-a"},
+		{name: "move to other hub", fn: func(d *domain.Device) { d.Hub = "hub-b" }, wantOK: true, wantHub: "hub-b"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error { tc.fn(d); return nil })
+			_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { tc.fn(d); return nil })
 			switch {
 			case tc.wantOK && err != nil:
 				t.Fatalf("UpdateDevice: got error %v, want nil", err)
@@ -726,11 +727,11 @@ func TestListDevicesCursor(t *testing.T) {
 func TestListDevicesDefaultLimit(t *testing.T) {
 	path, key := storePath(t), newKey(t)
 	must(t, os.MkdirAll(filepath.Dir(path), 0o700))
-	var devices []store.Device
+	var devices []domain.Device
 	for i := range filestore.DefaultPageSize + 5 {
 		devices = append(devices, device(fmt.Sprintf("dev-%04d", i), "hub-a"))
 	}
-	must(t, filestore.WriteSnapshotForTest(path, key, []store.Hub{iotHub("hub-a")}, devices))
+	must(t, filestore.WriteSnapshotForTest(path, key, []domain.Hub{iotHub("hub-a")}, devices))
 	s := mustOpen(t, path, key)
 	for _, limit := range []int{0, -1} {
 		page, err := s.ListDevices(t.Context(), "", limit)
@@ -750,7 +751,7 @@ func TestEmptyNamesRejected(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{"CreateHub", func() error { return s.CreateHub(ctx, store.Hub{}) }},
+		{"CreateHub", func() error { return s.CreateHub(ctx, domain.Hub{}) }},
 		{"CreateDevice", func() error { return s.CreateDevice(ctx, device("", "hub-a")) }},
 		{"PutSetting", func() error { return s.PutSetting(ctx, "", []byte("v")) }},
 	}
@@ -781,7 +782,7 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			for i := range 50 {
 				id := fmt.Sprintf("dev-%d", (w+i)%10)
-				_, err := s.UpdateDevice(ctx, id, func(d *store.Device) error {
+				_, err := s.UpdateDevice(ctx, id, func(d *domain.Device) error {
 					// Primary and secondary always change together; a reader seeing
 					// them differ saw a torn record.
 					n := fmt.Sprintf("%d-%d", w, i)

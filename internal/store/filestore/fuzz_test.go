@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -60,8 +60,8 @@ func FuzzReplay(f *testing.F) {
 		f.Fatal(err)
 	}
 	ctx := f.Context()
-	must(f, s.CreateHub(ctx, store.Hub{Name: "h"}))
-	must(f, s.CreateDevice(ctx, store.Device{ID: "d", Hub: "h", Modules: []store.Module{{ID: "m"}}}))
+	must(f, s.CreateHub(ctx, domain.Hub{Name: "h"}))
+	must(f, s.CreateDevice(ctx, domain.Device{ID: "d", Hub: "h", Modules: []domain.Module{{ID: "m"}}}))
 	must(f, s.PutSetting(ctx, "s", []byte("v")))
 	must(f, s.DeleteDevice(ctx, "d"))
 	must(f, s.Close())

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
@@ -79,30 +80,30 @@ func fileSize(tb testing.TB, path string) int64 {
 	return fi.Size()
 }
 
-func iotHub(name string) store.Hub {
-	return store.Hub{
-		Name: name, Kind: store.KindIoTHub, Hostname: name + ".azure-devices.net",
-		Mode: store.SignDeviceKey, CACert: testPEM,
+func iotHub(name string) domain.Hub {
+	return domain.Hub{
+		Name: name, Kind: domain.KindIoTHub, Hostname: name + ".azure-devices.net",
+		Mode: domain.SignDeviceKey, CACert: testPEM,
 		DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, CreatedAt: t0,
 	}
 }
 
-func policyHub(name string) store.Hub {
-	return store.Hub{
-		Name: name, Kind: store.KindEventHubs, Hostname: name + ".servicebus.windows.net",
-		EntityPath: "telemetry", Mode: store.SignPolicy, PolicyName: "send",
+func policyHub(name string) domain.Hub {
+	return domain.Hub{
+		Name: name, Kind: domain.KindEventHubs, Hostname: name + ".servicebus.windows.net",
+		EntityPath: "telemetry", Mode: domain.SignPolicy, PolicyName: "send",
 		PolicyKey: "cG9saWN5LWtleS1mb3ItIiArIG5hbWUgKyAidGVzdA==", DefaultTTL: 10 * time.Minute,
 		MaxTTL: time.Hour, CreatedAt: t0.UTC(),
 	}
 }
 
-func device(id, hub string) store.Device {
-	return store.Device{
+func device(id, hub string) domain.Device {
+	return domain.Device{
 		ID: id, Hub: hub,
 		PrimaryKey:   "cHJpbWFyeS0" + id,
 		SecondaryKey: "c2Vjb25kYXJ5" + id,
-		Modules:      []store.Module{{ID: "telemetry", PrimaryKey: "bW9kLXA" + id, SecondaryKey: "bW9kLXM" + id}},
-		Auth:         store.Credential{Type: store.CredHS256, Secret: []byte{0x00, 0xff, 's', 'e', 'c'}},
+		Modules:      []domain.Module{{ID: "telemetry", PrimaryKey: "bW9kLXA" + id, SecondaryKey: "bW9kLXM" + id}},
+		Auth:         domain.Credential{Type: domain.CredHS256, Secret: []byte{0x00, 0xff, 's', 'e', 'c'}},
 		MaxTTL:       30 * time.Minute,
 		CreatedAt:    t0,
 		UpdatedAt:    t1,
@@ -117,24 +118,24 @@ func populate(tb testing.TB, s store.Store) []string {
 	ctx := tb.Context()
 	must(tb, s.CreateHub(ctx, iotHub("hub-iot")))
 	must(tb, s.CreateHub(ctx, policyHub("hub-eh")))
-	must(tb, s.CreateHub(ctx, store.Hub{Name: "hub-gone"}))
+	must(tb, s.CreateHub(ctx, domain.Hub{Name: "hub-gone"}))
 	for i := range 30 {
 		d := device(fmt.Sprintf("dev-%02d", i), []string{"hub-iot", "hub-eh"}[i%2])
 		switch i % 3 {
 		case 1:
 			d.Modules = nil
-			d.Auth = store.Credential{Type: store.CredES256, PublicKey: testPEM}
+			d.Auth = domain.Credential{Type: domain.CredES256, PublicKey: testPEM}
 		case 2:
-			d.Modules = []store.Module{}
-			d.Auth = store.Credential{Type: store.CredHS256, Secret: []byte{}}
+			d.Modules = []domain.Module{}
+			d.Auth = domain.Credential{Type: domain.CredHS256, Secret: []byte{}}
 			d.Disabled = true
 			d.CreatedAt, d.UpdatedAt = time.Time{}, time.Time{}
 		}
 		must(tb, s.CreateDevice(ctx, d))
 	}
 	for i := 0; i < 30; i += 4 {
-		_, err := s.UpdateDevice(ctx, fmt.Sprintf("dev-%02d", i), func(d *store.Device) error {
-			d.Modules = append(d.Modules, store.Module{ID: "added", PrimaryKey: "YWRkZWQ="})
+		_, err := s.UpdateDevice(ctx, fmt.Sprintf("dev-%02d", i), func(d *domain.Device) error {
+			d.Modules = append(d.Modules, domain.Module{ID: "added", PrimaryKey: "YWRkZWQ="})
 			d.Disabled = !d.Disabled
 			d.UpdatedAt = t1.Add(time.Hour)
 			return nil
@@ -154,8 +155,8 @@ func populate(tb testing.TB, s store.Store) []string {
 
 // contents is everything observable in a store, for comparing two of them.
 type contents struct {
-	Hubs     []store.Hub
-	Devices  []store.Device
+	Hubs     []domain.Hub
+	Devices  []domain.Device
 	Settings map[string][]byte
 }
 

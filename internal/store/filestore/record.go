@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // opKind names a change in the log; the strings are part of the file format.
@@ -26,8 +26,8 @@ const (
 type op struct {
 	kind   opKind
 	name   string // deleteHub, deleteDevice, putSetting
-	hub    *store.Hub
-	device *store.Device
+	hub    *domain.Hub
+	device *domain.Device
 	value  []byte
 }
 
@@ -83,7 +83,7 @@ type wireDevice struct {
 	UpdatedAt    time.Time    `json:"updatedAt"`
 }
 
-func toWireHub(h *store.Hub) *wireHub {
+func toWireHub(h *domain.Hub) *wireHub {
 	return &wireHub{
 		Name:            h.Name,
 		Kind:            string(h.Kind),
@@ -102,14 +102,14 @@ func toWireHub(h *store.Hub) *wireHub {
 	}
 }
 
-func (w *wireHub) hub() *store.Hub {
-	return &store.Hub{
+func (w *wireHub) hub() *domain.Hub {
+	return &domain.Hub{
 		Name:            w.Name,
-		Kind:            store.HubKind(w.Kind),
+		Kind:            domain.HubKind(w.Kind),
 		Hostname:        w.Hostname,
 		EntityPath:      w.EntityPath,
 		IDScope:         w.IDScope,
-		Mode:            store.SigningMode(w.Mode),
+		Mode:            domain.SigningMode(w.Mode),
 		PolicyName:      w.PolicyName,
 		PolicyKey:       w.PolicyKey,
 		GatewayHostName: w.GatewayHostName,
@@ -121,7 +121,7 @@ func (w *wireHub) hub() *store.Hub {
 	}
 }
 
-func toWireDevice(d *store.Device) *wireDevice {
+func toWireDevice(d *domain.Device) *wireDevice {
 	w := &wireDevice{
 		ID:           d.ID,
 		Hub:          d.Hub,
@@ -146,14 +146,14 @@ func toWireDevice(d *store.Device) *wireDevice {
 	return w
 }
 
-func (w *wireDevice) device() *store.Device {
-	d := &store.Device{
+func (w *wireDevice) device() *domain.Device {
+	d := &domain.Device{
 		ID:           w.ID,
 		Hub:          w.Hub,
 		PrimaryKey:   w.PrimaryKey,
 		SecondaryKey: w.SecondaryKey,
-		Auth: store.Credential{
-			Type:            store.CredentialType(w.AuthType),
+		Auth: domain.Credential{
+			Type:            domain.CredentialType(w.AuthType),
 			Secret:          w.Secret,
 			PublicKey:       w.PublicKey,
 			CertFingerprint: w.CertFP,
@@ -165,9 +165,9 @@ func (w *wireDevice) device() *store.Device {
 		UpdatedAt: w.UpdatedAt,
 	}
 	if w.Modules != nil {
-		d.Modules = make([]store.Module, len(w.Modules))
+		d.Modules = make([]domain.Module, len(w.Modules))
 		for i, m := range w.Modules {
-			d.Modules[i] = store.Module(m)
+			d.Modules[i] = domain.Module(m)
 		}
 	}
 	return d

@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // state is the in-memory image of the log. It owns every slice it holds: records are
 // cloned on the way in and on the way out.
 type state struct {
-	hubs    map[string]store.Hub
-	devices map[string]store.Device
+	hubs    map[string]domain.Hub
+	devices map[string]domain.Device
 	// ids holds the device IDs in byte order so a page is a binary search and a slice.
 	ids []string
 	// hubDevices counts devices per hub, so DeleteHub need not scan every device.
@@ -23,8 +24,8 @@ type state struct {
 
 func newState() *state {
 	return &state{
-		hubs:       map[string]store.Hub{},
-		devices:    map[string]store.Device{},
+		hubs:       map[string]domain.Hub{},
+		devices:    map[string]domain.Device{},
 		hubDevices: map[string]int{},
 		settings:   map[string][]byte{},
 	}
@@ -118,7 +119,7 @@ func (st *state) release(hub string) {
 }
 
 // cloneDevice copies the slices a Device shares with whoever holds it.
-func cloneDevice(d store.Device) store.Device {
+func cloneDevice(d domain.Device) domain.Device {
 	d.Modules = slices.Clone(d.Modules)
 	d.Auth.Secret = bytes.Clone(d.Auth.Secret)
 	return d

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -90,12 +91,12 @@ func testKey(label string) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func iotHub(name string) store.Hub {
-	return store.Hub{
+func iotHub(name string) domain.Hub {
+	return domain.Hub{
 		Name:            name,
-		Kind:            store.KindIoTHub,
+		Kind:            domain.KindIoTHub,
 		Hostname:        name + ".azure-devices.net",
-		Mode:            store.SignDeviceKey,
+		Mode:            domain.SignDeviceKey,
 		GatewayHostName: "edge-" + name + ".example.net",
 		CACert:          testPublicKeyPEM,
 		DefaultTTL:      time.Hour,
@@ -104,13 +105,13 @@ func iotHub(name string) store.Hub {
 	}
 }
 
-func eventHubsHub(name string) store.Hub {
-	return store.Hub{
+func eventHubsHub(name string) domain.Hub {
+	return domain.Hub{
 		Name:       name,
-		Kind:       store.KindEventHubs,
+		Kind:       domain.KindEventHubs,
 		Hostname:   name + ".servicebus.windows.net",
 		EntityPath: "telemetry",
-		Mode:       store.SignPolicy,
+		Mode:       domain.SignPolicy,
 		PolicyName: "send-only",
 		PolicyKey:  testKey("policy-" + name),
 		DefaultTTL: 15 * time.Minute,
@@ -119,13 +120,13 @@ func eventHubsHub(name string) store.Hub {
 	}
 }
 
-func dpsHub(name string) store.Hub {
-	return store.Hub{
+func dpsHub(name string) domain.Hub {
+	return domain.Hub{
 		Name:       name,
-		Kind:       store.KindDPS,
+		Kind:       domain.KindDPS,
 		Hostname:   "global.azure-devices-provisioning.net",
 		IDScope:    "0ne00ABC123",
-		Mode:       store.SignGroupKey,
+		Mode:       domain.SignGroupKey,
 		PolicyKey:  testKey("group-" + name),
 		DefaultTTL: time.Hour,
 		MaxTTL:     time.Hour,
@@ -134,18 +135,18 @@ func dpsHub(name string) store.Hub {
 }
 
 // hs256Device is a device with every field set, modules and binary secret included.
-func hs256Device(id, hub string) store.Device {
-	return store.Device{
+func hs256Device(id, hub string) domain.Device {
+	return domain.Device{
 		ID:           id,
 		Hub:          hub,
 		PrimaryKey:   testKey("primary-" + id),
 		SecondaryKey: testKey("secondary-" + id),
-		Modules: []store.Module{
+		Modules: []domain.Module{
 			{ID: "telemetry", PrimaryKey: testKey("mp-" + id), SecondaryKey: testKey("ms-" + id)},
 			{ID: "$edgeAgent", PrimaryKey: testKey("ep-" + id), SecondaryKey: testKey("es-" + id)},
 		},
-		Auth: store.Credential{
-			Type:   store.CredHS256,
+		Auth: domain.Credential{
+			Type:   domain.CredHS256,
 			Secret: []byte{0x00, 0x01, 0xfe, 0xff, 'h', 's', 0x00, 0x80},
 		},
 		MaxTTL:    90*time.Minute + time.Nanosecond,
@@ -155,21 +156,21 @@ func hs256Device(id, hub string) store.Device {
 	}
 }
 
-func mustCreateHub(t *testing.T, s store.Store, h store.Hub) {
+func mustCreateHub(t *testing.T, s store.Store, h domain.Hub) {
 	t.Helper()
 	if err := s.CreateHub(t.Context(), h); err != nil {
 		t.Fatalf("CreateHub(%q): got error %v, want nil", h.Name, err)
 	}
 }
 
-func mustCreateDevice(t *testing.T, s store.Store, d store.Device) {
+func mustCreateDevice(t *testing.T, s store.Store, d domain.Device) {
 	t.Helper()
 	if err := s.CreateDevice(t.Context(), d); err != nil {
 		t.Fatalf("CreateDevice(%q): got error %v, want nil", d.ID, err)
 	}
 }
 
-func mustGetDevice(t *testing.T, s store.Store, id string) store.Device {
+func mustGetDevice(t *testing.T, s store.Store, id string) domain.Device {
 	t.Helper()
 	d, err := s.GetDevice(t.Context(), id)
 	if err != nil {
@@ -182,12 +183,12 @@ func testHubRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 	s := open(t)
 	tests := []struct {
 		name string
-		hub  store.Hub
+		hub  domain.Hub
 	}{
 		{"iothub device keys", iotHub("hub-iot")},
 		{"eventhubs policy", eventHubsHub("hub-eh")},
 		{"dps group key", dpsHub("hub-dps")},
-		{"only a name", store.Hub{Name: "hub-bare"}},
+		{"only a name", domain.Hub{Name: "hub-bare"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,7 +208,7 @@ func testCreateHubDuplicate(t *testing.T, open func(t *testing.T) store.Store) {
 	mustCreateHub(t, s, orig)
 	tests := []struct {
 		name    string
-		hub     store.Hub
+		hub     domain.Hub
 		wantErr error
 	}{
 		{"same name", eventHubsHub("hub-a"), store.ErrExists},
@@ -251,7 +252,7 @@ func testListHubs(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Errorf("ListHubs on empty store: got %d hubs, want 0", len(hubs))
 	}
 
-	want := []store.Hub{iotHub("hub-a"), dpsHub("hub-b"), eventHubsHub("hub-c"), iotHub("hub-d")}
+	want := []domain.Hub{iotHub("hub-a"), dpsHub("hub-b"), eventHubsHub("hub-c"), iotHub("hub-d")}
 	for _, i := range []int{2, 0, 3, 1} {
 		mustCreateHub(t, s, want[i])
 	}
@@ -267,7 +268,7 @@ func testListHubs(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 }
 
-func hubNames(hubs []store.Hub) []string {
+func hubNames(hubs []domain.Hub) []string {
 	names := make([]string, len(hubs))
 	for i, h := range hubs {
 		names[i] = h.Name
@@ -334,39 +335,39 @@ func testDeviceRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 	mustCreateHub(t, s, dpsHub("hub-dps"))
 
 	es := hs256Device("dev-es256", "hub-iot")
-	es.Auth = store.Credential{Type: store.CredES256, PublicKey: testPublicKeyPEM}
+	es.Auth = domain.Credential{Type: domain.CredES256, PublicKey: testPublicKeyPEM}
 	es.Modules = es.Modules[:1]
 
 	ed := hs256Device("dev-eddsa", "hub-dps")
 	ed.PrimaryKey, ed.SecondaryKey, ed.Modules = "", "", nil
-	ed.Auth = store.Credential{Type: store.CredEdDSA, PublicKey: testPublicKeyPEM}
+	ed.Auth = domain.Credential{Type: domain.CredEdDSA, PublicKey: testPublicKeyPEM}
 	ed.Disabled = true
 	ed.MaxTTL = 7 * time.Minute
 
 	pinned := hs256Device("dev-x509", "hub-iot")
 	pinned.Modules = nil
-	pinned.Auth = store.Credential{Type: store.CredX509, CertFingerprint: strings.Repeat("0f", 32)}
+	pinned.Auth = domain.Credential{Type: domain.CredX509, CertFingerprint: strings.Repeat("0f", 32)}
 	caIssued := hs256Device("dev-x509-ca", "hub-iot")
 	caIssued.Modules = nil
-	caIssued.Auth = store.Credential{Type: store.CredX509CA}
+	caIssued.Auth = domain.Credential{Type: domain.CredX509CA}
 
 	tests := []struct {
 		name   string
-		device store.Device
+		device domain.Device
 	}{
 		{"hs256 with modules", hs256Device("dev-hs256", "hub-iot")},
 		{"es256 with public key", es},
 		{"eddsa disabled without keys", ed},
 		{"x509 with fingerprint", pinned},
 		{"x509-ca", caIssued},
-		{"only id and hub", store.Device{ID: "dev-bare", Hub: "hub-iot"}},
+		{"only id and hub", domain.Device{ID: "dev-bare", Hub: "hub-iot"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			mustCreateDevice(t, s, tc.device)
 			reportDiffs(t, "GetDevice("+tc.device.ID+")", diffDevice(mustGetDevice(t, s, tc.device.ID), tc.device))
 
-			got, err := s.UpdateDevice(t.Context(), tc.device.ID, func(*store.Device) error { return nil })
+			got, err := s.UpdateDevice(t.Context(), tc.device.ID, func(*domain.Device) error { return nil })
 			if err != nil {
 				t.Fatalf("UpdateDevice(%q) no-op: got error %v, want nil", tc.device.ID, err)
 			}
@@ -387,9 +388,9 @@ func testDeviceRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 }
 
 // listAll pages through every device and returns them by ID.
-func listAll(t *testing.T, s store.Store, limit int) map[string]store.Device {
+func listAll(t *testing.T, s store.Store, limit int) map[string]domain.Device {
 	t.Helper()
-	all := map[string]store.Device{}
+	all := map[string]domain.Device{}
 	cursor := ""
 	for range 10000 {
 		page, err := s.ListDevices(t.Context(), cursor, limit)
@@ -417,7 +418,7 @@ func testCreateDeviceErrors(t *testing.T, open func(t *testing.T) store.Store) {
 
 	tests := []struct {
 		name    string
-		device  store.Device
+		device  domain.Device
 		wantErr error
 	}{
 		{"duplicate ID", hs256Device("dev-1", "hub-a"), store.ErrExists},
@@ -485,7 +486,7 @@ func testDeviceIDsCaseSensitive(t *testing.T, open func(t *testing.T) store.Stor
 	reportDiffs(t, "GetDevice(A1) after deleting a1", diffDevice(mustGetDevice(t, s, "A1"), upper))
 }
 
-func deviceIDs(devices []store.Device) []string {
+func deviceIDs(devices []domain.Device) []string {
 	ids := make([]string, len(devices))
 	for i, d := range devices {
 		ids[i] = d.ID
@@ -511,7 +512,7 @@ func testListDevicesPaging(t *testing.T, open func(t *testing.T) store.Store) {
 			s := open(t)
 			mustCreateHub(t, s, iotHub("hub-a"))
 			mustCreateHub(t, s, dpsHub("hub-b"))
-			byID := map[string]store.Device{}
+			byID := map[string]domain.Device{}
 			var want []string
 			for i := range tc.n {
 				hub := []string{"hub-a", "hub-b"}[i%2]
@@ -571,18 +572,18 @@ func testUpdateDevice(t *testing.T, open func(t *testing.T) store.Store) {
 		name    string
 		id      string
 		create  bool
-		fn      func(*store.Device) error
+		fn      func(*domain.Device) error
 		wantErr error
 		// changed says fn's edits must be stored; otherwise the record must be unchanged.
 		changed bool
 	}{
 		{
 			name: "change every kind of field", id: "dev-change", create: true, changed: true,
-			fn: func(d *store.Device) error {
+			fn: func(d *domain.Device) error {
 				d.PrimaryKey, d.SecondaryKey = d.SecondaryKey, testKey("rotated")
-				d.Modules = append(d.Modules, store.Module{ID: "new-module", PrimaryKey: testKey("nm")})
+				d.Modules = append(d.Modules, domain.Module{ID: "new-module", PrimaryKey: testKey("nm")})
 				d.Modules[0].SecondaryKey = testKey("module-rotated")
-				d.Auth = store.Credential{Type: store.CredES256, PublicKey: testPublicKeyPEM}
+				d.Auth = domain.Credential{Type: domain.CredES256, PublicKey: testPublicKeyPEM}
 				d.Disabled = true
 				d.MaxTTL = 5 * time.Minute
 				d.UpdatedAt = updated.Add(time.Hour)
@@ -591,14 +592,14 @@ func testUpdateDevice(t *testing.T, open func(t *testing.T) store.Store) {
 		},
 		{
 			name: "remove modules", id: "dev-shrink", create: true, changed: true,
-			fn: func(d *store.Device) error {
+			fn: func(d *domain.Device) error {
 				d.Modules = nil
 				return nil
 			},
 		},
 		{
 			name: "fn error stores nothing", id: "dev-fail", create: true, wantErr: errBoom,
-			fn: func(d *store.Device) error {
+			fn: func(d *domain.Device) error {
 				// Edits in place, through shared backing arrays too, must all be discarded.
 				d.Disabled = true
 				d.PrimaryKey = "changed"
@@ -609,7 +610,7 @@ func testUpdateDevice(t *testing.T, open func(t *testing.T) store.Store) {
 		},
 		{
 			name: "missing device", id: "dev-missing", wantErr: store.ErrNotFound,
-			fn: func(*store.Device) error { return nil },
+			fn: func(*domain.Device) error { return nil },
 		},
 	}
 	for _, tc := range tests {
@@ -626,7 +627,7 @@ func testUpdateDevice(t *testing.T, open func(t *testing.T) store.Store) {
 			}
 
 			called := 0
-			got, err := s.UpdateDevice(t.Context(), tc.id, func(d *store.Device) error {
+			got, err := s.UpdateDevice(t.Context(), tc.id, func(d *domain.Device) error {
 				called++
 				return tc.fn(d)
 			})
@@ -665,8 +666,8 @@ func testUpdateDeviceConcurrent(t *testing.T, open func(t *testing.T) store.Stor
 	var wg sync.WaitGroup
 	for i := range writers {
 		wg.Go(func() {
-			_, errs[i] = s.UpdateDevice(t.Context(), "dev-busy", func(d *store.Device) error {
-				d.Modules = append(d.Modules, store.Module{ID: fmt.Sprintf("m-%02d", i)})
+			_, errs[i] = s.UpdateDevice(t.Context(), "dev-busy", func(d *domain.Device) error {
+				d.Modules = append(d.Modules, domain.Module{ID: fmt.Sprintf("m-%02d", i)})
 				return nil
 			})
 		})
@@ -729,7 +730,7 @@ func testDeleteDevice(t *testing.T, open func(t *testing.T) store.Store) {
 	// The ID is free again, and the new record shares nothing with the deleted one.
 	reborn := hs256Device("dev-gone", "hub-a")
 	reborn.Modules = nil
-	reborn.Auth = store.Credential{Type: store.CredEdDSA, PublicKey: testPublicKeyPEM}
+	reborn.Auth = domain.Credential{Type: domain.CredEdDSA, PublicKey: testPublicKeyPEM}
 	mustCreateDevice(t, s, reborn)
 	reportDiffs(t, "GetDevice(dev-gone) recreated", diffDevice(mustGetDevice(t, s, "dev-gone"), reborn))
 }
@@ -792,7 +793,7 @@ func diffTime(diffs []string, field string, got, want time.Time) []string {
 }
 
 // diffHub compares field by field so a failure names the field that did not round-trip.
-func diffHub(got, want store.Hub) []string {
+func diffHub(got, want domain.Hub) []string {
 	var d []string
 	d = diffField(d, "Name", got.Name, want.Name)
 	d = diffField(d, "Kind", got.Kind, want.Kind)
@@ -812,7 +813,7 @@ func diffHub(got, want store.Hub) []string {
 
 // diffDevice treats nil and empty slices as equal: the contract is about values, and a
 // backend that serialises records need not preserve the distinction.
-func diffDevice(got, want store.Device) []string {
+func diffDevice(got, want domain.Device) []string {
 	var d []string
 	d = diffField(d, "ID", got.ID, want.ID)
 	d = diffField(d, "Hub", got.Hub, want.Hub)
@@ -839,7 +840,7 @@ func diffDevice(got, want store.Device) []string {
 	return d
 }
 
-func cloneDevice(d store.Device) store.Device {
+func cloneDevice(d domain.Device) domain.Device {
 	d.Modules = slices.Clone(d.Modules)
 	d.Auth.Secret = bytes.Clone(d.Auth.Secret)
 	return d

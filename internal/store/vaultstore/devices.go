@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -24,7 +25,7 @@ import (
 // (check-and-set 0) → hub re-checked, and the device rolled back if the hub is being
 // deleted; a crash leaves at worst orphan keys and an orphan marker, never a record
 // without its keys.
-func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	op := fmt.Sprintf("create device %q", d.ID)
 	if err := s.live(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -153,13 +154,13 @@ func (s *Store) readDevice(ctx context.Context, timeout time.Duration, id string
 // GetDevice returns a device; store.ErrNotFound if absent. It is one Vault read,
 // bounded by RequestTimeout. A device whose keys are in Transit comes back with empty
 // key fields.
-func (s *Store) GetDevice(ctx context.Context, id string) (store.Device, error) {
+func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
 	if err := s.live(); err != nil {
-		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
+		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
 	rec, _, err := s.readDevice(ctx, s.cfg.RequestTimeout, id)
 	if err != nil {
-		return store.Device{}, fmt.Errorf("get device %q: %w", id, err)
+		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
 	return rec.device(), nil
 }
@@ -192,7 +193,7 @@ func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (stor
 	if found {
 		start++
 	}
-	page := store.Page{Devices: make([]store.Device, 0, min(limit, len(keys)-start))}
+	page := store.Page{Devices: make([]domain.Device, 0, min(limit, len(keys)-start))}
 	next := start
 	for len(page.Devices) < limit && next < len(keys) {
 		n := min(limit-len(page.Devices), len(keys)-next)
@@ -273,8 +274,8 @@ func (s *Store) forgetListing() {
 
 // readDevices reads the devices named by keys concurrently; a device deleted since the
 // LIST comes back nil.
-func (s *Store) readDevices(ctx context.Context, keys []string) ([]*store.Device, error) {
-	out := make([]*store.Device, len(keys))
+func (s *Store) readDevices(ctx context.Context, keys []string) ([]*domain.Device, error) {
+	out := make([]*domain.Device, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(listConcurrency)
 	for i, k := range keys {
@@ -310,30 +311,30 @@ func (s *Store) readDevices(ctx context.Context, keys []string) ([]*store.Device
 // Transit, fn may not change key fields, modules or hub (ErrKeysInTransit). When fn
 // replaces key material or the HS256 secret, the superseded KV version is destroyed so
 // the old secret cannot be read back from history.
-func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Device) error) (store.Device, error) {
+func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
 	op := fmt.Sprintf("update device %q", id)
 	if err := s.live(); err != nil {
-		return store.Device{}, fmt.Errorf("%s: %w", op, err)
+		return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 	}
 	for attempt := 1; attempt <= updateAttempts; attempt++ {
 		old, ver, err := s.readDevice(ctx, s.cfg.WriteTimeout, id)
 		if err != nil {
-			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 		}
 		d := old.device()
 		if err := fn(&d); err != nil {
-			return store.Device{}, err
+			return domain.Device{}, err
 		}
 		if d.ID != id {
-			return store.Device{}, fmt.Errorf("%s: the ID cannot change (to %q)", op, d.ID)
+			return domain.Device{}, fmt.Errorf("%s: the ID cannot change (to %q)", op, d.ID)
 		}
 		if err := s.checkUpdate(ctx, &old, &d); err != nil {
-			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 		}
 		moved := d.Hub != old.Hub
 		if moved {
 			if _, err := s.kvWrite(ctx, markerPath(d.Hub, id), noCAS, markerRecord{Device: id}); err != nil {
-				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+				return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 			}
 		}
 		rec := toDeviceRecord(&d)
@@ -341,16 +342,16 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Devi
 		newVer, err := s.kvWrite(ctx, devicePath(id), ver, rec)
 		if errors.Is(err, errCASMismatch) {
 			if err := backoff(ctx, attempt); err != nil {
-				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+				return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 			}
 			continue
 		}
 		if err != nil {
-			return store.Device{}, fmt.Errorf("%s: %w", op, err)
+			return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 		}
 		if moved {
 			if err := s.finishMove(ctx, &old, rec, newVer); err != nil {
-				return store.Device{}, fmt.Errorf("%s: %w", op, err)
+				return domain.Device{}, fmt.Errorf("%s: %w", op, err)
 			}
 		}
 		if secretsChanged(&old, &rec) {
@@ -361,13 +362,13 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*store.Devi
 		}
 		return d, nil
 	}
-	return store.Device{}, fmt.Errorf("%s: lost %d check-and-set races to concurrent updates: %w", op, updateAttempts, store.ErrConflict)
+	return domain.Device{}, fmt.Errorf("%s: lost %d check-and-set races to concurrent updates: %w", op, updateAttempts, store.ErrConflict)
 }
 
 // checkUpdate refuses changes this store cannot make safely: key changes on a device
 // whose keys are in Transit, key material stored for a Transit hub, or a move to a hub
 // that is absent, going away or keeps device keys in Transit.
-func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *store.Device) error {
+func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *domain.Device) error {
 	if len(old.TransitKeys) > 0 {
 		if hasKeyMaterial(d) {
 			return fmt.Errorf("key fields cannot be set: %w", ErrKeysInTransit)
@@ -436,7 +437,7 @@ func backoff(ctx context.Context, attempt int) error {
 	}
 }
 
-func sortedModuleIDs(ms []store.Module) []string {
+func sortedModuleIDs(ms []domain.Module) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.ID

@@ -14,6 +14,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
@@ -63,37 +64,37 @@ func localHMAC(key, msg []byte) []byte {
 	return m.Sum(nil)
 }
 
-func mustCreateHub(tb testing.TB, s store.Store, h store.Hub) {
+func mustCreateHub(tb testing.TB, s store.Store, h domain.Hub) {
 	tb.Helper()
 	if err := s.CreateHub(context.Background(), h); err != nil {
 		tb.Fatalf("CreateHub(%q): got error %v, want nil", h.Name, err)
 	}
 }
 
-func mustCreateDevice(tb testing.TB, s store.Store, d store.Device) {
+func mustCreateDevice(tb testing.TB, s store.Store, d domain.Device) {
 	tb.Helper()
 	if err := s.CreateDevice(context.Background(), d); err != nil {
 		tb.Fatalf("CreateDevice(%q): got error %v, want nil", d.ID, err)
 	}
 }
 
-func iotHub(name string, transit bool) store.Hub {
-	return store.Hub{
-		Name: name, Kind: store.KindIoTHub, Hostname: name + ".azure-devices.net",
-		Mode: store.SignDeviceKey, Transit: transit,
+func iotHub(name string, transit bool) domain.Hub {
+	return domain.Hub{
+		Name: name, Kind: domain.KindIoTHub, Hostname: name + ".azure-devices.net",
+		Mode: domain.SignDeviceKey, Transit: transit,
 		DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, CreatedAt: time.Unix(1700000000, 0).UTC(),
 	}
 }
 
-func keyedDevice(id, hub string, modules ...string) store.Device {
-	d := store.Device{
+func keyedDevice(id, hub string, modules ...string) domain.Device {
+	d := domain.Device{
 		ID: id, Hub: hub,
 		PrimaryKey: testKey("p-" + id), SecondaryKey: testKey("s-" + id),
-		Auth:      store.Credential{Type: store.CredHS256, Secret: []byte("secret-" + id)},
+		Auth:      domain.Credential{Type: domain.CredHS256, Secret: []byte("secret-" + id)},
 		CreatedAt: time.Unix(1700000000, 0).UTC(), UpdatedAt: time.Unix(1700000000, 0).UTC(),
 	}
 	for _, m := range modules {
-		d.Modules = append(d.Modules, store.Module{ID: m, PrimaryKey: testKey("mp-" + id + m), SecondaryKey: testKey("ms-" + id + m)})
+		d.Modules = append(d.Modules, domain.Module{ID: m, PrimaryKey: testKey("mp-" + id + m), SecondaryKey: testKey("ms-" + id + m)})
 	}
 	return d
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -16,7 +17,7 @@ import (
 // signs with a policy or group key has that key imported into Transit first (see
 // hubKeyBytes for how the text becomes key bytes); its record then holds no key, and
 // GetHub returns an empty PolicyKey for it.
-func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
+func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 	op := fmt.Sprintf("create hub %q", h.Name)
 	if err := s.live(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -25,7 +26,7 @@ func (s *Store) CreateHub(ctx context.Context, h store.Hub) error {
 		return fmt.Errorf("%s: the name is empty", op)
 	}
 	rec := toHubRecord(&h)
-	if !h.Transit || h.Mode == store.SignDeviceKey {
+	if !h.Transit || h.Mode == domain.SignDeviceKey {
 		if h.Transit && h.PolicyKey != "" {
 			return fmt.Errorf("%s: a Transit hub signing with device keys takes no policyKey", op)
 		}
@@ -108,20 +109,20 @@ func (s *Store) readHub(ctx context.Context, timeout time.Duration, name string)
 
 // GetHub returns a hub; store.ErrNotFound if absent. A Transit hub comes back with an
 // empty PolicyKey: its key is in Transit and is never read back.
-func (s *Store) GetHub(ctx context.Context, name string) (store.Hub, error) {
+func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	if err := s.live(); err != nil {
-		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
+		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
 	rec, _, err := s.readHub(ctx, s.cfg.RequestTimeout, name)
 	if err != nil {
-		return store.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
+		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
 	return rec.hub(), nil
 }
 
 // ListHubs returns all hubs ordered by name: one LIST, then the records read
 // concurrently (hubs are few).
-func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
+func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 	if err := s.live(); err != nil {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
@@ -130,7 +131,7 @@ func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
 	slices.Sort(keys)
-	found := make([]*store.Hub, len(keys))
+	found := make([]*domain.Hub, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(listConcurrency)
 	for i, k := range keys {
@@ -154,7 +155,7 @@ func (s *Store) ListHubs(ctx context.Context) ([]store.Hub, error) {
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
-	hubs := make([]store.Hub, 0, len(found))
+	hubs := make([]domain.Hub, 0, len(found))
 	for _, h := range found {
 		if h != nil {
 			hubs = append(hubs, *h)

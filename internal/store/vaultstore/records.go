@@ -4,7 +4,7 @@ import (
 	"encoding/hex"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // The record types spell out the stored JSON with explicit names, like filestore's
@@ -79,7 +79,7 @@ type claimRecord struct {
 	ClaimedAt time.Time `json:"claimedAt"`
 }
 
-func toHubRecord(h *store.Hub) hubRecord {
+func toHubRecord(h *domain.Hub) hubRecord {
 	return hubRecord{
 		Name:            h.Name,
 		Kind:            string(h.Kind),
@@ -98,14 +98,14 @@ func toHubRecord(h *store.Hub) hubRecord {
 	}
 }
 
-func (r *hubRecord) hub() store.Hub {
-	return store.Hub{
+func (r *hubRecord) hub() domain.Hub {
+	return domain.Hub{
 		Name:            r.Name,
-		Kind:            store.HubKind(r.Kind),
+		Kind:            domain.HubKind(r.Kind),
 		Hostname:        r.Hostname,
 		EntityPath:      r.EntityPath,
 		IDScope:         r.IDScope,
-		Mode:            store.SigningMode(r.Mode),
+		Mode:            domain.SigningMode(r.Mode),
 		PolicyName:      r.PolicyName,
 		PolicyKey:       r.PolicyKey,
 		GatewayHostName: r.GatewayHostName,
@@ -119,7 +119,7 @@ func (r *hubRecord) hub() store.Hub {
 
 // keyedInTransit reports whether the hub's devices keep their own keys in Transit.
 func (r *hubRecord) keyedInTransit() bool {
-	return r.Transit && store.SigningMode(r.Mode) == store.SignDeviceKey
+	return r.Transit && domain.SigningMode(r.Mode) == domain.SignDeviceKey
 }
 
 // deleting reports whether a DeleteHub is under way (and not a leftover of a crash).
@@ -127,7 +127,7 @@ func (r *hubRecord) deleting(now time.Time) bool {
 	return r.DeletingSince != nil && now.Sub(*r.DeletingSince) < claimTTL
 }
 
-func toDeviceRecord(d *store.Device) deviceRecord {
+func toDeviceRecord(d *domain.Device) deviceRecord {
 	r := deviceRecord{
 		ID:           d.ID,
 		Hub:          d.Hub,
@@ -152,15 +152,15 @@ func toDeviceRecord(d *store.Device) deviceRecord {
 	return r
 }
 
-// device returns the record as a store.Device that shares no memory with it.
-func (r *deviceRecord) device() store.Device {
-	d := store.Device{
+// device returns the record as a domain.Device that shares no memory with it.
+func (r *deviceRecord) device() domain.Device {
+	d := domain.Device{
 		ID:           r.ID,
 		Hub:          r.Hub,
 		PrimaryKey:   r.PrimaryKey,
 		SecondaryKey: r.SecondaryKey,
-		Auth: store.Credential{
-			Type:            store.CredentialType(r.AuthType),
+		Auth: domain.Credential{
+			Type:            domain.CredentialType(r.AuthType),
 			PublicKey:       r.PublicKey,
 			CertFingerprint: r.CertFP,
 		},
@@ -174,16 +174,16 @@ func (r *deviceRecord) device() store.Device {
 		d.Auth.Secret = append([]byte{}, r.Secret...)
 	}
 	if r.Modules != nil {
-		d.Modules = make([]store.Module, len(r.Modules))
+		d.Modules = make([]domain.Module, len(r.Modules))
 		for i, m := range r.Modules {
-			d.Modules[i] = store.Module(m)
+			d.Modules[i] = domain.Module(m)
 		}
 	}
 	return d
 }
 
 // hasKeyMaterial reports whether any SAS key field of the device or its modules is set.
-func hasKeyMaterial(d *store.Device) bool {
+func hasKeyMaterial(d *domain.Device) bool {
 	if d.PrimaryKey != "" || d.SecondaryKey != "" {
 		return true
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -56,15 +57,15 @@ func clearKeys(keys []transitKey) {
 // hubKeyBytes returns the HMAC key a Transit hub signs with: IoT Hub policy keys and
 // DPS group keys are base64 of the key bytes, Event Hubs keys are used as their UTF-8
 // text. Errors never quote the key.
-func hubKeyBytes(h *store.Hub) ([]byte, error) {
+func hubKeyBytes(h *domain.Hub) ([]byte, error) {
 	if h.PolicyKey == "" {
 		return nil, fmt.Errorf("hub %q signs with its %s but has no policyKey", h.Name, h.Mode)
 	}
 	switch {
-	case h.Mode == store.SignPolicy && h.Kind == store.KindEventHubs:
+	case h.Mode == domain.SignPolicy && h.Kind == domain.KindEventHubs:
 		return []byte(h.PolicyKey), nil
-	case h.Mode == store.SignPolicy && h.Kind == store.KindIoTHub,
-		h.Mode == store.SignGroupKey && h.Kind == store.KindDPS:
+	case h.Mode == domain.SignPolicy && h.Kind == domain.KindIoTHub,
+		h.Mode == domain.SignGroupKey && h.Kind == domain.KindDPS:
 		return decodeKey(h.PolicyKey, "policyKey of hub "+fmt.Sprintf("%q", h.Name))
 	}
 	return nil, fmt.Errorf("hub %q: a %s hub cannot sign with mode %s from Transit", h.Name, h.Kind, h.Mode)
@@ -81,7 +82,7 @@ func decodeKey(k, what string) ([]byte, error) {
 // deviceKeys returns the keys to import for a device on a hub whose devices keep
 // their keys in Transit: primary (required) and secondary (if set) of the device and
 // of each module.
-func (s *Store) deviceKeys(d *store.Device) ([]transitKey, error) {
+func (s *Store) deviceKeys(d *domain.Device) ([]transitKey, error) {
 	var keys []transitKey
 	add := func(moduleID, slot, k string, required bool) error {
 		what := fmt.Sprintf("%s key of device %q", slot, d.ID)
@@ -293,7 +294,7 @@ func (s *Store) deleteKeysBestEffort(ctx context.Context, keyNames []string) {
 // primary key of the device (moduleID "") or of its module. It makes exactly one
 // Vault call, bounded by RequestTimeout. It returns store.ErrNotFound (wrapped) when
 // Transit has no such key, store.ErrUnavailable when Vault cannot answer in time.
-func (s *Store) HMAC(ctx context.Context, hub store.Hub, deviceID, moduleID string, msg []byte) ([]byte, error) {
+func (s *Store) HMAC(ctx context.Context, hub domain.Hub, deviceID, moduleID string, msg []byte) ([]byte, error) {
 	if err := s.live(); err != nil {
 		return nil, fmt.Errorf("transit hmac: %w", err)
 	}
@@ -301,7 +302,7 @@ func (s *Store) HMAC(ctx context.Context, hub store.Hub, deviceID, moduleID stri
 		return nil, fmt.Errorf("transit hmac for hub %q: the hub does not keep its keys in Transit", hub.Name)
 	}
 	var name, what string
-	if hub.Mode == store.SignDeviceKey {
+	if hub.Mode == domain.SignDeviceKey {
 		name = s.deviceKeyName(deviceID, moduleID, slotPrimary)
 		what = fmt.Sprintf("device %q", deviceID)
 		if moduleID != "" {

@@ -77,7 +77,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokensvc/tokensvc/internal/store"
-	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
 // Errors returned (wrapped) by the Store methods, besides the store sentinels.
@@ -198,10 +197,7 @@ type Store struct {
 	listGroup singleflight.Group
 }
 
-var (
-	_ store.Store          = (*Store)(nil)
-	_ tokens.TransitSigner = (*Store)(nil)
-)
+var _ store.Store = (*Store)(nil)
 
 var (
 	prefixRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*$`)

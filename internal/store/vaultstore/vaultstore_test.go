@@ -16,11 +16,13 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/sasvectors"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/storetest"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
@@ -92,29 +94,29 @@ func TestTransitVectors(t *testing.T) {
 		t.Run(fmt.Sprintf("%d-%s", i, v.Kind), func(t *testing.T) {
 			policy := v.Policy()
 			hubName := fmt.Sprintf("vec-%d", i)
-			hub := store.Hub{Name: hubName, Transit: true, DefaultTTL: time.Hour, MaxTTL: time.Hour}
-			var dev store.Device
+			hub := domain.Hub{Name: hubName, Transit: true, DefaultTTL: time.Hour, MaxTTL: time.Hour}
+			var dev domain.Device
 			switch v.Kind {
 			case "iothub-device", "iothub-module", "iothub-policy":
-				hub.Kind, hub.Hostname, hub.Mode = store.KindIoTHub, v.Host, store.SignDeviceKey
-				dev = store.Device{ID: v.DeviceID, Hub: hubName, PrimaryKey: testKey("other-primary"), SecondaryKey: testKey("other-secondary")}
+				hub.Kind, hub.Hostname, hub.Mode = domain.KindIoTHub, v.Host, domain.SignDeviceKey
+				dev = domain.Device{ID: v.DeviceID, Hub: hubName, PrimaryKey: testKey("other-primary"), SecondaryKey: testKey("other-secondary")}
 				switch v.Kind {
 				case "iothub-device":
 					dev.PrimaryKey = v.Key
 				case "iothub-module":
-					dev.Modules = []store.Module{{ID: v.ModuleID, PrimaryKey: v.Key, SecondaryKey: testKey("other-module")}}
+					dev.Modules = []domain.Module{{ID: v.ModuleID, PrimaryKey: v.Key, SecondaryKey: testKey("other-module")}}
 				case "iothub-policy":
-					hub.Mode, hub.PolicyName, hub.PolicyKey = store.SignPolicy, policy, v.Key
+					hub.Mode, hub.PolicyName, hub.PolicyKey = domain.SignPolicy, policy, v.Key
 					dev.PrimaryKey, dev.SecondaryKey = "", ""
 				}
 			case "eventhubs":
-				hub.Kind, hub.Hostname, hub.EntityPath = store.KindEventHubs, "contoso-ns.servicebus.windows.net", "telemetry"
-				hub.Mode, hub.PolicyName, hub.PolicyKey = store.SignPolicy, policy, v.Key
-				dev = store.Device{ID: "publisher-1", Hub: hubName}
+				hub.Kind, hub.Hostname, hub.EntityPath = domain.KindEventHubs, "contoso-ns.servicebus.windows.net", "telemetry"
+				hub.Mode, hub.PolicyName, hub.PolicyKey = domain.SignPolicy, policy, v.Key
+				dev = domain.Device{ID: "publisher-1", Hub: hubName}
 			case "dps":
-				hub.Kind, hub.Hostname, hub.IDScope = store.KindDPS, "global.azure-devices-provisioning.net", v.IDScope
-				hub.Mode, hub.PolicyKey = store.SignGroupKey, v.GroupKey
-				dev = store.Device{ID: v.RegistrationID, Hub: hubName}
+				hub.Kind, hub.Hostname, hub.IDScope = domain.KindDPS, "global.azure-devices-provisioning.net", v.IDScope
+				hub.Mode, hub.PolicyKey = domain.SignGroupKey, v.GroupKey
+				dev = domain.Device{ID: v.RegistrationID, Hub: hubName}
 			default:
 				t.Fatalf("unknown vector kind %q", v.Kind)
 			}
@@ -158,7 +160,7 @@ func TestTransitVectors(t *testing.T) {
 				t.Fatalf("GetDevice: got error %v, want nil", err)
 			}
 			clock := func() time.Time { return time.Unix(v.Expiry-3600, 0) }
-			iss := tokens.NewIssuer(s, signer.New(clock), s)
+			iss := tokens.NewIssuer(s, kinds.All(), signer.New(clock), s)
 			got, err := iss.Issue(ctx, d, tokens.Request{ModuleID: v.ModuleID, TTL: time.Hour})
 			if err != nil {
 				t.Fatalf("Issue: got error %v, want nil", err)
@@ -251,16 +253,16 @@ func TestTransitDeviceRoundTrip(t *testing.T) {
 	}
 
 	// Updates that leave keys alone work; key changes are refused and store nothing.
-	if _, err := s.UpdateDevice(ctx, "dev-1", func(d *store.Device) error { d.Disabled = true; return nil }); err != nil {
+	if _, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { d.Disabled = true; return nil }); err != nil {
 		t.Fatalf("UpdateDevice(disable): got error %v, want nil", err)
 	}
 	refused := []struct {
 		name string
-		fn   func(*store.Device) error
+		fn   func(*domain.Device) error
 	}{
-		{"set a key", func(d *store.Device) error { d.PrimaryKey = testKey("new"); return nil }},
-		{"add a module", func(d *store.Device) error { d.Modules = append(d.Modules, store.Module{ID: "m2"}); return nil }},
-		{"move hub", func(d *store.Device) error { d.Hub = "elsewhere"; return nil }},
+		{"set a key", func(d *domain.Device) error { d.PrimaryKey = testKey("new"); return nil }},
+		{"add a module", func(d *domain.Device) error { d.Modules = append(d.Modules, domain.Module{ID: "m2"}); return nil }},
+		{"move hub", func(d *domain.Device) error { d.Hub = "elsewhere"; return nil }},
 	}
 	for _, tc := range refused {
 		if _, err := s.UpdateDevice(ctx, "dev-1", tc.fn); !errors.Is(err, vaultstore.ErrKeysInTransit) {
@@ -319,18 +321,18 @@ func TestTransitHubKeys(t *testing.T) {
 	long := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 600))) // above its 512-byte maximum
 	tests := []struct {
 		name    string
-		hub     store.Hub
+		hub     domain.Hub
 		key     []byte // the HMAC key the hub's tokens must be signed with
 		wantErr bool
 	}{
-		{"iothub policy", store.Hub{Name: "h-policy", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "device", PolicyKey: testKey("pol"), Transit: true}, mustDecode(t, testKey("pol")), false},
-		{"iothub policy, 16-byte key", store.Hub{Name: "h-short", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "device", PolicyKey: short, Transit: true}, []byte("sixteen-byte-key"), false},
-		{"iothub policy, 600-byte key", store.Hub{Name: "h-long", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "device", PolicyKey: long, Transit: true}, []byte(strings.Repeat("k", 600)), false},
-		{"eventhubs key is UTF-8", store.Hub{Name: "h-eh", Kind: store.KindEventHubs, Mode: store.SignPolicy, PolicyName: "send", PolicyKey: testKey("eh"), EntityPath: "e", Transit: true}, []byte(testKey("eh")), false},
-		{"dps group key", store.Hub{Name: "h-dps", Kind: store.KindDPS, Mode: store.SignGroupKey, PolicyKey: testKey("grp"), IDScope: "0ne", Transit: true}, mustDecode(t, testKey("grp")), false},
-		{"policy key not base64", store.Hub{Name: "h-bad", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "device", PolicyKey: "not base64!", Transit: true}, nil, true},
-		{"policy mode without key", store.Hub{Name: "h-nokey", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "device", Transit: true}, nil, true},
-		{"device-key hub with a policy key", store.Hub{Name: "h-mixed", Kind: store.KindIoTHub, Mode: store.SignDeviceKey, PolicyKey: testKey("x"), Transit: true}, nil, true},
+		{"iothub policy", domain.Hub{Name: "h-policy", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "device", PolicyKey: testKey("pol"), Transit: true}, mustDecode(t, testKey("pol")), false},
+		{"iothub policy, 16-byte key", domain.Hub{Name: "h-short", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "device", PolicyKey: short, Transit: true}, []byte("sixteen-byte-key"), false},
+		{"iothub policy, 600-byte key", domain.Hub{Name: "h-long", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "device", PolicyKey: long, Transit: true}, []byte(strings.Repeat("k", 600)), false},
+		{"eventhubs key is UTF-8", domain.Hub{Name: "h-eh", Kind: domain.KindEventHubs, Mode: domain.SignPolicy, PolicyName: "send", PolicyKey: testKey("eh"), EntityPath: "e", Transit: true}, []byte(testKey("eh")), false},
+		{"dps group key", domain.Hub{Name: "h-dps", Kind: domain.KindDPS, Mode: domain.SignGroupKey, PolicyKey: testKey("grp"), IDScope: "0ne", Transit: true}, mustDecode(t, testKey("grp")), false},
+		{"policy key not base64", domain.Hub{Name: "h-bad", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "device", PolicyKey: "not base64!", Transit: true}, nil, true},
+		{"policy mode without key", domain.Hub{Name: "h-nokey", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "device", Transit: true}, nil, true},
+		{"device-key hub with a policy key", domain.Hub{Name: "h-mixed", Kind: domain.KindIoTHub, Mode: domain.SignDeviceKey, PolicyKey: testKey("x"), Transit: true}, nil, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -476,7 +478,7 @@ func TestInterruptedOperations(t *testing.T) {
 	t.Run("orphan Transit keys are replaced by the next create", func(t *testing.T) {
 		mustCreateHub(t, s, iotHub("hub-t", true))
 		// A delete that crashed after removing the record: keys and marker remain.
-		stale := store.Device{ID: "dev-o", Hub: "hub-t", PrimaryKey: testKey("stale")}
+		stale := domain.Device{ID: "dev-o", Hub: "hub-t", PrimaryKey: testKey("stale")}
 		mustCreateDevice(t, s, stale)
 		if _, err := c.Logical().Delete("secret/metadata/" + cfg.Prefix + "/devices/" + hex("dev-o")); err != nil {
 			t.Fatal(err)
@@ -537,7 +539,7 @@ func TestUpdateDestroysReplacedSecrets(t *testing.T) {
 	mustCreateHub(t, s, iotHub("hub-a", false))
 	d := keyedDevice("dev-r", "hub-a")
 	mustCreateDevice(t, s, d)
-	if _, err := s.UpdateDevice(t.Context(), "dev-r", func(d *store.Device) error {
+	if _, err := s.UpdateDevice(t.Context(), "dev-r", func(d *domain.Device) error {
 		d.PrimaryKey = testKey("rotated")
 		return nil
 	}); err != nil {
@@ -728,7 +730,7 @@ func TestListDevicesDuringChanges(t *testing.T) {
 	ctx := t.Context()
 	mustCreateHub(t, s, iotHub("hub-a", false))
 	for i := range 30 {
-		mustCreateDevice(t, s, store.Device{ID: fmt.Sprintf("dev-%02d", i), Hub: "hub-a"})
+		mustCreateDevice(t, s, domain.Device{ID: fmt.Sprintf("dev-%02d", i), Hub: "hub-a"})
 	}
 	ids := func(p store.Page) []string {
 		var out []string
@@ -757,7 +759,7 @@ func TestListDevicesDuringChanges(t *testing.T) {
 	if got := ids(second); !slices.Equal(got, want) || second.Next != "dev-24" {
 		t.Errorf("second page: got %q Next %q, want %q Next dev-24", got, second.Next, want)
 	}
-	mustCreateDevice(t, s, store.Device{ID: "dev-245", Hub: "hub-a"})
+	mustCreateDevice(t, s, domain.Device{ID: "dev-245", Hub: "hub-a"})
 	third, err := s.ListDevices(ctx, second.Next, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -794,7 +796,7 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 		{"CreateHub kv", func() error { return s.CreateHub(ctx, iotHub("hub-kv", false)) }},
 		{"CreateHub transit device keys", func() error { return s.CreateHub(ctx, iotHub("hub-t", true)) }},
 		{"CreateHub transit policy", func() error {
-			return s.CreateHub(ctx, store.Hub{Name: "hub-p", Kind: store.KindIoTHub, Mode: store.SignPolicy, PolicyName: "d", PolicyKey: testKey("p"), Transit: true})
+			return s.CreateHub(ctx, domain.Hub{Name: "hub-p", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "d", PolicyKey: testKey("p"), Transit: true})
 		}},
 		{"GetHub", func() error { _, err := s.GetHub(ctx, "hub-t"); return err }},
 		{"ListHubs", func() error { _, err := s.ListHubs(ctx); return err }},
@@ -804,19 +806,19 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 		{"ListDevices", func() error { _, err := s.ListDevices(ctx, "", 1); return err }},
 		{"ListDevices next page", func() error { _, err := s.ListDevices(ctx, "dev-kv", 1); return err }},
 		{"UpdateDevice rotating a key", func() error {
-			_, err := s.UpdateDevice(ctx, "dev-kv", func(d *store.Device) error { d.PrimaryKey = testKey("r"); return nil })
+			_, err := s.UpdateDevice(ctx, "dev-kv", func(d *domain.Device) error { d.PrimaryKey = testKey("r"); return nil })
 			return err
 		}},
 		{"UpdateDevice moving hubs", func() error {
 			if err := s.CreateHub(ctx, iotHub("hub-kv2", false)); err != nil {
 				return err
 			}
-			_, err := s.UpdateDevice(ctx, "dev-kv", func(d *store.Device) error { d.Hub = "hub-kv2"; return nil })
+			_, err := s.UpdateDevice(ctx, "dev-kv", func(d *domain.Device) error { d.Hub = "hub-kv2"; return nil })
 			return err
 		}},
 		{"HMAC device key", func() error { _, err := s.HMAC(ctx, iotHub("hub-t", true), "dev-t", "m", msg); return err }},
 		{"HMAC hub key", func() error {
-			_, err := s.HMAC(ctx, store.Hub{Name: "hub-p", Mode: store.SignPolicy, Transit: true}, "dev-x", "", msg)
+			_, err := s.HMAC(ctx, domain.Hub{Name: "hub-p", Mode: domain.SignPolicy, Transit: true}, "dev-x", "", msg)
 			return err
 		}},
 		{"DeleteHub in use", func() error {

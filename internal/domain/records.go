@@ -1,0 +1,118 @@
+package domain
+
+import "time"
+
+// HubKind is the kind of Azure service a hub stands for.
+type HubKind string
+
+// Hub kinds.
+const (
+	KindIoTHub    HubKind = "iothub"
+	KindEventHubs HubKind = "eventhubs"
+	KindDPS       HubKind = "dps"
+)
+
+// SigningMode says which key signs the tokens of a hub's devices.
+type SigningMode string
+
+// Signing modes.
+const (
+	// SignDeviceKey signs with each device's own (primary) key.
+	SignDeviceKey SigningMode = "deviceKey"
+	// SignPolicy signs with a hub-level shared access policy key and sets skn.
+	SignPolicy SigningMode = "policy"
+	// SignGroupKey derives each device's key from a DPS enrollment-group key.
+	SignGroupKey SigningMode = "groupKey"
+)
+
+// Hub is a target tokens are minted for: an IoT Hub, an Event Hubs entity or a DPS
+// instance. Which fields apply, and what they mean, is up to its kind (package target).
+type Hub struct {
+	Name     string
+	Kind     HubKind
+	Hostname string // IoT Hub host, Event Hubs namespace host, or DPS global endpoint
+	// EntityPath is the event hub name (eventhubs only).
+	EntityPath string
+	// IDScope is the DPS ID scope (dps only).
+	IDScope string
+	Mode    SigningMode
+	// PolicyName is the shared access policy used in SignPolicy mode (skn).
+	PolicyName string
+	// PolicyKey is the policy key (SignPolicy) or the enrollment group key (SignGroupKey), as Azure shows it.
+	PolicyKey string
+	// GatewayHostName is an IoT Edge gateway devices connect through, if any.
+	GatewayHostName string
+	// CACert is a PEM bundle devices should trust for this hub or gateway, if any.
+	CACert string
+	// Transit keeps this hub's keys (device, module and policy keys) in Vault Transit:
+	// signatures are computed inside Vault and key material is never stored in records
+	// or read back. Only a store that implements transit signing accepts such a hub.
+	Transit    bool
+	DefaultTTL time.Duration
+	MaxTTL     time.Duration
+	CreatedAt  time.Time
+}
+
+// CredentialType is how a device proves its identity to tokensvc.
+type CredentialType string
+
+// Credential types. The JWT types each pin exactly one algorithm; the certificate types
+// authenticate by TLS client certificate only, never by JWT.
+const (
+	CredHS256 CredentialType = "hs256"
+	CredES256 CredentialType = "es256"
+	CredEdDSA CredentialType = "eddsa"
+	// CredX509 pins one client certificate by its SHA-256 fingerprint.
+	CredX509 CredentialType = "x509"
+	// CredX509CA accepts a client certificate issued by the service's client CA whose
+	// subject common name is the device ID.
+	CredX509CA CredentialType = "x509-ca"
+)
+
+// Credential is what a device's assertions or client certificates are verified with.
+type Credential struct {
+	Type CredentialType
+	// Secret is the HS256 bootstrap secret (hs256 only).
+	Secret []byte
+	// PublicKey is the PEM-encoded public key (es256, eddsa).
+	PublicKey string
+	// CertFingerprint is the lowercase hex SHA-256 of the pinned certificate's DER
+	// encoding (x509 only); not a secret.
+	CertFingerprint string
+}
+
+// Module is a module identity registered to a device; it has keys of its own.
+type Module struct {
+	ID           string
+	PrimaryKey   string
+	SecondaryKey string
+}
+
+// Device is a device identity: the hub it belongs to, its SAS keys (empty when the hub
+// signs with a policy or group key), its modules and its credential.
+type Device struct {
+	ID           string
+	Hub          string
+	PrimaryKey   string
+	SecondaryKey string
+	Modules      []Module
+	Auth         Credential
+	Disabled     bool
+	// MaxTTL caps token lifetimes below the hub's maximum; zero means the hub's.
+	MaxTTL time.Duration
+	// RevokedAt refuses assertions issued (and nonces handed out) before it; zero if
+	// never revoked.
+	RevokedAt time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Module returns the module with the given ID.
+func (d *Device) Module(id string) (Module, bool) {
+	for _, m := range d.Modules {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Module{}, false
+}

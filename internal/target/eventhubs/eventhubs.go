@@ -1,0 +1,70 @@
+// Package eventhubs is the Azure Event Hubs target kind: each device publishes to the
+// entity under its own publisher name, with a token signed by the entity's send policy.
+package eventhubs
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/target"
+)
+
+// Kind is the eventhubs kind.
+type Kind struct{}
+
+var _ target.Kind = Kind{}
+
+// Name implements target.Kind.
+func (Kind) Name() domain.HubKind { return domain.KindEventHubs }
+
+// Normalize implements target.Kind: mode policy with the entity path.
+func (Kind) Normalize(h *domain.Hub) error {
+	if h.Mode == "" {
+		h.Mode = domain.SignPolicy
+	}
+	if h.Mode != domain.SignPolicy {
+		return domain.Invalid("an eventhubs hub signs with mode policy (a send policy)")
+	}
+	if h.EntityPath == "" {
+		return domain.Invalid("an eventhubs hub needs entityPath, the event hub name")
+	}
+	if h.IDScope != "" || h.GatewayHostName != "" {
+		return domain.Invalid("idScope and gatewayHostName do not apply to an eventhubs hub")
+	}
+	if h.PolicyName == "" || h.PolicyKey == "" {
+		return domain.Invalid("mode policy needs policyName and policyKey")
+	}
+	return nil
+}
+
+// PrepareDevice implements target.Kind: no modules and no device keys.
+func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
+	if err := target.NoModules(h, d); err != nil {
+		return err
+	}
+	return target.IdentityKeys(h, d)
+}
+
+// Mint implements target.Kind. The key is the policy key's UTF-8 text, not base64.
+func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
+	if r.ModuleID != "" {
+		return target.Minted{}, fmt.Errorf("module %q of device %q: %w", r.ModuleID, r.Device.ID, target.ErrForbidden)
+	}
+	req := signer.Request{
+		Resource:   signer.EventHubsPublisherResource(h.Hostname, h.EntityPath, r.Device.ID),
+		PolicyName: h.PolicyName,
+		TTL:        r.TTL,
+	}
+	tok, err := s.SAS.SignSAS(ctx, h, r.Device, "", target.KeyPolicyText, req)
+	if err != nil {
+		return target.Minted{}, err
+	}
+	return target.Minted{
+		Token:         tok,
+		Profiles:      signer.EventHubsProfiles(h.Hostname, h.EntityPath, r.Device.ID, tok.Value, r.Transport),
+		TLSServerName: target.ServerName(h),
+		CACert:        h.CACert,
+	}, nil
+}

@@ -1,0 +1,62 @@
+package target
+
+import "github.com/tokensvc/tokensvc/internal/domain"
+
+// Helpers for the rules the SAS kinds share about which identities carry keys.
+
+// CheckModules checks module IDs: valid and not listed twice.
+func CheckModules(d *domain.Device) error {
+	seen := make(map[string]bool, len(d.Modules))
+	for _, m := range d.Modules {
+		if !domain.ValidID(m.ID) {
+			return domain.Invalid("moduleId %q is not a valid module ID", m.ID)
+		}
+		if seen[m.ID] {
+			return domain.Invalid("moduleId %q is listed twice", m.ID)
+		}
+		seen[m.ID] = true
+	}
+	return nil
+}
+
+// IdentityKeys enforces which identities carry SAS keys under the hub's signing mode:
+// under deviceKey every device and module has a primary and secondary key (generated
+// when missing); under any other mode none has.
+func IdentityKeys(h domain.Hub, d *domain.Device) error {
+	if h.Mode != domain.SignDeviceKey {
+		if d.PrimaryKey != "" || d.SecondaryKey != "" {
+			return domain.Invalid("hub %q signs with its %s; devices take no keys", h.Name, h.Mode)
+		}
+		for _, m := range d.Modules {
+			if m.PrimaryKey != "" || m.SecondaryKey != "" {
+				return domain.Invalid("hub %q signs with its %s; modules take no keys", h.Name, h.Mode)
+			}
+		}
+		return nil
+	}
+	if err := domain.FillKeyPair(&d.PrimaryKey, &d.SecondaryKey); err != nil {
+		return err
+	}
+	for i := range d.Modules {
+		if err := domain.FillKeyPair(&d.Modules[i].PrimaryKey, &d.Modules[i].SecondaryKey); err != nil {
+			return domain.Invalid("module %q: %v", d.Modules[i].ID, err)
+		}
+	}
+	return nil
+}
+
+// NoModules refuses modules, for kinds that have none.
+func NoModules(h domain.Hub, d *domain.Device) error {
+	if len(d.Modules) > 0 {
+		return domain.Invalid("modules exist only on iothub hubs, not on %s hub %q", h.Kind, h.Name)
+	}
+	return nil
+}
+
+// ServerName is the host a device verifies: the gateway's when the hub has one.
+func ServerName(h domain.Hub) string {
+	if h.GatewayHostName != "" {
+		return h.GatewayHostName
+	}
+	return h.Hostname
+}

@@ -1,0 +1,50 @@
+package target_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/target"
+	"github.com/tokensvc/tokensvc/internal/target/iothub"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
+)
+
+func TestSetLookup(t *testing.T) {
+	s := kinds.All()
+	tests := []struct {
+		name    string
+		kind    domain.HubKind
+		wantErr error
+	}{
+		{"iothub", domain.KindIoTHub, nil},
+		{"eventhubs", domain.KindEventHubs, nil},
+		{"dps", domain.KindDPS, nil},
+		{"unknown", "mqtt", domain.ErrInvalid},
+		{"case matters", "IoTHub", domain.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := s.Lookup(tt.kind)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got error %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && k.Name() != tt.kind {
+				t.Fatalf("got kind %q, want %q", k.Name(), tt.kind)
+			}
+		})
+	}
+	if got, want := s.Names(), []domain.HubKind{"dps", "eventhubs", "iothub"}; !slices.Equal(got, want) {
+		t.Fatalf("got names %v, want %v", got, want)
+	}
+}
+
+func TestSetRefusesTwoKindsWithOneName(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("got no panic for a kind registered twice")
+		}
+	}()
+	target.NewSet(iothub.Kind{}, iothub.Kind{})
+}
