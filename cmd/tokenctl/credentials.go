@@ -27,8 +27,7 @@ func readFileFlag(path, what string) (*string, error) {
 }
 
 // certFingerprint reads the first certificate of a PEM file and returns the fingerprint
-// an x509 credential pins. It is tokenctl's only use of the credential-parsing code, so
-// moving that code to another package changes this function alone.
+// an x509 credential pins (domain.CertFingerprint).
 func certFingerprint(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
