@@ -18,11 +18,14 @@ fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for gen in $(grep -rl --include=generate.go '^//go:generate go tool oapi-codegen' .); do
   dir=$(dirname "$gen")
+  # The directive names the config and the spec; the config names the committed output.
+  read -r cfg spec < <(sed -n 's|^//go:generate go tool oapi-codegen -config \([^ ]*\) \(.*\)$|\1 \2|p' "$gen")
+  out=$(sed -n 's|^output: *||p' "$dir/$cfg")
   # Same config, output redirected, so the committed file is compared, not overwritten.
-  sed "s|^output:.*|output: $tmp/out.go|" "$dir/oapi.cfg.yaml" > "$tmp/cfg.yaml"
-  (cd "$dir" && go tool oapi-codegen -config "$tmp/cfg.yaml" ../../api/openapi.yaml)
-  if ! cmp -s "$tmp/out.go" "$dir/oapi.gen.go"; then
-    echo "$dir/oapi.gen.go is stale: run 'make generate' and commit the result"; exit 1
+  sed "s|^output:.*|output: $tmp/out.go|" "$dir/$cfg" > "$tmp/cfg.yaml"
+  (cd "$dir" && go tool oapi-codegen -config "$tmp/cfg.yaml" "$spec")
+  if ! cmp -s "$tmp/out.go" "$dir/$out"; then
+    echo "$dir/$out is stale: run 'make generate' and commit the result"; exit 1
   fi
 done
 echo "checks passed"

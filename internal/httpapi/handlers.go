@@ -15,6 +15,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -24,7 +25,7 @@ import (
 var noStore = "no-store"
 
 // GetToken mints a token for the device the assertion proved.
-func (s *Server) GetToken(ctx context.Context, req oapi.GetTokenRequestObject) (oapi.GetTokenResponseObject, error) {
+func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObject) (oapiserver.GetTokenResponseObject, error) {
 	rt := routedOf(ctx)
 	if rt == nil || rt.device.ID == "" {
 		return nil, fmt.Errorf("GetToken reached without an authenticated device")
@@ -153,22 +154,22 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 }
 
 // CreateHub registers a hub.
-func (s *Server) CreateHub(ctx context.Context, req oapi.CreateHubRequestObject) (oapi.CreateHubResponseObject, error) {
+func (s *Server) CreateHub(ctx context.Context, req oapiserver.CreateHubRequestObject) (oapiserver.CreateHubResponseObject, error) {
 	h, err := s.deps.Registry.CreateHub(ctx, hubFromAPI(*req.Body))
 	if err != nil {
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "hub created", "hub", h.Name, "kind", h.Kind, "mode", h.Mode)
-	return oapi.CreateHub201JSONResponse(hubToAPI(h)), nil
+	return oapiserver.CreateHub201JSONResponse(hubToAPI(h)), nil
 }
 
 // ListHubs lists hubs.
-func (s *Server) ListHubs(ctx context.Context, _ oapi.ListHubsRequestObject) (oapi.ListHubsResponseObject, error) {
+func (s *Server) ListHubs(ctx context.Context, _ oapiserver.ListHubsRequestObject) (oapiserver.ListHubsResponseObject, error) {
 	hubs, err := s.deps.Store.ListHubs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := oapi.ListHubs200JSONResponse{Items: make([]oapi.Hub, len(hubs))}
+	out := oapiserver.ListHubs200JSONResponse{Items: make([]oapi.Hub, len(hubs))}
 	for i, h := range hubs {
 		out.Items[i] = hubToAPI(h)
 	}
@@ -176,33 +177,33 @@ func (s *Server) ListHubs(ctx context.Context, _ oapi.ListHubsRequestObject) (oa
 }
 
 // GetHub returns one hub.
-func (s *Server) GetHub(ctx context.Context, req oapi.GetHubRequestObject) (oapi.GetHubResponseObject, error) {
+func (s *Server) GetHub(ctx context.Context, req oapiserver.GetHubRequestObject) (oapiserver.GetHubResponseObject, error) {
 	h, err := s.deps.Store.GetHub(ctx, req.Name)
 	if err != nil {
 		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
 	}
-	return oapi.GetHub200JSONResponse(hubToAPI(h)), nil
+	return oapiserver.GetHub200JSONResponse(hubToAPI(h)), nil
 }
 
 // DeleteHub deletes a hub no device uses.
-func (s *Server) DeleteHub(ctx context.Context, req oapi.DeleteHubRequestObject) (oapi.DeleteHubResponseObject, error) {
+func (s *Server) DeleteHub(ctx context.Context, req oapiserver.DeleteHubRequestObject) (oapiserver.DeleteHubResponseObject, error) {
 	if err := s.deps.Store.DeleteHub(ctx, req.Name); err != nil {
 		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
 	}
 	s.log.InfoContext(ctx, "hub deleted", "hub", req.Name)
-	return oapi.DeleteHub204Response{}, nil
+	return oapiserver.DeleteHub204Response{}, nil
 }
 
 // CreateDevice registers a device and returns its secrets once.
-func (s *Server) CreateDevice(ctx context.Context, req oapi.CreateDeviceRequestObject) (oapi.CreateDeviceResponseObject, error) {
+func (s *Server) CreateDevice(ctx context.Context, req oapiserver.CreateDeviceRequestObject) (oapiserver.CreateDeviceResponseObject, error) {
 	c, err := s.deps.Registry.CreateDevice(ctx, deviceFromAPI(*req.Body))
 	if err != nil {
 		return nil, err
 	}
 	d := c.Device
 	s.log.InfoContext(ctx, "device created", "device", d.ID, "hub", d.Hub, "auth", d.Auth.Type)
-	out := oapi.CreateDevice201JSONResponse{
-		Headers: oapi.CreateDevice201ResponseHeaders{CacheControl: &noStore},
+	out := oapiserver.CreateDevice201JSONResponse{
+		Headers: oapiserver.CreateDevice201ResponseHeaders{CacheControl: &noStore},
 	}
 	out.Body.Device = deviceToAPI(d)
 	out.Body.PrimaryKey = ptrIfSet(d.PrimaryKey)
@@ -223,7 +224,7 @@ func (s *Server) CreateDevice(ctx context.Context, req oapi.CreateDeviceRequestO
 }
 
 // GetDevice returns a device without secrets.
-func (s *Server) GetDevice(ctx context.Context, req oapi.GetDeviceRequestObject) (oapi.GetDeviceResponseObject, error) {
+func (s *Server) GetDevice(ctx context.Context, req oapiserver.GetDeviceRequestObject) (oapiserver.GetDeviceResponseObject, error) {
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
@@ -231,11 +232,11 @@ func (s *Server) GetDevice(ctx context.Context, req oapi.GetDeviceRequestObject)
 	if err != nil {
 		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
 	}
-	return oapi.GetDevice200JSONResponse(deviceToAPI(d)), nil
+	return oapiserver.GetDevice200JSONResponse(deviceToAPI(d)), nil
 }
 
 // ListDevices pages through devices.
-func (s *Server) ListDevices(ctx context.Context, req oapi.ListDevicesRequestObject) (oapi.ListDevicesResponseObject, error) {
+func (s *Server) ListDevices(ctx context.Context, req oapiserver.ListDevicesRequestObject) (oapiserver.ListDevicesResponseObject, error) {
 	limit := 100
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
@@ -244,7 +245,7 @@ func (s *Server) ListDevices(ctx context.Context, req oapi.ListDevicesRequestObj
 	if err != nil {
 		return nil, err
 	}
-	out := oapi.ListDevices200JSONResponse{Items: make([]oapi.Device, len(page.Devices)), Next: ptrIfSet(page.Next)}
+	out := oapiserver.ListDevices200JSONResponse{Items: make([]oapi.Device, len(page.Devices)), Next: ptrIfSet(page.Next)}
 	for i, d := range page.Devices {
 		out.Items[i] = deviceToAPI(d)
 	}
@@ -252,7 +253,7 @@ func (s *Server) ListDevices(ctx context.Context, req oapi.ListDevicesRequestObj
 }
 
 // UpdateDevice enables, disables or re-caps a device.
-func (s *Server) UpdateDevice(ctx context.Context, req oapi.UpdateDeviceRequestObject) (oapi.UpdateDeviceResponseObject, error) {
+func (s *Server) UpdateDevice(ctx context.Context, req oapiserver.UpdateDeviceRequestObject) (oapiserver.UpdateDeviceResponseObject, error) {
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
@@ -266,11 +267,11 @@ func (s *Server) UpdateDevice(ctx context.Context, req oapi.UpdateDeviceRequestO
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "device updated", "device", d.ID, "disabled", d.Disabled)
-	return oapi.UpdateDevice200JSONResponse(deviceToAPI(d)), nil
+	return oapiserver.UpdateDevice200JSONResponse(deviceToAPI(d)), nil
 }
 
 // DeleteDevice removes a device.
-func (s *Server) DeleteDevice(ctx context.Context, req oapi.DeleteDeviceRequestObject) (oapi.DeleteDeviceResponseObject, error) {
+func (s *Server) DeleteDevice(ctx context.Context, req oapiserver.DeleteDeviceRequestObject) (oapiserver.DeleteDeviceResponseObject, error) {
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
@@ -278,18 +279,18 @@ func (s *Server) DeleteDevice(ctx context.Context, req oapi.DeleteDeviceRequestO
 		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
 	}
 	s.log.InfoContext(ctx, "device deleted", "device", req.DeviceId)
-	return oapi.DeleteDevice204Response{}, nil
+	return oapiserver.DeleteDevice204Response{}, nil
 }
 
 // GetHealthz reports liveness.
-func (s *Server) GetHealthz(context.Context, oapi.GetHealthzRequestObject) (oapi.GetHealthzResponseObject, error) {
-	return oapi.GetHealthz200JSONResponse{Status: "ok"}, nil
+func (s *Server) GetHealthz(context.Context, oapiserver.GetHealthzRequestObject) (oapiserver.GetHealthzResponseObject, error) {
+	return oapiserver.GetHealthz200JSONResponse{Status: "ok"}, nil
 }
 
 // GetReadyz reports whether the store can serve.
-func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (oapi.GetReadyzResponseObject, error) {
+func (s *Server) GetReadyz(ctx context.Context, _ oapiserver.GetReadyzRequestObject) (oapiserver.GetReadyzResponseObject, error) {
 	if s.deps.Ready == nil {
-		return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
+		return oapiserver.GetReadyz200JSONResponse{Status: "ok"}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -299,9 +300,9 @@ func (s *Server) GetReadyz(ctx context.Context, _ oapi.GetReadyzRequestObject) (
 		return nil, fmt.Errorf("readiness: %w", store.ErrUnavailable)
 	}
 	if note != "" {
-		return oapi.GetReadyz200JSONResponse{Status: "degraded", Detail: &note}, nil
+		return oapiserver.GetReadyz200JSONResponse{Status: "degraded", Detail: &note}, nil
 	}
-	return oapi.GetReadyz200JSONResponse{Status: "ok"}, nil
+	return oapiserver.GetReadyz200JSONResponse{Status: "ok"}, nil
 }
 
 // checkDeviceID applies the ID rules to the decoded path parameter: the spec validator
@@ -320,21 +321,21 @@ type NonceIssuer interface {
 }
 
 // CreateNonce hands a device without a clock a single-use nonce for its assertion.
-func (s *Server) CreateNonce(ctx context.Context, _ oapi.CreateNonceRequestObject) (oapi.CreateNonceResponseObject, error) {
+func (s *Server) CreateNonce(ctx context.Context, _ oapiserver.CreateNonceRequestObject) (oapiserver.CreateNonceResponseObject, error) {
 	issuer, ok := s.deps.Devices.(NonceIssuer)
 	if !ok {
 		return nil, fmt.Errorf("CreateNonce: the device verifier issues no nonces")
 	}
 	nonce, expires := issuer.IssueNonce()
 	serverTime := expires.Add(-deviceauth.NonceTTL)
-	return oapi.CreateNonce200JSONResponse{
-		Headers: oapi.CreateNonce200ResponseHeaders{CacheControl: &noStore},
+	return oapiserver.CreateNonce200JSONResponse{
+		Headers: oapiserver.CreateNonce200ResponseHeaders{CacheControl: &noStore},
 		Body:    oapi.Nonce{Nonce: nonce, ExpiresAt: expires.UTC(), ServerTime: serverTime.UTC()},
 	}, nil
 }
 
 // RotateDeviceKeys promotes the secondary key and returns the new pair once.
-func (s *Server) RotateDeviceKeys(ctx context.Context, req oapi.RotateDeviceKeysRequestObject) (oapi.RotateDeviceKeysResponseObject, error) {
+func (s *Server) RotateDeviceKeys(ctx context.Context, req oapiserver.RotateDeviceKeysRequestObject) (oapiserver.RotateDeviceKeysResponseObject, error) {
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
@@ -347,8 +348,8 @@ func (s *Server) RotateDeviceKeys(ctx context.Context, req oapi.RotateDeviceKeys
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "device keys rotated", "device", r.DeviceID, "module", r.ModuleID)
-	return oapi.RotateDeviceKeys200JSONResponse{
-		Headers: oapi.RotateDeviceKeys200ResponseHeaders{CacheControl: &noStore},
+	return oapiserver.RotateDeviceKeys200JSONResponse{
+		Headers: oapiserver.RotateDeviceKeys200ResponseHeaders{CacheControl: &noStore},
 		Body: oapi.RotatedKeys{
 			DeviceId:     r.DeviceID,
 			Module:       ptrIfSet(r.ModuleID),
@@ -359,7 +360,7 @@ func (s *Server) RotateDeviceKeys(ctx context.Context, req oapi.RotateDeviceKeys
 }
 
 // RevokeDevice refuses the device's assertions and nonces issued before now.
-func (s *Server) RevokeDevice(ctx context.Context, req oapi.RevokeDeviceRequestObject) (oapi.RevokeDeviceResponseObject, error) {
+func (s *Server) RevokeDevice(ctx context.Context, req oapiserver.RevokeDeviceRequestObject) (oapiserver.RevokeDeviceResponseObject, error) {
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
@@ -368,5 +369,5 @@ func (s *Server) RevokeDevice(ctx context.Context, req oapi.RevokeDeviceRequestO
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "device revoked", "device", d.ID, "revokedAt", d.RevokedAt)
-	return oapi.RevokeDevice200JSONResponse(deviceToAPI(d)), nil
+	return oapiserver.RevokeDevice200JSONResponse(deviceToAPI(d)), nil
 }

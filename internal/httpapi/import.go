@@ -21,6 +21,7 @@ import (
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
@@ -367,7 +368,7 @@ type importSummary struct {
 
 // ImportDevices checks the content type and (for CSV) the header before answering, so
 // those fail as problems; from then on every outcome is a report line.
-func (s *Server) ImportDevices(ctx context.Context, req oapi.ImportDevicesRequestObject) (oapi.ImportDevicesResponseObject, error) {
+func (s *Server) ImportDevices(ctx context.Context, req oapiserver.ImportDevicesRequestObject) (oapiserver.ImportDevicesResponseObject, error) {
 	src, err := newImportSource(req.ContentType, req.Body)
 	if err != nil {
 		return nil, err

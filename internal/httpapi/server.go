@@ -24,7 +24,7 @@ import (
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -132,7 +132,7 @@ type Server struct {
 	log  *slog.Logger
 }
 
-var _ oapi.StrictServerInterface = (*Server)(nil)
+var _ oapiserver.StrictServerInterface = (*Server)(nil)
 
 // New returns the service's HTTP handler.
 func New(d Deps) (http.Handler, error) {
@@ -179,9 +179,9 @@ func New(d Deps) (http.Handler, error) {
 		r.Method(http.MethodGet, "/metrics", d.MetricsHandler)
 	}
 
-	strict := oapi.NewStrictHandlerWithOptions(s,
-		[]oapi.StrictMiddlewareFunc{withAccept},
-		oapi.StrictHTTPServerOptions{
+	strict := oapiserver.NewStrictHandlerWithOptions(s,
+		[]oapiserver.StrictMiddlewareFunc{withAccept},
+		oapiserver.StrictHTTPServerOptions{
 			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
 				// The decoder's words name Go types; the spec validator has already said
 				// what is wrong for anything the spec describes.
@@ -205,7 +205,7 @@ func New(d Deps) (http.Handler, error) {
 		// bodies or learn the schema; then hold JSON bodies to one strict reading; then
 		// validate them against the spec.
 		g.Use(s.authenticate(router, security, limited, adminOnly), s.strictJSON, validator)
-		oapi.HandlerWithOptions(strict, oapi.ChiServerOptions{
+		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{
 			BaseRouter: g,
 			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 				writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
@@ -464,7 +464,7 @@ func (s *Server) verifyDevice(r *http.Request) (domain.Device, error) {
 }
 
 // withAccept hands the Accept header to handlers that negotiate content.
-func withAccept(next oapi.StrictHandlerFunc, _ string) oapi.StrictHandlerFunc {
+func withAccept(next oapiserver.StrictHandlerFunc, _ string) oapiserver.StrictHandlerFunc {
 	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
 		return next(context.WithValue(ctx, acceptKey, r.Header.Get("Accept")), w, r, req)
 	}

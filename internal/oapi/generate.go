@@ -1,5 +1,6 @@
-// Package oapi is generated from api/openapi.yaml: the models, the chi strict server
-// interface and the typed client. Do not edit oapi.gen.go; change the spec and run
+// Package oapi is generated from api/openapi.yaml: the models and the typed client. The
+// chi strict server is in package oapiserver, so clients such as the device agent do
+// not link server code. Do not edit oapi.gen.go; change the spec and run
 // `go generate ./...`.
 package oapi
 
