@@ -5,10 +5,7 @@
 // translate to and from these types; they do not make these rules up again.
 package domain
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // ErrInvalid means a request breaks a rule; its message says which and is safe to show
 // the caller (it never holds key material).
@@ -16,5 +13,5 @@ var ErrInvalid = errors.New("invalid")
 
 // Invalid returns an error wrapping ErrInvalid with a client-safe message.
 func Invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+	return Public(ErrInvalid, format, args...)
 }

@@ -9,6 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 var errUnsupportedMedia = errors.New("unsupported media type")
@@ -26,7 +28,7 @@ func (s *Server) strictJSON(next http.Handler) http.Handler {
 			return
 		}
 		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			writeError(s.log, w, r, fmt.Errorf("%w: Content-Encoding %q is not accepted", errUnsupportedMedia, ce))
+			writeError(s.log, w, r, domain.Public(errUnsupportedMedia, "Content-Encoding %q is not accepted", ce))
 			return
 		}
 		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -36,7 +38,7 @@ func (s *Server) strictJSON(next http.Handler) http.Handler {
 			return
 		}
 		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-			writeError(s.log, w, r, fmt.Errorf("%w: charset %q; JSON bodies are UTF-8", errUnsupportedMedia, cs))
+			writeError(s.log, w, r, domain.Public(errUnsupportedMedia, "charset %q; JSON bodies are UTF-8", cs))
 			return
 		}
 		body, err := io.ReadAll(r.Body)
@@ -46,11 +48,11 @@ func (s *Server) strictJSON(next http.Handler) http.Handler {
 				writeError(s.log, w, r, errTooLarge)
 				return
 			}
-			writeError(s.log, w, r, fmt.Errorf("%w: reading the body failed", errBadRequest))
+			writeError(s.log, w, r, domain.Public(errBadRequest, "reading the body failed"))
 			return
 		}
 		if err := checkJSON(body); err != nil {
-			writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
+			writeError(s.log, w, r, domain.Public(errBadRequest, "%v", err))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

@@ -309,7 +309,7 @@ func (s *Server) GetReadyz(ctx context.Context, _ oapiserver.GetReadyzRequestObj
 // sees it still percent-encoded, where %2F passes as three allowed characters.
 func checkDeviceID(id string) error {
 	if !domain.ValidID(id) {
-		return fmt.Errorf("%w: path parameter deviceId: not a valid device ID", errBadRequest)
+		return domain.Public(errBadRequest, "path parameter deviceId: not a valid device ID")
 	}
 	return nil
 }

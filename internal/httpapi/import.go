@@ -317,10 +317,10 @@ func validOrEmpty(v any) string {
 func newImportSource(contentType string, body io.Reader) (importSource, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		return nil, fmt.Errorf("%w: Content-Type must be application/x-ndjson or text/csv", errUnsupportedMedia)
+		return nil, domain.Public(errUnsupportedMedia, "Content-Type must be application/x-ndjson or text/csv")
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return nil, fmt.Errorf("%w: charset %q; imports are UTF-8", errUnsupportedMedia, cs)
+		return nil, domain.Public(errUnsupportedMedia, "charset %q; imports are UTF-8", cs)
 	}
 	switch mt {
 	case "application/x-ndjson", "application/jsonl", "application/jsonlines":
@@ -328,11 +328,11 @@ func newImportSource(contentType string, body io.Reader) (importSource, error) {
 	case "text/csv":
 		s, err := newCSVSource(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errBadRequest, err)
+			return nil, domain.Public(errBadRequest, "%v", err)
 		}
 		return s, nil
 	}
-	return nil, fmt.Errorf("%w: Content-Type must be application/x-ndjson or text/csv", errUnsupportedMedia)
+	return nil, domain.Public(errUnsupportedMedia, "Content-Type must be application/x-ndjson or text/csv")
 }
 
 // importReport is one line of the streamed report.
@@ -471,13 +471,8 @@ func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error 
 // clientReason is the client-facing text of a rejection: the same words the problem
 // table would show.
 func clientReason(err error) string {
-	for _, p := range problems {
-		if errors.Is(err, p.err) {
-			if p.detail != "" {
-				return p.detail
-			}
-			return strings.TrimPrefix(err.Error(), p.err.Error()+": ")
-		}
+	if status, detail := classify(err); status != http.StatusInternalServerError {
+		return detail
 	}
 	return "rejected"
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -35,8 +34,8 @@ const retryAfterSeconds = 2
 type problemSpec struct {
 	err    error
 	status int
-	// detail is shown to the client; empty means the error's own message, which for
-	// these classes is written by this service for clients and holds no secrets.
+	// detail is shown to the client; empty means the error's domain.PublicError
+	// message when it has one, else the sentinel's own words.
 	detail string
 }
 
@@ -49,7 +48,7 @@ var problems = []problemSpec{
 	{domain.ErrInvalid, http.StatusBadRequest, ""},
 	{registry.ErrNotSupported, http.StatusConflict, ""},
 	{errBadRequest, http.StatusBadRequest, ""},
-	{errTooLarge, http.StatusRequestEntityTooLarge, ""},
+	{errTooLarge, http.StatusRequestEntityTooLarge, "request body too large"},
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, ""},
 	{errNoRoute, http.StatusNotFound, ""},
 	{errNoMethod, http.StatusMethodNotAllowed, ""},
@@ -73,21 +72,29 @@ type problem struct {
 	Instance string `json:"instance,omitempty"`
 }
 
+// classify maps err through the table to a status and the detail a client may see.
+// Only words written for clients reach them: the table's, a domain.PublicError's, or
+// the sentinel's own; anything unexpected is a generic 500.
+func classify(err error) (status int, detail string) {
+	for _, p := range problems {
+		if !errors.Is(err, p.err) {
+			continue
+		}
+		if p.detail != "" {
+			return p.status, p.detail
+		}
+		if pe, ok := errors.AsType[*domain.PublicError](err); ok {
+			return p.status, pe.Public()
+		}
+		return p.status, p.err.Error()
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
 // writeError maps err through the table and writes the problem. Unexpected errors are
 // logged and reach the client only as a generic 500.
 func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
-	status, detail := http.StatusInternalServerError, "internal error"
-	for _, p := range problems {
-		if errors.Is(err, p.err) {
-			status, detail = p.status, p.detail
-			if detail == "" {
-				// Errors of these classes are written for clients (see store.Describe and
-				// domain.ErrInvalid); a leading sentinel only repeats the title.
-				detail = strings.TrimPrefix(err.Error(), p.err.Error()+": ")
-			}
-			break
-		}
-	}
+	status, detail := classify(err)
 	switch {
 	case errors.Is(err, context.Canceled):
 	case errors.Is(err, limits.ErrOverloaded):

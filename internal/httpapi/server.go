@@ -185,7 +185,7 @@ func New(d Deps) (http.Handler, error) {
 			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
 				// The decoder's words name Go types; the spec validator has already said
 				// what is wrong for anything the spec describes.
-				writeError(s.log, w, r, fmt.Errorf("%w: request body could not be decoded", errBadRequest))
+				writeError(s.log, w, r, domain.Public(errBadRequest, "request body could not be decoded"))
 			},
 			ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 				writeError(s.log, w, r, err)
@@ -208,7 +208,7 @@ func New(d Deps) (http.Handler, error) {
 		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{
 			BaseRouter: g,
 			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, fmt.Errorf("%w: %v", errBadRequest, err))
+				writeError(s.log, w, r, domain.Public(errBadRequest, "%v", err))
 			},
 		})
 	})
@@ -281,15 +281,15 @@ func validationError(err error) error {
 			if p := schemaErr.JSONPointer(); len(p) > 0 {
 				where += " field /" + strings.Join(p, "/")
 			}
-			return fmt.Errorf("%w: %s: %s", errBadRequest, where, schemaErr.Reason)
+			return domain.Public(errBadRequest, "%s: %s", where, schemaErr.Reason)
 		}
 		reason := reqErr.Reason
 		if reason == "" && reqErr.Err != nil {
 			reason = firstLine(reqErr.Err.Error())
 		}
-		return fmt.Errorf("%w: %s: %s", errBadRequest, where, reason)
+		return domain.Public(errBadRequest, "%s: %s", where, reason)
 	}
-	return fmt.Errorf("%w: %s", errBadRequest, firstLine(err.Error()))
+	return domain.Public(errBadRequest, "%s", firstLine(err.Error()))
 }
 
 func firstLine(s string) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -52,7 +51,7 @@ func (r *Registry) importDevice(ctx context.Context, d domain.Device, retry bool
 		return Created{}, "", err
 	}
 	if diff := differs(existing, d); diff != "" {
-		return Created{}, Rejected, fmt.Errorf("%w: device %q exists with a different %s", store.ErrExists, d.ID, diff)
+		return Created{}, Rejected, domain.Public(store.ErrExists, "device %q exists with a different %s", d.ID, diff)
 	}
 	return Created{}, Skipped, nil
 }

@@ -165,16 +165,16 @@ func (r *Registry) RotateKeys(ctx context.Context, id, moduleID string) (Rotated
 		return Rotated{}, store.Describe(fmt.Sprintf("hub %q", cur.Hub), err)
 	}
 	if hub.Mode != domain.SignDeviceKey {
-		return Rotated{}, fmt.Errorf("%w: hub %q signs with its %s; its devices have no keys to rotate", ErrNotSupported, hub.Name, hub.Mode)
+		return Rotated{}, domain.Public(ErrNotSupported, "hub %q signs with its %s; its devices have no keys to rotate", hub.Name, hub.Mode)
 	}
 	if hub.Transit {
-		return Rotated{}, fmt.Errorf("%w: hub %q keeps keys in Vault Transit, where tokensvc does not rotate them yet; delete and re-create the device", ErrNotSupported, hub.Name)
+		return Rotated{}, domain.Public(ErrNotSupported, "hub %q keeps keys in Vault Transit, where tokensvc does not rotate them yet; delete and re-create the device", hub.Name)
 	}
 	out := Rotated{DeviceID: id, ModuleID: moduleID}
 	errNoModule := store.Describe(fmt.Sprintf("module %q of device %q", moduleID, id), store.ErrNotFound)
 	_, err = r.store.UpdateDevice(ctx, id, func(d *domain.Device) error {
 		if d.Hub != hub.Name {
-			return fmt.Errorf("%w: device %q moved to another hub meanwhile", store.ErrConflict, id)
+			return domain.Public(store.ErrConflict, "device %q moved to another hub meanwhile", id)
 		}
 		primary, secondary := &d.PrimaryKey, &d.SecondaryKey
 		if moduleID != "" {

@@ -6,7 +6,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
@@ -25,12 +24,12 @@ var (
 
 // Describe returns an error for clients: what names the record (e.g. `device "d1"`) and
 // the result wraps err's sentinel (ErrNotFound, ErrExists, ErrConflict) so errors.Is
-// still works, without the backend's internal chain. Other errors come back unchanged,
-// to be logged and reported as internal.
+// still works, without the backend's internal chain (a domain.PublicError). Other
+// errors come back unchanged, to be logged and reported as internal.
 func Describe(what string, err error) error {
 	for _, s := range []error{ErrNotFound, ErrExists, ErrConflict} {
 		if errors.Is(err, s) {
-			return fmt.Errorf("%s: %w", what, s)
+			return domain.Describe(what, s)
 		}
 	}
 	return err
