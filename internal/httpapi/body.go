@@ -2,15 +2,14 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/strictjson"
 )
 
 var errUnsupportedMedia = errors.New("unsupported media type")
@@ -51,63 +50,11 @@ func (s *Server) strictJSON(next http.Handler) http.Handler {
 			writeError(s.log, w, r, domain.Public(errBadRequest, "reading the body failed"))
 			return
 		}
-		if err := checkJSON(body); err != nil {
+		if err := strictjson.Check(body); err != nil {
 			writeError(s.log, w, r, domain.Public(errBadRequest, "%v", err))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
-}
-
-// checkJSON accepts exactly one JSON value without duplicate keys in any object.
-func checkJSON(b []byte) error {
-	if !json.Valid(b) {
-		return errors.New("request body is not a single valid JSON value")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	return walkJSON(dec, 0)
-}
-
-const maxJSONDepth = 64
-
-func walkJSON(dec *json.Decoder, depth int) error {
-	if depth > maxJSONDepth {
-		return fmt.Errorf("request body nests deeper than %d levels", maxJSONDepth)
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return errors.New("request body is not valid JSON")
-	}
-	switch tok {
-	case json.Delim('{'):
-		seen := map[string]bool{}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return errors.New("request body is not valid JSON")
-			}
-			key, _ := k.(string)
-			if seen[key] {
-				return fmt.Errorf("request body repeats the key %q", key)
-			}
-			seen[key] = true
-			if err := walkJSON(dec, depth+1); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token() // '}'
-	case json.Delim('['):
-		for dec.More() {
-			if err := walkJSON(dec, depth+1); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token() // ']'
-	}
-	if err != nil {
-		return errors.New("request body is not valid JSON")
-	}
-	return nil
 }

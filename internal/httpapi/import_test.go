@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/registry/devicefile"
 )
 
 type reportLine struct {
@@ -185,7 +186,7 @@ func TestImportStreamsPastTheBodyLimit(t *testing.T) {
 		b.WriteString(`{"deviceId":"x` + strings.Repeat("y", 100) + `","hub":"main"}` + "\n") // no auth: rejected
 		n++
 	}
-	b.WriteString(`{"deviceId":"` + strings.Repeat("z", httpapi.MaxImportLineBytes) + `"}` + "\n")
+	b.WriteString(`{"deviceId":"` + strings.Repeat("z", devicefile.MaxLineBytes) + `"}` + "\n")
 	b.WriteString(`{"deviceId":"after-long-line","hub":"main","auth":{"type":"hs256"}}` + "\n")
 	lines := e.mustImport("application/x-ndjson", b.String())
 	s := lines[len(lines)-1].Summary
@@ -292,7 +293,7 @@ func TestImportStreams(t *testing.T) {
 func TestImportCSVRecordTooLong(t *testing.T) {
 	e := mustEnv(t)
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
-	body := "deviceId,hub,authType,publicKey\nc-1,main,hs256,\nc-2,main,eddsa,\"" + strings.Repeat("k\n", httpapi.MaxImportLineBytes) + "\"\nc-3,main,hs256,\n"
+	body := "deviceId,hub,authType,publicKey\nc-1,main,hs256,\nc-2,main,eddsa,\"" + strings.Repeat("k\n", devicefile.MaxLineBytes) + "\"\nc-3,main,hs256,\n"
 	lines := e.mustImport("text/csv", body)
 	last := lines[len(lines)-1]
 	if results(lines) != "c-1:created" || !strings.Contains(last.Error, "longer than") || last.Summary.Created != 1 {

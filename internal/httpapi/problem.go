@@ -13,6 +13,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
+	"github.com/tokensvc/tokensvc/internal/registry/devicefile"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
@@ -50,6 +51,8 @@ var problems = []problemSpec{
 	{errBadRequest, http.StatusBadRequest, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, "request body too large"},
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, ""},
+	{devicefile.ErrUnsupportedMedia, http.StatusUnsupportedMediaType, ""},
+	{devicefile.ErrBadFile, http.StatusBadRequest, ""},
 	{errNoRoute, http.StatusNotFound, ""},
 	{errNoMethod, http.StatusMethodNotAllowed, ""},
 	{store.ErrNotFound, http.StatusNotFound, ""},
