@@ -27,6 +27,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 	"github.com/tokensvc/tokensvc/internal/agent/socksink"
@@ -37,12 +38,11 @@ import (
 )
 
 var (
-	_ keeper.Fetcher       = (*fetch.Client)(nil)
-	_ keeper.Store         = (*persist.File)(nil)
-	_ fetch.Signer         = (*credential.Credential)(nil)
-	_ mqttlink.TokenSource = (*keeper.Keeper)(nil)
-	_ amqplink.TokenSource = (*keeper.Keeper)(nil)
-	_ token.Source         = (*keeper.Keeper)(nil)
+	_ keeper.Fetcher   = (*fetch.Client)(nil)
+	_ keeper.Store     = (*persist.File)(nil)
+	_ fetch.Signer     = (*credential.Credential)(nil)
+	_ link.TokenSource = (*keeper.Keeper)(nil)
+	_ token.Source     = (*keeper.Keeper)(nil)
 )
 
 // run is the whole program; main only wires signals and the process's environment and
