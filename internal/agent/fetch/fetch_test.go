@@ -3,9 +3,11 @@ package fetch_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -140,3 +142,38 @@ func TestFetch(t *testing.T) {
 }
 
 var epoch2000 = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// TestFetchWithoutNonceEndpoint: a tokensvc older than the nonce flow answers 404; a
+// device whose clock is not set then stays with time-based assertions.
+func TestFetchWithoutNonceEndpoint(t *testing.T) {
+	good, err := credential.Parse([]byte("s3cr3t-s3cr3t-s3cr3t-s3cr3t-0123456789"), credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" {
+			http.NotFound(w, r)
+			return
+		}
+		now := time.Now().UTC()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token":"SharedAccessSignature sr=x","hub":"h","deviceId":"d","serverTime":%q,"expiresAt":%q,"refreshAfter":%q}`,
+			now.Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339), now.Add(48*time.Minute).Format(time.RFC3339))
+	}))
+	t.Cleanup(srv.Close)
+	rec := &recorder{Signer: good}
+	c, err := fetch.New(fetch.Options{ServiceURL: srv.URL, DeviceID: "d", Audience: testpeer.Audience, Signer: rec,
+		ClockFloor: time.Now().Add(time.Hour), Now: func() time.Time { return time.Now().Add(-time.Since(epoch2000)) },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.Fetch(t.Context()); err != nil {
+			t.Fatalf("got %v, want a token", err)
+		}
+	}
+	if want := []string{"time", "time"}; !slices.Equal(rec.flow, want) {
+		t.Errorf("assertions: got %q, want %q", rec.flow, want)
+	}
+}
