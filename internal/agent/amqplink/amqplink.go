@@ -15,14 +15,11 @@ package amqplink
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,7 +31,6 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 )
 
 // Errors returned by Run and seen in logs.
@@ -199,35 +195,20 @@ func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 // ErrRefused.
 func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	p := tok.Response.Amqp
-	serverName, caCert := p.Host, ""
-	if p.Tls != nil {
-		serverName = p.Tls.ServerName
-		if p.Tls.CaCert != nil {
-			caCert = *p.Tls.CaCert
-		}
-	}
-	tlsConf, err := tlsconf.ForBroker(l.o.RootCAs, caCert, serverName)
+	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
 
-	var nc net.Conn
-	if p.Transport == "ws" {
-		sub := "AMQPWSB10"
-		if p.Subprotocol != nil {
-			sub = *p.Subprotocol
-		}
-		nc, err = wsconn.Dial(cctx, p.Url, sub, tlsConf, l.o.DialAddr)
-	} else {
-		addr := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-		if l.o.DialAddr != "" {
-			addr = l.o.DialAddr
-		}
-		d := &tls.Dialer{Config: tlsConf}
-		nc, err = d.DialContext(cctx, "tcp", addr)
+	sub := "AMQPWSB10"
+	if p.Subprotocol != nil {
+		sub = *p.Subprotocol
 	}
+	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: sub,
+		DialAddr: l.o.DialAddr}
+	nc, err := broker.Dial(cctx, tlsConf)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

@@ -8,7 +8,6 @@ package mqttlink
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"net"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +28,6 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 )
 
 // ErrNoProfile means the token carries no MQTT profile (an Event Hubs hub, say).
@@ -174,21 +171,12 @@ func (c *conn) Send(_ context.Context, m telemetry.Message) error {
 // A CONNACK refusing the credentials is an error wrapping link.ErrRefused.
 func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	p := tok.Response.Mqtt
-	serverName, caCert := p.Host, ""
-	if p.Tls != nil {
-		serverName = p.Tls.ServerName
-		if p.Tls.CaCert != nil {
-			caCert = *p.Tls.CaCert
-		}
-	}
-	tlsConf, err := tlsconf.ForBroker(l.o.RootCAs, caCert, serverName)
+	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-	if l.o.DialAddr != "" {
-		addr = l.o.DialAddr
-	}
+	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
+		DialAddr: l.o.DialAddr}
 	c := &conn{l: l, topic: p.Topics.Publish, lost: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		AddBroker(p.Url).
@@ -209,11 +197,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 			defer cancel()
-			if p.Transport == "ws" {
-				return wsconn.Dial(dctx, p.Url, "mqtt", tlsConf, l.o.DialAddr)
-			}
-			d := &tls.Dialer{Config: tlsConf}
-			return d.DialContext(dctx, "tcp", addr)
+			return broker.Dial(dctx, tlsConf)
 		})
 	c.cl = paho.NewClient(opts)
 	t := c.cl.Connect()
