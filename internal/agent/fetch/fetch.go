@@ -1,7 +1,9 @@
 // Package fetch asks tokensvc for a token with the generated client: it signs a fresh
-// assertion for every request, classifies failures for the retry policy (with the
-// service's Retry-After) and keeps the device clock's offset from the service's clock,
-// learned from serverTime and, when an assertion is refused, from the Date header.
+// assertion for every request — with a nonce from POST /token/nonce instead of times
+// while the device clock is unknown or wrong — classifies failures for the retry policy
+// (with the service's Retry-After) and keeps the device clock's offset from the
+// service's clock, learned from serverTime and, when an assertion is refused, from the
+// Date header.
 package fetch
 
 import (

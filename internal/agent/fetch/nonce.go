@@ -85,7 +85,10 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 		return n.Nonce, nil
 	}
 	e := &Error{Class: ErrRefused, Status: status, Detail: fmt.Sprintf("nonce: %s", http.StatusText(status))}
-	if status == http.StatusTooManyRequests || status >= 500 || status == http.StatusOK {
+	if status == http.StatusOK {
+		e.Class, e.Detail = ErrUnavailable, "nonce: response holds no nonce"
+	}
+	if status == http.StatusTooManyRequests || status >= 500 {
 		e.Class = ErrUnavailable
 		e.RetryAfter = retryAfter(resp.HTTPResponse.Header.Get("Retry-After"), sent)
 	}
