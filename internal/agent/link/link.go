@@ -166,21 +166,21 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.log.Info("connected", "host", host, "transport", transport,
 			"tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
 
-		s := &session{conn: c, tok: tok, changed: changed}
-		reason, err := l.serve(ctx, s, &pending, &msgs)
+		sess := &session{conn: c, tok: tok, changed: changed}
+		reason, err := l.serve(ctx, sess, &pending, &msgs)
 		switch reason {
 		case endCtx:
 			c.Close(true)
 			return nil
 		case endRotated:
 			l.count(func(s *Stats) { s.Rotations++ })
-			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", s.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
+			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			c.Close(true)
 		case endLost:
 			c.Close(false)
 			l.count(func(s *Stats) { s.Lost++ })
 			l.checkRefused(err)
-			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", s.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
+			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			failures = 1
 			token.Sleep(ctx, l.o.Backoff.Delay(1, 0), nil)
 		}
@@ -227,6 +227,7 @@ func (l *Loop) serve(ctx context.Context, s *session, pending **telemetry.Messag
 			}
 			next, ch, have := l.o.Source.Current()
 			if !have {
+				s.changed = ch
 				continue
 			}
 			if err := r.Renew(ctx, next); err != nil {
@@ -237,7 +238,7 @@ func (l *Loop) serve(ctx context.Context, s *session, pending **telemetry.Messag
 			}
 			s.tok, s.changed = next, ch
 			expired.Reset(max(0, next.Remaining(l.o.Now())))
-			l.count(func(s *Stats) { s.Renewals++ })
+			l.count(func(st *Stats) { st.Renewals++ })
 			l.log.Info("token renewed on the open connection", "tokenValidFor", next.Remaining(l.o.Now()).Round(time.Second).String())
 		case m, ok := <-*msgs:
 			if !ok {
