@@ -14,12 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
 	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
 	"github.com/tokensvc/tokensvc/internal/agent/tmpl"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
@@ -68,8 +68,7 @@ type Sink struct {
 	o   Config
 	log *slog.Logger
 
-	mu    sync.Mutex
-	stats Stats
+	stats counter.Set[Stats]
 }
 
 // New returns a Sink for o; log nil means slog.Default().
@@ -96,17 +95,7 @@ func New(o Config, log *slog.Logger) (*Sink, error) {
 }
 
 // Stats returns a snapshot of the counters.
-func (s *Sink) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
-}
-
-func (s *Sink) count(f func(*Stats)) {
-	s.mu.Lock()
-	f(&s.stats)
-	s.mu.Unlock()
-}
+func (s *Sink) Stats() Stats { return s.stats.Snapshot() }
 
 type child struct {
 	cmd  *exec.Cmd
@@ -142,11 +131,11 @@ func (s *Sink) Run(ctx context.Context, src token.Source) error {
 				s.log.Info("new token; restarting the child")
 				s.stop(c)
 				c = s.start(next)
-				s.count(func(st *Stats) { st.Restarts++ })
+				s.stats.Update(func(st *Stats) { st.Restarts++ })
 			case c != nil && s.o.OnChange == Signal:
 				s.log.Info("new token; signalling the child", "signal", s.o.Signal.String())
 				_ = c.cmd.Process.Signal(s.o.Signal)
-				s.count(func(st *Stats) { st.Signals++ })
+				s.stats.Update(func(st *Stats) { st.Signals++ })
 			}
 			env = next
 		}
@@ -160,7 +149,7 @@ func (s *Sink) Run(ctx context.Context, src token.Source) error {
 		case <-changed:
 		case err := <-exited:
 			exits++
-			s.count(func(st *Stats) { st.Exits++ })
+			s.stats.Update(func(st *Stats) { st.Exits++ })
 			d := s.o.Backoff.Delay(exits, 0)
 			s.log.Warn("child exited; starting it again", "status", exitStatus(err), "in", d.Round(time.Millisecond).String())
 			c = nil
@@ -194,7 +183,7 @@ func (s *Sink) start(env []string) *child {
 		s.log.Error("child did not start", "error", err.Error())
 		return c
 	}
-	s.count(func(st *Stats) { st.Starts++ })
+	s.stats.Update(func(st *Stats) { st.Starts++ })
 	s.log.Info("child started", "pid", cmd.Process.Pid)
 	go func() { c.done <- cmd.Wait() }()
 	return c

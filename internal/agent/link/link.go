@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
@@ -86,8 +86,7 @@ type Loop struct {
 	d   Dialer
 	log *slog.Logger
 
-	mu    sync.Mutex
-	stats Stats
+	stats counter.Set[Stats]
 }
 
 // New returns a Loop that connects with d.
@@ -105,17 +104,7 @@ func New(d Dialer, o Options) *Loop {
 }
 
 // Stats returns a snapshot of the counters.
-func (l *Loop) Stats() Stats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
-}
-
-func (l *Loop) count(f func(*Stats)) {
-	l.mu.Lock()
-	f(&l.stats)
-	l.mu.Unlock()
-}
+func (l *Loop) Stats() Stats { return l.stats.Snapshot() }
 
 type endReason int
 
@@ -162,7 +151,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		l.count(func(s *Stats) { s.Connects++ })
+		l.stats.Update(func(s *Stats) { s.Connects++ })
 		l.log.Info("connected", "host", host, "transport", transport,
 			"tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
 
@@ -173,12 +162,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			c.Close(true)
 			return nil
 		case endRotated:
-			l.count(func(s *Stats) { s.Rotations++ })
+			l.stats.Update(func(s *Stats) { s.Rotations++ })
 			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			c.Close(true)
 		case endLost:
 			c.Close(false)
-			l.count(func(s *Stats) { s.Lost++ })
+			l.stats.Update(func(s *Stats) { s.Lost++ })
 			l.checkRefused(err)
 			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			failures = 1
@@ -190,7 +179,7 @@ func (l *Loop) Run(ctx context.Context) error {
 
 func (l *Loop) checkRefused(err error) {
 	if errors.Is(err, ErrRefused) {
-		l.count(func(s *Stats) { s.Refused++ })
+		l.stats.Update(func(s *Stats) { s.Refused++ })
 		l.o.Source.Invalidate()
 	}
 }
@@ -238,7 +227,7 @@ func (l *Loop) serve(ctx context.Context, s *session, pending **telemetry.Messag
 			}
 			s.tok, s.changed = next, ch
 			expired.Reset(max(0, next.Remaining(l.o.Now())))
-			l.count(func(st *Stats) { st.Renewals++ })
+			l.stats.Update(func(st *Stats) { st.Renewals++ })
 			l.log.Info("token renewed on the open connection", "tokenValidFor", next.Remaining(l.o.Now()).Round(time.Second).String())
 		case m, ok := <-*msgs:
 			if !ok {
