@@ -27,6 +27,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 	"github.com/tokensvc/tokensvc/internal/agent/socksink"
@@ -37,12 +38,24 @@ import (
 )
 
 var (
-	_ keeper.Fetcher       = (*fetch.Client)(nil)
-	_ keeper.Store         = (*persist.File)(nil)
-	_ fetch.Signer         = (*credential.Credential)(nil)
-	_ mqttlink.TokenSource = (*keeper.Keeper)(nil)
-	_ amqplink.TokenSource = (*keeper.Keeper)(nil)
-	_ token.Source         = (*keeper.Keeper)(nil)
+	_ keeper.Fetcher   = (*fetch.Client)(nil)
+	_ keeper.Store     = (*persist.File)(nil)
+	_ fetch.Signer     = (*credential.Credential)(nil)
+	_ link.TokenSource = (*keeper.Keeper)(nil)
+	_ token.Source     = (*keeper.Keeper)(nil)
+)
+
+// sink hands the current token, and every new one, to legacy software until ctx ends;
+// filesink, execsink and socksink are sinks. Run returns nil when ctx ends and an error
+// only when the sink cannot go on.
+type sink interface {
+	Run(ctx context.Context, src token.Source) error
+}
+
+var (
+	_ sink = (*filesink.Sink)(nil)
+	_ sink = (*execsink.Sink)(nil)
+	_ sink = (*socksink.Sink)(nil)
 )
 
 // run is the whole program; main only wires signals and the process's environment and
@@ -96,7 +109,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Backoff: bo, BootSplay: cfg.BootSplay, Logger: log,
 	})
 
-	var tasks []func(context.Context) error
+	var (
+		tasks []func(context.Context) error
+		sinks []sink
+	)
 	var stats []func() (string, any)
 	tasks = append(tasks, k.Run)
 	stats = append(stats, func() (string, any) { return "keeper", k.Stats() })
@@ -115,8 +131,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			}
 			files = append(files, filesink.File{Template: t, Path: spec.Dst, Mode: spec.Mode})
 		}
-		fsink := filesink.New(files, log)
-		tasks = append(tasks, func(ctx context.Context) error { return fsink.Run(ctx, k) })
+		fsink, err := filesink.New(filesink.Config{Files: files}, log)
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, fsink)
 	}
 	if cfg.Exec != "" {
 		argv, _ := cfg.Command()
@@ -129,21 +148,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			}
 			env = append(env, execsink.Env{Name: name, Template: t})
 		}
-		sup, err := execsink.New(execsink.Options{
+		sup, err := execsink.New(execsink.Config{
 			Command: argv, Env: env, OnChange: execsink.OnChange(cfg.ExecOnChange),
 			Signal: signals[strings.TrimPrefix(strings.ToUpper(cfg.ExecSignal), "SIG")],
-			Stdout: stdout, Stderr: stderr, Backoff: bo, Logger: log,
-		})
+			Stdout: stdout, Stderr: stderr, Backoff: bo,
+		}, log)
 		if err != nil {
 			return err
 		}
-		tasks = append(tasks, func(ctx context.Context) error { return sup.Run(ctx, k) })
+		sinks = append(sinks, sup)
 		stats = append(stats, func() (string, any) { return "exec", sup.Stats() })
 	}
 	if cfg.Socket != "" {
 		mode, _ := strconv.ParseUint(cfg.SocketMode, 8, 32)
-		srv := socksink.New(cfg.Socket, os.FileMode(mode), k, nil, log)
-		tasks = append(tasks, srv.Run)
+		srv, err := socksink.New(socksink.Config{Path: cfg.Socket, Mode: os.FileMode(mode)}, log)
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, srv)
+	}
+	for _, s := range sinks {
+		tasks = append(tasks, func(ctx context.Context) error { return s.Run(ctx, k) })
 	}
 
 	var msgs chan telemetry.Message

@@ -8,39 +8,38 @@
 //     attaches, and again on the open connection whenever a new token arrives.
 //
 // Messages go to the token's link address (/devices/{id}/messages/events) and are
-// counted as sent when the hub accepts them.
+// counted as sent when the hub accepts them. The reconnect loop is link.Loop; this
+// package dials, sends and closes.
 package amqplink
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/go-amqp"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 )
 
 // Errors returned by Run and seen in logs.
 var (
 	// ErrNoProfile means the token carries no AMQP profile.
 	ErrNoProfile = errors.New("the token has no AMQP profile")
-	// ErrRefused means the peer refused the token (SASL outcome or CBS status).
-	ErrRefused = errors.New("the peer refused the token")
+	// ErrRefused means the peer refused the token (SASL outcome or CBS status). It is
+	// link.ErrRefused, which the reconnect loop acts on.
+	ErrRefused = link.ErrRefused
 )
 
 // Auth is how the token reaches the peer.
@@ -52,18 +51,9 @@ const (
 	CBS   Auth = "cbs"
 )
 
-// TokenSource provides the current token.
-type TokenSource interface {
-	// Current returns the token (ok false while there is none) and a channel closed
-	// when it is replaced.
-	Current() (t token.Token, changed <-chan struct{}, ok bool)
-	// Invalidate reports that the peer refused the current token.
-	Invalidate()
-}
-
 // Options configure a Link.
 type Options struct {
-	Source   TokenSource
+	Source   link.TokenSource
 	Messages <-chan telemetry.Message
 	Auth     Auth
 	// DialAddr, when set, is dialled instead of the profile's host:port; TLS still
@@ -89,215 +79,136 @@ type Stats struct {
 	Connects, Rotations, Renewals, Lost, Refused, Sent int
 }
 
-// Link is one device's AMQP connection.
+// Link is one device's AMQP connection: a link.Loop with this package's Dialer.
 type Link struct {
-	o   Options
-	log *slog.Logger
-
-	mu    sync.Mutex
-	stats Stats
+	o    Options
+	loop *link.Loop
+	sent atomic.Int64
 }
+
+var (
+	_ link.Dialer  = (*Link)(nil)
+	_ link.Conn    = (*session)(nil)
+	_ link.Renewer = (*cbsSession)(nil)
+)
 
 // New returns a Link for o.
 func New(o Options) *Link {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	if o.Backoff.Min == 0 {
-		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
-	}
 	if o.Auth == "" {
 		o.Auth = Plain
 	}
-	return &Link{o: o, log: o.Logger.With("link", "amqp", "auth", string(o.Auth))}
+	l := &Link{o: o}
+	l.loop = link.New(l, link.Options{Source: o.Source, Messages: o.Messages, Backoff: o.Backoff, Now: o.Now,
+		Logger: o.Logger.With("link", "amqp", "auth", string(o.Auth))})
+	return l
 }
 
 // Stats returns a snapshot of the counters.
 func (l *Link) Stats() Stats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
+	s := l.loop.Stats()
+	return Stats{Connects: s.Connects, Rotations: s.Rotations, Renewals: s.Renewals, Lost: s.Lost,
+		Refused: s.Refused, Sent: int(l.sent.Load())}
 }
 
-func (l *Link) count(f func(*Stats)) {
-	l.mu.Lock()
-	f(&l.stats)
-	l.mu.Unlock()
+// Run keeps the link up until ctx ends; it returns nil then, or ErrNoProfile.
+func (l *Link) Run(ctx context.Context) error { return l.loop.Run(ctx) }
+
+// Endpoint returns the host and transport of tok's AMQP profile, or ErrNoProfile.
+func (l *Link) Endpoint(tok token.Token) (host, transport string, err error) {
+	p := tok.Response.Amqp
+	if p == nil {
+		return "", "", ErrNoProfile
+	}
+	return p.Host, string(p.Transport), nil
 }
 
-// session is one open connection with its telemetry sender and, with CBS, its $cbs pair.
+// session is one open connection with its telemetry sender.
 type session struct {
-	conn    *amqp.Conn
-	sess    *amqp.Session
-	sender  *amqp.Sender
+	l      *Link
+	conn   *amqp.Conn
+	sess   *amqp.Session
+	sender *amqp.Sender
+}
+
+// cbsSession is a session that also holds the $cbs pair, so it takes new tokens on the
+// open connection.
+type cbsSession struct {
+	*session
 	cbsTx   *amqp.Sender
 	cbsRx   *amqp.Receiver
 	replyTo string
 }
 
-func (s *session) close() {
+func (s *session) Close(bool) {
 	if s.conn != nil {
 		s.conn.Close()
 	}
 }
 
-// Run keeps the link up until ctx ends; it returns nil then, or an error that retrying
-// cannot fix.
-func (l *Link) Run(ctx context.Context) error {
-	var (
-		pending  *telemetry.Message
-		failures int
-	)
-	for ctx.Err() == nil {
-		tok, changed, ok := token.AwaitValid(ctx, l.o.Source.Current, l.o.Now, l.log)
-		if !ok {
-			return nil
-		}
-		if tok.Response.Amqp == nil {
-			return ErrNoProfile
-		}
-		s, err := l.connect(ctx, tok)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			failures++
-			if errors.Is(err, ErrRefused) {
-				l.count(func(st *Stats) { st.Refused++ })
-				l.o.Source.Invalidate()
-			}
-			d := l.o.Backoff.Delay(failures, 0)
-			l.log.Warn("connect failed", "error", err.Error(), "attempt", failures, "retryIn", d.Round(time.Millisecond).String())
-			token.Sleep(ctx, d, changed) // a new token is worth trying at once
-			continue
-		}
-		failures = 0
-		l.count(func(st *Stats) { st.Connects++ })
-		l.log.Info("connected", "host", tok.Response.Amqp.Host, "transport", string(tok.Response.Amqp.Transport),
-			"tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
+func (s *session) Done() <-chan struct{} { return s.conn.Done() }
 
-		err = l.serve(ctx, s, tok, changed, &pending)
-		s.close()
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, errRotate):
-			l.count(func(st *Stats) { st.Rotations++ })
-			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
-		default:
-			l.count(func(st *Stats) { st.Lost++ })
-			if errors.Is(err, ErrRefused) {
-				l.count(func(st *Stats) { st.Refused++ })
-				l.o.Source.Invalidate()
-			}
-			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
-			token.Sleep(ctx, l.o.Backoff.Delay(1, 0), nil)
-		}
+func (s *session) Err() error {
+	if err := s.conn.Err(); err != nil {
+		return classify(err)
+	}
+	return errors.New("connection closed")
+}
+
+// Renew puts tok on the open connection.
+func (s *cbsSession) Renew(ctx context.Context, tok token.Token) error {
+	if err := s.putToken(ctx, tok); err != nil {
+		return fmt.Errorf("renew token: %w", err)
 	}
 	return nil
 }
 
-var errRotate = errors.New("rotate")
-
-// serve sends messages until ctx ends, the connection breaks, or (PLAIN) a new token
-// arrives. With CBS a new token is put on the open connection.
-func (l *Link) serve(ctx context.Context, s *session, tok token.Token, changed <-chan struct{}, pending **telemetry.Message) error {
-	for {
-		if *pending != nil {
-			if err := l.send(ctx, s, tok, **pending); err != nil {
-				return err
-			}
-			*pending = nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.conn.Done():
-			if err := s.conn.Err(); err != nil {
-				return classify(err)
-			}
-			return errors.New("connection closed")
-		case <-changed:
-			if l.o.Auth != CBS {
-				return errRotate
-			}
-			next, ch, ok := l.o.Source.Current()
-			if !ok {
-				continue
-			}
-			if err := l.putToken(ctx, s, next); err != nil {
-				return fmt.Errorf("renew token: %w", err)
-			}
-			tok, changed = next, ch
-			l.count(func(st *Stats) { st.Renewals++ })
-			l.log.Info("token renewed on the open connection", "tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
-		case m, ok := <-l.o.Messages:
-			if !ok {
-				l.o.Messages = nil
-				continue
-			}
-			*pending = &m
-		}
-	}
-}
-
-func (l *Link) send(ctx context.Context, s *session, _ token.Token, m telemetry.Message) error {
+// Send sends m to the telemetry address and waits until the peer accepts it.
+func (s *session) Send(ctx context.Context, m telemetry.Message) error {
+	o := s.l.o
 	msg := &amqp.Message{Data: [][]byte{m.Body}, Properties: &amqp.MessageProperties{MessageID: newID()}}
-	if len(l.o.Properties)+len(m.Properties) > 0 {
-		msg.ApplicationProperties = make(map[string]any, len(l.o.Properties)+len(m.Properties))
-		for k, v := range l.o.Properties {
+	if len(o.Properties)+len(m.Properties) > 0 {
+		msg.ApplicationProperties = make(map[string]any, len(o.Properties)+len(m.Properties))
+		for k, v := range o.Properties {
 			msg.ApplicationProperties[k] = v
 		}
 		for k, v := range m.Properties {
 			msg.ApplicationProperties[k] = v
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if err := s.sender.Send(sctx, msg, nil); err != nil {
 		return fmt.Errorf("send: %w", classify(err))
 	}
-	l.count(func(st *Stats) { st.Sent++ })
+	s.l.sent.Add(1)
 	return nil
 }
 
-func (l *Link) connect(ctx context.Context, tok token.Token) (*session, error) {
+// Dial connects with tok's AMQP profile: SASL PLAIN, or SASL ANONYMOUS and a CBS
+// put-token before the telemetry link attaches. A refused token is an error wrapping
+// ErrRefused.
+func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	p := tok.Response.Amqp
-	serverName, caCert := p.Host, ""
-	if p.Tls != nil {
-		serverName = p.Tls.ServerName
-		if p.Tls.CaCert != nil {
-			caCert = *p.Tls.CaCert
-		}
-	}
-	tlsConf, err := tlsconf.ForBroker(l.o.RootCAs, caCert, serverName)
+	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
 
-	var nc net.Conn
-	if p.Transport == "ws" {
-		sub := "AMQPWSB10"
-		if p.Subprotocol != nil {
-			sub = *p.Subprotocol
-		}
-		nc, err = wsconn.Dial(cctx, p.Url, sub, tlsConf, l.o.DialAddr)
-	} else {
-		addr := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-		if l.o.DialAddr != "" {
-			addr = l.o.DialAddr
-		}
-		d := &tls.Dialer{Config: tlsConf}
-		nc, err = d.DialContext(cctx, "tcp", addr)
+	sub := "AMQPWSB10"
+	if p.Subprotocol != nil {
+		sub = *p.Subprotocol
 	}
+	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: sub,
+		DialAddr: l.o.DialAddr}
+	nc, err := broker.Dial(cctx, tlsConf)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
@@ -317,37 +228,39 @@ func (l *Link) connect(ctx context.Context, tok token.Token) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", classify(err))
 	}
-	s := &session{conn: conn}
+	s := &session{l: l, conn: conn}
 	if s.sess, err = conn.NewSession(cctx, nil); err != nil {
-		s.close()
+		s.Close(false)
 		return nil, fmt.Errorf("session: %w", classify(err))
 	}
+	var c link.Conn = s
 	if l.o.Auth == CBS {
-		if s.cbsTx, err = s.sess.NewSender(cctx, p.Cbs.Node, nil); err != nil {
-			s.close()
+		cs := &cbsSession{session: s, replyTo: "cbs-" + newID()}
+		if cs.cbsTx, err = s.sess.NewSender(cctx, p.Cbs.Node, nil); err != nil {
+			s.Close(false)
 			return nil, fmt.Errorf("cbs link: %w", classify(err))
 		}
-		s.replyTo = "cbs-" + newID()
-		if s.cbsRx, err = s.sess.NewReceiver(cctx, p.Cbs.Node, &amqp.ReceiverOptions{TargetAddress: s.replyTo}); err != nil {
-			s.close()
+		if cs.cbsRx, err = s.sess.NewReceiver(cctx, p.Cbs.Node, &amqp.ReceiverOptions{TargetAddress: cs.replyTo}); err != nil {
+			s.Close(false)
 			return nil, fmt.Errorf("cbs link: %w", classify(err))
 		}
-		if err := l.putToken(cctx, s, tok); err != nil {
-			s.close()
+		if err := cs.putToken(cctx, tok); err != nil {
+			s.Close(false)
 			return nil, err
 		}
+		c = cs
 	}
 	if s.sender, err = s.sess.NewSender(cctx, p.Address, nil); err != nil {
-		s.close()
+		s.Close(false)
 		return nil, fmt.Errorf("telemetry link: %w", classify(err))
 	}
-	return s, nil
+	return c, nil
 }
 
 // putToken sends a CBS put-token for tok and waits for the peer's status.
-func (l *Link) putToken(ctx context.Context, s *session, tok token.Token) error {
+func (s *cbsSession) putToken(ctx context.Context, tok token.Token) error {
 	p := tok.Response.Amqp
-	ctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.l.o.Timeout)
 	defer cancel()
 	id := newID()
 	msg := &amqp.Message{

@@ -2,47 +2,20 @@ package amqplink_test
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
-	"github.com/tokensvc/tokensvc/internal/agent/credential"
-	"github.com/tokensvc/tokensvc/internal/agent/fetch"
-	"github.com/tokensvc/tokensvc/internal/agent/keeper"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
-	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func keeperFor(t *testing.T, f *testpeer.Fixture) *keeper.Keeper {
-	t.Helper()
-	cred, err := credential.Load(f.SecretFile, credential.HS256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
-	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
-		Audience: testpeer.Audience, Signer: cred, Logger: discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := keeper.New(keeper.Options{Fetcher: fc, Holder: &token.Holder{}, Key: fc.Key(),
-		Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}, Logger: discard()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { k.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return k
-}
 
 // TestLinkAgainstRhea sends telemetry through a real AMQP 1.0 peer (rhea) that checks
 // tokens like IoT Hub and closes connections whose token expires, with 4-second tokens:
@@ -54,7 +27,7 @@ func TestLinkAgainstRhea(t *testing.T) {
 			f := testpeer.NewFixture(t, "meter-"+string(auth), 4*time.Second, domain.Hub{})
 			peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
 				Cert: f.CA.Issue(t, testpeer.Hub), Keys: map[string][]byte{f.DeviceID: f.Key}})
-			k := keeperFor(t, f)
+			k := f.Keeper(t, "")
 			msgs := make(chan telemetry.Message)
 			link := amqplink.New(amqplink.Options{Source: k, Messages: msgs, Auth: auth, DialAddr: peer.Addr,
 				RootCAs: f.CA.Pool(), Properties: map[string]string{"source": "test"},

@@ -145,3 +145,28 @@ func (c *Credential) Assertion(deviceID, audience string, now time.Time) (string
 	}
 	return s, nil
 }
+
+// nonceClaims are the claims of an assertion for a device without a trusted clock: the
+// service's nonce stands in for iat, exp and jti.
+type nonceClaims struct {
+	jwt.RegisteredClaims
+	Nonce string `json:"nonce"`
+}
+
+// NonceAssertion returns a JWT proving deviceID to audience with a nonce from POST
+// /token/nonce: iss = sub = deviceID, aud and nonce, and no time claims, so the device
+// clock plays no part.
+func (c *Credential) NonceAssertion(deviceID, audience, nonce string) (string, error) {
+	if nonce == "" {
+		return "", errors.New("sign assertion: empty nonce")
+	}
+	claims := nonceClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: deviceID, Subject: deviceID, Audience: jwt.ClaimStrings{audience}},
+		Nonce:            nonce,
+	}
+	s, err := jwt.NewWithClaims(c.method, claims).SignedString(c.key)
+	if err != nil {
+		return "", fmt.Errorf("sign assertion: %w", err)
+	}
+	return s, nil
+}

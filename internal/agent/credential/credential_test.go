@@ -10,6 +10,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,33 @@ func TestLoadRefusesLooseModes(t *testing.T) {
 	}
 	if _, err := credential.Load(p, credential.Auto); err != nil {
 		t.Fatalf("mode 0600: got %v, want nil", err)
+	}
+}
+
+// TestNonceAssertion: the nonce stands in for every time claim.
+func TestNonceAssertion(t *testing.T) {
+	c, err := credential.Parse([]byte("s3cr3t-s3cr3t-s3cr3t-s3cr3t-0123456789"), credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.NonceAssertion("dev-1", "tokensvc", "n0nce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(s, claims); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"iss": "dev-1", "sub": "dev-1", "aud": []any{"tokensvc"}, "nonce": "n0nce"}
+	if len(claims) != len(want) {
+		t.Errorf("claims: got %v, want exactly %v", claims, want)
+	}
+	for k, v := range want {
+		if got := claims[k]; !reflect.DeepEqual(got, v) {
+			t.Errorf("claim %s: got %v, want %v", k, got, v)
+		}
+	}
+	if _, err := c.NonceAssertion("dev-1", "tokensvc", ""); err == nil {
+		t.Error("empty nonce: got nil error, want one")
 	}
 }

@@ -14,12 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
 	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
 	"github.com/tokensvc/tokensvc/internal/agent/tmpl"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
@@ -40,8 +40,8 @@ type Env struct {
 	Template *template.Template
 }
 
-// Options configure a Supervisor.
-type Options struct {
+// Config configures a Sink.
+type Config struct {
 	// Command is the program and its arguments.
 	Command []string
 	Env     []Env
@@ -54,27 +54,25 @@ type Options struct {
 	// Stdout and Stderr receive the child's output (default: discarded).
 	Stdout, Stderr io.Writer
 	Backoff        backoff.Policy
-	Logger         *slog.Logger
 }
 
-// Stats count what a Supervisor did.
+// Stats count what a Sink did.
 type Stats struct {
 	// Starts counts child starts; Restarts those made for a new token; Signals the
 	// signals sent for a new token; Exits the exits the child made on its own.
 	Starts, Restarts, Signals, Exits int
 }
 
-// Supervisor runs one child process.
-type Supervisor struct {
-	o   Options
+// Sink runs one child process.
+type Sink struct {
+	o   Config
 	log *slog.Logger
 
-	mu    sync.Mutex
-	stats Stats
+	stats counter.Set[Stats]
 }
 
-// New returns a Supervisor for o.
-func New(o Options) (*Supervisor, error) {
+// New returns a Sink for o; log nil means slog.Default().
+func New(o Config, log *slog.Logger) (*Sink, error) {
 	if len(o.Command) == 0 {
 		return nil, errors.New("exec: no command")
 	}
@@ -87,27 +85,17 @@ func New(o Options) (*Supervisor, error) {
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 10 * time.Second
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
+	if log == nil {
+		log = slog.Default()
 	}
 	if o.Backoff.Min == 0 {
 		o.Backoff = backoff.Policy{Min: time.Second, Max: time.Minute}
 	}
-	return &Supervisor{o: o, log: o.Logger.With("child", o.Command[0])}, nil
+	return &Sink{o: o, log: log.With("child", o.Command[0])}, nil
 }
 
 // Stats returns a snapshot of the counters.
-func (s *Supervisor) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
-}
-
-func (s *Supervisor) count(f func(*Stats)) {
-	s.mu.Lock()
-	f(&s.stats)
-	s.mu.Unlock()
-}
+func (s *Sink) Stats() Stats { return s.stats.Snapshot() }
 
 type child struct {
 	cmd  *exec.Cmd
@@ -116,7 +104,7 @@ type child struct {
 
 // Run starts the child once a token is there and supervises it until ctx ends, then
 // stops it. It returns an error only if the environment cannot be rendered.
-func (s *Supervisor) Run(ctx context.Context, src token.Source) error {
+func (s *Sink) Run(ctx context.Context, src token.Source) error {
 	var (
 		env     []string
 		c       *child
@@ -143,11 +131,11 @@ func (s *Supervisor) Run(ctx context.Context, src token.Source) error {
 				s.log.Info("new token; restarting the child")
 				s.stop(c)
 				c = s.start(next)
-				s.count(func(st *Stats) { st.Restarts++ })
+				s.stats.Update(func(st *Stats) { st.Restarts++ })
 			case c != nil && s.o.OnChange == Signal:
 				s.log.Info("new token; signalling the child", "signal", s.o.Signal.String())
 				_ = c.cmd.Process.Signal(s.o.Signal)
-				s.count(func(st *Stats) { st.Signals++ })
+				s.stats.Update(func(st *Stats) { st.Signals++ })
 			}
 			env = next
 		}
@@ -161,7 +149,7 @@ func (s *Supervisor) Run(ctx context.Context, src token.Source) error {
 		case <-changed:
 		case err := <-exited:
 			exits++
-			s.count(func(st *Stats) { st.Exits++ })
+			s.stats.Update(func(st *Stats) { st.Exits++ })
 			d := s.o.Backoff.Delay(exits, 0)
 			s.log.Warn("child exited; starting it again", "status", exitStatus(err), "in", d.Round(time.Millisecond).String())
 			c = nil
@@ -173,7 +161,7 @@ func (s *Supervisor) Run(ctx context.Context, src token.Source) error {
 	}
 }
 
-func (s *Supervisor) render(t token.Token) ([]string, error) {
+func (s *Sink) render(t token.Token) ([]string, error) {
 	out := make([]string, 0, len(s.o.Env))
 	for _, e := range s.o.Env {
 		b, err := tmpl.Render(e.Template, t.Response)
@@ -185,7 +173,7 @@ func (s *Supervisor) render(t token.Token) ([]string, error) {
 	return out, nil
 }
 
-func (s *Supervisor) start(env []string) *child {
+func (s *Sink) start(env []string) *child {
 	cmd := exec.Command(s.o.Command[0], s.o.Command[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = s.o.Stdout, s.o.Stderr
@@ -195,14 +183,14 @@ func (s *Supervisor) start(env []string) *child {
 		s.log.Error("child did not start", "error", err.Error())
 		return c
 	}
-	s.count(func(st *Stats) { st.Starts++ })
+	s.stats.Update(func(st *Stats) { st.Starts++ })
 	s.log.Info("child started", "pid", cmd.Process.Pid)
 	go func() { c.done <- cmd.Wait() }()
 	return c
 }
 
 // stop sends SIGTERM, then SIGKILL after StopTimeout, and waits for the exit.
-func (s *Supervisor) stop(c *child) {
+func (s *Sink) stop(c *child) {
 	if c.cmd.Process == nil {
 		return
 	}

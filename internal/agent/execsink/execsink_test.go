@@ -43,12 +43,11 @@ func TestChildFollowsTheToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sup, err := execsink.New(execsink.Options{
+			sup, err := execsink.New(execsink.Config{
 				Command: []string{"/bin/sh", "-c", tt.script}, Env: []execsink.Env{{Name: "SAS", Template: sas}},
 				OnChange: tt.onChange, StopTimeout: 2 * time.Second,
 				Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second},
-				Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-			})
+			}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}

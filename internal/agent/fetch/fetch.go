@@ -1,7 +1,9 @@
 // Package fetch asks tokensvc for a token with the generated client: it signs a fresh
-// assertion for every request, classifies failures for the retry policy (with the
-// service's Retry-After) and keeps the device clock's offset from the service's clock,
-// learned from serverTime and, when an assertion is refused, from the Date header.
+// assertion for every request — with a nonce from POST /token/nonce instead of times
+// while the device clock is unknown or wrong — classifies failures for the retry policy
+// (with the service's Retry-After) and keeps the device clock's offset from the
+// service's clock, learned from serverTime and, when an assertion is refused, from the
+// Date header.
 package fetch
 
 import (
@@ -52,7 +54,10 @@ func (e *Error) Unwrap() error { return e.Class }
 
 // Signer signs device assertions; *credential.Credential implements it.
 type Signer interface {
+	// Assertion signs an assertion issued at now (the service's time as best known).
 	Assertion(deviceID, audience string, now time.Time) (string, error)
+	// NonceAssertion signs an assertion that carries a service nonce instead of times.
+	NonceAssertion(deviceID, audience, nonce string) (string, error)
 }
 
 // Options configure a Client.
@@ -68,6 +73,12 @@ type Options struct {
 	TTL       time.Duration
 	Transport string
 	Signer    Signer
+	// Nonce says when to authenticate with a nonce from POST /token/nonce; "" means
+	// NonceAuto.
+	Nonce NonceMode
+	// ClockFloor is the earliest time a set device clock can show; zero means
+	// DefaultClockFloor().
+	ClockFloor time.Time
 	// Now is the device clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -85,8 +96,10 @@ type Client struct {
 	key    string
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	offset time.Duration // service clock minus device clock
+	mu               sync.Mutex
+	offset           time.Duration // service clock minus device clock
+	nonceUnsupported bool          // the service answered POST /token/nonce with 404 or 405
+	loggedUnknown    bool          // the last useNonce found the clock unset and said so
 }
 
 // New returns a Client for o.
@@ -99,6 +112,12 @@ func New(o Options) (*Client, error) {
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if o.Nonce == "" {
+		o.Nonce = NonceAuto
+	}
+	if o.ClockFloor.IsZero() {
+		o.ClockFloor = DefaultClockFloor()
 	}
 	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(o.HTTPClient))
 	if err != nil {
@@ -140,23 +159,53 @@ func (c *Client) SetOffset(d time.Duration) {
 }
 
 // Fetch gets a new token. Failures are *Error values of class ErrUnavailable or
-// ErrRefused. An assertion refused because the device clock is off is retried once
-// with the clock corrected from the service's Date header.
+// ErrRefused. While the device clock is unknown (see NonceAuto) the assertion carries a
+// nonce from POST /token/nonce. A time-based assertion refused because the device clock
+// is off is retried once, with a nonce (or, with NonceNever or a service without
+// nonces, with the clock corrected from the service's Date header).
 func (c *Client) Fetch(ctx context.Context) (token.Token, error) {
-	t, retry, err := c.fetchOnce(ctx)
+	withNonce := c.useNonce()
+	t, retry, err := c.fetchOnce(ctx, withNonce)
 	if retry {
-		t, _, err = c.fetchOnce(ctx)
+		t, _, err = c.fetchOnce(ctx, c.opts.Nonce != NonceNever)
 	}
 	return t, err
 }
 
-func (c *Client) fetchOnce(ctx context.Context) (t token.Token, retry bool, err error) {
-	sent := c.opts.Now()
-	offset := c.Offset()
-	assertion, err := c.opts.Signer.Assertion(c.opts.DeviceID, c.opts.Audience, sent.Add(offset))
-	if err != nil {
-		return token.Token{}, false, &Error{Class: ErrRefused, Detail: err.Error()}
+// assertion signs the assertion for one request: with a fresh nonce when withNonce and
+// the service offers nonces (usedNonce), else as of the device clock corrected by
+// offset.
+func (c *Client) assertion(ctx context.Context, withNonce bool, offset time.Duration) (a string, usedNonce bool, err error) {
+	if withNonce && c.offersNonce() {
+		n, err := c.nonce(ctx)
+		var fe *Error
+		if errors.As(err, &fe) && c.nonceMissing(fe) {
+			return c.assertion(ctx, false, offset)
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if a, err = c.opts.Signer.NonceAssertion(c.opts.DeviceID, c.opts.Audience, n); err != nil {
+			return "", false, &Error{Class: ErrRefused, Detail: err.Error()}
+		}
+		return a, true, nil
 	}
+	if a, err = c.opts.Signer.Assertion(c.opts.DeviceID, c.opts.Audience, c.opts.Now().Add(offset)); err != nil {
+		return "", false, &Error{Class: ErrRefused, Detail: err.Error()}
+	}
+	return a, false, nil
+}
+
+// fetchOnce makes one GET /token. retry is true when a time-based assertion was
+// refused and the service's clock differs from the corrected device clock.
+func (c *Client) fetchOnce(ctx context.Context, withNonce bool) (t token.Token, retry bool, err error) {
+	offset := c.Offset()
+	assertion, usedNonce, err := c.assertion(ctx, withNonce, offset)
+	if err != nil {
+		return token.Token{}, false, err
+	}
+	// The token is minted after this instant, whatever a nonce request took before.
+	sent := c.opts.Now()
 	resp, err := c.api.GetTokenWithResponse(ctx, &c.params, func(_ context.Context, r *http.Request) error {
 		r.Header.Set("Authorization", "Bearer "+assertion)
 		r.Header.Set("Accept", "application/json")
@@ -187,8 +236,9 @@ func (c *Client) fetchOnce(ctx context.Context) (t token.Token, retry bool, err 
 		e.RetryAfter = retryAfter(h.Get("Retry-After"), sent)
 	case status == http.StatusUnauthorized:
 		// The service says nothing about why; if its clock disagrees with ours, ours is
-		// the likely reason (no RTC, not yet synced): correct and try once more.
-		if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		// the likely reason (no RTC, not yet synced): correct and try once more. A nonce
+		// assertion does not depend on the clock, so its refusal is final.
+		if date, err := http.ParseTime(h.Get("Date")); err == nil && !usedNonce {
 			skew := date.Sub(sent.Add(offset))
 			if skew > maxSkew || skew < -maxSkew {
 				c.learnOffset(date.Sub(sent), "Date header")

@@ -6,6 +6,7 @@ package filesink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"text/template"
@@ -23,6 +24,12 @@ type File struct {
 	Mode os.FileMode
 }
 
+// Config configures a Sink.
+type Config struct {
+	// Files are rendered for every new token.
+	Files []File
+}
+
 // Sink keeps files up to date.
 type Sink struct {
 	files []File
@@ -30,12 +37,20 @@ type Sink struct {
 	last  map[string][]byte
 }
 
-// New returns a Sink for files.
-func New(files []File, log *slog.Logger) *Sink {
+// New returns a Sink for c; log nil means slog.Default().
+func New(c Config, log *slog.Logger) (*Sink, error) {
+	if len(c.Files) == 0 {
+		return nil, errors.New("file sink: no files")
+	}
+	for _, f := range c.Files {
+		if f.Template == nil || f.Path == "" {
+			return nil, errors.New("file sink: a file needs a template and a path")
+		}
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{files: files, log: log, last: map[string][]byte{}}
+	return &Sink{files: c.Files, log: log, last: map[string][]byte{}}, nil
 }
 
 // Write renders every template for t and replaces the files whose content changed.
@@ -67,7 +82,9 @@ func (s *Sink) Write(t token.Token) error {
 	return first
 }
 
-// Run writes the files for the current token and every new one until ctx ends.
+// Run writes the files for the current token and every new one until ctx ends; it
+// returns nil then. A file that cannot be written is logged and tried again with the
+// next token.
 func (s *Sink) Run(ctx context.Context, src token.Source) error {
 	token.Watch(ctx, src, func(t token.Token) { _ = s.Write(t) })
 	return nil

@@ -9,10 +9,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
@@ -71,8 +71,7 @@ type Keeper struct {
 	log        *slog.Logger
 	invalidate chan struct{}
 
-	mu    sync.Mutex
-	stats Stats
+	stats counter.Set[Stats]
 }
 
 // New returns a Keeper for o.
@@ -96,17 +95,7 @@ func New(o Options) *Keeper {
 }
 
 // Stats returns a snapshot of the counters.
-func (k *Keeper) Stats() Stats {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.stats
-}
-
-func (k *Keeper) count(f func(*Stats)) {
-	k.mu.Lock()
-	f(&k.stats)
-	k.mu.Unlock()
-}
+func (k *Keeper) Stats() Stats { return k.stats.Snapshot() }
 
 // Invalidate reports that a peer refused the current token (revoked, keys rotated):
 // the Keeper fetches a new one soon, but never faster than its backoff allows.
@@ -133,7 +122,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-k.invalidate:
-			k.count(func(s *Stats) { s.Invalidated++ })
+			k.stats.Update(func(s *Stats) { s.Invalidated++ })
 			if failures > 0 {
 				continue // already retrying on a schedule
 			}
@@ -152,7 +141,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 				return nil
 			}
 			failures++
-			k.count(func(s *Stats) { s.Failed++ })
+			k.stats.Update(func(s *Stats) { s.Failed++ })
 			var fe *fetch.Error
 			var ra time.Duration
 			if errors.As(err, &fe) {
@@ -172,7 +161,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		}
 		failures, lastFetch = 0, now
 		k.o.Holder.Set(t)
-		k.count(func(s *Stats) { s.Fetched++ })
+		k.stats.Update(func(s *Stats) { s.Fetched++ })
 		if k.o.Store != nil {
 			if err := k.o.Store.Save(t); err != nil {
 				k.log.Error("persist token failed", "error", err.Error())
@@ -212,7 +201,7 @@ func (k *Keeper) boot(now time.Time) time.Time {
 		// The clock went backwards (no RTC, not yet synced): the token's age is
 		// unknowable. Offer it — a peer refuses it if it has expired — and fetch now.
 		k.o.Holder.Set(t)
-		k.count(func(s *Stats) { s.Reused++ })
+		k.stats.Update(func(s *Stats) { s.Reused++ })
 		k.log.Warn("device clock is behind the saved token; reusing it unverified and fetching a new one")
 		return now
 	case t.Remaining(now) <= 0:
@@ -220,7 +209,7 @@ func (k *Keeper) boot(now time.Time) time.Time {
 		return first
 	}
 	k.o.Holder.Set(t)
-	k.count(func(s *Stats) { s.Reused++ })
+	k.stats.Update(func(s *Stats) { s.Reused++ })
 	at := k.refreshAt(t)
 	k.log.Info("reusing saved token", "validFor", t.Remaining(now).Round(time.Second).String(),
 		"refreshIn", max(0, at.Sub(now)).Round(time.Second).String())

@@ -3,12 +3,11 @@
 // TLS on 8883 or WebSocket on 443, publishes telemetry at least once, receives
 // cloud-to-device messages, and when a fresh token arrives it reconnects with it —
 // before the old one expires, so the hub never has to drop the link for an expired
-// token.
+// token. The reconnect loop is link.Loop; this package dials, publishes and closes.
 package mqttlink
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -16,33 +15,23 @@ import (
 	"net"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
-	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 )
 
 // ErrNoProfile means the token carries no MQTT profile (an Event Hubs hub, say).
 var ErrNoProfile = errors.New("the token has no MQTT profile")
-
-// TokenSource provides the current token; *token.Holder plus the keeper's Invalidate
-// make one.
-type TokenSource interface {
-	// Current returns the token (ok false while there is none) and a channel closed
-	// when it is replaced.
-	Current() (t token.Token, changed <-chan struct{}, ok bool)
-	// Invalidate reports that the broker refused the current token.
-	Invalidate()
-}
 
 // Delivery is a cloud-to-device message.
 type Delivery struct {
@@ -52,7 +41,7 @@ type Delivery struct {
 
 // Options configure a Link.
 type Options struct {
-	Source TokenSource
+	Source link.TokenSource
 	// Messages are published to the token's telemetry topic.
 	Messages <-chan telemetry.Message
 	// OnC2D receives cloud-to-device messages; nil means do not subscribe.
@@ -85,20 +74,21 @@ type Stats struct {
 	Connects, Rotations, Lost, Refused, Published, Received int
 }
 
-// Link is one device's MQTT connection.
+// Link is one device's MQTT connection: a link.Loop with this package's Dialer.
 type Link struct {
-	o   Options
-	log *slog.Logger
+	o    Options
+	loop *link.Loop
 
-	mu    sync.Mutex
-	stats Stats
+	published, received atomic.Int64
 }
+
+var (
+	_ link.Dialer = (*Link)(nil)
+	_ link.Conn   = (*conn)(nil)
+)
 
 // New returns a Link for o.
 func New(o Options) *Link {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -108,162 +98,86 @@ func New(o Options) *Link {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	if o.Backoff.Min == 0 {
-		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
-	}
 	if o.QoS > 1 {
 		o.QoS = 1 // IoT Hub does not support QoS 2
 	}
-	return &Link{o: o, log: o.Logger.With("link", "mqtt")}
+	l := &Link{o: o}
+	l.loop = link.New(l, link.Options{Source: o.Source, Messages: o.Messages, Backoff: o.Backoff, Now: o.Now,
+		Logger: o.Logger.With("link", "mqtt")})
+	return l
 }
 
 // Stats returns a snapshot of the counters.
 func (l *Link) Stats() Stats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
+	s := l.loop.Stats()
+	return Stats{Connects: s.Connects, Rotations: s.Rotations, Lost: s.Lost, Refused: s.Refused,
+		Published: int(l.published.Load()), Received: int(l.received.Load())}
 }
 
-func (l *Link) count(f func(*Stats)) {
-	l.mu.Lock()
-	f(&l.stats)
-	l.mu.Unlock()
-}
+// Run keeps the link up until ctx ends; it returns nil then, or ErrNoProfile.
+func (l *Link) Run(ctx context.Context) error { return l.loop.Run(ctx) }
 
-type endReason int
-
-const (
-	endCtx endReason = iota
-	endRotated
-	endLost
-)
-
-// Run keeps the link up until ctx ends; it returns nil then, or an error that retrying
-// cannot fix (no MQTT profile).
-func (l *Link) Run(ctx context.Context) error {
-	var (
-		pending  *telemetry.Message
-		failures int
-	)
-	for ctx.Err() == nil {
-		tok, changed, ok := token.AwaitValid(ctx, l.o.Source.Current, l.o.Now, l.log)
-		if !ok {
-			return nil
-		}
-		if tok.Response.Mqtt == nil {
-			return ErrNoProfile
-		}
-		cl, lost, err := l.connect(ctx, tok)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			failures++
-			if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
-				l.count(func(s *Stats) { s.Refused++ })
-				l.o.Source.Invalidate()
-			}
-			d := l.o.Backoff.Delay(failures, 0)
-			l.log.Warn("connect failed", "error", err.Error(), "attempt", failures, "retryIn", d.Round(time.Millisecond).String())
-			token.Sleep(ctx, d, changed) // a new token is worth trying at once
-			continue
-		}
-		failures = 0
-		l.count(func(s *Stats) { s.Connects++ })
-		l.log.Info("connected", "host", tok.Response.Mqtt.Host, "transport", string(tok.Response.Mqtt.Transport),
-			"tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
-
-		reason, err := l.serve(ctx, cl, tok, changed, lost, &pending)
-		switch reason {
-		case endCtx:
-			cl.Disconnect(250)
-			return nil
-		case endRotated:
-			l.count(func(s *Stats) { s.Rotations++ })
-			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
-			cl.Disconnect(250)
-		case endLost:
-			l.count(func(s *Stats) { s.Lost++ })
-			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
-			cl.Disconnect(0)
-			failures = 1
-			token.Sleep(ctx, l.o.Backoff.Delay(1, 0), nil)
-		}
+// Endpoint returns the host and transport of tok's MQTT profile, or ErrNoProfile.
+func (l *Link) Endpoint(tok token.Token) (host, transport string, err error) {
+	p := tok.Response.Mqtt
+	if p == nil {
+		return "", "", ErrNoProfile
 	}
-	return nil
+	return p.Host, string(p.Transport), nil
 }
 
-// serve publishes and waits until the context ends, the token is replaced or the
-// connection breaks. A message not yet acknowledged stays in *pending for the next
-// connection.
-func (l *Link) serve(ctx context.Context, cl paho.Client, tok token.Token, changed <-chan struct{}, lost <-chan error, pending **telemetry.Message) (endReason, error) {
-	expired := time.NewTimer(max(0, tok.Remaining(l.o.Now())))
-	defer expired.Stop()
-	for {
-		if *pending != nil {
-			if err := l.publish(cl, tok, **pending, lost); err != nil {
-				return endLost, err
-			}
-			*pending = nil
-		}
-		select {
-		case <-ctx.Done():
-			return endCtx, nil
-		case <-changed:
-			return endRotated, nil
-		case err := <-lost:
-			return endLost, err
-		case <-expired.C:
-			// No fresh token arrived in time (the service is down): the hub drops the
-			// link at expiry; the reconnect then waits for a new token.
-			l.log.Warn("token expired on an open connection; the hub will close it")
-		case m, ok := <-l.o.Messages:
-			if !ok {
-				l.o.Messages = nil // input ended; keep the link for C2D
-				continue
-			}
-			*pending = &m
-		}
+// conn is one MQTT connection.
+type conn struct {
+	l     *Link
+	cl    paho.Client
+	topic string
+
+	lost chan struct{}
+	once sync.Once
+	err  error // set before lost closes
+}
+
+func (c *conn) Done() <-chan struct{} { return c.lost }
+func (c *conn) Err() error            { return c.err }
+
+func (c *conn) Close(graceful bool) {
+	if graceful {
+		c.cl.Disconnect(250)
+		return
 	}
+	c.cl.Disconnect(0)
 }
 
-func (l *Link) publish(cl paho.Client, tok token.Token, m telemetry.Message, lost <-chan error) error {
-	topic := tok.Response.Mqtt.Topics.Publish + PropertyBag(l.o.Properties, m.Properties)
-	t := cl.Publish(topic, l.o.QoS, false, m.Body)
-	timeout := time.NewTimer(l.o.Timeout)
+// Send publishes m and waits for its PUBACK (QoS 1).
+func (c *conn) Send(_ context.Context, m telemetry.Message) error {
+	t := c.cl.Publish(c.topic+PropertyBag(c.l.o.Properties, m.Properties), c.l.o.QoS, false, m.Body)
+	timeout := time.NewTimer(c.l.o.Timeout)
 	defer timeout.Stop()
 	select {
 	case <-t.Done():
-	case err := <-lost:
-		return err
+	case <-c.lost:
+		return c.err
 	case <-timeout.C:
-		return fmt.Errorf("no PUBACK within %v", l.o.Timeout)
+		return fmt.Errorf("no PUBACK within %v", c.l.o.Timeout)
 	}
 	if err := t.Error(); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	l.count(func(s *Stats) { s.Published++ })
+	c.l.published.Add(1)
 	return nil
 }
 
-func (l *Link) connect(ctx context.Context, tok token.Token) (paho.Client, <-chan error, error) {
+// Dial connects with tok's MQTT profile and subscribes to C2D messages when asked to.
+// A CONNACK refusing the credentials is an error wrapping link.ErrRefused.
+func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	p := tok.Response.Mqtt
-	serverName, caCert := p.Host, ""
-	if p.Tls != nil {
-		serverName = p.Tls.ServerName
-		if p.Tls.CaCert != nil {
-			caCert = *p.Tls.CaCert
-		}
-	}
-	tlsConf, err := tlsconf.ForBroker(l.o.RootCAs, caCert, serverName)
+	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	addr := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-	if l.o.DialAddr != "" {
-		addr = l.o.DialAddr
-	}
-	lost := make(chan error, 1)
+	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
+		DialAddr: l.o.DialAddr}
+	c := &conn{l: l, topic: p.Topics.Publish, lost: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		AddBroker(p.Url).
 		SetClientID(p.ClientId).
@@ -278,30 +192,26 @@ func (l *Link) connect(ctx context.Context, tok token.Token) (paho.Client, <-cha
 		SetConnectRetry(false).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			select {
-			case lost <- err:
-			default:
-			}
+			c.once.Do(func() { c.err = err; close(c.lost) })
 		}).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 			defer cancel()
-			if p.Transport == "ws" {
-				return wsconn.Dial(dctx, p.Url, "mqtt", tlsConf, l.o.DialAddr)
-			}
-			d := &tls.Dialer{Config: tlsConf}
-			return d.DialContext(dctx, "tcp", addr)
+			return broker.Dial(dctx, tlsConf)
 		})
-	cl := paho.NewClient(opts)
-	t := cl.Connect()
+	c.cl = paho.NewClient(opts)
+	t := c.cl.Connect()
 	select {
 	case <-t.Done():
 	case <-ctx.Done():
-		cl.Disconnect(0)
-		return nil, nil, ctx.Err()
+		c.cl.Disconnect(0)
+		return nil, ctx.Err()
 	}
 	if err := t.Error(); err != nil {
-		return nil, nil, err
+		if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
+			return nil, fmt.Errorf("%w: %w", link.ErrRefused, err)
+		}
+		return nil, err
 	}
 	if l.o.OnC2D != nil && len(p.Topics.Subscribe) > 0 {
 		// Subscribe before the link counts as up, so no C2D message falls into a gap.
@@ -309,16 +219,16 @@ func (l *Link) connect(ctx context.Context, tok token.Token) (paho.Client, <-cha
 		for _, f := range p.Topics.Subscribe {
 			filters[f] = 1
 		}
-		st := cl.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
-			l.count(func(s *Stats) { s.Received++ })
+		st := c.cl.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
+			l.received.Add(1)
 			l.o.OnC2D(Delivery{Topic: m.Topic(), Payload: m.Payload()})
 		})
 		if !st.WaitTimeout(l.o.Timeout) || st.Error() != nil {
-			cl.Disconnect(0)
-			return nil, nil, fmt.Errorf("subscribe to C2D: %v", st.Error())
+			c.cl.Disconnect(0)
+			return nil, fmt.Errorf("subscribe to C2D: %v", st.Error())
 		}
 	}
-	return cl, lost, nil
+	return c, nil
 }
 
 // PropertyBag encodes properties as IoT Hub reads them at the end of the telemetry

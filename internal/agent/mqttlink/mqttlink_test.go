@@ -2,23 +2,17 @@ package mqttlink_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
-	"github.com/tokensvc/tokensvc/internal/agent/credential"
-	"github.com/tokensvc/tokensvc/internal/agent/fetch"
-	"github.com/tokensvc/tokensvc/internal/agent/keeper"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
-	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
@@ -43,28 +37,6 @@ func TestPropertyBag(t *testing.T) {
 	}
 }
 
-// keeperFor runs a keeper for the fixture's device until the test ends.
-func keeperFor(t *testing.T, f *testpeer.Fixture, transport string) *keeper.Keeper {
-	t.Helper()
-	cred, err := credential.Load(f.SecretFile, credential.HS256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
-	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
-		Audience: testpeer.Audience, Transport: transport, Signer: cred, Logger: discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := keeper.New(keeper.Options{Fetcher: fc, Holder: &token.Holder{}, Key: fc.Key(),
-		Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}, Logger: discard()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { k.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return k
-}
-
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestLinkKeepsPublishingAcrossTokenRotations runs a real tokensvc minting 4-second
@@ -76,7 +48,7 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			f := testpeer.NewFixture(t, "sensor-"+transport, 4*time.Second, domain.Hub{})
 			broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
 				Keys: map[string][]byte{f.DeviceID: f.Key}})
-			k := keeperFor(t, f, transport)
+			k := f.Keeper(t, transport)
 			addr := broker.TLSAddr
 			if transport == "ws" {
 				addr = broker.WSAddr

@@ -17,41 +17,53 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
 
-// Server serves GET /token (the SAS token as text), GET /connection-string and GET
+// Config configures a Sink.
+type Config struct {
+	// Path is the socket file.
+	Path string
+	// Mode is the socket file's mode; 0 means 0600.
+	Mode os.FileMode
+	// Now is the device clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Sink serves GET /token (the SAS token as text), GET /connection-string and GET
 // /token.json (the whole GET /token response). It answers 503 while there is no valid
 // token.
-type Server struct {
-	src  token.Source
+type Sink struct {
 	now  func() time.Time
 	log  *slog.Logger
 	path string
 	mode os.FileMode
 }
 
-// New returns a Server for the socket at path with file mode (0 means 0600).
-func New(path string, mode os.FileMode, src token.Source, now func() time.Time, log *slog.Logger) *Server {
-	if mode == 0 {
-		mode = 0o600
+// New returns a Sink for c; log nil means slog.Default().
+func New(c Config, log *slog.Logger) (*Sink, error) {
+	if c.Path == "" {
+		return nil, errors.New("token socket: no path")
 	}
-	if now == nil {
-		now = time.Now
+	if c.Mode == 0 {
+		c.Mode = 0o600
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{src: src, now: now, log: log, path: path, mode: mode}
+	return &Sink{now: c.Now, log: log, path: c.Path, mode: c.Mode}, nil
 }
 
-// Handler is the HTTP handler the socket serves.
-func (s *Server) Handler() http.Handler {
+// Handler is the HTTP handler the socket serves, answering from src.
+func (s *Sink) Handler(src token.Source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := s.valid(w); ok {
+		if t, ok := s.valid(w, src); ok {
 			s.text(w, t.Response.Token)
 		}
 	})
 	mux.HandleFunc("GET /connection-string", func(w http.ResponseWriter, r *http.Request) {
-		t, ok := s.valid(w)
+		t, ok := s.valid(w, src)
 		if !ok {
 			return
 		}
@@ -62,7 +74,7 @@ func (s *Server) Handler() http.Handler {
 		s.text(w, *t.Response.ConnectionString)
 	})
 	mux.HandleFunc("GET /token.json", func(w http.ResponseWriter, r *http.Request) {
-		t, ok := s.valid(w)
+		t, ok := s.valid(w, src)
 		if !ok {
 			return
 		}
@@ -75,8 +87,8 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-func (s *Server) valid(w http.ResponseWriter) (token.Token, bool) {
-	t, _, ok := s.src.Current()
+func (s *Sink) valid(w http.ResponseWriter, src token.Source) (token.Token, bool) {
+	t, _, ok := src.Current()
 	if !ok || t.Remaining(s.now()) <= 0 {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "no valid token yet", http.StatusServiceUnavailable)
@@ -85,14 +97,15 @@ func (s *Server) valid(w http.ResponseWriter) (token.Token, bool) {
 	return t, true
 }
 
-func (s *Server) text(w http.ResponseWriter, v string) {
+func (s *Sink) text(w http.ResponseWriter, v string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(v + "\n"))
 }
 
-// Run serves until ctx ends.
-func (s *Server) Run(ctx context.Context) error {
+// Run serves the token from src until ctx ends; it returns nil then, or an error when
+// the socket cannot be served.
+func (s *Sink) Run(ctx context.Context, src token.Source) error {
 	_ = os.Remove(s.path) // a stale socket from a previous run
 	ln, err := net.Listen("unix", s.path)
 	if err != nil {
@@ -102,7 +115,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("token socket: %w", err)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.Handler(src), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
 // LoadPool reads a PEM CA bundle; an empty path means the system roots.
@@ -52,4 +54,17 @@ func ForBroker(base *x509.CertPool, caCertPEM, serverName string) (*tls.Config, 
 		return nil, errors.New("no TLS server name")
 	}
 	return &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
+}
+
+// ForProfile is ForBroker for a token profile's TLS settings: their server name and
+// caCert, or host and no extra CA when s is nil.
+func ForProfile(base *x509.CertPool, s *oapi.TlsSettings, host string) (*tls.Config, error) {
+	if s == nil {
+		return ForBroker(base, "", host)
+	}
+	ca := ""
+	if s.CaCert != nil {
+		ca = *s.CaCert
+	}
+	return ForBroker(base, ca, s.ServerName)
 }

@@ -1,6 +1,6 @@
-// Package tmpl renders token values for legacy software: Go text/template over the GET
-// /token response, so a template can name the token, the connection string or any field
-// of the MQTT, AMQP or HTTPS profile.
+// Package tmpl renders token values for legacy software: Go text/template over a View
+// of the GET /token response, so a template can name the token, the connection string
+// or any field of the MQTT, AMQP or HTTPS profile by a documented, stable name.
 package tmpl
 
 import (
@@ -15,15 +15,25 @@ import (
 
 // Funcs are available in every template:
 //
-//	deref   the string a pointer field holds, "" for nil ({{ deref .ConnectionString }})
 //	unix    Unix seconds of a time ({{ unix .ExpiresAt }})
-//	json    a value as JSON ({{ json .Mqtt }})
+//	json    a value as JSON ({{ json .MQTT }})
+//	deref   the string a pointer field holds, "" for nil, and a string as it is: for
+//	        templates written before View ({{ deref .ConnectionString }},
+//	        {{ deref .Amqp.Username }}); View's own fields need no deref
 var Funcs = template.FuncMap{
-	"deref": func(p *string) string {
-		if p == nil {
-			return ""
+	"deref": func(v any) (string, error) {
+		switch s := v.(type) {
+		case nil:
+			return "", nil
+		case string:
+			return s, nil
+		case *string:
+			if s == nil {
+				return "", nil
+			}
+			return *s, nil
 		}
-		return *p
+		return "", fmt.Errorf("deref of %T: want a string or *string", v)
 	},
 	"unix": func(t time.Time) int64 { return t.Unix() },
 	"json": func(v any) (string, error) {
@@ -41,10 +51,10 @@ func Parse(name, text string) (*template.Template, error) {
 	return t, nil
 }
 
-// Render executes t over r. Errors never include the rendered text.
+// Render executes t over the View of r. Errors never include the rendered text.
 func Render(t *template.Template, r oapi.TokenResponse) ([]byte, error) {
 	var b bytes.Buffer
-	if err := t.Execute(&b, r); err != nil {
+	if err := t.Execute(&b, NewView(r)); err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name(), err)
 	}
 	return b.Bytes(), nil
