@@ -37,7 +37,6 @@ func mustServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	h, err := httpapi.New(httpapi.Deps{
-		Store:    st,
 		Registry: registry.New(st, kinds.All(), time.Now),
 		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(time.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, "tokensvc", time.Now),

@@ -118,7 +118,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	operators := operatorauth.New(admin, oidc)
 	deps := httpapi.Deps{
-		Store:     st,
 		Registry:  registry.New(st, kinds.All(), now, regOpts...),
 		Issuer:    tokens.NewIssuer(st, kinds.All(), signer.New(now), be.transit),
 		Devices:   verifier,

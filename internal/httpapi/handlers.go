@@ -3,14 +3,11 @@ package httpapi
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -35,20 +32,9 @@ func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObj
 		TTL:       durationOf(req.Params.Ttl),
 		Transport: signer.Transport(deref(req.Params.Transport)),
 	}
-	dev := rt.device
-	issued, err := s.deps.Issuer.Issue(ctx, dev, tr)
+	issued, err := s.deps.Issuer.Issue(ctx, rt.device, tr)
 	if err != nil {
 		return nil, err
-	}
-	// One record per issued token: who and for how long, never the token itself.
-	if s.log.Enabled(ctx, slog.LevelInfo) {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
-			slog.String("device", dev.ID),
-			slog.String("module", tr.ModuleID),
-			slog.String("hub", issued.Hub.Name),
-			slog.Time("expiresAt", issued.Token.ExpiresAt),
-			slog.String("requestId", middleware.GetReqID(ctx)),
-		)
 	}
 	body := tokenToAPI(issued)
 	accept, _ := ctx.Value(acceptKey).(string)
@@ -165,7 +151,7 @@ func (s *Server) CreateHub(ctx context.Context, req oapiserver.CreateHubRequestO
 
 // ListHubs lists hubs.
 func (s *Server) ListHubs(ctx context.Context, _ oapiserver.ListHubsRequestObject) (oapiserver.ListHubsResponseObject, error) {
-	hubs, err := s.deps.Store.ListHubs(ctx)
+	hubs, err := s.deps.Registry.ListHubs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -178,17 +164,17 @@ func (s *Server) ListHubs(ctx context.Context, _ oapiserver.ListHubsRequestObjec
 
 // GetHub returns one hub.
 func (s *Server) GetHub(ctx context.Context, req oapiserver.GetHubRequestObject) (oapiserver.GetHubResponseObject, error) {
-	h, err := s.deps.Store.GetHub(ctx, req.Name)
+	h, err := s.deps.Registry.GetHub(ctx, req.Name)
 	if err != nil {
-		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
+		return nil, err
 	}
 	return oapiserver.GetHub200JSONResponse(hubToAPI(h)), nil
 }
 
 // DeleteHub deletes a hub no device uses.
 func (s *Server) DeleteHub(ctx context.Context, req oapiserver.DeleteHubRequestObject) (oapiserver.DeleteHubResponseObject, error) {
-	if err := s.deps.Store.DeleteHub(ctx, req.Name); err != nil {
-		return nil, store.Describe(fmt.Sprintf("hub %q", req.Name), err)
+	if err := s.deps.Registry.DeleteHub(ctx, req.Name); err != nil {
+		return nil, err
 	}
 	s.log.InfoContext(ctx, "hub deleted", "hub", req.Name)
 	return oapiserver.DeleteHub204Response{}, nil
@@ -228,9 +214,9 @@ func (s *Server) GetDevice(ctx context.Context, req oapiserver.GetDeviceRequestO
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
-	d, err := s.deps.Store.GetDevice(ctx, req.DeviceId)
+	d, err := s.deps.Registry.GetDevice(ctx, req.DeviceId)
 	if err != nil {
-		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
+		return nil, err
 	}
 	return oapiserver.GetDevice200JSONResponse(deviceToAPI(d)), nil
 }
@@ -241,7 +227,7 @@ func (s *Server) ListDevices(ctx context.Context, req oapiserver.ListDevicesRequ
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
 	}
-	page, err := s.deps.Store.ListDevices(ctx, deref(req.Params.Cursor), limit)
+	page, err := s.deps.Registry.ListDevices(ctx, deref(req.Params.Cursor), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -275,8 +261,8 @@ func (s *Server) DeleteDevice(ctx context.Context, req oapiserver.DeleteDeviceRe
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
-	if err := s.deps.Store.DeleteDevice(ctx, req.DeviceId); err != nil {
-		return nil, store.Describe(fmt.Sprintf("device %q", req.DeviceId), err)
+	if err := s.deps.Registry.DeleteDevice(ctx, req.DeviceId); err != nil {
+		return nil, err
 	}
 	s.log.InfoContext(ctx, "device deleted", "device", req.DeviceId)
 	return oapiserver.DeleteDevice204Response{}, nil

@@ -106,7 +106,6 @@ func mustEnvWith(t testing.TB, o envOptions) *env {
 	}
 	verifier := deviceauth.NewVerifier(st, audience, clock.Now, verifierOpts...)
 	deps := httpapi.Deps{
-		Store:    st,
 		Registry: registry.New(st, kinds.All(), clock.Now),
 		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(clock.Now), nil),
 		Devices:  verifier,

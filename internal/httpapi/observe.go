@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -36,11 +37,13 @@ type (
 	noAudit   struct{}
 )
 
-// observedIssuer counts and audits every token request that reaches the issuer.
+// observedIssuer is the one place a token request that reaches the issuer is recorded:
+// counted, audited and, when issued, logged — who and for how long, never the token.
 type observedIssuer struct {
 	next    TokenIssuer
 	metrics Observer
 	audit   Auditor
+	log     *slog.Logger
 }
 
 func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Request) (tokens.Issued, error) {
@@ -59,6 +62,15 @@ func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Re
 	if err == nil {
 		exp := issued.Token.ExpiresAt
 		rec.ExpiresAt = &exp
+		if o.log.Enabled(ctx, slog.LevelInfo) {
+			o.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+				slog.String("device", d.ID),
+				slog.String("module", r.ModuleID),
+				slog.String("hub", issued.Hub.Name),
+				slog.Time("expiresAt", exp),
+				slog.String("requestId", rec.RequestID),
+			)
+		}
 	}
 	o.audit.Log(rec)
 	return issued, err

@@ -57,7 +57,6 @@ func mustOpsEnv(t testing.TB, tweak func(d *httpapi.Deps, clock *fakeClock)) *op
 	var ist store.Store = m.InstrumentStore(st)
 	logs, auditBuf := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	d := httpapi.Deps{
-		Store:          ist,
 		Registry:       registry.New(ist, kinds.All(), clock.Now),
 		Issuer:         tokens.NewIssuer(ist, kinds.All(), signer.New(clock.Now), nil),
 		Devices:        deviceauth.NewVerifier(ist, audience, clock.Now),

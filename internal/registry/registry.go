@@ -211,3 +211,47 @@ func (r *Registry) Revoke(ctx context.Context, id string) (domain.Device, error)
 	}
 	return d, nil
 }
+
+// GetHub returns a hub.
+func (r *Registry) GetHub(ctx context.Context, name string) (domain.Hub, error) {
+	h, err := r.store.GetHub(ctx, name)
+	if err != nil {
+		return domain.Hub{}, store.Describe(fmt.Sprintf("hub %q", name), err)
+	}
+	return h, nil
+}
+
+// ListHubs returns every hub, ordered by name.
+func (r *Registry) ListHubs(ctx context.Context) ([]domain.Hub, error) {
+	return r.store.ListHubs(ctx)
+}
+
+// DeleteHub deletes a hub no device uses.
+func (r *Registry) DeleteHub(ctx context.Context, name string) error {
+	if err := r.store.DeleteHub(ctx, name); err != nil {
+		return store.Describe(fmt.Sprintf("hub %q", name), err)
+	}
+	return nil
+}
+
+// GetDevice returns a device.
+func (r *Registry) GetDevice(ctx context.Context, id string) (domain.Device, error) {
+	d, err := r.store.GetDevice(ctx, id)
+	if err != nil {
+		return domain.Device{}, store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	return d, nil
+}
+
+// ListDevices returns up to limit devices ordered by ID, after cursor.
+func (r *Registry) ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error) {
+	return r.store.ListDevices(ctx, cursor, limit)
+}
+
+// DeleteDevice deletes a device.
+func (r *Registry) DeleteDevice(ctx context.Context, id string) error {
+	if err := r.store.DeleteDevice(ctx, id); err != nil {
+		return store.Describe(fmt.Sprintf("device %q", id), err)
+	}
+	return nil
+}

@@ -69,7 +69,6 @@ func StartService(tb testing.TB, ca *CA) *Service {
 	logs := &syncbuf.Buffer{}
 	reg := registry.New(st, kinds.All(), time.Now)
 	h, err := httpapi.New(httpapi.Deps{
-		Store:    st,
 		Registry: reg,
 		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(time.Now), nil),
 		Devices:  deviceauth.NewVerifier(st, Audience, time.Now),
