@@ -47,7 +47,11 @@ type Hub struct {
 	// Transit keeps this hub's keys (device, module and policy keys) in Vault Transit:
 	// signatures are computed inside Vault and key material is never stored in records
 	// or read back. Only a store that implements transit signing accepts such a hub.
-	Transit    bool
+	Transit bool
+	// Settings holds a kind's own configuration that no other package interprets: a
+	// new kind keeps its settings here, so neither the stores nor the registry change
+	// for it (nil when the kind has none). Values are not secret.
+	Settings   map[string]string
 	DefaultTTL time.Duration
 	MaxTTL     time.Duration
 	CreatedAt  time.Time

@@ -42,20 +42,21 @@ type wireOp struct {
 }
 
 type wireHub struct {
-	Name            string    `json:"name"`
-	Kind            string    `json:"kind,omitempty"`
-	Hostname        string    `json:"hostname,omitempty"`
-	EntityPath      string    `json:"entityPath,omitempty"`
-	IDScope         string    `json:"idScope,omitempty"`
-	Mode            string    `json:"mode,omitempty"`
-	PolicyName      string    `json:"policyName,omitempty"`
-	PolicyKey       string    `json:"policyKey,omitempty"`
-	GatewayHostName string    `json:"gatewayHostName,omitempty"`
-	CACert          string    `json:"caCert,omitempty"`
-	Transit         bool      `json:"transit,omitempty"`
-	DefaultTTL      int64     `json:"defaultTTLNanos,omitempty"`
-	MaxTTL          int64     `json:"maxTTLNanos,omitempty"`
-	CreatedAt       time.Time `json:"createdAt"`
+	Name            string            `json:"name"`
+	Kind            string            `json:"kind,omitempty"`
+	Hostname        string            `json:"hostname,omitempty"`
+	EntityPath      string            `json:"entityPath,omitempty"`
+	IDScope         string            `json:"idScope,omitempty"`
+	Mode            string            `json:"mode,omitempty"`
+	PolicyName      string            `json:"policyName,omitempty"`
+	PolicyKey       string            `json:"policyKey,omitempty"`
+	GatewayHostName string            `json:"gatewayHostName,omitempty"`
+	CACert          string            `json:"caCert,omitempty"`
+	Transit         bool              `json:"transit,omitempty"`
+	Settings        map[string]string `json:"settings,omitempty"`
+	DefaultTTL      int64             `json:"defaultTTLNanos,omitempty"`
+	MaxTTL          int64             `json:"maxTTLNanos,omitempty"`
+	CreatedAt       time.Time         `json:"createdAt"`
 }
 
 type wireModule struct {
@@ -96,6 +97,7 @@ func toWireHub(h *domain.Hub) *wireHub {
 		GatewayHostName: h.GatewayHostName,
 		CACert:          h.CACert,
 		Transit:         h.Transit,
+		Settings:        h.Settings,
 		DefaultTTL:      int64(h.DefaultTTL),
 		MaxTTL:          int64(h.MaxTTL),
 		CreatedAt:       h.CreatedAt,
@@ -115,6 +117,7 @@ func (w *wireHub) hub() *domain.Hub {
 		GatewayHostName: w.GatewayHostName,
 		CACert:          w.CACert,
 		Transit:         w.Transit,
+		Settings:        w.Settings,
 		DefaultTTL:      time.Duration(w.DefaultTTL),
 		MaxTTL:          time.Duration(w.MaxTTL),
 		CreatedAt:       w.CreatedAt,

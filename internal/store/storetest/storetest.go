@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -99,6 +100,7 @@ func iotHub(name string) domain.Hub {
 		Mode:            domain.SignDeviceKey,
 		GatewayHostName: "edge-" + name + ".example.net",
 		CACert:          testPublicKeyPEM,
+		Settings:        map[string]string{"kind.option": "a value with = & ; characters"},
 		DefaultTTL:      time.Hour,
 		MaxTTL:          24*time.Hour + time.Nanosecond,
 		CreatedAt:       created,
@@ -805,6 +807,9 @@ func diffHub(got, want domain.Hub) []string {
 	d = diffField(d, "PolicyKey", got.PolicyKey, want.PolicyKey)
 	d = diffField(d, "GatewayHostName", got.GatewayHostName, want.GatewayHostName)
 	d = diffField(d, "CACert", got.CACert, want.CACert)
+	if !maps.Equal(got.Settings, want.Settings) {
+		d = append(d, fmt.Sprintf("Settings: got %q, want %q", got.Settings, want.Settings))
+	}
 	d = diffField(d, "DefaultTTL", got.DefaultTTL, want.DefaultTTL)
 	d = diffField(d, "MaxTTL", got.MaxTTL, want.MaxTTL)
 	d = diffTime(d, "CreatedAt", got.CreatedAt, want.CreatedAt)

@@ -12,17 +12,18 @@ import (
 // what existing Vault data means.
 
 type hubRecord struct {
-	Name            string `json:"name"`
-	Kind            string `json:"kind,omitempty"`
-	Hostname        string `json:"hostname,omitempty"`
-	EntityPath      string `json:"entityPath,omitempty"`
-	IDScope         string `json:"idScope,omitempty"`
-	Mode            string `json:"mode,omitempty"`
-	PolicyName      string `json:"policyName,omitempty"`
-	PolicyKey       string `json:"policyKey,omitempty"`
-	GatewayHostName string `json:"gatewayHostName,omitempty"`
-	CACert          string `json:"caCert,omitempty"`
-	Transit         bool   `json:"transit,omitempty"`
+	Name            string            `json:"name"`
+	Kind            string            `json:"kind,omitempty"`
+	Hostname        string            `json:"hostname,omitempty"`
+	EntityPath      string            `json:"entityPath,omitempty"`
+	IDScope         string            `json:"idScope,omitempty"`
+	Mode            string            `json:"mode,omitempty"`
+	PolicyName      string            `json:"policyName,omitempty"`
+	PolicyKey       string            `json:"policyKey,omitempty"`
+	GatewayHostName string            `json:"gatewayHostName,omitempty"`
+	CACert          string            `json:"caCert,omitempty"`
+	Transit         bool              `json:"transit,omitempty"`
+	Settings        map[string]string `json:"settings,omitempty"`
 	// TransitKey names the Transit key holding the policy or group key (Transit hubs
 	// in modes policy and groupKey).
 	TransitKey string    `json:"transitKey,omitempty"`
@@ -92,6 +93,7 @@ func toHubRecord(h *domain.Hub) hubRecord {
 		GatewayHostName: h.GatewayHostName,
 		CACert:          h.CACert,
 		Transit:         h.Transit,
+		Settings:        h.Settings,
 		DefaultTTL:      int64(h.DefaultTTL),
 		MaxTTL:          int64(h.MaxTTL),
 		CreatedAt:       h.CreatedAt,
@@ -111,6 +113,7 @@ func (r *hubRecord) hub() domain.Hub {
 		GatewayHostName: r.GatewayHostName,
 		CACert:          r.CACert,
 		Transit:         r.Transit,
+		Settings:        r.Settings,
 		DefaultTTL:      time.Duration(r.DefaultTTL),
 		MaxTTL:          time.Duration(r.MaxTTL),
 		CreatedAt:       r.CreatedAt,
