@@ -83,7 +83,7 @@ func fileSize(tb testing.TB, path string) int64 {
 func iotHub(name string) domain.Hub {
 	return domain.Hub{
 		Name: name, Kind: domain.KindIoTHub, Hostname: name + ".azure-devices.net",
-		Mode: domain.SignDeviceKey, CACert: testPEM,
+		Mode: domain.SignDeviceKey, CACert: testPEM, Settings: map[string]string{"k": "v"},
 		DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, CreatedAt: t0,
 	}
 }
