@@ -1,6 +1,12 @@
 package target
 
-import "github.com/tokensvc/tokensvc/internal/domain"
+import (
+	"context"
+	"fmt"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/signer"
+)
 
 // Helpers for the rules the SAS kinds share about which identities carry keys.
 
@@ -59,4 +65,28 @@ func ServerName(h domain.Hub) string {
 		return h.GatewayHostName
 	}
 	return h.Hostname
+}
+
+// NoModuleCredential refuses a module's credential on a kind that has no modules.
+func NoModuleCredential(r Request) error {
+	if r.ModuleID != "" {
+		return fmt.Errorf("module %q of device %q: %w", r.ModuleID, r.Device.ID, ErrForbidden)
+	}
+	return nil
+}
+
+// MintSAS signs req with the key k names and returns the token with the profiles
+// build makes for it, trusting the hub's (or its gateway's) host and CA.
+func MintSAS(ctx context.Context, s Signers, h domain.Hub, r Request, k Key, req signer.Request, build func(token string) signer.Profiles) (Minted, error) {
+	req.TTL = r.TTL
+	tok, err := s.SAS.SignSAS(ctx, h, r.Device, r.ModuleID, k, req)
+	if err != nil {
+		return Minted{}, err
+	}
+	return Minted{
+		Token:         tok,
+		Profiles:      build(tok.Value),
+		TLSServerName: ServerName(h),
+		CACert:        h.CACert,
+	}, nil
 }

@@ -5,7 +5,6 @@ package dps
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -68,28 +67,20 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 
 // Mint implements target.Kind.
 func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
-	if r.ModuleID != "" {
-		return target.Minted{}, fmt.Errorf("module %q of device %q: %w", r.ModuleID, r.Device.ID, target.ErrForbidden)
+	if err := target.NoModuleCredential(r); err != nil {
+		return target.Minted{}, err
 	}
 	req := signer.Request{
 		Resource:   signer.DPSRegistrationResource(h.IDScope, r.Device.ID),
 		PolicyName: signer.DPSPolicyName,
-		TTL:        r.TTL,
 	}
 	key := target.KeyIdentity
 	if h.Mode == domain.SignGroupKey {
 		key = target.KeyGroupDerived
 	}
-	tok, err := s.SAS.SignSAS(ctx, h, r.Device, "", key, req)
-	if err != nil {
-		return target.Minted{}, err
-	}
-	return target.Minted{
-		Token:         tok,
-		Profiles:      signer.DPSProfiles(h.Hostname, h.IDScope, r.Device.ID, tok.Value, r.Transport),
-		TLSServerName: target.ServerName(h),
-		CACert:        h.CACert,
-	}, nil
+	return target.MintSAS(ctx, s, h, r, key, req, func(tok string) signer.Profiles {
+		return signer.DPSProfiles(h.Hostname, h.IDScope, r.Device.ID, tok, r.Transport)
+	})
 }
 
 // ValidRegistrationID applies DPS's rules: letters, digits and - . _ : only, ending in

@@ -4,7 +4,6 @@ package eventhubs
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -49,22 +48,14 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 
 // Mint implements target.Kind. The key is the policy key's UTF-8 text, not base64.
 func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
-	if r.ModuleID != "" {
-		return target.Minted{}, fmt.Errorf("module %q of device %q: %w", r.ModuleID, r.Device.ID, target.ErrForbidden)
+	if err := target.NoModuleCredential(r); err != nil {
+		return target.Minted{}, err
 	}
 	req := signer.Request{
 		Resource:   signer.EventHubsPublisherResource(h.Hostname, h.EntityPath, r.Device.ID),
 		PolicyName: h.PolicyName,
-		TTL:        r.TTL,
 	}
-	tok, err := s.SAS.SignSAS(ctx, h, r.Device, "", target.KeyPolicyText, req)
-	if err != nil {
-		return target.Minted{}, err
-	}
-	return target.Minted{
-		Token:         tok,
-		Profiles:      signer.EventHubsProfiles(h.Hostname, h.EntityPath, r.Device.ID, tok.Value, r.Transport),
-		TLSServerName: target.ServerName(h),
-		CACert:        h.CACert,
-	}, nil
+	return target.MintSAS(ctx, s, h, r, target.KeyPolicyText, req, func(tok string) signer.Profiles {
+		return signer.EventHubsProfiles(h.Hostname, h.EntityPath, r.Device.ID, tok, r.Transport)
+	})
 }

@@ -64,20 +64,13 @@ func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.R
 		}
 	}
 	id := signer.Identity{Host: h.Hostname, DeviceID: r.Device.ID, ModuleID: r.ModuleID, GatewayHostName: h.GatewayHostName}
-	req := signer.Request{Resource: id.Resource(), TTL: r.TTL}
+	req := signer.Request{Resource: id.Resource()}
 	key := target.KeyIdentity
 	if h.Mode == domain.SignPolicy {
 		// The token service pattern: the hub policy signs, scoped to this one identity.
 		key, req.PolicyName = target.KeyPolicy, h.PolicyName
 	}
-	tok, err := s.SAS.SignSAS(ctx, h, r.Device, r.ModuleID, key, req)
-	if err != nil {
-		return target.Minted{}, err
-	}
-	return target.Minted{
-		Token:         tok,
-		Profiles:      signer.IoTHubProfiles(id, tok.Value, r.Transport),
-		TLSServerName: target.ServerName(h),
-		CACert:        h.CACert,
-	}, nil
+	return target.MintSAS(ctx, s, h, r, key, req, func(tok string) signer.Profiles {
+		return signer.IoTHubProfiles(id, tok, r.Transport)
+	})
 }
