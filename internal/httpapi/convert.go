@@ -47,6 +47,7 @@ func hubFromAPI(in oapi.HubCreate) domain.Hub {
 		GatewayHostName: deref(in.GatewayHostName),
 		CACert:          deref(in.CaCert),
 		Transit:         deref(in.Transit),
+		Settings:        deref(in.Settings),
 		DefaultTTL:      durationOf(in.DefaultTtlSeconds),
 		MaxTTL:          durationOf(in.MaxTtlSeconds),
 	}
@@ -54,6 +55,11 @@ func hubFromAPI(in oapi.HubCreate) domain.Hub {
 
 // hubToAPI never carries the policy key.
 func hubToAPI(h domain.Hub) oapi.Hub {
+	var settings *oapi.HubSettings
+	if len(h.Settings) > 0 {
+		s := oapi.HubSettings(h.Settings)
+		settings = &s
+	}
 	return oapi.Hub{
 		Name:              h.Name,
 		Kind:              oapi.HubKind(h.Kind),
@@ -65,6 +71,7 @@ func hubToAPI(h domain.Hub) oapi.Hub {
 		GatewayHostName:   ptrIfSet(h.GatewayHostName),
 		CaCert:            ptrIfSet(h.CACert),
 		Transit:           ptrIfSet(h.Transit),
+		Settings:          settings,
 		DefaultTtlSeconds: seconds(h.DefaultTTL),
 		MaxTtlSeconds:     seconds(h.MaxTTL),
 		CreatedAt:         h.CreatedAt,

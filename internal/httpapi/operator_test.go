@@ -182,6 +182,8 @@ func TestBadInput(t *testing.T) {
 		{"hub: ttl below minimum", "POST", "/hubs", hub(`,"defaultTtlSeconds":1`), adminToken, 400},
 		{"hub: ca cert not PEM", "POST", "/hubs", hub(`,"caCert":"hello"`), adminToken, 400},
 		{"hub: transit on the embedded store", "POST", "/hubs", hub(`,"transit":true`), adminToken, 400},
+		{"hub: a setting the kind does not take", "POST", "/hubs", hub(`,"settings":{"authorizerName":"a"}`), adminToken, 400},
+		{"hub: a setting that is not a string", "POST", "/hubs", hub(`,"settings":{"n":1}`), adminToken, 400},
 		{"hub: duplicate", "POST", "/hubs", `{"name":"main","kind":"iothub","hostname":"x.azure-devices.net"}`, adminToken, 409},
 		{"hub: wrong content type", "POST", "/hubs", "name=h2", adminToken, 400},
 		{"hub: get unknown", "GET", "/hubs/nope", "", adminToken, 404},

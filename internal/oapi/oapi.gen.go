@@ -340,7 +340,12 @@ type Hub struct {
 	Mode       SigningMode `json:"mode"`
 	Name       string      `json:"name"`
 	PolicyName *string     `json:"policyName,omitempty"`
-	Transit    *bool       `json:"transit,omitempty"`
+
+	// Settings Settings of the hub's kind that have no field of their own, by name; the kind
+	// says which it takes (the kinds of today take none) and rejects any other. Not
+	// secret: they are returned as given.
+	Settings *HubSettings `json:"settings,omitempty"`
+	Transit  *bool        `json:"transit,omitempty"`
 }
 
 // HubCreate defines model for HubCreate.
@@ -370,6 +375,11 @@ type HubCreate struct {
 	PolicyKey  *Key    `json:"policyKey,omitempty"`
 	PolicyName *string `json:"policyName,omitempty"`
 
+	// Settings Settings of the hub's kind that have no field of their own, by name; the kind
+	// says which it takes (the kinds of today take none) and rejects any other. Not
+	// secret: they are returned as given.
+	Settings *HubSettings `json:"settings,omitempty"`
+
 	// Transit Keep this hub's keys in Vault Transit (store vault only): signatures are
 	// computed inside Vault and tokensvc never reads a key back.
 	Transit *bool `json:"transit,omitempty"`
@@ -380,6 +390,11 @@ type HubKind string
 
 // HubName defines model for HubName.
 type HubName = string
+
+// HubSettings Settings of the hub's kind that have no field of their own, by name; the kind
+// says which it takes (the kinds of today take none) and rejects any other. Not
+// secret: they are returned as given.
+type HubSettings map[string]string
 
 // IdentityId An IoT Hub device or module ID (case-sensitive).
 type IdentityId = string

@@ -48,3 +48,25 @@ func TestSetRefusesTwoKindsWithOneName(t *testing.T) {
 	}()
 	target.NewSet(iothub.Kind{}, iothub.Kind{})
 }
+
+func TestCheckSettings(t *testing.T) {
+	tests := []struct {
+		name     string
+		settings map[string]string
+		allowed  []string
+		wantErr  error
+	}{
+		{"none given, none taken", nil, nil, nil},
+		{"one given, none taken", map[string]string{"x": "1"}, nil, domain.ErrInvalid},
+		{"allowed", map[string]string{"x": "1"}, []string{"x", "y"}, nil},
+		{"not allowed", map[string]string{"z": "1"}, []string{"x", "y"}, domain.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := domain.Hub{Kind: "k", Settings: tt.settings}
+			if err := target.CheckSettings(h, tt.allowed...); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}

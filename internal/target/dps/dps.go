@@ -26,6 +26,9 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignDeviceKey
 	}
+	if err := target.CheckSettings(*h); err != nil {
+		return err
+	}
 	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignGroupKey {
 		return domain.Invalid("a dps hub signs with mode deviceKey or groupKey, not %s", h.Mode)
 	}

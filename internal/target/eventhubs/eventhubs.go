@@ -23,6 +23,9 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignPolicy
 	}
+	if err := target.CheckSettings(*h); err != nil {
+		return err
+	}
 	if h.Mode != domain.SignPolicy {
 		return domain.Invalid("an eventhubs hub signs with mode policy (a send policy)")
 	}

@@ -26,6 +26,9 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignDeviceKey
 	}
+	if err := target.CheckSettings(*h); err != nil {
+		return err
+	}
 	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignPolicy {
 		return domain.Invalid("an iothub hub signs with mode deviceKey or policy, not %s", h.Mode)
 	}
