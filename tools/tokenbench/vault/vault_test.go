@@ -1,4 +1,4 @@
-package main
+package vault
 
 import (
 	"encoding/base64"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
 )
 
 func TestVaultConfigValidate(t *testing.T) {
@@ -51,7 +53,7 @@ func TestVaultConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseVaultConfig(tt.args, tt.getenv, &strings.Builder{})
+			_, err := ParseConfig(tt.args, tt.getenv, &strings.Builder{})
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("got %v, want no error", err)
@@ -105,7 +107,7 @@ func TestRawHMACPhase(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	cfg := VaultConfig{VaultAddr: srv.URL, TransitMount: "transit", TransitKey: "k", VaultToken: "tok", KVHub: "h"}
+	cfg := Config{VaultAddr: srv.URL, TransitMount: "transit", TransitKey: "k", VaultToken: "tok", KVHub: "h"}
 	if err := probeHMAC(t.Context(), srv.Client(), cfg); err == nil {
 		t.Fatal("probe: got nil after a 429, want an error")
 	}
@@ -114,8 +116,8 @@ func TestRawHMACPhase(t *testing.T) {
 		t.Fatalf("probe: %v", err)
 	}
 	n.Store(0)
-	p := phase{name: "raw", url: hmacURL(cfg), workers: 1, duration: 10 * time.Second, requests: 5, maxWait: time.Second, timeout: time.Second}
-	r := runVaultPhase(t.Context(), srv.Client(), cfg, p, nil)
+	p := bench.Phase{Name: "raw", URL: hmacURL(cfg), Workers: 1, Duration: 10 * time.Second, Requests: 5, MaxWait: time.Second, Timeout: time.Second}
+	r := runPhase(t.Context(), srv.Client(), cfg, p, nil)
 	if r.OK != 3 || r.Refusals["429"] != 1 || r.Errors["403"] != 1 {
 		t.Errorf("got ok %d refusals %v errors %v, want 3, 429×1, 403×1", r.OK, r.Refusals, r.Errors)
 	}
