@@ -32,6 +32,20 @@ func NewClient(workers int, tlsCfg *tls.Config, dials *atomic.Int64) *http.Clien
 	return &http.Client{Transport: tr}
 }
 
+// KeepAlive is the keep-alive client of a benchmark's workers, counting the TCP
+// connections it opens.
+type KeepAlive struct {
+	*http.Client
+	dials atomic.Int64
+}
+
+// NewKeepAlive is a KeepAlive with room for workers connections.
+func NewKeepAlive(workers int) *KeepAlive {
+	k := &KeepAlive{}
+	k.Client = NewClient(workers, nil, &k.dials)
+	return k
+}
+
 // Probe does one GET /token at url and returns the response body; anything but 200 is
 // an error. It proves the setup works and sizes the baseline's body.
 func Probe(ctx context.Context, client *http.Client, url, assertion string) ([]byte, error) {
@@ -57,6 +71,11 @@ func Probe(ctx context.Context, client *http.Client, url, assertion string) ([]b
 	return b, nil
 }
 
+// ProbeDevice is Probe of the service at baseURL with an HS256 assertion of d.
+func ProbeDevice(ctx context.Context, client *http.Client, baseURL, audience string, d Device) ([]byte, error) {
+	return Probe(ctx, client, baseURL+"/token", NewSigner(audience, "probe-").Sign(d, time.Now()))
+}
+
 // WarmUp runs p for d, unmeasured, through run; with d ≤ 0 it does nothing.
 func WarmUp(ctx context.Context, p Phase, d time.Duration, run func(context.Context, Phase) Result) {
 	if d <= 0 {
@@ -66,17 +85,17 @@ func WarmUp(ctx context.Context, p Phase, d time.Duration, run func(context.Cont
 	run(ctx, p)
 }
 
-// Measure runs p through run and adds to the result the TCP connections it opened
-// (counted by dials) and this process's CPU per successful request; it also returns the
-// CPU per successful request of each of pids (0 for pids ≤ 0).
-func Measure(ctx context.Context, p Phase, dials *atomic.Int64, run func(context.Context, Phase) Result, pids ...int) (Result, []Micros, error) {
+// Measure runs p through run and adds to the result the TCP connections client opened
+// meanwhile and this process's CPU per successful request; it also returns the CPU per
+// successful request of each of pids (0 for pids ≤ 0).
+func Measure(ctx context.Context, p Phase, client *KeepAlive, run func(context.Context, Phase) Result, pids ...int) (Result, []Micros, error) {
 	meter, err := StartCPU(pids...)
 	if err != nil {
 		return Result{}, nil, err
 	}
-	dials0 := dials.Load()
+	dials0 := client.dials.Load()
 	r := run(ctx, p)
-	r.NewConns = int(dials.Load() - dials0)
+	r.NewConns = int(client.dials.Load() - dials0)
 	self, procs, err := meter.PerOp(r.OK)
 	r.ClientCPUPerReq = self
 	return r, procs, err

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -58,9 +59,13 @@ func (c *Common) Register(fs *flag.FlagSet, d Defaults) {
 	}
 }
 
-// Finish completes c once fs is parsed: no stray arguments, the admin token from
-// TOKENSVC_ADMIN_TOKEN, the default device prefix and metrics URL.
-func (c *Common) Finish(fs *flag.FlagSet, getenv func(string) string) error {
+// Parse parses args with fs (Register's flags and the benchmark's own) and completes
+// c: no stray arguments, the admin token from TOKENSVC_ADMIN_TOKEN, the default device
+// prefix and metrics URL.
+func (c *Common) Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -106,6 +111,22 @@ func (c Common) NeedAdmin(what string) error {
 		return fmt.Errorf("%s provisions its devices: set TOKENSVC_ADMIN_TOKEN", what)
 	}
 	return nil
+}
+
+// Phase is a phase named name against url with c's workers and patience and ph's
+// bounds.
+func (c Common) Phase(name, url string, ph Phases) Phase {
+	return Phase{Name: name, URL: url, Workers: c.Workers, Duration: ph.Duration, Requests: ph.Requests, MaxWait: c.MaxWait, Timeout: c.Timeout}
+}
+
+// Print writes rep as JSON with -json, else as table writes it; then it reports
+// whether the run was interrupted (ctx's error).
+func (c Common) Print(ctx context.Context, w io.Writer, rep any, table func(io.Writer)) error {
+	if c.JSON {
+		return WriteJSON(w, rep)
+	}
+	table(w)
+	return ctx.Err()
 }
 
 // Phases is how long the keep-alive benchmarks measure each phase.

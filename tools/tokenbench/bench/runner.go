@@ -88,12 +88,15 @@ func TokenPhase(ctx context.Context, client *http.Client, p Phase, devices []Dev
 // OutcomeKind classifies one exchange.
 type OutcomeKind int
 
-// The kinds of outcome.
 const (
-	OutcomeOK       OutcomeKind = iota // 2xx
-	OutcomeRefused                     // 429 or 503 with Retry-After: deliberate
-	OutcomeError                       // any other status, or a transport failure
-	OutcomeCanceled                    // the run ended while the request was out: not counted
+	// OutcomeOK is a 2xx answer.
+	OutcomeOK OutcomeKind = iota
+	// OutcomeRefused is a deliberate refusal: 429 or 503 with Retry-After.
+	OutcomeRefused
+	// OutcomeError is any other status, or a transport failure.
+	OutcomeError
+	// OutcomeCanceled is a request the run's end cut short: not counted.
+	OutcomeCanceled
 )
 
 // Outcome is what one exchange came to.

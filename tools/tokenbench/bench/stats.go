@@ -132,6 +132,14 @@ func Summarize(name, target string, workers int, elapsed time.Duration, tallies 
 	return r
 }
 
+// Ratio is a/b, or 0 when b is not above 0 (nothing to compare with).
+func Ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
 // Counts renders a count map as "k×n k×n" in key order, or "0" when empty.
 func Counts(m map[string]int) string {
 	if len(m) == 0 {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -61,10 +60,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Hub, "hub", "bench", "hub the provisioned devices belong to (created if absent)")
 	fs.BoolVar(&c.Baseline, "baseline", true, "also measure a bare net/http handler with a body of the same size, in this process")
 	fs.BoolVar(&c.BaselineProc, "baseline-process", false, "run the baseline handler in a child process (like tokensvc) instead of in this one, and report its CPU per request")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if err := c.Common.Finish(fs, getenv); err != nil {
+	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
@@ -85,15 +81,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	var dials atomic.Int64
-	client := bench.NewClient(cfg.Workers, nil, &dials)
+	client := bench.NewKeepAlive(cfg.Workers)
 	defer client.CloseIdleConnections()
 
-	devices, err := devicesFor(ctx, client, cfg)
+	devices, err := devicesFor(ctx, client.Client, cfg)
 	if err != nil {
 		return err
 	}
-	body, err := bench.Probe(ctx, client, cfg.URL+"/token", bench.NewSigner(cfg.Audience, "probe-").Sign(devices[0], time.Now()))
+	body, err := bench.ProbeDevice(ctx, client.Client, cfg.URL, cfg.Audience, devices[0])
 	if err != nil {
 		return err
 	}
@@ -113,12 +108,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		targets = append([]target{{"baseline", base + "/token", pid}}, targets...)
 	}
 	run := func(ctx context.Context, p bench.Phase) bench.Result {
-		return bench.TokenPhase(ctx, client, p, devices, cfg.Audience)
+		return bench.TokenPhase(ctx, client.Client, p, devices, cfg.Audience)
 	}
 	for _, t := range targets {
-		p := bench.Phase{Name: t.name, URL: t.url, Workers: cfg.Workers, Duration: cfg.Duration, Requests: cfg.Requests, MaxWait: cfg.MaxWait, Timeout: cfg.Timeout}
+		p := cfg.Phase(t.name, t.url, cfg.Phases)
 		bench.WarmUp(ctx, p, cfg.Warmup, run)
-		r, cpu, err := bench.Measure(ctx, p, &dials, run, t.pid)
+		r, cpu, err := bench.Measure(ctx, p, client, run, t.pid)
 		if err != nil {
 			return err
 		}
@@ -128,14 +123,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			break
 		}
 	}
-	if len(rep.Results) == 2 && rep.Results[0].Throughput > 0 {
-		rep.Ratio = rep.Results[1].Throughput / rep.Results[0].Throughput
+	if len(rep.Results) == 2 {
+		rep.Ratio = bench.Ratio(rep.Results[1].Throughput, rep.Results[0].Throughput)
 	}
-	if cfg.JSON {
-		return bench.WriteJSON(stdout, rep)
-	}
-	printTable(stdout, cfg, rep)
-	return ctx.Err()
+	return cfg.Print(ctx, stdout, rep, func(w io.Writer) { printTable(w, cfg, rep) })
 }
 
 // devicesFor reads cfg.DevicesFile or provisions cfg.Provision devices.

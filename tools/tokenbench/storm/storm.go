@@ -72,10 +72,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.TLSKey, "tls-key", "", "key of -tls-cert")
 	fs.BoolVar(&c.PostQuantum, "pq", false, "let the client offer Go's default hybrid post-quantum key exchange (X25519MLKEM768); default X25519 and P-256 only, like typical device TLS stacks")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's CPU profile during the tokensvc storm to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if err := c.Common.Finish(fs, getenv); err != nil {
+	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
@@ -147,15 +144,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		rep.Results = append(rep.Results, r)
 	}
-	if n := len(rep.Results); n == 2 && rep.Results[0].Throughput > 0 {
-		rep.Ratio = rep.Results[1].Throughput / rep.Results[0].Throughput
+	if len(rep.Results) == 2 {
+		rep.Ratio = bench.Ratio(rep.Results[1].Throughput, rep.Results[0].Throughput)
 	}
 	rep.ToolPeakRSS, _ = bench.PeakRSS(0)
-	if cfg.JSON {
-		return bench.WriteJSON(stdout, rep)
-	}
-	printReport(stdout, rep)
-	return ctx.Err()
+	return cfg.Print(ctx, stdout, rep, func(w io.Writer) { printReport(w, rep) })
 }
 
 // provision generates cfg.Devices devices plus one for the probe and imports them all

@@ -19,50 +19,6 @@ import (
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
 )
 
-func TestStormConfigValidate(t *testing.T) {
-	dir := t.TempDir()
-	env := func(k string) string {
-		if k == "TOKENSVC_ADMIN_TOKEN" {
-			return "0123456789abcdef0123"
-		}
-		return ""
-	}
-	noAdmin := func(string) string { return "" }
-	tests := []struct {
-		name    string
-		args    []string
-		getenv  func(string) string
-		wantErr string
-	}{
-		{"loopback with cacert", []string{"-url", "https://127.0.0.1:8443", "-cacert", "ca.pem"}, env, ""},
-		{"localhost insecure", []string{"-url", "https://localhost:8443", "-insecure"}, env, ""},
-		{"plain http", []string{"-url", "http://127.0.0.1:8080", "-insecure"}, env, "want https"},
-		{"remote host", []string{"-url", "https://10.0.0.1:8443", "-insecure"}, env, "only loopback"},
-		{"remote metrics", []string{"-insecure", "-metrics-url", "http://example.com/metrics"}, env, "-metrics-url"},
-		{"no trust decision", nil, env, "-cacert FILE or -insecure"},
-		{"both trust flags", []string{"-cacert", "ca.pem", "-insecure"}, env, "-cacert FILE or -insecure"},
-		{"no admin token", []string{"-insecure"}, noAdmin, "TOKENSVC_ADMIN_TOKEN"},
-		{"no devices", []string{"-insecure", "-devices", "0"}, env, "-devices"},
-		{"too many devices", []string{"-insecure", "-devices", "1000001"}, env, "-devices"},
-		{"unbounded duration", []string{"-insecure", "-max-duration", "0"}, env, "-max-duration"},
-		{"too long", []string{"-insecure", "-max-duration", "31m"}, env, "-max-duration"},
-		{"no workers", []string{"-insecure", "-c", "0"}, env, "-c"},
-		{"baseline without its certificate", []string{"-insecure", "-baseline"}, env, "-tls-cert"},
-		{"baseline with certificate", []string{"-insecure", "-baseline", "-tls-cert", filepath.Join(dir, "c"), "-tls-key", filepath.Join(dir, "k")}, env, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig(tt.args, tt.getenv, &strings.Builder{})
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("got %v, want no error", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("got %v, want an error mentioning %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 // stormServer is a TLS test server whose handler decides per request; it counts the
 // connections it accepted and whether any TLS session was resumed.
 func stormServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *tls.Config, *atomic.Int64) {

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -76,10 +75,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.KVHub, "kv-hub", "bench-kv", "hub whose keys live in KV (created if absent)")
 	fs.StringVar(&c.TransitHub, "transit-hub", "bench-transit", "hub whose keys live in Transit (created with transit: true if absent)")
 	fs.IntVar(&c.VaultPID, "vault-pid", 0, "report Vault's CPU per request, from /proc")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if err := c.Common.Finish(fs, getenv); err != nil {
+	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	c.VaultAddr = strings.TrimRight(c.VaultAddr, "/")
@@ -114,24 +110,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	var dials atomic.Int64
-	client := bench.NewClient(cfg.Workers, nil, &dials)
+	client := bench.NewKeepAlive(cfg.Workers)
 	defer client.CloseIdleConnections()
 
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	kvDevs, trDevs, err := provisionHubs(pctx, client, cfg)
+	kvDevs, trDevs, err := provisionHubs(pctx, client.Client, cfg)
 	cancel()
 	if err != nil {
 		return err
 	}
-	body, err := bench.Probe(ctx, client, cfg.URL+"/token", bench.NewSigner(cfg.Audience, "probe-").Sign(kvDevs[0], time.Now()))
+	body, err := bench.ProbeDevice(ctx, client.Client, cfg.URL, cfg.Audience, kvDevs[0])
 	if err != nil {
 		return err
 	}
-	if _, err := bench.Probe(ctx, client, cfg.URL+"/token", bench.NewSigner(cfg.Audience, "probe-").Sign(trDevs[0], time.Now())); err != nil {
+	if _, err := bench.ProbeDevice(ctx, client.Client, cfg.URL, cfg.Audience, trDevs[0]); err != nil {
 		return fmt.Errorf("transit hub: %w", err)
 	}
-	if err := probeHMAC(ctx, client, cfg); err != nil {
+	if err := probeHMAC(ctx, client.Client, cfg); err != nil {
 		return err
 	}
 
@@ -145,7 +140,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{"tokensvc Transit", trDevs},
 	}
 	for _, ph := range phases {
-		r, err := measurePhase(ctx, client, cfg, ph.name, ph.devices, &dials)
+		r, err := measurePhase(ctx, client, cfg, ph.name, ph.devices)
 		if err != nil {
 			return err
 		}
@@ -154,15 +149,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			break
 		}
 	}
-	if len(rep.Results) == 3 && rep.Results[1].Throughput > 0 {
-		rep.KVRatio = rep.Results[0].Throughput / rep.Results[1].Throughput
-		rep.TransitRatio = rep.Results[2].Throughput / rep.Results[1].Throughput
+	if len(rep.Results) == 3 {
+		rep.KVRatio = bench.Ratio(rep.Results[0].Throughput, rep.Results[1].Throughput)
+		rep.TransitRatio = bench.Ratio(rep.Results[2].Throughput, rep.Results[1].Throughput)
 	}
-	if cfg.JSON {
-		return bench.WriteJSON(stdout, rep)
-	}
-	printReport(stdout, cfg, rep)
-	return ctx.Err()
+	return cfg.Print(ctx, stdout, rep, func(w io.Writer) { printReport(w, cfg, rep) })
 }
 
 // provisionHubs creates the KV hub, the Transit hub (transit: true) and cfg.Provision
@@ -189,20 +180,22 @@ func provisionHubs(ctx context.Context, client *http.Client, cfg Config) (kv, tr
 
 // measurePhase warms up, then measures one phase with tokensvc's and Vault's CPU and,
 // for a tokensvc phase, tokensvc's Vault reads around it.
-func measurePhase(ctx context.Context, client *http.Client, cfg Config, name string, devs []bench.Device, dials *atomic.Int64) (Result, error) {
+func measurePhase(ctx context.Context, client *bench.KeepAlive, cfg Config, name string, devs []bench.Device) (Result, error) {
 	target := cfg.URL + "/token"
 	metrics := cfg.MetricsURL
 	if devs == nil {
 		target, metrics = hmacURL(cfg), ""
 	}
-	p := bench.Phase{Name: name, URL: target, Workers: cfg.Workers, Duration: cfg.Duration, Requests: cfg.Requests, MaxWait: cfg.MaxWait, Timeout: cfg.Timeout}
-	run := func(ctx context.Context, p bench.Phase) bench.Result { return runPhase(ctx, client, cfg, p, devs) }
+	p := cfg.Phase(name, target, cfg.Phases)
+	run := func(ctx context.Context, p bench.Phase) bench.Result {
+		return runPhase(ctx, client.Client, cfg, p, devs)
+	}
 	bench.WarmUp(ctx, p, cfg.Warmup, run)
-	reads, err := bench.StartStoreReads(ctx, client, metrics)
+	reads, err := bench.StartStoreReads(ctx, client.Client, metrics)
 	if err != nil {
 		return Result{}, err
 	}
-	br, cpu, err := bench.Measure(ctx, p, dials, run, cfg.ServerPID, cfg.VaultPID)
+	br, cpu, err := bench.Measure(ctx, p, client, run, cfg.ServerPID, cfg.VaultPID)
 	r := Result{Result: br}
 	if err != nil || r.OK == 0 {
 		return r, err

@@ -5,64 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
 )
-
-func TestVaultConfigValidate(t *testing.T) {
-	env := func(k string) string {
-		switch k {
-		case "TOKENSVC_ADMIN_TOKEN":
-			return "0123456789abcdef0123"
-		case "VAULT_TOKEN":
-			return "hvs.test"
-		}
-		return ""
-	}
-	only := func(name string) func(string) string {
-		return func(k string) string {
-			if k == name {
-				return env(k)
-			}
-			return ""
-		}
-	}
-	tests := []struct {
-		name    string
-		args    []string
-		getenv  func(string) string
-		wantErr string
-	}{
-		{"defaults", nil, env, ""},
-		{"ipv6 loopback vault", []string{"-vault-addr", "https://[::1]:8200"}, env, ""},
-		{"remote tokensvc", []string{"-url", "http://192.0.2.1:8080"}, env, "only loopback"},
-		{"remote vault", []string{"-vault-addr", "https://vault.example.com:8200"}, env, "only loopback"},
-		{"vault without scheme", []string{"-vault-addr", "127.0.0.1:8200"}, env, "-vault-addr"},
-		{"no admin token", nil, only("VAULT_TOKEN"), "TOKENSVC_ADMIN_TOKEN"},
-		{"no vault token", nil, only("TOKENSVC_ADMIN_TOKEN"), "VAULT_TOKEN"},
-		{"key name with a slash", []string{"-transit-key", "a/../b"}, env, "-transit-key"},
-		{"same hub twice", []string{"-kv-hub", "h", "-transit-hub", "h"}, env, "two different"},
-		{"no duration", []string{"-d", "0"}, env, "-d"},
-		{"too long", []string{"-d", "11m"}, env, "-d"},
-		{"too many devices", []string{"-provision", "10001"}, env, "-provision"},
-		{"no workers", []string{"-c", "0"}, env, "-c"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig(tt.args, tt.getenv, &strings.Builder{})
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("got %v, want no error", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("got %v, want an error mentioning %q", err, tt.wantErr)
-			}
-		})
-	}
-}
 
 func TestHMACBodyIsTheSASStringToSign(t *testing.T) {
 	tests := []struct {
