@@ -56,6 +56,7 @@ bench-storm:
 bench-vault:
 	bash scripts/bench-vault.sh
 
-## build: a static binary in ./bin
+## build: the static binaries of the products in ./bin (tokensvc, tokenagent, tokenctl;
+## the load tool of tools/tokenbench is built by the bench-* targets)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/tokensvc ./cmd/tokenagent ./cmd/tokenctl

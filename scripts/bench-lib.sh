@@ -95,7 +95,7 @@ bench_run() {
 
 # bench_build: $work/tokensvc (from the working tree, or from commit REV through git
 # archive, e.g. to measure the committed service while it is being edited) and
-# $work/tokenbench (always the working tree).
+# $work/tokenbench, the load tool of tools/tokenbench (always the working tree).
 bench_build() {
 	if [[ -n ${REV:-} ]]; then
 		mkdir "$work/src"
@@ -105,7 +105,7 @@ bench_build() {
 	else
 		CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc" ./cmd/tokensvc
 	fi
-	CGO_ENABLED=0 $GO build -trimpath -o "$work/tokenbench" ./cmd/tokenbench
+	CGO_ENABLED=0 $GO build -trimpath -o "$work/tokenbench" ./tools/tokenbench
 }
 
 # bench_rev: which tokensvc bench_build built, for the header.

@@ -8,7 +8,7 @@
 #   scripts/bench-token.sh                 # 200 devices, 32 workers, 15 s per phase
 #   DEVICES=500 WORKERS=64 DURATION=30s scripts/bench-token.sh -json
 #   REV=HEAD scripts/bench-token.sh        # tokensvc built from a commit (git archive)
-# Extra arguments go to tokenbench.
+# Extra arguments go to tokenbench load.
 set -euo pipefail
 
 . "$(dirname "$0")/bench-lib.sh"
@@ -21,8 +21,8 @@ url="http://127.0.0.1:$port"
 bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$work/data" "${TOKENSVC_NO_LIMITS[@]}"
 
 bench_machine
-echo "# tokensvc pid $svc_pid on $url; tokenbench -provision $DEVICES -c $WORKERS -d $DURATION -warmup $WARMUP $*"
-TOKENSVC_ADMIN_TOKEN="$admin" bench_run 600 "$work/tokenbench" -url "$url" -server-pid "$svc_pid" \
+echo "# tokensvc pid $svc_pid on $url; tokenbench load -provision $DEVICES -c $WORKERS -d $DURATION -warmup $WARMUP $*"
+TOKENSVC_ADMIN_TOKEN="$admin" bench_run 600 "$work/tokenbench" load -url "$url" -server-pid "$svc_pid" \
 	-provision "$DEVICES" -c "$WORKERS" -d "$DURATION" -warmup "$WARMUP" "$@"
 
 bench_tokensvc_stderr

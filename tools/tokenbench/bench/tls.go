@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"crypto/ecdsa"
@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,13 +17,12 @@ import (
 	"time"
 )
 
-// selfSigned writes a throwaway ECDSA P-256 server certificate for loopback
-// (127.0.0.1, ::1, localhost), valid for a day, and its key (0600):
-// tokenbench selfsigned -cert FILE -key FILE. The certificate is its own CA, so it is
-// also what -cacert trusts.
-func selfSigned(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tokenbench selfsigned", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// SelfSigned is `tokenbench selfsigned -cert FILE -key FILE`: it writes a throwaway
+// ECDSA P-256 server certificate for loopback (127.0.0.1, ::1, localhost), valid for a
+// day, and its key (0600). The certificate is its own CA, so it is also what the
+// storm's -cacert trusts.
+func SelfSigned(args []string, stderr io.Writer) error {
+	fs := NewFlagSet("selfsigned", stderr)
 	certFile := fs.String("cert", "", "PEM certificate to write")
 	keyFile := fs.String("key", "", "PEM private key to write (0600)")
 	if err := fs.Parse(args); err != nil {
@@ -33,7 +31,7 @@ func selfSigned(args []string, stderr io.Writer) error {
 	if *certFile == "" || *keyFile == "" || fs.NArg() > 0 {
 		return errors.New("selfsigned: want -cert FILE -key FILE")
 	}
-	certPEM, keyPEM, err := newSelfSigned(time.Now())
+	certPEM, keyPEM, err := NewSelfSigned(time.Now())
 	if err != nil {
 		return err
 	}
@@ -46,8 +44,8 @@ func selfSigned(args []string, stderr io.Writer) error {
 	return nil
 }
 
-// newSelfSigned returns a PEM certificate and PEM PKCS#8 key for loopback.
-func newSelfSigned(now time.Time) (certPEM, keyPEM []byte, err error) {
+// NewSelfSigned returns a PEM certificate and PEM PKCS#8 key for loopback.
+func NewSelfSigned(now time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("selfsigned: %w", err)
@@ -80,8 +78,8 @@ func newSelfSigned(now time.Time) (certPEM, keyPEM []byte, err error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
 }
 
-// tlsServerConfig loads a certificate and key for the storm's TLS baseline.
-func tlsServerConfig(certFile, keyFile string) (*tls.Config, error) {
+// TLSServerConfig loads a certificate and key for a TLS baseline.
+func TLSServerConfig(certFile, keyFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load TLS key pair: %w", err)

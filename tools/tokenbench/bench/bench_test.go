@@ -1,12 +1,18 @@
-package main
+package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +48,7 @@ func TestPercentile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := percentile(tt.sorted, tt.p); got != tt.want {
+			if got := Percentile(tt.sorted, tt.p); got != tt.want {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
@@ -50,13 +56,13 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestSummarizeMergesWorkers(t *testing.T) {
-	a, b := newTally(), newTally()
-	a.lat = []time.Duration{3 * time.Millisecond, 1 * time.Millisecond}
-	b.lat = []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}
-	a.refusals["429"] = 2
-	b.refusals["429"] = 1
-	b.errors["500"] = 5
-	r := summarize("x", "u", 2, 2*time.Second, []*tally{a, b})
+	a, b := NewTally(), NewTally()
+	a.Lat = []time.Duration{3 * time.Millisecond, 1 * time.Millisecond}
+	b.Lat = []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}
+	a.Refusals["429"] = 2
+	b.Refusals["429"] = 1
+	b.Errors["500"] = 5
+	r := Summarize("x", "u", 2, 2*time.Second, []*Tally{a, b})
 	if r.OK != 4 || r.Throughput != 2 {
 		t.Errorf("got ok %d, %v/s, want 4, 2/s", r.OK, r.Throughput)
 	}
@@ -86,7 +92,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := parseRetryAfter(tt.v, now)
+			got, ok := ParseRetryAfter(tt.v, now)
 			if got != tt.want || ok != tt.wantOK {
 				t.Errorf("got %v %v, want %v %v", got, ok, tt.want, tt.wantOK)
 			}
@@ -126,8 +132,8 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	p := phase{name: "t", url: srv.URL + "/token", workers: 1, duration: 10 * time.Second, requests: 8, maxWait: 5 * time.Second, timeout: 5 * time.Second}
-	r := runPhase(t.Context(), srv.Client(), p, []Device{{ID: "d1", Secret: "s"}}, "tokensvc")
+	p := Phase{Name: "t", URL: srv.URL + "/token", Workers: 1, Duration: 10 * time.Second, Requests: 8, MaxWait: 5 * time.Second, Timeout: 5 * time.Second}
+	r := TokenPhase(t.Context(), srv.Client(), p, []Device{{ID: "d1", Secret: "s"}}, "tokensvc")
 
 	if r.OK != 4 {
 		t.Errorf("got ok %d, want 4", r.OK)
@@ -143,14 +149,14 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}
 }
 
-// TestRunPhaseStopsAtDuration: a duration-bounded phase stops by itself.
-func TestRunPhaseStopsAtDuration(t *testing.T) {
+// TestTokenPhaseStopsAtDuration: a duration-bounded phase stops by itself.
+func TestTokenPhaseStopsAtDuration(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }))
 	defer srv.Close()
-	p := phase{name: "t", url: srv.URL, workers: 4, duration: 200 * time.Millisecond, maxWait: time.Second, timeout: time.Second}
+	p := Phase{Name: "t", URL: srv.URL, Workers: 4, Duration: 200 * time.Millisecond, MaxWait: time.Second, Timeout: time.Second}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	r := runPhase(ctx, srv.Client(), p, []Device{{ID: "a", Secret: "s"}, {ID: "b", Secret: "t"}}, "aud")
+	r := TokenPhase(ctx, srv.Client(), p, []Device{{ID: "a", Secret: "s"}, {ID: "b", Secret: "t"}}, "aud")
 	if r.Interrupted || r.OK == 0 || len(r.Errors) != 0 {
 		t.Errorf("got interrupted %v ok %d errors %v, want a clean phase", r.Interrupted, r.OK, r.Errors)
 	}
@@ -158,12 +164,12 @@ func TestRunPhaseStopsAtDuration(t *testing.T) {
 
 // TestSignerMakesValidUniqueAssertions checks the hand-built HS256 against golang-jwt.
 func TestSignerMakesValidUniqueAssertions(t *testing.T) {
-	s := newSigner("tokensvc", "w0-")
+	s := NewSigner("tokensvc", "w0-")
 	d := Device{ID: "dev-1", Secret: "c2VjcmV0IHRleHQ"}
 	now := time.Now()
 	seen := map[string]bool{}
 	for range 3 {
-		raw := s.sign(d, now)
+		raw := s.Sign(d, now)
 		claims := jwt.MapClaims{}
 		_, err := jwt.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(d.Secret), nil },
 			jwt.WithValidMethods([]string{"HS256"}), jwt.WithAudience("tokensvc"), jwt.WithIssuer("dev-1"), jwt.WithSubject("dev-1"), jwt.WithIssuedAt())
@@ -196,7 +202,7 @@ func TestReadDevices(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readDevices(strings.NewReader(tt.in))
+			got, err := ReadDevices(strings.NewReader(tt.in))
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("got err %v, wantErr %v", err, tt.wantErr)
 			}
@@ -212,33 +218,9 @@ func TestReadDevices(t *testing.T) {
 	}
 }
 
-func TestConfigRefusesNonLoopbackAndUnbounded(t *testing.T) {
-	env := func(string) string { return "0123456789abcdef0123" }
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr bool
-	}{
-		{"loopback", []string{"-provision", "2"}, false},
-		{"ipv6 loopback", []string{"-url", "http://[::1]:9", "-devices", "f"}, false},
-		{"remote host", []string{"-url", "http://example.com:8080", "-provision", "2"}, true},
-		{"no devices", nil, true},
-		{"both device sources", []string{"-provision", "2", "-devices", "f"}, true},
-		{"no duration", []string{"-provision", "2", "-d", "0"}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseConfig(tt.args, env, &strings.Builder{})
-			if (err != nil) != tt.wantErr {
-				t.Errorf("got %v, wantErr %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestBaselineBodySize(t *testing.T) {
 	for _, n := range []int{0, 5, 8, 2551} {
-		if got := len(baselineBody(n)); got != n {
+		if got := len(BaselineBody(n)); got != n {
 			t.Errorf("got %d bytes, want %d", got, n)
 		}
 	}
@@ -247,7 +229,7 @@ func TestBaselineBodySize(t *testing.T) {
 // TestBaselineAnswersLikeATokenResponse: the baseline's response carries the body size
 // and the headers tokensvc's token response carries, so the two differ in work only.
 func TestBaselineAnswersLikeATokenResponse(t *testing.T) {
-	base, stop, err := startBaseline("127.0.0.1:0", 2551, nil)
+	base, stop, err := StartBaseline("127.0.0.1:0", 2551, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,5 +246,34 @@ func TestBaselineAnswersLikeATokenResponse(t *testing.T) {
 	if resp.StatusCode != 200 || len(body) != 2551 || resp.ContentLength != 2551 || len(resp.TransferEncoding) != 0 ||
 		resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("got %d, %d bytes, Content-Length %d, Transfer-Encoding %v, headers %v", resp.StatusCode, len(body), resp.ContentLength, resp.TransferEncoding, resp.Header)
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestTransportClass(t *testing.T) {
+	wrap := func(err error) error { return &url.Error{Op: "Get", URL: "https://127.0.0.1:1/token", Err: err} }
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{wrap(context.DeadlineExceeded), "timeout"},
+		{wrap(errors.New("net/http: TLS handshake timeout")), "TLS handshake timeout"},
+		{wrap(&net.OpError{Op: "read", Err: timeoutErr{}}), "timeout"},
+		{wrap(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), "connection refused"},
+		{wrap(&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), "connection reset"},
+		{wrap(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EADDRNOTAVAIL)}), "no local port left"},
+		{wrap(io.EOF), "connection closed early"},
+		{wrap(tls.AlertError(40)), "TLS error"},
+		{wrap(errors.New("something else")), "transport"},
+	}
+	for _, tt := range tests {
+		if got := TransportClass(tt.err); got != tt.want {
+			t.Errorf("%v: got %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
+)
+
+// TestSIGTERMUnderLoad starts the real tokensvc binary on the embedded store, drives
+// GET /token from 16 keep-alive workers, sends SIGTERM mid-load and checks the drain:
+// every request the service took is answered 200 (none fails in flight), the only other
+// outcome is "connection refused" on a new connection once the listener is closed, and
+// the process exits 0 well within its drain time. Bounded: at most about 45 s.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	bin := buildTokensvc(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+
+	const drain = 10 * time.Second
+	p := startSvc(t, bin, []string{
+		"TOKENSVC_DATA_DIR=" + filepath.Join(t.TempDir(), "data"),
+		"TOKENSVC_SHUTDOWN_TIMEOUT=" + drain.String(),
+	})
+	devices := mustProvisionHS256(ctx, t, p.url, "sigterm-", 32)
+
+	const workers = 16
+	load := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}}
+	defer load.CloseIdleConnections()
+	var (
+		signalled           atomic.Bool
+		okBefore, okAfter   atomic.Int64
+		refused             atomic.Int64
+		mu                  sync.Mutex
+		failures            []string
+		wg                  sync.WaitGroup
+		loadCtx, cancelLoad = context.WithCancel(ctx)
+	)
+	defer cancelLoad()
+	fail := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, what)
+	}
+	for w := range workers {
+		wg.Go(func() {
+			for k := w; loadCtx.Err() == nil; k += workers {
+				d := devices[k%len(devices)]
+				assertion, err := signAssertion(d.id, d.secret, fmt.Sprintf("sigterm-%d-%d", w, k), time.Now())
+				if err != nil {
+					fail(err.Error())
+					return
+				}
+				req, _ := http.NewRequestWithContext(loadCtx, http.MethodGet, p.url+"/token", nil)
+				req.Header.Set("Authorization", "Bearer "+assertion)
+				resp, err := load.Do(req)
+				switch {
+				case err != nil && loadCtx.Err() != nil:
+					return
+				case err != nil && errors.Is(err, syscall.ECONNREFUSED):
+					// A new connection after the listener closed: expected, and the end of
+					// this worker's run.
+					refused.Add(1)
+					return
+				case err != nil:
+					fail("transport: " + err.Error())
+					return
+				}
+				_, rerr := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch {
+				case rerr != nil:
+					fail("body: " + rerr.Error())
+				case resp.StatusCode != http.StatusOK:
+					fail("status " + strconv.Itoa(resp.StatusCode))
+				case signalled.Load():
+					okAfter.Add(1)
+				default:
+					okBefore.Add(1)
+				}
+			}
+		})
+	}
+
+	// Load running on warm keep-alive connections for a second.
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	case <-time.After(time.Second):
+	}
+	signalled.Store(true)
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(drain + 2*time.Second):
+		t.Fatalf("tokensvc still running %v after SIGTERM (drain %v)", time.Since(sent), drain)
+	}
+	took := time.Since(sent)
+	cancelLoad()
+	wg.Wait()
+
+	t.Logf("200 before SIGTERM %d, 200 after %d, refused new connections %d, exit after %v", okBefore.Load(), okAfter.Load(), refused.Load(), took.Round(time.Millisecond))
+	if st := p.cmd.ProcessState; st == nil || !st.Success() {
+		t.Errorf("got exit %v, want a clean exit 0\nlog:\n%s", st, tail(p.log.String(), 30))
+	}
+	if len(failures) > 0 {
+		t.Errorf("got %d failed requests, want 0: %q", len(failures), failures[:min(len(failures), 10)])
+	}
+	if okBefore.Load() == 0 || okAfter.Load() == 0 {
+		t.Errorf("got %d OK before and %d after SIGTERM, want load on both sides of the signal", okBefore.Load(), okAfter.Load())
+	}
+}
+
+// hs256Device is a provisioned device and its HS256 secret.
+type hs256Device struct{ id, secret string }
+
+// mustProvisionHS256 creates hub "bench" and n HS256 devices named prefix<i> through
+// the generated client, as an operator would.
+func mustProvisionHS256(ctx context.Context, t *testing.T, url, prefix string, n int) []hs256Device {
+	t.Helper()
+	c := client(t, url, crashAdmin)
+	hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "bench", Kind: oapi.Iothub, Hostname: "bench.azure-devices.net"})
+	if err != nil {
+		t.Fatalf("create hub: %v", err)
+	}
+	if hub.StatusCode() != http.StatusCreated {
+		t.Fatalf("create hub: got %d, want 201", hub.StatusCode())
+	}
+	devs := make([]hs256Device, n)
+	for i := range devs {
+		id := prefix + strconv.Itoa(i)
+		d, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: id, Hub: "bench", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+		if err != nil {
+			t.Fatalf("create device %s: %v", id, err)
+		}
+		if d.JSON201 == nil || d.JSON201.Auth.Secret == nil {
+			t.Fatalf("create device %s: got %d, want 201 with a secret", id, d.StatusCode())
+		}
+		devs[i] = hs256Device{id: id, secret: *d.JSON201.Auth.Secret}
+	}
+	return devs
+}
