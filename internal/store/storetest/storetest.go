@@ -8,6 +8,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -54,13 +55,33 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 }
 
+// checker is a store that checks its own consistency (filestore, vaultstore, and
+// cachestore in front of either).
+type checker interface {
+	// Check reports every inconsistency in the store; errors.ErrUnsupported if it
+	// cannot check (a cachestore in front of a backend that cannot).
+	Check(ctx context.Context) (store.Report, error)
+}
+
 // closing wraps open so every store a subtest opens is closed, and Close checked,
-// when that subtest ends.
+// when that subtest ends. Before that, a store that can check its own consistency
+// must check clean: whatever the subtest did through the API, nothing it left may be
+// half-written.
 func closing(open func(t *testing.T) store.Store) func(t *testing.T) store.Store {
 	return func(t *testing.T) store.Store {
 		t.Helper()
 		s := open(t)
 		t.Cleanup(func() {
+			if c, ok := s.(checker); ok {
+				rep, err := c.Check(context.Background())
+				switch {
+				case errors.Is(err, errors.ErrUnsupported):
+				case err != nil:
+					t.Errorf("Check: got error %v, want a report", err)
+				case rep.Err() != nil:
+					t.Errorf("Check after the subtest: got %v, want no problems", rep.Err())
+				}
+			}
 			if err := s.Close(); err != nil {
 				t.Errorf("Close: got error %v, want nil", err)
 			}
