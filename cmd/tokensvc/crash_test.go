@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -52,20 +53,25 @@ const (
 type crashBackend struct {
 	name    string
 	env     []string
-	dataDir string    // embedded
-	kv      *kvClient // vault
+	dataDir string        // embedded
+	vault   *vault.Client // vault, with the root token
 }
 
-// inspect reads what the store holds while the service is down.
+// inspect checks and reads what the store holds while the service is down.
 func (b *crashBackend) inspect(t *testing.T) *inspection {
 	t.Helper()
-	if b.kv != nil {
-		return inspectVault(t, *b.kv)
+	if b.vault != nil {
+		return inspectStore(t, openVaultStore(t, b.vault))
 	}
-	return inspectFileStore(t, b.dataDir)
+	return inspectStore(t, openFileStoreCopy(t, b.dataDir))
 }
 
-func (b *crashBackend) transit() bool { return b.kv != nil }
+func (b *crashBackend) transit() bool { return b.vault != nil }
+
+// ageClaim makes the claim a kill left on a device or hub look expired (Vault only).
+func (b *crashBackend) ageClaim(ctx context.Context, kind, name string) error {
+	return ageClaim(ctx, b.vault, kind, name)
+}
 
 // TestKillNineDuringWrites is the crash bar as a table: stores × scenarios × kill points.
 func TestKillNineDuringWrites(t *testing.T) {
@@ -88,8 +94,8 @@ func TestKillNineDuringWrites(t *testing.T) {
 				// The per-call deadline is raised from 250 ms: on a shared two-core machine
 				// a Vault read now and then takes longer, which stops an import (a store
 				// outage, by design) and has nothing to do with what a kill leaves behind.
-				env: []string{"TOKENSVC_STORE=vault", "VAULT_ADDR=" + srv.Addr, "VAULT_TOKEN=" + mustPolicyToken(t, srv), "TOKENSVC_VAULT_TIMEOUT=2s"},
-				kv:  &kvClient{srv.Client(t)},
+				env:   []string{"TOKENSVC_STORE=vault", "VAULT_ADDR=" + srv.Addr, "VAULT_TOKEN=" + mustPolicyToken(t, srv), "TOKENSVC_VAULT_TIMEOUT=2s"},
+				vault: srv.Client(t),
 			}
 		}},
 	}
@@ -636,7 +642,7 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 
 	in := be.inspect(t) // the store as the kill left it, service down
 	p2 := startSvc(t, bin, be.env)
-	p2.nonceAuth = be.kv == nil
+	p2.nonceAuth = be.vault == nil
 	listed, err := p2.listAllDevices(ctx)
 	if err != nil {
 		t.Fatalf("after restart: %v", err)
@@ -727,7 +733,7 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 		// Transit keys the killed create left, and creates the device.
 		var again [][]byte
 		for _, l := range deferredLines {
-			if err := be.kv.ageClaim(ctx, "devices", specs[l-1].id); err != nil {
+			if err := be.ageClaim(ctx, "devices", specs[l-1].id); err != nil {
 				t.Fatal(err)
 			}
 			again = append(again, lines[l-1])
@@ -940,7 +946,7 @@ func provisionRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys,
 
 	in := be.inspect(t)
 	p2 := startSvc(t, bin, be.env)
-	p2.nonceAuth = be.kv == nil
+	p2.nonceAuth = be.vault == nil
 	listed, err := p2.listAllDevices(ctx)
 	if err != nil {
 		t.Fatalf("after restart: %v", err)
@@ -994,7 +1000,7 @@ func provisionRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys,
 					// A Transit create's claim, left by the kill: taken for claimTTL (2
 					// minutes), then taken over by the next create.
 					deferred.Add(1)
-					if err := be.kv.ageClaim(ctx, "devices", s.id); err != nil {
+					if err := be.ageClaim(ctx, "devices", s.id); err != nil {
 						unexpected.add("%s: %v", s.id, err)
 						return
 					}
@@ -1065,7 +1071,7 @@ func provisionRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys,
 				code, _, _ := p2.do(ctx, http.MethodGet, "/hubs/"+name, "", nil)
 				if code == http.StatusNotFound && in.hasClaim("hubs", name) {
 					deferred.Add(1)
-					if err := be.kv.ageClaim(ctx, "hubs", name); err != nil {
+					if err := be.ageClaim(ctx, "hubs", name); err != nil {
 						t.Fatal(err)
 					}
 					code, b, err := p2.do(ctx, http.MethodPost, "/hubs", "", hubSpecs[name])

@@ -1,8 +1,9 @@
 package main
 
 // Plumbing for crash_test.go: the real tokensvc binary as a child process (so SIGKILL is
-// a real kill -9), plain HTTP helpers, and direct inspections of what the stores hold on
-// disk or in Vault, below the service's own view of them.
+// a real kill -9), plain HTTP helpers, and inspections of what the stores hold after a
+// kill, below the service's own view of them: each store's consistency check, then its
+// records read through the store API.
 
 import (
 	"bytes"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +29,9 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
 )
 
 // crashAdmin is the operator token every child runs with.
@@ -303,12 +307,11 @@ func urlQueryEscape(s string) string {
 }
 
 // storedDevice is the part of a stored device record the completeness checks look at,
-// whichever store it came from.
+// as the store's API returns it.
 type storedDevice struct {
 	ID, Hub, AuthType, PublicKey, CertFP string
 	HasSecret, HasPrimary, HasSecondary  bool
 	Modules                              []storedModule
-	TransitKeys                          []string
 }
 
 type storedModule struct {
@@ -319,21 +322,134 @@ type storedModule struct {
 type storedHub struct {
 	Name, Mode string
 	Transit    bool
-	HasKey     bool // policy or group key present (in the record, or as a Transit key)
+	HasKey     bool // policy or group key in the record (Transit hubs: checked by the store)
 }
 
-// inspection is what a store holds, read past the service.
+// inspection is what a store holds after a kill, read past the service.
 type inspection struct {
 	devices map[string]storedDevice
 	hubs    map[string]storedHub
 	// problems are half-written or inconsistent records: each one is a failure.
 	problems []string
-	// orphanMarkers and staleClaims are leftovers vaultstore's write order allows after
-	// a crash (harmless by design); reported, not failures.
+	// orphanMarkers (device IDs) and staleClaims ("devices/ID", "hubs/name") are
+	// leftovers the store's write order allows after a crash (harmless by design);
+	// reported, not failures.
 	orphanMarkers, staleClaims []string
 }
 
+// checkedStore is a store the crash test can inspect after a kill: the store API, and
+// the consistency check that knows the store's own layout and write order.
+type checkedStore interface {
+	store.Store
+	Check(ctx context.Context) (store.Report, error)
+}
+
+var (
+	_ checkedStore = (*filestore.Store)(nil)
+	_ checkedStore = (*vaultstore.Store)(nil)
+)
+
+// openFileStoreCopy opens a copy of the embedded store file, so the service's own next
+// Open still meets the file exactly as the kill left it. The copy must open: a torn
+// final frame is cut off, anything else is damage.
+func openFileStoreCopy(t *testing.T, dataDir string) checkedStore {
+	t.Helper()
+	key, err := filestore.LoadOrCreateMasterKey(filepath.Join(dataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dataDir, "tokensvc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(cp, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := filestore.Open(cp, key, filestore.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("the store file as the kill left it does not open: %v", err)
+	}
+	return st
+}
+
+// openVaultStore opens the Vault store the service uses (default mount and prefix)
+// with the root token, which may also list Transit keys.
+func openVaultStore(t *testing.T, c *vault.Client) checkedStore {
+	t.Helper()
+	st, err := vaultstore.New(c, vaultstore.Config{}, vaultstore.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// inspectStore runs the store's consistency check, then reads every hub and device
+// through the store's API and checks each device against the rules every complete
+// device obeys.
+func inspectStore(t *testing.T, st checkedStore) *inspection {
+	t.Helper()
+	defer st.Close()
+	ctx := t.Context()
+	rep, err := st.Check(ctx)
+	if err != nil {
+		t.Fatalf("check the store after the kill: %v", err)
+	}
+	in := &inspection{devices: map[string]storedDevice{}, hubs: map[string]storedHub{}}
+	for _, p := range rep.Problems {
+		in.problems = append(in.problems, p.String())
+	}
+	for _, l := range rep.Leftovers {
+		switch l.Kind {
+		case store.LeftoverIndexEntry:
+			in.orphanMarkers = append(in.orphanMarkers, l.Name)
+		case store.LeftoverDeviceClaim:
+			in.staleClaims = append(in.staleClaims, "devices/"+l.Name)
+		case store.LeftoverHubClaim:
+			in.staleClaims = append(in.staleClaims, "hubs/"+l.Name)
+		case store.LeftoverKey:
+			// Keys of a create or delete the kill cut short; the next create of that
+			// device or hub replaces them.
+		default:
+			in.problems = append(in.problems, fmt.Sprintf("leftover %s %q (%s): no round deletes hubs", l.Kind, l.Name, l.Detail))
+		}
+	}
+	hubs, err := st.ListHubs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hubs {
+		in.hubs[h.Name] = storedHub{Name: h.Name, Mode: string(h.Mode), Transit: h.Transit, HasKey: h.PolicyKey != "" || h.Transit}
+		if (h.Mode == domain.SignPolicy || h.Mode == domain.SignGroupKey) && h.PolicyKey == "" && !h.Transit {
+			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key", h.Name, h.Mode))
+		}
+	}
+	for cursor := ""; ; {
+		page, err := st.ListDevices(ctx, cursor, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range page.Devices {
+			sd := storedDevice{
+				ID: d.ID, Hub: d.Hub, AuthType: string(d.Auth.Type), PublicKey: d.Auth.PublicKey, CertFP: d.Auth.CertFingerprint,
+				HasSecret: len(d.Auth.Secret) > 0, HasPrimary: d.PrimaryKey != "", HasSecondary: d.SecondaryKey != "",
+			}
+			for _, m := range d.Modules {
+				sd.Modules = append(sd.Modules, storedModule{m.ID, m.PrimaryKey != "", m.SecondaryKey != ""})
+			}
+			in.devices[d.ID] = sd
+			in.completeness(sd)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	return in
+}
+
 // completeness checks one stored device against the rules every complete device obeys.
+// Whether a Transit device's keys are all there is the store's own check.
 func (in *inspection) completeness(d storedDevice) {
 	bad := func(format string, args ...any) {
 		in.problems = append(in.problems, fmt.Sprintf("device %q: ", d.ID)+fmt.Sprintf(format, args...))
@@ -363,8 +479,8 @@ func (in *inspection) completeness(d storedDevice) {
 	wantKeys := h.Mode == string(domain.SignDeviceKey)
 	switch {
 	case wantKeys && h.Transit:
-		if d.HasPrimary || d.HasSecondary || len(d.TransitKeys) != 2*(1+len(d.Modules)) {
-			bad("on a Transit hub: key fields set %v/%v, %d Transit keys for %d modules", d.HasPrimary, d.HasSecondary, len(d.TransitKeys), len(d.Modules))
+		if d.HasPrimary || d.HasSecondary {
+			bad("on a Transit hub, yet key fields set (primary %v, secondary %v)", d.HasPrimary, d.HasSecondary)
 		}
 	case wantKeys:
 		if !d.HasPrimary || !d.HasSecondary {
@@ -376,285 +492,23 @@ func (in *inspection) completeness(d storedDevice) {
 			}
 		}
 	default:
-		if d.HasPrimary || d.HasSecondary || len(d.TransitKeys) > 0 {
+		if d.HasPrimary || d.HasSecondary {
 			bad("device keys on a %s hub", h.Mode)
 		}
 	}
 }
 
-// inspectFileStore opens a copy of the embedded store file, so the service's own next
-// Open still meets the file exactly as the kill left it.
-func inspectFileStore(t *testing.T, dataDir string) *inspection {
-	t.Helper()
-	key, err := filestore.LoadOrCreateMasterKey(filepath.Join(dataDir, "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.ReadFile(filepath.Join(dataDir, "tokensvc.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(t.TempDir(), "copy.db")
-	if err := os.WriteFile(cp, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st, err := filestore.Open(cp, key, filestore.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatalf("the store file as the kill left it does not open: %v", err)
-	}
-	defer st.Close()
-	ctx := t.Context()
-	in := &inspection{devices: map[string]storedDevice{}, hubs: map[string]storedHub{}}
-	hubs, err := st.ListHubs(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hubs {
-		in.hubs[h.Name] = storedHub{Name: h.Name, Mode: string(h.Mode), Transit: h.Transit, HasKey: h.PolicyKey != ""}
-	}
-	for cursor := ""; ; {
-		page, err := st.ListDevices(ctx, cursor, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range page.Devices {
-			sd := storedDevice{
-				ID: d.ID, Hub: d.Hub, AuthType: string(d.Auth.Type), PublicKey: d.Auth.PublicKey, CertFP: d.Auth.CertFingerprint,
-				HasSecret: len(d.Auth.Secret) > 0, HasPrimary: d.PrimaryKey != "", HasSecondary: d.SecondaryKey != "",
-			}
-			for _, m := range d.Modules {
-				sd.Modules = append(sd.Modules, storedModule{m.ID, m.PrimaryKey != "", m.SecondaryKey != ""})
-			}
-			in.devices[d.ID] = sd
-			in.completeness(sd)
-		}
-		if page.Next == "" {
-			break
-		}
-		cursor = page.Next
-	}
-	for _, h := range in.hubs {
-		if (h.Mode == string(domain.SignPolicy) || h.Mode == string(domain.SignGroupKey)) && !h.HasKey {
-			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key", h.Name, h.Mode))
-		}
-	}
-	return in
-}
-
-// kvClient lists and reads vaultstore's KV layout (default mount and prefix) with
-// Vault's root token.
-type kvClient struct {
-	c *vault.Client
-}
-
-func (k kvClient) list(ctx context.Context, rel string) ([]string, error) {
-	s, err := k.c.Logical().ListWithContext(ctx, "secret/metadata/tokensvc/"+rel)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil || s.Data == nil {
-		return nil, nil
-	}
-	raw, _ := s.Data["keys"].([]any)
-	out := make([]string, 0, len(raw))
-	for _, r := range raw {
-		if s, ok := r.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out, nil
-}
-
-// read decodes the latest version of rel into out; false if there is none.
-func (k kvClient) read(ctx context.Context, rel string, out any) (bool, error) {
-	s, err := k.c.Logical().ReadWithContext(ctx, "secret/data/tokensvc/"+rel)
-	if err != nil {
-		return false, err
-	}
-	if s == nil || s.Data == nil || s.Data["data"] == nil {
-		return false, nil
-	}
-	b, err := json.Marshal(s.Data["data"])
-	if err != nil {
-		return false, err
-	}
-	return true, json.Unmarshal(b, out)
-}
-
-func (k kvClient) transitKeyExists(ctx context.Context, name string) (bool, error) {
-	s, err := k.c.Logical().ReadWithContext(ctx, "transit/keys/"+name)
-	if err != nil {
-		return false, err
-	}
-	return s != nil, nil
-}
-
-func unhex(s string) string {
-	b, err := hex.DecodeString(strings.TrimSuffix(s, "/"))
-	if err != nil {
-		return "!" + s
-	}
-	return string(b)
-}
-
-// inspectVault reads every hub, device, marker and claim record under the tokensvc
-// prefix and checks them against vaultstore's write order: a device record always has
-// its hub, its marker and (on Transit hubs) its Transit keys; what a crash may leave is
-// an orphan marker, orphan Transit keys or a stale claim, never the reverse.
-func inspectVault(t *testing.T, kv kvClient) *inspection {
-	t.Helper()
-	ctx := t.Context()
-	in := &inspection{devices: map[string]storedDevice{}, hubs: map[string]storedHub{}}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("inspect vault: %v", err)
-		}
-	}
-	hubKeys, err := kv.list(ctx, "hubs/")
-	must(err)
-	for _, hk := range hubKeys {
-		var rec struct {
-			Name, Mode, PolicyKey, TransitKey string
-			Transit                           bool
-		}
-		ok, err := kv.read(ctx, "hubs/"+hk, &rec)
-		must(err)
-		if !ok {
-			continue
-		}
-		if rec.Name != unhex(hk) {
-			in.problems = append(in.problems, fmt.Sprintf("hub record %s names %q", hk, rec.Name))
-		}
-		h := storedHub{Name: rec.Name, Mode: rec.Mode, Transit: rec.Transit, HasKey: rec.PolicyKey != ""}
-		if rec.TransitKey != "" {
-			ok, err := kv.transitKeyExists(ctx, rec.TransitKey)
-			must(err)
-			h.HasKey = ok
-		}
-		if (h.Mode == string(domain.SignPolicy) || h.Mode == string(domain.SignGroupKey)) && !h.HasKey {
-			in.problems = append(in.problems, fmt.Sprintf("hub %q: mode %s without its key (Transit %v)", h.Name, h.Mode, h.Transit))
-		}
-		in.hubs[h.Name] = h
-	}
-
-	devKeys, err := kv.list(ctx, "devices/")
-	must(err)
-	type rec struct {
-		ID           string `json:"id"`
-		Hub          string `json:"hub"`
-		PrimaryKey   string `json:"primaryKey"`
-		SecondaryKey string `json:"secondaryKey"`
-		Modules      []struct {
-			ID           string `json:"id"`
-			PrimaryKey   string `json:"primaryKey"`
-			SecondaryKey string `json:"secondaryKey"`
-		} `json:"modules"`
-		AuthType    string   `json:"authType"`
-		Secret      []byte   `json:"secret"`
-		PublicKey   string   `json:"publicKey"`
-		CertFP      string   `json:"certFingerprint"`
-		TransitKeys []string `json:"transitKeys"`
-	}
-	recs := make([]rec, len(devKeys))
-	found := make([]bool, len(devKeys))
-	errs := make([]error, len(devKeys))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i, dk := range devKeys {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			found[i], errs[i] = kv.read(ctx, "devices/"+dk, &recs[i])
-			if errs[i] != nil || !found[i] {
-				return
-			}
-			r := &recs[i]
-			ok, err := kv.read(ctx, "hubdevices/"+hex.EncodeToString([]byte(r.Hub))+"/"+dk, &struct{}{})
-			if err == nil && !ok {
-				err = fmt.Errorf("no marker")
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("device %q on hub %q: marker: %v", r.ID, r.Hub, err)
-				return
-			}
-			for _, name := range r.TransitKeys {
-				ok, err := kv.transitKeyExists(ctx, name)
-				if err == nil && !ok {
-					err = fmt.Errorf("absent")
-				}
-				if err != nil {
-					errs[i] = fmt.Errorf("device %q: Transit key %s: %v", r.ID, name, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for i, dk := range devKeys {
-		if errs[i] != nil {
-			in.problems = append(in.problems, errs[i].Error())
-			continue
-		}
-		if !found[i] {
-			continue
-		}
-		r := recs[i]
-		if r.ID != unhex(dk) {
-			in.problems = append(in.problems, fmt.Sprintf("device record %s names %q", dk, r.ID))
-			continue
-		}
-		sd := storedDevice{
-			ID: r.ID, Hub: r.Hub, AuthType: r.AuthType, PublicKey: r.PublicKey, CertFP: r.CertFP,
-			HasSecret: len(r.Secret) > 0, HasPrimary: r.PrimaryKey != "", HasSecondary: r.SecondaryKey != "",
-			TransitKeys: r.TransitKeys,
-		}
-		for _, m := range r.Modules {
-			sd.Modules = append(sd.Modules, storedModule{m.ID, m.PrimaryKey != "", m.SecondaryKey != ""})
-		}
-		in.devices[r.ID] = sd
-		in.completeness(sd)
-	}
-
-	hubFolders, err := kv.list(ctx, "hubdevices/")
-	must(err)
-	for _, hf := range hubFolders {
-		markers, err := kv.list(ctx, "hubdevices/"+hf)
-		must(err)
-		for _, m := range markers {
-			id := unhex(m)
-			if d, ok := in.devices[id]; ok && d.Hub == unhex(hf) {
-				continue
-			}
-			in.orphanMarkers = append(in.orphanMarkers, unhex(hf)+"/"+id)
-		}
-	}
-	for _, kind := range []string{"devices", "hubs"} {
-		claims, err := kv.list(ctx, "claims/"+kind+"/")
-		must(err)
-		for _, c := range claims {
-			in.staleClaims = append(in.staleClaims, kind+"/"+unhex(c))
-		}
-	}
-	return in
-}
-
 // hasClaim reports whether the inspection found a claim left on the device or hub.
 func (in *inspection) hasClaim(kind, name string) bool {
-	for _, c := range in.staleClaims {
-		if c == kind+"/"+name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(in.staleClaims, kind+"/"+name)
 }
 
 // ageClaim makes the claim on a device or hub look claimTTL old, as it will once two
-// minutes have passed, so the next create takes it over as left by a crash.
-func (k kvClient) ageClaim(ctx context.Context, kind, name string) error {
-	_, err := k.c.Logical().WriteWithContext(ctx, "secret/data/tokensvc/claims/"+kind+"/"+hex.EncodeToString([]byte(name)), map[string]any{
+// minutes have passed, so the next create takes it over as left by a crash. The child
+// process's clock cannot be moved, so this is the one place the test writes a record
+// of vaultstore's KV layout itself.
+func ageClaim(ctx context.Context, c *vault.Client, kind, name string) error {
+	_, err := c.Logical().WriteWithContext(ctx, "secret/data/tokensvc/claims/"+kind+"/"+hex.EncodeToString([]byte(name)), map[string]any{
 		"data": map[string]any{"owner": "aged-by-crash-test", "op": "create", "claimedAt": time.Now().Add(-3 * time.Minute).UTC()},
 	})
 	return err
@@ -663,8 +517,8 @@ func (k kvClient) ageClaim(ctx context.Context, kind, name string) error {
 // leftovers returns the orphan markers and stale claims of devices whose IDs start with
 // prefix (hub claims: hub names), as device IDs (hub names).
 func (in *inspection) leftovers(prefix string) (markers, deviceClaims, hubClaims []string) {
-	for _, m := range in.orphanMarkers {
-		if _, id, _ := strings.Cut(m, "/"); strings.HasPrefix(id, prefix) {
+	for _, id := range in.orphanMarkers {
+		if strings.HasPrefix(id, prefix) {
 			markers = append(markers, id)
 		}
 	}

@@ -2,78 +2,26 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
-// pki is a certificate and its key.
-type pki struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-// mustIssue makes a certificate from tmpl, signed by parent or self-signed when nil.
-func mustIssue(tb testing.TB, tmpl *x509.Certificate, parent *pki) *pki {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	now := time.Now()
-	tmpl.SerialNumber = big.NewInt(now.UnixNano())
-	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-	tmpl.BasicConstraintsValid = true
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &pki{cert: c, key: key}
-}
-
-func mustWritePEM(tb testing.TB, path, typ string, der []byte) {
-	tb.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-func (p *pki) tlsCert() tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{p.cert.Raw}, PrivateKey: p.key, Leaf: p.cert}
-}
-
 // httpsClient trusts server and presents cert, if any.
-func httpsClient(t *testing.T, url, bearer string, server *pki, cert *pki) *oapi.ClientWithResponses {
+func httpsClient(t *testing.T, url, bearer string, server *testca.Cert, cert *testca.Cert) *oapi.ClientWithResponses {
 	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(server.cert)
-	cfg := &tls.Config{RootCAs: roots}
+	cfg := &tls.Config{RootCAs: testca.Pool(server)}
 	if cert != nil {
-		tc := cert.tlsCert()
+		tc := cert.TLS()
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tc, nil }
 	}
 	tr := &http.Transport{TLSClientConfig: cfg}
@@ -95,16 +43,11 @@ func httpsClient(t *testing.T, url, bearer string, server *pki, cert *pki) *oapi
 // certificate or assertion still gets 401.
 func TestRunMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	server := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "tokensvc"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, nil)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(server.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "device CA"}, IsCA: true, KeyUsage: x509.KeyUsageCertSign}, nil)
-	mustWritePEM(t, filepath.Join(dir, "tls.crt"), "CERTIFICATE", server.cert.Raw)
-	mustWritePEM(t, filepath.Join(dir, "tls.key"), "PRIVATE KEY", keyDER)
-	mustWritePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.cert.Raw)
+	server := testca.SelfSigned(t, testca.Spec{CommonName: "tokensvc", Hosts: []string{"127.0.0.1"}})
+	ca := testca.NewCA(t, "device CA")
+	server.WriteCert(t, filepath.Join(dir, "tls.crt"))
+	server.WriteKey(t, filepath.Join(dir, "tls.key"))
+	ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
 
 	const admin = "mtls-admin-token-0123456789"
 	in := mustStart(t, map[string]string{
@@ -120,10 +63,9 @@ func TestRunMutualTLS(t *testing.T) {
 	if resp, err := op.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
 		t.Fatalf("create hub: got %v %v, want 201", resp, err)
 	}
-	pinned := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "pinned-1"}, KeyUsage: x509.KeyUsageDigitalSignature}, nil)
-	fp := domain.CertFingerprint(pinned.cert.Raw)
-	issued := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "issued-1"}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca)
+	pinned := testca.SelfSigned(t, testca.Spec{CommonName: "pinned-1"})
+	fp := domain.CertFingerprint(pinned.Cert.Raw)
+	issued := ca.Issue(t, testca.Spec{CommonName: "issued-1"})
 	for _, d := range []oapi.DeviceCreate{
 		{DeviceId: "pinned-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}},
 		{DeviceId: "issued-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509Ca}},
@@ -134,7 +76,7 @@ func TestRunMutualTLS(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		cert       *pki
+		cert       *testca.Cert
 		wantStatus int
 	}{
 		{"pinned certificate", pinned, 200},
@@ -161,7 +103,9 @@ func TestRunBadClientCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, "ca.key")
-	mustWritePEM(t, keyFile, "PRIVATE KEY", []byte{1, 2, 3})
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1, 2, 3}}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		caFile  string

@@ -2,15 +2,14 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // TestRunTLSHandshakeLimit serves HTTPS with two handshake slots: a burst of new
@@ -23,14 +22,9 @@ func TestRunTLSHandshakeLimit(t *testing.T) {
 		t.Fatalf("negative handshake limit: got %v, want a refusal", err)
 	}
 	dir := t.TempDir()
-	server := mustIssue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "tokensvc"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, nil)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(server.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustWritePEM(t, filepath.Join(dir, "tls.crt"), "CERTIFICATE", server.cert.Raw)
-	mustWritePEM(t, filepath.Join(dir, "tls.key"), "PRIVATE KEY", keyDER)
+	server := testca.SelfSigned(t, testca.Spec{CommonName: "tokensvc", Hosts: []string{"127.0.0.1"}})
+	server.WriteCert(t, filepath.Join(dir, "tls.crt"))
+	server.WriteKey(t, filepath.Join(dir, "tls.key"))
 	in := mustStart(t, map[string]string{
 		"TOKENSVC_DATA_DIR":       filepath.Join(dir, "data"),
 		"TOKENSVC_ADMIN_TOKEN":    "tls-admin-token-0123456789",
@@ -38,8 +32,7 @@ func TestRunTLSHandshakeLimit(t *testing.T) {
 		"TOKENSVC_TLS_KEY":        filepath.Join(dir, "tls.key"),
 		"TOKENSVC_MAX_HANDSHAKES": "2",
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(server.cert)
+	roots := testca.Pool(server)
 	get := func(h2 bool) (int, error) {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, DisableKeepAlives: true, ForceAttemptHTTP2: h2}
 		defer tr.CloseIdleConnections()

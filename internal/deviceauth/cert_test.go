@@ -2,44 +2,21 @@ package deviceauth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"testing"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // mustSelfSigned returns a self-signed client certificate for cn, valid around epoch.
 func mustSelfSigned(tb testing.TB, cn string) *x509.Certificate {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    epoch.Add(-time.Hour),
-		NotAfter:     epoch.Add(time.Hour),
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
+	return testca.SelfSigned(tb, testca.Spec{CommonName: cn, At: epoch}).Cert
 }
 
 // TestVerifyCertEdges covers what the HTTP matrix (internal/httpapi/mtls_test.go)

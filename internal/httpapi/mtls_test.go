@@ -2,17 +2,11 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,91 +16,32 @@ import (
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
-var certSerial atomic.Int64
-
-// testCert is a certificate with its key, as a TLS client presents it.
-type testCert struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-// certSpec describes a certificate to make; zero times mean the env clock ± a day.
-type certSpec struct {
-	cn        string
-	ca        bool
-	notBefore time.Time
-	notAfter  time.Time
-	eku       []x509.ExtKeyUsage
-}
-
-// mustCert makes a certificate signed by parent, or self-signed when parent is nil.
-func mustCert(tb testing.TB, now time.Time, s certSpec, parent *testCert) *testCert {
+// mustCert makes a certificate valid around now (the env's clock), signed by parent or
+// self-signed when parent is nil.
+func mustCert(tb testing.TB, now time.Time, s testca.Spec, parent *testca.Cert) *testca.Cert {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
+	s.At = now
+	if parent == nil {
+		return testca.SelfSigned(tb, s)
 	}
-	if s.notBefore.IsZero() {
-		s.notBefore = now.Add(-24 * time.Hour)
-	}
-	if s.notAfter.IsZero() {
-		s.notAfter = now.Add(24 * time.Hour)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(certSerial.Add(1)),
-		Subject:               pkix.Name{CommonName: s.cn},
-		NotBefore:             s.notBefore,
-		NotAfter:              s.notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           s.eku,
-		BasicConstraintsValid: true,
-	}
-	if s.ca {
-		tmpl.IsCA = true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	} else if s.eku == nil {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	signerCert, signerKey := tmpl, key
-	if parent != nil {
-		signerCert, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signerKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &testCert{cert: c, key: key}
+	return parent.Issue(tb, s)
 }
 
 // certClient returns a generated client that presents chain (leaf first; none when
 // empty) in the TLS handshake and trusts the env's server.
-func (e *env) certClient(chain ...*testCert) *oapi.ClientWithResponses {
+func (e *env) certClient(chain ...*testca.Cert) *oapi.ClientWithResponses {
 	e.t.Helper()
 	tr := e.srv.Client().Transport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
 	if len(chain) > 0 {
-		tc := tls.Certificate{PrivateKey: chain[0].key, Leaf: chain[0].cert}
-		for _, c := range chain {
-			tc.Certificate = append(tc.Certificate, c.cert.Raw)
-		}
+		tc := chain[0].TLS(chain[1:]...)
 		tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tc, nil }
 	}
 	e.t.Cleanup(tr.CloseIdleConnections)
 	return mustClientOf(e.t, e.srv.URL, "", &http.Client{Transport: tr})
-}
-
-func mustCAPool(cas ...*testCert) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range cas {
-		p.AddCert(c.cert)
-	}
-	return p
 }
 
 // TestCertificateAuthorizationMatrix is TestDeviceAuthorizationMatrix for mutual TLS:
@@ -114,20 +49,20 @@ func mustCAPool(cas ...*testCert) *x509.CertPool {
 // credentials never stand in for each other.
 func TestCertificateAuthorizationMatrix(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) // mustEnv's clock
-	ca := mustCert(t, now, certSpec{cn: "device CA", ca: true}, nil)
-	inter := mustCert(t, now, certSpec{cn: "line 3 intermediate", ca: true}, ca)
-	otherCA := mustCert(t, now, certSpec{cn: "someone else's CA", ca: true}, nil)
-	e := mustEnvWith(t, envOptions{mtls: true, clientCA: mustCAPool(ca)})
+	ca := mustCert(t, now, testca.Spec{CommonName: "device CA", CA: true}, nil)
+	inter := mustCert(t, now, testca.Spec{CommonName: "line 3 intermediate", CA: true}, ca)
+	otherCA := mustCert(t, now, testca.Spec{CommonName: "someone else's CA", CA: true}, nil)
+	e := mustEnvWith(t, envOptions{mtls: true, clientCA: testca.Pool(ca)})
 	if !e.clock.Now().Equal(now) {
 		t.Fatalf("env clock: got %v, want %v", e.clock.Now(), now)
 	}
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 
-	pinned := mustCert(t, now, certSpec{cn: "pinned"}, nil)
-	pinnedFP := domain.CertFingerprint(pinned.cert.Raw)
+	pinned := mustCert(t, now, testca.Spec{CommonName: "pinned"}, nil)
+	pinnedFP := domain.CertFingerprint(pinned.Cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &pinnedFP}})
-	stale := mustCert(t, now, certSpec{cn: "pinned-stale", notBefore: now.Add(-48 * time.Hour), notAfter: now.Add(-time.Hour)}, nil)
-	staleFP := domain.CertFingerprint(stale.cert.Raw)
+	stale := mustCert(t, now, testca.Spec{CommonName: "pinned-stale", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}, nil)
+	staleFP := domain.CertFingerprint(stale.Cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned-stale", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &staleFP}})
 	for _, id := range []string{"issued", "issued-2"} {
 		e.mustDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509Ca}})
@@ -141,44 +76,44 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	if resp, err := e.admin.RevokeDeviceWithResponse(t.Context(), "issued-revoked"); err != nil || resp.JSON200 == nil {
 		t.Fatalf("revoke: got %v %v, want 200", resp, err)
 	}
-	issuedAfterRevoke := mustCert(t, now, certSpec{cn: "issued-revoked", notBefore: now.Add(time.Second)}, ca)
+	issuedAfterRevoke := mustCert(t, now, testca.Spec{CommonName: "issued-revoked", NotBefore: now.Add(time.Second)}, ca)
 	e.clock.Advance(time.Minute)
 
 	withJWT := func(tok string) oapi.RequestEditorFn { return bearer(tok) }
 	hsFor := func(id string) string { return mustSign(t, jwt.SigningMethodHS256, e.claims(id), aliceSecret) }
 	tests := []struct {
 		name       string
-		chain      []*testCert
+		chain      []*testca.Cert
 		jwt        string
 		wantStatus int
 		wantDevice string
 	}{
-		{"pinned self-signed certificate", []*testCert{pinned}, "", 200, "pinned"},
-		{"CA-issued certificate", []*testCert{mustCert(t, now, certSpec{cn: "issued"}, ca)}, "", 200, "issued"},
-		{"CA-issued through an intermediate", []*testCert{mustCert(t, now, certSpec{cn: "issued"}, inter), inter}, "", 200, "issued"},
-		{"the common name selects the device", []*testCert{mustCert(t, now, certSpec{cn: "issued-2"}, ca)}, "", 200, "issued-2"},
-		{"CA-issued after a revocation", []*testCert{issuedAfterRevoke}, "", 200, "issued-revoked"},
+		{"pinned self-signed certificate", []*testca.Cert{pinned}, "", 200, "pinned"},
+		{"CA-issued certificate", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued"}, ca)}, "", 200, "issued"},
+		{"CA-issued through an intermediate", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued"}, inter), inter}, "", 200, "issued"},
+		{"the common name selects the device", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued-2"}, ca)}, "", 200, "issued-2"},
+		{"CA-issued after a revocation", []*testca.Cert{issuedAfterRevoke}, "", 200, "issued-revoked"},
 		{"JWT device without a certificate", nil, hsFor("alice"), 200, "alice"},
-		{"JWT device with a certificate too", []*testCert{mustCert(t, now, certSpec{cn: "alice"}, ca)}, hsFor("alice"), 200, "alice"},
+		{"JWT device with a certificate too", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "alice"}, ca)}, hsFor("alice"), 200, "alice"},
 
-		{"pinned device, other certificate with its name", []*testCert{mustCert(t, now, certSpec{cn: "pinned"}, nil)}, "", 401, ""},
-		{"expired pinned certificate", []*testCert{stale}, "", 401, ""},
-		{"pinned device, CA-issued certificate with its name", []*testCert{mustCert(t, now, certSpec{cn: "pinned"}, ca)}, "", 401, ""},
-		{"CA-issued for a JWT device", []*testCert{mustCert(t, now, certSpec{cn: "alice"}, ca)}, "", 401, ""},
-		{"CA-issued for an unknown device", []*testCert{mustCert(t, now, certSpec{cn: "mallory"}, ca)}, "", 401, ""},
-		{"CA-issued, common name not a device ID", []*testCert{mustCert(t, now, certSpec{cn: "has space"}, ca)}, "", 401, ""},
-		{"issued by another CA", []*testCert{mustCert(t, now, certSpec{cn: "issued"}, otherCA)}, "", 401, ""},
-		{"self-signed for a CA device", []*testCert{mustCert(t, now, certSpec{cn: "issued"}, nil)}, "", 401, ""},
-		{"intermediate not presented", []*testCert{mustCert(t, now, certSpec{cn: "issued"}, inter)}, "", 401, ""},
-		{"the CA certificate itself", []*testCert{ca}, "", 401, ""},
-		{"server-auth-only certificate", []*testCert{mustCert(t, now, certSpec{cn: "issued", eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca)}, "", 401, ""},
-		{"expired CA-issued certificate", []*testCert{mustCert(t, now, certSpec{cn: "issued", notBefore: now.Add(-48 * time.Hour), notAfter: now.Add(-time.Hour)}, ca)}, "", 401, ""},
-		{"CA-issued certificate not valid yet", []*testCert{mustCert(t, now, certSpec{cn: "issued", notBefore: now.Add(time.Hour)}, ca)}, "", 401, ""},
-		{"disabled device", []*testCert{mustCert(t, now, certSpec{cn: "issued-off"}, ca)}, "", 401, ""},
-		{"certificate issued before the revocation", []*testCert{mustCert(t, now, certSpec{cn: "issued-revoked"}, ca)}, "", 401, ""},
+		{"pinned device, other certificate with its name", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "pinned"}, nil)}, "", 401, ""},
+		{"expired pinned certificate", []*testca.Cert{stale}, "", 401, ""},
+		{"pinned device, CA-issued certificate with its name", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "pinned"}, ca)}, "", 401, ""},
+		{"CA-issued for a JWT device", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "alice"}, ca)}, "", 401, ""},
+		{"CA-issued for an unknown device", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "mallory"}, ca)}, "", 401, ""},
+		{"CA-issued, common name not a device ID", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "has space"}, ca)}, "", 401, ""},
+		{"issued by another CA", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued"}, otherCA)}, "", 401, ""},
+		{"self-signed for a CA device", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued"}, nil)}, "", 401, ""},
+		{"intermediate not presented", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued"}, inter)}, "", 401, ""},
+		{"the CA certificate itself", []*testca.Cert{ca}, "", 401, ""},
+		{"server-auth-only certificate", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca)}, "", 401, ""},
+		{"expired CA-issued certificate", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}, ca)}, "", 401, ""},
+		{"CA-issued certificate not valid yet", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued", NotBefore: now.Add(time.Hour)}, ca)}, "", 401, ""},
+		{"disabled device", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued-off"}, ca)}, "", 401, ""},
+		{"certificate issued before the revocation", []*testca.Cert{mustCert(t, now, testca.Spec{CommonName: "issued-revoked"}, ca)}, "", 401, ""},
 		{"no certificate and no JWT", nil, "", 401, ""},
 		{"certificate device presenting a JWT", nil, hsFor("pinned"), 401, ""},
-		{"certificate device presenting a JWT with its certificate", []*testCert{pinned}, hsFor("pinned"), 401, ""},
+		{"certificate device presenting a JWT with its certificate", []*testca.Cert{pinned}, hsFor("pinned"), 401, ""},
 		{"CA device presenting a JWT", nil, hsFor("issued"), 401, ""},
 	}
 	var unauthorizedBody string
@@ -223,8 +158,8 @@ func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	e := mustEnvWith(t, envOptions{requestCerts: true})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
-	pinned := mustCert(t, now, certSpec{cn: "pinned"}, nil)
-	fp := domain.CertFingerprint(pinned.cert.Raw)
+	pinned := mustCert(t, now, testca.Spec{CommonName: "pinned"}, nil)
+	fp := domain.CertFingerprint(pinned.Cert.Raw)
 	e.mustDevice(oapi.DeviceCreate{DeviceId: "pinned", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}})
 	resp, err := e.certClient(pinned).GetTokenWithResponse(t.Context(), &oapi.GetTokenParams{})
 	if err != nil {
@@ -245,8 +180,8 @@ func TestCertificateDeviceRateLimit(t *testing.T) {
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	var clients []*oapi.ClientWithResponses
 	for _, id := range []string{"pin-a", "pin-b"} {
-		c := mustCert(t, now, certSpec{cn: id}, nil)
-		fp := domain.CertFingerprint(c.cert.Raw)
+		c := mustCert(t, now, testca.Spec{CommonName: id}, nil)
+		fp := domain.CertFingerprint(c.Cert.Raw)
 		e.mustDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}})
 		clients = append(clients, e.certClient(c))
 	}

@@ -821,6 +821,19 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 			_, err := s.HMAC(ctx, domain.Hub{Name: "hub-p", Mode: domain.SignPolicy, Transit: true}, "dev-x", "", msg)
 			return err
 		}},
+		{"Check", func() error {
+			rep, err := s.Check(ctx)
+			if err != nil {
+				return err
+			}
+			if err := rep.Err(); err != nil {
+				return err
+			}
+			if rep.Hubs != 4 || rep.Devices != 2 || len(rep.Leftovers) != 0 || len(rep.Unchecked) != 1 {
+				return fmt.Errorf("got %d hubs, %d devices, leftovers %v, unchecked %q; want 4, 2, none and the Transit key listing", rep.Hubs, rep.Devices, rep.Leftovers, rep.Unchecked)
+			}
+			return nil
+		}},
 		{"DeleteHub in use", func() error {
 			if err := s.DeleteHub(ctx, "hub-t"); !errors.Is(err, store.ErrConflict) {
 				return fmt.Errorf("got %v, want %v", err, store.ErrConflict)
