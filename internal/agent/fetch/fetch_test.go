@@ -44,7 +44,8 @@ func TestFetch(t *testing.T) {
 		{name: "device clock an hour ahead", signer: good, skew: time.Hour, wantOffset: -time.Hour},
 		{name: "device clock at the MicroPython epoch", signer: good, skew: -time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)), wantOffset: time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))},
 		{name: "wrong secret", signer: wrong, wantClass: fetch.ErrRefused, wantStatus: 401},
-		{name: "key store down", signer: good, setup: func() { f.Service.SetUnavailable(true) }, wantClass: fetch.ErrUnavailable, wantStatus: 503, wantRetry: time.Second},
+		// The real service's answer to an unreachable key store: 503, Retry-After 2.
+		{name: "key store down", signer: good, setup: func() { f.Service.SetUnavailable(true) }, wantClass: fetch.ErrUnavailable, wantStatus: 503, wantRetry: 2 * time.Second},
 		{name: "service down", signer: good, setup: f.Service.Down, wantClass: fetch.ErrUnavailable},
 	}
 	for _, tt := range tests {
