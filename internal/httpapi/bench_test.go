@@ -39,7 +39,7 @@ func benchGetToken(b *testing.B, e *env) {
 		}
 		assertions = append(assertions, s)
 	}
-	h := e.srv.Config.Handler
+	h := e.handler
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -241,7 +241,7 @@ func TestImportStreams(t *testing.T) {
 	e := mustEnv(t)
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/devices/import", pr)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.url+"/devices/import", pr)
 	if err != nil {
 		t.Fatal(err)
 	}

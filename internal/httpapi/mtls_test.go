@@ -18,8 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
@@ -88,7 +88,7 @@ func mustCert(tb testing.TB, now time.Time, s certSpec, parent *testCert) *testC
 // empty) in the TLS handshake and trusts the env's server.
 func (e *env) certClient(chain ...*testCert) *oapi.ClientWithResponses {
 	e.t.Helper()
-	tr := e.srv.Client().Transport.(*http.Transport).Clone()
+	tr := e.http.Transport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
 	if len(chain) > 0 {
 		tc := tls.Certificate{PrivateKey: chain[0].key, Leaf: chain[0].cert}
@@ -98,15 +98,7 @@ func (e *env) certClient(chain ...*testCert) *oapi.ClientWithResponses {
 		tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tc, nil }
 	}
 	e.t.Cleanup(tr.CloseIdleConnections)
-	return mustClientOf(e.t, e.srv.URL, "", &http.Client{Transport: tr})
-}
-
-func mustCAPool(cas ...*testCert) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range cas {
-		p.AddCert(c.cert)
-	}
-	return p
+	return mustClientOf(e.t, e.url, "", &http.Client{Transport: tr})
 }
 
 // TestCertificateAuthorizationMatrix is TestDeviceAuthorizationMatrix for mutual TLS:
@@ -117,7 +109,7 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	ca := mustCert(t, now, certSpec{cn: "device CA", ca: true}, nil)
 	inter := mustCert(t, now, certSpec{cn: "line 3 intermediate", ca: true}, ca)
 	otherCA := mustCert(t, now, certSpec{cn: "someone else's CA", ca: true}, nil)
-	e := mustEnvWith(t, envOptions{mtls: true, clientCA: mustCAPool(ca)})
+	e := mustEnvWith(t, envOptions{mtls: true, clientCA: []*testCert{ca}})
 	if !e.clock.Now().Equal(now) {
 		t.Fatalf("env clock: got %v, want %v", e.clock.Now(), now)
 	}
@@ -217,11 +209,11 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	}
 }
 
-// TestCertificateIgnoredWithoutMutualTLS: with Deps.Certs unset a certificate proves
-// nothing, even one the TLS layer happened to receive.
+// TestCertificateIgnoredWithoutMutualTLS: over TLS without -client-auth optional a
+// certificate proves nothing (the server does not even ask for one).
 func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	e := mustEnvWith(t, envOptions{requestCerts: true})
+	e := mustEnvWith(t, envOptions{tls: true})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pinned := mustCert(t, now, certSpec{cn: "pinned"}, nil)
 	fp := domain.CertFingerprint(pinned.cert.Raw)
@@ -239,8 +231,8 @@ func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 // bucket, as one authenticated by assertion does.
 func TestCertificateDeviceRateLimit(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	e := mustEnvWith(t, envOptions{mtls: true, limits: func(now func() time.Time) httpapi.Limiter {
-		return limits.New(limits.Config{DeviceRate: 0.001, DeviceBurst: 1}, now)
+	e := mustEnvWith(t, envOptions{mtls: true, config: func(c *app.Config) {
+		c.Limits = limits.Config{DeviceRate: 0.001, DeviceBurst: 1}
 	}})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	var clients []*oapi.ClientWithResponses
