@@ -101,19 +101,11 @@ func TestConfigValidate(t *testing.T) {
 // other, both ways: option names, defaults, and environment names derived by the rule
 // the README states (TOKENAGENT_<NAME>).
 func TestREADMEConfigurationTable(t *testing.T) {
-	md, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := cliflags.DocTable(string(md), "## Configuration reference")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fresh := func() *cliflags.Set {
 		c := defaults()
 		return flagSet(&c, io.Discard)
 	}
-	for _, err := range cliflags.CheckDoc(rows, fresh) {
+	for _, err := range cliflags.CheckDocFile("README.md", "## Configuration reference", fresh) {
 		t.Errorf("README.md: %v", err)
 	}
 }

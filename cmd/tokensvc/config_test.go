@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"os"
 	"strings"
 	"testing"
 
@@ -14,19 +13,11 @@ import (
 // to each other, both ways: flag names, environment names, defaults and the
 // environment-only secrets.
 func TestREADMEConfigurationTable(t *testing.T) {
-	md, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := cliflags.DocTable(string(md), "## Configuration")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fresh := func() *cliflags.Set {
 		c := app.Defaults()
 		return flagSet(&c, io.Discard)
 	}
-	for _, err := range cliflags.CheckDoc(rows, fresh) {
+	for _, err := range cliflags.CheckDocFile("../../README.md", "## Configuration", fresh) {
 		t.Errorf("README.md: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package cliflags
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 )
@@ -91,6 +92,20 @@ func DocTable(md, heading string) ([]DocRow, error) {
 		return nil, fmt.Errorf("no table after %q", heading)
 	}
 	return rows, nil
+}
+
+// CheckDocFile reads the table after heading in the Markdown file path and checks it
+// with CheckDoc; a file or table that cannot be read is the one error.
+func CheckDocFile(path, heading string, fresh func() *Set) []error {
+	md, err := os.ReadFile(path)
+	if err != nil {
+		return []error{err}
+	}
+	rows, err := DocTable(string(md), heading)
+	if err != nil {
+		return []error{fmt.Errorf("%s: %w", path, err)}
+	}
+	return CheckDoc(rows, fresh)
 }
 
 // CheckDoc compares documentation rows with the options of the Set fresh returns (a new

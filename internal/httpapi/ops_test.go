@@ -179,12 +179,7 @@ func TestInflightBound(t *testing.T) {
 	})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.url+"/devices/import", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	req := e.streamingImport(pr)
 	entered, release, done := make(chan struct{}), make(chan struct{}), make(chan int, 1)
 	go func() {
 		defer close(entered)
