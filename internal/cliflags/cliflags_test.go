@@ -121,3 +121,41 @@ func TestOptions(t *testing.T) {
 		t.Error("-version is listed as an option")
 	}
 }
+
+func TestCheckDoc(t *testing.T) {
+	const md = "# x\n\n## Configuration\n\n| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n" +
+		"| `-addr` | `TEST_ADDR` | `:8080` | listen |\n" +
+		"| `-wait`, `-rate` | `TEST_WAIT`, `TEST_RATE` | `1m`, `0` (off) | two |\n" +
+		"| `-vault-addr` | `TEST_VAULT_ADDR` | — | wrong name |\n" +
+		"| `-burst` | `TEST_BURST` | `7` | wrong default |\n" +
+		"| — | `TEST_SECRET` | — | secret |\n" +
+		"| — | `TEST_NOPE` | — | not a secret |\n\nafter\n"
+	rows, err := cliflags.DocTable(md, "## Configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := func() *cliflags.Set {
+		c := conf{Addr: ":8080", Wait: time.Minute}
+		return newSet(&c)
+	}
+	var got []string
+	for _, err := range cliflags.CheckDoc(rows, fresh) {
+		got = append(got, err.Error())
+	}
+	want := []string{
+		`line 9: -vault-addr: environment variable is VAULT_ADDR, documented TEST_VAULT_ADDR`,
+		`line 10: -burst: default is "0", documented "7"`,
+		`line 12: TEST_NOPE is documented as environment-only but is not a declared secret`,
+		"option cache (TEST_CACHE) is not documented",
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+	for _, g := range got {
+		if strings.HasPrefix(g, "line 7:") || strings.HasPrefix(g, "line 8:") || strings.HasPrefix(g, "line 11:") {
+			t.Errorf("unexpected disagreement: %s", g)
+		}
+	}
+}
