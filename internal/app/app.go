@@ -79,7 +79,7 @@ type App struct {
 	tls       *tls.Config
 	connState func(net.Conn, http.ConnState)
 	tasks     []func(context.Context) error
-	// closers run in reverse order on Close: store, audit file, metrics listener.
+	// closers undo what New opened (audit file, store, metrics listener), last first.
 	closers []func() error
 }
 
