@@ -88,7 +88,7 @@ func (s *Set) Version() {
 // no file line, not in Options.
 func (s *Set) Command(p *bool, name, usage string) {
 	s.noEnv[name] = true
-	s.fs.Var(newBool(p, name), name, usage)
+	s.fs.BoolVar(p, name, *p, usage)
 }
 
 // IsOption reports whether name is a configuration option (not a command flag).
