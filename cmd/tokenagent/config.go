@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/execsink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
@@ -67,139 +67,99 @@ type Config struct {
 	CleanSession    bool
 }
 
-// listValue is a repeatable option. A layer (file, environment, flags) that sets it
-// replaces what lower layers set.
-type listValue struct {
-	vals  *[]string
-	layer *int
-	set   int
+// flagSet declares every option on c, whose current values are the defaults.
+func flagSet(c *Config, out io.Writer) *cliflags.Set {
+	s := cliflags.New("tokenagent", envPrefix, out)
+	s.Version()
+	s.String(&c.ConfigFile, "config", "configuration file: option = value lines, # comments")
+	s.String(&c.ServiceURL, "service-url", "tokensvc base URL (https://…)")
+	s.String(&c.CAFile, "ca-file", "PEM CA bundle trusted for tokensvc and the brokers (default: system roots)")
+	s.String(&c.DeviceID, "device-id", "the device ID")
+	s.String(&c.CredentialFile, "credential-file", "device credential: PEM private key (ES256/EdDSA) or the HS256 secret; mode 0600")
+	s.String(&c.CredentialType, "credential-type", "auto, hs256, es256 or eddsa")
+	s.String(&c.Audience, "audience", "the aud tokensvc expects in assertions")
+	s.String(&c.Module, "module", "ask for a module token")
+	s.Duration(&c.TTL, "ttl", "requested token lifetime (0: the hub's default; at least 60s)")
+	s.String(&c.Transport, "transport", "broker transport the token's profiles describe: tcp (8883/5671) or ws (443)")
+	s.String(&c.StateDir, "state-dir", "where the last good token is kept (0700/0600)")
+	s.Duration(&c.BootSplay, "boot-splay", "random delay before the first fetch when no valid token was kept")
+	s.Duration(&c.BackoffMin, "backoff-min", "first retry delay ceiling")
+	s.Duration(&c.BackoffMax, "backoff-max", "largest retry delay")
+	s.Level(&c.LogLevel, "log-level", "debug, info, warn or error")
+	s.List(&c.Templates, "template", "SRC:DST[:MODE] render template file SRC to DST (mode default 0600) on every new token; repeatable")
+	s.String(&c.Exec, "exec", "run this command (a JSON array, or words split on spaces) with -exec-env values in its environment")
+	s.List(&c.ExecEnv, "exec-env", "NAME=TEMPLATE environment variable for the -exec child; repeatable")
+	s.String(&c.ExecOnChange, "exec-on-change", "when a new token changes the child's environment: restart, signal or none")
+	s.String(&c.ExecSignal, "exec-signal", "signal for -exec-on-change=signal: HUP, USR1, USR2, INT or TERM")
+	s.String(&c.Socket, "socket", "serve the token on this Unix socket (GET /token, /connection-string, /token.json)")
+	s.String(&c.SocketMode, "socket-mode", "file mode of -socket")
+	s.String(&c.Link, "link", "use the token: none, mqtt or amqp")
+	s.String(&c.BrokerAddr, "broker-addr", "dial this host:port instead of the profile's (TLS still checks the profile's host)")
+	s.String(&c.AMQPAuth, "amqp-auth", "AMQP authentication: plain (SASL PLAIN) or cbs (put-token, renewed on the open connection)")
+	s.String(&c.Telemetry, "telemetry", "telemetry input: none, stdin, or unix:PATH (a socket local programs write lines to)")
+	s.String(&c.TelemetryFormat, "telemetry-format", "raw (a line is the body) or json ({\"body\":…,\"properties\":{…}})")
+	s.List(&c.Properties, "property", "KEY=VALUE added to every message (e.g. $.ct=application/json); repeatable")
+	s.String(&c.C2D, "c2d", "cloud-to-device messages (MQTT): none or stdout (JSON lines)")
+	s.Bool(&c.CleanSession, "clean-session", "MQTT clean session")
+	return s
 }
 
-func (l *listValue) String() string {
-	if l.vals == nil {
-		return ""
+// defaults is the configuration before any file, environment or flag.
+func defaults() Config {
+	return Config{
+		CredentialType:  "auto",
+		Audience:        "tokensvc",
+		Transport:       "tcp",
+		StateDir:        "/var/lib/tokenagent",
+		BootSplay:       3 * time.Second,
+		BackoffMin:      time.Second,
+		BackoffMax:      5 * time.Minute,
+		LogLevel:        slog.LevelInfo,
+		ExecOnChange:    "restart",
+		ExecSignal:      "HUP",
+		SocketMode:      "0600",
+		Link:            "none",
+		AMQPAuth:        "plain",
+		Telemetry:       "none",
+		TelemetryFormat: "raw",
+		C2D:             "none",
+		CleanSession:    true,
 	}
-	return strings.Join(*l.vals, ",")
 }
 
-func (l *listValue) Set(v string) error {
-	if l.set != *l.layer {
-		*l.vals = nil
-		l.set = *l.layer
-	}
-	*l.vals = append(*l.vals, v)
-	return nil
-}
-
-type levelValue struct{ l *slog.Level }
-
-func (v levelValue) String() string {
-	if v.l == nil {
-		return "info"
-	}
-	return strings.ToLower(v.l.String())
-}
-func (v levelValue) Set(s string) error { return v.l.UnmarshalText([]byte(s)) }
-
-// flagSet declares every option on c.
-func flagSet(c *Config, layer *int, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("tokenagent", flag.ContinueOnError)
-	fs.SetOutput(out)
-	list := func(p *[]string, name, usage string) {
-		fs.Var(&listValue{vals: p, layer: layer, set: -1}, name, usage)
-	}
-	fs.StringVar(&c.ConfigFile, "config", "", "configuration file: option = value lines, # comments")
-	fs.StringVar(&c.ServiceURL, "service-url", "", "tokensvc base URL (https://…)")
-	fs.StringVar(&c.CAFile, "ca-file", "", "PEM CA bundle trusted for tokensvc and the brokers (default: system roots)")
-	fs.StringVar(&c.DeviceID, "device-id", "", "the device ID")
-	fs.StringVar(&c.CredentialFile, "credential-file", "", "device credential: PEM private key (ES256/EdDSA) or the HS256 secret; mode 0600")
-	fs.StringVar(&c.CredentialType, "credential-type", "auto", "auto, hs256, es256 or eddsa")
-	fs.StringVar(&c.Audience, "audience", "tokensvc", "the aud tokensvc expects in assertions")
-	fs.StringVar(&c.Module, "module", "", "ask for a module token")
-	fs.DurationVar(&c.TTL, "ttl", 0, "requested token lifetime (0: the hub's default; at least 60s)")
-	fs.StringVar(&c.Transport, "transport", "tcp", "broker transport the token's profiles describe: tcp (8883/5671) or ws (443)")
-	fs.StringVar(&c.StateDir, "state-dir", "/var/lib/tokenagent", "where the last good token is kept (0700/0600)")
-	fs.DurationVar(&c.BootSplay, "boot-splay", 3*time.Second, "random delay before the first fetch when no valid token was kept")
-	fs.DurationVar(&c.BackoffMin, "backoff-min", time.Second, "first retry delay ceiling")
-	fs.DurationVar(&c.BackoffMax, "backoff-max", 5*time.Minute, "largest retry delay")
-	fs.Var(levelValue{&c.LogLevel}, "log-level", "debug, info, warn or error")
-	list(&c.Templates, "template", "SRC:DST[:MODE] render template file SRC to DST (mode default 0600) on every new token; repeatable")
-	fs.StringVar(&c.Exec, "exec", "", "run this command (a JSON array, or words split on spaces) with -exec-env values in its environment")
-	list(&c.ExecEnv, "exec-env", "NAME=TEMPLATE environment variable for the -exec child; repeatable")
-	fs.StringVar(&c.ExecOnChange, "exec-on-change", "restart", "when a new token changes the child's environment: restart, signal or none")
-	fs.StringVar(&c.ExecSignal, "exec-signal", "HUP", "signal for -exec-on-change=signal: HUP, USR1, USR2, INT or TERM")
-	fs.StringVar(&c.Socket, "socket", "", "serve the token on this Unix socket (GET /token, /connection-string, /token.json)")
-	fs.StringVar(&c.SocketMode, "socket-mode", "0600", "file mode of -socket")
-	fs.StringVar(&c.Link, "link", "none", "use the token: none, mqtt or amqp")
-	fs.StringVar(&c.BrokerAddr, "broker-addr", "", "dial this host:port instead of the profile's (TLS still checks the profile's host)")
-	fs.StringVar(&c.AMQPAuth, "amqp-auth", "plain", "AMQP authentication: plain (SASL PLAIN) or cbs (put-token, renewed on the open connection)")
-	fs.StringVar(&c.Telemetry, "telemetry", "none", "telemetry input: none, stdin, or unix:PATH (a socket local programs write lines to)")
-	fs.StringVar(&c.TelemetryFormat, "telemetry-format", "raw", "raw (a line is the body) or json ({\"body\":…,\"properties\":{…}})")
-	list(&c.Properties, "property", "KEY=VALUE added to every message (e.g. $.ct=application/json); repeatable")
-	fs.StringVar(&c.C2D, "c2d", "none", "cloud-to-device messages (MQTT): none or stdout (JSON lines)")
-	fs.BoolVar(&c.CleanSession, "clean-session", true, "MQTT clean session")
-	return fs
-}
-
-// parseConfig reads the file, the environment and args, in rising precedence.
+// parseConfig reads the file, the environment and args, in rising precedence. With
+// -version it returns cliflags.ErrVersion.
 func parseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	// First pass: only to find -config and which flags were given.
-	var probe Config
-	probeLayer := 0
-	pfs := flagSet(&probe, &probeLayer, io.Discard)
-	if err := pfs.Parse(args); err != nil {
-		// Let the real pass report it with usage.
-		fs := flagSet(&Config{}, new(int), out)
-		return Config{}, fs.Parse(args)
-	}
-	if pfs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q", pfs.Arg(0))
+	// First pass: only to find -config (and -version, -h) before reading the file.
+	probe := defaults()
+	if err := flagSet(&probe, io.Discard).Parse(args, func(string) string { return "" }); err != nil {
+		// Let the real pass report it, with usage where that applies.
+		c := defaults()
+		return Config{}, flagSet(&c, out).Parse(args, func(string) string { return "" })
 	}
 	path := probe.ConfigFile
 	if path == "" {
 		path = getenv(envPrefix + "CONFIG")
 	}
 
-	var c Config
-	layer := 1
-	fs := flagSet(&c, &layer, out)
+	c := defaults()
+	s := flagSet(&c, out)
 	if path != "" {
 		entries, err := readConfigFile(path)
 		if err != nil {
 			return Config{}, err
 		}
+		s.Layer()
 		for _, e := range entries {
-			if e.key == "config" || fs.Lookup(e.key) == nil {
+			if e.key == "config" || !s.IsOption(e.key) {
 				return Config{}, fmt.Errorf("%s:%d: unknown option %q", path, e.line, e.key)
 			}
-			if err := fs.Set(e.key, e.value); err != nil {
+			if err := s.SetOption(e.key, e.value); err != nil {
 				return Config{}, fmt.Errorf("%s:%d: %s: %w", path, e.line, e.key, err)
 			}
 		}
 	}
-	layer = 2
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v := getenv(name)
-		if v == "" || f.Name == "config" || envErr != nil {
-			return
-		}
-		vals := []string{v}
-		if _, ok := f.Value.(*listValue); ok {
-			vals = strings.Split(strings.TrimSpace(v), "\n")
-		}
-		for _, v := range vals {
-			if err := fs.Set(f.Name, strings.TrimSpace(v)); err != nil {
-				envErr = fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return Config{}, envErr
-	}
-	layer = 3
-	if err := fs.Parse(args); err != nil {
+	if err := s.Parse(args, getenv); err != nil {
 		return Config{}, err
 	}
 	c.ConfigFile = path

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 )
 
 func TestConfigLayers(t *testing.T) {
@@ -92,5 +94,28 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestREADMEConfigurationTable holds README.md's option table and the flag set to each
+// other, both ways: option names, defaults, and environment names derived by the rule
+// the README states (TOKENAGENT_<NAME>).
+func TestREADMEConfigurationTable(t *testing.T) {
+	fresh := func() *cliflags.Set {
+		c := defaults()
+		return flagSet(&c, io.Discard)
+	}
+	for _, err := range cliflags.CheckDocFile("README.md", "## Configuration reference", fresh) {
+		t.Errorf("README.md: %v", err)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out strings.Builder
+	if err := run(t.Context(), []string{"-version"}, func(string) string { return "" }, strings.NewReader(""), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "tokenagent ") {
+		t.Errorf("got %q, want a line starting with %q", got, "tokenagent ")
 	}
 }

@@ -267,8 +267,10 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 		t.Errorf("broker: got %+v, want no refused connection, no drop for an expired token, no ACL denial", bs)
 	}
 	keeper, mqtt := stats["keeper"], stats["mqtt"]
-	if keeper["Failed"] < 3 {
-		t.Errorf("keeper failures: got %d, want ≥ 3 (the outage)", keeper["Failed"])
+	// The outage: at least one 503 (the real service's Retry-After is 2 s, so one or two
+	// fall in its 2.4 s) and at least one refused connection.
+	if keeper["Failed"] < 2 {
+		t.Errorf("keeper failures: got %d, want ≥ 2 (the outage)", keeper["Failed"])
 	}
 	if mqtt["Rotations"] < 3 {
 		t.Errorf("reconnects for a new token: got %d, want ≥ 3", mqtt["Rotations"])

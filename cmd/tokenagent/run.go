@@ -35,6 +35,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/tmpl"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/cliflags"
+	"github.com/tokensvc/tokensvc/internal/version"
 )
 
 var (
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
+	}
+	if errors.Is(err, cliflags.ErrVersion) {
+		_, err := fmt.Fprintln(stdout, version.String("tokenagent"))
+		return err
 	}
 	if err != nil {
 		return err

@@ -4,50 +4,24 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/pem"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/adminauth"
-	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/app"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/httpapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
-	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
 const adminToken = "tokenctl-test-admin-token-0123"
 
-// mustServer runs the real API over a real embedded store on loopback.
+// mustServer runs the service, built by app.New as tokensvc builds it, over a real
+// embedded store on loopback.
 func mustServer(t *testing.T) string {
 	t.Helper()
-	st, err := filestore.Open(filepath.Join(t.TempDir(), "tokensvc.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	admin, _, err := adminauth.Bootstrap(t.Context(), st, adminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := httpapi.New(httpapi.Deps{
-		Registry: registry.New(st, kinds.All(), time.Now),
-		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(time.Now), nil),
-		Devices:  deviceauth.NewVerifier(st, "tokensvc", time.Now),
-		Admin:    admin,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return apptest.Start(t, apptest.Options{Config: func(c *app.Config) { c.AdminToken = adminToken }}).URL
 }
 
 // ctl runs tokenctl with args against url and returns stdout, stderr and the error.

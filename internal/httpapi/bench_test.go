@@ -8,14 +8,20 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/app"
+	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
 // BenchmarkGetToken is the whole GET /token path in-process: routing, spec validation,
 // HS256 assertion check with replay cache, store read, minting, profiles and JSON.
-// Assertions are signed before the timed loop (each jti is single-use).
+// Assertions are signed before the timed loop (each jti is single-use). Limits and
+// audit are off (metrics are always wired); BenchmarkGetTokenObserved has them on.
 func BenchmarkGetToken(b *testing.B) {
-	benchGetToken(b, mustEnv(b))
+	benchGetToken(b, mustEnvWith(b, envOptions{config: func(c *app.Config) {
+		c.Limits = limits.Config{}
+		c.Audit.Sink.Kind = "off"
+	}}))
 }
 
 func benchGetToken(b *testing.B, e *env) {
@@ -39,7 +45,7 @@ func benchGetToken(b *testing.B, e *env) {
 		}
 		assertions = append(assertions, s)
 	}
-	h := e.srv.Config.Handler
+	h := e.handler
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

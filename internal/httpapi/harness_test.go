@@ -7,14 +7,10 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,17 +19,13 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/adminauth"
-	"github.com/tokensvc/tokensvc/internal/deviceauth"
-	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/app"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/store"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
-	"github.com/tokensvc/tokensvc/internal/tokens"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 const (
@@ -59,16 +51,21 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// env is a running API over a real embedded store.
+// env is the service as app.New builds it (through apptest), over a real embedded
+// store, on the env's fake clock.
 type env struct {
-	t      testing.TB
-	srv    *httptest.Server
-	clock  *fakeClock
-	store  store.Store
-	admin  *oapi.ClientWithResponses
-	anon   *oapi.ClientWithResponses
-	logBuf *syncbuf.Buffer
-	jti    atomic.Int64
+	t       testing.TB
+	svc     *apptest.Service
+	url     string
+	http    *http.Client
+	handler http.Handler
+	clock   *fakeClock
+	store   store.Store
+	admin   *oapi.ClientWithResponses
+	anon    *oapi.ClientWithResponses
+	logBuf  *syncbuf.Buffer
+	audit   *syncbuf.Buffer
+	jti     atomic.Int64
 }
 
 func mustEnv(t testing.TB) *env {
@@ -76,68 +73,51 @@ func mustEnv(t testing.TB) *env {
 	return mustEnvWith(t, envOptions{})
 }
 
-// envOptions vary the test server: TLS, mutual TLS and limits.
+// envOptions vary the test server: TLS, mutual TLS and the configuration.
 type envOptions struct {
-	// tls serves HTTPS; requestCerts also requests client certificates; mtls does both
-	// and authenticates devices by them (Deps.Certs), trusting clientCA for x509-ca
-	// devices.
-	tls, requestCerts, mtls bool
-	clientCA                *x509.CertPool
-	limits                  func(now func() time.Time) httpapi.Limiter
+	// tls serves HTTPS; mtls also asks clients for certificates and authenticates
+	// devices by them (-client-auth optional), trusting clientCA for x509-ca devices.
+	tls, mtls bool
+	clientCA  []*testca.Cert
+	// config changes the service configuration (limits, OIDC, …).
+	config func(c *app.Config)
+	// stdout receives the audit records instead of env.audit.
+	stdout io.Writer
+	// store replaces the embedded store the service opens (apptest.Options.Store).
+	store store.Store
 }
 
 func mustEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := filestore.Open(filepath.Join(dir, "tokensvc.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	clock := &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	admin, _, err := adminauth.Bootstrap(t.Context(), st, adminToken)
-	if err != nil {
-		t.Fatal(err)
+	opts := apptest.Options{
+		Clock:  clock.Now,
+		Stdout: o.stdout,
+		Store:  o.store,
+		Config: func(c *app.Config) {
+			c.Audience = audience
+			c.AdminToken = adminToken
+			if o.mtls {
+				c.ClientAuth = "optional"
+			}
+			if o.config != nil {
+				o.config(c)
+			}
+		},
 	}
-	logs := &syncbuf.Buffer{}
-	var verifierOpts []deviceauth.Option
-	if o.clientCA != nil {
-		verifierOpts = append(verifierOpts, deviceauth.WithClientCA(o.clientCA))
+	if o.tls || o.mtls {
+		ca := testpeer.NewCA(t, "httpapi test CA")
+		leaf := ca.Issue(t, "127.0.0.1")
+		opts.CertPEM, opts.KeyPEM, opts.RootCAs = leaf.CertPEM, leaf.KeyPEM, ca.Pool()
 	}
-	verifier := deviceauth.NewVerifier(st, audience, clock.Now, verifierOpts...)
-	deps := httpapi.Deps{
-		Registry: registry.New(st, kinds.All(), clock.Now),
-		Issuer:   tokens.NewIssuer(st, kinds.All(), signer.New(clock.Now), nil),
-		Devices:  verifier,
-		Admin:    admin,
-		Ready:    func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
-		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	for _, c := range o.clientCA {
+		opts.ClientCAPEM += string(c.CertPEM())
 	}
-	if o.mtls {
-		deps.Certs = verifier
-	}
-	if o.limits != nil {
-		deps.Limits = o.limits(clock.Now)
-	}
-	h, err := httpapi.New(deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	if o.tls || o.requestCerts || o.mtls {
-		srv.TLS = &tls.Config{}
-		if o.requestCerts || o.mtls {
-			// As cmd/tokensvc does: request a certificate, verify it in the application.
-			srv.TLS.ClientAuth = tls.RequestClientCert
-		}
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, clock: clock, store: st, logBuf: logs}
-	e.admin = mustClientOf(t, srv.URL, adminToken, srv.Client())
-	e.anon = mustClientOf(t, srv.URL, "", srv.Client())
+	svc := apptest.Start(t, opts)
+	e := &env{t: t, svc: svc, url: svc.URL, http: svc.HTTPClient, handler: svc.App.Handler(), clock: clock,
+		store: svc.App.Store(), logBuf: svc.Logs, audit: svc.Stdout}
+	e.admin = mustClientOf(t, e.url, adminToken, e.http)
+	e.anon = mustClientOf(t, e.url, "", e.http)
 	return e
 }
 
@@ -148,16 +128,7 @@ func mustClient(t testing.TB, url, bearer string) *oapi.ClientWithResponses {
 
 func mustClientOf(t testing.TB, url, bearer string, hc *http.Client) *oapi.ClientWithResponses {
 	t.Helper()
-	c, err := oapi.NewClientWithResponses(url, oapi.WithHTTPClient(hc), oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		if bearer != "" {
-			r.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return apptest.NewClient(t, url, bearer, hc)
 }
 
 // bearer returns a request editor that sets a device assertion.
@@ -262,7 +233,7 @@ func ptr[T any](v T) *T { return &v }
 // rawRequest sends a request the generated client cannot express (malformed on purpose).
 func (e *env) rawRequest(method, path, auth, contentType string, body io.Reader) (*http.Response, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, body)
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -272,7 +243,7 @@ func (e *env) rawRequest(method, path, auth, contentType string, body io.Reader)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := e.srv.Client().Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

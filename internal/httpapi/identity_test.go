@@ -153,7 +153,7 @@ func TestNonceConcurrentUseSucceedsOnce(t *testing.T) {
 	codes := make(chan int, n)
 	for range n {
 		go func() {
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.srv.URL+"/token", nil)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/token", nil)
 			req.Header.Set("Authorization", "Bearer "+a)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

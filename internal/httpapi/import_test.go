@@ -236,18 +236,25 @@ func TestImportBadInput(t *testing.T) {
 	}
 }
 
+// streamingImport is an NDJSON import request whose body the test writes as it goes.
+func (e *env) streamingImport(body io.Reader) *http.Request {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodPost, e.url+"/devices/import", body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	return req
+}
+
 // TestImportStreams proves the report streams while the body is still being sent: the
 // client writes the next line only after it has read the report of the previous one.
 func TestImportStreams(t *testing.T) {
 	e := mustEnv(t)
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/devices/import", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	req := e.streamingImport(pr)
 	type result struct {
 		resp *http.Response
 		err  error

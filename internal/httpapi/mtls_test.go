@@ -12,8 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -34,14 +34,14 @@ func mustCert(tb testing.TB, now time.Time, s testca.Spec, parent *testca.Cert) 
 // empty) in the TLS handshake and trusts the env's server.
 func (e *env) certClient(chain ...*testca.Cert) *oapi.ClientWithResponses {
 	e.t.Helper()
-	tr := e.srv.Client().Transport.(*http.Transport).Clone()
+	tr := e.http.Transport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
 	if len(chain) > 0 {
 		tc := chain[0].TLS(chain[1:]...)
 		tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tc, nil }
 	}
 	e.t.Cleanup(tr.CloseIdleConnections)
-	return mustClientOf(e.t, e.srv.URL, "", &http.Client{Transport: tr})
+	return mustClientOf(e.t, e.url, "", &http.Client{Transport: tr})
 }
 
 // TestCertificateAuthorizationMatrix is TestDeviceAuthorizationMatrix for mutual TLS:
@@ -52,7 +52,7 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	ca := mustCert(t, now, testca.Spec{CommonName: "device CA", CA: true}, nil)
 	inter := mustCert(t, now, testca.Spec{CommonName: "line 3 intermediate", CA: true}, ca)
 	otherCA := mustCert(t, now, testca.Spec{CommonName: "someone else's CA", CA: true}, nil)
-	e := mustEnvWith(t, envOptions{mtls: true, clientCA: testca.Pool(ca)})
+	e := mustEnvWith(t, envOptions{mtls: true, clientCA: []*testca.Cert{ca}})
 	if !e.clock.Now().Equal(now) {
 		t.Fatalf("env clock: got %v, want %v", e.clock.Now(), now)
 	}
@@ -152,11 +152,11 @@ func TestCertificateAuthorizationMatrix(t *testing.T) {
 	}
 }
 
-// TestCertificateIgnoredWithoutMutualTLS: with Deps.Certs unset a certificate proves
-// nothing, even one the TLS layer happened to receive.
+// TestCertificateIgnoredWithoutMutualTLS: over TLS without -client-auth optional a
+// certificate proves nothing (the server does not even ask for one).
 func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	e := mustEnvWith(t, envOptions{requestCerts: true})
+	e := mustEnvWith(t, envOptions{tls: true})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	pinned := mustCert(t, now, testca.Spec{CommonName: "pinned"}, nil)
 	fp := domain.CertFingerprint(pinned.Cert.Raw)
@@ -174,8 +174,8 @@ func TestCertificateIgnoredWithoutMutualTLS(t *testing.T) {
 // bucket, as one authenticated by assertion does.
 func TestCertificateDeviceRateLimit(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	e := mustEnvWith(t, envOptions{mtls: true, limits: func(now func() time.Time) httpapi.Limiter {
-		return limits.New(limits.Config{DeviceRate: 0.001, DeviceBurst: 1}, now)
+	e := mustEnvWith(t, envOptions{mtls: true, config: func(c *app.Config) {
+		c.Limits = limits.Config{DeviceRate: 0.001, DeviceBurst: 1}
 	}})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	var clients []*oapi.ClientWithResponses

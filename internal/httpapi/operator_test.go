@@ -5,20 +5,23 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/tokensvc/tokensvc/api"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
 func TestOperatorAuth(t *testing.T) {
 	e := mustEnv(t)
 	for _, tc := range []struct{ name, token string }{{"missing", ""}, {"wrong", "not-the-admin-token"}, {"admin token with a suffix", adminToken + "x"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := mustClient(t, e.srv.URL, tc.token)
+			c := mustClient(t, e.url, tc.token)
 			resp, err := c.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "h", Kind: oapi.Iothub, Hostname: hubHost})
 			if err != nil {
 				t.Fatal(err)
@@ -45,7 +48,7 @@ func TestOperatorAuth(t *testing.T) {
 	// A device assertion is no operator credential.
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	c := e.mustDevice(oapi.DeviceCreate{DeviceId: "d1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	resp, err := mustClient(t, e.srv.URL, e.hs256("d1", *c.Auth.Secret)).GetDeviceWithResponse(t.Context(), "d1")
+	resp, err := mustClient(t, e.url, e.hs256("d1", *c.Auth.Secret)).GetDeviceWithResponse(t.Context(), "d1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +344,7 @@ func TestEveryOperationIsGuarded(t *testing.T) {
 
 func TestContentEncodingRefused(t *testing.T) {
 	e := mustEnv(t)
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/hubs", strings.NewReader(`{"name":"h","kind":"iothub","hostname":"x.azure-devices.net"}`))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.url+"/hubs", strings.NewReader(`{"name":"h","kind":"iothub","hostname":"x.azure-devices.net"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,12 +365,19 @@ func TestContentEncodingRefused(t *testing.T) {
 }
 
 func TestReadinessFollowsStore(t *testing.T) {
-	e := mustEnv(t)
-	if err := e.store.Close(); err != nil {
+	st, err := filestore.Open(filepath.Join(t.TempDir(), "tokensvc.db"), make([]byte, 32))
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
+	outage := apptest.NewOutage(st)
+	e := mustEnvWith(t, envOptions{store: outage})
+	if resp, body := e.rawRequest(http.MethodGet, "/readyz", "", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("readyz: got %d %s, want 200", resp.StatusCode, body)
+	}
+	outage.SetDown(true)
 	resp, body := e.rawRequest(http.MethodGet, "/readyz", "", "", nil)
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("readyz on a closed store: got %d %s (Retry-After %q), want 503 with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		t.Errorf("readyz with the store unreachable: got %d %s (Retry-After %q), want 503 with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 }

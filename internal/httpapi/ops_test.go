@@ -2,83 +2,33 @@ package httpapi_test
 
 import (
 	"bufio"
-	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/adminauth"
-	"github.com/tokensvc/tokensvc/internal/audit"
-	"github.com/tokensvc/tokensvc/internal/deviceauth"
-	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/limits"
-	"github.com/tokensvc/tokensvc/internal/metrics"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/operatorauth"
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/signer"
-	"github.com/tokensvc/tokensvc/internal/store"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
-	"github.com/tokensvc/tokensvc/internal/syncbuf"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
-	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
-// opsEnv is a test server with metrics, limits and audit wired as cmd/tokensvc does.
-type opsEnv struct {
-	*env
-	audit *syncbuf.Buffer
-}
+// opsEnv is an env whose tests look at metrics, limits and audit records.
+type opsEnv struct{ *env }
 
-// mustOpsEnv builds the server; tweak may set Limits or replace Devices.
-func mustOpsEnv(t testing.TB, tweak func(d *httpapi.Deps, clock *fakeClock)) *opsEnv {
+// mustOpsEnv builds the service; tweak may change its configuration.
+func mustOpsEnv(t testing.TB, tweak func(c *app.Config)) *opsEnv {
 	t.Helper()
-	st, err := filestore.Open(filepath.Join(t.TempDir(), "tokensvc.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	clock := &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	admin, _, err := adminauth.Bootstrap(t.Context(), st, adminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := metrics.New(prometheus.NewRegistry())
-	var ist store.Store = m.InstrumentStore(st)
-	logs, auditBuf := &syncbuf.Buffer{}, &syncbuf.Buffer{}
-	d := httpapi.Deps{
-		Registry:       registry.New(ist, kinds.All(), clock.Now),
-		Issuer:         tokens.NewIssuer(ist, kinds.All(), signer.New(clock.Now), nil),
-		Devices:        deviceauth.NewVerifier(ist, audience, clock.Now),
-		Admin:          admin,
-		Metrics:        m,
-		MetricsHandler: m.Handler(),
-		Audit:          audit.New(auditBuf, clock.Now, nil),
-		Logger:         slog.New(slog.NewJSONHandler(logs, nil)),
-	}
-	if tweak != nil {
-		tweak(&d, clock)
-	}
-	h, err := httpapi.New(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, clock: clock, store: st, logBuf: logs}
-	e.admin = mustClient(t, srv.URL, adminToken)
-	e.anon = mustClient(t, srv.URL, "")
-	return &opsEnv{env: e, audit: auditBuf}
+	return &opsEnv{mustEnvWith(t, envOptions{config: tweak})}
 }
 
 func (e *opsEnv) scrape() string {
@@ -169,8 +119,8 @@ func TestMetricsSeriesMoveAndHoldNoSecrets(t *testing.T) {
 }
 
 func TestDeviceRateLimit(t *testing.T) {
-	e := mustOpsEnv(t, func(d *httpapi.Deps, clock *fakeClock) {
-		d.Limits = limits.New(limits.Config{DeviceRate: 0.2, DeviceBurst: 2}, clock.Now)
+	e := mustOpsEnv(t, func(c *app.Config) {
+		c.Limits = limits.Config{DeviceRate: 0.2, DeviceBurst: 2}
 	})
 	secret, _ := e.provision()
 	other := e.mustDevice(oapi.DeviceCreate{DeviceId: "other", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
@@ -205,8 +155,8 @@ func TestDeviceRateLimit(t *testing.T) {
 }
 
 func TestGlobalRateLimitBeforeAuthentication(t *testing.T) {
-	e := mustOpsEnv(t, func(d *httpapi.Deps, clock *fakeClock) {
-		d.Limits = limits.New(limits.Config{GlobalRate: 1, GlobalBurst: 1}, clock.Now)
+	e := mustOpsEnv(t, func(c *app.Config) {
+		c.Limits = limits.Config{GlobalRate: 1, GlobalBurst: 1}
 	})
 	if resp := e.getToken("junk", nil); resp.StatusCode() != http.StatusUnauthorized {
 		t.Fatalf("first: got %d, want 401", resp.StatusCode())
@@ -221,38 +171,40 @@ func TestGlobalRateLimitBeforeAuthentication(t *testing.T) {
 	}
 }
 
-// blockingVerifier holds every device authentication until released.
-type blockingVerifier struct {
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (b *blockingVerifier) Verify(ctx context.Context, _ string) (domain.Device, error) {
-	b.entered <- struct{}{}
-	<-b.release
-	return domain.Device{}, deviceauth.ErrUnauthenticated
-}
-
+// TestInflightBound holds one request in flight (a bulk import whose body is still
+// being sent) with room for one: others are shed with 503, probes are not.
 func TestInflightBound(t *testing.T) {
-	bv := &blockingVerifier{entered: make(chan struct{}), release: make(chan struct{})}
-	e := mustOpsEnv(t, func(d *httpapi.Deps, clock *fakeClock) {
-		d.Limits = limits.New(limits.Config{MaxInflight: 1}, clock.Now)
-		d.Devices = bv
+	e := mustOpsEnv(t, func(c *app.Config) {
+		c.Limits = limits.Config{MaxInflight: 1}
 	})
-	done := make(chan int)
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	pr, pw := io.Pipe()
+	req := e.streamingImport(pr)
+	entered, release, done := make(chan struct{}), make(chan struct{}), make(chan int, 1)
 	go func() {
-		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/token", nil)
-		req.Header.Set("Authorization", "Bearer x")
+		defer close(entered)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
+			t.Errorf("held import: %v", err)
 			done <- 0
 			return
 		}
+		defer resp.Body.Close()
+		// Its first report line proves the import is in the handler, reading the body.
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		if !strings.Contains(line, `"result":"created"`) {
+			t.Errorf("held import: got %q, want its first device created", line)
+		}
+		entered <- struct{}{}
+		<-release
+		pw.Close()
 		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	<-bv.entered
+	if _, err := io.WriteString(pw, `{"deviceId":"held-1","hub":"main","auth":{"type":"hs256"}}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
 	resp, body := e.rawRequest(http.MethodGet, "/hubs", adminToken, "", nil)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("while one request is in flight: got %d Retry-After %q %s, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
@@ -261,9 +213,9 @@ func TestInflightBound(t *testing.T) {
 	if resp, _ := e.rawRequest(http.MethodGet, "/healthz", "", "", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("healthz while saturated: got %d, want 200", resp.StatusCode)
 	}
-	close(bv.release)
-	if got := <-done; got != http.StatusUnauthorized {
-		t.Errorf("held request: got %d, want 401", got)
+	close(release)
+	if got := <-done; got != http.StatusOK {
+		t.Errorf("held import: got %d, want 200", got)
 	}
 	if resp, _ := e.rawRequest(http.MethodGet, "/hubs", adminToken, "", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("after release: got %d, want 200", resp.StatusCode)
@@ -330,25 +282,52 @@ func TestAuditRecords(t *testing.T) {
 	}
 }
 
-// fakeOIDC maps bearer JWT-shaped tokens to principals.
-type fakeOIDC map[string]operatorauth.Principal
-
-func (f fakeOIDC) Verify(tok string) (operatorauth.Principal, error) {
-	if p, ok := f[tok]; ok {
-		return p, nil
+// mustIssuer is a local OIDC issuer publishing one ES256 key; sign makes its tokens.
+func mustIssuer(t *testing.T) (url string, sign func(claims jwt.MapClaims) string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return operatorauth.Principal{}, operatorauth.ErrUnauthenticated
+	pub, err := key.PublicKey.Bytes() // 0x04 || X || Y
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks := map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": "k1", "crv": "P-256", "x": b64(pub[1:33]), "y": b64(pub[33:])}}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jwks)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func(claims jwt.MapClaims) string {
+		claims["iss"] = srv.URL
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+		tok.Header["kid"] = "k1"
+		signed, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signed
+	}
 }
 
+// TestOperatorRoles: operators with JWTs from a real (local) OIDC issuer, configured as
+// an operator would configure it, get what their role allows.
 func TestOperatorRoles(t *testing.T) {
-	const reader, operator, norole = "r.r.r", "o.o.o", "n.n.n"
-	e := mustOpsEnv(t, func(d *httpapi.Deps, _ *fakeClock) {
-		d.Operators = operatorauth.New(d.Admin, fakeOIDC{
-			reader:   {Subject: "rita", Role: operatorauth.RoleReader},
-			operator: {Subject: "otto", Role: operatorauth.RoleOperator},
-			norole:   {Subject: "nina"},
-		})
+	issuer, sign := mustIssuer(t)
+	e := mustOpsEnv(t, func(c *app.Config) {
+		c.OIDC.Issuer, c.OIDC.Audience, c.OIDC.JWKSURL = issuer, "tokensvc-operators", issuer+"/keys"
+		c.OIDC.Algorithms = []string{"ES256"}
 	})
+	operatorJWT := func(sub string, roles ...string) string {
+		now := e.clock.Now()
+		claims := jwt.MapClaims{"sub": sub, "aud": "tokensvc-operators", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		if len(roles) > 0 {
+			claims["roles"] = roles
+		}
+		return sign(claims)
+	}
+	reader, operator, norole := operatorJWT("rita", "reader"), operatorJWT("otto", "operator"), operatorJWT("nina")
 	hub := `{"name":"main","kind":"iothub","hostname":"` + hubHost + `"}`
 	tests := []struct {
 		name   string
@@ -397,9 +376,8 @@ func TestOperatorRoles(t *testing.T) {
 // never to refuse) and audit records (to a discarding sink) wired as in production, so
 // their cost on the hot path shows beside the plain one.
 func BenchmarkGetTokenObserved(b *testing.B) {
-	e := mustOpsEnv(b, func(d *httpapi.Deps, clock *fakeClock) {
-		d.Limits = limits.New(limits.Config{DeviceRate: 1e9, DeviceBurst: 1 << 30, GlobalRate: 1e9, MaxInflight: 1024}, clock.Now)
-		d.Audit = audit.New(io.Discard, clock.Now, nil)
-	})
-	benchGetToken(b, e.env)
+	e := mustEnvWith(b, envOptions{stdout: io.Discard, config: func(c *app.Config) {
+		c.Limits = limits.Config{DeviceRate: 1e9, DeviceBurst: 1 << 30, GlobalRate: 1e9, MaxInflight: 1024}
+	}})
+	benchGetToken(b, e)
 }

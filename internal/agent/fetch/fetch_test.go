@@ -85,7 +85,8 @@ func TestFetch(t *testing.T) {
 		{name: "wrong secret", signer: wrong, wantClass: fetch.ErrRefused, wantStatus: 401, wantFlow: []string{"time"}},
 		{name: "wrong secret, clock not set", signer: wrong, skew: -time.Since(epoch2000), wantClass: fetch.ErrRefused, wantStatus: 401,
 			wantFlow: []string{"nonce"}},
-		{name: "key store down", signer: good, setup: func() { f.Service.SetUnavailable(true) }, wantClass: fetch.ErrUnavailable, wantStatus: 503, wantRetry: time.Second,
+		// The real service's answer to an unreachable key store: 503, Retry-After 2.
+		{name: "key store down", signer: good, setup: func() { f.Service.SetUnavailable(true) }, wantClass: fetch.ErrUnavailable, wantStatus: 503, wantRetry: 2 * time.Second,
 			wantFlow: []string{"time"}},
 		{name: "service down", signer: good, setup: f.Service.Down, wantClass: fetch.ErrUnavailable, wantFlow: []string{"time"}},
 	}

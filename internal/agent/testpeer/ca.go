@@ -1,5 +1,5 @@
-// Package testpeer runs the real peers the agent's tests talk to: tokensvc itself (the
-// real HTTP API over the embedded store, with a switch for outages), an MQTT broker
+// Package testpeer runs the real peers the agent's tests talk to: tokensvc itself
+// (built by app.New through internal/apptest, with a key-store outage switch), an MQTT broker
 // (mochi-mqtt) and an AMQP 1.0 peer (rhea, run with node) that both check SAS tokens
 // the way IoT Hub does, and a CA that issues their TLS certificates. Only tests import it.
 package testpeer

@@ -1,0 +1,251 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/limits"
+	"github.com/tokensvc/tokensvc/internal/operatorauth"
+	"github.com/tokensvc/tokensvc/internal/store/cachestore"
+	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
+	"github.com/tokensvc/tokensvc/internal/vaultauth"
+)
+
+// Config is everything the service is configured with. Package configurations are
+// held as they are (limits.Config, vaultauth.Config, …), not mirrored field by field.
+type Config struct {
+	Addr    string
+	Store   string // "embedded" or "vault"
+	DataDir string
+	// MasterKey is the embedded store's base64 key; empty reads (or creates)
+	// MasterKeyFile, which defaults to DataDir/master.key.
+	MasterKey     string
+	MasterKeyFile string
+	// AdminToken is the operator bootstrap token; empty uses the stored hash or
+	// generates one (printed once on stdout).
+	AdminToken      string
+	Audience        string
+	TLSCert         string
+	TLSKey          string
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	// MetricsAddr serves /metrics on a listener of its own; empty serves it on Addr.
+	MetricsAddr string
+	// Pprof also serves net/http/pprof under /debug/pprof/ on MetricsAddr (never on
+	// the API listener).
+	Pprof          bool
+	MaxHeaderBytes int
+	// MaxHandshakes bounds the TLS handshakes run at once (0: no bound); more wait for a
+	// slot instead of sharing the CPU until all of them time out in a boot storm.
+	MaxHandshakes int
+
+	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
+	// certificate, and devices with a certificate credential authenticate with it.
+	ClientAuth string
+	// ClientCA is a PEM file of the CA(s) that issue x509-ca devices' certificates.
+	ClientCA string
+
+	// Vault is how to reach and log in to Vault; VaultStore where records live in it.
+	Vault      vaultauth.Config
+	VaultStore vaultstore.Config
+	Cache      CacheConfig
+	Limits     limits.Config
+	Audit      AuditConfig
+	// OIDC enables operator JWTs from an issuer; off while OIDC.Issuer is empty.
+	OIDC operatorauth.OIDCConfig
+}
+
+// CacheConfig is the in-memory key cache in front of the vault store.
+type CacheConfig struct {
+	Enabled bool
+	cachestore.Options
+}
+
+// AuditConfig says where audit records go.
+type AuditConfig struct {
+	Sink audit.Sink
+	// MaxMB is the size in MiB at which an audit file is rotated; Keep how many old
+	// files stay.
+	MaxMB int
+	Keep  int
+}
+
+// Defaults returns the configuration tokensvc runs with when nothing is set: the
+// defaults of its flags and of the README's configuration table.
+func Defaults() Config {
+	return Config{
+		Addr:            ":8080",
+		Store:           "embedded",
+		DataDir:         "data",
+		Audience:        "tokensvc",
+		ClientAuth:      "off",
+		LogLevel:        slog.LevelInfo,
+		ShutdownTimeout: 20 * time.Second,
+		MaxHeaderBytes:  16 << 10,
+		MaxHandshakes:   256,
+		Vault:           vaultauth.Config{Method: vaultauth.MethodToken, TokenFile: vaultauth.DefaultKubernetesTokenFile},
+		VaultStore: vaultstore.Config{
+			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
+		},
+		Cache:  CacheConfig{Enabled: true, Options: cachestore.Options{TTL: cachestore.DefaultTTL, MaxEntries: cachestore.DefaultMaxEntries}},
+		Limits: limits.Config{DeviceRate: 0.2, DeviceBurst: 5, MaxInflight: 1024},
+		Audit:  AuditConfig{Sink: audit.Sink{Kind: "stdout"}, MaxMB: 100, Keep: 5},
+		OIDC:   operatorauth.OIDCConfig{RolesClaim: "roles", Algorithms: []string{"RS256", "ES256"}, Refresh: 15 * time.Minute},
+	}
+}
+
+// masterKeyFile is MasterKeyFile, or its default beside the store.
+func (c Config) masterKeyFile() string {
+	if c.MasterKeyFile != "" {
+		return c.MasterKeyFile
+	}
+	return filepath.Join(c.DataDir, "master.key")
+}
+
+// Validate reports the first configuration error.
+func (c Config) Validate() error {
+	if err := c.validateStore(); err != nil {
+		return err
+	}
+	if c.Addr == "" {
+		return errors.New("listen address must be set")
+	}
+	if c.Audience == "" {
+		return errors.New("audience must not be empty")
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		return errors.New("TOKENSVC_ADMIN_TOKEN must be at least 16 characters")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("shutdown timeout must be positive")
+	}
+	if err := validateLimits(c.Limits); err != nil {
+		return err
+	}
+	if c.MaxHandshakes < 0 {
+		return errors.New("max handshakes must not be negative")
+	}
+	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
+		return errors.New("max header bytes must be between 4096 and 1048576")
+	}
+	if c.Audit.Sink.Kind == "file" && (c.Audit.MaxMB <= 0 || c.Audit.Keep < 0) {
+		return errors.New("audit max mb must be positive and audit keep not negative")
+	}
+	if err := validateOIDC(c.OIDC); err != nil {
+		return err
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("pprof is served on the metrics address only; set TOKENSVC_METRICS_ADDR too")
+	}
+	if c.MetricsAddr != "" && c.MetricsAddr == c.Addr {
+		return errors.New("metrics address must differ from the listen address; leave it empty to serve /metrics there")
+	}
+	return nil
+}
+
+func (c Config) validateStore() error {
+	switch c.Store {
+	case "embedded":
+		if c.DataDir == "" {
+			return errors.New("data dir must be set for the embedded store")
+		}
+	case "vault":
+		if err := c.Vault.Validate(); err != nil {
+			return err
+		}
+		v := c.VaultStore
+		if v.Mount == "" || v.Prefix == "" || v.TransitMount == "" {
+			return errors.New("vault KV mount, prefix and Transit mount must not be empty")
+		}
+		if v.RequestTimeout <= 0 {
+			return errors.New("vault timeout must be positive")
+		}
+		if c.Cache.Enabled && (c.Cache.TTL <= 0 || c.Cache.MaxEntries <= 0) {
+			return errors.New("cache ttl and cache size must be positive")
+		}
+	default:
+		return fmt.Errorf("store %q: want embedded or vault", c.Store)
+	}
+	return nil
+}
+
+func (c Config) validateTLS() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls cert and tls key must be set together")
+	}
+	switch c.ClientAuth {
+	case "off":
+		if c.ClientCA != "" {
+			return errors.New("client ca needs client auth optional")
+		}
+	case "optional":
+		if c.TLSCert == "" {
+			return errors.New("client auth optional needs tls cert and tls key: client certificates exist only over TLS")
+		}
+	default:
+		return fmt.Errorf("client auth %q: want off or optional", c.ClientAuth)
+	}
+	return nil
+}
+
+func validateLimits(l limits.Config) error {
+	switch {
+	case l.DeviceRate < 0 || l.GlobalRate < 0 || math.IsNaN(l.DeviceRate) || math.IsNaN(l.GlobalRate) || math.IsInf(l.DeviceRate, 0) || math.IsInf(l.GlobalRate, 0):
+		return errors.New("device rate and global rate must be finite and not negative")
+	case l.DeviceRate > 0 && l.DeviceBurst < 1:
+		return errors.New("device burst must be at least 1 when the device rate is set")
+	case l.GlobalBurst < 0 || l.MaxInflight < 0:
+		return errors.New("global burst and max inflight must not be negative")
+	}
+	return nil
+}
+
+func validateOIDC(o operatorauth.OIDCConfig) error {
+	if o.Issuer == "" {
+		return nil
+	}
+	if o.Audience == "" {
+		return errors.New("oidc audience must be set with the oidc issuer")
+	}
+	for name, raw := range map[string]string{"oidc issuer": o.Issuer, "oidc jwks url": o.JWKSURL} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("%s %q: not an absolute URL", name, raw)
+		}
+		// Keys fetched over plain HTTP could be swapped in transit; loopback is for tests.
+		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+			return fmt.Errorf("%s %q: must be https", name, raw)
+		}
+	}
+	if o.RolesClaim == "" {
+		return errors.New("oidc roles claim must not be empty")
+	}
+	if len(o.Algorithms) == 0 {
+		return errors.New("oidc algorithms must not be empty")
+	}
+	if o.Refresh < time.Minute {
+		return errors.New("oidc refresh must be at least 1m")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
