@@ -43,11 +43,13 @@ type Config struct {
 	Module         string
 	TTL            time.Duration
 	Transport      string
-	StateDir       string
-	BootSplay      time.Duration
-	BackoffMin     time.Duration
-	BackoffMax     time.Duration
-	LogLevel       slog.Level
+	// Nonce says when assertions carry a service nonce instead of times (fetch.NonceMode).
+	Nonce      string
+	StateDir   string
+	BootSplay  time.Duration
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	LogLevel   slog.Level
 
 	Templates    []string
 	Exec         string
@@ -81,6 +83,7 @@ func flagSet(c *Config, out io.Writer) *cliflags.Set {
 	s.String(&c.Module, "module", "ask for a module token")
 	s.Duration(&c.TTL, "ttl", "requested token lifetime (0: the hub's default; at least 60s)")
 	s.String(&c.Transport, "transport", "broker transport the token's profiles describe: tcp (8883/5671) or ws (443)")
+	s.String(&c.Nonce, "nonce", "when assertions carry a service nonce instead of times: auto (when the clock is unknown or wrong), always or never")
 	s.String(&c.StateDir, "state-dir", "where the last good token is kept (0700/0600)")
 	s.Duration(&c.BootSplay, "boot-splay", "random delay before the first fetch when no valid token was kept")
 	s.Duration(&c.BackoffMin, "backoff-min", "first retry delay ceiling")
@@ -110,6 +113,7 @@ func defaults() Config {
 		CredentialType:  "auto",
 		Audience:        "tokensvc",
 		Transport:       "tcp",
+		Nonce:           "auto",
 		StateDir:        "/var/lib/tokenagent",
 		BootSplay:       3 * time.Second,
 		BackoffMin:      time.Second,
@@ -272,6 +276,9 @@ func (c Config) Validate() error {
 	}
 	if c.Transport != "tcp" && c.Transport != "ws" {
 		bad("transport must be tcp or ws")
+	}
+	if c.Nonce != "auto" && c.Nonce != "always" && c.Nonce != "never" {
+		bad("nonce must be auto, always or never")
 	}
 	if c.StateDir == "" {
 		bad("state-dir is required")

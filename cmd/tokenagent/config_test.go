@@ -77,6 +77,8 @@ func TestConfigValidate(t *testing.T) {
 		{"template mode", []string{"-template", "a.tmpl:/run/out:0640"}, ""},
 		{"bad signal", []string{"-exec", "x", "-exec-signal", "KILL"}, "exec-signal"},
 		{"bad link", []string{"-link", "http"}, "link must be"},
+		{"bad nonce mode", []string{"-nonce", "sometimes"}, "nonce must be"},
+		{"nonce always", []string{"-nonce", "always"}, ""},
 		{"amqp cbs", []string{"-link", "amqp", "-amqp-auth", "cbs", "-telemetry", "unix:/run/t.sock"}, ""},
 		{"backoff", []string{"-backoff-min", "2s", "-backoff-max", "1s"}, "backoff-max"},
 	}

@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	fc, err := fetch.New(fetch.Options{
 		ServiceURL: cfg.ServiceURL, HTTPClient: httpClient, DeviceID: cfg.DeviceID, Audience: cfg.Audience,
-		Module: cfg.Module, TTL: cfg.TTL, Transport: cfg.Transport, Signer: cred, Logger: log,
+		Module: cfg.Module, TTL: cfg.TTL, Transport: cfg.Transport, Nonce: fetch.NonceMode(cfg.Nonce), Signer: cred, Logger: log,
 	})
 	if err != nil {
 		return err
