@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"maps"
+	"time"
+)
 
 // HubKind is the kind of Azure service a hub stands for.
 type HubKind string
@@ -119,4 +122,11 @@ func (d *Device) Module(id string) (Module, bool) {
 		}
 	}
 	return Module{}, false
+}
+
+// Clone returns a deep copy of h, so a store can hand out and keep hubs without
+// sharing their Settings map.
+func (h Hub) Clone() Hub {
+	h.Settings = maps.Clone(h.Settings)
+	return h
 }

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/registry/devicefile"
@@ -119,8 +119,10 @@ func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error 
 		}
 		if err != nil {
 			reason := "reading the body failed; the import stopped here"
-			if errors.Is(err, devicefile.ErrLineTooLong) || strings.HasPrefix(err.Error(), "CSV record") {
+			if errors.Is(err, devicefile.ErrLineTooLong) {
 				reason = err.Error() + "; the import stopped here"
+			} else if pe, ok := errors.AsType[*domain.PublicError](err); ok {
+				reason = pe.Public() + "; the import stopped here"
 			}
 			return finish(reason)
 		}

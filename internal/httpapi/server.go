@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -110,7 +111,7 @@ func New(d Deps) (http.Handler, error) {
 		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{
 			BaseRouter: g,
 			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, domain.Public(errBadRequest, "%v", err))
+				writeError(s.log, w, r, paramError(err))
 			},
 		})
 	})
@@ -172,4 +173,21 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.String("requestId", middleware.GetReqID(r.Context())),
 		)
 	})
+}
+
+// paramError names the parameter the generated router could not bind, never its value
+// (the binder's own messages quote it).
+func paramError(err error) error {
+	var name string
+	if e, ok := errors.AsType[*oapiserver.InvalidParamFormatError](err); ok {
+		name = e.ParamName
+	} else if e, ok := errors.AsType[*oapiserver.RequiredParamError](err); ok {
+		name = e.ParamName
+	} else if e, ok := errors.AsType[*oapiserver.TooManyValuesForParamError](err); ok {
+		name = e.ParamName
+	}
+	if name == "" {
+		return domain.Public(errBadRequest, "a parameter does not match the API specification")
+	}
+	return domain.Public(errBadRequest, "parameter %q does not match the API specification", name)
 }

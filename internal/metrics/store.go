@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,4 +156,17 @@ func (cc cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cacheBackendReads, prometheus.CounterValue, float64(st.BackendReads))
 	ch <- prometheus.MustNewConstMetric(cacheStale, prometheus.CounterValue, float64(st.StaleServed))
 	ch <- prometheus.MustNewConstMetric(cacheFastFail, prometheus.CounterValue, float64(st.FastFailures))
+}
+
+// Check passes the wrapped store's consistency check through (untimed: it is an
+// operator's walk, not a request-path call). It returns an error wrapping
+// errors.ErrUnsupported when the wrapped store has none.
+func (s *Store) Check(ctx context.Context) (store.Report, error) {
+	c, ok := s.Store.(interface {
+		Check(ctx context.Context) (store.Report, error)
+	})
+	if !ok {
+		return store.Report{}, fmt.Errorf("check: the store (%T) has no consistency check: %w", s.Store, errors.ErrUnsupported)
+	}
+	return c.Check(ctx)
 }

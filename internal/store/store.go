@@ -25,8 +25,11 @@ var (
 // Describe returns an error for clients: what names the record (e.g. `device "d1"`) and
 // the result wraps err's sentinel (ErrNotFound, ErrExists, ErrConflict) so errors.Is
 // still works, without the backend's internal chain (a domain.PublicError). Other
-// errors come back unchanged, to be logged and reported as internal.
+// errors, and errors that are already a domain.PublicError, come back unchanged.
 func Describe(what string, err error) error {
+	if _, ok := errors.AsType[*domain.PublicError](err); ok {
+		return err // already says what it is about, in words for clients
+	}
 	for _, s := range []error{ErrNotFound, ErrExists, ErrConflict} {
 		if errors.Is(err, s) {
 			return domain.Describe(what, s)

@@ -2,6 +2,7 @@ package target
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -47,7 +48,10 @@ func IdentityKeys(h domain.Hub, d *domain.Device) error {
 	}
 	for i := range d.Modules {
 		if err := domain.FillKeyPair(&d.Modules[i].PrimaryKey, &d.Modules[i].SecondaryKey); err != nil {
-			return domain.Invalid("module %q: %v", d.Modules[i].ID, err)
+			if pe, ok := errors.AsType[*domain.PublicError](err); ok {
+				return domain.Invalid("module %q: %s", d.Modules[i].ID, pe.Public())
+			}
+			return err
 		}
 	}
 	return nil

@@ -110,7 +110,7 @@ func NewSet(ks ...Kind) *Set {
 func (s *Set) Lookup(n domain.HubKind) (Kind, error) {
 	k, ok := s.kinds[n]
 	if !ok {
-		return nil, domain.Invalid("unknown hub kind %q", n)
+		return nil, domain.Invalid("unknown hub kind %q; this service serves %v", n, s.Names())
 	}
 	return k, nil
 }

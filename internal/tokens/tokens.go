@@ -81,7 +81,9 @@ func (i *Issuer) Issue(ctx context.Context, d domain.Device, r Request) (Issued,
 	}
 	kind, err := i.kinds.Lookup(hub.Kind)
 	if err != nil {
-		return Issued{}, fmt.Errorf("hub %q: %w", hub.Name, err)
+		// A stored hub of a kind this build does not serve is the service's fault, not
+		// the device's: reported as internal, not with the operator's wording.
+		return Issued{}, fmt.Errorf("hub %q has kind %q, which this build does not serve", hub.Name, hub.Kind)
 	}
 	if r.Transport == "" {
 		r.Transport = signer.TCP

@@ -2,6 +2,7 @@ package tokens_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -126,6 +127,47 @@ func BenchmarkIssue(b *testing.B) {
 				if _, err := iss.Issue(ctx, d, r); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// TestIssueRefusals: what a device asks for that it may not have is ErrForbidden; a hub
+// of a kind this build does not serve is the service's fault, never reported to the
+// device as its own invalid request.
+func TestIssueRefusals(t *testing.T) {
+	hs := hubs{"mqtt": {Name: "mqtt", Kind: "mqtt", Hostname: "broker.example", DefaultTTL: time.Hour, MaxTTL: time.Hour}}
+	for name, h := range testHubs {
+		hs[name] = h
+	}
+	iss := tokens.NewIssuer(hs, kinds.All(), signer.New(time.Now), nil)
+	dev := func(hub string) domain.Device {
+		return domain.Device{ID: "d1", Hub: hub, PrimaryKey: deviceKey, Modules: []domain.Module{{ID: "m1", PrimaryKey: moduleKey}}}
+	}
+	tests := []struct {
+		name      string
+		hub       string
+		module    string
+		wantErr   error
+		notPublic bool
+	}{
+		{"unregistered module", "iothub", "m2", tokens.ErrForbidden, false},
+		{"module on event hubs", "events", "m1", tokens.ErrForbidden, false},
+		{"module on dps", "dps", "m1", tokens.ErrForbidden, false},
+		{"unknown hub", "nope", "", store.ErrNotFound, false},
+		{"kind this build does not serve", "mqtt", "", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := iss.Issue(t.Context(), dev(tt.hub), tokens.Request{ModuleID: tt.module})
+			if err == nil {
+				t.Fatal("got a token, want a refusal")
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if _, public := errors.AsType[*domain.PublicError](err); tt.notPublic && (public || errors.Is(err, domain.ErrInvalid)) {
+				t.Fatalf("got %v, a client error; want an internal one", err)
 			}
 		})
 	}

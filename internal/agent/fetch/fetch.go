@@ -43,6 +43,7 @@ type Error struct {
 	Detail string
 }
 
+// Error says the class, the HTTP status when there was one, and the detail.
 func (e *Error) Error() string {
 	if e.Status == 0 {
 		return fmt.Sprintf("%v: %s", e.Class, e.Detail)
@@ -50,6 +51,7 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%v: HTTP %d: %s", e.Class, e.Status, e.Detail)
 }
 
+// Unwrap returns the class (ErrRefused, ErrUnavailable, …) for errors.Is.
 func (e *Error) Unwrap() error { return e.Class }
 
 // Signer signs device assertions; *credential.Credential implements it.

@@ -177,4 +177,16 @@ func TestFetchWithoutNonceEndpoint(t *testing.T) {
 	if want := []string{"time", "time"}; !slices.Equal(rec.flow, want) {
 		t.Errorf("assertions: got %q, want %q", rec.flow, want)
 	}
+
+	// An operator who asked for nonces always gets the failure, not a silent fallback.
+	always, err := fetch.New(fetch.Options{ServiceURL: srv.URL, DeviceID: "d", Audience: testpeer.Audience, Signer: good,
+		Nonce: fetch.NonceAlways, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = always.Fetch(t.Context())
+	var fe *fetch.Error
+	if !errors.As(err, &fe) || fe.Status != http.StatusNotFound {
+		t.Fatalf("nonce always: got %v, want the service's 404 for POST /token/nonce", err)
+	}
 }

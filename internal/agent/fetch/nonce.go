@@ -103,9 +103,11 @@ func (c *Client) offersNonce() bool {
 }
 
 // nonceMissing reports whether err says the service has no POST /token/nonce (a
-// tokensvc older than the nonce flow): the Client then stays with time-based assertions.
+// tokensvc older than the nonce flow) and the mode lets the Client fall back: in
+// NonceAuto it then stays with time-based assertions; NonceAlways never falls back, so
+// the operator's choice holds and the failure is reported.
 func (c *Client) nonceMissing(err *Error) bool {
-	if err.Status != http.StatusNotFound && err.Status != http.StatusMethodNotAllowed {
+	if c.opts.Nonce != NonceAuto || (err.Status != http.StatusNotFound && err.Status != http.StatusMethodNotAllowed) {
 		return false
 	}
 	c.mu.Lock()

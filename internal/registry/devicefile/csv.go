@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -113,9 +114,9 @@ func (s *csvSource) Next() (Line, error) {
 			if errors.Is(pe.Err, csv.ErrFieldCount) {
 				return Line{Number: pe.StartLine, Err: errors.New("wrong number of fields")}, nil
 			}
-			return Line{}, fmt.Errorf("CSV record at line %d: %s", pe.StartLine, csvReason(err))
+			return Line{}, domain.Public(ErrBadFile, "CSV record at line %d: %s", pe.StartLine, csvReason(err))
 		}
-		return Line{}, fmt.Errorf("CSV record after line %d: %s", s.lastLine, csvReason(err))
+		return Line{}, domain.Public(ErrBadFile, "CSV record after line %d: %s", s.lastLine, csvReason(err))
 	}
 	line, _ := s.r.FieldPos(0)
 	s.lastLine = line

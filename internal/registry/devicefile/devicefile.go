@@ -39,7 +39,9 @@ type Line struct {
 	Err error
 }
 
-// Reader yields lines until io.EOF; any other error ends the import.
+// Reader yields lines until io.EOF; any other error ends the import. An error that
+// wraps ErrBadFile (in a domain.PublicError) says, in words for clients, where the file
+// stopped making sense; any other is a read failure.
 type Reader interface {
 	Next() (Line, error)
 }

@@ -151,8 +151,7 @@ func New(next store.Store, opts Options) (*Store, error) {
 	}
 	s.hubs = &table[domain.Hub]{
 		s: s, what: "hub", cache: newLRU[domain.Hub](maxEntries),
-		// A Hub holds no slices or maps, so a struct copy is already a deep copy.
-		read: next.GetHub, clone: func(h *domain.Hub) domain.Hub { return *h },
+		read: next.GetHub, clone: func(h *domain.Hub) domain.Hub { return h.Clone() },
 		// Hub lookups only follow a found device, so unknown names are not a flood
 		// worth remembering.
 		ttl: int64(ttl), stale: int64(stale),

@@ -283,7 +283,7 @@ func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	if !ok {
 		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, store.ErrNotFound)
 	}
-	return h, nil
+	return h.Clone(), nil
 }
 
 // ListHubs returns all hubs ordered by name.
@@ -296,7 +296,7 @@ func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 	names := slices.Sorted(maps.Keys(s.st.hubs))
 	hubs := make([]domain.Hub, len(names))
 	for i, name := range names {
-		hubs[i] = s.st.hubs[name]
+		hubs[i] = s.st.hubs[name].Clone()
 	}
 	return hubs, nil
 }

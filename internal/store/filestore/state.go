@@ -79,7 +79,7 @@ func (st *state) validate(o *op) error {
 func (st *state) apply(o *op, keepSorted bool) {
 	switch o.kind {
 	case opPutHub:
-		st.hubs[o.hub.Name] = *o.hub
+		st.hubs[o.hub.Name] = o.hub.Clone()
 	case opDeleteHub:
 		delete(st.hubs, o.name)
 		delete(st.hubDevices, o.name)
