@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -248,23 +249,31 @@ func policyTypes[T ~string](ts []T) []string {
 	return out
 }
 
-// serviceSettingRE finds the environment variables cmd/tokensvc reads.
-var serviceSettingRE = regexp.MustCompile(`"((?:TOKENSVC|VAULT)_[A-Z0-9_]+)"`)
+// serviceSettingRE finds environment variable names: quoted in Go, or in backticks in
+// the README's configuration table.
+var serviceSettingRE = regexp.MustCompile("[\"`]((?:TOKENSVC|VAULT)_[A-Z0-9_]+)[\"`]")
 
 // TestSettingsExistInService checks every TOKENSVC_* and VAULT_* variable the chart sets
-// against the names cmd/tokensvc/config.go reads, so a misspelt setting fails here
+// against the README's configuration table, which cmd/tokensvc/config_test.go holds
+// equal to the flags and variables the service reads (their names are derived from the
+// flag names, so no source file spells them all out). A misspelt setting fails here
 // instead of being silently ignored by the service.
 func TestSettingsExistInService(t *testing.T) {
-	src, err := os.ReadFile("../../cmd/tokensvc/config.go")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
-		t.Fatalf("read the service's config: %v", err)
+		t.Fatalf("read the README: %v", err)
 	}
+	_, table, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("the README has no ## Configuration section")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
 	known := map[string]bool{}
-	for _, m := range serviceSettingRE.FindAllStringSubmatch(string(src), -1) {
+	for _, m := range serviceSettingRE.FindAllStringSubmatch(table, -1) {
 		known[m[1]] = true
 	}
-	if !known["TOKENSVC_STORE"] || !known["VAULT_ADDR"] {
-		t.Fatalf("found %d settings in config.go, want TOKENSVC_STORE and VAULT_ADDR among them", len(known))
+	if !known["TOKENSVC_STORE"] || !known["VAULT_ADDR"] || !known["TOKENSVC_ADMIN_TOKEN"] {
+		t.Fatalf("found %d settings in the README's configuration table, want TOKENSVC_STORE, VAULT_ADDR and TOKENSVC_ADMIN_TOKEN among them", len(known))
 	}
 	c := mustLoadChart(t)
 	for _, vc := range valuesCases(t) {
@@ -276,7 +285,7 @@ func TestSettingsExistInService(t *testing.T) {
 			}
 			for _, n := range names {
 				if serviceSettingRE.MatchString(strconv.Quote(n)) && !known[n] {
-					t.Errorf("chart sets %s: got no such setting in cmd/tokensvc/config.go", n)
+					t.Errorf("chart sets %s: got no such setting in the README's configuration table (the service's flags)", n)
 				}
 			}
 		})
