@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store/record"
 )
 
 // opKind names a change in the log; the strings are part of the file format.
@@ -22,7 +22,7 @@ const (
 	opPutSetting   opKind = "putSetting"
 )
 
-// op is one change, in domain types; the wire types below are its on-disk form.
+// op is one change, in domain types; wireOp is its on-disk form.
 type op struct {
 	kind   opKind
 	name   string // deleteHub, deleteDevice, putSetting
@@ -31,158 +31,26 @@ type op struct {
 	value  []byte
 }
 
-// The wire types spell out the file format with explicit JSON names, so renaming or
-// adding a field in package store cannot silently change what old files mean.
+// wireOp is one change as the file holds it; hubs and devices in package record's
+// stored form, so renaming or adding a field in package domain cannot silently change
+// what old files mean.
 type wireOp struct {
-	Op     opKind      `json:"op"`
-	Name   string      `json:"name,omitempty"`
-	Hub    *wireHub    `json:"hub,omitempty"`
-	Device *wireDevice `json:"device,omitempty"`
-	Value  []byte      `json:"value,omitempty"`
-}
-
-type wireHub struct {
-	Name            string            `json:"name"`
-	Kind            string            `json:"kind,omitempty"`
-	Hostname        string            `json:"hostname,omitempty"`
-	EntityPath      string            `json:"entityPath,omitempty"`
-	IDScope         string            `json:"idScope,omitempty"`
-	Mode            string            `json:"mode,omitempty"`
-	PolicyName      string            `json:"policyName,omitempty"`
-	PolicyKey       string            `json:"policyKey,omitempty"`
-	GatewayHostName string            `json:"gatewayHostName,omitempty"`
-	CACert          string            `json:"caCert,omitempty"`
-	Transit         bool              `json:"transit,omitempty"`
-	Settings        map[string]string `json:"settings,omitempty"`
-	DefaultTTL      int64             `json:"defaultTTLNanos,omitempty"`
-	MaxTTL          int64             `json:"maxTTLNanos,omitempty"`
-	CreatedAt       time.Time         `json:"createdAt"`
-}
-
-type wireModule struct {
-	ID           string `json:"id"`
-	PrimaryKey   string `json:"primaryKey,omitempty"`
-	SecondaryKey string `json:"secondaryKey,omitempty"`
-}
-
-// wireDevice keeps Modules and Secret without omitempty so nil and empty survive a
-// round trip as themselves.
-type wireDevice struct {
-	ID           string       `json:"id"`
-	Hub          string       `json:"hub"`
-	PrimaryKey   string       `json:"primaryKey,omitempty"`
-	SecondaryKey string       `json:"secondaryKey,omitempty"`
-	Modules      []wireModule `json:"modules"`
-	AuthType     string       `json:"authType,omitempty"`
-	Secret       []byte       `json:"secret"`
-	PublicKey    string       `json:"publicKey,omitempty"`
-	CertFP       string       `json:"certFingerprint,omitempty"`
-	Disabled     bool         `json:"disabled,omitempty"`
-	MaxTTL       int64        `json:"maxTTLNanos,omitempty"`
-	RevokedAt    time.Time    `json:"revokedAt,omitzero"`
-	CreatedAt    time.Time    `json:"createdAt"`
-	UpdatedAt    time.Time    `json:"updatedAt"`
-}
-
-func toWireHub(h *domain.Hub) *wireHub {
-	return &wireHub{
-		Name:            h.Name,
-		Kind:            string(h.Kind),
-		Hostname:        h.Hostname,
-		EntityPath:      h.EntityPath,
-		IDScope:         h.IDScope,
-		Mode:            string(h.Mode),
-		PolicyName:      h.PolicyName,
-		PolicyKey:       h.PolicyKey,
-		GatewayHostName: h.GatewayHostName,
-		CACert:          h.CACert,
-		Transit:         h.Transit,
-		Settings:        h.Settings,
-		DefaultTTL:      int64(h.DefaultTTL),
-		MaxTTL:          int64(h.MaxTTL),
-		CreatedAt:       h.CreatedAt,
-	}
-}
-
-func (w *wireHub) hub() *domain.Hub {
-	return &domain.Hub{
-		Name:            w.Name,
-		Kind:            domain.HubKind(w.Kind),
-		Hostname:        w.Hostname,
-		EntityPath:      w.EntityPath,
-		IDScope:         w.IDScope,
-		Mode:            domain.SigningMode(w.Mode),
-		PolicyName:      w.PolicyName,
-		PolicyKey:       w.PolicyKey,
-		GatewayHostName: w.GatewayHostName,
-		CACert:          w.CACert,
-		Transit:         w.Transit,
-		Settings:        w.Settings,
-		DefaultTTL:      time.Duration(w.DefaultTTL),
-		MaxTTL:          time.Duration(w.MaxTTL),
-		CreatedAt:       w.CreatedAt,
-	}
-}
-
-func toWireDevice(d *domain.Device) *wireDevice {
-	w := &wireDevice{
-		ID:           d.ID,
-		Hub:          d.Hub,
-		PrimaryKey:   d.PrimaryKey,
-		SecondaryKey: d.SecondaryKey,
-		AuthType:     string(d.Auth.Type),
-		Secret:       d.Auth.Secret,
-		PublicKey:    d.Auth.PublicKey,
-		CertFP:       d.Auth.CertFingerprint,
-		Disabled:     d.Disabled,
-		MaxTTL:       int64(d.MaxTTL),
-		RevokedAt:    d.RevokedAt,
-		CreatedAt:    d.CreatedAt,
-		UpdatedAt:    d.UpdatedAt,
-	}
-	if d.Modules != nil {
-		w.Modules = make([]wireModule, len(d.Modules))
-		for i, m := range d.Modules {
-			w.Modules[i] = wireModule(m)
-		}
-	}
-	return w
-}
-
-func (w *wireDevice) device() *domain.Device {
-	d := &domain.Device{
-		ID:           w.ID,
-		Hub:          w.Hub,
-		PrimaryKey:   w.PrimaryKey,
-		SecondaryKey: w.SecondaryKey,
-		Auth: domain.Credential{
-			Type:            domain.CredentialType(w.AuthType),
-			Secret:          w.Secret,
-			PublicKey:       w.PublicKey,
-			CertFingerprint: w.CertFP,
-		},
-		Disabled:  w.Disabled,
-		MaxTTL:    time.Duration(w.MaxTTL),
-		RevokedAt: w.RevokedAt,
-		CreatedAt: w.CreatedAt,
-		UpdatedAt: w.UpdatedAt,
-	}
-	if w.Modules != nil {
-		d.Modules = make([]domain.Module, len(w.Modules))
-		for i, m := range w.Modules {
-			d.Modules[i] = domain.Module(m)
-		}
-	}
-	return d
+	Op     opKind         `json:"op"`
+	Name   string         `json:"name,omitempty"`
+	Hub    *record.Hub    `json:"hub,omitempty"`
+	Device *record.Device `json:"device,omitempty"`
+	Value  []byte         `json:"value,omitempty"`
 }
 
 func encodeOp(o *op) ([]byte, error) {
 	w := wireOp{Op: o.kind, Name: o.name, Value: o.value}
 	if o.hub != nil {
-		w.Hub = toWireHub(o.hub)
+		h := record.FromHub(o.hub)
+		w.Hub = &h
 	}
 	if o.device != nil {
-		w.Device = toWireDevice(o.device)
+		d := record.FromDevice(o.device)
+		w.Device = &d
 	}
 	b, err := json.Marshal(&w)
 	if err != nil {
@@ -230,10 +98,12 @@ func decodeBatch(payload []byte) ([]op, error) {
 	for i, w := range batch.Ops {
 		o := op{kind: w.Op, name: w.Name, value: w.Value}
 		if w.Hub != nil {
-			o.hub = w.Hub.hub()
+			h := w.Hub.Domain()
+			o.hub = &h
 		}
 		if w.Device != nil {
-			o.device = w.Device.device()
+			d := w.Device.Domain()
+			o.device = &d
 		}
 		ops[i] = o
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/record"
 )
 
 // CreateDevice stores a new device; store.ErrExists if the ID is taken (or another
@@ -310,7 +311,7 @@ func sortedModuleIDs(ms []domain.Module) []string {
 	return ids
 }
 
-func sortedRecordModuleIDs(ms []moduleRecord) []string {
+func sortedRecordModuleIDs(ms []record.Module) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.ID
@@ -325,7 +326,7 @@ func secretsChanged(old, rec *deviceRecord) bool {
 	if old.PrimaryKey != rec.PrimaryKey || old.SecondaryKey != rec.SecondaryKey || !bytes.Equal(old.Secret, rec.Secret) {
 		return true
 	}
-	keys := make(map[string]moduleRecord, len(rec.Modules))
+	keys := make(map[string]record.Module, len(rec.Modules))
 	for _, m := range rec.Modules {
 		keys[m.ID] = m
 	}

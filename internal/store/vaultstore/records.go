@@ -5,59 +5,27 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store/record"
 )
 
-// The record types spell out the stored JSON with explicit names, like filestore's
-// wire types, so renaming or adding a field in package store cannot silently change
-// what existing Vault data means.
+// The records are package record's stored form (which the file store writes too) plus
+// the Transit bookkeeping only this store has; JSON flattens the embedded fields, so
+// the stored documents are unchanged.
 
+// hubRecord is a stored hub with its Transit key and delete marker.
 type hubRecord struct {
-	Name            string            `json:"name"`
-	Kind            string            `json:"kind,omitempty"`
-	Hostname        string            `json:"hostname,omitempty"`
-	EntityPath      string            `json:"entityPath,omitempty"`
-	IDScope         string            `json:"idScope,omitempty"`
-	Mode            string            `json:"mode,omitempty"`
-	PolicyName      string            `json:"policyName,omitempty"`
-	PolicyKey       string            `json:"policyKey,omitempty"`
-	GatewayHostName string            `json:"gatewayHostName,omitempty"`
-	CACert          string            `json:"caCert,omitempty"`
-	Transit         bool              `json:"transit,omitempty"`
-	Settings        map[string]string `json:"settings,omitempty"`
+	record.Hub
 	// TransitKey names the Transit key holding the policy or group key (Transit hubs
 	// in modes policy and groupKey).
-	TransitKey string    `json:"transitKey,omitempty"`
-	DefaultTTL int64     `json:"defaultTTLNanos,omitempty"`
-	MaxTTL     int64     `json:"maxTTLNanos,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
+	TransitKey string `json:"transitKey,omitempty"`
 	// DeletingSince is set while DeleteHub checks that no device uses the hub; until it
 	// is claimTTL old, CreateDevice refuses the hub.
 	DeletingSince *time.Time `json:"deletingSince,omitempty"`
 }
 
-type moduleRecord struct {
-	ID           string `json:"id"`
-	PrimaryKey   string `json:"primaryKey,omitempty"`
-	SecondaryKey string `json:"secondaryKey,omitempty"`
-}
-
-// deviceRecord keeps Modules and Secret without omitempty so nil and empty survive a
-// round trip as themselves.
+// deviceRecord is a stored device with the Transit keys it owns.
 type deviceRecord struct {
-	ID           string         `json:"id"`
-	Hub          string         `json:"hub"`
-	PrimaryKey   string         `json:"primaryKey,omitempty"`
-	SecondaryKey string         `json:"secondaryKey,omitempty"`
-	Modules      []moduleRecord `json:"modules"`
-	AuthType     string         `json:"authType,omitempty"`
-	Secret       []byte         `json:"secret"`
-	PublicKey    string         `json:"publicKey,omitempty"`
-	CertFP       string         `json:"certFingerprint,omitempty"`
-	Disabled     bool           `json:"disabled,omitempty"`
-	MaxTTL       int64          `json:"maxTTLNanos,omitempty"`
-	RevokedAt    time.Time      `json:"revokedAt,omitzero"`
-	CreatedAt    time.Time      `json:"createdAt"`
-	UpdatedAt    time.Time      `json:"updatedAt"`
+	record.Device
 	// TransitKeys names the Transit keys imported for this device and its modules; the
 	// key fields above are empty then. DeleteDevice deletes exactly these.
 	TransitKeys []string `json:"transitKeys,omitempty"`
@@ -80,45 +48,9 @@ type claimRecord struct {
 	ClaimedAt time.Time `json:"claimedAt"`
 }
 
-func toHubRecord(h *domain.Hub) hubRecord {
-	return hubRecord{
-		Name:            h.Name,
-		Kind:            string(h.Kind),
-		Hostname:        h.Hostname,
-		EntityPath:      h.EntityPath,
-		IDScope:         h.IDScope,
-		Mode:            string(h.Mode),
-		PolicyName:      h.PolicyName,
-		PolicyKey:       h.PolicyKey,
-		GatewayHostName: h.GatewayHostName,
-		CACert:          h.CACert,
-		Transit:         h.Transit,
-		Settings:        h.Settings,
-		DefaultTTL:      int64(h.DefaultTTL),
-		MaxTTL:          int64(h.MaxTTL),
-		CreatedAt:       h.CreatedAt,
-	}
-}
+func toHubRecord(h *domain.Hub) hubRecord { return hubRecord{Hub: record.FromHub(h)} }
 
-func (r *hubRecord) hub() domain.Hub {
-	return domain.Hub{
-		Name:            r.Name,
-		Kind:            domain.HubKind(r.Kind),
-		Hostname:        r.Hostname,
-		EntityPath:      r.EntityPath,
-		IDScope:         r.IDScope,
-		Mode:            domain.SigningMode(r.Mode),
-		PolicyName:      r.PolicyName,
-		PolicyKey:       r.PolicyKey,
-		GatewayHostName: r.GatewayHostName,
-		CACert:          r.CACert,
-		Transit:         r.Transit,
-		Settings:        r.Settings,
-		DefaultTTL:      time.Duration(r.DefaultTTL),
-		MaxTTL:          time.Duration(r.MaxTTL),
-		CreatedAt:       r.CreatedAt,
-	}
-}
+func (r *hubRecord) hub() domain.Hub { return r.Domain() }
 
 // keyedInTransit reports whether the hub's devices keep their own keys in Transit.
 func (r *hubRecord) keyedInTransit() bool {
@@ -131,56 +63,14 @@ func (r *hubRecord) deleting(now time.Time) bool {
 }
 
 func toDeviceRecord(d *domain.Device) deviceRecord {
-	r := deviceRecord{
-		ID:           d.ID,
-		Hub:          d.Hub,
-		PrimaryKey:   d.PrimaryKey,
-		SecondaryKey: d.SecondaryKey,
-		AuthType:     string(d.Auth.Type),
-		Secret:       d.Auth.Secret,
-		PublicKey:    d.Auth.PublicKey,
-		CertFP:       d.Auth.CertFingerprint,
-		Disabled:     d.Disabled,
-		MaxTTL:       int64(d.MaxTTL),
-		RevokedAt:    d.RevokedAt,
-		CreatedAt:    d.CreatedAt,
-		UpdatedAt:    d.UpdatedAt,
-	}
-	if d.Modules != nil {
-		r.Modules = make([]moduleRecord, len(d.Modules))
-		for i, m := range d.Modules {
-			r.Modules[i] = moduleRecord(m)
-		}
-	}
-	return r
+	return deviceRecord{Device: record.FromDevice(d)}
 }
 
 // device returns the record as a domain.Device that shares no memory with it.
 func (r *deviceRecord) device() domain.Device {
-	d := domain.Device{
-		ID:           r.ID,
-		Hub:          r.Hub,
-		PrimaryKey:   r.PrimaryKey,
-		SecondaryKey: r.SecondaryKey,
-		Auth: domain.Credential{
-			Type:            domain.CredentialType(r.AuthType),
-			PublicKey:       r.PublicKey,
-			CertFingerprint: r.CertFP,
-		},
-		Disabled:  r.Disabled,
-		MaxTTL:    time.Duration(r.MaxTTL),
-		RevokedAt: r.RevokedAt,
-		CreatedAt: r.CreatedAt,
-		UpdatedAt: r.UpdatedAt,
-	}
+	d := r.Domain()
 	if r.Secret != nil {
 		d.Auth.Secret = append([]byte{}, r.Secret...)
-	}
-	if r.Modules != nil {
-		d.Modules = make([]domain.Module, len(r.Modules))
-		for i, m := range r.Modules {
-			d.Modules[i] = domain.Module(m)
-		}
 	}
 	return d
 }
