@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -253,4 +254,24 @@ func (e *env) rawRequest(method, path, auth, contentType string, body io.Reader)
 		e.t.Fatal(err)
 	}
 	return resp, b
+}
+
+// sameRefusal holds a table's 401s to one wording: every failure of proof reads the
+// same, so callers learn nothing about which devices exist or why they failed.
+type sameRefusal struct{ detail string }
+
+func (s *sameRefusal) check(t *testing.T, body []byte) {
+	t.Helper()
+	var p oapi.Problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	got := deref(p.Detail)
+	if s.detail == "" {
+		s.detail = got
+		return
+	}
+	if got != s.detail {
+		t.Errorf("detail: got %q, want the same as every other 401 (%q)", got, s.detail)
+	}
 }

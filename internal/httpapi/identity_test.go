@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,7 +116,7 @@ func TestNonceAuthorizationMatrix(t *testing.T) {
 			return hs(with(e.claims("alice"), func(c jwt.MapClaims) { c["iat"], c["exp"] = 946684805, 946684865 }), aliceSecret)
 		}, 401},
 	}
-	var unauthorizedBody string
+	var refusals sameRefusal
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := e.getToken(tt.assertion(), nil)
@@ -131,15 +130,7 @@ func TestNonceAuthorizationMatrix(t *testing.T) {
 				}
 				return
 			}
-			var p oapi.Problem
-			if err := json.Unmarshal(resp.Body, &p); err != nil {
-				t.Fatal(err)
-			}
-			if unauthorizedBody == "" {
-				unauthorizedBody = deref(p.Detail)
-			} else if deref(p.Detail) != unauthorizedBody {
-				t.Errorf("detail: got %q, want the same as every other 401 (%q)", deref(p.Detail), unauthorizedBody)
-			}
+			refusals.check(t, resp.Body)
 		})
 	}
 }
