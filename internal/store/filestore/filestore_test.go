@@ -596,16 +596,7 @@ func TestFailedRollbackRefusesWritesUntilCompact(t *testing.T) {
 	path, key := storePath(t), newKey(t)
 	s := mustOpen(t, path, key)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	filestore.InjectFault(s, func(stage string) error {
-		if stage == "sync" || stage == "truncate" {
-			return errInjected
-		}
-		return nil
-	})
-	if err := s.CreateDevice(ctx, device("dev-lost", "hub-a")); !errors.Is(err, errInjected) {
-		t.Fatalf("CreateDevice: got error %v, want %v", err, errInjected)
-	}
+	mustFailRollback(t, s)
 	filestore.InjectFault(s, nil)
 	if err := s.PutSetting(ctx, "s", []byte("v")); err == nil {
 		t.Errorf("PutSetting while the file holds an unacknowledged frame: got nil error, want one")
@@ -630,16 +621,7 @@ func TestCloseRepairsFailedRollback(t *testing.T) {
 	path, key := storePath(t), newKey(t)
 	s := mustOpen(t, path, key)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	filestore.InjectFault(s, func(stage string) error {
-		if stage == "sync" || stage == "truncate" {
-			return errInjected
-		}
-		return nil
-	})
-	if err := s.CreateDevice(ctx, device("dev-lost", "hub-a")); !errors.Is(err, errInjected) {
-		t.Fatalf("CreateDevice: got error %v, want %v", err, errInjected)
-	}
+	mustFailRollback(t, s)
 	mustClose(t, s)
 	s = mustOpen(t, path, key)
 	if _, err := s.GetDevice(ctx, "dev-lost"); !errors.Is(err, store.ErrNotFound) {
@@ -823,5 +805,23 @@ func TestConcurrentUse(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// mustFailRollback leaves s with hub-a and a create of dev-lost whose write and whose
+// rollback both failed (the file may hold a frame nobody acknowledged); the fault stays
+// injected.
+func mustFailRollback(t *testing.T, s *filestore.Store) {
+	t.Helper()
+	ctx := t.Context()
+	must(t, s.CreateHub(ctx, iotHub("hub-a")))
+	filestore.InjectFault(s, func(stage string) error {
+		if stage == "sync" || stage == "truncate" {
+			return errInjected
+		}
+		return nil
+	})
+	if err := s.CreateDevice(ctx, device("dev-lost", "hub-a")); !errors.Is(err, errInjected) {
+		t.Fatalf("CreateDevice: got error %v, want %v", err, errInjected)
 	}
 }
