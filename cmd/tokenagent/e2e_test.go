@@ -107,28 +107,7 @@ type publisher struct {
 }
 
 func startPublisher(w io.Writer, every time.Duration) *publisher {
-	p := &publisher{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		for {
-			p.mu.Lock()
-			n := p.sent
-			p.mu.Unlock()
-			line := fmt.Sprintf(`{"body":{"seq":%d,"temp":21.5},"properties":{"seq":"%d"}}`+"\n", n, n)
-			if _, err := w.Write([]byte(line)); err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.sent++
-			p.mu.Unlock()
-			select {
-			case <-p.stop:
-				return
-			case <-time.After(every):
-			}
-		}
-	}()
-	return p
+	return startPublisherAt(w, 0, every)
 }
 
 func (p *publisher) halt() int {
@@ -291,6 +270,7 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 	t.Logf("broker: %+v", bs)
 }
 
+// startPublisherAt writes lines numbered from from on, every apart.
 func startPublisherAt(w io.Writer, from int, every time.Duration) *publisher {
 	p := &publisher{sent: from, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -299,7 +279,7 @@ func startPublisherAt(w io.Writer, from int, every time.Duration) *publisher {
 			p.mu.Lock()
 			n := p.sent
 			p.mu.Unlock()
-			line := fmt.Sprintf(`{"body":{"seq":%d},"properties":{"seq":"%d"}}`+"\n", n, n)
+			line := fmt.Sprintf(`{"body":{"seq":%d,"temp":21.5},"properties":{"seq":"%d"}}`+"\n", n, n)
 			if _, err := w.Write([]byte(line)); err != nil {
 				return
 			}
