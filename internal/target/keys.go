@@ -102,9 +102,9 @@ func CheckSettings(h domain.Hub, allowed ...string) error {
 	for name := range h.Settings {
 		if !slices.Contains(allowed, name) {
 			if len(allowed) == 0 {
-				return domain.Invalid("a %s hub takes no settings (got %q)", h.Kind, name)
+				return domain.Invalid("hubs of kind %s take no settings (got %q)", h.Kind, name)
 			}
-			return domain.Invalid("a %s hub takes the settings %s, not %q", h.Kind, strings.Join(allowed, ", "), name)
+			return domain.Invalid("hubs of kind %s take the settings %s, not %q", h.Kind, strings.Join(allowed, ", "), name)
 		}
 	}
 	return nil
