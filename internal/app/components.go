@@ -127,9 +127,10 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 	if be.transit != nil {
 		regOpts = append(regOpts, registry.WithTransit())
 	}
+	served := kinds.All() // the target kinds this service knows, for registry and issuer alike
 	deps := httpapi.Deps{
-		Registry:  registry.New(a.store, kinds.All(), a.o.now, regOpts...),
-		Issuer:    tokens.NewIssuer(a.store, kinds.All(), signer.New(a.o.now), be.transit),
+		Registry:  registry.New(a.store, served, a.o.now, regOpts...),
+		Issuer:    tokens.NewIssuer(a.store, served, signer.New(a.o.now), be.transit),
 		Devices:   a.verifier,
 		Admin:     admin,
 		Operators: operators,
