@@ -92,37 +92,6 @@ func loadSpec() (*openapi3.T, error) {
 	return spec, nil
 }
 
-// securityByOperation reads which scheme guards each operation from the spec (an
-// operation's own security, else the document's), so the spec stays the only place that
-// says so. "" marks an operation the spec explicitly leaves public with `security: []`.
-func securityByOperation(spec *openapi3.T) (map[string]string, error) {
-	out := make(map[string]string)
-	for _, item := range spec.Paths.Map() {
-		for _, op := range item.Operations() {
-			reqs := spec.Security
-			if op.Security != nil {
-				reqs = *op.Security
-			}
-			switch {
-			case reqs == nil:
-				return nil, fmt.Errorf("operation %s: no security requirement; write security: [] to make it public", op.OperationID)
-			case len(reqs) == 0:
-				out[op.OperationID] = ""
-			case len(reqs) == 1 && len(reqs[0]) == 1:
-				for name := range reqs[0] {
-					if name != schemeAdmin && name != schemeDevice {
-						return nil, fmt.Errorf("operation %s: unknown security scheme %q", op.OperationID, name)
-					}
-					out[op.OperationID] = name
-				}
-			default:
-				return nil, fmt.Errorf("operation %s: want exactly one security scheme", op.OperationID)
-			}
-		}
-	}
-	return out, nil
-}
-
 // validate holds requests to the spec (parameters, bodies) with the route authenticate
 // found, so each request is routed once. An import streams and validates each line
 // against DeviceCreate itself (import.go): the spec validator would read the whole body.
