@@ -119,10 +119,11 @@ func TestVaultOutage(t *testing.T) {
 	sort.Slice(coldLatencies, func(i, j int) bool { return coldLatencies[i] < coldLatencies[j] })
 	worst := coldLatencies[len(coldLatencies)-1]
 	t.Logf("503 latency for uncached devices while Vault hangs: median %v, max %v (%d requests)", coldLatencies[len(coldLatencies)/2], worst, len(coldLatencies))
-	// The bar is 300 ms; the margin keeps a loaded CI machine from failing on scheduling
-	// noise, while a client that retries or waits out a 4 s timeout still fails.
-	if worst > time.Second {
-		t.Errorf("slowest 503: got %v, want well under 1 s", worst)
+	// The design figure is 300 ms, measured above; asserted is only what tells one
+	// bounded attempt from a retry chain or a wait for the hung Vault (see ceil503), so
+	// a loaded CI machine does not fail on scheduling noise.
+	if worst > ceil503 {
+		t.Errorf("slowest 503: got %v, want at most %v", worst, ceil503)
 	}
 
 	// Readiness stays green but says why it is degraded: every replica leaving its
