@@ -130,7 +130,7 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 	served := kinds.All() // the target kinds this service knows, for registry and issuer alike
 	deps := httpapi.Deps{
 		Registry:  registry.New(a.store, served, a.o.now, regOpts...),
-		Issuer:    tokens.NewIssuer(a.store, served, signer.New(a.o.now), be.transit),
+		Issuer:    tokens.NewIssuer(a.store, served, signer.New(a.o.now), be.transit, nil),
 		Devices:   a.verifier,
 		Admin:     admin,
 		Operators: operators,

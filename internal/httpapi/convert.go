@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"cmp"
+	"encoding/json"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -34,6 +36,15 @@ func ptrIfSet[T comparable](v T) *T {
 	return &v
 }
 
+// coreHubFields are the hub properties domain.Hub has fields of its own for; every other
+// property of HubCreate and Hub belongs to the hub's kind and travels in Settings.
+var coreHubFields = map[string]bool{
+	"name": true, "kind": true, "hostname": true, "entityPath": true, "idScope": true,
+	"mode": true, "policyName": true, "policyKey": true, "gatewayHostName": true,
+	"caCert": true, "transit": true, "defaultTtlSeconds": true, "maxTtlSeconds": true,
+	"createdAt": true,
+}
+
 func hubFromAPI(in oapi.HubCreate) domain.Hub {
 	return domain.Hub{
 		Name:            in.Name,
@@ -47,20 +58,39 @@ func hubFromAPI(in oapi.HubCreate) domain.Hub {
 		GatewayHostName: deref(in.GatewayHostName),
 		CACert:          deref(in.CaCert),
 		Transit:         deref(in.Transit),
-		Settings:        deref(in.Settings),
+		Settings:        kindSettings(in),
 		DefaultTTL:      durationOf(in.DefaultTtlSeconds),
 		MaxTTL:          durationOf(in.MaxTtlSeconds),
 	}
 }
 
+// kindSettings returns the kind-specific properties in carries, by name, each as the
+// JSON text of its value; nil when there are none.
+func kindSettings(in oapi.HubCreate) map[string]string {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil // generated types always marshal
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil
+	}
+	var out map[string]string
+	for name, raw := range m {
+		if coreHubFields[name] {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string)
+		}
+		out[name] = string(raw)
+	}
+	return out
+}
+
 // hubToAPI never carries the policy key.
 func hubToAPI(h domain.Hub) oapi.Hub {
-	var settings *oapi.HubSettings
-	if len(h.Settings) > 0 {
-		s := oapi.HubSettings(h.Settings)
-		settings = &s
-	}
-	return oapi.Hub{
+	out := oapi.Hub{
 		Name:              h.Name,
 		Kind:              oapi.HubKind(h.Kind),
 		Hostname:          h.Hostname,
@@ -71,11 +101,29 @@ func hubToAPI(h domain.Hub) oapi.Hub {
 		GatewayHostName:   ptrIfSet(h.GatewayHostName),
 		CaCert:            ptrIfSet(h.CACert),
 		Transit:           ptrIfSet(h.Transit),
-		Settings:          settings,
 		DefaultTtlSeconds: seconds(h.DefaultTTL),
 		MaxTtlSeconds:     seconds(h.MaxTTL),
 		CreatedAt:         h.CreatedAt,
 	}
+	if len(h.Settings) == 0 {
+		return out
+	}
+	// The kind's fields go back as the properties they came in as: one property at a
+	// time, so a value this build's schema no longer reads drops only itself.
+	for name, text := range h.Settings {
+		if coreHubFields[name] {
+			continue
+		}
+		b, err := json.Marshal(map[string]json.RawMessage{name: json.RawMessage(text)})
+		if err != nil {
+			continue
+		}
+		withField := out
+		if json.Unmarshal(b, &withField) == nil {
+			out = withField
+		}
+	}
+	return out
 }
 
 func deviceFromAPI(in oapi.DeviceCreate) domain.Device {
@@ -163,7 +211,9 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 			ClientId:        m.ClientID,
 			Username:        m.Username,
 			Password:        m.Password,
-			ProtocolVersion: "3.1.1",
+			ProtocolVersion: cmp.Or(m.ProtocolVersion, "3.1.1"),
+			Alpn:            nonNil(m.ALPN),
+			AuthMethod:      nonEmpty(&m.AuthMethod),
 			Topics: oapi.MqttTopics{
 				Publish:      m.Topics.Publish,
 				Subscribe:    m.Topics.Subscribe,
@@ -198,9 +248,21 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 	}
 	if h := p.HTTPS; h != nil {
 		out.Https = &parts.https
-		*out.Https = oapi.HttpsProfile{Url: h.URL, Authorization: h.Authorization}
+		*out.Https = oapi.HttpsProfile{Url: h.URL, Authorization: nonEmpty(&h.Authorization), Alpn: nonNil(h.ALPN)}
+		if h.Headers != nil {
+			out.Https.Headers = &h.Headers
+		}
 	}
+	out.Signature = nonEmpty(&is.Signature)
 	return out
+}
+
+// nonNil is &s, or nil for a nil slice.
+func nonNil(s []string) *[]string {
+	if s == nil {
+		return nil
+	}
+	return &s
 }
 
 // nonEmpty is s, or nil for an empty string: an optional field without a copy.

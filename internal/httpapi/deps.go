@@ -97,7 +97,9 @@ type Deps struct {
 	// Registry carries out every operator operation, reads included.
 	Registry Provisioner
 	Issuer   TokenIssuer
-	Devices  DeviceVerifier
+	// Keys is the issuer key ring the JWT kinds sign with; nil publishes an empty set.
+	Keys    IssuerKeys
+	Devices DeviceVerifier
 	// Certs authenticates devices by TLS client certificate on requests without an
 	// Authorization header; nil (mutual TLS off) ignores client certificates.
 	Certs CertVerifier

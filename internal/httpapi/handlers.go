@@ -115,6 +115,12 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 		line("mqttUrl", m.Url)
 		line("mqttClientId", m.ClientId)
 		line("mqttUsername", m.Username)
+		if m.Alpn != nil {
+			line("mqttAlpn", strings.Join(*m.Alpn, ","))
+		}
+		if m.AuthMethod != nil {
+			line("mqttAuthMethod", *m.AuthMethod)
+		}
 		line("mqttPublish", m.Topics.Publish)
 		if len(m.Topics.Subscribe) > 0 {
 			line("mqttSubscribe", m.Topics.Subscribe[0])
@@ -131,6 +137,9 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	}
 	if h := b.Https; h != nil {
 		line("httpsUrl", h.Url)
+	}
+	if b.Signature != nil {
+		line("signature", *b.Signature)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", noStore)

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -32,10 +34,20 @@ func appendTokenResponse(b []byte, t *oapi.TokenResponse) []byte {
 	}
 	b = appendTimeField(b, "expiresAt", t.ExpiresAt)
 	b = appendIntField(b, "expiresIn", t.ExpiresIn)
-	if t.Https != nil {
+	if h := t.Https; h != nil {
 		b = append(b, `"https":{`...)
-		b = appendField(b, "authorization", t.Https.Authorization)
-		b = appendLastField(b, "url", t.Https.Url)
+		if h.Alpn != nil {
+			b = appendStringsField(b, "alpn", *h.Alpn)
+		}
+		if h.Authorization != nil {
+			b = appendField(b, "authorization", *h.Authorization)
+		}
+		if h.Headers != nil {
+			b = appendKey(b, "headers")
+			b = appendStringMap(b, *h.Headers)
+			b = append(b, ',')
+		}
+		b = appendLastField(b, "url", h.Url)
 		b = append(b, "},"...)
 	}
 	b = appendField(b, "hub", t.Hub)
@@ -48,12 +60,21 @@ func appendTokenResponse(b []byte, t *oapi.TokenResponse) []byte {
 	b = appendTimeField(b, "refreshAfter", t.RefreshAfter)
 	b = appendField(b, "resource", t.Resource)
 	b = appendTimeField(b, "serverTime", t.ServerTime)
+	if t.Signature != nil {
+		b = appendField(b, "signature", *t.Signature)
+	}
 	b = appendLastField(b, "token", t.Token)
 	return append(b, "}\n"...)
 }
 
 func appendMQTT(b []byte, m *oapi.MqttProfile) []byte {
 	b = append(b, '{')
+	if m.Alpn != nil {
+		b = appendStringsField(b, "alpn", *m.Alpn)
+	}
+	if m.AuthMethod != nil {
+		b = appendField(b, "authMethod", *m.AuthMethod)
+	}
 	b = appendField(b, "clientId", m.ClientId)
 	b = appendField(b, "host", m.Host)
 	b = appendField(b, "password", m.Password)
@@ -70,18 +91,7 @@ func appendMQTT(b []byte, m *oapi.MqttProfile) []byte {
 	}
 	b = appendField(b, "publish", m.Topics.Publish)
 	b = append(b, `"subscribe":`...)
-	if m.Topics.Subscribe == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, s := range m.Topics.Subscribe {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, s)
-		}
-		b = append(b, ']')
-	}
+	b = appendStrings(b, m.Topics.Subscribe)
 	if m.Topics.TwinDesired != nil {
 		b = append(b, ',')
 		b = appendKey(b, "twinDesired")
@@ -137,6 +147,41 @@ func appendTLS(b []byte, t *oapi.TlsSettings) []byte {
 		b = appendField(b, "caCert", *t.CaCert)
 	}
 	b = appendLastField(b, "serverName", t.ServerName)
+	return append(b, '}')
+}
+
+// appendStrings appends ss as a JSON array, null when nil.
+func appendStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+func appendStringsField(b []byte, k string, ss []string) []byte {
+	return append(appendStrings(appendKey(b, k), ss), ',')
+}
+
+// appendStringMap appends m as a JSON object with sorted keys, as encoding/json does.
+func appendStringMap(b []byte, m map[string]string) []byte {
+	if m == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendString(b, k), ':')
+		b = appendString(b, m[k])
+	}
 	return append(b, '}')
 }
 

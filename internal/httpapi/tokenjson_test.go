@@ -64,6 +64,18 @@ func fill(r *rand.Rand, v reflect.Value) {
 		for i := range n {
 			fill(r, v.Index(i))
 		}
+	case reflect.Map:
+		if r.IntN(3) == 0 {
+			v.SetZero()
+			return
+		}
+		v.Set(reflect.MakeMap(v.Type()))
+		for range r.IntN(4) {
+			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			fill(r, k)
+			fill(r, e)
+			v.SetMapIndex(k, e)
+		}
 	case reflect.String:
 		v.SetString(oddStrings[r.IntN(len(oddStrings))])
 	case reflect.Int:

@@ -80,21 +80,204 @@ func (e CredentialType) Valid() bool {
 	}
 }
 
+// Defines values for HubAlgorithm.
+const (
+	HubAlgorithmES256 HubAlgorithm = "ES256"
+	HubAlgorithmRS256 HubAlgorithm = "RS256"
+)
+
+// Valid indicates whether the value is a known member of the HubAlgorithm enum.
+func (e HubAlgorithm) Valid() bool {
+	switch e {
+	case HubAlgorithmES256:
+		return true
+	case HubAlgorithmRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HubMqttVersion.
+const (
+	HubMqttVersionN311 HubMqttVersion = "3.1.1"
+	HubMqttVersionN5   HubMqttVersion = "5"
+)
+
+// Valid indicates whether the value is a known member of the HubMqttVersion enum.
+func (e HubMqttVersion) Valid() bool {
+	switch e {
+	case HubMqttVersionN311:
+		return true
+	case HubMqttVersionN5:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HubCreateAlgorithm.
+const (
+	HubCreateAlgorithmES256 HubCreateAlgorithm = "ES256"
+	HubCreateAlgorithmRS256 HubCreateAlgorithm = "RS256"
+)
+
+// Valid indicates whether the value is a known member of the HubCreateAlgorithm enum.
+func (e HubCreateAlgorithm) Valid() bool {
+	switch e {
+	case HubCreateAlgorithmES256:
+		return true
+	case HubCreateAlgorithmRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HubCreateMqttVersion.
+const (
+	HubCreateMqttVersionN311 HubCreateMqttVersion = "3.1.1"
+	HubCreateMqttVersionN5   HubCreateMqttVersion = "5"
+)
+
+// Valid indicates whether the value is a known member of the HubCreateMqttVersion enum.
+func (e HubCreateMqttVersion) Valid() bool {
+	switch e {
+	case HubCreateMqttVersionN311:
+		return true
+	case HubCreateMqttVersionN5:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HubKind.
 const (
+	Awsiot    HubKind = "awsiot"
 	Dps       HubKind = "dps"
 	Eventhubs HubKind = "eventhubs"
 	Iothub    HubKind = "iothub"
+	Jwtbroker HubKind = "jwtbroker"
 )
 
 // Valid indicates whether the value is a known member of the HubKind enum.
 func (e HubKind) Valid() bool {
 	switch e {
+	case Awsiot:
+		return true
 	case Dps:
 		return true
 	case Eventhubs:
 		return true
 	case Iothub:
+		return true
+	case Jwtbroker:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for IssuerKeyState.
+const (
+	Active  IssuerKeyState = "active"
+	Pending IssuerKeyState = "pending"
+	Retired IssuerKeyState = "retired"
+)
+
+// Valid indicates whether the value is a known member of the IssuerKeyState enum.
+func (e IssuerKeyState) Valid() bool {
+	switch e {
+	case Active:
+		return true
+	case Pending:
+		return true
+	case Retired:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for IssuerKeyAlgorithm.
+const (
+	IssuerKeyAlgorithmES256 IssuerKeyAlgorithm = "ES256"
+	IssuerKeyAlgorithmRS256 IssuerKeyAlgorithm = "RS256"
+)
+
+// Valid indicates whether the value is a known member of the IssuerKeyAlgorithm enum.
+func (e IssuerKeyAlgorithm) Valid() bool {
+	switch e {
+	case IssuerKeyAlgorithmES256:
+		return true
+	case IssuerKeyAlgorithmRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JwkAlg.
+const (
+	JwkAlgES256 JwkAlg = "ES256"
+	JwkAlgRS256 JwkAlg = "RS256"
+)
+
+// Valid indicates whether the value is a known member of the JwkAlg enum.
+func (e JwkAlg) Valid() bool {
+	switch e {
+	case JwkAlgES256:
+		return true
+	case JwkAlgRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JwkCrv.
+const (
+	P256 JwkCrv = "P-256"
+)
+
+// Valid indicates whether the value is a known member of the JwkCrv enum.
+func (e JwkCrv) Valid() bool {
+	switch e {
+	case P256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JwkKty.
+const (
+	EC  JwkKty = "EC"
+	RSA JwkKty = "RSA"
+)
+
+// Valid indicates whether the value is a known member of the JwkKty enum.
+func (e JwkKty) Valid() bool {
+	switch e {
+	case EC:
+		return true
+	case RSA:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JwkUse.
+const (
+	Sig JwkUse = "sig"
+)
+
+// Valid indicates whether the value is a known member of the JwkUse enum.
+func (e JwkUse) Valid() bool {
+	switch e {
+	case Sig:
 		return true
 	default:
 		return false
@@ -121,17 +304,23 @@ func (e MqttProfileTransport) Valid() bool {
 
 // Defines values for SigningMode.
 const (
-	DeviceKey SigningMode = "deviceKey"
-	GroupKey  SigningMode = "groupKey"
-	Policy    SigningMode = "policy"
+	CustomAuthorizer SigningMode = "customAuthorizer"
+	DeviceKey        SigningMode = "deviceKey"
+	GroupKey         SigningMode = "groupKey"
+	Jwt              SigningMode = "jwt"
+	Policy           SigningMode = "policy"
 )
 
 // Valid indicates whether the value is a known member of the SigningMode enum.
 func (e SigningMode) Valid() bool {
 	switch e {
+	case CustomAuthorizer:
+		return true
 	case DeviceKey:
 		return true
 	case GroupKey:
+		return true
+	case Jwt:
 		return true
 	case Policy:
 		return true
@@ -317,41 +506,129 @@ type Hostname = string
 
 // HttpsProfile defines model for HttpsProfile.
 type HttpsProfile struct {
-	Authorization string `json:"authorization"`
-	Url           string `json:"url"`
+	// Alpn TLS ALPN protocols to offer (AWS IoT on port 443); absent: no ALPN.
+	Alpn *[]string `json:"alpn,omitempty"`
+
+	// Authorization The Authorization header value
+	Authorization *string `json:"authorization,omitempty"`
+
+	// Headers Further request headers to send (AWS IoT custom authorizer values).
+	Headers *map[string]string `json:"headers,omitempty"`
+	Url     string             `json:"url"`
 }
 
 // Hub defines model for Hub.
 type Hub struct {
-	CaCert            *string   `json:"caCert,omitempty"`
+	// Algorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
+	Algorithm *HubAlgorithm `json:"algorithm,omitempty"`
+
+	// Audience (jwtbroker) The JWT's `aud`, e.g. `{namespace}.{region}-1.ts.eventgrid.azure.net/`
+	// for an Event Grid namespace. Default the hostname.
+	Audience *string `json:"audience,omitempty"`
+
+	// AuthMethod (jwtbroker) MQTT 5 enhanced authentication method (e.g. `CUSTOM-JWT` for Event
+	// Grid): the JWT goes as the CONNECT authentication data and is renewed with an
+	// AUTH packet (reason 0x19). Without it the JWT is the MQTT password.
+	AuthMethod *string `json:"authMethod,omitempty"`
+
+	// AuthorizerName (awsiot) The AWS IoT custom authorizer's name.
+	AuthorizerName *string `json:"authorizerName,omitempty"`
+	CaCert         *string `json:"caCert,omitempty"`
+
+	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
+	// `{deviceId}` stands for the device ID. E.g. EMQX's
+	// `{"acl": {"pub": ["devices/{deviceId}/#"], "sub": ["commands/{deviceId}"]}}` or
+	// Event Grid client attributes. The registered claims (`iss`, `sub`, `aud`, `iat`,
+	// `exp`, `nbf`, `jti`) cannot be set here.
+	Claims *map[string]interface{} `json:"claims,omitempty"`
+
+	// ClientIdTemplate (jwtbroker) The MQTT client ID; `{deviceId}` as above. Default `{deviceId}`.
+	ClientIdTemplate  *string   `json:"clientIdTemplate,omitempty"`
 	CreatedAt         time.Time `json:"createdAt"`
 	DefaultTtlSeconds int       `json:"defaultTtlSeconds"`
 	EntityPath        *string   `json:"entityPath,omitempty"`
 	GatewayHostName   *string   `json:"gatewayHostName,omitempty"`
 	Hostname          string    `json:"hostname"`
 	IdScope           *string   `json:"idScope,omitempty"`
-	Kind              HubKind   `json:"kind"`
-	MaxTtlSeconds     int       `json:"maxTtlSeconds"`
+
+	// Kind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+	// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+	// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+	// HiveMQ, Mosquitto with a JWT plugin).
+	Kind          HubKind `json:"kind"`
+	MaxTtlSeconds int     `json:"maxTtlSeconds"`
 
 	// Mode `deviceKey`: each device's own key signs (IoT Hub, DPS individual enrollment).
 	// `policy`: a hub shared access policy signs, scoped to one device (IoT Hub with
 	// DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
-	// device's key is derived from it.
-	Mode       SigningMode `json:"mode"`
-	Name       string      `json:"name"`
-	PolicyName *string     `json:"policyName,omitempty"`
+	// device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
+	// present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
+	// present a JWT.
+	Mode SigningMode `json:"mode"`
 
-	// Settings Settings of the hub's kind that have no field of their own, by name; the kind
-	// says which it takes (the kinds of today take none) and rejects any other. Not
-	// secret: they are returned as given.
-	Settings *HubSettings `json:"settings,omitempty"`
-	Transit  *bool        `json:"transit,omitempty"`
+	// MqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
+	MqttVersion *HubMqttVersion `json:"mqttVersion,omitempty"`
+	Name        string          `json:"name"`
+	PolicyName  *string         `json:"policyName,omitempty"`
+
+	// Port (jwtbroker) The broker's MQTT over TLS port (default 8883).
+	Port *int `json:"port,omitempty"`
+
+	// Signing (awsiot) The authorizer requires a token signature (default true): the token
+	// goes with `x-amz-customauthorizer-signature`; with false the token is the MQTT
+	// password.
+	Signing *bool `json:"signing,omitempty"`
+
+	// SubscribeTemplates (awsiot, jwtbroker) Topic filters a device subscribes to; `{deviceId}` as above.
+	SubscribeTemplates *[]string `json:"subscribeTemplates,omitempty"`
+
+	// TokenKeyName (awsiot) The authorizer's token key name, as given to `aws iot create-authorizer`.
+	TokenKeyName *string `json:"tokenKeyName,omitempty"`
+
+	// TopicTemplate (awsiot, jwtbroker) The telemetry topic a device publishes to; `{deviceId}`
+	// stands for the device ID. Default `devices/{deviceId}/telemetry`.
+	TopicTemplate *string `json:"topicTemplate,omitempty"`
+	Transit       *bool   `json:"transit,omitempty"`
+
+	// UsernameTemplate (jwtbroker) The MQTT user name; `{deviceId}` as above. Default `{deviceId}`.
+	UsernameTemplate *string `json:"usernameTemplate,omitempty"`
 }
+
+// HubAlgorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
+type HubAlgorithm string
+
+// HubMqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
+type HubMqttVersion string
 
 // HubCreate defines model for HubCreate.
 type HubCreate struct {
+	// Algorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
+	Algorithm *HubCreateAlgorithm `json:"algorithm,omitempty"`
+
+	// Audience (jwtbroker) The JWT's `aud`, e.g. `{namespace}.{region}-1.ts.eventgrid.azure.net/`
+	// for an Event Grid namespace. Default the hostname.
+	Audience *string `json:"audience,omitempty"`
+
+	// AuthMethod (jwtbroker) MQTT 5 enhanced authentication method (e.g. `CUSTOM-JWT` for Event
+	// Grid): the JWT goes as the CONNECT authentication data and is renewed with an
+	// AUTH packet (reason 0x19). Without it the JWT is the MQTT password.
+	AuthMethod *string `json:"authMethod,omitempty"`
+
+	// AuthorizerName (awsiot) The AWS IoT custom authorizer's name.
+	AuthorizerName *string `json:"authorizerName,omitempty"`
+
 	// CaCert PEM bundle devices should trust for this hub or its gateway.
-	CaCert            *string `json:"caCert,omitempty"`
+	CaCert *string `json:"caCert,omitempty"`
+
+	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
+	// `{deviceId}` stands for the device ID. E.g. EMQX's
+	// `{"acl": {"pub": ["devices/{deviceId}/#"], "sub": ["commands/{deviceId}"]}}` or
+	// Event Grid client attributes. The registered claims (`iss`, `sub`, `aud`, `iat`,
+	// `exp`, `nbf`, `jti`) cannot be set here.
+	Claims *map[string]interface{} `json:"claims,omitempty"`
+
+	// ClientIdTemplate (jwtbroker) The MQTT client ID; `{deviceId}` as above. Default `{deviceId}`.
+	ClientIdTemplate  *string `json:"clientIdTemplate,omitempty"`
 	DefaultTtlSeconds *int    `json:"defaultTtlSeconds,omitempty"`
 
 	// EntityPath The event hub name (eventhubs).
@@ -360,47 +637,139 @@ type HubCreate struct {
 	Hostname        Hostname  `json:"hostname"`
 
 	// IdScope The DPS ID scope (dps).
-	IdScope       *string `json:"idScope,omitempty"`
+	IdScope *string `json:"idScope,omitempty"`
+
+	// Kind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+	// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+	// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+	// HiveMQ, Mosquitto with a JWT plugin).
 	Kind          HubKind `json:"kind"`
 	MaxTtlSeconds *int    `json:"maxTtlSeconds,omitempty"`
 
 	// Mode `deviceKey`: each device's own key signs (IoT Hub, DPS individual enrollment).
 	// `policy`: a hub shared access policy signs, scoped to one device (IoT Hub with
 	// DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
-	// device's key is derived from it.
+	// device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
+	// present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
+	// present a JWT.
 	Mode *SigningMode `json:"mode,omitempty"`
-	Name HubName      `json:"name"`
+
+	// MqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
+	MqttVersion *HubCreateMqttVersion `json:"mqttVersion,omitempty"`
+	Name        HubName               `json:"name"`
 
 	// PolicyKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 	PolicyKey  *Key    `json:"policyKey,omitempty"`
 	PolicyName *string `json:"policyName,omitempty"`
 
-	// Settings Settings of the hub's kind that have no field of their own, by name; the kind
-	// says which it takes (the kinds of today take none) and rejects any other. Not
-	// secret: they are returned as given.
-	Settings *HubSettings `json:"settings,omitempty"`
+	// Port (jwtbroker) The broker's MQTT over TLS port (default 8883).
+	Port *int `json:"port,omitempty"`
+
+	// Signing (awsiot) The authorizer requires a token signature (default true): the token
+	// goes with `x-amz-customauthorizer-signature`; with false the token is the MQTT
+	// password.
+	Signing *bool `json:"signing,omitempty"`
+
+	// SubscribeTemplates (awsiot, jwtbroker) Topic filters a device subscribes to; `{deviceId}` as above.
+	SubscribeTemplates *[]string `json:"subscribeTemplates,omitempty"`
+
+	// TokenKeyName (awsiot) The authorizer's token key name, as given to `aws iot create-authorizer`.
+	TokenKeyName *string `json:"tokenKeyName,omitempty"`
+
+	// TopicTemplate (awsiot, jwtbroker) The telemetry topic a device publishes to; `{deviceId}`
+	// stands for the device ID. Default `devices/{deviceId}/telemetry`.
+	TopicTemplate *string `json:"topicTemplate,omitempty"`
 
 	// Transit Keep this hub's keys in Vault Transit (store vault only): signatures are
 	// computed inside Vault and tokensvc never reads a key back.
 	Transit *bool `json:"transit,omitempty"`
+
+	// UsernameTemplate (jwtbroker) The MQTT user name; `{deviceId}` as above. Default `{deviceId}`.
+	UsernameTemplate *string `json:"usernameTemplate,omitempty"`
 }
 
-// HubKind defines model for HubKind.
+// HubCreateAlgorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
+type HubCreateAlgorithm string
+
+// HubCreateMqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
+type HubCreateMqttVersion string
+
+// HubKind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+// HiveMQ, Mosquitto with a JWT plugin).
 type HubKind string
 
 // HubName defines model for HubName.
 type HubName = string
 
-// HubSettings Settings of the hub's kind that have no field of their own, by name; the kind
-// says which it takes (the kinds of today take none) and rejects any other. Not
-// secret: they are returned as given.
-type HubSettings map[string]string
-
 // IdentityId An IoT Hub device or module ID (case-sensitive).
 type IdentityId = string
 
+// IssuerKey defines model for IssuerKey.
+type IssuerKey struct {
+	Alg            IssuerKeyAlgorithm `json:"alg"`
+	CreatedAt      time.Time          `json:"createdAt"`
+	Kid            KeyId              `json:"kid"`
+	PublishedUntil *time.Time         `json:"publishedUntil,omitempty"`
+	RetiredAt      *time.Time         `json:"retiredAt,omitempty"`
+	SignsFrom      time.Time          `json:"signsFrom"`
+
+	// State `pending`: published, not signing yet. `active`: signs. `retired`: replaced,
+	// still published until `publishedUntil`.
+	State IssuerKeyState `json:"state"`
+
+	// Transit The private key lives in Vault Transit.
+	Transit *bool `json:"transit,omitempty"`
+}
+
+// IssuerKeyState `pending`: published, not signing yet. `active`: signs. `retired`: replaced,
+// still published until `publishedUntil`.
+type IssuerKeyState string
+
+// IssuerKeyAlgorithm defines model for IssuerKeyAlgorithm.
+type IssuerKeyAlgorithm string
+
+// IssuerKeyRotate defines model for IssuerKeyRotate.
+type IssuerKeyRotate struct {
+	Alg IssuerKeyAlgorithm `json:"alg"`
+}
+
+// Jwk A public JSON Web Key (RFC 7517); RSA keys carry n and e, EC keys crv, x and y.
+type Jwk struct {
+	Alg JwkAlg  `json:"alg"`
+	Crv *JwkCrv `json:"crv,omitempty"`
+	E   *string `json:"e,omitempty"`
+	Kid string  `json:"kid"`
+	Kty JwkKty  `json:"kty"`
+	N   *string `json:"n,omitempty"`
+	Use JwkUse  `json:"use"`
+	X   *string `json:"x,omitempty"`
+	Y   *string `json:"y,omitempty"`
+}
+
+// JwkAlg defines model for Jwk.Alg.
+type JwkAlg string
+
+// JwkCrv defines model for Jwk.Crv.
+type JwkCrv string
+
+// JwkKty defines model for Jwk.Kty.
+type JwkKty string
+
+// JwkUse defines model for Jwk.Use.
+type JwkUse string
+
+// Jwks defines model for Jwks.
+type Jwks struct {
+	Keys []Jwk `json:"keys"`
+}
+
 // Key A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 type Key = string
+
+// KeyId defines model for KeyId.
+type KeyId = string
 
 // KeyRotation defines model for KeyRotation.
 type KeyRotation struct {
@@ -422,12 +791,24 @@ type ModuleCreate struct {
 
 // MqttProfile defines model for MqttProfile.
 type MqttProfile struct {
-	ClientId string `json:"clientId"`
-	Host     string `json:"host"`
-	Password string `json:"password"`
-	Port     int    `json:"port"`
+	// Alpn TLS ALPN protocols to offer, in order (AWS IoT Core on port 443: `mqtt` for custom
+	// authentication, `x-amzn-mqtt-ca` for certificates). Absent: no ALPN.
+	Alpn *[]string `json:"alpn,omitempty"`
 
-	// ProtocolVersion Example: 3.1.1
+	// AuthMethod MQTT 5 enhanced authentication: the CONNECT authentication method (e.g.
+	// `CUSTOM-JWT`); the token is the authentication data, the password is empty,
+	// and before expiry the client re-authenticates with an AUTH packet, reason code
+	// 0x19, carrying the new token. Absent: the credential is in the user name and
+	// password.
+	AuthMethod *string `json:"authMethod,omitempty"`
+	ClientId   string  `json:"clientId"`
+	Host       string  `json:"host"`
+	Password   string  `json:"password"`
+	Port       int     `json:"port"`
+
+	// ProtocolVersion 3.1.1 or 5.
+	//
+	// Example: 3.1.1
 	ProtocolVersion string               `json:"protocolVersion"`
 	Tls             *TlsSettings         `json:"tls,omitempty"`
 	Topics          MqttTopics           `json:"topics"`
@@ -489,7 +870,9 @@ type RotatedKeys struct {
 // SigningMode `deviceKey`: each device's own key signs (IoT Hub, DPS individual enrollment).
 // `policy`: a hub shared access policy signs, scoped to one device (IoT Hub with
 // DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
-// device's key is derived from it.
+// device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
+// present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
+// present a JWT.
 type SigningMode string
 
 // TlsSettings defines model for TlsSettings.
@@ -509,18 +892,27 @@ type TokenResponse struct {
 	ExpiresIn int           `json:"expiresIn"`
 	Https     *HttpsProfile `json:"https,omitempty"`
 	Hub       string        `json:"hub"`
-	Kind      HubKind       `json:"kind"`
-	Mqtt      *MqttProfile  `json:"mqtt,omitempty"`
+
+	// Kind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+	// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+	// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+	// HiveMQ, Mosquitto with a JWT plugin).
+	Kind HubKind      `json:"kind"`
+	Mqtt *MqttProfile `json:"mqtt,omitempty"`
 
 	// RefreshAfter Fetch a new token after this time (80 % of the lifetime).
 	RefreshAfter time.Time `json:"refreshAfter"`
 
-	// Resource The sr the token is scoped to.
+	// Resource The sr a SAS token is scoped to; for a JWT, its audience.
 	Resource string `json:"resource"`
 
 	// ServerTime The service clock
 	ServerTime time.Time `json:"serverTime"`
-	Token      string    `json:"token"`
+
+	// Signature (awsiot with signing) The custom authorizer's token signature: base64 of the RSA
+	// PKCS#1 v1.5 SHA-256 signature of `token` by the issuer's RSA key.
+	Signature *string `json:"signature,omitempty"`
+	Token     string  `json:"token"`
 }
 
 // BadRequest RFC 9457 problem details.
@@ -577,6 +969,9 @@ type RotateDeviceKeysJSONRequestBody = KeyRotation
 
 // CreateHubJSONRequestBody defines body for CreateHub for application/json ContentType.
 type CreateHubJSONRequestBody = HubCreate
+
+// RotateIssuerKeyJSONRequestBody defines body for RotateIssuerKey for application/json ContentType.
+type RotateIssuerKeyJSONRequestBody = IssuerKeyRotate
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -651,6 +1046,14 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 
 // The interface specification for the client above.
 type ClientInterface interface {
+
+	// GetJwks The issuer's published public keys, as a JSON Web Key Set.
+	//
+	// Every key that signs, will sign, or signed a credential that may still be valid.
+	// Brokers (EMQX, HiveMQ, the AWS authorizer) verify tokensvc's JWTs with it by `kid`.
+	//
+	// Corresponds with GET /.well-known/jwks.json (the `GetJwks` operationId).
+	GetJwks(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListDevices List devices by ID, a page at a time. Secrets are never returned.
 	//
@@ -780,12 +1183,56 @@ type ClientInterface interface {
 	// GetHub performs a GET /hubs/{name} (the `GetHub` operationId) request.
 	GetHub(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListIssuerKeys List the issuer keys with their state.
+	//
+	// Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
+	ListIssuerKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateIssuerKeyWithBody Create the next issuer key of an algorithm.
+	//
+	// The new key is published at once and starts signing after the publication lead
+	// (so caches of the key set have it before any credential it signs); the key it
+	// replaces stops signing then and stays published until the longest-lived
+	// credential it signed has expired.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+	RotateIssuerKeyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateIssuerKey Create the next issuer key of an algorithm.
+	//
+	// The new key is published at once and starts signing after the publication lead
+	// (so caches of the key set have it before any credential it signs); the key it
+	// replaces stops signing then and stays published until the longest-lived
+	// credential it signed has expired.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+	RotateIssuerKey(ctx context.Context, body RotateIssuerKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetIssuerCertificate One published issuer key in a self-signed certificate (PEM).
+	//
+	// Azure Event Grid namespaces take the issuer's key as a certificate; this one is
+	// self-signed by the key, its subject the issuer URL, valid while the key is published.
+	//
+	// Corresponds with GET /issuer/keys/{kid}/certificate.pem (the `GetIssuerCertificate` operationId).
+	GetIssuerCertificate(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetIssuerPublicKey One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+	//
+	// AWS IoT Core's `create-authorizer --token-signing-public-keys` takes this.
+	//
+	// Corresponds with GET /issuer/keys/{kid}/public-key.pem (the `GetIssuerPublicKey` operationId).
+	GetIssuerPublicKey(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	//
 	// Corresponds with GET /readyz (the `GetReadyz` operationId).
 	GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetToken Mint a SAS token and connection settings for the calling device.
+	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	//
 	// The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 	// credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
@@ -819,6 +1266,24 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
 	CreateNonce(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// GetJwks The issuer's published public keys, as a JSON Web Key Set.
+//
+// Every key that signs, will sign, or signed a credential that may still be valid.
+// Brokers (EMQX, HiveMQ, the AWS authorizer) verify tokensvc's JWTs with it by `kid`.
+//
+// Corresponds with GET /.well-known/jwks.json (the `GetJwks` operationId).
+func (c *Client) GetJwks(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetJwksRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // ListDevices List devices by ID, a page at a time. Secrets are never returned.
@@ -1119,6 +1584,100 @@ func (c *Client) GetHub(ctx context.Context, name HubName, reqEditors ...Request
 	return c.Client.Do(req)
 }
 
+// ListIssuerKeys List the issuer keys with their state.
+//
+// Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
+func (c *Client) ListIssuerKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListIssuerKeysRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateIssuerKeyWithBody Create the next issuer key of an algorithm.
+//
+// The new key is published at once and starts signing after the publication lead
+// (so caches of the key set have it before any credential it signs); the key it
+// replaces stops signing then and stays published until the longest-lived
+// credential it signed has expired.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+func (c *Client) RotateIssuerKeyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateIssuerKeyRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateIssuerKey Create the next issuer key of an algorithm.
+//
+// The new key is published at once and starts signing after the publication lead
+// (so caches of the key set have it before any credential it signs); the key it
+// replaces stops signing then and stays published until the longest-lived
+// credential it signed has expired.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+func (c *Client) RotateIssuerKey(ctx context.Context, body RotateIssuerKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateIssuerKeyRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetIssuerCertificate One published issuer key in a self-signed certificate (PEM).
+//
+// Azure Event Grid namespaces take the issuer's key as a certificate; this one is
+// self-signed by the key, its subject the issuer URL, valid while the key is published.
+//
+// Corresponds with GET /issuer/keys/{kid}/certificate.pem (the `GetIssuerCertificate` operationId).
+func (c *Client) GetIssuerCertificate(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetIssuerCertificateRequest(c.Server, kid)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetIssuerPublicKey One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+//
+// AWS IoT Core's `create-authorizer --token-signing-public-keys` takes this.
+//
+// Corresponds with GET /issuer/keys/{kid}/public-key.pem (the `GetIssuerPublicKey` operationId).
+func (c *Client) GetIssuerPublicKey(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetIssuerPublicKeyRequest(c.Server, kid)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 //
 // Corresponds with GET /readyz (the `GetReadyz` operationId).
@@ -1134,7 +1693,7 @@ func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (
 	return c.Client.Do(req)
 }
 
-// GetToken Mint a SAS token and connection settings for the calling device.
+// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 //
 // The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 // credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
@@ -1187,6 +1746,33 @@ func (c *Client) CreateNonce(ctx context.Context, reqEditors ...RequestEditorFn)
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewGetJwksRequest constructs an http.Request for the GetJwks method
+func NewGetJwksRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/.well-known/jwks.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
 }
 
 // NewListDevicesRequest constructs an http.Request for the ListDevices method
@@ -1682,6 +2268,141 @@ func NewGetHubRequest(server string, name HubName) (*http.Request, error) {
 	return req, nil
 }
 
+// NewListIssuerKeysRequest constructs an http.Request for the ListIssuerKeys method
+func NewListIssuerKeysRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/issuer/keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRotateIssuerKeyRequest calls the generic RotateIssuerKey builder with application/json body
+func NewRotateIssuerKeyRequest(server string, body RotateIssuerKeyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRotateIssuerKeyRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewRotateIssuerKeyRequestWithBody constructs an http.Request for the RotateIssuerKey method, with any body, and a specified content type
+func NewRotateIssuerKeyRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/issuer/keys/rotate")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetIssuerCertificateRequest constructs an http.Request for the GetIssuerCertificate method
+func NewGetIssuerCertificateRequest(server string, kid KeyId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "kid", kid, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/issuer/keys/%s/certificate.pem", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetIssuerPublicKeyRequest constructs an http.Request for the GetIssuerPublicKey method
+func NewGetIssuerPublicKeyRequest(server string, kid KeyId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "kid", kid, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/issuer/keys/%s/public-key.pem", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetReadyzRequest constructs an http.Request for the GetReadyz method
 func NewGetReadyzRequest(server string) (*http.Request, error) {
 	var err error
@@ -1858,6 +2579,16 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// GetJwksWithResponse The issuer's published public keys, as a JSON Web Key Set.
+	//
+	// Every key that signs, will sign, or signed a credential that may still be valid.
+	// Brokers (EMQX, HiveMQ, the AWS authorizer) verify tokensvc's JWTs with it by `kid`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /.well-known/jwks.json (the `GetJwks` operationId).
+	GetJwksWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetJwksResponse, error)
+
 	// ListDevicesWithResponse List devices by ID, a page at a time. Secrets are never returned.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2002,6 +2733,56 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	GetHubWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubResponse, error)
 
+	// ListIssuerKeysWithResponse List the issuer keys with their state.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
+	ListIssuerKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListIssuerKeysResponse, error)
+
+	// RotateIssuerKeyWithBodyWithResponse Create the next issuer key of an algorithm.
+	//
+	// The new key is published at once and starts signing after the publication lead
+	// (so caches of the key set have it before any credential it signs); the key it
+	// replaces stops signing then and stays published until the longest-lived
+	// credential it signed has expired.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+	RotateIssuerKeyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateIssuerKeyResponse, error)
+
+	// RotateIssuerKeyWithResponse Create the next issuer key of an algorithm.
+	//
+	// The new key is published at once and starts signing after the publication lead
+	// (so caches of the key set have it before any credential it signs); the key it
+	// replaces stops signing then and stays published until the longest-lived
+	// credential it signed has expired.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+	RotateIssuerKeyWithResponse(ctx context.Context, body RotateIssuerKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateIssuerKeyResponse, error)
+
+	// GetIssuerCertificateWithResponse One published issuer key in a self-signed certificate (PEM).
+	//
+	// Azure Event Grid namespaces take the issuer's key as a certificate; this one is
+	// self-signed by the key, its subject the issuer URL, valid while the key is published.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /issuer/keys/{kid}/certificate.pem (the `GetIssuerCertificate` operationId).
+	GetIssuerCertificateWithResponse(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*GetIssuerCertificateResponse, error)
+
+	// GetIssuerPublicKeyWithResponse One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+	//
+	// AWS IoT Core's `create-authorizer --token-signing-public-keys` takes this.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /issuer/keys/{kid}/public-key.pem (the `GetIssuerPublicKey` operationId).
+	GetIssuerPublicKeyWithResponse(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*GetIssuerPublicKeyResponse, error)
+
 	// GetReadyzWithResponse Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2009,7 +2790,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `GetReadyz` operationId).
 	GetReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyzResponse, error)
 
-	// GetTokenWithResponse Mint a SAS token and connection settings for the calling device.
+	// GetTokenWithResponse Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	//
 	// The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 	// credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
@@ -2047,6 +2828,54 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /token/nonce (the `CreateNonce` operationId).
 	CreateNonceWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*CreateNonceResponse, error)
+}
+
+// GetJwksResponse200Headers the declared response headers of an HTTP 200 response for GetJwks
+type GetJwksResponse200Headers struct {
+	CacheControl *string
+}
+
+type GetJwksResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Jwks
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetJwksResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetJwksResponse) GetJSON200() *Jwks {
+	return r.JSON200
+}
+
+// GetBody returns the raw response body bytes
+func (r GetJwksResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetJwksResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetJwksResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetJwksResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type ListDevicesResponse struct {
@@ -2894,6 +3723,251 @@ func (r GetHubResponse) ContentType() string {
 	return ""
 }
 
+// ListIssuerKeysResponse503Headers the declared response headers of an HTTP 503 response for ListIssuerKeys
+type ListIssuerKeysResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListIssuerKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []IssuerKey `json:"items"`
+	}
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListIssuerKeysResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListIssuerKeysResponse) GetJSON200() *struct {
+	Items []IssuerKey `json:"items"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListIssuerKeysResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListIssuerKeysResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListIssuerKeysResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListIssuerKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListIssuerKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListIssuerKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListIssuerKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RotateIssuerKeyResponse503Headers the declared response headers of an HTTP 503 response for RotateIssuerKey
+type RotateIssuerKeyResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RotateIssuerKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *IssuerKey
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RotateIssuerKeyResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RotateIssuerKeyResponse) GetJSON201() *IssuerKey {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RotateIssuerKeyResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RotateIssuerKeyResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RotateIssuerKeyResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RotateIssuerKeyResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RotateIssuerKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RotateIssuerKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RotateIssuerKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RotateIssuerKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetIssuerCertificateResponse200Headers the declared response headers of an HTTP 200 response for GetIssuerCertificate
+type GetIssuerCertificateResponse200Headers struct {
+	CacheControl *string
+}
+
+type GetIssuerCertificateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetIssuerCertificateResponse200Headers
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetIssuerCertificateResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r GetIssuerCertificateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetIssuerCertificateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetIssuerCertificateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetIssuerCertificateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetIssuerPublicKeyResponse200Headers the declared response headers of an HTTP 200 response for GetIssuerPublicKey
+type GetIssuerPublicKeyResponse200Headers struct {
+	CacheControl *string
+}
+
+type GetIssuerPublicKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetIssuerPublicKeyResponse200Headers
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetIssuerPublicKeyResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r GetIssuerPublicKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetIssuerPublicKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetIssuerPublicKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetIssuerPublicKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetReadyzResponse503Headers the declared response headers of an HTTP 503 response for GetReadyz
 type GetReadyzResponse503Headers struct {
 	RetryAfter *int
@@ -3106,6 +4180,22 @@ func (r CreateNonceResponse) ContentType() string {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
 	return ""
+}
+
+// GetJwksWithResponse The issuer's published public keys, as a JSON Web Key Set.
+//
+// Every key that signs, will sign, or signed a credential that may still be valid.
+// Brokers (EMQX, HiveMQ, the AWS authorizer) verify tokensvc's JWTs with it by `kid`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /.well-known/jwks.json (the `GetJwks` operationId).
+func (c *ClientWithResponses) GetJwksWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetJwksResponse, error) {
+	rsp, err := c.GetJwks(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetJwksResponse(rsp)
 }
 
 // ListDevicesWithResponse List devices by ID, a page at a time. Secrets are never returned.
@@ -3354,6 +4444,86 @@ func (c *ClientWithResponses) GetHubWithResponse(ctx context.Context, name HubNa
 	return ParseGetHubResponse(rsp)
 }
 
+// ListIssuerKeysWithResponse List the issuer keys with their state.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
+func (c *ClientWithResponses) ListIssuerKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListIssuerKeysResponse, error) {
+	rsp, err := c.ListIssuerKeys(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListIssuerKeysResponse(rsp)
+}
+
+// RotateIssuerKeyWithBodyWithResponse Create the next issuer key of an algorithm.
+//
+// The new key is published at once and starts signing after the publication lead
+// (so caches of the key set have it before any credential it signs); the key it
+// replaces stops signing then and stays published until the longest-lived
+// credential it signed has expired.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+func (c *ClientWithResponses) RotateIssuerKeyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateIssuerKeyResponse, error) {
+	rsp, err := c.RotateIssuerKeyWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateIssuerKeyResponse(rsp)
+}
+
+// RotateIssuerKeyWithResponse Create the next issuer key of an algorithm.
+//
+// The new key is published at once and starts signing after the publication lead
+// (so caches of the key set have it before any credential it signs); the key it
+// replaces stops signing then and stays published until the longest-lived
+// credential it signed has expired.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /issuer/keys/rotate (the `RotateIssuerKey` operationId).
+func (c *ClientWithResponses) RotateIssuerKeyWithResponse(ctx context.Context, body RotateIssuerKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateIssuerKeyResponse, error) {
+	rsp, err := c.RotateIssuerKey(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateIssuerKeyResponse(rsp)
+}
+
+// GetIssuerCertificateWithResponse One published issuer key in a self-signed certificate (PEM).
+//
+// Azure Event Grid namespaces take the issuer's key as a certificate; this one is
+// self-signed by the key, its subject the issuer URL, valid while the key is published.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /issuer/keys/{kid}/certificate.pem (the `GetIssuerCertificate` operationId).
+func (c *ClientWithResponses) GetIssuerCertificateWithResponse(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*GetIssuerCertificateResponse, error) {
+	rsp, err := c.GetIssuerCertificate(ctx, kid, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetIssuerCertificateResponse(rsp)
+}
+
+// GetIssuerPublicKeyWithResponse One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+//
+// AWS IoT Core's `create-authorizer --token-signing-public-keys` takes this.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /issuer/keys/{kid}/public-key.pem (the `GetIssuerPublicKey` operationId).
+func (c *ClientWithResponses) GetIssuerPublicKeyWithResponse(ctx context.Context, kid KeyId, reqEditors ...RequestEditorFn) (*GetIssuerPublicKeyResponse, error) {
+	rsp, err := c.GetIssuerPublicKey(ctx, kid, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetIssuerPublicKeyResponse(rsp)
+}
+
 // GetReadyzWithResponse Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -3367,7 +4537,7 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 	return ParseGetReadyzResponse(rsp)
 }
 
-// GetTokenWithResponse Mint a SAS token and connection settings for the calling device.
+// GetTokenWithResponse Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 //
 // The device authenticates with `Authorization: Bearer <JWT>` signed with its own
 // credential: `iss` = `sub` = device ID, `aud` = the service audience, `iat`, `exp`
@@ -3416,6 +4586,45 @@ func (c *ClientWithResponses) CreateNonceWithResponse(ctx context.Context, reqEd
 		return nil, err
 	}
 	return ParseCreateNonceResponse(rsp)
+}
+
+// ParseGetJwksResponse parses an HTTP response from a GetJwksWithResponse call
+func ParseGetJwksResponse(rsp *http.Response) (*GetJwksResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetJwksResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Jwks
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetJwksResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
 }
 
 // ParseListDevicesResponse parses an HTTP response from a ListDevicesWithResponse call
@@ -4085,6 +5294,213 @@ func ParseGetHubResponse(rsp *http.Response) (*GetHubResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseListIssuerKeysResponse parses an HTTP response from a ListIssuerKeysWithResponse call
+func ParseListIssuerKeysResponse(rsp *http.Response) (*ListIssuerKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListIssuerKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []IssuerKey `json:"items"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ListIssuerKeysResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRotateIssuerKeyResponse parses an HTTP response from a RotateIssuerKeyWithResponse call
+func ParseRotateIssuerKeyResponse(rsp *http.Response) (*RotateIssuerKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RotateIssuerKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest IssuerKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RotateIssuerKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetIssuerCertificateResponse parses an HTTP response from a GetIssuerCertificateWithResponse call
+func ParseGetIssuerCertificateResponse(rsp *http.Response) (*GetIssuerCertificateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetIssuerCertificateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetIssuerCertificateResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetIssuerPublicKeyResponse parses an HTTP response from a GetIssuerPublicKeyWithResponse call
+func ParseGetIssuerPublicKeyResponse(rsp *http.Response) (*GetIssuerPublicKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetIssuerPublicKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetIssuerPublicKeyResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil

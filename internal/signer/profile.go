@@ -60,7 +60,7 @@ func (id Identity) HubName() string {
 	return name
 }
 
-// MQTT holds ready-to-use MQTT 3.1.1 connection settings.
+// MQTT holds ready-to-use MQTT connection settings.
 type MQTT struct {
 	Host      string
 	Port      int
@@ -71,6 +71,13 @@ type MQTT struct {
 	Username string
 	Password string
 	Topics   MQTTTopics
+	// ProtocolVersion is "3.1.1" (when empty) or "5".
+	ProtocolVersion string
+	// ALPN lists the TLS ALPN protocols to offer; nil for none.
+	ALPN []string
+	// AuthMethod is the MQTT 5 enhanced authentication method whose data is the token;
+	// "" when the credential is in the user name and password.
+	AuthMethod string
 }
 
 // MQTTTopics are the topics an IoT Hub device or a DPS registration uses.
@@ -104,8 +111,13 @@ type AMQP struct {
 
 // HTTPS holds the settings for sending over HTTPS.
 type HTTPS struct {
-	URL           string
+	URL string
+	// Authorization is the Authorization header's value; "" for none.
 	Authorization string
+	// Headers are further headers to send; nil for none.
+	Headers map[string]string
+	// ALPN lists the TLS ALPN protocols to offer; nil for none.
+	ALPN []string
 }
 
 // Profiles is everything a device needs to connect with a token.

@@ -62,6 +62,9 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
+// Now reads the signer's clock.
+func (s *Signer) Now() time.Time { return s.now() }
+
 // Sign mints the token described by r.
 func (s *Signer) Sign(r Request) Token {
 	now := s.now()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -95,17 +93,4 @@ func MintSAS(ctx context.Context, s Signers, h domain.Hub, r Request, k Key, req
 		TLSServerName: ServerName(h),
 		CACert:        h.CACert,
 	}, nil
-}
-
-// CheckSettings refuses settings the kind does not take; allowed names those it does.
-func CheckSettings(h domain.Hub, allowed ...string) error {
-	for name := range h.Settings {
-		if !slices.Contains(allowed, name) {
-			if len(allowed) == 0 {
-				return domain.Invalid("hubs of kind %s take no settings (got %q)", h.Kind, name)
-			}
-			return domain.Invalid("hubs of kind %s take the settings %s, not %q", h.Kind, strings.Join(allowed, ", "), name)
-		}
-	}
-	return nil
 }

@@ -47,6 +47,8 @@ type Request struct {
 	// TTL is the lifetime, policy already applied.
 	TTL       time.Duration
 	Transport signer.Transport
+	// Now is the service clock's reading to mint at (iat of a JWT).
+	Now time.Time
 }
 
 // Minted is a credential with the settings to use it.
@@ -56,12 +58,30 @@ type Minted struct {
 	// TLSServerName and CACert tell the device what to trust.
 	TLSServerName string
 	CACert        string
+	// Signature is a detached signature of Token.Value some targets want beside it
+	// (the AWS IoT custom authorizer's token signature, base64); "" when none.
+	Signature string
 }
 
 // Signers are the signing capabilities a kind may use; each is implemented outside the
 // kinds (keys held here or in Vault Transit), so kinds stay free of key storage.
 type Signers struct {
-	SAS SASSigner
+	SAS    SASSigner
+	Issuer IssuerSigner
+}
+
+// IssuerSigner signs with the service's own issuer keys (RS256 / ES256), held encrypted
+// in the embedded store or in Vault Transit; it publishes their public halves.
+type IssuerSigner interface {
+	// Issuer is the service's issuer URL, the iss of every JWT it signs.
+	Issuer() string
+	// SignJWT returns claims as a compact JWS signed by the issuer key that currently
+	// signs for alg ("RS256" or "ES256"); its header carries alg, typ JWT and the key's
+	// kid, which is returned too. claims must marshal to a JSON object.
+	SignJWT(ctx context.Context, alg string, claims any) (token, kid string, err error)
+	// SignPKCS1 returns the RSA PKCS#1 v1.5 SHA-256 signature of msg by the RSA issuer
+	// key kid (one SignJWT returned).
+	SignPKCS1(ctx context.Context, kid string, msg []byte) ([]byte, error)
 }
 
 // SASSigner signs Azure shared access signatures.

@@ -41,15 +41,17 @@ type Issuer struct {
 	kinds   *target.Set
 	signer  *signer.Signer
 	transit TransitSigner
+	keys    target.IssuerSigner
 }
 
 var _ target.SASSigner = (*Issuer)(nil)
 
 // NewIssuer returns an Issuer reading hubs from hubs, minting through their kinds and
 // signing with s. transit signs for hubs whose keys live in Vault Transit; nil when
-// the store has no such hubs.
-func NewIssuer(hubs HubGetter, kinds *target.Set, s *signer.Signer, transit TransitSigner) *Issuer {
-	return &Issuer{hubs: hubs, kinds: kinds, signer: s, transit: transit}
+// the store has no such hubs. keys signs with the service's issuer keys, for the kinds
+// that mint JWTs; nil when the service has none.
+func NewIssuer(hubs HubGetter, kinds *target.Set, s *signer.Signer, transit TransitSigner, keys target.IssuerSigner) *Issuer {
+	return &Issuer{hubs: hubs, kinds: kinds, signer: s, transit: transit, keys: keys}
 }
 
 // Request is what an authenticated device asks for.
@@ -71,6 +73,8 @@ type Issued struct {
 	// TLSServerName and CACert tell the device what to trust.
 	TLSServerName string
 	CACert        string
+	// Signature is the kind's detached signature of the token, if any.
+	Signature string
 }
 
 // Issue mints a token for device d (already authenticated) as r asks.
@@ -88,11 +92,12 @@ func (i *Issuer) Issue(ctx context.Context, d domain.Device, r Request) (Issued,
 	if r.Transport == "" {
 		r.Transport = signer.TCP
 	}
-	m, err := kind.Mint(ctx, target.Signers{SAS: i}, hub, target.Request{
+	m, err := kind.Mint(ctx, target.Signers{SAS: i, Issuer: i.keys}, hub, target.Request{
 		Device:    d,
 		ModuleID:  r.ModuleID,
 		TTL:       domain.Lifetime(hub, d, r.TTL),
 		Transport: r.Transport,
+		Now:       i.signer.Now(),
 	})
 	if err != nil {
 		return Issued{}, err
@@ -107,6 +112,7 @@ func (i *Issuer) Issue(ctx context.Context, d domain.Device, r Request) (Issued,
 		RefreshAfter:  now.Add(time.Duration(float64(lifetime) * RefreshFraction)).Truncate(time.Second),
 		TLSServerName: m.TLSServerName,
 		CACert:        m.CACert,
+		Signature:     m.Signature,
 	}, nil
 }
 

@@ -89,7 +89,7 @@ func device(hub string) domain.Device {
 // TestIssueEveryKind checks each kind's token verifies with the key its broker holds,
 // for the resource it names, with the hub's default lifetime.
 func TestIssueEveryKind(t *testing.T) {
-	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil)
+	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil, nil)
 	for _, k := range allKinds(t) {
 		t.Run(k.name, func(t *testing.T) {
 			got, err := iss.Issue(t.Context(), device(k.hub), tokens.Request{ModuleID: k.module, Transport: k.tr})
@@ -116,7 +116,7 @@ func TestIssueEveryKind(t *testing.T) {
 // BenchmarkIssue is minting per token kind as GET /token does it after authentication:
 // hub lookup, key decoding, SAS signing and the connection profiles.
 func BenchmarkIssue(b *testing.B) {
-	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil)
+	iss := tokens.NewIssuer(testHubs, kinds.All(), signer.New(func() time.Time { return now }), nil, nil)
 	for _, k := range allKinds(b) {
 		b.Run(k.name, func(b *testing.B) {
 			d := device(k.hub)
@@ -140,7 +140,7 @@ func TestIssueRefusals(t *testing.T) {
 	for name, h := range testHubs {
 		hs[name] = h
 	}
-	iss := tokens.NewIssuer(hs, kinds.All(), signer.New(time.Now), nil)
+	iss := tokens.NewIssuer(hs, kinds.All(), signer.New(time.Now), nil, nil)
 	dev := func(hub string) domain.Device {
 		return domain.Device{ID: "d1", Hub: hub, PrimaryKey: deviceKey, Modules: []domain.Module{{ID: "m1", PrimaryKey: moduleKey}}}
 	}

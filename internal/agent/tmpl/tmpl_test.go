@@ -24,7 +24,7 @@ func response() oapi.TokenResponse {
 			Tls:    &oapi.TlsSettings{ServerName: "edge.local", CaCert: ptr("PEM")}},
 		Amqp: &oapi.AmqpProfile{Host: "h.azure-devices.net", Port: 5671, Url: "amqps://h.azure-devices.net:5671", Transport: "tcp",
 			Address: "/devices/d1/messages/events", SaslMechanism: "PLAIN", Username: ptr("d1@sas.h"), Password: ptr("SAS")},
-		Https: &oapi.HttpsProfile{Url: "https://h.azure-devices.net/devices/d1/messages/events?api-version=2021-04-12", Authorization: "SAS"},
+		Https: &oapi.HttpsProfile{Url: "https://h.azure-devices.net/devices/d1/messages/events?api-version=2021-04-12", Authorization: ptr("SAS")},
 	}
 	r.Amqp.Cbs.Node, r.Amqp.Cbs.Audience, r.Amqp.Cbs.TokenType = "$cbs", "h.azure-devices.net/devices/d1", "servicebus.windows.net:sastoken"
 	return r

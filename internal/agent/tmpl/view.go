@@ -116,7 +116,7 @@ func NewView(r oapi.TokenResponse) View {
 		}
 	}
 	if p := r.Https; p != nil {
-		v.HTTPS = &HTTPS{URL: p.Url, Authorization: p.Authorization}
+		v.HTTPS = &HTTPS{URL: p.Url, Authorization: str(p.Authorization)}
 	}
 	return v
 }

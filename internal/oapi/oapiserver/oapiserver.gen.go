@@ -19,6 +19,9 @@ import (
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// GetJwks The issuer's published public keys, as a JSON Web Key Set.
+	// (GET /.well-known/jwks.json)
+	GetJwks(w http.ResponseWriter, r *http.Request)
 	// ListDevices List devices by ID, a page at a time. Secrets are never returned.
 	// (GET /devices)
 	ListDevices(w http.ResponseWriter, r *http.Request, params ListDevicesParams)
@@ -58,10 +61,22 @@ type ServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(w http.ResponseWriter, r *http.Request, name HubName)
+	// ListIssuerKeys List the issuer keys with their state.
+	// (GET /issuer/keys)
+	ListIssuerKeys(w http.ResponseWriter, r *http.Request)
+	// RotateIssuerKey Create the next issuer key of an algorithm.
+	// (POST /issuer/keys/rotate)
+	RotateIssuerKey(w http.ResponseWriter, r *http.Request)
+	// GetIssuerCertificate One published issuer key in a self-signed certificate (PEM).
+	// (GET /issuer/keys/{kid}/certificate.pem)
+	GetIssuerCertificate(w http.ResponseWriter, r *http.Request, kid KeyId)
+	// GetIssuerPublicKey One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+	// (GET /issuer/keys/{kid}/public-key.pem)
+	GetIssuerPublicKey(w http.ResponseWriter, r *http.Request, kid KeyId)
 	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
-	// GetToken Mint a SAS token and connection settings for the calling device.
+	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
@@ -72,6 +87,12 @@ type ServerInterface interface {
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
 
 type Unimplemented struct{}
+
+// GetJwks The issuer's published public keys, as a JSON Web Key Set.
+// (GET /.well-known/jwks.json)
+func (_ Unimplemented) GetJwks(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
 
 // ListDevices List devices by ID, a page at a time. Secrets are never returned.
 // (GET /devices)
@@ -148,13 +169,37 @@ func (_ Unimplemented) GetHub(w http.ResponseWriter, r *http.Request, name HubNa
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// ListIssuerKeys List the issuer keys with their state.
+// (GET /issuer/keys)
+func (_ Unimplemented) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RotateIssuerKey Create the next issuer key of an algorithm.
+// (POST /issuer/keys/rotate)
+func (_ Unimplemented) RotateIssuerKey(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetIssuerCertificate One published issuer key in a self-signed certificate (PEM).
+// (GET /issuer/keys/{kid}/certificate.pem)
+func (_ Unimplemented) GetIssuerCertificate(w http.ResponseWriter, r *http.Request, kid KeyId) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetIssuerPublicKey One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+// (GET /issuer/keys/{kid}/public-key.pem)
+func (_ Unimplemented) GetIssuerPublicKey(w http.ResponseWriter, r *http.Request, kid KeyId) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 // (GET /readyz)
 func (_ Unimplemented) GetReadyz(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
-// GetToken Mint a SAS token and connection settings for the calling device.
+// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 // (GET /token)
 func (_ Unimplemented) GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams) {
 	w.WriteHeader(http.StatusNotImplemented)
@@ -174,6 +219,20 @@ type ServerInterfaceWrapper struct {
 }
 
 type MiddlewareFunc func(http.Handler) http.Handler
+
+// GetJwks operation middleware
+func (siw *ServerInterfaceWrapper) GetJwks(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetJwks(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
 
 // ListDevices operation middleware
 func (siw *ServerInterfaceWrapper) ListDevices(w http.ResponseWriter, r *http.Request) {
@@ -473,6 +532,86 @@ func (siw *ServerInterfaceWrapper) GetHub(w http.ResponseWriter, r *http.Request
 	handler.ServeHTTP(w, r)
 }
 
+// ListIssuerKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListIssuerKeys(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateIssuerKey operation middleware
+func (siw *ServerInterfaceWrapper) RotateIssuerKey(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateIssuerKey(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetIssuerCertificate operation middleware
+func (siw *ServerInterfaceWrapper) GetIssuerCertificate(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "kid" -------------
+	var kid KeyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "kid", chi.URLParam(r, "kid"), &kid, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kid", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetIssuerCertificate(w, r, kid)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetIssuerPublicKey operation middleware
+func (siw *ServerInterfaceWrapper) GetIssuerPublicKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "kid" -------------
+	var kid KeyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "kid", chi.URLParam(r, "kid"), &kid, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kid", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetIssuerPublicKey(w, r, kid)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetReadyz operation middleware
 func (siw *ServerInterfaceWrapper) GetReadyz(w http.ResponseWriter, r *http.Request) {
 
@@ -716,6 +855,21 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Post(options.BaseURL+"/devices/{deviceId}/revoke", wrapper.RevokeDevice)
 	})
 	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/.well-known/jwks.json", wrapper.GetJwks)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/issuer/keys", wrapper.ListIssuerKeys)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/issuer/keys/rotate", wrapper.RotateIssuerKey)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/issuer/keys/{kid}/public-key.pem", wrapper.GetIssuerPublicKey)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/issuer/keys/{kid}/certificate.pem", wrapper.GetIssuerCertificate)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/healthz", wrapper.GetHealthz)
 	})
 	r.Group(func(r chi.Router) {
@@ -751,6 +905,37 @@ type UnavailableApplicationProblemPlusJSONResponse struct {
 	Body Problem
 
 	Headers UnavailableResponseHeaders
+}
+
+type GetJwksRequestObject struct {
+}
+
+type GetJwksResponseObject interface {
+	VisitGetJwksResponse(w http.ResponseWriter) error
+}
+
+type GetJwks200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type GetJwks200JSONResponse struct {
+	Body    Jwks
+	Headers GetJwks200ResponseHeaders
+}
+
+func (response GetJwks200JSONResponse) VisitGetJwksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type ListDevicesRequestObject struct {
@@ -1789,6 +1974,273 @@ func (response GetHub404ApplicationProblemPlusJSONResponse) VisitGetHubResponse(
 	return err
 }
 
+type ListIssuerKeysRequestObject struct {
+}
+
+type ListIssuerKeysResponseObject interface {
+	VisitListIssuerKeysResponse(w http.ResponseWriter) error
+}
+
+type ListIssuerKeys200JSONResponse struct {
+	Items []IssuerKey `json:"items"`
+}
+
+func (response ListIssuerKeys200JSONResponse) VisitListIssuerKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIssuerKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListIssuerKeys401ApplicationProblemPlusJSONResponse) VisitListIssuerKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIssuerKeys403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListIssuerKeys403ApplicationProblemPlusJSONResponse) VisitListIssuerKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIssuerKeys503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListIssuerKeys503ApplicationProblemPlusJSONResponse) VisitListIssuerKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateIssuerKeyRequestObject struct {
+	Body *RotateIssuerKeyJSONRequestBody
+}
+
+type RotateIssuerKeyResponseObject interface {
+	VisitRotateIssuerKeyResponse(w http.ResponseWriter) error
+}
+
+type RotateIssuerKey201JSONResponse IssuerKey
+
+func (response RotateIssuerKey201JSONResponse) VisitRotateIssuerKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateIssuerKey400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RotateIssuerKey400ApplicationProblemPlusJSONResponse) VisitRotateIssuerKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateIssuerKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateIssuerKey401ApplicationProblemPlusJSONResponse) VisitRotateIssuerKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateIssuerKey403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RotateIssuerKey403ApplicationProblemPlusJSONResponse) VisitRotateIssuerKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateIssuerKey503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RotateIssuerKey503ApplicationProblemPlusJSONResponse) VisitRotateIssuerKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetIssuerCertificateRequestObject struct {
+	Kid KeyId `json:"kid"`
+}
+
+type GetIssuerCertificateResponseObject interface {
+	VisitGetIssuerCertificateResponse(w http.ResponseWriter) error
+}
+
+type GetIssuerCertificate200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type GetIssuerCertificate200ApplicationxPemFileResponse struct {
+	Body          io.Reader
+	Headers       GetIssuerCertificate200ResponseHeaders
+	ContentLength int64
+}
+
+func (response GetIssuerCertificate200ApplicationxPemFileResponse) VisitGetIssuerCertificateResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type GetIssuerCertificate404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetIssuerCertificate404ApplicationProblemPlusJSONResponse) VisitGetIssuerCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetIssuerPublicKeyRequestObject struct {
+	Kid KeyId `json:"kid"`
+}
+
+type GetIssuerPublicKeyResponseObject interface {
+	VisitGetIssuerPublicKeyResponse(w http.ResponseWriter) error
+}
+
+type GetIssuerPublicKey200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type GetIssuerPublicKey200ApplicationxPemFileResponse struct {
+	Body          io.Reader
+	Headers       GetIssuerPublicKey200ResponseHeaders
+	ContentLength int64
+}
+
+func (response GetIssuerPublicKey200ApplicationxPemFileResponse) VisitGetIssuerPublicKeyResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type GetIssuerPublicKey404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetIssuerPublicKey404ApplicationProblemPlusJSONResponse) VisitGetIssuerPublicKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetReadyzRequestObject struct {
 }
 
@@ -2016,6 +2468,9 @@ func (response CreateNonce429ApplicationProblemPlusJSONResponse) VisitCreateNonc
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// GetJwks The issuer's published public keys, as a JSON Web Key Set.
+	// (GET /.well-known/jwks.json)
+	GetJwks(ctx context.Context, request GetJwksRequestObject) (GetJwksResponseObject, error)
 	// ListDevices List devices by ID, a page at a time. Secrets are never returned.
 	// (GET /devices)
 	ListDevices(ctx context.Context, request ListDevicesRequestObject) (ListDevicesResponseObject, error)
@@ -2055,10 +2510,22 @@ type StrictServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(ctx context.Context, request GetHubRequestObject) (GetHubResponseObject, error)
+	// ListIssuerKeys List the issuer keys with their state.
+	// (GET /issuer/keys)
+	ListIssuerKeys(ctx context.Context, request ListIssuerKeysRequestObject) (ListIssuerKeysResponseObject, error)
+	// RotateIssuerKey Create the next issuer key of an algorithm.
+	// (POST /issuer/keys/rotate)
+	RotateIssuerKey(ctx context.Context, request RotateIssuerKeyRequestObject) (RotateIssuerKeyResponseObject, error)
+	// GetIssuerCertificate One published issuer key in a self-signed certificate (PEM).
+	// (GET /issuer/keys/{kid}/certificate.pem)
+	GetIssuerCertificate(ctx context.Context, request GetIssuerCertificateRequestObject) (GetIssuerCertificateResponseObject, error)
+	// GetIssuerPublicKey One published issuer key as a PEM public key (SubjectPublicKeyInfo).
+	// (GET /issuer/keys/{kid}/public-key.pem)
+	GetIssuerPublicKey(ctx context.Context, request GetIssuerPublicKeyRequestObject) (GetIssuerPublicKeyResponseObject, error)
 	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
-	// GetToken Mint a SAS token and connection settings for the calling device.
+	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(ctx context.Context, request GetTokenRequestObject) (GetTokenResponseObject, error)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
@@ -2103,6 +2570,30 @@ type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
 	options     StrictHTTPServerOptions
+}
+
+// GetJwks operation middleware
+func (sh *strictHandler) GetJwks(w http.ResponseWriter, r *http.Request) {
+	var request GetJwksRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetJwks(ctx, request.(GetJwksRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetJwks")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetJwksResponseObject); ok {
+		if err := validResponse.VisitGetJwksResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
 }
 
 // ListDevices operation middleware
@@ -2461,6 +2952,113 @@ func (sh *strictHandler) GetHub(w http.ResponseWriter, r *http.Request, name Hub
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetHubResponseObject); ok {
 		if err := validResponse.VisitGetHubResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListIssuerKeys operation middleware
+func (sh *strictHandler) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
+	var request ListIssuerKeysRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListIssuerKeys(ctx, request.(ListIssuerKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListIssuerKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListIssuerKeysResponseObject); ok {
+		if err := validResponse.VisitListIssuerKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateIssuerKey operation middleware
+func (sh *strictHandler) RotateIssuerKey(w http.ResponseWriter, r *http.Request) {
+	var request RotateIssuerKeyRequestObject
+
+	var body RotateIssuerKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateIssuerKey(ctx, request.(RotateIssuerKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateIssuerKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateIssuerKeyResponseObject); ok {
+		if err := validResponse.VisitRotateIssuerKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetIssuerCertificate operation middleware
+func (sh *strictHandler) GetIssuerCertificate(w http.ResponseWriter, r *http.Request, kid KeyId) {
+	var request GetIssuerCertificateRequestObject
+
+	request.Kid = kid
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetIssuerCertificate(ctx, request.(GetIssuerCertificateRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetIssuerCertificate")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetIssuerCertificateResponseObject); ok {
+		if err := validResponse.VisitGetIssuerCertificateResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetIssuerPublicKey operation middleware
+func (sh *strictHandler) GetIssuerPublicKey(w http.ResponseWriter, r *http.Request, kid KeyId) {
+	var request GetIssuerPublicKeyRequestObject
+
+	request.Kid = kid
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetIssuerPublicKey(ctx, request.(GetIssuerPublicKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetIssuerPublicKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetIssuerPublicKeyResponseObject); ok {
+		if err := validResponse.VisitGetIssuerPublicKeyResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

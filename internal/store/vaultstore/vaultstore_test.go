@@ -160,7 +160,7 @@ func TestTransitVectors(t *testing.T) {
 				t.Fatalf("GetDevice: got error %v, want nil", err)
 			}
 			clock := func() time.Time { return time.Unix(v.Expiry-3600, 0) }
-			iss := tokens.NewIssuer(s, kinds.All(), signer.New(clock), s)
+			iss := tokens.NewIssuer(s, kinds.All(), signer.New(clock), s, nil)
 			got, err := iss.Issue(ctx, d, tokens.Request{ModuleID: v.ModuleID, TTL: time.Hour})
 			if err != nil {
 				t.Fatalf("Issue: got error %v, want nil", err)
