@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// HubKind is the kind of Azure service a hub stands for.
+// HubKind is the kind of target a hub stands for (package target has one package per
+// kind; the constants here are the Azure kinds the service began with).
 type HubKind string
 
 // Hub kinds.
@@ -26,6 +27,11 @@ const (
 	SignPolicy SigningMode = "policy"
 	// SignGroupKey derives each device's key from a DPS enrollment-group key.
 	SignGroupKey SigningMode = "groupKey"
+	// SignCustomAuthorizer: devices present a JWT signed by the service's issuer key
+	// to an AWS IoT custom authorizer (awsiot).
+	SignCustomAuthorizer SigningMode = "customAuthorizer"
+	// SignJWT: devices present a JWT signed by the service's issuer key (jwtbroker).
+	SignJWT SigningMode = "jwt"
 )
 
 // Hub is a target tokens are minted for: an IoT Hub, an Event Hubs entity or a DPS
