@@ -35,7 +35,7 @@ func TestSetLookup(t *testing.T) {
 			}
 		})
 	}
-	if got, want := s.Names(), []domain.HubKind{"dps", "eventhubs", "iothub"}; !slices.Equal(got, want) {
+	if got, want := s.Names(), []domain.HubKind{"awsiot", "dps", "eventhubs", "iothub"}; !slices.Equal(got, want) {
 		t.Fatalf("got names %v, want %v", got, want)
 	}
 }

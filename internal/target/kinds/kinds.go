@@ -3,6 +3,7 @@ package kinds
 
 import (
 	"github.com/tokensvc/tokensvc/internal/target"
+	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 	"github.com/tokensvc/tokensvc/internal/target/dps"
 	"github.com/tokensvc/tokensvc/internal/target/eventhubs"
 	"github.com/tokensvc/tokensvc/internal/target/iothub"
@@ -14,5 +15,6 @@ func All() *target.Set {
 		iothub.Kind{},
 		eventhubs.Kind{},
 		dps.Kind{},
+		awsiot.Kind{},
 	)
 }
