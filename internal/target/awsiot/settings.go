@@ -62,14 +62,14 @@ func (s *Settings) check() error {
 	if s.TopicTemplate == "" {
 		s.TopicTemplate = DefaultTopicTemplate
 	}
-	if err := checkTemplate(s.TopicTemplate, false); err != nil {
+	if err := CheckTemplate(s.TopicTemplate, false); err != nil {
 		return domain.Invalid("topicTemplate: %s", err.Error())
 	}
 	if len(s.SubscribeTemplates) > 16 {
 		return domain.Invalid("subscribeTemplates: at most 16")
 	}
 	for _, f := range s.SubscribeTemplates {
-		if err := checkTemplate(f, true); err != nil {
+		if err := CheckTemplate(f, true); err != nil {
 			return domain.Invalid("subscribeTemplates: %q: %s", f, err.Error())
 		}
 	}
@@ -80,11 +80,12 @@ type templateError string
 
 func (e templateError) Error() string { return string(e) }
 
-// checkTemplate checks a topic (filter, when filter) template. Every template names the
-// device, so a device's policy covers its own topics only. Characters AWS IoT policies
-// read as wildcards or variables (* ? ${) are refused: the authorizer puts the topics
-// into policy resources verbatim.
-func checkTemplate(t string, filter bool) error {
+// CheckTemplate checks a topic template (a topic filter template when filter). Every
+// template names the device, so a device's policy covers its own topics only.
+// Characters AWS IoT policies read as wildcards or variables (* ? ${) are refused: the
+// authorizer puts the topics into policy resources verbatim. The error says what is
+// wrong, without the field's name.
+func CheckTemplate(t string, filter bool) error {
 	if !strings.Contains(t, deviceIDMarker) {
 		return templateError("must contain {deviceId}, so each device has topics of its own")
 	}
