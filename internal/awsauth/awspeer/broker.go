@@ -1,0 +1,447 @@
+// Package awspeer is a stand-in for AWS IoT Core's custom authentication, for tests: a
+// mochi-mqtt broker over TLS on loopback that, like AWS IoT Core on port 443, refuses
+// any client that does not negotiate ALPN "mqtt"; checks the custom authorizer's name
+// and, when signing is on, the token's signature against the authorizer's
+// token-signing keys; builds the documented MQTT event from the CONNECT; calls the
+// authorizer (in process); enforces the returned policy on CONNECT, PUBLISH, SUBSCRIBE
+// and delivery; calls the authorizer again at refreshAfterInSeconds; and disconnects at
+// disconnectAfterInSeconds. Only tests import it.
+package awspeer
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/awsauth"
+	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+)
+
+// Handler is a custom authorizer's Lambda function.
+type Handler func(context.Context, awsauth.Request) (awsauth.Response, error)
+
+// Options configure a Broker: the endpoint's certificate and the authorizer resource
+// (as aws iot create-authorizer would), and the account the policies name.
+type Options struct {
+	Cert tls.Certificate
+	// Authorizer is the authorizer's function; AuthorizerName and TokenKeyName its
+	// resource's name and token key name.
+	Authorizer                   Handler
+	AuthorizerName, TokenKeyName string
+	// SigningKeys are the token-signing public keys; none means signing disabled.
+	SigningKeys []*rsa.PublicKey
+	// Region and AccountID are the ARNs' (arn:aws:iot:{Region}:{AccountID}:…).
+	Region, AccountID string
+	// MinSeconds is the least disconnectAfterInSeconds / refreshAfterInSeconds taken
+	// (AWS: 300); tests lower it to see a disconnection in seconds.
+	MinSeconds int
+}
+
+// Reasons a connection is refused (keys of Stats.Refused).
+const (
+	RefusedALPN       = "tls or alpn"
+	RefusedAuthorizer = "authorizer name"
+	RefusedSignature  = "token signature"
+	RefusedLambda     = "not authenticated"
+	RefusedResponse   = "invalid authorizer response"
+	RefusedConnect    = "iot:Connect denied"
+)
+
+// Published is a message the broker accepted.
+type Published struct {
+	ClientID, Topic string
+	Payload         []byte
+}
+
+// Stats are what the broker saw.
+type Stats struct {
+	Accepted int
+	Refused  map[string]int
+	// Denied counts publishes and subscriptions the policy did not allow; Dropped the
+	// connections closed at disconnectAfterInSeconds or by a refused refresh.
+	Denied, Dropped int
+	// Events are the authorizer events sent, Responses the answers.
+	Events    []awsauth.Request
+	Responses []awsauth.Response
+}
+
+// Broker is the stand-in.
+type Broker struct {
+	// Addr is the TLS listener's address.
+	Addr string
+
+	o   Options
+	srv *mqtt.Server
+
+	mu        sync.Mutex
+	stats     Stats
+	published []Published
+	sessions  map[*mqtt.Client]*session
+}
+
+type session struct {
+	policy    awsauth.Response
+	allow     Policy
+	event     awsauth.Request
+	timers    []*time.Timer
+	subscribe map[string]bool // filters of the SUBSCRIBE being processed
+}
+
+var principalRE = regexp.MustCompile(`^[a-zA-Z0-9]{1,128}$`)
+
+// Start starts a broker on loopback; it stops when the test ends.
+func Start(tb testing.TB, o Options) *Broker {
+	tb.Helper()
+	if o.MinSeconds == 0 {
+		o.MinSeconds = awsauth.AWSMinSeconds
+	}
+	b := &Broker{o: o, sessions: map[*mqtt.Client]*session{}}
+	b.stats.Refused = map[string]int{}
+	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b.Addr = ln.Addr().String()
+	conf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12,
+		NextProtos: []string{awsiot.ALPNProtocol}}
+	al := newALPNListener(tls.NewListener(ln, conf), func() { b.refuse(RefusedALPN) })
+	if err := b.srv.AddListener(listeners.NewNet("aws-custom-auth", al)); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = b.srv.Serve() }()
+	tb.Cleanup(func() { _ = b.srv.Close() })
+	return b
+}
+
+// Stats returns a snapshot of what the broker saw.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.stats
+	s.Refused = make(map[string]int, len(b.stats.Refused))
+	for k, v := range b.stats.Refused {
+		s.Refused[k] = v
+	}
+	s.Events = append([]awsauth.Request(nil), b.stats.Events...)
+	s.Responses = append([]awsauth.Response(nil), b.stats.Responses...)
+	return s
+}
+
+// Published returns the messages accepted so far.
+func (b *Broker) Published() []Published {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Published(nil), b.published...)
+}
+
+// Send publishes payload to topic from the cloud side (delivered where policies allow).
+func (b *Broker) Send(topic string, payload []byte) error {
+	return b.srv.Publish(topic, payload, false, 1)
+}
+
+func (b *Broker) refuse(reason string) {
+	b.mu.Lock()
+	b.stats.Refused[reason]++
+	b.mu.Unlock()
+}
+
+func (b *Broker) arn(resource string) string {
+	return "arn:aws:iot:" + b.o.Region + ":" + b.o.AccountID + ":" + resource
+}
+
+// authenticate does what AWS IoT Core does with a CONNECT on the custom-auth endpoint;
+// it returns the session, or the reason for refusing.
+func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string) {
+	username := string(pk.Connect.Username)
+	_, query, _ := strings.Cut(username, "?")
+	q, _ := url.ParseQuery(query)
+	if q.Get(awsiot.ParamAuthorizerName) != b.o.AuthorizerName {
+		return nil, RefusedAuthorizer
+	}
+	ev := awsauth.Request{
+		Protocols: []string{"tls", "mqtt"},
+		ProtocolData: awsauth.ProtocolData{
+			MQTT: &awsauth.MQTTData{Username: username, ClientID: string(pk.Connect.ClientIdentifier)},
+		},
+		ConnectionMetadata: awsauth.ConnectionMetadata{ID: rand.Text()},
+	}
+	if pk.Connect.PasswordFlag {
+		ev.ProtocolData.MQTT.Password = base64.StdEncoding.EncodeToString(pk.Connect.Password)
+	}
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		ev.ProtocolData.TLS = &awsauth.TLSData{ServerName: tc.ConnectionState().ServerName}
+	}
+	b.mu.Lock()
+	signing := len(b.o.SigningKeys) > 0
+	b.mu.Unlock()
+	if signing {
+		tok := q.Get(b.o.TokenKeyName)
+		sig, err := base64.StdEncoding.DecodeString(q.Get(awsiot.ParamSignature))
+		if tok == "" || err != nil || !b.verify([]byte(tok), sig) {
+			return nil, RefusedSignature
+		}
+		ev.Token, ev.SignatureVerified = tok, true
+	}
+	s := &session{event: ev}
+	if reason := b.invoke(s); reason != "" {
+		return nil, reason
+	}
+	if !s.allow.Allowed("iot:Connect", b.arn("client/"+cl.ID)) {
+		return nil, RefusedConnect
+	}
+	return s, ""
+}
+
+// AddSigningKey adds a token-signing key, as aws iot update-authorizer does when the
+// issuer rotates its key.
+func (b *Broker) AddSigningKey(k *rsa.PublicKey) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.o.SigningKeys = append(b.o.SigningKeys, k)
+}
+
+// verify checks sig against the token-signing keys, as AWS IoT Core does.
+func (b *Broker) verify(tok, sig []byte) bool {
+	sum := sha256.Sum256(tok)
+	b.mu.Lock()
+	keys := b.o.SigningKeys
+	b.mu.Unlock()
+	for _, k := range keys {
+		if rsa.VerifyPKCS1v15(k, crypto.SHA256, sum[:], sig) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// invoke calls the authorizer with s's event and takes its answer into s.
+func (b *Broker) invoke(s *session) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // AWS's limit
+	defer cancel()
+	res, err := b.o.Authorizer(ctx, s.event)
+	b.mu.Lock()
+	b.stats.Events = append(b.stats.Events, s.event)
+	b.stats.Responses = append(b.stats.Responses, res)
+	b.mu.Unlock()
+	if err != nil || !res.IsAuthenticated {
+		return RefusedLambda
+	}
+	if !principalRE.MatchString(res.PrincipalID) || len(res.PolicyDocuments) > 10 ||
+		!b.inBounds(res.DisconnectAfterInSeconds) || !b.inBounds(res.RefreshAfterInSeconds) {
+		return RefusedResponse
+	}
+	for _, d := range res.PolicyDocuments {
+		if len(d) > 2048 {
+			return RefusedResponse
+		}
+	}
+	p, err := ParsePolicies(res.PolicyDocuments)
+	if err != nil {
+		return RefusedResponse
+	}
+	b.mu.Lock()
+	s.policy, s.allow = res, p
+	b.mu.Unlock()
+	return ""
+}
+
+func (b *Broker) inBounds(n int) bool { return n >= b.o.MinSeconds && n <= awsauth.AWSMaxSeconds }
+
+// schedule arms the disconnection and the refresh of cl's session.
+func (b *Broker) schedule(cl *mqtt.Client, s *session) {
+	drop := func() {
+		b.mu.Lock()
+		_, open := b.sessions[cl]
+		if open {
+			b.stats.Dropped++
+		}
+		b.mu.Unlock()
+		if open {
+			cl.Stop(errors.New("custom authorizer: connection lifetime over"))
+		}
+	}
+	var refresh func()
+	refresh = func() {
+		if b.invoke(s) != "" {
+			drop()
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if _, open := b.sessions[cl]; open {
+			s.timers = append(s.timers, time.AfterFunc(time.Duration(s.policy.RefreshAfterInSeconds)*time.Second, refresh))
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// disconnectAfterInSeconds is for the connection's life; refreshes do not move it.
+	s.timers = append(s.timers,
+		time.AfterFunc(time.Duration(s.policy.DisconnectAfterInSeconds)*time.Second, drop),
+		time.AfterFunc(time.Duration(s.policy.RefreshAfterInSeconds)*time.Second, refresh))
+}
+
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *hook) ID() string { return "aws-custom-auth" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
+		mqtt.OnPublish, mqtt.OnSubscribe}, []byte{b})
+}
+
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	b := h.b
+	s, reason := b.authenticate(cl, pk)
+	if reason != "" {
+		b.refuse(reason)
+		return false
+	}
+	b.mu.Lock()
+	b.stats.Accepted++
+	b.sessions[cl] = s
+	b.mu.Unlock()
+	b.schedule(cl, s)
+	return true
+}
+
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if s, ok := h.b.sessions[cl]; ok {
+		for _, t := range s.timers {
+			t.Stop()
+		}
+		delete(h.b.sessions, cl)
+	}
+}
+
+// OnSubscribe notes the filters of a SUBSCRIBE, so OnACLCheck checks them against
+// iot:Subscribe (mochi asks the same hook for subscriptions and deliveries).
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if s, ok := h.b.sessions[cl]; ok {
+		s.subscribe = map[string]bool{}
+		for _, f := range pk.Filters {
+			s.subscribe[f.Filter] = true
+		}
+	}
+	return pk
+}
+
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	b := h.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.sessions[cl]
+	if !ok {
+		return false
+	}
+	var allowed bool
+	switch {
+	case write:
+		allowed = s.allow.Allowed("iot:Publish", b.arn("topic/"+topic))
+	case s.subscribe[topic]:
+		delete(s.subscribe, topic)
+		allowed = s.allow.Allowed("iot:Subscribe", b.arn("topicfilter/"+topic))
+	default:
+		allowed = s.allow.Allowed("iot:Receive", b.arn("topic/"+topic))
+	}
+	if !allowed {
+		b.stats.Denied++
+	}
+	return allowed
+}
+
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline {
+		h.b.mu.Lock()
+		h.b.published = append(h.b.published, Published{ClientID: cl.ID, Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...)})
+		h.b.mu.Unlock()
+	}
+	return pk, nil
+}
+
+// alpnListener hands mochi only connections that completed a TLS handshake with ALPN
+// "mqtt", as AWS IoT Core's port 443 requires for custom-authenticated MQTT.
+type alpnListener struct {
+	net.Listener
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	refuse func()
+}
+
+func newALPNListener(inner net.Listener, refuse func()) *alpnListener {
+	l := &alpnListener{Listener: inner, conns: make(chan net.Conn), done: make(chan struct{}), refuse: refuse}
+	go l.accept()
+	return l
+}
+
+func (l *alpnListener) accept() {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.Close()
+			return
+		}
+		go func() {
+			tc := c.(*tls.Conn)
+			_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != awsiot.ALPNProtocol {
+				l.refuse()
+				tc.Close()
+				return
+			}
+			_ = tc.SetDeadline(time.Time{})
+			select {
+			case l.conns <- tc:
+			case <-l.done:
+				tc.Close()
+			}
+		}()
+	}
+}
+
+func (l *alpnListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *alpnListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
