@@ -149,4 +149,3 @@ func index(s, p string) int {
 	}
 	return -1
 }
-
