@@ -1,9 +1,11 @@
-// Package mqttlink keeps an MQTT 3.1.1 connection to IoT Hub (or an IoT Edge gateway)
-// with the tokens the keeper provides: it connects with the token's MQTT profile over
-// TLS on 8883 or WebSocket on 443, publishes telemetry at least once, receives
-// cloud-to-device messages, and when a fresh token arrives it reconnects with it —
-// before the old one expires, so the hub never has to drop the link for an expired
-// token. The reconnect loop is link.Loop; this package dials, publishes and closes.
+// Package mqttlink keeps an MQTT 3.1.1 connection to IoT Hub (or an IoT Edge gateway),
+// or to any broker a token's MQTT profile describes (AWS IoT Core through a custom
+// authorizer, a JWT-authenticated broker), with the tokens the keeper provides: it
+// connects with the profile over TLS (offering the profile's ALPN protocols) or
+// WebSocket, publishes telemetry at least once, receives cloud-to-device messages, and
+// when a fresh token arrives it reconnects with it — before the old one expires, so the
+// broker never has to drop the link for an expired token. The reconnect loop is
+// link.Loop; this package dials, publishes and closes.
 package mqttlink
 
 import (
@@ -28,6 +30,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
 // ErrNoProfile means the token carries no MQTT profile (an Event Hubs hub, say).
@@ -56,7 +59,8 @@ type Options struct {
 	QoS          byte
 	KeepAlive    time.Duration
 	CleanSession bool
-	// Properties are added to every message's property bag.
+	// Properties are added to every message's property bag (IoT Hub only: other
+	// brokers take the topic as it is).
 	Properties map[string]string
 	// Backoff paces reconnection attempts.
 	Backoff backoff.Policy
@@ -131,6 +135,8 @@ type conn struct {
 	l     *Link
 	cl    paho.Client
 	topic string
+	// bag says the topic takes IoT Hub's property bag.
+	bag bool
 
 	lost chan struct{}
 	once sync.Once
@@ -150,7 +156,11 @@ func (c *conn) Close(graceful bool) {
 
 // Send publishes m and waits for its PUBACK (QoS 1).
 func (c *conn) Send(_ context.Context, m telemetry.Message) error {
-	t := c.cl.Publish(c.topic+PropertyBag(c.l.o.Properties, m.Properties), c.l.o.QoS, false, m.Body)
+	topic := c.topic
+	if c.bag {
+		topic += PropertyBag(c.l.o.Properties, m.Properties)
+	}
+	t := c.cl.Publish(topic, c.l.o.QoS, false, m.Body)
 	timeout := time.NewTimer(c.l.o.Timeout)
 	defer timeout.Stop()
 	select {
@@ -171,13 +181,13 @@ func (c *conn) Send(_ context.Context, m telemetry.Message) error {
 // A CONNACK refusing the credentials is an error wrapping link.ErrRefused.
 func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	p := tok.Response.Mqtt
-	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
+	tlsConf, err := tlsconf.ForMQTT(l.o.RootCAs, p)
 	if err != nil {
 		return nil, err
 	}
 	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
 		DialAddr: l.o.DialAddr}
-	c := &conn{l: l, topic: p.Topics.Publish, lost: make(chan struct{})}
+	c := &conn{l: l, topic: p.Topics.Publish, bag: tok.Response.Kind == oapi.Iothub, lost: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		AddBroker(p.Url).
 		SetClientID(p.ClientId).

@@ -1,6 +1,7 @@
 // Package tlsconf builds the TLS settings the agent uses towards a broker: the operator's
 // trust (a CA bundle, or the system roots) plus the CA the token service hands out for
-// the hub or its IoT Edge gateway, and the server name the token's profile names.
+// the hub or its IoT Edge gateway, the server name the token's profile names, and the
+// ALPN protocols it lists (AWS IoT Core takes MQTT on port 443 only with ALPN).
 package tlsconf
 
 import (
@@ -67,4 +68,17 @@ func ForProfile(base *x509.CertPool, s *oapi.TlsSettings, host string) (*tls.Con
 		ca = *s.CaCert
 	}
 	return ForBroker(base, ca, s.ServerName)
+}
+
+// ForMQTT is ForProfile for an MQTT profile, offering the ALPN protocols it lists (AWS
+// IoT Core on port 443: "mqtt" with a custom authorizer).
+func ForMQTT(base *x509.CertPool, p *oapi.MqttProfile) (*tls.Config, error) {
+	c, err := ForProfile(base, p.Tls, p.Host)
+	if err != nil {
+		return nil, err
+	}
+	if p.Alpn != nil && len(*p.Alpn) > 0 {
+		c.NextProtos = append([]string(nil), *p.Alpn...)
+	}
+	return c, nil
 }
