@@ -100,14 +100,20 @@ type client struct {
 // leave it out) and returns the CONNECT's error.
 func (w *world) connect(t *testing.T, p *signer.MQTT, alpn []string) (*client, error) {
 	t.Helper()
+	return dial(t, w.broker.Addr, w.roots, p.Host, p.ClientID, p.Username, p.Password, alpn)
+}
+
+// dial connects an MQTT 3.1.1 client to the stand-in at addr, verifying host.
+func dial(t *testing.T, addr string, roots *x509.CertPool, host, clientID, user, pass string, alpn []string) (*client, error) {
+	t.Helper()
 	c := &client{lost: make(chan error, 1), got: make(chan paho.Message, 8)}
-	conf := &tls.Config{RootCAs: w.roots, ServerName: p.Host, NextProtos: alpn, MinVersion: tls.VersionTLS12}
-	opts := paho.NewClientOptions().AddBroker(p.URL).SetClientID(p.ClientID).SetUsername(p.Username).
-		SetPassword(p.Password).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+	conf := &tls.Config{RootCAs: roots, ServerName: host, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+	opts := paho.NewClientOptions().AddBroker("mqtts://" + host + ":443").SetClientID(clientID).SetUsername(user).
+		SetPassword(pass).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost <- err }).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.got <- m }).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
-			return (&tls.Dialer{Config: conf}).Dial("tcp", w.broker.Addr)
+			return (&tls.Dialer{Config: conf}).Dial("tcp", addr)
 		})
 	c.cl = paho.NewClient(opts)
 	tok := c.cl.Connect()

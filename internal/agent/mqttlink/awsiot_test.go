@@ -1,0 +1,82 @@
+package mqttlink_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
+	"github.com/tokensvc/tokensvc/internal/testca"
+)
+
+// TestLinkAWSIoTCustomAuth runs the link unchanged against the AWS IoT Core stand-in:
+// tokensvc mints 4-second awsiot tokens, the stand-in refuses clients without ALPN
+// "mqtt", calls the authorizer (which verifies the token against tokensvc's JWKS) and
+// drops each connection when its token's lifetime is over. Every message must arrive
+// across token rotations, with no refusal and no drop.
+func TestLinkAWSIoTCustomAuth(t *testing.T) {
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{DeviceID: "aws-sensor", TTL: 4 * time.Second,
+		SubscribeTemplates: []string{"commands/{deviceId}/#"}})
+	k := f.Keeper(t, "")
+	msgs := make(chan telemetry.Message)
+	c2d := make(chan mqttlink.Delivery, 1)
+	link := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: testca.Pool(f.CA),
+		Properties: map[string]string{"$.ct": "text/plain"}, OnC2D: func(d mqttlink.Delivery) { c2d <- d },
+		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second, Logger: discard()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- link.Run(ctx) }()
+
+	const wantRotations = 2
+	sent := 0
+	deadline := time.After(60 * time.Second)
+	for link.Stats().Rotations < wantRotations {
+		select {
+		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": "1"}}:
+			sent++
+		case <-deadline:
+			t.Fatalf("after 60 s: %+v, want %d rotations; stand-in %+v", link.Stats(), wantRotations, f.Broker.Stats().Refused)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := f.Broker.Send("commands/aws-sensor/reboot", []byte("hello device")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-c2d:
+		if string(d.Payload) != "hello device" || d.Topic != "commands/aws-sensor/reboot" {
+			t.Errorf("command: got %s %q", d.Topic, d.Payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no command within 10 s")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: got %v, want nil", err)
+	}
+
+	seen := map[string]bool{}
+	for _, p := range f.Broker.Published() {
+		if p.Topic != "devices/aws-sensor/telemetry" {
+			t.Fatalf("published to %q: AWS topics carry no IoT Hub property bag", p.Topic)
+		}
+		seen[string(p.Payload)] = true
+	}
+	for i := range sent {
+		if !seen["m"+strconv.Itoa(i)] {
+			t.Errorf("message m%d never reached the stand-in", i)
+		}
+	}
+	st := f.Broker.Stats()
+	if len(st.Refused) != 0 || st.Denied != 0 || st.Dropped != 0 {
+		t.Errorf("stand-in: refused %v, denied %d, dropped %d; want none", st.Refused, st.Denied, st.Dropped)
+	}
+	if st.Accepted < wantRotations+1 {
+		t.Errorf("accepted %d connections, want ≥ %d", st.Accepted, wantRotations+1)
+	}
+	t.Logf("sent %d messages; link %+v; stand-in accepted %d", sent, link.Stats(), st.Accepted)
+}

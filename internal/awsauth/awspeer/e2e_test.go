@@ -1,0 +1,84 @@
+package awspeer_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
+)
+
+// TestServiceTokenConnects provisions an awsiot hub and a device through tokensvc's
+// operator API (the service as app.New builds it), fetches the device's token with
+// GET /token as the agent does, and connects with nothing but the MQTT profile to the
+// AWS stand-in, whose authorizer verifies the token against tokensvc's JWKS.
+func TestServiceTokenConnects(t *testing.T) {
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{SubscribeTemplates: []string{"commands/{deviceId}/#"}})
+	tok := f.Token(t, "")
+	r := tok.Response
+	m := r.Mqtt
+	if r.Kind != oapi.Awsiot || r.Resource != awspeer.Endpoint || r.Signature == nil || r.Amqp != nil ||
+		m == nil || m.Port != 443 || m.Alpn == nil || !slices.Equal(*m.Alpn, []string{"mqtt"}) ||
+		m.ClientId != f.DeviceID || m.ProtocolVersion != "3.1.1" || m.Tls == nil || m.Tls.ServerName != awspeer.Endpoint ||
+		!strings.HasPrefix(m.Username, f.DeviceID+"?x-amz-customauthorizer-name="+awspeer.AuthorizerName+"&"+awspeer.TokenKeyName+"=") {
+		t.Fatalf("token response: %+v\nmqtt %+v", r, m)
+	}
+	if h := r.Https; h == nil || h.Headers == nil || (*h.Headers)[awspeer.TokenKeyName] != r.Token ||
+		(*h.Headers)["x-amz-customauthorizer-signature"] != *r.Signature {
+		t.Fatalf("https profile: %+v", r.Https)
+	}
+	c, err := dial(t, f.Broker.Addr, testca.Pool(f.CA), m.Tls.ServerName, m.ClientId, m.Username, m.Password, *m.Alpn)
+	if err != nil {
+		t.Fatalf("CONNECT: %v (stand-in %+v)", err, f.Broker.Stats().Refused)
+	}
+	if err := c.publish(t, m.Topics.Publish); err != nil {
+		t.Fatal(err)
+	}
+	if pubs := f.Broker.Published(); len(pubs) != 1 || pubs[0].Topic != "devices/"+f.DeviceID+"/telemetry" {
+		t.Fatalf("published: %+v", pubs)
+	}
+
+	// Another device of the hub cannot use its token with this device's client ID.
+	other, err := f.Service.Admin.CreateDeviceWithResponse(context.Background(), oapi.DeviceCreate{DeviceId: "sensor-0002", Hub: f.Hub,
+		Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	if err != nil || other.JSON201 == nil {
+		t.Fatalf("create device: %v", err)
+	}
+	f2 := *f
+	f2.DeviceID, f2.SecretFile = "sensor-0002", t.TempDir()+"/secret"
+	writeSecret(t, f2.SecretFile, *other.JSON201.Auth.Secret)
+	o := f2.Token(t, "").Response.Mqtt
+	if _, err := dial(t, f.Broker.Addr, testca.Pool(f.CA), o.Tls.ServerName, f.DeviceID, o.Username, o.Password, *o.Alpn); err == nil {
+		t.Fatal("sensor-0002's token connected as sensor-0001")
+	}
+	if n := f.Broker.Stats().Refused[awspeer.RefusedLambda]; n != 1 {
+		t.Fatalf("refused by the authorizer: got %d, want 1", n)
+	}
+}
+
+func TestServiceTokenUnsigned(t *testing.T) {
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{Unsigned: true})
+	r := f.Token(t, "").Response
+	m := r.Mqtt
+	if r.Signature != nil || m.Password != r.Token || strings.Contains(m.Username, r.Token) {
+		t.Fatalf("unsigned profile: signature %v, mqtt %+v", r.Signature, m)
+	}
+	c, err := dial(t, f.Broker.Addr, testca.Pool(f.CA), m.Tls.ServerName, m.ClientId, m.Username, m.Password, *m.Alpn)
+	if err != nil {
+		t.Fatalf("CONNECT: %v (%+v)", err, f.Broker.Stats().Refused)
+	}
+	if err := c.publish(t, m.Topics.Publish); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeSecret(t *testing.T, path, secret string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
