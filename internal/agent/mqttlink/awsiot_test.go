@@ -19,12 +19,22 @@ import (
 // drops each connection when its token's lifetime is over. Every message must arrive
 // across token rotations, with no refusal and no drop.
 func TestLinkAWSIoTCustomAuth(t *testing.T) {
+	for _, transport := range []string{"tcp", "ws"} {
+		t.Run(transport, func(t *testing.T) { testLinkAWSIoT(t, transport) })
+	}
+}
+
+func testLinkAWSIoT(t *testing.T, transport string) {
 	f := awspeer.NewFixture(t, awspeer.FixtureOptions{DeviceID: "aws-sensor", TTL: 4 * time.Second,
 		SubscribeTemplates: []string{"commands/{deviceId}/#"}})
-	k := f.Keeper(t, "")
+	k := f.Keeper(t, transport)
+	addr := f.Broker.Addr
+	if transport == "ws" {
+		addr = f.Broker.WSAddr
+	}
 	msgs := make(chan telemetry.Message)
 	c2d := make(chan mqttlink.Delivery, 1)
-	link := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: testca.Pool(f.CA),
+	link := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: addr, RootCAs: testca.Pool(f.CA),
 		Properties: map[string]string{"$.ct": "text/plain"}, OnC2D: func(d mqttlink.Delivery) { c2d <- d },
 		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second, Logger: discard()})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,5 +88,8 @@ func TestLinkAWSIoTCustomAuth(t *testing.T) {
 	if st.Accepted < wantRotations+1 {
 		t.Errorf("accepted %d connections, want ≥ %d", st.Accepted, wantRotations+1)
 	}
-	t.Logf("sent %d messages; link %+v; stand-in accepted %d", sent, link.Stats(), st.Accepted)
+	if want := map[string]int{"tcp": 2, "ws": 3}[transport]; len(st.Events[0].Protocols) != want {
+		t.Errorf("authorizer event protocols %v for %s", st.Events[0].Protocols, transport)
+	}
+	t.Logf("%s: sent %d messages; link %+v; stand-in accepted %d", transport, sent, link.Stats(), st.Accepted)
 }

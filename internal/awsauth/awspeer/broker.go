@@ -5,7 +5,9 @@
 // token-signing keys; builds the documented MQTT event from the CONNECT; calls the
 // authorizer (in process); enforces the returned policy on CONNECT, PUBLISH, SUBSCRIBE
 // and delivery; calls the authorizer again at refreshAfterInSeconds; and disconnects at
-// disconnectAfterInSeconds. Only tests import it.
+// disconnectAfterInSeconds. MQTT over WebSocket (wss://…/mqtt, the values in the
+// upgrade's headers or query string) is served too. Fixture runs it with tokensvc
+// itself. Only tests import it.
 package awspeer
 
 import (
@@ -21,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -86,8 +89,9 @@ type Stats struct {
 
 // Broker is the stand-in.
 type Broker struct {
-	// Addr is the TLS listener's address.
-	Addr string
+	// Addr is the TLS listener's address (MQTT, ALPN "mqtt"); WSAddr the WebSocket
+	// listener's (wss://…/mqtt).
+	Addr, WSAddr string
 
 	o   Options
 	srv *mqtt.Server
@@ -131,8 +135,24 @@ func Start(tb testing.TB, o Options) *Broker {
 	if err := b.srv.AddListener(listeners.NewNet("aws-custom-auth", al)); err != nil {
 		tb.Fatal(err)
 	}
+	wsln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b.WSAddr = wsln.Addr().String()
+	if err := b.srv.AddListener(listeners.NewMockListener("aws-ws", b.WSAddr)); err != nil {
+		tb.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(awsiot.WebSocketPath, b.serveWS)
+	ws := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = ws.ServeTLS(wsln, "", "") }()
 	go func() { _ = b.srv.Serve() }()
-	tb.Cleanup(func() { _ = b.srv.Close() })
+	tb.Cleanup(func() {
+		_ = ws.Close()
+		_ = b.srv.Close()
+	})
 	return b
 }
 
@@ -176,34 +196,39 @@ func (b *Broker) arn(resource string) string {
 // it returns the session, or the reason for refusing.
 func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string) {
 	username := string(pk.Connect.Username)
-	_, query, _ := strings.Cut(username, "?")
-	q, _ := url.ParseQuery(query)
-	if q.Get(awsiot.ParamAuthorizerName) != b.o.AuthorizerName {
-		return nil, RefusedAuthorizer
-	}
-	ev := awsauth.Request{
-		Protocols: []string{"tls", "mqtt"},
-		ProtocolData: awsauth.ProtocolData{
-			MQTT: &awsauth.MQTTData{Username: username, ClientID: string(pk.Connect.ClientIdentifier)},
-		},
-		ConnectionMetadata: awsauth.ConnectionMetadata{ID: rand.Text()},
-	}
+	mq := &awsauth.MQTTData{Username: username, ClientID: string(pk.Connect.ClientIdentifier)}
 	if pk.Connect.PasswordFlag {
-		ev.ProtocolData.MQTT.Password = base64.StdEncoding.EncodeToString(pk.Connect.Password)
+		mq.Password = base64.StdEncoding.EncodeToString(pk.Connect.Password)
 	}
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
-		ev.ProtocolData.TLS = &awsauth.TLSData{ServerName: tc.ConnectionState().ServerName}
-	}
-	b.mu.Lock()
-	signing := len(b.o.SigningKeys) > 0
-	b.mu.Unlock()
-	if signing {
-		tok := q.Get(b.o.TokenKeyName)
-		sig, err := base64.StdEncoding.DecodeString(q.Get(awsiot.ParamSignature))
-		if tok == "" || err != nil || !b.verify([]byte(tok), sig) {
-			return nil, RefusedSignature
+	var ev awsauth.Request
+	if u, ok := cl.Net.Conn.(*upgraded); ok {
+		// Over WebSocket the upgrade request carried (and had checked) the values.
+		ev = wsEvent(u, mq, rand.Text())
+	} else {
+		_, query, _ := strings.Cut(username, "?")
+		q, _ := url.ParseQuery(query)
+		if q.Get(awsiot.ParamAuthorizerName) != b.o.AuthorizerName {
+			return nil, RefusedAuthorizer
 		}
-		ev.Token, ev.SignatureVerified = tok, true
+		ev = awsauth.Request{
+			Protocols:          []string{"tls", "mqtt"},
+			ProtocolData:       awsauth.ProtocolData{MQTT: mq},
+			ConnectionMetadata: awsauth.ConnectionMetadata{ID: rand.Text()},
+		}
+		if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+			ev.ProtocolData.TLS = &awsauth.TLSData{ServerName: tc.ConnectionState().ServerName}
+		}
+		b.mu.Lock()
+		signing := len(b.o.SigningKeys) > 0
+		b.mu.Unlock()
+		if signing {
+			tok := q.Get(b.o.TokenKeyName)
+			sig, err := base64.StdEncoding.DecodeString(q.Get(awsiot.ParamSignature))
+			if tok == "" || err != nil || !b.verify([]byte(tok), sig) {
+				return nil, RefusedSignature
+			}
+			ev.Token, ev.SignatureVerified = tok, true
+		}
 	}
 	s := &session{event: ev}
 	if reason := b.invoke(s); reason != "" {

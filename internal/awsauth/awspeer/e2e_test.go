@@ -2,11 +2,13 @@ package awspeer_test
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -81,4 +83,28 @@ func writeSecret(t *testing.T, path, secret string) {
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWebSocketUpgradeChecked: over WebSocket the values travel in the upgrade URL; a
+// tampered token is turned away there, before any MQTT.
+func TestWebSocketUpgradeChecked(t *testing.T) {
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{})
+	m := f.Token(t, "ws").Response.Mqtt
+	if m.Transport != "ws" || !strings.HasPrefix(m.Url, "wss://"+awspeer.Endpoint+"/mqtt?x-amz-customauthorizer-name=") || m.Alpn != nil {
+		t.Fatalf("ws profile: %+v", m)
+	}
+	conf := &tls.Config{RootCAs: testca.Pool(f.CA), ServerName: awspeer.Endpoint}
+	tampered := strings.Replace(m.Url, awspeer.TokenKeyName+"=ey", awspeer.TokenKeyName+"=ez", 1)
+	if c, err := wsconn.Dial(context.Background(), tampered, "mqtt", conf, f.Broker.WSAddr); err == nil {
+		c.Close()
+		t.Fatal("a tampered token got through the upgrade")
+	}
+	if n := f.Broker.Stats().Refused[awspeer.RefusedSignature]; n != 1 {
+		t.Fatalf("signature refusals: got %d, want 1", n)
+	}
+	c, err := wsconn.Dial(context.Background(), m.Url, "mqtt", conf, f.Broker.WSAddr)
+	if err != nil {
+		t.Fatalf("the profile's URL: %v", err)
+	}
+	c.Close()
 }
