@@ -209,6 +209,15 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 			defer cancel()
 			return broker.Dial(dctx, tlsConf)
 		})
+	if l.o.OnC2D != nil {
+		// A resumed session (clean session off) can deliver before SUBSCRIBE below
+		// registers its route; without a default handler paho would drop such a
+		// message.
+		opts.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+			l.received.Add(1)
+			l.o.OnC2D(Delivery{Topic: m.Topic(), Payload: m.Payload()})
+		})
+	}
 	c.cl = paho.NewClient(opts)
 	t := c.cl.Connect()
 	select {

@@ -100,6 +100,13 @@ type Broker struct {
 	stats     Stats
 	published []Published
 	sessions  map[*mqtt.Client]*session
+	// ws tracks the WebSocket connections, which must end before mochi closes.
+	ws     sync.WaitGroup
+	wsConn map[net.Conn]bool
+	closed bool
+	// offline holds the policy of a persistent session (clean session off) whose
+	// client is away: messages for it are queued, as AWS IoT Core queues them.
+	offline map[string]Policy
 }
 
 type session struct {
@@ -118,7 +125,8 @@ func Start(tb testing.TB, o Options) *Broker {
 	if o.MinSeconds == 0 {
 		o.MinSeconds = awsauth.AWSMinSeconds
 	}
-	b := &Broker{o: o, sessions: map[*mqtt.Client]*session{}}
+	b := &Broker{o: o, sessions: map[*mqtt.Client]*session{}, offline: map[string]Policy{},
+		wsConn: map[net.Conn]bool{}}
 	b.stats.Refused = map[string]int{}
 	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
@@ -151,6 +159,15 @@ func Start(tb testing.TB, o Options) *Broker {
 	go func() { _ = b.srv.Serve() }()
 	tb.Cleanup(func() {
 		_ = ws.Close()
+		// mochi's Close must not race a connection still being established: end the
+		// WebSocket connections (hijacked, so ws.Close leaves them) and wait for them.
+		b.mu.Lock()
+		b.closed = true
+		for c := range b.wsConn {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.ws.Wait()
 		_ = b.srv.Close()
 	})
 	return b
@@ -350,6 +367,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	b.mu.Lock()
 	b.stats.Accepted++
 	b.sessions[cl] = s
+	delete(b.offline, cl.ID)
 	b.mu.Unlock()
 	b.schedule(cl, s)
 	return true
@@ -363,6 +381,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 			t.Stop()
 		}
 		delete(h.b.sessions, cl)
+		if !cl.Properties.Clean && !cl.IsTakenOver() {
+			h.b.offline[cl.ID] = s.allow
+		}
 	}
 }
 
@@ -389,7 +410,12 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	defer b.mu.Unlock()
 	s, ok := b.sessions[cl]
 	if !ok {
-		return false
+		// A persistent session whose client is away queues what it may receive.
+		p, queued := b.offline[cl.ID]
+		if !queued || write {
+			return false
+		}
+		s = &session{allow: p}
 	}
 	var allowed bool
 	switch {

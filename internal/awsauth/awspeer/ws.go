@@ -61,11 +61,28 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		u.token, u.verified = tok, true
 	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		http.Error(w, "closing", http.StatusServiceUnavailable)
+		return
+	}
+	b.ws.Add(1)
+	b.mu.Unlock()
+	defer b.ws.Done()
 	c, err := wsconn.Accept(w, r, "mqtt")
 	if err != nil {
 		return
 	}
 	u.Conn = c
+	b.mu.Lock()
+	b.wsConn[c] = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.wsConn, c)
+		b.mu.Unlock()
+	}()
 	_ = b.srv.EstablishConnection("aws-ws", u)
 }
 
@@ -80,4 +97,3 @@ func wsEvent(u *upgraded, mq *awsauth.MQTTData, id string) awsauth.Request {
 		ConnectionMetadata: awsauth.ConnectionMetadata{ID: id},
 	}
 }
-
