@@ -115,6 +115,12 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 		line("mqttUrl", m.Url)
 		line("mqttClientId", m.ClientId)
 		line("mqttUsername", m.Username)
+		if m.Password != b.Token {
+			// Said only where it is not the token (the SAS kinds' password): an AWS
+			// IoT custom authorizer with signing takes the token in the user name and
+			// an empty password.
+			sb.WriteString("mqttPassword=" + m.Password + "\n")
+		}
 		if m.Alpn != nil {
 			line("mqttAlpn", strings.Join(*m.Alpn, ","))
 		}

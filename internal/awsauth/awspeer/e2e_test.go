@@ -2,11 +2,16 @@ package awspeer_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/agent/wsconn"
 	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
@@ -107,4 +112,43 @@ func TestWebSocketUpgradeChecked(t *testing.T) {
 		t.Fatalf("the profile's URL: %v", err)
 	}
 	c.Close()
+}
+
+// TestPlainTextForm: the compact form a microcontroller reads carries the ALPN, the
+// signature and, where the password is not the token, the password (empty with
+// signing, so a device does not send the token twice).
+func TestPlainTextForm(t *testing.T) {
+	for _, unsigned := range []bool{false, true} {
+		f := awspeer.NewFixture(t, awspeer.FixtureOptions{Unsigned: unsigned})
+		now := time.Now()
+		assertion, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"iss": f.DeviceID, "sub": f.DeviceID, "aud": awspeer.Audience, "iat": now.Unix(),
+			"exp": now.Add(time.Minute).Unix(), "jti": rand.Text()}).SignedString([]byte(f.Secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := f.Service.Client("").GetTokenWithResponse(context.Background(), nil, func(_ context.Context, r *http.Request) error {
+			r.Header.Set("Authorization", "Bearer "+assertion)
+			r.Header.Set("Accept", "text/plain")
+			return nil
+		})
+		if err != nil || resp.StatusCode() != http.StatusOK {
+			t.Fatalf("GET /token: %v %d %s", err, resp.StatusCode(), resp.Body)
+		}
+		fields := map[string]string{}
+		for l := range strings.SplitSeq(strings.TrimSpace(string(resp.Body)), "\n") {
+			k, v, _ := strings.Cut(l, "=")
+			fields[k] = v
+		}
+		pw, hasPW := fields["mqttPassword"]
+		if fields["mqttAlpn"] != "mqtt" || fields["mqttPort"] != "443" || fields["mqttClientId"] != f.DeviceID {
+			t.Errorf("unsigned=%v: %v", unsigned, fields)
+		}
+		if !unsigned && (fields["signature"] == "" || !hasPW || pw != "" || !strings.Contains(fields["mqttUsername"], fields["token"])) {
+			t.Errorf("signing: signature %q, password %q (%v), user name %q", fields["signature"], pw, hasPW, fields["mqttUsername"])
+		}
+		if unsigned && (fields["signature"] != "" || hasPW) {
+			t.Errorf("without signing the password is the token and goes unsaid: %v", fields)
+		}
+	}
 }
