@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -553,6 +554,39 @@ func TestParsePEMKeysRefuses(t *testing.T) {
 	} {
 		if _, err := awsauth.ParsePEMKeys(s); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// BenchmarkHandle is one authorizer invocation for an MQTT CONNECT: token extraction,
+// RS256 verification, claims, policy documents.
+func BenchmarkHandle(b *testing.B) {
+	iss := testissuer.New(b, issuerURL)
+	h := domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: endpoint, Settings: map[string]string{
+		"authorizerName": `"tokensvc"`, "tokenKeyName": `"token"`, "subscribeTemplates": `["commands/{deviceId}/#"]`}}
+	if err := (awsiot.Kind{}).Normalize(&h); err != nil {
+		b.Fatal(err)
+	}
+	m, err := awsiot.Kind{}.Mint(context.Background(), target.Signers{Issuer: iss}, h,
+		target.Request{Device: domain.Device{ID: device}, TTL: time.Hour, Now: t0})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := awsauth.ParsePEMKeys(pemKeys(iss, iss.Current("RS256")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := awsauth.New(awsauth.Config{Issuer: issuerURL, Endpoint: endpoint, Keys: "inline", TokenKeyName: "token",
+		Region: "eu-west-1", AccountID: account, SubscribeTemplates: []string{"commands/{deviceId}/#"}},
+		keys, func() time.Time { return t0 }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := mqttEvent(m, true)
+	b.ReportAllocs()
+	for b.Loop() {
+		if res, _ := a.Handle(context.Background(), ev); !res.IsAuthenticated {
+			b.Fatal("refused")
 		}
 	}
 }
