@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/http"
 	"slices"
@@ -44,8 +45,10 @@ func (e *env) jwks() map[string]oapi.Jwk {
 	if resp.StatusCode() != http.StatusOK || resp.JSON200 == nil {
 		e.t.Fatalf("GET /.well-known/jwks.json: %d %s", resp.StatusCode(), resp.Body)
 	}
-	if cc := resp.HTTPResponse.Header.Get("Cache-Control"); cc != "public, max-age=300" {
-		e.t.Errorf("JWKS Cache-Control %q, want public, max-age=300", cc)
+	// The ring's publication lead is built on this max-age: the two must agree.
+	want := fmt.Sprintf("public, max-age=%d", int(issuerkeys.JWKSMaxAge.Seconds()))
+	if cc := resp.HTTPResponse.Header.Get("Cache-Control"); cc != want {
+		e.t.Errorf("JWKS Cache-Control %q, want %q", cc, want)
 	}
 	out := map[string]oapi.Jwk{}
 	for _, k := range resp.JSON200.Keys {

@@ -128,7 +128,7 @@ func prune(ks []storedKey, now time.Time) []storedKey {
 func (r *Ring) install(stored []storedKey) (*snapshot, error) {
 	stored = merge(nil, stored) // sorted copy
 	old := r.snap.Load()
-	s := &snapshot{stored: stored, keys: make([]*key, 0, len(stored))}
+	s := &snapshot{keys: make([]*key, 0, len(stored))}
 	for _, sk := range stored {
 		m, err := sk.meta()
 		if err != nil {

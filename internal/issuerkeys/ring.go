@@ -276,7 +276,14 @@ func (r *Ring) Rotate(ctx context.Context, alg domain.IssuerAlg) (domain.IssuerK
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s, err := r.loadLocked(ctx)
+	// A fresh read, not the ring in memory: whether alg has a key decides whether the
+	// new one may sign at once, and another replica may have made one since the last
+	// reload.
+	cur, err := r.read(ctx)
+	if err != nil {
+		return domain.IssuerKey{}, err
+	}
+	s, err := r.install(cur)
 	if err != nil {
 		return domain.IssuerKey{}, err
 	}
