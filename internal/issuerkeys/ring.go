@@ -29,7 +29,8 @@
 // the loser's key is then missing from the stored ring, and each replica reloads the
 // stored ring every Config.Refresh, after which all agree and sign with stored keys
 // only. For the first key, the read-back makes a replica adopt the key that won
-// rather than sign with its own. Rotate is an operator action; run it once.
+// rather than sign with its own (a losing Transit key stays in Vault, unused). Rotate
+// is an operator action; run it once, on one replica.
 //
 // Reads are served from memory: the ring is loaded on first use, reloaded by Run
 // every Config.Refresh and on an unknown kid, so neither JWKS serving nor signing reads
