@@ -13,10 +13,12 @@
 // (the larger of Config.MaxLifetime and every hub's maxTtlSeconds at rotation time)
 // + SkewMargin: rotation never makes a valid credential unverifiable.
 //
-// The first key of an algorithm is created on first use (or by Rotate) and signs at
-// once: with no key of that algorithm there is no credential to protect and no cached
-// key set that could hold the new kid — a verifier meets an unknown kid and fetches
-// the set again (EMQX, keyfunc and the AWS authorizer do).
+// The first key of an algorithm is created when Run starts (with an issuer URL), on
+// first use, or by Rotate, and signs at once: with no key of that algorithm there is
+// no credential to protect. A verifier may still hold a key set fetched before the key
+// existed; it meets an unknown kid until it fetches the set again (keyfunc and the
+// AWS authorizer refetch on an unknown kid, EMQX on its refresh interval) — which is
+// why Run creates the keys at start, before devices ask.
 //
 // # Persistence and replicas
 //

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -399,11 +400,11 @@ func TestReplicasShareTheRing(t *testing.T) {
 	go func() { done <- b.Run(ctx) }()
 	// Run reloads on its own ticker (real time); poll until b has the key.
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	has := func() bool {
 		keys, _, _ := b.Keys(t.Context())
-		if len(keys) == 2 {
-			break
-		}
+		return slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == k2.ID })
+	}
+	for !has() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
@@ -475,6 +476,36 @@ func TestECDSASignatureIsRaw(t *testing.T) {
 		rr, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
 		if len(sig) != 64 || !ecdsa.Verify(pub, sum[:], rr, ss) {
 			t.Fatalf("ES256 signature of %d bytes does not verify as r||s", len(sig))
+		}
+	}
+}
+
+// TestRunCreatesFirstKeys: with an issuer URL, Run creates a key of each algorithm at
+// start, so the published set holds them before any device asks. (Without one it
+// creates none: tokenctl's test lists an empty ring on a service that runs Run.)
+func TestRunCreatesFirstKeys(t *testing.T) {
+	st, _ := mustFileStore(t)
+	r := mustRing(t, st, newClock(), issuerkeys.Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	var keys []domain.IssuerKey
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if keys, _, err = r.Keys(t.Context()); err != nil || len(keys) >= 2 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || len(keys) != 2 || keys[0].Alg == keys[1].Alg {
+		t.Fatalf("%d keys after Run started (%v), want one per algorithm", len(keys), err)
+	}
+	for _, k := range keys {
+		if _, kid, err := r.SignJWT(t.Context(), string(k.Alg), map[string]any{}); err != nil || kid != k.ID {
+			t.Errorf("%s signs with %q (%v), want the key Run created, %q", k.Alg, kid, err, k.ID)
 		}
 	}
 }
