@@ -11,7 +11,11 @@
 // it replaces is retired (RetiredAt = that instant) and stays published until
 // PublishedUntil = RetiredAt + the longest credential lifetime it may have signed
 // (the larger of Config.MaxLifetime and every hub's maxTtlSeconds at rotation time)
-// + SkewMargin: rotation never makes a valid credential unverifiable.
+// + SkewMargin: rotation never makes a valid credential unverifiable. The hubs are
+// read when Rotate runs; a hub created (or given a longer maxTtlSeconds) during the
+// lead that follows, while the old key still signs, is not covered unless its lifetime
+// is within Config.MaxLifetime — keep MaxLifetime at least the longest hub lifetime
+// you allow, or rotate after such a change.
 //
 // The first key of an algorithm is created when Run starts (with an issuer URL), on
 // first use, or by Rotate, and signs at once: with no key of that algorithm there is

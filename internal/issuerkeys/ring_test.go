@@ -509,3 +509,40 @@ func TestRunCreatesFirstKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredKeysArePruned: a key unpublished for 30 days leaves the ring at the next
+// write; one still within that stays listed (not published).
+func TestExpiredKeysArePruned(t *testing.T) {
+	st, _ := mustFileStore(t)
+	c := newClock()
+	r := mustRing(t, st, c, issuerkeys.Config{MaxLifetime: time.Hour})
+	k1, err := r.Rotate(t.Context(), domain.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := r.Rotate(t.Context(), domain.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := keyByID(t, r, k1.ID)
+	c.t = old.PublishedUntil.Add(29 * 24 * time.Hour)
+	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
+		t.Fatal(err)
+	}
+	if k := keyByID(t, r, k1.ID); k.Published(c.Now()) {
+		t.Error("an expired key is published")
+	}
+	c.t = old.PublishedUntil.Add(31 * 24 * time.Hour)
+	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, _ := r.Keys(t.Context())
+	for _, k := range keys {
+		if k.ID == k1.ID {
+			t.Error("a key unpublished for 31 days is still in the ring")
+		}
+	}
+	if len(keys) != 3 || !slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == k2.ID }) {
+		t.Errorf("ring holds %d keys, want k2 and the two later ones", len(keys))
+	}
+}
