@@ -113,7 +113,7 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 		if len(o.SubscribeTemplates) > 0 {
 			settings["subscribeTemplates"] = jsonText(tb, o.SubscribeTemplates)
 		}
-		reg := registry.New(f.Service.App.Store(), kinds.All(), time.Now)
+		reg := registry.New(f.Service.App.Store(), kinds.All(), time.Now, registry.WithIssuer())
 		if _, err := reg.CreateHub(ctx, domain.Hub{Name: f.Hub, Kind: awsiot.KindName, Hostname: Endpoint,
 			Settings: settings, DefaultTTL: o.TTL, MaxTTL: o.TTL}); err != nil {
 			tb.Fatalf("create hub: %v", err)
@@ -130,12 +130,10 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 		tb.Fatal(err)
 	}
 
-	// The operator's set-up, as the README says: an RSA issuer key, its PEM handed to
-	// aws iot create-authorizer, the JWKS URL to the authorizer Lambda.
-	rot, err := f.Service.Admin.RotateIssuerKeyWithResponse(ctx, oapi.IssuerKeyRotate{Alg: "RS256"})
-	if err != nil || rot.JSON201 == nil {
-		tb.Fatalf("rotate issuer key: %v %d %s", err, rot.StatusCode(), rot.Body)
-	}
+	// The operator's set-up, as the README says: tokensvc's active RSA issuer key (the
+	// ring creates it at start; a rotation creates it at once when it has none yet),
+	// its PEM handed to aws iot create-authorizer, the JWKS URL to the authorizer.
+	kid := f.activeRSAKey(tb)
 	cfg := awsauth.Config{Issuer: IssuerURL, Endpoint: Endpoint, JWKSURL: f.Service.URL + "/.well-known/jwks.json",
 		TokenKeyName: TokenKeyName, Region: Region, AccountID: AccountID, TopicTemplate: awsiot.DefaultTopicTemplate,
 		SubscribeTemplates: o.SubscribeTemplates, Leeway: time.Second, MinSeconds: 1}
@@ -151,10 +149,41 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 		Authorizer: f.Authorizer.Handle, AuthorizerName: AuthorizerName, TokenKeyName: TokenKeyName,
 		Region: Region, AccountID: AccountID, MinSeconds: 1}
 	if signing {
-		bo.SigningKeys = []*rsa.PublicKey{f.PublicKey(tb, string(rot.JSON201.Kid))}
+		bo.SigningKeys = []*rsa.PublicKey{f.PublicKey(tb, kid)}
 	}
 	f.Broker = Start(tb, bo)
 	return f
+}
+
+// activeRSAKey returns the kid of the RS256 issuer key that signs now.
+func (f *Fixture) activeRSAKey(tb testing.TB) string {
+	tb.Helper()
+	ctx := context.Background()
+	active := func() string {
+		resp, err := f.Service.Admin.ListIssuerKeysWithResponse(ctx)
+		if err != nil || resp.JSON200 == nil {
+			tb.Fatalf("list issuer keys: %v %d %s", err, resp.StatusCode(), resp.Body)
+		}
+		for _, k := range resp.JSON200.Items {
+			if k.Alg == "RS256" && k.State == "active" {
+				return string(k.Kid)
+			}
+		}
+		return ""
+	}
+	if kid := active(); kid != "" {
+		return kid
+	}
+	// None yet: a rotation creates the first, signing at once (or the ring's own start
+	// got there first, and the rotation's key waits for its lead).
+	if rot, err := f.Service.Admin.RotateIssuerKeyWithResponse(ctx, oapi.IssuerKeyRotate{Alg: "RS256"}); err != nil || rot.JSON201 == nil {
+		tb.Fatalf("rotate issuer key: %v %d %s", err, rot.StatusCode(), rot.Body)
+	}
+	kid := active()
+	if kid == "" {
+		tb.Fatal("no active RS256 issuer key after a rotation")
+	}
+	return kid
 }
 
 // PublicKey returns issuer key kid as GET /issuer/keys/{kid}/public-key.pem serves it.

@@ -59,10 +59,16 @@ type Claims struct {
 // Kind is the awsiot kind.
 type Kind struct{}
 
-var _ target.Kind = Kind{}
+var (
+	_ target.Kind           = Kind{}
+	_ target.IssuerKeysUser = Kind{}
+)
 
 // Name implements target.Kind.
 func (Kind) Name() domain.HubKind { return KindName }
+
+// UsesIssuerKeys implements target.IssuerKeysUser: the service's issuer keys sign.
+func (Kind) UsesIssuerKeys() bool { return true }
 
 // Normalize implements target.Kind: mode customAuthorizer (the default), the
 // authorizer's name and token key name, topic templates that name the device, and none

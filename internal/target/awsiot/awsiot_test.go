@@ -323,3 +323,10 @@ func BenchmarkMint(b *testing.B) {
 		})
 	}
 }
+
+func TestUsesIssuerKeys(t *testing.T) {
+	// The registry refuses awsiot hubs on a service without an issuer URL.
+	if !target.UsesIssuerKeys(awsiot.Kind{}) {
+		t.Fatal("awsiot does not say it signs with the issuer keys")
+	}
+}
