@@ -136,7 +136,9 @@ func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.R
 	}
 	set, err := settingsOf(h)
 	if err != nil {
-		return target.Minted{}, fmt.Errorf("awsiot hub %q: stored settings: %w", h.Name, err)
+		// A stored hub that breaks the rules is the service's fault, not the device's:
+		// not wrapped, so it is no 400 to the device.
+		return target.Minted{}, fmt.Errorf("awsiot hub %q: stored settings: %v", h.Name, err)
 	}
 	id := r.Device.ID
 	iat := r.Now.Unix()

@@ -296,8 +296,13 @@ func TestMintRefuses(t *testing.T) {
 	if _, err := (awsiot.Kind{}).Mint(context.Background(), target.Signers{}, h, r); !errors.Is(err, awsiot.ErrNoIssuer) {
 		t.Errorf("no issuer: got %v, want ErrNoIssuer", err)
 	}
-	r.ModuleID = "m"
 	iss := testissuer.New(t, "https://i")
+	bad := h.Clone()
+	bad.Settings["topicTemplate"] = `"no-device"`
+	if _, err := (awsiot.Kind{}).Mint(context.Background(), target.Signers{Issuer: iss}, bad, r); err == nil || errors.Is(err, domain.ErrInvalid) {
+		t.Errorf("broken stored hub: got %v, want an internal error (not the device's 400)", err)
+	}
+	r.ModuleID = "m"
 	if _, err := (awsiot.Kind{}).Mint(context.Background(), target.Signers{Issuer: iss}, h, r); !errors.Is(err, target.ErrForbidden) {
 		t.Errorf("module: got %v, want ErrForbidden", err)
 	}
