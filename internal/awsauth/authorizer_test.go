@@ -590,3 +590,39 @@ func BenchmarkHandle(b *testing.B) {
 		}
 	}
 }
+
+// TestJWKSUnreachableAtStart: a cold start while tokensvc cannot be reached refuses
+// (never panics, never accepts), and the next token fetches the key set again.
+func TestJWKSUnreachableAtStart(t *testing.T) {
+	f := newFixture(t, true)
+	var up atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		f.iss.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := f.cfg
+	c.Keys, c.JWKSURL, c.RefetchUnknown = "", srv.URL, 20*time.Millisecond
+	a := f.newAuthorizer(t, c)
+	ev := mqttEvent(f.mint(t, device, t0, time.Hour, signer.TCP), true)
+	if res, _ := a.Handle(context.Background(), ev); res.IsAuthenticated {
+		t.Fatal("accepted without any key")
+	}
+	up.Store(true)
+	// The unknown kid is fetched for again once the rate limit allows (20 ms here,
+	// 10 s by default).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, _ := a.Handle(context.Background(), ev)
+		if res.IsAuthenticated {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused once the key set is reachable: %s", f.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -43,8 +43,9 @@ type Config struct {
 	SubscribeTemplates []string
 	// Leeway is the clock skew allowed on exp.
 	Leeway time.Duration
-	// RefreshKeys is how often the JWKS is fetched again (default 15 minutes).
-	RefreshKeys time.Duration
+	// RefreshKeys is how often the JWKS is fetched again (default 15 minutes);
+	// RefetchUnknown the least time between fetches for an unknown kid (default 10 s).
+	RefreshKeys, RefetchUnknown time.Duration
 	// MinSeconds and MaxSeconds bound disconnectAfterInSeconds and
 	// refreshAfterInSeconds; AWS's bounds (AWSMinSeconds, AWSMaxSeconds) by default.
 	// Only tests lower MinSeconds, to see a disconnection in seconds.
@@ -107,6 +108,9 @@ func (c *Config) defaults() {
 	}
 	if c.RefreshKeys == 0 {
 		c.RefreshKeys = 15 * time.Minute
+	}
+	if c.RefetchUnknown == 0 {
+		c.RefetchUnknown = 10 * time.Second
 	}
 }
 

@@ -32,6 +32,7 @@ type KeySource interface {
 // client (nil: one with a 3 s timeout) and cached, or the keys in c.Keys. ctx ends
 // the JWKS refresh.
 func NewKeySource(ctx context.Context, c Config, client *http.Client) (KeySource, error) {
+	c.defaults()
 	if c.JWKSURL != "" {
 		if client == nil {
 			client = &http.Client{Timeout: 3 * time.Second}
@@ -41,8 +42,8 @@ func NewKeySource(ctx context.Context, c Config, client *http.Client) (KeySource
 			HTTPTimeout:     3 * time.Second,
 			RefreshInterval: c.RefreshKeys,
 			// A rotated-in key is published before it signs, so an unknown kid is
-			// rare; refetch for it, but at most every 10 s.
-			RefreshUnknownKID:       rate.NewLimiter(rate.Every(10*time.Second), 1),
+			// rare; refetch for it, but at most every RefetchUnknown.
+			RefreshUnknownKID:       rate.NewLimiter(rate.Every(c.RefetchUnknown), 1),
 			RateLimitWaitMax:        time.Second,
 			RefreshErrorHandlerFunc: func(string) func(context.Context, error) { return func(context.Context, error) {} },
 		})
