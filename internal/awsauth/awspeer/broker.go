@@ -88,8 +88,8 @@ type Stats struct {
 
 // Broker is the stand-in.
 type Broker struct {
-	// Addr is the TLS listener's address (MQTT, ALPN "mqtt"); WSAddr the WebSocket
-	// listener's (wss://…/mqtt).
+	// Addr is the TLS listener's address (MQTT, ALPN "mqtt"); WSAddr the HTTPS
+	// listener's: MQTT over WebSocket at /mqtt, HTTPS publish at /topics/{topic}.
 	Addr, WSAddr string
 
 	o   Options
@@ -152,6 +152,7 @@ func Start(tb testing.TB, o Options) *Broker {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(awsiot.WebSocketPath, b.serveWS)
+	mux.HandleFunc("/topics/", b.serveHTTPS)
 	ws := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ws.ServeTLS(wsln, "", "") }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -150,5 +151,59 @@ func TestPlainTextForm(t *testing.T) {
 		if unsigned && (fields["signature"] != "" || hasPW) {
 			t.Errorf("without signing the password is the token and goes unsaid: %v", fields)
 		}
+	}
+}
+
+// TestHTTPSPublish posts with nothing but the https profile (URL and headers): the
+// stand-in checks the signature, asks the authorizer, and its policy allows the
+// device's own topic only.
+func TestHTTPSPublish(t *testing.T) {
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{})
+	h := f.Token(t, "").Response.Https
+	if h == nil || h.Headers == nil || h.Alpn != nil {
+		t.Fatalf("https profile: %+v", h)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: testca.Pool(f.CA)},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, f.Broker.WSAddr)
+		},
+	}}
+	post := func(url string, headers map[string]string) int {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"temp":21.5}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(h.Url, *h.Headers); code != http.StatusOK {
+		t.Fatalf("POST %s: %d (stand-in %+v)", h.Url, code, f.Broker.Stats().Refused)
+	}
+	if pubs := f.Broker.Published(); len(pubs) != 1 || pubs[0].Topic != "devices/"+f.DeviceID+"/telemetry" || string(pubs[0].Payload) != `{"temp":21.5}` {
+		t.Fatalf("published: %+v", pubs)
+	}
+	if ev := f.Broker.Stats().Events[0]; !slices.Equal(ev.Protocols, []string{"tls", "http"}) || ev.ProtocolData.HTTP == nil || ev.ProtocolData.MQTT != nil {
+		t.Fatalf("event: %+v", ev)
+	}
+	other := strings.Replace(h.Url, "/devices/"+f.DeviceID+"/", "/devices/sensor-0002/", 1)
+	if code := post(other, *h.Headers); code != http.StatusForbidden {
+		t.Fatalf("POST to another device's topic: got %d, want 403", code)
+	}
+	noSig := map[string]string{}
+	for k, v := range *h.Headers {
+		if k != "x-amz-customauthorizer-signature" {
+			noSig[k] = v
+		}
+	}
+	if code := post(h.Url, noSig); code != http.StatusUnauthorized {
+		t.Fatalf("POST without the signature: got %d, want 401", code)
 	}
 }
