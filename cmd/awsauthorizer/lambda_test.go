@@ -18,6 +18,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 )
@@ -86,8 +87,8 @@ func TestBootstrapUnderTheRuntimeAPI(t *testing.T) {
 		"TOKENSVC_ISSUER=https://tokensvc.example.com", "AWS_IOT_ENDPOINT="+endpoint,
 		"TOKENSVC_ISSUER_KEYS="+string(iss.JWKS()), "TOKEN_KEY_NAME=token",
 		"AWS_REGION=eu-west-1", "AWS_ACCOUNT_ID=123456789012")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &syncbuf.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
