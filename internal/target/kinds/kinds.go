@@ -6,6 +6,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/target/dps"
 	"github.com/tokensvc/tokensvc/internal/target/eventhubs"
 	"github.com/tokensvc/tokensvc/internal/target/iothub"
+	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 )
 
 // All returns every kind tokensvc serves.
@@ -14,5 +15,6 @@ func All() *target.Set {
 		iothub.Kind{},
 		eventhubs.Kind{},
 		dps.Kind{},
+		jwtbroker.Kind{},
 	)
 }
