@@ -35,6 +35,9 @@ type BrokerOptions struct {
 	// use (the token is its authentication data; e.g. CUSTOM-JWT as Event Grid). When
 	// empty the token is the CONNECT password and enhanced authentication is refused.
 	AuthMethod string
+	// ALPN, when set, are the TLS ALPN protocols the broker speaks; a client that
+	// negotiates none of them is refused at the handshake.
+	ALPN []string
 }
 
 // Published is one message the broker accepted from a client.
@@ -53,6 +56,8 @@ type BrokerStats struct {
 	Refused           map[string]int
 	ExpiredDrops      int
 	Denied            int
+	// NoALPN counts TLS handshakes refused for negotiating no ALPN protocol.
+	NoALPN int
 }
 
 // Broker is the stand-in broker.
@@ -78,8 +83,11 @@ type session struct {
 	timer  *time.Timer
 }
 
-// errExpired is why the broker ends a session whose token expired.
-var errExpired = errors.New("token expired without re-authentication")
+var (
+	// errExpired is why the broker ends a session whose token expired.
+	errExpired = errors.New("token expired without re-authentication")
+	errNoALPN  = errors.New("the client negotiated no ALPN protocol")
+)
 
 // StartBroker fetches the JWKS and starts a broker on loopback; it stops when the test
 // ends.
@@ -101,7 +109,18 @@ func StartBroker(tb testing.TB, o BrokerOptions) *Broker {
 		tb.Fatal(err)
 	}
 	b.Addr = ln.Addr().String()
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12, NextProtos: o.ALPN}
+	if len(o.ALPN) > 0 {
+		tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if cs.NegotiatedProtocol == "" {
+				b.mu.Lock()
+				b.stats.NoALPN++
+				b.mu.Unlock()
+				return errNoALPN
+			}
+			return nil
+		}
+	}
 	if err := b.srv.AddListener(listeners.NewNet("tls", tls.NewListener(ln, tlsConf))); err != nil {
 		tb.Fatal(err)
 	}

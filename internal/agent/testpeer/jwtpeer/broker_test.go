@@ -337,3 +337,35 @@ func TestBrokerReauthentication(t *testing.T) {
 		}
 	})
 }
+
+// TestBrokerRequiresALPN refuses a TLS client that negotiates none of its protocols.
+func TestBrokerRequiresALPN(t *testing.T) {
+	ca := testca.NewCA(t, "jwtpeer test CA")
+	leaf := ca.Issue(t, testca.Spec{CommonName: host, Hosts: []string{host}})
+	iss := jwtpeer.NewIssuer(t)
+	b := jwtpeer.StartBroker(t, jwtpeer.BrokerOptions{
+		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: audience},
+		Cert:          leaf.TLS(), ALPN: []string{"mqtt"},
+	})
+	for _, tt := range []struct {
+		alpn   []string
+		wantOK bool
+	}{{nil, false}, {[]string{"mqtt"}, true}} {
+		c, err := tls.Dial("tcp", b.Addr, &tls.Config{RootCAs: testca.Pool(ca), ServerName: host, NextProtos: tt.alpn})
+		if err == nil {
+			// TLS 1.3: the server's verdict arrives with the first read.
+			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			_, err = c.Read(make([]byte, 1))
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				err = nil
+			}
+			c.Close()
+		}
+		if got := err == nil; got != tt.wantOK {
+			t.Errorf("ALPN %v: got handshake error %v, want ok %v", tt.alpn, err, tt.wantOK)
+		}
+	}
+	if got := b.Stats().NoALPN; got != 1 {
+		t.Errorf("NoALPN: got %d, want 1", got)
+	}
+}
