@@ -111,8 +111,8 @@ func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.R
 }
 
 // Claims returns the claims of device id's JWT: the expanded claim templates of s, then
-// the registered claims (which win over any template): iss, sub = id, aud, iat, exp =
-// iat + ttl (Unix seconds) and a random jti.
+// the registered claims (which win over any template): iss, sub = id, aud, iat and nbf
+// (now), exp = iat + ttl (Unix seconds) and a random jti.
 func Claims(s Settings, issuer, id string, now time.Time, ttl time.Duration) (map[string]any, error) {
 	claims := make(map[string]any, 8)
 	if len(s.Claims) > 0 {
@@ -131,6 +131,7 @@ func Claims(s Settings, issuer, id string, now time.Time, ttl time.Duration) (ma
 	claims["sub"] = id
 	claims["aud"] = s.Audience
 	claims["iat"] = now.Unix()
+	claims["nbf"] = now.Unix() // Event Grid requires nbf
 	claims["exp"] = now.Add(ttl).Unix()
 	claims["jti"] = base64.RawURLEncoding.EncodeToString(jti[:])
 	return claims, nil

@@ -10,12 +10,20 @@ import (
 )
 
 const (
+	host       = "emqx.example.com"
 	egHost     = "ns1.westeurope-1.ts.eventgrid.azure.net"
 	egAudience = egHost + "/"
 )
 
+// hub is a jwtbroker hub for a self-hosted broker; egHub one for an Event Grid namespace.
 func hub(settings map[string]string) domain.Hub {
-	return domain.Hub{Name: "b1", Kind: jwtbroker.Name, Hostname: egHost, Settings: settings}
+	return domain.Hub{Name: "b1", Kind: jwtbroker.Name, Hostname: host, Settings: settings}
+}
+
+func egHub(settings map[string]string) domain.Hub {
+	h := hub(settings)
+	h.Hostname = egHost
+	return h
 }
 
 func mustNormalize(t testing.TB, h domain.Hub) domain.Hub {
@@ -29,7 +37,7 @@ func mustNormalize(t testing.TB, h domain.Hub) domain.Hub {
 func TestNormalizeFillsDefaults(t *testing.T) {
 	h := mustNormalize(t, hub(nil))
 	want := map[string]string{
-		"port": "8883", "mqttVersion": `"5"`, "audience": `"` + egHost + `"`, "algorithm": `"ES256"`,
+		"port": "8883", "mqttVersion": `"5"`, "audience": `"` + host + `"`, "algorithm": `"ES256"`,
 		"clientIdTemplate": `"{deviceId}"`, "usernameTemplate": `"{deviceId}"`,
 		"topicTemplate": `"devices/{deviceId}/telemetry"`,
 	}
@@ -54,7 +62,7 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 }
 
 func TestNormalizeEventGrid(t *testing.T) {
-	h := mustNormalize(t, hub(map[string]string{
+	h := mustNormalize(t, egHub(map[string]string{
 		"audience": `"` + egAudience + `"`, "authMethod": `"CUSTOM-JWT"`, "mqttVersion": `"5"`, "port": "8883",
 		"claims": `{ "client_attributes": {"room": "r-{deviceId}", "floor": 3} }`,
 	}))
@@ -63,6 +71,14 @@ func TestNormalizeEventGrid(t *testing.T) {
 	}
 	if got := h.Settings["authMethod"]; got != `"CUSTOM-JWT"` {
 		t.Errorf("authMethod: got %s, want CUSTOM-JWT", got)
+	}
+	// Event Grid accepts RS256 only: the default there, and ES256 refused.
+	if got := h.Settings["algorithm"]; got != `"RS256"` {
+		t.Errorf("algorithm: got %s, want RS256", got)
+	}
+	es := egHub(map[string]string{"algorithm": `"ES256"`})
+	if err := (jwtbroker.Kind{}).Normalize(&es); !errors.Is(err, domain.ErrInvalid) || !strings.Contains(err.Error(), "algorithm") {
+		t.Errorf("ES256 for Event Grid: got %v, want a refusal naming algorithm", err)
 	}
 }
 

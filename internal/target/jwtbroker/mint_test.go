@@ -41,6 +41,7 @@ func TestMint(t *testing.T) {
 	const acl = `{"acl": {"pub": ["devices/{deviceId}/#"], "sub": ["commands/{deviceId}"]}, "n": 12345678901234567890}`
 	tests := []struct {
 		name     string
+		hub      func(map[string]string) domain.Hub
 		settings map[string]string
 		// want* are for device "d-1".
 		wantAlg, wantAud, wantAuthMethod, wantVersion, wantURL, wantUser string
@@ -49,18 +50,20 @@ func TestMint(t *testing.T) {
 	}{
 		{
 			name: "Event Grid namespace",
+			hub:  egHub,
 			settings: map[string]string{"audience": `"` + egAudience + `"`, "authMethod": `"CUSTOM-JWT"`,
 				"claims": `{"client_attributes": {"room": "r-{deviceId}"}}`},
-			wantAlg: "ES256", wantAud: egAudience, wantAuthMethod: "CUSTOM-JWT", wantVersion: "5",
+			wantAlg: "RS256", wantAud: egAudience, wantAuthMethod: "CUSTOM-JWT", wantVersion: "5",
 			wantURL: "mqtts://" + egHost + ":8883", wantUser: "d-1", wantPort: 8883,
 			wantExtra: map[string]any{"client_attributes": map[string]any{"room": "r-d-1"}},
 		},
 		{
-			name: "EMQX, RS256, password, acl claim",
-			settings: map[string]string{"mqttVersion": `"3.1.1"`, "algorithm": `"RS256"`, "port": "8884",
+			name: "EMQX, ES256, password, acl claim",
+			hub:  hub,
+			settings: map[string]string{"mqttVersion": `"3.1.1"`, "port": "8884",
 				"usernameTemplate": `"user-{deviceId}"`, "claims": acl},
-			wantAlg: "RS256", wantAud: egHost, wantVersion: "3.1.1",
-			wantURL: "mqtts://" + egHost + ":8884", wantUser: "user-d-1", wantPort: 8884,
+			wantAlg: "ES256", wantAud: host, wantVersion: "3.1.1",
+			wantURL: "mqtts://" + host + ":8884", wantUser: "user-d-1", wantPort: 8884,
 			wantExtra: map[string]any{
 				"acl": map[string]any{"pub": []any{"devices/d-1/#"}, "sub": []any{"commands/d-1"}},
 				"n":   json.Number("12345678901234567890"),
@@ -69,7 +72,7 @@ func TestMint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := mustNormalize(t, hub(tt.settings))
+			h := mustNormalize(t, tt.hub(tt.settings))
 			h.CACert = "ca-pem"
 			m, err := (jwtbroker.Kind{}).Mint(t.Context(), target.Signers{Issuer: iss}, h, target.Request{
 				Device: domain.Device{ID: "d-1", Hub: "b1"}, TTL: time.Hour, Transport: signer.TCP, Now: now})
@@ -89,8 +92,8 @@ func TestMint(t *testing.T) {
 			if c["sub"] != "d-1" || c["iss"] != iss.URL || c["aud"] != tt.wantAud {
 				t.Errorf("sub/iss/aud: got %v %v %v", c["sub"], c["iss"], c["aud"])
 			}
-			if c["iat"] != float64(now.Unix()) || c["exp"] != float64(now.Add(time.Hour).Unix()) {
-				t.Errorf("iat/exp: got %v %v, want %d %d", c["iat"], c["exp"], now.Unix(), now.Add(time.Hour).Unix())
+			if c["iat"] != float64(now.Unix()) || c["nbf"] != float64(now.Unix()) || c["exp"] != float64(now.Add(time.Hour).Unix()) {
+				t.Errorf("iat/nbf/exp: got %v %v %v, want %d %d %d", c["iat"], c["nbf"], c["exp"], now.Unix(), now.Unix(), now.Add(time.Hour).Unix())
 			}
 			if jti, _ := c["jti"].(string); len(jti) < 16 {
 				t.Errorf("jti: got %q, want a random one", jti)
@@ -113,7 +116,7 @@ func TestMint(t *testing.T) {
 			if m.Token != wantTok {
 				t.Errorf("token: got %+v, want %+v", m.Token, wantTok)
 			}
-			if m.TLSServerName != egHost || m.CACert != "ca-pem" || m.Signature != "" {
+			if m.TLSServerName != h.Hostname || m.CACert != "ca-pem" || m.Signature != "" {
 				t.Errorf("trust: got %q %q %q", m.TLSServerName, m.CACert, m.Signature)
 			}
 			p := m.Profiles.MQTT
@@ -121,7 +124,7 @@ func TestMint(t *testing.T) {
 			if tt.wantAuthMethod != "" {
 				wantPassword = ""
 			}
-			want := signer.MQTT{Host: egHost, Port: tt.wantPort, Transport: signer.TCP, URL: tt.wantURL, ClientID: "d-1",
+			want := signer.MQTT{Host: h.Hostname, Port: tt.wantPort, Transport: signer.TCP, URL: tt.wantURL, ClientID: "d-1",
 				Username: tt.wantUser, Password: wantPassword, ProtocolVersion: tt.wantVersion, AuthMethod: tt.wantAuthMethod,
 				Topics: signer.MQTTTopics{Publish: "devices/d-1/telemetry", Subscribe: []string{}}}
 			if p == nil || !reflect.DeepEqual(*p, want) {
@@ -166,7 +169,7 @@ func TestMintTopicsAndTemplates(t *testing.T) {
 		!reflect.DeepEqual(p.Topics.Subscribe, []string{"t/exp/down/#", "broadcast/+"}) {
 		t.Errorf("profile: got client %q, topics %+v", p.ClientID, p.Topics)
 	}
-	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: egHost,
+	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: host,
 		ClientIDTemplate: "fleet-{deviceId}", Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

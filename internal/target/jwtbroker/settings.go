@@ -26,6 +26,11 @@ const (
 	MQTT5   = "5"
 )
 
+// EventGridSuffix ends the host name of every Azure Event Grid namespace; such a hub's
+// tokens are signed with RS256, the only algorithm Event Grid's custom JWT
+// authentication accepts.
+const EventGridSuffix = ".eventgrid.azure.net"
+
 // Placeholder stands for the device ID in every template and claim string.
 const Placeholder = "{deviceId}"
 
@@ -79,11 +84,18 @@ func (s *Settings) normalize(host string) error {
 			return domain.Invalid("authMethod: must be 1 to 64 of A-Z a-z 0-9 . _ -")
 		}
 	}
+	eventGrid := strings.HasSuffix(strings.ToLower(host), EventGridSuffix)
 	if s.Algorithm == "" {
 		s.Algorithm = DefaultAlgorithm
+		if eventGrid {
+			s.Algorithm = "RS256"
+		}
 	}
 	if s.Algorithm != "ES256" && s.Algorithm != "RS256" {
 		return domain.Invalid("algorithm: must be ES256 or RS256")
+	}
+	if eventGrid && s.Algorithm != "RS256" {
+		return domain.Invalid("algorithm: Azure Event Grid namespaces accept RS256 tokens only, not %s", s.Algorithm)
 	}
 	if s.ClientIDTemplate == "" {
 		s.ClientIDTemplate = DefaultClientIDTemplate
