@@ -96,6 +96,10 @@ func opsFlags(s *cliflags.Set, c *app.Config) {
 	s.String(&o.RolesClaim, "oidc-roles-claim", "claim holding admin, operator or reader; dots walk into objects")
 	s.CSV(&o.Algorithms, "oidc-algorithms", "comma-separated JWS algorithms accepted")
 	s.Duration(&o.Refresh, "oidc-refresh", "how often the JWKS is refetched")
+	i := &c.Issuer
+	s.String(&i.Issuer, "issuer-url", "iss of the JWT credentials tokensvc signs (https URL); empty refuses JWT credentials")
+	s.Duration(&i.Lead, "issuer-key-lead", "how long a rotated-in issuer key is published before it signs")
+	s.Duration(&i.MaxLifetime, "issuer-max-lifetime", "longest credential lifetime a retired issuer key stays published for (hubs allowing longer raise it)")
 }
 
 // parseConfig reads flags, falling back to the environment, then to app.Defaults, and

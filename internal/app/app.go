@@ -21,10 +21,12 @@ import (
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/metrics"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/target"
 )
 
 var (
@@ -35,6 +37,8 @@ var (
 	_ httpapi.Observer              = (*metrics.Metrics)(nil)
 	_ httpapi.Auditor               = (*audit.Logger)(nil)
 	_ httpapi.OperatorAuthenticator = (*operatorauth.Authenticator)(nil)
+	_ httpapi.IssuerKeys            = (*issuerkeys.Ring)(nil)
+	_ target.IssuerSigner           = (*issuerkeys.Ring)(nil)
 )
 
 // Option changes what New builds the service with.
@@ -75,6 +79,7 @@ type App struct {
 	metrics   *metrics.Metrics
 	store     store.Store
 	verifier  *deviceauth.Verifier
+	keys      *issuerkeys.Ring
 	handler   http.Handler
 	tls       *tls.Config
 	connState func(net.Conn, http.ConnState)
@@ -149,6 +154,10 @@ func (a *App) Handler() http.Handler { return a.handler }
 
 // Store is the store the service serves (instrumented, behind the key cache if any).
 func (a *App) Store() store.Store { return a.store }
+
+// IssuerKeys is the issuer key ring the service signs JWT credentials with; nil when
+// its store has no issuer key backend.
+func (a *App) IssuerKeys() *issuerkeys.Ring { return a.keys }
 
 // Tasks are the background tasks to run while serving, each until its context ends:
 // Vault token renewal, the OIDC key refresh, the separate metrics listener.

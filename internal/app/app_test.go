@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -97,6 +98,11 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 			c.TLSCert, c.TLSKey, c.ClientAuth, c.ClientCA = "c.pem", "k.pem", "optional", filepath.Join(c.DataDir, "absent.pem")
 		}, "client ca"},
 		{"missing TLS certificate", func(c *app.Config) { c.TLSCert, c.TLSKey = "c.pem", "k.pem" }, "tls certificate"},
+		{"issuer not a URL", func(c *app.Config) { c.Issuer.Issuer = "tokensvc" }, "issuer url"},
+		{"issuer over http", func(c *app.Config) { c.Issuer.Issuer = "http://tokens.example.com" }, "must be https"},
+		{"issuer with query", func(c *app.Config) { c.Issuer.Issuer = "https://tokens.example.com/?a=b" }, "issuer url"},
+		{"issuer lead within the JWKS max-age", func(c *app.Config) { c.Issuer.Lead = 5 * time.Minute }, "issuer key lead"},
+		{"issuer max lifetime zero", func(c *app.Config) { c.Issuer.MaxLifetime = 0 }, "issuer max lifetime"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
@@ -20,7 +21,10 @@ type backend struct {
 	store store.Store
 	// transit signs for hubs whose keys live in Vault Transit; nil for the file store.
 	transit tokens.TransitSigner
-	ready   func(ctx context.Context) (note string, err error)
+	// issuerKeys holds the issuer key ring's private keys: in the ring's (encrypted)
+	// setting with the embedded store; nil means the service has no issuer keys.
+	issuerKeys issuerkeys.Backend
+	ready      func(ctx context.Context) (note string, err error)
 	// tasks run for the life of the service, e.g. keeping the Vault token alive.
 	tasks []func(ctx context.Context) error
 }
@@ -34,7 +38,8 @@ type pinger interface {
 // its backend calls timed by the metrics, and the key cache's counters registered.
 func (a *App) newBackend(ctx context.Context) (*backend, error) {
 	if st := a.o.store; st != nil {
-		be := &backend{store: a.metrics.InstrumentStore(st), ready: func(context.Context) (string, error) { return "", nil }}
+		// A store of the caller's own (tests) keeps issuer private keys in its settings.
+		be := &backend{store: a.metrics.InstrumentStore(st), issuerKeys: issuerkeys.Local(), ready: func(context.Context) (string, error) { return "", nil }}
 		if p, ok := st.(pinger); ok {
 			be.ready = func(ctx context.Context) (string, error) { return "", p.Ping(ctx) }
 		}
@@ -59,7 +64,11 @@ func (a *App) newEmbedded() (*backend, error) {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
 	a.onClose(st.Close)
-	return &backend{store: a.metrics.InstrumentStore(st), ready: func(ctx context.Context) (string, error) { return "", st.Ping(ctx) }}, nil
+	return &backend{
+		store:      a.metrics.InstrumentStore(st),
+		issuerKeys: issuerkeys.Local(), // the file encrypts the ring's setting at rest
+		ready:      func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
+	}, nil
 }
 
 func (a *App) masterKey() ([]byte, error) {

@@ -12,10 +12,12 @@ import (
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
+	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/tokens"
 )
@@ -121,16 +123,40 @@ func (a *App) newOperators(admin *adminauth.Authenticator) (*operatorauth.Authen
 	return operatorauth.New(admin, o), nil
 }
 
+// newIssuerKeys is the issuer key ring over the store, its private keys held by the
+// backend's choice; nil when the backend has none. Its reload becomes a task.
+func (a *App) newIssuerKeys(be *backend) (*issuerkeys.Ring, error) {
+	if be.issuerKeys == nil {
+		return nil, nil
+	}
+	r, err := issuerkeys.New(a.store, be.issuerKeys, a.cfg.Issuer,
+		issuerkeys.WithClock(a.o.now), issuerkeys.WithLogger(a.log), issuerkeys.WithHubs(a.store))
+	if err != nil {
+		return nil, err
+	}
+	a.tasks = append(a.tasks, r.Run)
+	a.keys = r
+	return r, nil
+}
+
 // newHandler wires the HTTP API.
 func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators *operatorauth.Authenticator, auditLog *audit.Logger) (http.Handler, error) {
+	ring, err := a.newIssuerKeys(be)
+	if err != nil {
+		return nil, err
+	}
 	var regOpts []registry.Option
 	if be.transit != nil {
 		regOpts = append(regOpts, registry.WithTransit())
 	}
 	served := kinds.All() // the target kinds this service knows, for registry and issuer alike
+	var keys target.IssuerSigner
+	if ring != nil {
+		keys = ring // only when set: a nil *Ring in an interface is not a nil interface
+	}
 	deps := httpapi.Deps{
 		Registry:  registry.New(a.store, served, a.o.now, regOpts...),
-		Issuer:    tokens.NewIssuer(a.store, served, signer.New(a.o.now), be.transit, nil),
+		Issuer:    tokens.NewIssuer(a.store, served, signer.New(a.o.now), be.transit, keys),
 		Devices:   a.verifier,
 		Admin:     admin,
 		Operators: operators,
@@ -138,6 +164,9 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Metrics:   a.metrics,
 		Ready:     be.ready,
 		Logger:    a.log,
+	}
+	if ring != nil {
+		deps.Keys = ring
 	}
 	if auditLog != nil {
 		// Not assigned when nil: a nil *audit.Logger in the interface is not a nil Auditor.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -60,6 +62,10 @@ type Config struct {
 	Audit      AuditConfig
 	// OIDC enables operator JWTs from an issuer; off while OIDC.Issuer is empty.
 	OIDC operatorauth.OIDCConfig
+	// Issuer is the issuer key ring that signs JWT credentials: the issuer URL (iss;
+	// empty refuses to mint JWT credentials, SAS kinds need none), the publication lead
+	// of a rotated-in key and the longest credential lifetime a key may have signed.
+	Issuer issuerkeys.Config
 }
 
 // CacheConfig is the in-memory key cache in front of the vault store.
@@ -98,6 +104,7 @@ func Defaults() Config {
 		Limits: limits.Config{DeviceRate: 0.2, DeviceBurst: 5, MaxInflight: 1024},
 		Audit:  AuditConfig{Sink: audit.Sink{Kind: "stdout"}, MaxMB: 100, Keep: 5},
 		OIDC:   operatorauth.OIDCConfig{RolesClaim: "roles", Algorithms: []string{"RS256", "ES256"}, Refresh: 15 * time.Minute},
+		Issuer: issuerkeys.Config{Lead: issuerkeys.DefaultLead, MaxLifetime: domain.DefaultMax},
 	}
 }
 
@@ -142,6 +149,9 @@ func (c Config) Validate() error {
 		return errors.New("audit max mb must be positive and audit keep not negative")
 	}
 	if err := validateOIDC(c.OIDC); err != nil {
+		return err
+	}
+	if err := validateIssuer(c.Issuer); err != nil {
 		return err
 	}
 	if c.Pprof && c.MetricsAddr == "" {
@@ -238,6 +248,28 @@ func validateOIDC(o operatorauth.OIDCConfig) error {
 	}
 	if o.Refresh < time.Minute {
 		return errors.New("oidc refresh must be at least 1m")
+	}
+	return nil
+}
+
+// validateIssuer checks the issuer key ring's settings. The issuer URL is optional
+// (only JWT kinds need it, and hubs come and go at run time); when set it must be an
+// absolute https URL (http on loopback, for tests) with nothing after the path.
+func validateIssuer(i issuerkeys.Config) error {
+	if i.Issuer != "" {
+		u, err := url.Parse(i.Issuer)
+		if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("issuer url %q: want an absolute URL without query, fragment or user", i.Issuer)
+		}
+		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+			return fmt.Errorf("issuer url %q: must be https", i.Issuer)
+		}
+	}
+	if i.Lead < issuerkeys.MinLead {
+		return fmt.Errorf("issuer key lead %v: must be at least %v (the key set's max-age plus the ring's reload interval)", i.Lead, issuerkeys.MinLead)
+	}
+	if i.MaxLifetime < time.Minute {
+		return errors.New("issuer max lifetime must be at least 1m")
 	}
 	return nil
 }

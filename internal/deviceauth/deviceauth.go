@@ -116,6 +116,11 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (domain.Device,
 	)
 	c := &claims{}
 	_, err := v.parser.ParseWithClaims(assertion, c, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 §4.1.11: a recipient must refuse a JWS whose crit names an
+			// extension it does not implement, and this service implements none.
+			return nil, errors.New("crit header names extensions this service does not implement")
+		}
 		sub := c.Subject
 		if !domain.ValidID(sub) {
 			return nil, errors.New("sub is not a device ID")

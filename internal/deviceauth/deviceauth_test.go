@@ -95,3 +95,42 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestCritHeaderRefused: RFC 7515 §4.1.11 — a JWS whose crit header lists extensions
+// the recipient does not implement must be refused, however valid the rest is; the
+// same assertion without crit is accepted.
+func TestCritHeaderRefused(t *testing.T) {
+	tests := []struct {
+		name   string
+		header map[string]any
+		ok     bool
+	}{
+		{"no crit", nil, true},
+		{"crit naming an unknown extension", map[string]any{"crit": []string{"exp-ext"}, "exp-ext": 1}, false},
+		{"crit naming a header that is absent", map[string]any{"crit": []string{"b64"}}, false},
+		{"empty crit list", map[string]any{"crit": []string{}}, false},
+		{"crit of the wrong type", map[string]any{"crit": "b64"}, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := deviceauth.NewVerifier(mustStore(t), "tokensvc", func() time.Time { return epoch })
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+				"iss": "d1", "sub": "d1", "aud": "tokensvc", "iat": epoch.Unix(), "exp": epoch.Add(time.Minute).Unix(), "jti": "crit-" + string(rune('a'+i)),
+			})
+			for k, val := range tt.header {
+				tok.Header[k] = val
+			}
+			a, err := tok.SignedString([]byte("s3cret-s3cret-s3cret"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = v.Verify(t.Context(), a)
+			if tt.ok && err != nil {
+				t.Fatalf("got %v, want accepted", err)
+			}
+			if !tt.ok && !errors.Is(err, deviceauth.ErrUnauthenticated) {
+				t.Fatalf("got %v, want ErrUnauthenticated", err)
+			}
+		})
+	}
+}

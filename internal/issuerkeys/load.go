@@ -1,0 +1,160 @@
+package issuerkeys
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/store"
+)
+
+// Run reloads the ring from the store every Config.Refresh until ctx ends, so keys
+// another replica rotated in are published and used here too. A failed reload keeps
+// the keys in memory (and is logged); Run returns nil when ctx ends.
+func (r *Ring) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := r.reload(ctx); err != nil && ctx.Err() == nil {
+				r.log.WarnContext(ctx, "issuer keys not reloaded; serving the keys in memory", "error", err.Error())
+			}
+		}
+	}
+}
+
+// current returns the ring in memory, loading it on first use.
+func (r *Ring) current(ctx context.Context) (*snapshot, error) {
+	if s := r.snap.Load(); s != nil {
+		return s, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loadLocked(ctx)
+}
+
+// reload reads the ring from the store and replaces the one in memory.
+func (r *Ring) reload(ctx context.Context) (*snapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur, err := r.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.install(cur)
+}
+
+// loadLocked returns the ring in memory, or reads it if there is none yet; r.mu held.
+func (r *Ring) loadLocked(ctx context.Context) (*snapshot, error) {
+	if s := r.snap.Load(); s != nil {
+		return s, nil
+	}
+	cur, err := r.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.install(cur)
+}
+
+// read returns the stored keys; none when the setting is unset.
+func (r *Ring) read(ctx context.Context) ([]storedKey, error) {
+	b, err := r.st.GetSetting(ctx, SettingName)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read issuer keys: %w", err)
+	}
+	ring, err := decodeRing(b)
+	if err != nil {
+		return nil, err
+	}
+	return ring.Keys, nil
+}
+
+// write applies a change optimistically (see the package documentation): apply
+// returns the new key list from the stored one (nil: nothing to write), done says
+// whether a read-back shows the change in place. r.mu held.
+func (r *Ring) write(ctx context.Context, apply func(cur []storedKey) []storedKey, done func(back []storedKey) bool) (*snapshot, error) {
+	for range writeAttempts {
+		cur, err := r.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		next := apply(cur)
+		if next == nil {
+			return r.install(cur)
+		}
+		next = prune(merge(next, cur), r.now())
+		b, err := encodeRing(storedRing{Keys: next})
+		if err != nil {
+			return nil, err
+		}
+		if err := r.st.PutSetting(ctx, SettingName, b); err != nil {
+			return nil, fmt.Errorf("write issuer keys: %w", err)
+		}
+		back, err := r.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if done(back) {
+			return r.install(back)
+		}
+		r.log.WarnContext(ctx, "issuer keys: a concurrent write replaced ours; retrying")
+	}
+	return nil, errors.New("issuer keys: concurrent writes kept replacing this one; retry")
+}
+
+// prune drops keys that stopped being published more than pruneAfter ago.
+func prune(ks []storedKey, now time.Time) []storedKey {
+	out := ks[:0]
+	for _, k := range ks {
+		if k.PublishedUntil == nil || now.Sub(*k.PublishedUntil) < pruneAfter {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// install builds the in-memory ring from stored keys, reusing the signers of keys
+// already loaded, and makes it current. A key that does not load is logged and left
+// out rather than taking the others down with it.
+func (r *Ring) install(stored []storedKey) (*snapshot, error) {
+	stored = merge(nil, stored) // sorted copy
+	old := r.snap.Load()
+	s := &snapshot{stored: stored, keys: make([]*key, 0, len(stored))}
+	for _, sk := range stored {
+		m, err := sk.meta()
+		if err != nil {
+			r.log.Error("issuer key left out", "kid", sk.ID, "error", err.Error())
+			continue
+		}
+		k := &key{meta: m, header: jwsHeader(m.Alg, m.ID)}
+		if old != nil {
+			if ok := old.byID(m.ID); ok != nil {
+				k.signer = ok.signer
+			}
+		}
+		if k.signer == nil {
+			ds, err := r.be.Signer(m.ID, m.Alg, m.Public, sk.Private)
+			if err != nil {
+				r.log.Error("issuer key cannot sign here", "kid", m.ID, "error", err.Error())
+			} else {
+				k.signer = ds
+			}
+		}
+		s.keys = append(s.keys, k)
+	}
+	r.snap.Store(s)
+	return s, nil
+}
+
+func marshalPublic(pub crypto.PublicKey) ([]byte, error) {
+	return x509.MarshalPKIXPublicKey(pub)
+}
