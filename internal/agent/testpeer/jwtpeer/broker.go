@@ -74,6 +74,7 @@ type Broker struct {
 	sessions  map[*mqtt.Client]*session
 	published []Published
 	accepted  []Verified
+	tokens    []string
 }
 
 // session is what the broker keeps about one authenticated connection.
@@ -152,6 +153,13 @@ func (b *Broker) Accepted() []Verified {
 	return append([]Verified(nil), b.accepted...)
 }
 
+// Tokens returns every token the broker accepted, for tests that scan logs for them.
+func (b *Broker) Tokens() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.tokens...)
+}
+
 // Send publishes payload to topic from the broker itself (cloud to device).
 func (b *Broker) Send(topic string, payload []byte) error {
 	return b.srv.Publish(topic, payload, false, 1)
@@ -171,6 +179,9 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, str
 	if reason != "" {
 		return nil, reason
 	}
+	b.mu.Lock()
+	b.tokens = append(b.tokens, token)
+	b.mu.Unlock()
 	return &session{method: method, v: v}, ""
 }
 
@@ -233,6 +244,7 @@ func (b *Broker) reauthenticate(cl *mqtt.Client, pk packets.Packet) error {
 	b.mu.Lock()
 	s.v = v
 	b.stats.ReAuths++
+	b.tokens = append(b.tokens, string(pk.Properties.AuthenticationData))
 	b.accepted = append(b.accepted, v)
 	b.arm(cl, s)
 	b.mu.Unlock()

@@ -81,6 +81,13 @@ func (s *Service) Hub(h domain.Hub) domain.Hub {
 // fetcher of its tokens (assertions on the service's clock).
 func (s *Service) Device(id, hub string) *fetch.Client {
 	s.tb.Helper()
+	return s.Fetcher(id, s.DeviceSecret(id, hub))
+}
+
+// DeviceSecret registers an HS256 device on hub through the operator API and returns
+// its secret as the API shows it once.
+func (s *Service) DeviceSecret(id, hub string) string {
+	s.tb.Helper()
 	resp, err := s.Admin.CreateDeviceWithResponse(context.Background(),
 		oapi.DeviceCreate{DeviceId: id, Hub: hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	if err != nil {
@@ -89,7 +96,14 @@ func (s *Service) Device(id, hub string) *fetch.Client {
 	if resp.JSON201 == nil || resp.JSON201.Auth.Secret == nil {
 		s.tb.Fatalf("create device %s: got %d %s, want 201", id, resp.StatusCode(), resp.Body)
 	}
-	cred, err := credential.Parse([]byte(*resp.JSON201.Auth.Secret), credential.HS256)
+	return *resp.JSON201.Auth.Secret
+}
+
+// Fetcher returns a fetcher of device id's tokens, authenticating with its HS256
+// secret.
+func (s *Service) Fetcher(id, secret string) *fetch.Client {
+	s.tb.Helper()
+	cred, err := credential.Parse([]byte(secret), credential.HS256)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
