@@ -111,6 +111,7 @@ func TestNormalizeRefuses(t *testing.T) {
 		{"claims sets sub", set("claims", `{"sub": "someone-else"}`), "claims"},
 		{"claims sets exp", set("claims", `{"exp": 9999999999}`), "claims"},
 		{"too many claims", set("claims", "{"+strings.Join(many, ",")+"}"), "claims"},
+		{"claim number beyond float64", set("claims", `{"n": 1e400}`), "claims"},
 		{"an awsiot field", set("authorizerName", `"a"`), "authorizerName"},
 		{"control character", set("audience", `"a\u0007"`), "audience"},
 	}

@@ -3,6 +3,7 @@ package jwtbroker
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 
@@ -157,6 +158,11 @@ func (s *Settings) normalizeClaims() error {
 			return domain.Invalid("claims: %q is a registered claim the service sets itself (%s)", name, strings.Join(registeredClaims, ", "))
 		}
 	}
+	var all any
+	if err := json.Unmarshal(s.Claims, &all); err != nil {
+		// Valid JSON that JWT libraries cannot read back, e.g. a number beyond float64.
+		return domain.Invalid("claims: %s", typeProblem(err))
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, s.Claims); err != nil {
 		return domain.Invalid("claims: must be a JSON object")
@@ -267,4 +273,13 @@ func methodName(s string) bool {
 		}
 	}
 	return true
+}
+
+// typeProblem says what is wrong with claims that are JSON but not readable as JWT
+// claims, without echoing them.
+func typeProblem(err error) string {
+	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return "holds a number out of range"
+	}
+	return "not a valid JSON object"
 }
