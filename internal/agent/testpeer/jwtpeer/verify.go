@@ -83,8 +83,10 @@ func NewVerifier(ctx context.Context, o VerifyOptions) (*Verifier, error) {
 		NoErrorReturnFirstHTTPReq: &fail,
 		RefreshInterval:           o.RefreshInterval,
 		RefreshUnknownKID:         rate.NewLimiter(rate.Every(o.RefreshInterval), 1),
-		RateLimitWaitMax:          time.Millisecond, // never stall a CONNECT on the limiter
-		RefreshErrorHandlerFunc:   func(string) func(context.Context, error) { return func(context.Context, error) {} },
+		// Bounds the limiter wait and the refetch together (keyfunc shares one deadline):
+		// an exhausted limiter refuses at once, a refetch gets the HTTP timeout.
+		RateLimitWaitMax:        5 * time.Second,
+		RefreshErrorHandlerFunc: func(string) func(context.Context, error) { return func(context.Context, error) {} },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jwks %s: %w", o.JWKSURL, err)
