@@ -80,7 +80,7 @@ type Options struct {
 	// RootCAs is the operator's trust; nil means the system roots. The token's caCert
 	// is trusted in addition.
 	RootCAs *x509.CertPool
-	// QoS of telemetry: 0 or 1 (default 1, at least once).
+	// QoS of telemetry: 0, or 1 for at least once (what the agent uses); more is 1.
 	QoS       byte
 	KeepAlive time.Duration
 	// CleanStart discards the broker's session at every connect; otherwise the session

@@ -120,7 +120,7 @@ func start(t *testing.T, settings map[string]string, authMethod string, alpn []s
 
 func (f *fixture) link(msgs <-chan telemetry.Message, fallback mqtt5link.Fallback) *mqtt5link.Link {
 	return mqtt5link.New(mqtt5link.Options{Source: f.src, Messages: msgs, Fallback: fallback, DialAddr: f.b.Addr,
-		RootCAs: f.pool, Properties: map[string]string{"content-type": "text/plain"},
+		RootCAs: f.pool, QoS: 1, Properties: map[string]string{"content-type": "text/plain"},
 		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second,
 		Logger: discard()})
 }
@@ -156,14 +156,24 @@ func drive(t *testing.T, msgs chan<- telemetry.Message, interval time.Duration, 
 	return sent
 }
 
-// checkAllArrived fails unless each of the sent messages reached the broker.
-func checkAllArrived(t *testing.T, b *jwtpeer.Broker, sent int) {
+// checkAllArrived fails unless each of the sent messages reached the broker, with
+// its user properties when props (MQTT 5).
+func checkAllArrived(t *testing.T, b *jwtpeer.Broker, sent int, props bool) {
 	t.Helper()
 	seen := map[string]bool{}
 	for _, p := range b.Published() {
 		seen[string(p.Payload)] = true
 		if p.ClientID != deviceID {
 			t.Errorf("message from client %q, want %q", p.ClientID, deviceID)
+		}
+		if !props {
+			continue
+		}
+		if ct := p.Properties["content-type"]; ct != "text/plain" {
+			t.Errorf("message %s: user property content-type %q, want text/plain", p.Payload, ct)
+		}
+		if seq := p.Properties["seq"]; "m"+seq != string(p.Payload) {
+			t.Errorf("message %s: user property seq %q", p.Payload, seq)
 		}
 	}
 	for i := range sent {
@@ -191,7 +201,7 @@ func TestLinkReauthenticatesOnTheOpenSession(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: got %v, want nil", err)
 	}
-	checkAllArrived(t, f.b, sent)
+	checkAllArrived(t, f.b, sent, true)
 	bs, ls := f.b.Stats(), l.Stats()
 	t.Logf("sent %d; link %+v; broker %+v", sent, ls, bs)
 	if bs.Accepted != 1 || ls.Connects != 1 || ls.Rotations != 0 || ls.Lost != 0 {
@@ -224,7 +234,7 @@ func TestLinkReconnectsWithoutAuthMethod(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	checkAllArrived(t, f.b, sent)
+	checkAllArrived(t, f.b, sent, true)
 	bs, ls := f.b.Stats(), l.Stats()
 	if ls.Connects != ls.Rotations+1 || bs.Accepted != ls.Connects || ls.ReAuths != 0 || bs.ReAuths != 0 {
 		t.Errorf("link %+v, broker %+v: want one connect per token and no re-authentication", ls, bs)
@@ -251,7 +261,7 @@ func TestLinkFallsBackToMQTT311(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	checkAllArrived(t, f.b, 1)
+	checkAllArrived(t, f.b, 1, false)
 	if s := l.Stats(); s.Connects != 1 || s.Published != 1 {
 		t.Errorf("link: got %+v, want 1 connect and 1 message published", s)
 	}
@@ -284,6 +294,34 @@ func TestLinkRefusedReauthentication(t *testing.T) {
 	if ls.Refused < 1 || ls.Lost < 1 || bs.Refused[jwtpeer.RefusedUnknownKey] < 1 || f.src.Invalidated() < 1 {
 		t.Errorf("link %+v, broker %+v, invalidated %d: want the re-authentication refused and reported",
 			ls, bs, f.src.Invalidated())
+	}
+}
+
+// TestLinkDropsRefusedMessages: a message the broker refuses by PUBACK reason (here
+// the acl claim) is dropped and counted; the session goes on.
+func TestLinkDropsRefusedMessages(t *testing.T) {
+	f := start(t, map[string]string{"claims": `{"acl": {"pub": ["devices/{deviceId}/allowed"]}}`}, "", nil)
+	f.src.Next()
+	msgs := make(chan telemetry.Message)
+	l := f.link(msgs, nil)
+	stop := run(t, l)
+	for i := range 2 {
+		select {
+		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(i))}:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the link took no message within 30 s")
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for l.Stats().Rejected < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ls, bs := l.Stats(), f.b.Stats()
+	if ls.Rejected != 2 || ls.Published != 0 || ls.Connects != 1 || ls.Lost != 0 || bs.Denied != 2 {
+		t.Errorf("link %+v, broker %+v: want both messages refused and dropped on one session", ls, bs)
 	}
 }
 

@@ -144,7 +144,7 @@ func TestEventGridEndToEnd(t *testing.T) {
 	src := &tokenHolder{}
 	src.Set(tok)
 	msgs := make(chan telemetry.Message)
-	l := mqtt5link.New(mqtt5link.Options{Source: src, Messages: msgs, DialAddr: broker.Addr, RootCAs: svc.Pool,
+	l := mqtt5link.New(mqtt5link.Options{Source: src, Messages: msgs, DialAddr: broker.Addr, RootCAs: svc.Pool, QoS: 1,
 		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second}, Timeout: 5 * time.Second, Now: clk.Now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	lctx, stop := context.WithCancel(ctx)

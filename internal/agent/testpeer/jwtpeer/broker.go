@@ -44,6 +44,8 @@ type BrokerOptions struct {
 type Published struct {
 	ClientID, Topic string
 	Payload         []byte
+	// Properties are its MQTT 5 user properties.
+	Properties map[string]string
 }
 
 // BrokerStats summarise what the broker saw.

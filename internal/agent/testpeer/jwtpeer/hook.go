@@ -83,8 +83,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil
 	}
+	props := make(map[string]string, len(pk.Properties.User))
+	for _, u := range pk.Properties.User {
+		props[u.Key] = u.Val
+	}
 	h.b.mu.Lock()
-	h.b.published = append(h.b.published, Published{ClientID: cl.ID, Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...)})
+	h.b.published = append(h.b.published, Published{ClientID: cl.ID, Topic: pk.TopicName,
+		Payload: append([]byte(nil), pk.Payload...), Properties: props})
 	h.b.mu.Unlock()
 	return pk, nil
 }
