@@ -37,6 +37,10 @@ Hubs:
   hubs list
   hubs get NAME
 
+Issuer keys (sign JWT credentials; public halves at /.well-known/jwks.json):
+  issuer-keys list
+  issuer-keys rotate -alg RS256|ES256   (published now, signs after the publication lead)
+
 Environment: TOKENSVC_URL (default http://localhost:8080), TOKENSVC_ADMIN_TOKEN (required).
 Keys are read from files, never from flags, so they do not show in the process list.
 `
@@ -100,15 +104,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	c := &cli{api: api, http: raw, json: *output == "json", stdout: stdout, stderr: stderr}
 
 	commands := map[string]func(context.Context, []string) error{
-		"devices add":    c.deviceAdd,
-		"devices list":   c.deviceList,
-		"devices get":    c.deviceGet,
-		"devices rotate": c.deviceRotate,
-		"devices revoke": c.deviceRevoke,
-		"devices import": c.deviceImport,
-		"hubs add":       c.hubAdd,
-		"hubs list":      c.hubList,
-		"hubs get":       c.hubGet,
+		"devices add":        c.deviceAdd,
+		"devices list":       c.deviceList,
+		"devices get":        c.deviceGet,
+		"devices rotate":     c.deviceRotate,
+		"devices revoke":     c.deviceRevoke,
+		"devices import":     c.deviceImport,
+		"hubs add":           c.hubAdd,
+		"hubs list":          c.hubList,
+		"hubs get":           c.hubGet,
+		"issuer-keys list":   c.issuerKeyList,
+		"issuer-keys rotate": c.issuerKeyRotate,
 	}
 	name := rest[0] + " " + rest[1]
 	if command, ok := commands[name]; ok {

@@ -28,6 +28,17 @@ path "transit/hmac/tokensvc-*" {
   capabilities = ["update"]
 }
 
+# Issuer keys (the RS256/ES256 keys JWT credentials are signed with): created in
+# Transit as rsa-2048 / ecdsa-p256 (POST is an update there), their public key read
+# back, signatures made inside Vault. Not exportable, and nothing here exports or
+# deletes one; this more specific path takes the place of the tokensvc-* one above.
+path "transit/keys/tokensvc-i-*" {
+  capabilities = ["update", "read"]
+}
+path "transit/sign/tokensvc-i-*" {
+  capabilities = ["update"]
+}
+
 # Readiness and token renewal (the default policy grants these too).
 path "auth/token/lookup-self" {
   capabilities = ["read"]

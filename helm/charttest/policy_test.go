@@ -39,15 +39,25 @@ func notesPolicy(tb testing.TB, notes string) string {
 // policy without the Transit paths.
 func TestVaultPolicyMatchesRepo(t *testing.T) {
 	repo := policyLines(string(mustReadFile(t, "../../deploy/vault/tokensvc.hcl")))
-	var noTransit []string
+	// noTransit drops every Transit path; issuerOnly keeps the issuer keys' paths
+	// ("-i-"), which an issuer URL needs without Transit hubs.
+	var noTransit, issuerOnly []string
 	for i := 0; i < len(repo); i++ {
 		if strings.HasPrefix(repo[i], `path "transit/`) {
+			issuer := strings.Contains(repo[i], "-i-*")
 			for repo[i] != "}" {
+				if issuer {
+					issuerOnly = append(issuerOnly, repo[i])
+				}
 				i++
+			}
+			if issuer {
+				issuerOnly = append(issuerOnly, repo[i])
 			}
 			continue
 		}
 		noTransit = append(noTransit, repo[i])
+		issuerOnly = append(issuerOnly, repo[i])
 	}
 	if len(noTransit) == len(repo) {
 		t.Fatal("deploy/vault/tokensvc.hcl: found no Transit paths, want some")
@@ -60,12 +70,16 @@ func TestVaultPolicyMatchesRepo(t *testing.T) {
 	}{
 		{"transit on", "vault: {transit: {enabled: true}}", repo},
 		{"transit off", "", noTransit},
+		{"transit off, issuer URL set", "config: {issuer: {url: https://tokens.example.com}}", issuerOnly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, _, err := render(c, mustParseValues(t, tt.values))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if strings.Contains(tt.values, "issuer") && !strings.Contains(out["tokensvc/templates/configmap.yaml"], `TOKENSVC_ISSUER_URL: "https://tokens.example.com"`) {
+				t.Errorf("configmap: no TOKENSVC_ISSUER_URL for config.issuer.url:\n%s", out["tokensvc/templates/configmap.yaml"])
 			}
 			got := policyLines(notesPolicy(t, out["tokensvc/templates/NOTES.txt"]))
 			if !slices.Equal(got, tt.want) {

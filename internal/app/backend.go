@@ -14,15 +14,18 @@ import (
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
 )
 
-var _ tokens.TransitSigner = (*vaultstore.Store)(nil)
+var (
+	_ tokens.TransitSigner   = (*vaultstore.Store)(nil)
+	_ issuerkeys.TransitKeys = (*vaultstore.Store)(nil)
+)
 
 // backend is the configured store and what the service needs around it.
 type backend struct {
 	store store.Store
 	// transit signs for hubs whose keys live in Vault Transit; nil for the file store.
 	transit tokens.TransitSigner
-	// issuerKeys holds the issuer key ring's private keys: in the ring's (encrypted)
-	// setting with the embedded store; nil means the service has no issuer keys.
+	// issuerKeys holds the issuer key ring's private keys: in the ring's setting with
+	// the embedded store (encrypted at rest), in Vault Transit with the Vault store.
 	issuerKeys issuerkeys.Backend
 	ready      func(ctx context.Context) (note string, err error)
 	// tasks run for the life of the service, e.g. keeping the Vault token alive.
@@ -117,8 +120,9 @@ func (a *App) newVault(ctx context.Context) (*backend, error) {
 	// Closing the cache drops the keys it holds, then closes Vault's client.
 	a.onClose(st.Close)
 	return &backend{
-		store:   st,
-		transit: vs,
+		store:      st,
+		transit:    vs,
+		issuerKeys: issuerkeys.Transit(vs), // private keys never leave Vault
 		// Logged in once at start, the service can serve from its cache whatever Vault
 		// does next, so Vault trouble degrades readiness rather than failing it: pulling
 		// every replica out of its Service would turn fast 503s into connection errors

@@ -149,6 +149,9 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 	if be.transit != nil {
 		regOpts = append(regOpts, registry.WithTransit())
 	}
+	if ring != nil && a.cfg.Issuer.Issuer != "" {
+		regOpts = append(regOpts, registry.WithIssuer())
+	}
 	served := kinds.All() // the target kinds this service knows, for registry and issuer alike
 	var keys target.IssuerSigner
 	if ring != nil {

@@ -101,11 +101,14 @@ func (s rsaSigner) SignDigest(_ context.Context, digest []byte) ([]byte, error) 
 type ecSigner struct{ k *ecdsa.PrivateKey }
 
 func (s ecSigner) SignDigest(_ context.Context, digest []byte) ([]byte, error) {
-	der, err := ecdsa.SignASN1(rand.Reader, s.k, digest)
+	r, ss, err := ecdsa.Sign(rand.Reader, s.k, digest)
 	if err != nil {
 		return nil, err
 	}
-	return asn1ToRaw(der)
+	out := make([]byte, 64)
+	r.FillBytes(out[:32])
+	ss.FillBytes(out[32:])
+	return out, nil
 }
 
 // TransitKeys is Vault Transit as the Transit backend uses it; *vaultstore.Store
@@ -177,22 +180,6 @@ func (c cryptoSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) (
 
 // ecdsaSig is the ASN.1 form of an ECDSA signature (RFC 3279).
 type ecdsaSig struct{ R, S *big.Int }
-
-// asn1ToRaw turns an ASN.1 ECDSA P-256 signature into the JWS form r||s.
-func asn1ToRaw(der []byte) ([]byte, error) {
-	var sig ecdsaSig
-	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 {
-		return nil, errors.New("malformed ECDSA signature")
-	}
-	if sig.R.BitLen() > 256 || sig.S.BitLen() > 256 {
-		return nil, errors.New("ECDSA signature is not P-256")
-	}
-	out := make([]byte, 64)
-	sig.R.FillBytes(out[:32])
-	sig.S.FillBytes(out[32:])
-	return out, nil
-}
 
 // rawToASN1 turns a JWS ECDSA P-256 signature r||s into ASN.1.
 func rawToASN1(raw []byte) ([]byte, error) {

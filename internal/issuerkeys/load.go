@@ -8,13 +8,19 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // Run reloads the ring from the store every Config.Refresh until ctx ends, so keys
-// another replica rotated in are published and used here too. A failed reload keeps
-// the keys in memory (and is logged); Run returns nil when ctx ends.
+// another replica rotated in are published and used here too. With an issuer URL it
+// also creates, at start (and retries on every reload until it succeeds), the first
+// key of each algorithm that has none, so the key set holds them before a broker
+// first fetches it rather than after the first device asks for a credential. A
+// failed reload keeps the keys in memory (and is logged); Run returns nil when ctx
+// ends.
 func (r *Ring) Run(ctx context.Context) error {
+	r.ensure(ctx)
 	t := time.NewTicker(r.cfg.Refresh)
 	defer t.Stop()
 	for {
@@ -22,9 +28,33 @@ func (r *Ring) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if _, err := r.reload(ctx); err != nil && ctx.Err() == nil {
-				r.log.WarnContext(ctx, "issuer keys not reloaded; serving the keys in memory", "error", err.Error())
+			if _, err := r.reload(ctx); err != nil {
+				if ctx.Err() == nil {
+					r.log.WarnContext(ctx, "issuer keys not reloaded; serving the keys in memory", "error", err.Error())
+				}
+				continue
 			}
+			r.ensure(ctx)
+		}
+	}
+}
+
+// ensure creates the first key of each algorithm that has none, when the ring signs
+// at all (an issuer URL is set).
+func (r *Ring) ensure(ctx context.Context) {
+	if r.cfg.Issuer == "" {
+		return
+	}
+	for _, a := range []domain.IssuerAlg{domain.AlgES256, domain.AlgRS256} {
+		s, err := r.current(ctx)
+		if err == nil && s.signing(a, r.now()) != nil {
+			continue
+		}
+		if err == nil {
+			_, err = r.first(ctx, a)
+		}
+		if err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "issuer key not created; retrying at the next reload", "alg", a, "error", err.Error())
 		}
 	}
 }
@@ -128,7 +158,7 @@ func prune(ks []storedKey, now time.Time) []storedKey {
 func (r *Ring) install(stored []storedKey) (*snapshot, error) {
 	stored = merge(nil, stored) // sorted copy
 	old := r.snap.Load()
-	s := &snapshot{stored: stored, keys: make([]*key, 0, len(stored))}
+	s := &snapshot{keys: make([]*key, 0, len(stored))}
 	for _, sk := range stored {
 		m, err := sk.meta()
 		if err != nil {

@@ -11,12 +11,18 @@
 // it replaces is retired (RetiredAt = that instant) and stays published until
 // PublishedUntil = RetiredAt + the longest credential lifetime it may have signed
 // (the larger of Config.MaxLifetime and every hub's maxTtlSeconds at rotation time)
-// + SkewMargin: rotation never makes a valid credential unverifiable.
+// + SkewMargin: rotation never makes a valid credential unverifiable. The hubs are
+// read when Rotate runs; a hub created (or given a longer maxTtlSeconds) during the
+// lead that follows, while the old key still signs, is not covered unless its lifetime
+// is within Config.MaxLifetime — keep MaxLifetime at least the longest hub lifetime
+// you allow, or rotate after such a change.
 //
-// The first key of an algorithm is created on first use (or by Rotate) and signs at
-// once: with no key of that algorithm there is no credential to protect and no cached
-// key set that could hold the new kid — a verifier meets an unknown kid and fetches
-// the set again (EMQX, keyfunc and the AWS authorizer do).
+// The first key of an algorithm is created when Run starts (with an issuer URL), on
+// first use, or by Rotate, and signs at once: with no key of that algorithm there is
+// no credential to protect. A verifier may still hold a key set fetched before the key
+// existed; it meets an unknown kid until it fetches the set again (keyfunc and the
+// AWS authorizer refetch on an unknown kid, EMQX on its refresh interval) — which is
+// why Run creates the keys at start, before devices ask.
 //
 // # Persistence and replicas
 //
@@ -29,7 +35,8 @@
 // the loser's key is then missing from the stored ring, and each replica reloads the
 // stored ring every Config.Refresh, after which all agree and sign with stored keys
 // only. For the first key, the read-back makes a replica adopt the key that won
-// rather than sign with its own. Rotate is an operator action; run it once.
+// rather than sign with its own (a losing Transit key stays in Vault, unused). Rotate
+// is an operator action; run it once, on one replica.
 //
 // Reads are served from memory: the ring is loaded on first use, reloaded by Run
 // every Config.Refresh and on an unknown kid, so neither JWKS serving nor signing reads
@@ -276,7 +283,14 @@ func (r *Ring) Rotate(ctx context.Context, alg domain.IssuerAlg) (domain.IssuerK
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s, err := r.loadLocked(ctx)
+	// A fresh read, not the ring in memory: whether alg has a key decides whether the
+	// new one may sign at once, and another replica may have made one since the last
+	// reload.
+	cur, err := r.read(ctx)
+	if err != nil {
+		return domain.IssuerKey{}, err
+	}
+	s, err := r.install(cur)
 	if err != nil {
 		return domain.IssuerKey{}, err
 	}

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -399,11 +400,11 @@ func TestReplicasShareTheRing(t *testing.T) {
 	go func() { done <- b.Run(ctx) }()
 	// Run reloads on its own ticker (real time); poll until b has the key.
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	has := func() bool {
 		keys, _, _ := b.Keys(t.Context())
-		if len(keys) == 2 {
-			break
-		}
+		return slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == k2.ID })
+	}
+	for !has() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
@@ -476,5 +477,72 @@ func TestECDSASignatureIsRaw(t *testing.T) {
 		if len(sig) != 64 || !ecdsa.Verify(pub, sum[:], rr, ss) {
 			t.Fatalf("ES256 signature of %d bytes does not verify as r||s", len(sig))
 		}
+	}
+}
+
+// TestRunCreatesFirstKeys: with an issuer URL, Run creates a key of each algorithm at
+// start, so the published set holds them before any device asks. (Without one it
+// creates none: tokenctl's test lists an empty ring on a service that runs Run.)
+func TestRunCreatesFirstKeys(t *testing.T) {
+	st, _ := mustFileStore(t)
+	r := mustRing(t, st, newClock(), issuerkeys.Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	var keys []domain.IssuerKey
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if keys, _, err = r.Keys(t.Context()); err != nil || len(keys) >= 2 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || len(keys) != 2 || keys[0].Alg == keys[1].Alg {
+		t.Fatalf("%d keys after Run started (%v), want one per algorithm", len(keys), err)
+	}
+	for _, k := range keys {
+		if _, kid, err := r.SignJWT(t.Context(), string(k.Alg), map[string]any{}); err != nil || kid != k.ID {
+			t.Errorf("%s signs with %q (%v), want the key Run created, %q", k.Alg, kid, err, k.ID)
+		}
+	}
+}
+
+// TestExpiredKeysArePruned: a key unpublished for 30 days leaves the ring at the next
+// write; one still within that stays listed (not published).
+func TestExpiredKeysArePruned(t *testing.T) {
+	st, _ := mustFileStore(t)
+	c := newClock()
+	r := mustRing(t, st, c, issuerkeys.Config{MaxLifetime: time.Hour})
+	k1, err := r.Rotate(t.Context(), domain.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := r.Rotate(t.Context(), domain.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := keyByID(t, r, k1.ID)
+	c.t = old.PublishedUntil.Add(29 * 24 * time.Hour)
+	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
+		t.Fatal(err)
+	}
+	if k := keyByID(t, r, k1.ID); k.Published(c.Now()) {
+		t.Error("an expired key is published")
+	}
+	c.t = old.PublishedUntil.Add(31 * 24 * time.Hour)
+	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, _ := r.Keys(t.Context())
+	for _, k := range keys {
+		if k.ID == k1.ID {
+			t.Error("a key unpublished for 31 days is still in the ring")
+		}
+	}
+	if len(keys) != 3 || !slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == k2.ID }) {
+		t.Errorf("ring holds %d keys, want k2 and the two later ones", len(keys))
 	}
 }

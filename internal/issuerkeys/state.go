@@ -133,8 +133,6 @@ type key struct {
 // snapshot is the ring as last read or written, newest key first.
 type snapshot struct {
 	keys []*key
-	// stored is what it was built from, to write back with changes.
-	stored []storedKey
 }
 
 func jwsHeader(alg domain.IssuerAlg, kid string) string {

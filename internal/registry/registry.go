@@ -21,6 +21,7 @@ type Registry struct {
 	kinds   *target.Set
 	now     func() time.Time
 	transit bool
+	issuer  bool
 }
 
 // Option configures a Registry.
@@ -28,6 +29,10 @@ type Option func(*Registry)
 
 // WithTransit allows hubs whose keys live in Vault Transit; only the Vault store has it.
 func WithTransit() Option { return func(r *Registry) { r.transit = true } }
+
+// WithIssuer allows hubs of kinds that mint JWTs with the service's issuer keys; only a
+// service with an issuer URL has it.
+func WithIssuer() Option { return func(r *Registry) { r.issuer = true } }
 
 // New returns a Registry over s that knows the hub kinds in kinds; now defaults to
 // time.Now.
@@ -50,6 +55,9 @@ func (r *Registry) CreateHub(ctx context.Context, h domain.Hub) (domain.Hub, err
 	kind, err := r.kinds.Lookup(h.Kind)
 	if err != nil {
 		return domain.Hub{}, err
+	}
+	if target.UsesIssuerKeys(kind) && !r.issuer {
+		return domain.Hub{}, domain.Invalid("hubs of kind %s get JWTs signed with the service's issuer keys, and this service has no issuer URL (set TOKENSVC_ISSUER_URL)", h.Kind)
 	}
 	if err := kind.Normalize(&h); err != nil {
 		return domain.Hub{}, err

@@ -39,6 +39,18 @@ type Kind interface {
 	Mint(ctx context.Context, s Signers, h domain.Hub, r Request) (Minted, error)
 }
 
+// IssuerKeysUser is implemented by kinds whose credentials the service's issuer keys
+// sign (JWT kinds): such hubs need a service with an issuer URL.
+type IssuerKeysUser interface {
+	UsesIssuerKeys() bool
+}
+
+// UsesIssuerKeys says whether k's credentials are signed with the issuer keys.
+func UsesIssuerKeys(k Kind) bool {
+	u, ok := k.(IssuerKeysUser)
+	return ok && u.UsesIssuerKeys()
+}
+
 // Request is a mint for one authenticated device.
 type Request struct {
 	Device domain.Device

@@ -135,6 +135,16 @@ path "{{ $tm }}/hmac/{{ $keys }}-*" {
   capabilities = ["update"]
 }
 {{- end }}
+{{- if or .Values.vault.transit.enabled .Values.config.issuer.url }}
+{{- $tm := .Values.vault.transit.mount }}
+{{- $keys := replace "/" "." $prefix }}
+path "{{ $tm }}/keys/{{ $keys }}-i-*" {
+  capabilities = ["update", "read"]
+}
+path "{{ $tm }}/sign/{{ $keys }}-i-*" {
+  capabilities = ["update"]
+}
+{{- end }}
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }

@@ -844,6 +844,18 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 		{"DeleteDevice transit", func() error { return s.DeleteDevice(ctx, "dev-t") }},
 		{"DeleteHub transit policy", func() error { return s.DeleteHub(ctx, "hub-p") }},
 		{"DeleteHub transit device keys", func() error { return s.DeleteHub(ctx, "hub-t") }},
+		{"CreateIssuerKey and SignIssuerDigest", func() error {
+			for _, alg := range []domain.IssuerAlg{domain.AlgES256, domain.AlgRS256} {
+				kid := strings.ToLower(string(alg)) + "-policy"
+				if _, err := s.CreateIssuerKey(ctx, kid, alg); err != nil {
+					return err
+				}
+				if _, err := s.SignIssuerDigest(ctx, kid, alg, make([]byte, 32)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 		{"PutSetting", func() error { return s.PutSetting(ctx, "k", []byte("v")) }},
 		{"GetSetting", func() error { _, err := s.GetSetting(ctx, "k"); return err }},
 	}
