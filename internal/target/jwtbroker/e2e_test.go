@@ -20,6 +20,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -247,4 +248,18 @@ func jwksKids(t *testing.T, svc *jwtpeer.Service) []string {
 		out = append(out, k.Kid)
 	}
 	return out
+}
+
+// TestHubNeedsIssuerURL: a service without an issuer URL refuses jwtbroker hubs with a
+// 400 that says what to set, instead of failing every token request later.
+func TestHubNeedsIssuerURL(t *testing.T) {
+	svc := apptest.Start(t, apptest.Options{})
+	resp, err := svc.Admin.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "b", Kind: "jwtbroker", Hostname: "emqx.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := resp.ApplicationproblemJSON400
+	if p == nil || p.Detail == nil || !strings.Contains(*p.Detail, "TOKENSVC_ISSUER_URL") {
+		t.Errorf("got %d %s, want a 400 naming TOKENSVC_ISSUER_URL", resp.StatusCode(), resp.Body)
+	}
 }

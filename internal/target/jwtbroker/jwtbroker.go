@@ -32,7 +32,14 @@ var ErrNoIssuer = errors.New("this service has no issuer keys to sign JWTs with"
 // Kind is the jwtbroker kind.
 type Kind struct{}
 
-var _ target.Kind = Kind{}
+var (
+	_ target.Kind           = Kind{}
+	_ target.IssuerKeysUser = Kind{}
+)
+
+// UsesIssuerKeys implements target.IssuerKeysUser: the service's issuer keys sign every
+// credential, so a jwtbroker hub needs a service with an issuer URL.
+func (Kind) UsesIssuerKeys() bool { return true }
 
 // Name implements target.Kind.
 func (Kind) Name() domain.HubKind { return Name }
