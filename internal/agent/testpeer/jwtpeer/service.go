@@ -60,7 +60,7 @@ func StartService(tb testing.TB, now func() time.Time) *Service {
 			c.Limits.DeviceRate = 0 // tests refetch at will
 		},
 	})
-	return &Service{Service: svc, CA: ca, Pool: testca.Pool(ca), tb: tb, reg: registry.New(st, kinds.All(), now), now: now}
+	return &Service{Service: svc, CA: ca, Pool: testca.Pool(ca), tb: tb, reg: registry.New(st, kinds.All(), now, registry.WithIssuer()), now: now}
 }
 
 // JWKSURL is where the service publishes its issuer keys.
