@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 )
@@ -219,5 +223,37 @@ func BenchmarkMint(b *testing.B) {
 		if _, err := (jwtbroker.Kind{}).Mint(context.Background(), s, h, r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkMintWithRing mints with the service's own key ring (in-memory keys over the
+// embedded store): the whole per-token cost of a jwtbroker credential, per algorithm.
+func BenchmarkMintWithRing(b *testing.B) {
+	st, err := filestore.Open(filepath.Join(b.TempDir(), "ring.db"), make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ring, err := issuerkeys.New(st, issuerkeys.Local(), issuerkeys.Config{Issuer: "https://tokens.example.com"},
+		issuerkeys.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, alg := range []string{"ES256", "RS256"} {
+		b.Run(alg, func(b *testing.B) {
+			h := mustNormalize(b, hub(map[string]string{"algorithm": `"` + alg + `"`, "authMethod": `"CUSTOM-JWT"`,
+				"claims": `{"acl": {"pub": ["devices/{deviceId}/#"]}}`}))
+			r := target.Request{Device: domain.Device{ID: "d1"}, TTL: time.Hour, Transport: signer.TCP, Now: now}
+			s := target.Signers{Issuer: ring}
+			if _, err := (jwtbroker.Kind{}).Mint(b.Context(), s, h, r); err != nil { // creates the key
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := (jwtbroker.Kind{}).Mint(b.Context(), s, h, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
