@@ -28,6 +28,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
+	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 	"github.com/tokensvc/tokensvc/internal/agent/socksink"
@@ -201,16 +202,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots, QoS: 1,
 			CleanSession: cfg.CleanSession, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
 		}
+		var onMsg func(mqtt5link.Delivery)
 		if cfg.C2D == "stdout" {
 			var mu sync.Mutex
 			enc := json.NewEncoder(stdout)
-			o.OnC2D = func(d mqttlink.Delivery) {
+			write := func(topic string, payload []byte) {
 				mu.Lock()
 				defer mu.Unlock()
-				_ = enc.Encode(map[string]string{"topic": d.Topic, "payload": string(d.Payload)})
+				_ = enc.Encode(map[string]string{"topic": topic, "payload": string(payload)})
 			}
+			o.OnC2D = func(d mqttlink.Delivery) { write(d.Topic, d.Payload) }
+			onMsg = func(d mqtt5link.Delivery) { write(d.Topic, d.Payload) }
 		}
-		link := mqttlink.New(o)
+		// Each token's profile picks the protocol: MQTT 5 (JWT brokers) in mqtt5link,
+		// 3.1.1 (IoT Hub, AWS IoT) through mqttlink as its fallback.
+		link := mqtt5link.New(mqtt5link.Options{
+			Source: k, Messages: msgs, OnMessage: onMsg, Fallback: mqttlink.New(o), DialAddr: cfg.BrokerAddr,
+			RootCAs: roots, QoS: 1, CleanStart: cfg.CleanSession, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+		})
 		tasks = append(tasks, link.Run)
 		stats = append(stats, func() (string, any) { return "mqtt", link.Stats() })
 	case "amqp":

@@ -21,6 +21,8 @@ func TestSetLookup(t *testing.T) {
 		{"iothub", domain.KindIoTHub, nil},
 		{"eventhubs", domain.KindEventHubs, nil},
 		{"dps", domain.KindDPS, nil},
+		{"awsiot", "awsiot", nil},
+		{"jwtbroker", "jwtbroker", nil},
 		{"unknown", "mqtt", domain.ErrInvalid},
 		{"case matters", "IoTHub", domain.ErrInvalid},
 	}
@@ -35,7 +37,7 @@ func TestSetLookup(t *testing.T) {
 			}
 		})
 	}
-	if got, want := s.Names(), []domain.HubKind{"awsiot", "dps", "eventhubs", "iothub"}; !slices.Equal(got, want) {
+	if got, want := s.Names(), []domain.HubKind{"awsiot", "dps", "eventhubs", "iothub", "jwtbroker"}; !slices.Equal(got, want) {
 		t.Fatalf("got names %v, want %v", got, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/target/dps"
 	"github.com/tokensvc/tokensvc/internal/target/eventhubs"
 	"github.com/tokensvc/tokensvc/internal/target/iothub"
+	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 )
 
 // All returns every kind tokensvc serves.
@@ -16,5 +17,6 @@ func All() *target.Set {
 		eventhubs.Kind{},
 		dps.Kind{},
 		awsiot.Kind{},
+		jwtbroker.Kind{},
 	)
 }
