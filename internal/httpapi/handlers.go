@@ -124,6 +124,9 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 		if m.Alpn != nil {
 			line("mqttAlpn", strings.Join(*m.Alpn, ","))
 		}
+		if m.ProtocolVersion != "3.1.1" {
+			line("mqttVersion", m.ProtocolVersion)
+		}
 		if m.AuthMethod != nil {
 			line("mqttAuthMethod", *m.AuthMethod)
 		}
