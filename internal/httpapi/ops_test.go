@@ -381,3 +381,56 @@ func BenchmarkGetTokenObserved(b *testing.B) {
 	}})
 	benchGetToken(b, e)
 }
+
+// TestJWTCredentialsNeverLeak: for an awsiot hub with signing, the minted JWT, the
+// authorizer signature and the issuer's private keys appear in no log line, audit
+// record or metric, and the ring's private keys in no API response; the store holds
+// them only inside its encrypted file.
+func TestJWTCredentialsNeverLeak(t *testing.T) {
+	e := mustOpsEnv(t, func(c *app.Config) { c.Issuer.Issuer = "https://tokens.example.com" })
+	e.mustHub(oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "a1b2c3-ats.iot.eu-west-1.amazonaws.com",
+		AuthorizerName: ptr("tokensvc"), TokenKeyName: ptr("tok")})
+	c := e.mustDevice(oapi.DeviceCreate{DeviceId: secretDevice, Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	resp := e.getToken(e.hs256(secretDevice, *c.Auth.Secret), nil)
+	if resp.JSON200 == nil || resp.JSON200.Signature == nil {
+		t.Fatalf("got %d %s, want 200 with a token and a signature", resp.StatusCode(), resp.Body)
+	}
+	tok, sig := resp.JSON200.Token, *resp.JSON200.Signature
+	ring, err := e.store.GetSetting(t.Context(), "issuer-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored struct {
+		Keys []struct {
+			Private []byte `json:"private"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(ring, &stored); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{"token": tok, "token signature": tok[strings.LastIndexByte(tok, '.')+1:], "authorizer signature": sig}
+	for i, k := range stored.Keys {
+		if len(k.Private) == 0 {
+			t.Fatalf("stored key %d: no private key to look for (the ring's stored form changed?): %s", i, ring)
+		}
+		secrets["private key "+strconv.Itoa(i)] = base64.StdEncoding.EncodeToString(k.Private)[8:40]
+	}
+	if !strings.Contains(e.audit.String(), `"event":"getToken"`) || !strings.Contains(e.logBuf.String(), secretDevice) {
+		t.Fatalf("the token request left no audit record or log line to look in:\n%s\n%s", e.audit.String(), e.logBuf.String())
+	}
+	var responses strings.Builder
+	for _, path := range []string{"/.well-known/jwks.json", "/issuer/keys", "/hubs/aws"} {
+		_, body := e.rawRequest(http.MethodGet, path, adminToken, "", nil)
+		responses.Write(body)
+	}
+	for where, text := range map[string]string{"log": e.logBuf.String(), "audit": e.audit.String(), "metrics": e.scrape(), "API responses": responses.String()} {
+		for what, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s holds the %s", where, what)
+			}
+		}
+		if strings.Contains(text, "PRIVATE KEY") {
+			t.Errorf("%s holds a PEM private key", where)
+		}
+	}
+}
