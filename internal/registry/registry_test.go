@@ -3,6 +3,7 @@ package registry_test
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,48 @@ func TestImportDevice(t *testing.T) {
 			}
 			if got == registry.Imported && c.Secret == "" {
 				t.Errorf("created an hs256 device without returning its secret")
+			}
+		})
+	}
+}
+
+// TestJWTHubsNeedAnIssuer: a hub of a kind signed with the issuer keys is refused, with
+// a message naming the setting, unless the service has an issuer URL; SAS kinds never
+// need one.
+func TestJWTHubsNeedAnIssuer(t *testing.T) {
+	aws := domain.Hub{Name: "aws", Kind: "awsiot", Hostname: "a1b2c3-ats.iot.eu-west-1.amazonaws.com",
+		Settings: map[string]string{"authorizerName": `"tokensvc"`, "tokenKeyName": `"tok"`}}
+	jwtb := domain.Hub{Name: "emqx", Kind: "jwtbroker", Hostname: "mqtt.example.com"}
+	sas := domain.Hub{Name: "sas", Kind: domain.KindIoTHub, Hostname: "h.azure-devices.net"}
+	tests := []struct {
+		name    string
+		opts    []registry.Option
+		hub     domain.Hub
+		wantErr error
+	}{
+		{"awsiot without issuer", nil, aws, domain.ErrInvalid},
+		{"jwtbroker without issuer", nil, jwtb, domain.ErrInvalid},
+		{"iothub without issuer", nil, sas, nil},
+		{"awsiot with issuer", []registry.Option{registry.WithIssuer()}, aws, nil},
+		{"jwtbroker with issuer", []registry.Option{registry.WithIssuer()}, jwtb, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := filestore.Open(filepath.Join(t.TempDir(), "db"), make([]byte, 32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			r := registry.New(st, kinds.All(), nil, tt.opts...)
+			_, err = r.CreateHub(t.Context(), tt.hub)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "TOKENSVC_ISSUER_URL") {
+				t.Errorf("refusal %q does not say which setting is missing", err)
+			}
+			if _, gerr := st.GetHub(t.Context(), tt.hub.Name); (gerr == nil) != (err == nil) {
+				t.Errorf("stored: %v, want stored only when accepted", gerr)
 			}
 		})
 	}
