@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
-	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 // runtimeAPI is the Lambda runtime API as the provided.al2023 runtime serves it to the

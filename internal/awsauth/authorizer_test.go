@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
-	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 const (

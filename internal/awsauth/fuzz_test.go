@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
-	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 // FuzzHandle feeds arbitrary events to the authorizer: it must answer every one without

@@ -25,6 +25,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 	"github.com/tokensvc/tokensvc/internal/testca"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 const (
@@ -39,7 +40,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 // at once, as the keeper does at a token's refresh point.
 type source struct {
 	t   *testing.T
-	iss *jwtpeer.Issuer
+	iss *testissuer.Issuer
 	hub domain.Hub
 	ttl time.Duration
 	// alpn, when set, is put in the profiles (jwtbroker profiles carry none).
@@ -101,7 +102,7 @@ func start(t *testing.T, settings map[string]string, authMethod string, alpn []s
 	t.Helper()
 	ca := testca.NewCA(t, "mqtt5link test CA")
 	leaf := ca.Issue(t, testca.Spec{CommonName: host, Hosts: []string{host}})
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	hub := domain.Hub{Name: "broker", Kind: jwtbroker.Name, Hostname: host, Settings: settings}
 	if err := (jwtbroker.Kind{}).Normalize(&hub); err != nil {
 		t.Fatal(err)
@@ -111,7 +112,7 @@ func start(t *testing.T, settings map[string]string, authMethod string, alpn []s
 		aud = a[1 : len(a)-1]
 	}
 	b := jwtpeer.StartBroker(t, jwtpeer.BrokerOptions{
-		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: aud,
+		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL(), Issuer: iss.Issuer(), Audience: aud,
 			RefreshInterval: 50 * time.Millisecond},
 		Cert: leaf.TLS(), AuthMethod: authMethod, ALPN: alpn,
 	})

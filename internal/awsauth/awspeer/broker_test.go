@@ -19,12 +19,12 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
 	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
-	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 	"github.com/tokensvc/tokensvc/internal/testca"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 const (

@@ -15,11 +15,11 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/awsauth/testissuer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 const endpoint = "a1b2c3-ats.iot.us-east-1.amazonaws.com"

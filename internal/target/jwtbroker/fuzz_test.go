@@ -9,11 +9,11 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 // FuzzNormalizeAndMint feeds arbitrary hub settings (as the API hands them over: field
@@ -24,7 +24,7 @@ func FuzzNormalizeAndMint(f *testing.F) {
 	f.Add(`{"acl":{"pub":["devices/{deviceId}/#"]}}`, "{deviceId}", "devices/{deviceId}/up", `["c/{deviceId}/#"]`, `"5"`, `"CUSTOM-JWT"`, "8883", "d-1")
 	f.Add(`{"{deviceId}":"x","n":1e400}`, "c-{deviceId}", "t", `[]`, `"3.1.1"`, `""`, "0", "exp")
 	f.Add(`null`, "{deviceID}", "a/+/b", `["#/a"]`, `5`, `null`, `"1"`, "sub")
-	iss := jwtpeer.NewIssuer(f)
+	iss := testissuer.Serve(f)
 	f.Fuzz(func(t *testing.T, claims, clientID, topic, subs, version, method, port, deviceID string) {
 		h := domain.Hub{Name: "b", Kind: jwtbroker.Name, Hostname: "broker.example", Settings: map[string]string{
 			"claims": claims, "clientIdTemplate": jsonString(clientID), "topicTemplate": jsonString(topic),
@@ -53,7 +53,7 @@ func FuzzNormalizeAndMint(f *testing.F) {
 		if err := json.Unmarshal(payload, &c); err != nil {
 			t.Fatalf("payload is not a JSON object: %v", err)
 		}
-		if c["sub"] != deviceID || c["iss"] != iss.URL || c["exp"] != float64(now.Add(time.Hour).Unix()) {
+		if c["sub"] != deviceID || c["iss"] != iss.Issuer() || c["exp"] != float64(now.Add(time.Hour).Unix()) {
 			t.Fatalf("registered claims: got sub %v, iss %v, exp %v", c["sub"], c["iss"], c["exp"])
 		}
 		if p := m.Profiles.MQTT; !strings.Contains(p.ClientID, deviceID) {

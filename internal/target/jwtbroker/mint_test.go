@@ -20,15 +20,16 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/target"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 var now = time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
 
 // verify checks tok against the issuer's published keys (its JWKS over HTTP, as a
 // broker does) and returns its claims.
-func verify(t *testing.T, iss *jwtpeer.Issuer, tok, clientID, aud string) jwtpeer.Verified {
+func verify(t *testing.T, iss *testissuer.Issuer, tok, clientID, aud string) jwtpeer.Verified {
 	t.Helper()
-	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: aud,
+	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL(), Issuer: iss.Issuer(), Audience: aud,
 		ClientIDTemplate: "{deviceId}", Now: func() time.Time { return now.Add(time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +42,7 @@ func verify(t *testing.T, iss *jwtpeer.Issuer, tok, clientID, aud string) jwtpee
 }
 
 func TestMint(t *testing.T) {
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	const acl = `{"acl": {"pub": ["devices/{deviceId}/#"], "sub": ["commands/{deviceId}"]}, "n": 12345678901234567890}`
 	tests := []struct {
 		name     string
@@ -93,7 +94,7 @@ func TestMint(t *testing.T) {
 				t.Errorf("header: got %v, want alg %s and the current kid", hdr.Header, tt.wantAlg)
 			}
 			c := v.Claims
-			if c["sub"] != "d-1" || c["iss"] != iss.URL || c["aud"] != tt.wantAud {
+			if c["sub"] != "d-1" || c["iss"] != iss.Issuer() || c["aud"] != tt.wantAud {
 				t.Errorf("sub/iss/aud: got %v %v %v", c["sub"], c["iss"], c["aud"])
 			}
 			if c["iat"] != float64(now.Unix()) || c["nbf"] != float64(now.Unix()) || c["exp"] != float64(now.Add(time.Hour).Unix()) {
@@ -156,7 +157,7 @@ func containsNumber(t *testing.T, tok, k, n string) bool {
 }
 
 func TestMintTopicsAndTemplates(t *testing.T) {
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	h := mustNormalize(t, hub(map[string]string{
 		"clientIdTemplate": `"fleet-{deviceId}"`, "topicTemplate": `"t/{deviceId}/up"`,
 		"subscribeTemplates": `["t/{deviceId}/down/#", "broadcast/+"]`,
@@ -173,7 +174,7 @@ func TestMintTopicsAndTemplates(t *testing.T) {
 		!reflect.DeepEqual(p.Topics.Subscribe, []string{"t/exp/down/#", "broadcast/+"}) {
 		t.Errorf("profile: got client %q, topics %+v", p.ClientID, p.Topics)
 	}
-	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: host,
+	v, err := jwtpeer.NewVerifier(t.Context(), jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL(), Issuer: iss.Issuer(), Audience: host,
 		ClientIDTemplate: "fleet-{deviceId}", Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestMintTopicsAndTemplates(t *testing.T) {
 }
 
 func TestMintRefuses(t *testing.T) {
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	h := mustNormalize(t, hub(nil))
 	tests := []struct {
 		name    string
@@ -213,7 +214,7 @@ func TestMintRefuses(t *testing.T) {
 // BenchmarkMint mints ES256 credentials with an in-memory key (the test issuer's; the
 // service's key ring adds its own bookkeeping).
 func BenchmarkMint(b *testing.B) {
-	iss := jwtpeer.NewIssuer(b)
+	iss := testissuer.Serve(b)
 	h := mustNormalize(b, hub(map[string]string{"authMethod": `"CUSTOM-JWT"`,
 		"claims": `{"acl": {"pub": ["devices/{deviceId}/#"]}}`}))
 	r := target.Request{Device: domain.Device{ID: "d1"}, TTL: time.Hour, Transport: signer.TCP, Now: now}

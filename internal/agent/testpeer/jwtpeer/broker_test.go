@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/testca"
+	"github.com/tokensvc/tokensvc/internal/testissuer"
 )
 
 const (
@@ -27,7 +28,7 @@ const (
 
 // fixture is a broker, the issuer it trusts and the pool that verifies the broker.
 type fixture struct {
-	iss  *jwtpeer.Issuer
+	iss  *testissuer.Issuer
 	b    *jwtpeer.Broker
 	pool *x509.CertPool
 }
@@ -36,9 +37,9 @@ func start(t *testing.T, authMethod string) *fixture {
 	t.Helper()
 	ca := testca.NewCA(t, "jwtpeer test CA")
 	leaf := ca.Issue(t, testca.Spec{CommonName: host, Hosts: []string{host, "127.0.0.1"}})
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	b := jwtpeer.StartBroker(t, jwtpeer.BrokerOptions{
-		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: audience,
+		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL(), Issuer: iss.Issuer(), Audience: audience,
 			RefreshInterval: 50 * time.Millisecond},
 		Cert: leaf.TLS(), AuthMethod: authMethod,
 	})
@@ -48,7 +49,7 @@ func start(t *testing.T, authMethod string) *fixture {
 // claims returns valid claims for device id, changed by edit.
 func (f *fixture) claims(id string, edit func(map[string]any)) map[string]any {
 	now := time.Now()
-	c := map[string]any{"iss": f.iss.URL, "sub": id, "aud": audience, "iat": now.Unix(),
+	c := map[string]any{"iss": f.iss.Issuer(), "sub": id, "aud": audience, "iat": now.Unix(),
 		"exp": now.Add(time.Hour).Unix(), "jti": "j-" + id}
 	if edit != nil {
 		edit(c)
@@ -113,7 +114,7 @@ func TestBrokerVerifiesTokens(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			f := start(t, authMethod)
-			foreign := jwtpeer.NewIssuer(t)
+			foreign := testissuer.Serve(t)
 			old := f.iss.Current("ES256")
 			tests := []struct {
 				name       string
@@ -154,7 +155,7 @@ func TestBrokerVerifiesTokens(t *testing.T) {
 					for n := f.iss.Fetches() + 2; f.iss.Fetches() < n; {
 						time.Sleep(10 * time.Millisecond)
 					}
-					tok, err := f.iss.SignWith(old, f.claims("d1", nil))
+					tok, err := f.iss.SignWith(old, nil, f.claims("d1", nil))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -342,9 +343,9 @@ func TestBrokerReauthentication(t *testing.T) {
 func TestBrokerRequiresALPN(t *testing.T) {
 	ca := testca.NewCA(t, "jwtpeer test CA")
 	leaf := ca.Issue(t, testca.Spec{CommonName: host, Hosts: []string{host}})
-	iss := jwtpeer.NewIssuer(t)
+	iss := testissuer.Serve(t)
 	b := jwtpeer.StartBroker(t, jwtpeer.BrokerOptions{
-		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: audience},
+		VerifyOptions: jwtpeer.VerifyOptions{JWKSURL: iss.JWKSURL(), Issuer: iss.Issuer(), Audience: audience},
 		Cert:          leaf.TLS(), ALPN: []string{"mqtt"},
 	})
 	for _, tt := range []struct {

@@ -1,7 +1,9 @@
 // Package testissuer is an in-process stand-in for the service's issuer key ring, for
 // tests: real RSA (RS256) and ECDSA P-256 (ES256) keys in memory, JWTs signed with
-// golang-jwt, rotation and retirement, and the public halves as a JWKS document and PEM.
-// It implements target.IssuerSigner. Only tests import it.
+// golang-jwt, rotation and retirement, and the public halves as a JWKS document and PEM,
+// served over HTTP when a test needs it (Serve). It implements target.IssuerSigner. Only
+// tests import it: the AWS authorizer's, the awsiot and jwtbroker kinds' and the JWT
+// broker peer's.
 package testissuer
 
 import (
@@ -19,8 +21,9 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
-	"slices"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -28,15 +31,18 @@ import (
 	"github.com/tokensvc/tokensvc/internal/target"
 )
 
-// Issuer holds keys by kid; the newest of each algorithm signs.
+// Issuer holds keys by kid; the one last rotated in for an algorithm signs, published
+// or not (Unpublish makes a key the brokers no longer know).
 type Issuer struct {
 	url string
 
 	mu        sync.Mutex
 	keys      map[string]crypto.Signer
-	order     []string // kids, oldest first
+	order     []string          // kids, oldest first
+	current   map[string]string // alg -> kid that signs
 	published map[string]bool
 	n         int
+	fetches   atomic.Int64
 }
 
 var _ target.IssuerSigner = (*Issuer)(nil)
@@ -44,11 +50,26 @@ var _ target.IssuerSigner = (*Issuer)(nil)
 // New returns an Issuer named url with one RSA 2048 and one P-256 key.
 func New(tb testing.TB, url string) *Issuer {
 	tb.Helper()
-	i := &Issuer{url: url, keys: map[string]crypto.Signer{}, published: map[string]bool{}}
+	i := &Issuer{url: url, keys: map[string]crypto.Signer{}, current: map[string]string{}, published: map[string]bool{}}
 	i.Rotate(tb, "RS256")
 	i.Rotate(tb, "ES256")
 	return i
 }
+
+// Serve returns an Issuer whose URL (its iss) is a loopback HTTP server serving its
+// JWKS at every path, /.well-known/jwks.json included; the server stops when the test
+// ends.
+func Serve(tb testing.TB) *Issuer {
+	tb.Helper()
+	var i *Issuer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { i.ServeHTTP(w, r) }))
+	tb.Cleanup(srv.Close)
+	i = New(tb, srv.URL)
+	return i
+}
+
+// JWKSURL is where Serve's server publishes the key set.
+func (i *Issuer) JWKSURL() string { return i.url + "/.well-known/jwks.json" }
 
 // Issuer implements target.IssuerSigner.
 func (i *Issuer) Issuer() string { return i.url }
@@ -72,15 +93,19 @@ func (i *Issuer) Rotate(tb testing.TB, alg string) string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.n++
-	kid := fmt.Sprintf("%s-key-%d", alg, i.n)
+	var tag [4]byte
+	_, _ = rand.Read(tag[:]) // kids unique across issuers: a foreign key is unknown, not a clash
+	kid := fmt.Sprintf("%s-%d-%x", alg, i.n, tag)
 	i.keys[kid] = k
 	i.order = append(i.order, kid)
+	i.current[alg] = kid
 	i.published[kid] = true
 	return kid
 }
 
-// Unpublish removes kid from the published keys (it was rotated out); it keeps its key,
-// so tests can still sign with it through SignWith.
+// Unpublish removes kid from the published keys; it keeps its key, so tests can still
+// sign with it through SignWith, and it still signs if it is current (a key the brokers
+// no longer know).
 func (i *Issuer) Unpublish(kid string) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -91,13 +116,11 @@ func (i *Issuer) Unpublish(kid string) {
 func (i *Issuer) Current(alg string) string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	for _, kid := range slices.Backward(i.order) {
-		if algOf(i.keys[kid]) == alg && i.published[kid] {
-			return kid
-		}
-	}
-	return ""
+	return i.current[alg]
 }
+
+// Fetches counts the key sets served over HTTP.
+func (i *Issuer) Fetches() int { return int(i.fetches.Load()) }
 
 // SignJWT implements target.IssuerSigner.
 func (i *Issuer) SignJWT(_ context.Context, alg string, claims any) (string, string, error) {
@@ -210,6 +233,7 @@ func (i *Issuer) JWKS() []byte {
 
 // ServeHTTP serves JWKS() at any path, as GET /.well-known/jwks.json does.
 func (i *Issuer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	i.fetches.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(i.JWKS())
 }
