@@ -49,6 +49,10 @@ type Hub struct {
 	PolicyName string
 	// PolicyKey is the policy key (SignPolicy) or the enrollment group key (SignGroupKey), as Azure shows it.
 	PolicyKey string
+	// PolicyKeyText says the policy key signs as its UTF-8 text rather than as the bytes
+	// its base64 spells (Event Hubs); the kind sets it in Normalize, so a store that
+	// imports the key (Vault Transit) needs no kind rule.
+	PolicyKeyText bool
 	// GatewayHostName is an IoT Edge gateway devices connect through, if any.
 	GatewayHostName string
 	// CACert is a PEM bundle devices should trust for this hub or gateway, if any.

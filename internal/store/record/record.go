@@ -20,6 +20,7 @@ type Hub struct {
 	Mode            string            `json:"mode,omitempty"`
 	PolicyName      string            `json:"policyName,omitempty"`
 	PolicyKey       string            `json:"policyKey,omitempty"`
+	PolicyKeyText   bool              `json:"policyKeyText,omitempty"`
 	GatewayHostName string            `json:"gatewayHostName,omitempty"`
 	CACert          string            `json:"caCert,omitempty"`
 	Transit         bool              `json:"transit,omitempty"`
@@ -66,6 +67,7 @@ func FromHub(h *domain.Hub) Hub {
 		Mode:            string(h.Mode),
 		PolicyName:      h.PolicyName,
 		PolicyKey:       h.PolicyKey,
+		PolicyKeyText:   h.PolicyKeyText,
 		GatewayHostName: h.GatewayHostName,
 		CACert:          h.CACert,
 		Transit:         h.Transit,
@@ -87,6 +89,7 @@ func (r *Hub) Domain() domain.Hub {
 		Mode:            domain.SigningMode(r.Mode),
 		PolicyName:      r.PolicyName,
 		PolicyKey:       r.PolicyKey,
+		PolicyKeyText:   r.PolicyKeyText,
 		GatewayHostName: r.GatewayHostName,
 		CACert:          r.CACert,
 		Transit:         r.Transit,

@@ -134,9 +134,11 @@ func eventHubsHub(name string) domain.Hub {
 		Mode:       domain.SignPolicy,
 		PolicyName: "send-only",
 		PolicyKey:  testKey("policy-" + name),
-		DefaultTTL: 15 * time.Minute,
-		MaxTTL:     2 * time.Hour,
-		CreatedAt:  created,
+		// What the eventhubs kind sets: the key signs as its text.
+		PolicyKeyText: true,
+		DefaultTTL:    15 * time.Minute,
+		MaxTTL:        2 * time.Hour,
+		CreatedAt:     created,
 	}
 }
 
@@ -231,6 +233,7 @@ func diffHub(got, want domain.Hub) []string {
 	d = diffField(d, "Mode", got.Mode, want.Mode)
 	d = diffField(d, "PolicyName", got.PolicyName, want.PolicyName)
 	d = diffField(d, "PolicyKey", got.PolicyKey, want.PolicyKey)
+	d = diffField(d, "PolicyKeyText", got.PolicyKeyText, want.PolicyKeyText)
 	d = diffField(d, "GatewayHostName", got.GatewayHostName, want.GatewayHostName)
 	d = diffField(d, "CACert", got.CACert, want.CACert)
 	if !maps.Equal(got.Settings, want.Settings) {

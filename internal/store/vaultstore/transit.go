@@ -54,21 +54,17 @@ func clearKeys(keys []transitKey) {
 	}
 }
 
-// hubKeyBytes returns the HMAC key a Transit hub signs with: IoT Hub policy keys and
-// DPS group keys are base64 of the key bytes, Event Hubs keys are used as their UTF-8
-// text. Errors never quote the key.
+// hubKeyBytes returns the HMAC key a Transit hub signs with: the bytes its base64
+// policy (or group) key spells, or the key's UTF-8 text where the kind said so
+// (PolicyKeyText, Event Hubs). Errors never quote the key.
 func hubKeyBytes(h *domain.Hub) ([]byte, error) {
 	if h.PolicyKey == "" {
 		return nil, fmt.Errorf("hub %q signs with its %s but has no policyKey", h.Name, h.Mode)
 	}
-	switch {
-	case h.Mode == domain.SignPolicy && h.Kind == domain.KindEventHubs:
+	if h.PolicyKeyText {
 		return []byte(h.PolicyKey), nil
-	case h.Mode == domain.SignPolicy && h.Kind == domain.KindIoTHub,
-		h.Mode == domain.SignGroupKey && h.Kind == domain.KindDPS:
-		return decodeKey(h.PolicyKey, "policyKey of hub "+fmt.Sprintf("%q", h.Name))
 	}
-	return nil, fmt.Errorf("hub %q: a %s hub cannot sign with mode %s from Transit", h.Name, h.Kind, h.Mode)
+	return decodeKey(h.PolicyKey, "policyKey of hub "+fmt.Sprintf("%q", h.Name))
 }
 
 func decodeKey(k, what string) ([]byte, error) {

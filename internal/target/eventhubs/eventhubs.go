@@ -38,6 +38,7 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.PolicyName == "" || h.PolicyKey == "" {
 		return domain.Invalid("mode policy needs policyName and policyKey")
 	}
+	h.PolicyKeyText = true // Event Hubs signs with the key's text, not its bytes
 	return nil
 }
 
