@@ -14,7 +14,8 @@ import (
 )
 
 // TestLinkAWSIoTCustomAuth runs the link unchanged against the AWS IoT Core stand-in:
-// tokensvc mints 4-second awsiot tokens, the stand-in refuses clients without ALPN
+// tokensvc mints 10-second awsiot tokens (renewed at 8 s: the 2 s margin keeps a loaded
+// CI machine from turning a late reconnect into a drop), the stand-in refuses clients without ALPN
 // "mqtt", calls the authorizer (which verifies the token against tokensvc's JWKS) and
 // drops each connection when its token's lifetime is over. Every message must arrive
 // across token rotations, with no refusal and no drop.
@@ -25,7 +26,7 @@ func TestLinkAWSIoTCustomAuth(t *testing.T) {
 }
 
 func testLinkAWSIoT(t *testing.T, transport string) {
-	f := awspeer.NewFixture(t, awspeer.FixtureOptions{DeviceID: "aws-sensor", TTL: 4 * time.Second,
+	f := awspeer.NewFixture(t, awspeer.FixtureOptions{DeviceID: "aws-sensor", TTL: 10 * time.Second,
 		SubscribeTemplates: []string{"commands/{deviceId}/#"}})
 	k := f.Keeper(t, transport)
 	addr := f.Broker.Addr
