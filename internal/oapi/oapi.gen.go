@@ -1375,9 +1375,11 @@ type ClientInterface interface {
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
 	// gateway's rate limit; 503 the key store could not serve that child). One child's
-	// failure never fails the request. Every entry takes from the child's rate-limit
-	// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-	// was taken when it authenticated).
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1394,9 +1396,11 @@ type ClientInterface interface {
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
 	// gateway's rate limit; 503 the key store could not serve that child). One child's
-	// failure never fails the request. Every entry takes from the child's rate-limit
-	// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-	// was taken when it authenticated).
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1894,9 +1898,11 @@ func (c *Client) GetToken(ctx context.Context, params *GetTokenParams, reqEditor
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
 // gateway's rate limit; 503 the key store could not serve that child). One child's
-// failure never fails the request. Every entry takes from the child's rate-limit
-// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-// was taken when it authenticated).
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1923,9 +1929,11 @@ func (c *Client) GetTokenBatchWithBody(ctx context.Context, params *GetTokenBatc
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
 // gateway's rate limit; 503 the key store could not serve that child). One child's
-// failure never fails the request. Every entry takes from the child's rate-limit
-// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-// was taken when it authenticated).
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -3154,9 +3162,11 @@ type ClientWithResponsesInterface interface {
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
 	// gateway's rate limit; 503 the key store could not serve that child). One child's
-	// failure never fails the request. Every entry takes from the child's rate-limit
-	// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-	// was taken when it authenticated).
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3173,9 +3183,11 @@ type ClientWithResponsesInterface interface {
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
 	// gateway's rate limit; 503 the key store could not serve that child). One child's
-	// failure never fails the request. Every entry takes from the child's rate-limit
-	// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-	// was taken when it authenticated).
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5059,9 +5071,11 @@ func (c *ClientWithResponses) GetTokenWithResponse(ctx context.Context, params *
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
 // gateway's rate limit; 503 the key store could not serve that child). One child's
-// failure never fails the request. Every entry takes from the child's rate-limit
-// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-// was taken when it authenticated).
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5084,9 +5098,11 @@ func (c *ClientWithResponses) GetTokenBatchWithBodyWithResponse(ctx context.Cont
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
 // gateway's rate limit; 503 the key store could not serve that child). One child's
-// failure never fails the request. Every entry takes from the child's rate-limit
-// bucket and the gateway's, so a batch of N costs the gateway N tokens (one more
-// was taken when it authenticated).
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
