@@ -84,10 +84,11 @@ func (o *observedIssuer) issueFor(ctx context.Context, gateway string, d domain.
 	return issued, err
 }
 
-// refused records a gateway's request for device that never reached the issuer: not
-// its child (outcome "forbidden"), or the child's rate limit, or the store failing to
-// say. Hub and kind of the metric are the gateway's: the device may not exist.
-func (o *observedIssuer) refused(ctx context.Context, gw domain.Device, device, module string, err error) {
+// refused records a request by caller for device's token that never reached the
+// issuer: not its child (outcome "forbidden"), the child's rate limit, or the store
+// failing to say. Gateway is set only when the caller is one. The metric's hub is the
+// caller's and its kind unknown: the device may not exist.
+func (o *observedIssuer) refused(ctx context.Context, caller domain.Device, device, module string, err error) {
 	outcome := issueOutcome(err)
 	switch {
 	case errors.Is(err, errNotChild):
@@ -95,17 +96,19 @@ func (o *observedIssuer) refused(ctx context.Context, gw domain.Device, device, 
 	case errors.Is(err, limits.ErrRateLimited):
 		outcome = "rate_limited"
 	}
-	o.metrics.TokenRequest(gw.Hub, "", outcome)
-	o.audit.Log(audit.Record{
+	o.metrics.TokenRequest(caller.Hub, "", outcome)
+	rec := audit.Record{
 		Event:     "getToken",
-		Actor:     gw.ID,
+		Actor:     caller.ID,
 		Device:    device,
-		Gateway:   gw.ID,
-		Module:    module,
-		Hub:       gw.Hub,
+		Module:    module, // no Hub: the device's is not known (it may not exist)
 		Outcome:   outcome,
 		RequestID: middleware.GetReqID(ctx),
-	})
+	}
+	if caller.Gateway {
+		rec.Gateway = caller.ID
+	}
+	o.audit.Log(rec)
 }
 
 func issueOutcome(err error) string {
