@@ -1370,7 +1370,8 @@ type ClientInterface interface {
 	// The caller authenticates as for GET /token and must be a gateway; otherwise the
 	// whole request is refused (401, or 403 for a device that is not a gateway). The
 	// body names 1 to 500 device IDs; an ID may appear more than once and is then
-	// answered (and rate-limited) once per appearance. The response has one entry per
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
 	// requested ID, in request order: the usual token response fields plus `deviceId`,
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
@@ -1391,7 +1392,8 @@ type ClientInterface interface {
 	// The caller authenticates as for GET /token and must be a gateway; otherwise the
 	// whole request is refused (401, or 403 for a device that is not a gateway). The
 	// body names 1 to 500 device IDs; an ID may appear more than once and is then
-	// answered (and rate-limited) once per appearance. The response has one entry per
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
 	// requested ID, in request order: the usual token response fields plus `deviceId`,
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
@@ -1893,7 +1895,8 @@ func (c *Client) GetToken(ctx context.Context, params *GetTokenParams, reqEditor
 // The caller authenticates as for GET /token and must be a gateway; otherwise the
 // whole request is refused (401, or 403 for a device that is not a gateway). The
 // body names 1 to 500 device IDs; an ID may appear more than once and is then
-// answered (and rate-limited) once per appearance. The response has one entry per
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
 // requested ID, in request order: the usual token response fields plus `deviceId`,
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
@@ -1924,7 +1927,8 @@ func (c *Client) GetTokenBatchWithBody(ctx context.Context, params *GetTokenBatc
 // The caller authenticates as for GET /token and must be a gateway; otherwise the
 // whole request is refused (401, or 403 for a device that is not a gateway). The
 // body names 1 to 500 device IDs; an ID may appear more than once and is then
-// answered (and rate-limited) once per appearance. The response has one entry per
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
 // requested ID, in request order: the usual token response fields plus `deviceId`,
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
@@ -3157,7 +3161,8 @@ type ClientWithResponsesInterface interface {
 	// The caller authenticates as for GET /token and must be a gateway; otherwise the
 	// whole request is refused (401, or 403 for a device that is not a gateway). The
 	// body names 1 to 500 device IDs; an ID may appear more than once and is then
-	// answered (and rate-limited) once per appearance. The response has one entry per
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
 	// requested ID, in request order: the usual token response fields plus `deviceId`,
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
@@ -3178,7 +3183,8 @@ type ClientWithResponsesInterface interface {
 	// The caller authenticates as for GET /token and must be a gateway; otherwise the
 	// whole request is refused (401, or 403 for a device that is not a gateway). The
 	// body names 1 to 500 device IDs; an ID may appear more than once and is then
-	// answered (and rate-limited) once per appearance. The response has one entry per
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
 	// requested ID, in request order: the usual token response fields plus `deviceId`,
 	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 	// child — the same for every such ID, existing or not; 429 the child's or the
@@ -5066,7 +5072,8 @@ func (c *ClientWithResponses) GetTokenWithResponse(ctx context.Context, params *
 // The caller authenticates as for GET /token and must be a gateway; otherwise the
 // whole request is refused (401, or 403 for a device that is not a gateway). The
 // body names 1 to 500 device IDs; an ID may appear more than once and is then
-// answered (and rate-limited) once per appearance. The response has one entry per
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
 // requested ID, in request order: the usual token response fields plus `deviceId`,
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
@@ -5093,7 +5100,8 @@ func (c *ClientWithResponses) GetTokenBatchWithBodyWithResponse(ctx context.Cont
 // The caller authenticates as for GET /token and must be a gateway; otherwise the
 // whole request is refused (401, or 403 for a device that is not a gateway). The
 // body names 1 to 500 device IDs; an ID may appear more than once and is then
-// answered (and rate-limited) once per appearance. The response has one entry per
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
 // requested ID, in request order: the usual token response fields plus `deviceId`,
 // or `deviceId` and a problem document under `error` (403 not this gateway's enabled
 // child — the same for every such ID, existing or not; 429 the child's or the
