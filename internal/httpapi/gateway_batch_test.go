@@ -210,3 +210,35 @@ func TestTokenBatchPartialFailures(t *testing.T) {
 		t.Errorf("an entry shows the store's internal error: %s", resp.Body)
 	}
 }
+
+// TestImportGatewaysAndChildren: a file that lists a gateway before its children
+// imports both, a child naming a missing or non-gateway parent is rejected, and the
+// same file again is all skipped; the children then get tokens through the gateway.
+func TestImportGatewaysAndChildren(t *testing.T) {
+	e := mustEnvWith(t, envOptions{config: noDeviceLimits})
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	csv := "deviceId,hub,authType,gateway,parent\n" +
+		"edge-1,main,hs256,true,\n" +
+		"sensor-1,main,hs256,,edge-1\n" +
+		"sensor-2,main,hs256,false,edge-1\n" +
+		"sensor-3,main,hs256,,nobody\n" +
+		"sensor-4,main,hs256,,sensor-1\n"
+	lines := e.mustImport("text/csv", csv)
+	if got, want := results(lines), "edge-1:created sensor-1:created sensor-2:created sensor-3:rejected sensor-4:rejected"; got != want {
+		t.Fatalf("import: got %s, want %s", got, want)
+	}
+	for _, l := range lines[3:5] {
+		if !strings.Contains(l.Reason, "parent") {
+			t.Errorf("%s rejected for %q, want a reason naming parent", l.DeviceID, l.Reason)
+		}
+	}
+	if got, want := results(e.mustImport("text/csv", csv)), "edge-1:skipped sensor-1:skipped sensor-2:skipped sensor-3:rejected sensor-4:rejected"; got != want {
+		t.Errorf("import again: got %s, want %s", got, want)
+	}
+	gwSecret, sensorKey := lines[0].Auth.Secret, lines[1].PrimaryKey
+	resp := e.getToken(e.hs256("edge-1", gwSecret), &oapi.GetTokenParams{Device: ptr("sensor-1")})
+	if resp.JSON200 == nil {
+		t.Fatalf("imported child's token: got %d %s", resp.StatusCode(), resp.Body)
+	}
+	mustVerify(t, resp.JSON200.Token, sensorKey, signer.KeyBase64, e.clock.Now())
+}

@@ -1179,10 +1179,12 @@ type ClientInterface interface {
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+	// (true|false), `parent` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-	// and is read as it streams.
+	// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams. Lines are imported in order: list a gateway before the
+	// children that name it as `parent`.
 	//
 	// The response streams one NDJSON line per input line as it is processed:
 	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -1494,10 +1496,12 @@ func (c *Client) CreateDevice(ctx context.Context, body CreateDeviceJSONRequestB
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 // one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+// (true|false), `parent` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-// and is read as it streams.
+// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams. Lines are imported in order: list a gateway before the
+// children that name it as `parent`.
 //
 // The response streams one NDJSON line per input line as it is processed:
 // `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -2946,10 +2950,12 @@ type ClientWithResponsesInterface interface {
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+	// (true|false), `parent` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-	// and is read as it streams.
+	// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams. Lines are imported in order: list a gateway before the
+	// children that name it as `parent`.
 	//
 	// The response streams one NDJSON line per input line as it is processed:
 	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -4731,10 +4737,12 @@ func (c *ClientWithResponses) CreateDeviceWithResponse(ctx context.Context, body
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 // one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+// (true|false), `parent` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-// and is read as it streams.
+// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams. Lines are imported in order: list a gateway before the
+// children that name it as `parent`.
 //
 // The response streams one NDJSON line per input line as it is processed:
 // `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
