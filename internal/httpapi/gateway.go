@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -96,6 +98,14 @@ func (s *Server) GetTokenBatch(ctx context.Context, req oapiserver.GetTokenBatch
 	g.SetLimit(batchWorkers)
 	for i, id := range ids {
 		g.Go(func() error {
+			// The request's recoverer does not cover this goroutine: a panic minting
+			// one child is that entry's 500, not the process's end.
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.LogAttrs(ctx, slog.LevelError, "batch entry panicked", slog.String("device", id), slog.Any("panic", p))
+					out.results[i] = problemEntry(id, http.StatusInternalServerError, "internal error")
+				}
+			}()
 			out.results[i] = s.batchEntry(ctx, gw, id, tr)
 			return nil
 		})
@@ -112,12 +122,13 @@ func (s *Server) batchEntry(ctx context.Context, gw domain.Device, id string, tr
 		if status >= 500 && !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			s.log.LogAttrs(ctx, slog.LevelError, "batch entry failed", slog.String("device", id), slog.String("gateway", gw.ID), slog.String("error", err.Error()))
 		}
-		return oapi.TokenBatchResult{DeviceId: id, Error: &oapi.Problem{
-			Type:   "about:blank",
-			Title:  http.StatusText(status),
-			Status: status,
-			Detail: &detail,
-		}}
+		var ra interface{ RetryAfter() int }
+		if errors.As(err, &ra) {
+			// No Retry-After header speaks for one entry: the delay goes in its words.
+			what, _, _ := strings.Cut(detail, ";")
+			detail = fmt.Sprintf("%s; retry after %d s", what, ra.RetryAfter())
+		}
+		return problemEntry(id, status, detail)
 	}
 	t := tokenToAPI(issued)
 	return oapi.TokenBatchResult{
@@ -136,6 +147,15 @@ func (s *Server) batchEntry(ctx context.Context, gw domain.Device, id string, tr
 		Https:            t.Https,
 		Signature:        t.Signature,
 	}
+}
+
+func problemEntry(id string, status int, detail string) oapi.TokenBatchResult {
+	return oapi.TokenBatchResult{DeviceId: id, Error: &oapi.Problem{
+		Type:   "about:blank",
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: &detail,
+	}}
 }
 
 // batchJSON writes the batch response without HTML escaping, so the & and = of SAS

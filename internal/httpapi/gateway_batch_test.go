@@ -200,6 +200,11 @@ func TestTokenBatchPartialFailures(t *testing.T) {
 	if issued != 2 || limited != 1 {
 		t.Errorf("leaf-1 three times with a burst of 2: got %d issued, %d rate-limited; want 2, 1\n%s", issued, limited, resp.Body)
 	}
+	for _, r := range res[:3] {
+		if r.Error != nil && !strings.Contains(deref(r.Error.Detail), "rate limit exceeded; retry after 5 s") {
+			t.Errorf("rate-limited entry: detail %q, want the delay (5 s at 0.2/s)", deref(r.Error.Detail))
+		}
+	}
 	if e := res[3].Error; e == nil || e.Status != http.StatusServiceUnavailable || res[3].DeviceId != "leaf-2" {
 		t.Errorf("leaf-2 with its record unreadable: got %+v, want a 503 entry", res[3])
 	}
