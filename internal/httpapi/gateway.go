@@ -21,8 +21,9 @@ import (
 )
 
 // Field gateways obtain their children's tokens: GET /token?device= and POST
-// /token/batch. The relation is re-checked on every request against the stored
-// records; nothing about it is cached.
+// /token/batch. The relation is re-checked on every request against the records the
+// store returns — with Vault behind the key cache (cachestore), a change made through
+// another replica is seen within the cache TTL, as disabling a device is.
 
 var (
 	// errNotChild is the one refusal for every device a gateway may not have tokens
