@@ -247,3 +247,20 @@ func TestImportGatewaysAndChildren(t *testing.T) {
 	}
 	mustVerify(t, resp.JSON200.Token, sensorKey, signer.KeyBase64, e.clock.Now())
 }
+
+// TestGatewayChildOnPolicyHub: on a hub that signs with a policy key, a child's token
+// is the policy token scoped to the child, as the child itself would get.
+func TestGatewayChildOnPolicyHub(t *testing.T) {
+	e := mustEnvWith(t, envOptions{config: noDeviceLimits})
+	e.mustHub(oapi.HubCreate{Name: "pol", Kind: oapi.Iothub, Hostname: hubHost, Mode: ptr(oapi.Policy), PolicyName: ptr("device"), PolicyKey: ptr(policyKey)})
+	gw := e.mustDevice(oapi.DeviceCreate{DeviceId: "gw-p", Hub: "pol", Gateway: ptr(true), Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	e.mustDevice(oapi.DeviceCreate{DeviceId: "leaf-p", Hub: "pol", Parent: ptr("gw-p"), Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	resp := e.getToken(e.hs256("gw-p", *gw.Auth.Secret), &oapi.GetTokenParams{Device: ptr("leaf-p")})
+	if resp.JSON200 == nil {
+		t.Fatalf("got %d %s", resp.StatusCode(), resp.Body)
+	}
+	p := mustVerify(t, resp.JSON200.Token, policyKey, signer.KeyBase64, e.clock.Now())
+	if want := hubHost + "/devices/leaf-p"; p.Resource != want || p.PolicyName != "device" {
+		t.Errorf("got sr %q skn %q, want %q and the hub policy", p.Resource, p.PolicyName, want)
+	}
+}
