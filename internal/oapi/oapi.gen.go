@@ -1201,6 +1201,8 @@ type ClientInterface interface {
 	ImportDevicesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteDevice performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+	//
+	// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 	DeleteDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetDevice performs a GET /devices/{deviceId} (the `GetDevice` operationId) request.
@@ -1528,6 +1530,8 @@ func (c *Client) ImportDevicesWithBody(ctx context.Context, contentType string, 
 }
 
 // DeleteDevice performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+//
+// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 func (c *Client) DeleteDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteDeviceRequest(c.Server, deviceId)
 	if err != nil {
@@ -2973,6 +2977,8 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
 	//
+	// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	DeleteDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*DeleteDeviceResponse, error)
 
@@ -3493,6 +3499,8 @@ type DeleteDeviceResponse struct {
 	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -3508,6 +3516,11 @@ func (r DeleteDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r DeleteDeviceResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r DeleteDeviceResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
 }
 
 // GetBody returns the raw response body bytes
@@ -3614,6 +3627,8 @@ type UpdateDeviceResponse struct {
 	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3639,6 +3654,11 @@ func (r UpdateDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r UpdateDeviceResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r UpdateDeviceResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
 }
 
 // GetBody returns the raw response body bytes
@@ -4766,6 +4786,8 @@ func (c *ClientWithResponses) ImportDevicesWithBodyWithResponse(ctx context.Cont
 
 // DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
 //
+// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
+//
 // Returns a wrapper object for the known response body format(s).
 func (c *ClientWithResponses) DeleteDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*DeleteDeviceResponse, error) {
 	rsp, err := c.DeleteDevice(ctx, deviceId, reqEditors...)
@@ -5410,6 +5432,13 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
 	}
 
 	return response, nil
@@ -5510,6 +5539,13 @@ func ParseUpdateDeviceResponse(rsp *http.Response) (*UpdateDeviceResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	}
 
