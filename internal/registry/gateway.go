@@ -107,7 +107,7 @@ func (r *Registry) ListChildren(ctx context.Context, gateway, cursor string, lim
 	if err != nil {
 		return store.Page{}, err
 	}
-	kept := page.Devices[:0]
+	var kept []domain.Device // a new slice: the store's may be shared
 	for _, d := range page.Devices {
 		if d.Parent == gateway {
 			kept = append(kept, d)
