@@ -72,6 +72,8 @@ func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 	sFile := fs.String("secondary-key-file", "", "file holding the secondary SAS key (generated if absent)")
 	disabled := fs.Bool("disabled", false, "create disabled")
 	maxTTL := fs.Int("max-ttl", 0, "cap token lifetimes (seconds)")
+	gateway := fs.Bool("gateway", false, "a field gateway: it may obtain its children's tokens")
+	parent := fs.String("parent", "", "the gateway this device sits behind")
 	var modules multi
 	fs.Var(&modules, "module", "module ID (repeatable)")
 	pos, err := c.parse(fs, args, 1, "devices add")
@@ -104,6 +106,12 @@ func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 	if *maxTTL != 0 {
 		body.MaxTtlSeconds = maxTTL
 	}
+	if *gateway {
+		body.Gateway = gateway
+	}
+	if *parent != "" {
+		body.Parent = parent
+	}
 	if len(modules) > 0 {
 		ms := make([]oapi.ModuleCreate, len(modules))
 		for i, m := range modules {
@@ -119,6 +127,7 @@ func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 func (c *cli) deviceList(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devices list", flag.ContinueOnError)
 	limit := fs.Int("limit", 0, "list at most N devices (0: all)")
+	parent := fs.String("parent", "", "only the children of this gateway")
 	if _, err := c.parse(fs, args, 0, "devices list"); err != nil {
 		return err
 	}
@@ -130,6 +139,9 @@ func (c *cli) deviceList(ctx context.Context, args []string) error {
 			page = min(page, *limit-len(all))
 		}
 		params := &oapi.ListDevicesParams{Limit: &page}
+		if *parent != "" {
+			params.Parent = parent
+		}
 		if cursor != "" {
 			params.Cursor = &cursor
 		}

@@ -25,7 +25,8 @@ Usage:
 Devices:
   devices add ID -hub NAME [-auth hs256|es256|eddsa|x509|x509-ca] [-public-key-file PEM] [-cert-file PEM]
                  [-primary-key-file F] [-secondary-key-file F] [-module ID]... [-disabled] [-max-ttl SECONDS]
-  devices list [-limit N]
+                 [-gateway | -parent GATEWAY]
+  devices list [-limit N] [-parent GATEWAY]
   devices get ID
   devices rotate ID [-module ID]
   devices revoke ID

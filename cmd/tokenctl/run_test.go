@@ -85,6 +85,15 @@ func TestTokenctlAgainstRealServer(t *testing.T) {
 	if out := mustCtl(t, url, "devices", "list"); !strings.Contains(out, "sensor-1") || !strings.Contains(out, "sensor-2") || !strings.Contains(out, "m1") {
 		t.Errorf("devices list: got %q", out)
 	}
+	mustCtl(t, url, "devices", "add", "edge-1", "-hub", "main", "-gateway")
+	mustCtl(t, url, "devices", "add", "leaf-1", "-hub", "main", "-parent", "edge-1")
+	var children struct {
+		Items []struct{ DeviceId, Parent string }
+	}
+	if err := json.Unmarshal([]byte(mustCtl(t, url, "-o", "json", "devices", "list", "-parent", "edge-1")), &children); err != nil ||
+		len(children.Items) != 1 || children.Items[0].DeviceId != "leaf-1" || children.Items[0].Parent != "edge-1" {
+		t.Errorf("devices list -parent: got %+v %v, want leaf-1 only", children, err)
+	}
 	if out := mustCtl(t, url, "devices", "list", "-limit", "1"); strings.Count(out, "\n") != 2 {
 		t.Errorf("devices list -limit 1: got %q, want a header and one row", out)
 	}

@@ -25,8 +25,11 @@ type Record struct {
 	// Role is the operator's role, for operator changes.
 	Role   string `json:"role,omitempty"`
 	Device string `json:"device,omitempty"`
-	Module string `json:"module,omitempty"`
-	Hub    string `json:"hub,omitempty"`
+	// Gateway is the field gateway that obtained Device's token on its behalf (then
+	// also the Actor); empty when the device asked for itself.
+	Gateway string `json:"gateway,omitempty"`
+	Module  string `json:"module,omitempty"`
+	Hub     string `json:"hub,omitempty"`
 	// ExpiresAt is the issued token's expiry.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	// Outcome is "success" or why not (e.g. "forbidden", "not_found", "error").

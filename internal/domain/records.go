@@ -120,6 +120,10 @@ type Device struct {
 	// RevokedAt refuses assertions issued (and nonces handed out) before it; zero if
 	// never revoked.
 	RevokedAt time.Time
+	// Gateway marks a field gateway: it may obtain its children's tokens.
+	Gateway bool
+	// Parent is the ID of the gateway this leaf device sits behind; empty if none.
+	Parent    string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

@@ -139,6 +139,8 @@ func deviceFromAPI(in oapi.DeviceCreate) domain.Device {
 		},
 		Disabled: deref(in.Disabled),
 		MaxTTL:   durationOf(in.MaxTtlSeconds),
+		Gateway:  deref(in.Gateway),
+		Parent:   deref(in.Parent),
 	}
 	for _, m := range deref(in.Modules) {
 		d.Modules = append(d.Modules, domain.Module{ID: m.ModuleId, PrimaryKey: deref(m.PrimaryKey), SecondaryKey: deref(m.SecondaryKey)})
@@ -167,6 +169,10 @@ func deviceToAPI(d domain.Device) oapi.Device {
 	if !d.RevokedAt.IsZero() {
 		out.RevokedAt = &d.RevokedAt
 	}
+	if d.Gateway {
+		out.Gateway = &d.Gateway
+	}
+	out.Parent = ptrIfSet(d.Parent)
 	out.Modules = make([]struct {
 		ModuleId string `json:"moduleId"`
 	}, len(d.Modules))

@@ -53,6 +53,8 @@ type Provisioner interface {
 	ImportDevice(ctx context.Context, d domain.Device) (registry.Created, registry.ImportResult, error)
 	GetDevice(ctx context.Context, id string) (domain.Device, error)
 	ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error)
+	// ListChildren is ListDevices keeping only the devices whose parent is gateway.
+	ListChildren(ctx context.Context, gateway, cursor string, limit int) (store.Page, error)
 	UpdateDevice(ctx context.Context, id string, p registry.DevicePatch) (domain.Device, error)
 	DeleteDevice(ctx context.Context, id string) error
 	RotateKeys(ctx context.Context, id, moduleID string) (registry.Rotated, error)

@@ -21,7 +21,8 @@ import (
 
 var noStore = "no-store"
 
-// GetToken mints a token for the device the assertion proved.
+// GetToken mints a token for the device the assertion proved or, for a gateway that
+// names one with device=, for its child (gateway.go).
 func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObject) (oapiserver.GetTokenResponseObject, error) {
 	rt := routedOf(ctx)
 	if rt == nil || rt.device.ID == "" {
@@ -32,7 +33,14 @@ func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObj
 		TTL:       durationOf(req.Params.Ttl),
 		Transport: signer.Transport(deref(req.Params.Transport)),
 	}
-	issued, err := s.deps.Issuer.Issue(ctx, rt.device, tr)
+	var issued tokens.Issued
+	var err error
+	if id := deref(req.Params.Device); id != "" && id != rt.device.ID {
+		issued, err = s.issueChild(ctx, rt.device, id, tr)
+	} else {
+		// device= naming the caller itself is an ordinary request for its own token.
+		issued, err = s.issuer.issueFor(ctx, "", rt.device, tr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +213,7 @@ func (s *Server) CreateDevice(ctx context.Context, req oapiserver.CreateDeviceRe
 		return nil, err
 	}
 	d := c.Device
-	s.log.InfoContext(ctx, "device created", "device", d.ID, "hub", d.Hub, "auth", d.Auth.Type)
+	s.log.InfoContext(ctx, "device created", "device", d.ID, "hub", d.Hub, "auth", d.Auth.Type, "gateway", d.Gateway, "parent", d.Parent)
 	out := oapiserver.CreateDevice201JSONResponse{
 		Headers: oapiserver.CreateDevice201ResponseHeaders{CacheControl: &noStore},
 	}
@@ -245,7 +253,13 @@ func (s *Server) ListDevices(ctx context.Context, req oapiserver.ListDevicesRequ
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
 	}
-	page, err := s.deps.Registry.ListDevices(ctx, deref(req.Params.Cursor), limit)
+	var page store.Page
+	var err error
+	if req.Params.Parent != nil {
+		page, err = s.deps.Registry.ListChildren(ctx, *req.Params.Parent, deref(req.Params.Cursor), limit)
+	} else {
+		page, err = s.deps.Registry.ListDevices(ctx, deref(req.Params.Cursor), limit)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +275,7 @@ func (s *Server) UpdateDevice(ctx context.Context, req oapiserver.UpdateDeviceRe
 	if err := checkDeviceID(req.DeviceId); err != nil {
 		return nil, err
 	}
-	p := registry.DevicePatch{Disabled: req.Body.Disabled}
+	p := registry.DevicePatch{Disabled: req.Body.Disabled, Gateway: req.Body.Gateway, Parent: req.Body.Parent}
 	if req.Body.MaxTtlSeconds != nil {
 		ttl := durationOf(req.Body.MaxTtlSeconds)
 		p.MaxTTL = &ttl
@@ -270,7 +284,7 @@ func (s *Server) UpdateDevice(ctx context.Context, req oapiserver.UpdateDeviceRe
 	if err != nil {
 		return nil, err
 	}
-	s.log.InfoContext(ctx, "device updated", "device", d.ID, "disabled", d.Disabled)
+	s.log.InfoContext(ctx, "device updated", "device", d.ID, "disabled", d.Disabled, "gateway", d.Gateway, "parent", d.Parent)
 	return oapiserver.UpdateDevice200JSONResponse(deviceToAPI(d)), nil
 }
 

@@ -47,13 +47,20 @@ type observedIssuer struct {
 }
 
 func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Request) (tokens.Issued, error) {
+	return o.issueFor(ctx, "", d, r)
+}
+
+// issueFor mints d's token, asked for by gateway on d's behalf ("" when d asked
+// itself); the audit record then names both, with the gateway as the actor.
+func (o *observedIssuer) issueFor(ctx context.Context, gateway string, d domain.Device, r tokens.Request) (tokens.Issued, error) {
 	issued, err := o.next.Issue(ctx, d, r)
 	outcome := issueOutcome(err)
 	o.metrics.TokenRequest(d.Hub, string(issued.Hub.Kind), outcome)
 	rec := audit.Record{
 		Event:     "getToken",
-		Actor:     d.ID,
+		Actor:     cmp.Or(gateway, d.ID),
 		Device:    d.ID,
+		Gateway:   gateway,
 		Module:    r.ModuleID,
 		Hub:       d.Hub,
 		Outcome:   outcome,
@@ -65,6 +72,7 @@ func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Re
 		if o.log.Enabled(ctx, slog.LevelInfo) {
 			o.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
 				slog.String("device", d.ID),
+				slog.String("gateway", gateway),
 				slog.String("module", r.ModuleID),
 				slog.String("hub", issued.Hub.Name),
 				slog.Time("expiresAt", exp),
@@ -74,6 +82,33 @@ func (o *observedIssuer) Issue(ctx context.Context, d domain.Device, r tokens.Re
 	}
 	o.audit.Log(rec)
 	return issued, err
+}
+
+// refused records a request by caller for device's token that never reached the
+// issuer: not its child (outcome "forbidden"), the child's rate limit, or the store
+// failing to say. Gateway is set only when the caller is one. The metric's hub is the
+// caller's and its kind unknown: the device may not exist.
+func (o *observedIssuer) refused(ctx context.Context, caller domain.Device, device, module string, err error) {
+	outcome := issueOutcome(err)
+	switch {
+	case errors.Is(err, errNotChild):
+		outcome = "forbidden"
+	case errors.Is(err, limits.ErrRateLimited):
+		outcome = "rate_limited"
+	}
+	o.metrics.TokenRequest(caller.Hub, "", outcome)
+	rec := audit.Record{
+		Event:     "getToken",
+		Actor:     caller.ID,
+		Device:    device,
+		Module:    module, // no Hub: the device's is not known (it may not exist)
+		Outcome:   outcome,
+		RequestID: middleware.GetReqID(ctx),
+	}
+	if caller.Gateway {
+		rec.Gateway = caller.ID
+	}
+	o.audit.Log(rec)
 }
 
 func issueOutcome(err error) string {

@@ -46,6 +46,8 @@ var problems = []problemSpec{
 	{errOperatorAuth, http.StatusUnauthorized, "a valid operator bearer token is required"},
 	{operatorauth.ErrForbidden, http.StatusForbidden, "the operator's role does not allow this operation"},
 	{tokens.ErrForbidden, http.StatusForbidden, "the device may not have a token for that identity"},
+	{errNotChild, http.StatusForbidden, "the caller may not have tokens for that device"},
+	{errNotGateway, http.StatusForbidden, ""},
 	{domain.ErrInvalid, http.StatusBadRequest, ""},
 	{registry.ErrNotSupported, http.StatusConflict, ""},
 	{errBadRequest, http.StatusBadRequest, ""},

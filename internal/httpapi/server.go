@@ -35,6 +35,8 @@ const (
 type Server struct {
 	deps Deps
 	log  *slog.Logger
+	// issuer is deps.Issuer, observed: child tokens are audited with their gateway.
+	issuer *observedIssuer
 }
 
 var _ oapiserver.StrictServerInterface = (*Server)(nil)
@@ -56,8 +58,9 @@ func New(d Deps) (http.Handler, error) {
 	if d.Operators == nil {
 		d.Operators = operatorauth.New(d.Admin, nil)
 	}
-	d.Issuer = &observedIssuer{next: d.Issuer, metrics: d.Metrics, audit: d.Audit, log: d.Logger}
-	s := &Server{deps: d, log: d.Logger}
+	issuer := &observedIssuer{next: d.Issuer, metrics: d.Metrics, audit: d.Audit, log: d.Logger}
+	d.Issuer = issuer
+	s := &Server{deps: d, log: d.Logger, issuer: issuer}
 
 	spec, err := loadSpec()
 	if err != nil {

@@ -347,6 +347,24 @@ func (e GetTokenParamsTransport) Valid() bool {
 	}
 }
 
+// Defines values for GetTokenBatchParamsTransport.
+const (
+	GetTokenBatchParamsTransportTcp GetTokenBatchParamsTransport = "tcp"
+	GetTokenBatchParamsTransportWs  GetTokenBatchParamsTransport = "ws"
+)
+
+// Valid indicates whether the value is a known member of the GetTokenBatchParamsTransport enum.
+func (e GetTokenBatchParamsTransport) Valid() bool {
+	switch e {
+	case GetTokenBatchParamsTransportTcp:
+		return true
+	case GetTokenBatchParamsTransportWs:
+		return true
+	default:
+		return false
+	}
+}
+
 // AmqpProfile defines model for AmqpProfile.
 type AmqpProfile struct {
 	Address string `json:"address"`
@@ -419,13 +437,19 @@ type Device struct {
 	CreatedAt time.Time  `json:"createdAt"`
 	DeviceId  string     `json:"deviceId"`
 	Disabled  bool       `json:"disabled"`
-	Hub       string     `json:"hub"`
+
+	// Gateway The device is a field gateway; absent when false.
+	Gateway *bool  `json:"gateway,omitempty"`
+	Hub     string `json:"hub"`
 
 	// MaxTtlSeconds Absent when the hub's maximum applies.
 	MaxTtlSeconds *int `json:"maxTtlSeconds,omitempty"`
 	Modules       []struct {
 		ModuleId string `json:"moduleId"`
 	} `json:"modules"`
+
+	// Parent The gateway this device sits behind; absent when none.
+	Parent *string `json:"parent,omitempty"`
 
 	// RevokedAt Assertions issued before this time are refused; absent if never revoked.
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
@@ -437,11 +461,20 @@ type DeviceCreate struct {
 	Auth CredentialCreate `json:"auth"`
 
 	// DeviceId An IoT Hub device or module ID (case-sensitive).
-	DeviceId      IdentityId      `json:"deviceId"`
-	Disabled      *bool           `json:"disabled,omitempty"`
+	DeviceId IdentityId `json:"deviceId"`
+	Disabled *bool      `json:"disabled,omitempty"`
+
+	// Gateway The device is a field gateway: it may ask for the tokens of its children (devices
+	// whose `parent` names it) with GET /token?device= and POST /token/batch. A gateway
+	// has no parent itself (one level, as IoT Edge parent/child scopes).
+	Gateway       *bool           `json:"gateway,omitempty"`
 	Hub           HubName         `json:"hub"`
 	MaxTtlSeconds *int            `json:"maxTtlSeconds,omitempty"`
 	Modules       *[]ModuleCreate `json:"modules,omitempty"`
+
+	// Parent The gateway this leaf device sits behind: an existing device with `gateway: true`,
+	// on the same hub, not the device itself. A gateway cannot have a parent.
+	Parent *string `json:"parent,omitempty"`
 
 	// PrimaryKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 	PrimaryKey *Key `json:"primaryKey,omitempty"`
@@ -486,8 +519,16 @@ type DevicePage struct {
 type DevicePatch struct {
 	Disabled *bool `json:"disabled,omitempty"`
 
+	// Gateway Make the device a gateway, or an ordinary device again (409 while devices still
+	// name it as their parent: move or delete them first; 400 while it has a parent).
+	Gateway *bool `json:"gateway,omitempty"`
+
 	// MaxTtlSeconds 0 removes the device cap (the hub's maximum applies).
 	MaxTtlSeconds *int `json:"maxTtlSeconds,omitempty"`
+
+	// Parent Move the device behind this gateway (same rules as on create); the empty
+	// string removes its parent.
+	Parent *string `json:"parent,omitempty"`
 }
 
 // Health defines model for Health.
@@ -882,6 +923,42 @@ type TlsSettings struct {
 	ServerName string  `json:"serverName"`
 }
 
+// TokenBatchRequest defines model for TokenBatchRequest.
+type TokenBatchRequest struct {
+	Devices []IdentityId `json:"devices"`
+}
+
+// TokenBatchResponse defines model for TokenBatchResponse.
+type TokenBatchResponse struct {
+	Results []TokenBatchResult `json:"results"`
+}
+
+// TokenBatchResult One requested child: `deviceId` and either the fields of a TokenResponse or `error`.
+type TokenBatchResult struct {
+	Amqp             *AmqpProfile `json:"amqp,omitempty"`
+	ConnectionString *string      `json:"connectionString,omitempty"`
+	DeviceId         string       `json:"deviceId"`
+
+	// Error RFC 9457 problem details.
+	Error     *Problem      `json:"error,omitempty"`
+	ExpiresAt *time.Time    `json:"expiresAt,omitempty"`
+	ExpiresIn *int          `json:"expiresIn,omitempty"`
+	Https     *HttpsProfile `json:"https,omitempty"`
+	Hub       *string       `json:"hub,omitempty"`
+
+	// Kind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+	// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+	// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+	// HiveMQ, Mosquitto with a JWT plugin).
+	Kind         *HubKind     `json:"kind,omitempty"`
+	Mqtt         *MqttProfile `json:"mqtt,omitempty"`
+	RefreshAfter *time.Time   `json:"refreshAfter,omitempty"`
+	Resource     *string      `json:"resource,omitempty"`
+	ServerTime   *time.Time   `json:"serverTime,omitempty"`
+	Signature    *string      `json:"signature,omitempty"`
+	Token        *string      `json:"token,omitempty"`
+}
+
 // TokenResponse defines model for TokenResponse.
 type TokenResponse struct {
 	Amqp             *AmqpProfile `json:"amqp,omitempty"`
@@ -941,10 +1018,19 @@ type ListDevicesParams struct {
 	// Cursor The `next` value of the previous page.
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 	Limit  *int    `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Parent Only the children of this gateway. The filter runs over the same ID-ordered
+	// listing: a page holds at most `limit` children, may hold fewer (even none)
+	// while `next` is present, and reading every page scans every device once —
+	// O(all devices) store reads, the same cost as listing them all.
+	Parent *IdentityId `form:"parent,omitempty" json:"parent,omitempty"`
 }
 
 // GetTokenParams defines parameters for GetToken.
 type GetTokenParams struct {
+	// Device (gateways) Mint for this child device instead of the caller.
+	Device *IdentityId `form:"device,omitempty" json:"device,omitempty"`
+
 	// Module Mint for this module of the device instead of the device itself.
 	Module *IdentityId `form:"module,omitempty" json:"module,omitempty"`
 
@@ -957,6 +1043,18 @@ type GetTokenParams struct {
 
 // GetTokenParamsTransport defines parameters for GetToken.
 type GetTokenParamsTransport string
+
+// GetTokenBatchParams defines parameters for GetTokenBatch.
+type GetTokenBatchParams struct {
+	// Ttl Requested lifetime in seconds for every token; capped by each child's and hub's policy.
+	Ttl *int `form:"ttl,omitempty" json:"ttl,omitempty"`
+
+	// Transport Build the MQTT and AMQP settings for TCP (default) or WebSocket on port 443.
+	Transport *GetTokenBatchParamsTransport `form:"transport,omitempty" json:"transport,omitempty"`
+}
+
+// GetTokenBatchParamsTransport defines parameters for GetTokenBatch.
+type GetTokenBatchParamsTransport string
 
 // CreateDeviceJSONRequestBody defines body for CreateDevice for application/json ContentType.
 type CreateDeviceJSONRequestBody = DeviceCreate
@@ -972,6 +1070,9 @@ type CreateHubJSONRequestBody = HubCreate
 
 // RotateIssuerKeyJSONRequestBody defines body for RotateIssuerKey for application/json ContentType.
 type RotateIssuerKeyJSONRequestBody = IssuerKeyRotate
+
+// GetTokenBatchJSONRequestBody defines body for GetTokenBatch for application/json ContentType.
+type GetTokenBatchJSONRequestBody = TokenBatchRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1078,10 +1179,12 @@ type ClientInterface interface {
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+	// (true|false), `parent` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-	// and is read as it streams.
+	// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams. Lines are imported in order: list a gateway before the
+	// children that name it as `parent`.
 	//
 	// The response streams one NDJSON line per input line as it is processed:
 	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -1098,6 +1201,8 @@ type ClientInterface interface {
 	ImportDevicesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteDevice performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+	//
+	// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 	DeleteDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetDevice performs a GET /devices/{deviceId} (the `GetDevice` operationId) request.
@@ -1251,8 +1356,62 @@ type ClientInterface interface {
 	// device.
 	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
+	// A field gateway (a device with `gateway: true`) asks for one of its children's
+	// tokens with `device={leafId}`: the token is the child's own (its identity, its
+	// hub, its keys or the hub policy scoped to it) and `module` names a module of the
+	// child. Only the gateway's own enabled children are allowed; any other ID (another
+	// gateway's child, a device with no parent, the gateway's parent, a disabled child,
+	// an ID that does not exist) gets the same 403, and a caller that is not a gateway
+	// gets that 403 too. `device` equal to the caller's own ID is an ordinary request
+	// for its own token. The request takes from the gateway's rate-limit bucket and
+	// the child's.
+	//
 	// Corresponds with GET /token (the `GetToken` operationId).
 	GetToken(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetTokenBatchWithBody (gateways) Mint tokens for many of the calling gateway's children at once.
+	//
+	// The caller authenticates as for GET /token and must be a gateway; otherwise the
+	// whole request is refused (401, or 403 for a device that is not a gateway). The
+	// body names 1 to 500 device IDs; an ID may appear more than once and is then
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
+	// requested ID, in request order: the usual token response fields plus `deviceId`,
+	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+	// child — the same for every such ID, existing or not; 429 the child's or the
+	// gateway's rate limit; 503 the key store could not serve that child). One child's
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+	GetTokenBatchWithBody(ctx context.Context, params *GetTokenBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
+	//
+	// The caller authenticates as for GET /token and must be a gateway; otherwise the
+	// whole request is refused (401, or 403 for a device that is not a gateway). The
+	// body names 1 to 500 device IDs; an ID may appear more than once and is then
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
+	// requested ID, in request order: the usual token response fields plus `deviceId`,
+	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+	// child — the same for every such ID, existing or not; 429 the child's or the
+	// gateway's rate limit; 503 the key store could not serve that child). One child's
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+	GetTokenBatch(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	//
@@ -1339,10 +1498,12 @@ func (c *Client) CreateDevice(ctx context.Context, body CreateDeviceJSONRequestB
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 // one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+// (true|false), `parent` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-// and is read as it streams.
+// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams. Lines are imported in order: list a gateway before the
+// children that name it as `parent`.
 //
 // The response streams one NDJSON line per input line as it is processed:
 // `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -1369,6 +1530,8 @@ func (c *Client) ImportDevicesWithBody(ctx context.Context, contentType string, 
 }
 
 // DeleteDevice performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+//
+// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 func (c *Client) DeleteDevice(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteDeviceRequest(c.Server, deviceId)
 	if err != nil {
@@ -1712,9 +1875,83 @@ func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (
 // device.
 // `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
+// A field gateway (a device with `gateway: true`) asks for one of its children's
+// tokens with `device={leafId}`: the token is the child's own (its identity, its
+// hub, its keys or the hub policy scoped to it) and `module` names a module of the
+// child. Only the gateway's own enabled children are allowed; any other ID (another
+// gateway's child, a device with no parent, the gateway's parent, a disabled child,
+// an ID that does not exist) gets the same 403, and a caller that is not a gateway
+// gets that 403 too. `device` equal to the caller's own ID is an ordinary request
+// for its own token. The request takes from the gateway's rate-limit bucket and
+// the child's.
+//
 // Corresponds with GET /token (the `GetToken` operationId).
 func (c *Client) GetToken(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetTokenRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetTokenBatchWithBody (gateways) Mint tokens for many of the calling gateway's children at once.
+//
+// The caller authenticates as for GET /token and must be a gateway; otherwise the
+// whole request is refused (401, or 403 for a device that is not a gateway). The
+// body names 1 to 500 device IDs; an ID may appear more than once and is then
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
+// requested ID, in request order: the usual token response fields plus `deviceId`,
+// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+// child — the same for every such ID, existing or not; 429 the child's or the
+// gateway's rate limit; 503 the key store could not serve that child). One child's
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+func (c *Client) GetTokenBatchWithBody(ctx context.Context, params *GetTokenBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetTokenBatchRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
+//
+// The caller authenticates as for GET /token and must be a gateway; otherwise the
+// whole request is refused (401, or 403 for a device that is not a gateway). The
+// body names 1 to 500 device IDs; an ID may appear more than once and is then
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
+// requested ID, in request order: the usual token response fields plus `deviceId`,
+// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+// child — the same for every such ID, existing or not; 429 the child's or the
+// gateway's rate limit; 503 the key store could not serve that child). One child's
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+func (c *Client) GetTokenBatch(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetTokenBatchRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1818,6 +2055,18 @@ func NewListDevicesRequest(server string, params *ListDevicesParams) (*http.Requ
 		if params.Limit != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Parent != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "parent", *params.Parent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2458,6 +2707,18 @@ func NewGetTokenRequest(server string, params *GetTokenParams) (*http.Request, e
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
 
+		if params.Device != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "device", *params.Device, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Module != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "module", *params.Module, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -2504,6 +2765,85 @@ func NewGetTokenRequest(server string, params *GetTokenParams) (*http.Request, e
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewGetTokenBatchRequest calls the generic GetTokenBatch builder with application/json body
+func NewGetTokenBatchRequest(server string, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewGetTokenBatchRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewGetTokenBatchRequestWithBody constructs an http.Request for the GetTokenBatch method, with any body, and a specified content type
+func NewGetTokenBatchRequestWithBody(server string, params *GetTokenBatchParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/token/batch")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Ttl != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "ttl", *params.Ttl, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Transport != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "transport", *params.Transport, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -2614,10 +2954,12 @@ type ClientWithResponsesInterface interface {
 	//
 	// `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 	// one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+	// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+	// (true|false), `parent` (IoT Hub registry export names are
 	// accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-	// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-	// and is read as it streams.
+	// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+	// and is read as it streams. Lines are imported in order: list a gateway before the
+	// children that name it as `parent`.
 	//
 	// The response streams one NDJSON line per input line as it is processed:
 	// `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -2634,6 +2976,8 @@ type ClientWithResponsesInterface interface {
 	ImportDevicesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ImportDevicesResponse, error)
 
 	// DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+	//
+	// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	DeleteDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*DeleteDeviceResponse, error)
@@ -2809,10 +3153,64 @@ type ClientWithResponsesInterface interface {
 	// device.
 	// `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 	//
+	// A field gateway (a device with `gateway: true`) asks for one of its children's
+	// tokens with `device={leafId}`: the token is the child's own (its identity, its
+	// hub, its keys or the hub policy scoped to it) and `module` names a module of the
+	// child. Only the gateway's own enabled children are allowed; any other ID (another
+	// gateway's child, a device with no parent, the gateway's parent, a disabled child,
+	// an ID that does not exist) gets the same 403, and a caller that is not a gateway
+	// gets that 403 too. `device` equal to the caller's own ID is an ordinary request
+	// for its own token. The request takes from the gateway's rate-limit bucket and
+	// the child's.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /token (the `GetToken` operationId).
 	GetTokenWithResponse(ctx context.Context, params *GetTokenParams, reqEditors ...RequestEditorFn) (*GetTokenResponse, error)
+
+	// GetTokenBatchWithBodyWithResponse (gateways) Mint tokens for many of the calling gateway's children at once.
+	//
+	// The caller authenticates as for GET /token and must be a gateway; otherwise the
+	// whole request is refused (401, or 403 for a device that is not a gateway). The
+	// body names 1 to 500 device IDs; an ID may appear more than once and is then
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
+	// requested ID, in request order: the usual token response fields plus `deviceId`,
+	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+	// child — the same for every such ID, existing or not; 429 the child's or the
+	// gateway's rate limit; 503 the key store could not serve that child). One child's
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+	GetTokenBatchWithBodyWithResponse(ctx context.Context, params *GetTokenBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GetTokenBatchResponse, error)
+
+	// GetTokenBatchWithResponse (gateways) Mint tokens for many of the calling gateway's children at once.
+	//
+	// The caller authenticates as for GET /token and must be a gateway; otherwise the
+	// whole request is refused (401, or 403 for a device that is not a gateway). The
+	// body names 1 to 500 device IDs; an ID may appear more than once and is then
+	// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+	// like any non-child (it asks GET /token for its own). The response has one entry per
+	// requested ID, in request order: the usual token response fields plus `deviceId`,
+	// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+	// child — the same for every such ID, existing or not; 429 the child's or the
+	// gateway's rate limit; 503 the key store could not serve that child). One child's
+	// failure never fails the request. The request takes one token from the gateway's
+	// rate-limit bucket (when it authenticates, as any request) and each entry one from
+	// its child's, after the child is known to be the gateway's: a batch exists so a
+	// gateway with many children needs few requests, and charging the gateway per
+	// child would refuse a batch larger than its burst.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+	GetTokenBatchWithResponse(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*GetTokenBatchResponse, error)
 
 	// CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
 	//
@@ -3101,6 +3499,8 @@ type DeleteDeviceResponse struct {
 	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -3116,6 +3516,11 @@ func (r DeleteDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r DeleteDeviceResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r DeleteDeviceResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
 }
 
 // GetBody returns the raw response body bytes
@@ -3222,6 +3627,8 @@ type UpdateDeviceResponse struct {
 	ApplicationproblemJSON403 *Forbidden
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3247,6 +3654,11 @@ func (r UpdateDeviceResponse) GetApplicationproblemJSON403() *Forbidden {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r UpdateDeviceResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r UpdateDeviceResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
 }
 
 // GetBody returns the raw response body bytes
@@ -4120,6 +4532,110 @@ func (r GetTokenResponse) ContentType() string {
 	return ""
 }
 
+// GetTokenBatchResponse200Headers the declared response headers of an HTTP 200 response for GetTokenBatch
+type GetTokenBatchResponse200Headers struct {
+	CacheControl *string
+}
+
+// GetTokenBatchResponse429Headers the declared response headers of an HTTP 429 response for GetTokenBatch
+type GetTokenBatchResponse429Headers struct {
+	RetryAfter *int
+}
+
+// GetTokenBatchResponse503Headers the declared response headers of an HTTP 503 response for GetTokenBatch
+type GetTokenBatchResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetTokenBatchResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TokenBatchResponse
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetTokenBatchResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetTokenBatchResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetTokenBatchResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetTokenBatchResponse) GetJSON200() *TokenBatchResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON413() *Problem {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetTokenBatchResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetTokenBatchResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetTokenBatchResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetTokenBatchResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetTokenBatchResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // CreateNonceResponse200Headers the declared response headers of an HTTP 200 response for CreateNonce
 type CreateNonceResponse200Headers struct {
 	CacheControl *string
@@ -4241,10 +4757,12 @@ func (c *ClientWithResponses) CreateDeviceWithResponse(ctx context.Context, body
 //
 // `application/x-ndjson`: one DeviceCreate per line. `text/csv`: a header row, then
 // one device a row; columns `deviceId`, `hub`, `authType`, `publicKey`,
-// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds` (IoT Hub registry export names are
+// `certFingerprint`, `primaryKey`, `secondaryKey`, `disabled`, `maxTtlSeconds`, `gateway`
+// (true|false), `parent` (IoT Hub registry export names are
 // accepted too: `id` or `deviceid` for deviceId, `primarykey`/`secondarykey`,
-// `status` = enabled|disabled). Lines are at most 64 KiB; the body is not size-limited
-// and is read as it streams.
+// `status` = enabled|disabled, `capabilities.iotEdge` for gateway). Lines are at most 64 KiB; the body is not size-limited
+// and is read as it streams. Lines are imported in order: list a gateway before the
+// children that name it as `parent`.
 //
 // The response streams one NDJSON line per input line as it is processed:
 // `{"line":N,"deviceId":...,"result":"created|skipped|rejected","reason":...}`,
@@ -4267,6 +4785,8 @@ func (c *ClientWithResponses) ImportDevicesWithBodyWithResponse(ctx context.Cont
 }
 
 // DeleteDeviceWithResponse performs a DELETE /devices/{deviceId} (the `DeleteDevice` operationId) request.
+//
+// A gateway that devices still name as their `parent` cannot be deleted (409); move or delete them first.
 //
 // Returns a wrapper object for the known response body format(s).
 func (c *ClientWithResponses) DeleteDeviceWithResponse(ctx context.Context, deviceId IdentityId, reqEditors ...RequestEditorFn) (*DeleteDeviceResponse, error) {
@@ -4556,6 +5076,16 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 // device.
 // `Accept: text/plain` returns a compact `key=value` form for microcontrollers.
 //
+// A field gateway (a device with `gateway: true`) asks for one of its children's
+// tokens with `device={leafId}`: the token is the child's own (its identity, its
+// hub, its keys or the hub policy scoped to it) and `module` names a module of the
+// child. Only the gateway's own enabled children are allowed; any other ID (another
+// gateway's child, a device with no parent, the gateway's parent, a disabled child,
+// an ID that does not exist) gets the same 403, and a caller that is not a gateway
+// gets that 403 too. `device` equal to the caller's own ID is an ordinary request
+// for its own token. The request takes from the gateway's rate-limit bucket and
+// the child's.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /token (the `GetToken` operationId).
@@ -4565,6 +5095,62 @@ func (c *ClientWithResponses) GetTokenWithResponse(ctx context.Context, params *
 		return nil, err
 	}
 	return ParseGetTokenResponse(rsp)
+}
+
+// GetTokenBatchWithBodyWithResponse (gateways) Mint tokens for many of the calling gateway's children at once.
+//
+// The caller authenticates as for GET /token and must be a gateway; otherwise the
+// whole request is refused (401, or 403 for a device that is not a gateway). The
+// body names 1 to 500 device IDs; an ID may appear more than once and is then
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
+// requested ID, in request order: the usual token response fields plus `deviceId`,
+// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+// child — the same for every such ID, existing or not; 429 the child's or the
+// gateway's rate limit; 503 the key store could not serve that child). One child's
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+func (c *ClientWithResponses) GetTokenBatchWithBodyWithResponse(ctx context.Context, params *GetTokenBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GetTokenBatchResponse, error) {
+	rsp, err := c.GetTokenBatchWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetTokenBatchResponse(rsp)
+}
+
+// GetTokenBatchWithResponse (gateways) Mint tokens for many of the calling gateway's children at once.
+//
+// The caller authenticates as for GET /token and must be a gateway; otherwise the
+// whole request is refused (401, or 403 for a device that is not a gateway). The
+// body names 1 to 500 device IDs; an ID may appear more than once and is then
+// answered (and rate-limited) once per appearance; the gateway's own ID is refused
+// like any non-child (it asks GET /token for its own). The response has one entry per
+// requested ID, in request order: the usual token response fields plus `deviceId`,
+// or `deviceId` and a problem document under `error` (403 not this gateway's enabled
+// child — the same for every such ID, existing or not; 429 the child's or the
+// gateway's rate limit; 503 the key store could not serve that child). One child's
+// failure never fails the request. The request takes one token from the gateway's
+// rate-limit bucket (when it authenticates, as any request) and each entry one from
+// its child's, after the child is known to be the gateway's: a batch exists so a
+// gateway with many children needs few requests, and charging the gateway per
+// child would refuse a batch larger than its burst.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
+func (c *ClientWithResponses) GetTokenBatchWithResponse(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*GetTokenBatchResponse, error) {
+	rsp, err := c.GetTokenBatch(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetTokenBatchResponse(rsp)
 }
 
 // CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
@@ -4846,6 +5432,13 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
 	}
 
 	return response, nil
@@ -4946,6 +5539,13 @@ func ParseUpdateDeviceResponse(rsp *http.Response) (*UpdateDeviceResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	}
 
@@ -5636,6 +6236,107 @@ func ParseGetTokenResponse(rsp *http.Response) (*GetTokenResponse, error) {
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetTokenBatchResponse parses an HTTP response from a GetTokenBatchWithResponse call
+func ParseGetTokenBatchResponse(rsp *http.Response) (*GetTokenBatchResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetTokenBatchResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TokenBatchResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetTokenBatchResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetTokenBatchResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetTokenBatchResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -25,7 +25,7 @@ const (
 
 // ImportDevice creates d unless a device with its ID exists. An existing device that
 // matches d on everything d states (hub, credential, supplied keys, modules, disabled,
-// maxTtl) is Skipped, so importing the same file twice changes nothing; one that differs
+// maxTtl, gateway, parent) is Skipped, so importing the same file twice changes nothing; one that differs
 // is Rejected with the reason. A Rejected error is safe to show the caller; any other
 // error (e.g. the store is unavailable) is returned as is.
 func (r *Registry) ImportDevice(ctx context.Context, d domain.Device) (Created, ImportResult, error) {
@@ -71,6 +71,10 @@ func differs(got, want domain.Device) string {
 		return "disabled state"
 	case got.MaxTTL != want.MaxTTL:
 		return "maxTtlSeconds"
+	case got.Gateway != want.Gateway:
+		return "gateway flag"
+	case got.Parent != want.Parent:
+		return "parent"
 	}
 	if k := keyDiff(got.PrimaryKey, got.SecondaryKey, want.PrimaryKey, want.SecondaryKey); k != "" {
 		return k

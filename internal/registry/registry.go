@@ -104,6 +104,9 @@ func (r *Registry) CreateDevice(ctx context.Context, d domain.Device) (Created, 
 	if d.MaxTTL != 0 && d.MaxTTL < time.Minute {
 		return Created{}, domain.Invalid("maxTtlSeconds must be at least 60")
 	}
+	if err := r.checkParent(ctx, &d); err != nil {
+		return Created{}, err
+	}
 	now := r.now().UTC()
 	d.CreatedAt, d.UpdatedAt = now, now
 	if err := r.store.CreateDevice(ctx, d); err != nil {
@@ -121,12 +124,31 @@ type DevicePatch struct {
 	Disabled *bool
 	// MaxTTL of zero removes the device's cap.
 	MaxTTL *time.Duration
+	// Gateway makes the device a gateway or an ordinary device again.
+	Gateway *bool
+	// Parent moves the device behind this gateway; the empty string removes its parent.
+	Parent *string
 }
 
-// UpdateDevice applies p atomically.
+// UpdateDevice applies p atomically. Gateway and parent rules are those of
+// CreateDevice; un-setting Gateway while devices name this one as parent is
+// store.ErrConflict.
 func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (domain.Device, error) {
 	if p.MaxTTL != nil && *p.MaxTTL != 0 && *p.MaxTTL < time.Minute {
 		return domain.Device{}, domain.Invalid("maxTtlSeconds must be 0 or at least 60")
+	}
+	var parent *domain.Device
+	if p.Parent != nil && *p.Parent != "" && *p.Parent != id {
+		pd, err := r.parentOf(ctx, *p.Parent)
+		if err != nil {
+			return domain.Device{}, err
+		}
+		parent = &pd
+	}
+	if p.Gateway != nil && !*p.Gateway {
+		if err := r.refuseIfParent(ctx, id, "stop being a gateway"); err != nil {
+			return domain.Device{}, err
+		}
 	}
 	d, err := r.store.UpdateDevice(ctx, id, func(d *domain.Device) error {
 		if p.Disabled != nil {
@@ -134,6 +156,20 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 		}
 		if p.MaxTTL != nil {
 			d.MaxTTL = *p.MaxTTL
+		}
+		if p.Gateway != nil {
+			d.Gateway = *p.Gateway
+		}
+		if p.Parent != nil {
+			d.Parent = *p.Parent
+		}
+		if err := d.CheckGatewayShape(); err != nil {
+			return err
+		}
+		if parent != nil {
+			if err := d.CheckParent(*parent); err != nil {
+				return err
+			}
 		}
 		d.UpdatedAt = r.now().UTC()
 		return nil
@@ -256,8 +292,12 @@ func (r *Registry) ListDevices(ctx context.Context, cursor string, limit int) (s
 	return r.store.ListDevices(ctx, cursor, limit)
 }
 
-// DeleteDevice deletes a device.
+// DeleteDevice deletes a device; store.ErrConflict while devices name it as their
+// parent (move or delete them first).
 func (r *Registry) DeleteDevice(ctx context.Context, id string) error {
+	if err := r.refuseIfParent(ctx, id, "be deleted"); err != nil {
+		return err
+	}
 	if err := r.store.DeleteDevice(ctx, id); err != nil {
 		return store.Describe(fmt.Sprintf("device %q", id), err)
 	}

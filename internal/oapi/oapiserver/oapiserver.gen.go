@@ -79,6 +79,9 @@ type ServerInterface interface {
 	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams)
+	// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
+	// (POST /token/batch)
+	GetTokenBatch(w http.ResponseWriter, r *http.Request, params GetTokenBatchParams)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	// (POST /token/nonce)
 	CreateNonce(w http.ResponseWriter, r *http.Request)
@@ -205,6 +208,12 @@ func (_ Unimplemented) GetToken(w http.ResponseWriter, r *http.Request, params G
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
+// (POST /token/batch)
+func (_ Unimplemented) GetTokenBatch(w http.ResponseWriter, r *http.Request, params GetTokenBatchParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // CreateNonce Issue a single-use nonce for a device without a real-time clock.
 // (POST /token/nonce)
 func (_ Unimplemented) CreateNonce(w http.ResponseWriter, r *http.Request) {
@@ -265,6 +274,19 @@ func (siw *ServerInterfaceWrapper) ListDevices(w http.ResponseWriter, r *http.Re
 			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
 		} else {
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "parent" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "parent", r.URL.Query(), &params.Parent, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "parent"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "parent", Err: err})
 		}
 		return
 	}
@@ -635,6 +657,19 @@ func (siw *ServerInterfaceWrapper) GetToken(w http.ResponseWriter, r *http.Reque
 	// Parameter object where we will unmarshal all parameters from the context
 	var params GetTokenParams
 
+	// ------------- Optional query parameter "device" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "device", r.URL.Query(), &params.Device, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "device"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device", Err: err})
+		}
+		return
+	}
+
 	// ------------- Optional query parameter "module" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "module", r.URL.Query(), &params.Module, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
@@ -676,6 +711,52 @@ func (siw *ServerInterfaceWrapper) GetToken(w http.ResponseWriter, r *http.Reque
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetToken(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetTokenBatch operation middleware
+func (siw *ServerInterfaceWrapper) GetTokenBatch(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetTokenBatchParams
+
+	// ------------- Optional query parameter "ttl" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "ttl", r.URL.Query(), &params.Ttl, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "ttl"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "ttl", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "transport" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "transport", r.URL.Query(), &params.Transport, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "transport"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "transport", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetTokenBatch(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -814,6 +895,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/token", wrapper.GetToken)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/token/batch", wrapper.GetTokenBatch)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/token/nonce", wrapper.CreateNonce)
@@ -1306,6 +1390,22 @@ func (response DeleteDevice404ApplicationProblemPlusJSONResponse) VisitDeleteDev
 	return err
 }
 
+type DeleteDevice409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDevice409ApplicationProblemPlusJSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDeviceRequestObject struct {
 	DeviceId IdentityId `json:"deviceId"`
 }
@@ -1459,6 +1559,22 @@ func (response UpdateDevice404ApplicationProblemPlusJSONResponse) VisitUpdateDev
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDevice409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDevice409ApplicationProblemPlusJSONResponse) VisitUpdateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2416,6 +2532,139 @@ func (response GetToken503ApplicationProblemPlusJSONResponse) VisitGetTokenRespo
 	return err
 }
 
+type GetTokenBatchRequestObject struct {
+	Params GetTokenBatchParams
+	Body   *GetTokenBatchJSONRequestBody
+}
+
+type GetTokenBatchResponseObject interface {
+	VisitGetTokenBatchResponse(w http.ResponseWriter) error
+}
+
+type GetTokenBatch200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type GetTokenBatch200JSONResponse struct {
+	Body    TokenBatchResponse
+	Headers GetTokenBatch200ResponseHeaders
+}
+
+func (response GetTokenBatch200JSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetTokenBatch400ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetTokenBatch401ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetTokenBatch403ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch413ApplicationProblemPlusJSONResponse Problem
+
+func (response GetTokenBatch413ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetTokenBatch429ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenBatch503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetTokenBatch503ApplicationProblemPlusJSONResponse) VisitGetTokenBatchResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateNonceRequestObject struct {
 }
 
@@ -2528,6 +2777,9 @@ type StrictServerInterface interface {
 	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(ctx context.Context, request GetTokenRequestObject) (GetTokenResponseObject, error)
+	// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
+	// (POST /token/batch)
+	GetTokenBatch(ctx context.Context, request GetTokenBatchRequestObject) (GetTokenBatchResponseObject, error)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	// (POST /token/nonce)
 	CreateNonce(ctx context.Context, request CreateNonceRequestObject) (CreateNonceResponseObject, error)
@@ -3109,6 +3361,39 @@ func (sh *strictHandler) GetToken(w http.ResponseWriter, r *http.Request, params
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetTokenResponseObject); ok {
 		if err := validResponse.VisitGetTokenResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetTokenBatch operation middleware
+func (sh *strictHandler) GetTokenBatch(w http.ResponseWriter, r *http.Request, params GetTokenBatchParams) {
+	var request GetTokenBatchRequestObject
+
+	request.Params = params
+
+	var body GetTokenBatchJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetTokenBatch(ctx, request.(GetTokenBatchRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetTokenBatch")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetTokenBatchResponseObject); ok {
+		if err := validResponse.VisitGetTokenBatchResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -29,6 +29,10 @@ var csvColumns = map[string]string{
 	"disabled":      "disabled",
 	"status":        "status",
 	"maxttlseconds": "maxTtlSeconds",
+	"gateway":       "gateway",
+	// IoT Hub marks IoT Edge devices (the gateways of its parent/child scopes) so.
+	"capabilities.iotedge": "gateway",
+	"parent":               "parent",
 }
 
 // csvSource reads a header row, then one device a record. A record longer than
@@ -74,7 +78,7 @@ func newCSVSource(r io.Reader) (*csvSource, error) {
 	for i, h := range header {
 		f, ok := csvColumns[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))]
 		if !ok {
-			return nil, fmt.Errorf("CSV column %d (%.40q) is not one of deviceId, hub, authType, publicKey, certFingerprint, primaryKey, secondaryKey, disabled, maxTtlSeconds", i+1, h)
+			return nil, fmt.Errorf("CSV column %d (%.40q) is not one of deviceId, hub, authType, publicKey, certFingerprint, primaryKey, secondaryKey, disabled, maxTtlSeconds, gateway, parent", i+1, h)
 		}
 		if seen[f] {
 			return nil, fmt.Errorf("CSV column %q appears twice", f)
@@ -139,6 +143,12 @@ func (s *csvSource) Next() (Line, error) {
 				return Line{Number: line, Device: oapi.DeviceCreate{DeviceId: validOrEmpty(obj["deviceId"])}, Err: fmt.Errorf("column %s: want true/false or enabled/disabled", f)}, nil
 			}
 			obj["disabled"] = b
+		case "gateway":
+			b, ok := map[string]bool{"true": true, "false": false}[strings.ToLower(v)]
+			if !ok {
+				return Line{Number: line, Device: oapi.DeviceCreate{DeviceId: validOrEmpty(obj["deviceId"])}, Err: errors.New("column gateway: want true or false")}, nil
+			}
+			obj["gateway"] = b
 		case "maxTtlSeconds":
 			n, err := strconv.Atoi(v)
 			if err != nil {

@@ -52,3 +52,46 @@ func readAll(tb testing.TB, contentType, body string) []devicefile.Line {
 		out = append(out, l)
 	}
 }
+
+func TestGatewayColumns(t *testing.T) {
+	tests := []struct {
+		name, ct, body string
+		wantGateway    bool
+		wantParent     string
+		wantErr        string
+	}{
+		{"csv gateway", "text/csv", "deviceId,hub,authType,gateway\ngw,main,hs256,true\n", true, "", ""},
+		{"csv IoT Hub edge capability", "text/csv", "id,hub,authType,capabilities.iotEdge\ngw,main,hs256,TRUE\n", true, "", ""},
+		{"csv leaf", "text/csv", "deviceId,hub,authType,gateway,parent\nleaf,main,hs256,false,gw\n", false, "gw", ""},
+		{"csv empty cells", "text/csv", "deviceId,hub,authType,gateway,parent\nleaf,main,hs256,,\n", false, "", ""},
+		{"csv gateway not a boolean", "text/csv", "deviceId,hub,authType,gateway\ngw,main,hs256,yes\n", false, "", "column gateway"},
+		{"csv parent not an ID", "text/csv", "deviceId,hub,authType,parent\nleaf,main,hs256,a/b\n", false, "", "/parent"},
+		{"ndjson leaf", "application/x-ndjson", `{"deviceId":"leaf","hub":"main","auth":{"type":"hs256"},"parent":"gw"}` + "\n", false, "gw", ""},
+		{"ndjson gateway", "application/x-ndjson", `{"deviceId":"gw","hub":"main","auth":{"type":"hs256"},"gateway":true}` + "\n", true, "", ""},
+		{"ndjson gateway not a boolean", "application/x-ndjson", `{"deviceId":"gw","hub":"main","auth":{"type":"hs256"},"gateway":"true"}` + "\n", false, "", "/gateway"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lines := readAll(t, tt.ct, tt.body)
+			if len(lines) != 1 {
+				t.Fatalf("got %d lines, want 1", len(lines))
+			}
+			l := lines[0]
+			if tt.wantErr != "" {
+				if l.Err == nil || !strings.Contains(l.Err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one naming %q", l.Err, tt.wantErr)
+				}
+				return
+			}
+			if l.Err != nil {
+				t.Fatal(l.Err)
+			}
+			if gw := l.Device.Gateway != nil && *l.Device.Gateway; gw != tt.wantGateway {
+				t.Errorf("gateway: got %v, want %v", gw, tt.wantGateway)
+			}
+			if p := l.Device.Parent; (p == nil && tt.wantParent != "") || (p != nil && *p != tt.wantParent) {
+				t.Errorf("parent: got %v, want %q", p, tt.wantParent)
+			}
+		})
+	}
+}

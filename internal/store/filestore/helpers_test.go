@@ -131,8 +131,17 @@ func populate(tb testing.TB, s store.Store) []string {
 			d.Disabled = true
 			d.CreatedAt, d.UpdatedAt = time.Time{}, time.Time{}
 		}
+		// A gateway and its children: the relation survives reopening like any field.
+		switch i {
+		case 3:
+			d.Gateway = true
+		case 7, 11:
+			d.Parent = "dev-03"
+		}
 		must(tb, s.CreateDevice(ctx, d))
 	}
+	_, err := s.UpdateDevice(ctx, "dev-13", func(d *domain.Device) error { d.Parent = "dev-03"; return nil })
+	must(tb, err)
 	for i := 0; i < 30; i += 4 {
 		_, err := s.UpdateDevice(ctx, fmt.Sprintf("dev-%02d", i), func(d *domain.Device) error {
 			d.Modules = append(d.Modules, domain.Module{ID: "added", PrimaryKey: "YWRkZWQ="})

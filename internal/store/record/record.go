@@ -52,6 +52,8 @@ type Device struct {
 	Disabled     bool      `json:"disabled,omitempty"`
 	MaxTTL       int64     `json:"maxTTLNanos,omitempty"`
 	RevokedAt    time.Time `json:"revokedAt,omitzero"`
+	Gateway      bool      `json:"gateway,omitempty"`
+	Parent       string    `json:"parent,omitempty"`
 	CreatedAt    time.Time `json:"createdAt"`
 	UpdatedAt    time.Time `json:"updatedAt"`
 }
@@ -115,6 +117,8 @@ func FromDevice(d *domain.Device) Device {
 		Disabled:     d.Disabled,
 		MaxTTL:       int64(d.MaxTTL),
 		RevokedAt:    d.RevokedAt,
+		Gateway:      d.Gateway,
+		Parent:       d.Parent,
 		CreatedAt:    d.CreatedAt,
 		UpdatedAt:    d.UpdatedAt,
 	}
@@ -144,6 +148,8 @@ func (r *Device) Domain() domain.Device {
 		Disabled:  r.Disabled,
 		MaxTTL:    time.Duration(r.MaxTTL),
 		RevokedAt: r.RevokedAt,
+		Gateway:   r.Gateway,
+		Parent:    r.Parent,
 		CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt,
 	}

@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeviceIDsAreCaseSensitive", testDeviceIDsCaseSensitive},
 		{"ListDevicesPaging", testListDevicesPaging},
 		{"UpdateDevice", testUpdateDevice},
+		{"GatewayRelation", testGatewayRelation},
 		{"UpdateDeviceConcurrent", testUpdateDeviceConcurrent},
 		{"DeleteDevice", testDeleteDevice},
 		{"Settings", testSettings},
@@ -269,6 +270,8 @@ func diffDevice(got, want domain.Device) []string {
 	d = diffField(d, "Disabled", got.Disabled, want.Disabled)
 	d = diffField(d, "MaxTTL", got.MaxTTL, want.MaxTTL)
 	d = diffTime(d, "RevokedAt", got.RevokedAt, want.RevokedAt)
+	d = diffField(d, "Gateway", got.Gateway, want.Gateway)
+	d = diffField(d, "Parent", got.Parent, want.Parent)
 	d = diffTime(d, "CreatedAt", got.CreatedAt, want.CreatedAt)
 	d = diffTime(d, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	return d

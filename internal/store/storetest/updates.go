@@ -185,3 +185,48 @@ func testDeleteDevice(t *testing.T, open func(t *testing.T) store.Store) {
 	mustCreateDevice(t, s, reborn)
 	reportDiffs(t, "GetDevice(dev-gone) recreated", diffDevice(mustGetDevice(t, s, "dev-gone"), reborn))
 }
+
+// testGatewayRelation: the gateway flag and a leaf's parent are stored, changed and
+// cleared by UpdateDevice like any field, and listed with the device. (The rules of
+// the relation are the registry's; a store only keeps it.)
+func testGatewayRelation(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	mustCreateHub(t, s, iotHub("hub-gw"))
+	gw := hs256Device("gw-1", "hub-gw")
+	gw.Gateway = true
+	mustCreateDevice(t, s, gw)
+	leaf := hs256Device("leaf-1", "hub-gw")
+	mustCreateDevice(t, s, leaf)
+
+	steps := []struct {
+		name        string
+		fn          func(d *domain.Device)
+		wantGateway bool
+		wantParent  string
+	}{
+		{"set parent", func(d *domain.Device) { d.Parent = "gw-1" }, false, "gw-1"},
+		{"unchanged by another field", func(d *domain.Device) { d.Disabled = true }, false, "gw-1"},
+		{"clear parent", func(d *domain.Device) { d.Parent = "" }, false, ""},
+		{"set gateway", func(d *domain.Device) { d.Gateway = true }, true, ""},
+		{"clear gateway", func(d *domain.Device) { d.Gateway = false }, false, ""},
+		{"parent again", func(d *domain.Device) { d.Parent = "gw-1" }, false, "gw-1"},
+	}
+	for _, st := range steps {
+		got, err := s.UpdateDevice(t.Context(), "leaf-1", func(d *domain.Device) error { st.fn(d); return nil })
+		if err != nil {
+			t.Fatalf("%s: UpdateDevice: %v", st.name, err)
+		}
+		for _, d := range []domain.Device{got, mustGetDevice(t, s, "leaf-1")} {
+			if d.Gateway != st.wantGateway || d.Parent != st.wantParent {
+				t.Errorf("%s: got gateway %v parent %q, want %v %q", st.name, d.Gateway, d.Parent, st.wantGateway, st.wantParent)
+			}
+		}
+	}
+	listed := listAll(t, s, 1)
+	if d := listed["leaf-1"]; d.Parent != "gw-1" || d.Gateway {
+		t.Errorf("ListDevices leaf-1: got gateway %v parent %q, want false %q", d.Gateway, d.Parent, "gw-1")
+	}
+	if d := listed["gw-1"]; !d.Gateway || d.Parent != "" {
+		t.Errorf("ListDevices gw-1: got gateway %v parent %q, want true \"\"", d.Gateway, d.Parent)
+	}
+}
