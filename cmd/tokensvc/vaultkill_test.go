@@ -53,7 +53,8 @@ const (
 	bar503Latency = 300 * time.Millisecond
 	// ceil503 is what the test asserts instead: the refusal comes from one attempt
 	// bounded by the 250 ms Vault call deadline, never from a retry chain (the Vault
-	// client's retries alone wait ≥ 2 s, plus a deadline per attempt).
+	// client's retries alone wait ≥ 2 s, plus a deadline per attempt). Time the whole
+	// test process stood still during a request is not counted against it.
 	ceil503     = 2 * time.Second
 	barRecovery = 30 * time.Second
 )
@@ -413,7 +414,8 @@ type killReport struct {
 //   - Cold devices started before the restart: 503 with Retry-After and problem+json.
 //   - Cold devices started from the restart until recoveredAt: that 503, or a 200.
 //   - Cold devices started after recoveredAt: 200, and every cold device served.
-//   - Every 503 within ceil503; no transport error, no other status, ever.
+//   - Every 503 within ceil503 of the time the test process ran; no transport error,
+//     no other status, ever.
 func checkKillResults(t *testing.T, all []killResult, killedAt, restartAt, recoveredAt time.Time, cold []*killDevice, stalls *stallLog) killReport {
 	t.Helper()
 	var (
@@ -439,8 +441,10 @@ func checkKillResults(t *testing.T, all []killResult, killedAt, restartAt, recov
 		}
 		if r.status == http.StatusServiceUnavailable {
 			refused = append(refused, r)
-			if took > ceil503 {
-				fail(r, "503 took %v, want at most %v: a retry in the request path? (the test process stood still for %v of it)", took, ceil503, stalls.within(r.start, r.end).Round(time.Millisecond))
+			// Time the whole test process stood still (the machine's other load) is not
+			// the service's: a retry chain shows as seconds of time while it ran.
+			if stalled := stalls.within(r.start, r.end); took-stalled > ceil503 {
+				fail(r, "503 took %v, want at most %v: a retry in the request path? (the test process stood still for %v of it)", took, ceil503, stalled.Round(time.Millisecond))
 			}
 		}
 		outage := !r.start.Before(killedAt) && r.start.Before(restartAt)
