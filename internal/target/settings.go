@@ -30,19 +30,37 @@ func CheckSettings(h domain.Hub, allowed ...string) error {
 
 // DecodeSettings reads h's settings into v, a pointer to a struct whose json tags name
 // the fields the kind takes. A field the kind does not take, or a value of the wrong
-// type, is an error wrapping domain.ErrInvalid that names the field.
+// type, is an error wrapping domain.ErrInvalid that names the field. Settings the
+// kind has stored read in one decode; only a failure decodes field by field, to say
+// which field.
 func DecodeSettings(h domain.Hub, v any) error {
 	if err := CheckSettings(h, settingNames(v)...); err != nil {
 		return err
 	}
+	if len(h.Settings) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
 	for name, text := range h.Settings {
-		obj := map[string]json.RawMessage{name: json.RawMessage(text)}
-		b, err := json.Marshal(obj)
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		nb, _ := json.Marshal(name) // a string always marshals
+		b.Write(nb)
+		b.WriteByte(':')
+		b.WriteString(text)
+	}
+	b.WriteByte('}')
+	if json.Unmarshal(b.Bytes(), v) == nil {
+		return nil
+	}
+	for name, text := range h.Settings {
+		obj, err := json.Marshal(map[string]json.RawMessage{name: json.RawMessage(text)})
 		if err != nil {
 			return domain.Invalid("%s: not a JSON value", name)
 		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		if err := dec.Decode(v); err != nil {
+		if err := json.Unmarshal(obj, v); err != nil {
 			return domain.Invalid("%s: %s", name, typeProblem(err))
 		}
 	}

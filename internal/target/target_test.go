@@ -2,7 +2,9 @@ package target_test
 
 import (
 	"errors"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -68,6 +70,46 @@ func TestCheckSettings(t *testing.T) {
 			h := domain.Hub{Kind: "k", Settings: tt.settings}
 			if err := target.CheckSettings(h, tt.allowed...); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDecodeSettings(t *testing.T) {
+	type kindSettings struct {
+		Name  string   `json:"name"`
+		Port  int      `json:"port"`
+		On    *bool    `json:"on"`
+		Items []string `json:"items"`
+	}
+	tests := []struct {
+		name      string
+		settings  map[string]string
+		want      kindSettings
+		wantField string // the field a refusal must name; "" for success
+	}{
+		{"none", nil, kindSettings{}, ""},
+		{"all fields", map[string]string{"name": `"a \"b\""`, "port": "8883", "on": "false", "items": `["x","y"]`},
+			kindSettings{Name: `a "b"`, Port: 8883, On: new(bool), Items: []string{"x", "y"}}, ""},
+		{"a field the kind does not take", map[string]string{"name": `"a"`, "colour": `"red"`}, kindSettings{}, "colour"},
+		{"a value of the wrong type", map[string]string{"name": `"a"`, "port": `"8883"`}, kindSettings{}, "port"},
+		{"text that is not JSON", map[string]string{"items": `[1,`}, kindSettings{}, "items"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got kindSettings
+			err := target.DecodeSettings(domain.Hub{Kind: "k", Settings: tt.settings}, &got)
+			if tt.wantField != "" {
+				if !errors.Is(err, domain.ErrInvalid) || !strings.Contains(err.Error(), tt.wantField) {
+					t.Fatalf("got %v, want an invalid-field error naming %q", err, tt.wantField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
 	}

@@ -91,7 +91,7 @@ func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.R
 	if s.Issuer == nil {
 		return target.Minted{}, fmt.Errorf("hub %q: %w", h.Name, ErrNoIssuer)
 	}
-	set, err := decodeStored(h)
+	set, err := decode(h)
 	if err != nil {
 		return target.Minted{}, fmt.Errorf("hub %q: stored settings: %w", h.Name, err)
 	}

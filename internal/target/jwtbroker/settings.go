@@ -180,45 +180,6 @@ func decode(h domain.Hub) (Settings, error) {
 	return s, nil
 }
 
-// decodeStored reads the settings of a stored hub, which Normalize checked, for every
-// mint: field by field, at a fraction of DecodeSettings' cost (which checks and
-// reports on arbitrary input). Anything unexpected falls back to decode.
-func decodeStored(h domain.Hub) (Settings, error) {
-	var s Settings
-	for name, text := range h.Settings {
-		var dst any
-		switch name {
-		case "port":
-			dst = &s.Port
-		case "mqttVersion":
-			dst = &s.MQTTVersion
-		case "audience":
-			dst = &s.Audience
-		case "authMethod":
-			dst = &s.AuthMethod
-		case "algorithm":
-			dst = &s.Algorithm
-		case "clientIdTemplate":
-			dst = &s.ClientIDTemplate
-		case "usernameTemplate":
-			dst = &s.UsernameTemplate
-		case "topicTemplate":
-			dst = &s.TopicTemplate
-		case "subscribeTemplates":
-			dst = &s.SubscribeTemplates
-		case "claims":
-			s.Claims = json.RawMessage(text)
-			continue
-		default:
-			return decode(h)
-		}
-		if err := json.Unmarshal([]byte(text), dst); err != nil {
-			return decode(h)
-		}
-	}
-	return s, nil
-}
-
 // expand replaces every Placeholder in t with id.
 func expand(t, id string) string { return strings.ReplaceAll(t, Placeholder, id) }
 
