@@ -98,6 +98,33 @@ func (e HubAlgorithm) Valid() bool {
 	}
 }
 
+// Defines values for HubCertificateKeyTypes.
+const (
+	HubCertificateKeyTypesEcdsaP256 HubCertificateKeyTypes = "ecdsa-p256"
+	HubCertificateKeyTypesEcdsaP384 HubCertificateKeyTypes = "ecdsa-p384"
+	HubCertificateKeyTypesRsa2048   HubCertificateKeyTypes = "rsa-2048"
+	HubCertificateKeyTypesRsa3072   HubCertificateKeyTypes = "rsa-3072"
+	HubCertificateKeyTypesRsa4096   HubCertificateKeyTypes = "rsa-4096"
+)
+
+// Valid indicates whether the value is a known member of the HubCertificateKeyTypes enum.
+func (e HubCertificateKeyTypes) Valid() bool {
+	switch e {
+	case HubCertificateKeyTypesEcdsaP256:
+		return true
+	case HubCertificateKeyTypesEcdsaP384:
+		return true
+	case HubCertificateKeyTypesRsa2048:
+		return true
+	case HubCertificateKeyTypesRsa3072:
+		return true
+	case HubCertificateKeyTypesRsa4096:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HubMqttVersion.
 const (
 	HubMqttVersionN311 HubMqttVersion = "3.1.1"
@@ -128,6 +155,33 @@ func (e HubCreateAlgorithm) Valid() bool {
 	case HubCreateAlgorithmES256:
 		return true
 	case HubCreateAlgorithmRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HubCreateCertificateKeyTypes.
+const (
+	HubCreateCertificateKeyTypesEcdsaP256 HubCreateCertificateKeyTypes = "ecdsa-p256"
+	HubCreateCertificateKeyTypesEcdsaP384 HubCreateCertificateKeyTypes = "ecdsa-p384"
+	HubCreateCertificateKeyTypesRsa2048   HubCreateCertificateKeyTypes = "rsa-2048"
+	HubCreateCertificateKeyTypesRsa3072   HubCreateCertificateKeyTypes = "rsa-3072"
+	HubCreateCertificateKeyTypesRsa4096   HubCreateCertificateKeyTypes = "rsa-4096"
+)
+
+// Valid indicates whether the value is a known member of the HubCreateCertificateKeyTypes enum.
+func (e HubCreateCertificateKeyTypes) Valid() bool {
+	switch e {
+	case HubCreateCertificateKeyTypesEcdsaP256:
+		return true
+	case HubCreateCertificateKeyTypesEcdsaP384:
+		return true
+	case HubCreateCertificateKeyTypesRsa2048:
+		return true
+	case HubCreateCertificateKeyTypesRsa3072:
+		return true
+	case HubCreateCertificateKeyTypesRsa4096:
 		return true
 	default:
 		return false
@@ -304,6 +358,7 @@ func (e MqttProfileTransport) Valid() bool {
 
 // Defines values for SigningMode.
 const (
+	Certificate      SigningMode = "certificate"
 	CustomAuthorizer SigningMode = "customAuthorizer"
 	DeviceKey        SigningMode = "deviceKey"
 	GroupKey         SigningMode = "groupKey"
@@ -314,6 +369,8 @@ const (
 // Valid indicates whether the value is a known member of the SigningMode enum.
 func (e SigningMode) Valid() bool {
 	switch e {
+	case Certificate:
+		return true
 	case CustomAuthorizer:
 		return true
 	case DeviceKey:
@@ -396,6 +453,49 @@ type AmqpProfileTransport string
 
 // CertFingerprint SHA-256 of the certificate's DER encoding, 64 lowercase hex digits (x509).
 type CertFingerprint = string
+
+// CertificateRequest defines model for CertificateRequest.
+type CertificateRequest struct {
+	// Csr PEM PKCS#10 certificate signing request, signed by the device's new key.
+	Csr string `json:"csr"`
+
+	// Module An IoT Hub device or module ID (case-sensitive).
+	Module *IdentityId `json:"module,omitempty"`
+
+	// Ttl Requested lifetime in seconds; capped by the hub's policy.
+	Ttl *int `json:"ttl,omitempty"`
+}
+
+// CertificateResponse defines model for CertificateResponse.
+type CertificateResponse struct {
+	Amqp *AmqpProfile `json:"amqp,omitempty"`
+
+	// CaCertificates PEM chain to the hub's CA, issuing CA first.
+	CaCertificates string `json:"caCertificates"`
+
+	// Certificate The device certificate (PEM).
+	Certificate string    `json:"certificate"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+
+	// ExpiresIn Seconds until expiry.
+	ExpiresIn int           `json:"expiresIn"`
+	Https     *HttpsProfile `json:"https,omitempty"`
+	Hub       string        `json:"hub"`
+
+	// Kind `iothub`, `eventhubs`, `dps`: Azure, SAS tokens. `awsiot`: AWS IoT Core through a
+	// custom authorizer (JWT, MQTT on 443 with ALPN `mqtt`). `jwtbroker`: any MQTT
+	// broker that authenticates clients by JWT (Azure Event Grid namespaces, EMQX,
+	// HiveMQ, Mosquitto with a JWT plugin).
+	Kind HubKind      `json:"kind"`
+	Mqtt *MqttProfile `json:"mqtt,omitempty"`
+
+	// RefreshAfter Ask for a new certificate after this time.
+	RefreshAfter time.Time `json:"refreshAfter"`
+
+	// SerialNumber The certificate's serial number (hex
+	SerialNumber string    `json:"serialNumber"`
+	ServerTime   time.Time `json:"serverTime"`
+}
 
 // Credential defines model for Credential.
 type Credential struct {
@@ -576,6 +676,15 @@ type Hub struct {
 	AuthorizerName *string `json:"authorizerName,omitempty"`
 	CaCert         *string `json:"caCert,omitempty"`
 
+	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
+	CertificateKeyTypes *[]HubCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
+
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
+
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
+
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
 	// `{deviceId}` stands for the device ID. E.g. EMQX's
 	// `{"acl": {"pub": ["devices/{deviceId}/#"], "sub": ["commands/{deviceId}"]}}` or
@@ -604,13 +713,18 @@ type Hub struct {
 	// DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
 	// device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
 	// present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
-	// present a JWT.
+	// present a JWT. `certificate`: devices get short-lived X.509 client certificates
+	// from POST /token/certificate, signed by the hub's CA (awsiot, iothub, jwtbroker).
 	Mode SigningMode `json:"mode"`
 
 	// MqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
 	MqttVersion *HubMqttVersion `json:"mqttVersion,omitempty"`
 	Name        string          `json:"name"`
-	PolicyName  *string         `json:"policyName,omitempty"`
+
+	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
+	// device certificates (default the service's `-vault-pki-role`).
+	PkiRole    *string `json:"pkiRole,omitempty"`
+	PolicyName *string `json:"policyName,omitempty"`
 
 	// Port (jwtbroker) The broker's MQTT over TLS port (default 8883).
 	Port *int `json:"port,omitempty"`
@@ -638,6 +752,9 @@ type Hub struct {
 // HubAlgorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
 type HubAlgorithm string
 
+// HubCertificateKeyTypes defines model for Hub.CertificateKeyTypes.
+type HubCertificateKeyTypes string
+
 // HubMqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
 type HubMqttVersion string
 
@@ -660,6 +777,15 @@ type HubCreate struct {
 
 	// CaCert PEM bundle devices should trust for this hub or its gateway.
 	CaCert *string `json:"caCert,omitempty"`
+
+	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
+	CertificateKeyTypes *[]HubCreateCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
+
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
+
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
 
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
 	// `{deviceId}` stands for the device ID. E.g. EMQX's
@@ -692,12 +818,17 @@ type HubCreate struct {
 	// DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
 	// device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
 	// present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
-	// present a JWT.
+	// present a JWT. `certificate`: devices get short-lived X.509 client certificates
+	// from POST /token/certificate, signed by the hub's CA (awsiot, iothub, jwtbroker).
 	Mode *SigningMode `json:"mode,omitempty"`
 
 	// MqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
 	MqttVersion *HubCreateMqttVersion `json:"mqttVersion,omitempty"`
 	Name        HubName               `json:"name"`
+
+	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
+	// device certificates (default the service's `-vault-pki-role`).
+	PkiRole *string `json:"pkiRole,omitempty"`
 
 	// PolicyKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).
 	PolicyKey  *Key    `json:"policyKey,omitempty"`
@@ -731,6 +862,9 @@ type HubCreate struct {
 
 // HubCreateAlgorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
 type HubCreateAlgorithm string
+
+// HubCreateCertificateKeyTypes defines model for HubCreate.CertificateKeyTypes.
+type HubCreateCertificateKeyTypes string
 
 // HubCreateMqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
 type HubCreateMqttVersion string
@@ -913,7 +1047,8 @@ type RotatedKeys struct {
 // DeviceConnect; always for Event Hubs). `groupKey`: DPS enrollment-group key; each
 // device's key is derived from it. `customAuthorizer`: an `awsiot` hub's devices
 // present a JWT to an AWS IoT custom authorizer. `jwt`: a `jwtbroker` hub's devices
-// present a JWT.
+// present a JWT. `certificate`: devices get short-lived X.509 client certificates
+// from POST /token/certificate, signed by the hub's CA (awsiot, iothub, jwtbroker).
 type SigningMode string
 
 // TlsSettings defines model for TlsSettings.
@@ -1073,6 +1208,9 @@ type RotateIssuerKeyJSONRequestBody = IssuerKeyRotate
 
 // GetTokenBatchJSONRequestBody defines body for GetTokenBatch for application/json ContentType.
 type GetTokenBatchJSONRequestBody = TokenBatchRequest
+
+// GetCertificateJSONRequestBody defines body for GetCertificate for application/json ContentType.
+type GetCertificateJSONRequestBody = CertificateRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1288,6 +1426,16 @@ type ClientInterface interface {
 	// GetHub performs a GET /hubs/{name} (the `GetHub` operationId) request.
 	GetHub(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
+	//
+	// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
+	// registration or just-in-time provisioning, Azure IoT Hub verified CA, Event Grid
+	// namespace CA upload). With the embedded store the hub's CA is created on first
+	// use (this call or the first certificate).
+	//
+	// Corresponds with GET /hubs/{name}/ca.pem (the `GetHubCA` operationId).
+	GetHubCA(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListIssuerKeys List the issuer keys with their state.
 	//
 	// Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
@@ -1412,6 +1560,50 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
 	GetTokenBatch(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCertificateWithBody Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	//
+	// The device authenticates exactly as on GET /token (assertion, nonce or client
+	// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+	// generated itself; the private key never leaves the device. The CSR's own
+	// signature must verify (proof of possession) and its key must be one the hub
+	// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+	// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+	// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+	// every other requested name or extension is ignored. NotBefore is backdated a
+	// little for clock skew; the lifetime is `ttl` capped by the hub's
+	// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+	// gets no more certificates. Rate-limited and audited like tokens (serial number,
+	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+	GetCertificateWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCertificate Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	//
+	// The device authenticates exactly as on GET /token (assertion, nonce or client
+	// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+	// generated itself; the private key never leaves the device. The CSR's own
+	// signature must verify (proof of possession) and its key must be one the hub
+	// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+	// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+	// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+	// every other requested name or extension is ignored. NotBefore is backdated a
+	// little for clock skew; the lifetime is `ttl` capped by the hub's
+	// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+	// gets no more certificates. Rate-limited and audited like tokens (serial number,
+	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+	GetCertificate(ctx context.Context, body GetCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	//
@@ -1747,6 +1939,26 @@ func (c *Client) GetHub(ctx context.Context, name HubName, reqEditors ...Request
 	return c.Client.Do(req)
 }
 
+// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
+//
+// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
+// registration or just-in-time provisioning, Azure IoT Hub verified CA, Event Grid
+// namespace CA upload). With the embedded store the hub's CA is created on first
+// use (this call or the first certificate).
+//
+// Corresponds with GET /hubs/{name}/ca.pem (the `GetHubCA` operationId).
+func (c *Client) GetHubCA(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetHubCARequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListIssuerKeys List the issuer keys with their state.
 //
 // Corresponds with GET /issuer/keys (the `ListIssuerKeys` operationId).
@@ -1952,6 +2164,70 @@ func (c *Client) GetTokenBatchWithBody(ctx context.Context, params *GetTokenBatc
 // Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
 func (c *Client) GetTokenBatch(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetTokenBatchRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCertificateWithBody Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+//
+// The device authenticates exactly as on GET /token (assertion, nonce or client
+// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+// generated itself; the private key never leaves the device. The CSR's own
+// signature must verify (proof of possession) and its key must be one the hub
+// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+// every other requested name or extension is ignored. NotBefore is backdated a
+// little for clock skew; the lifetime is `ttl` capped by the hub's
+// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+// gets no more certificates. Rate-limited and audited like tokens (serial number,
+// never the key). `Accept: text/plain` returns the compact `key=value` form.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+func (c *Client) GetCertificateWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCertificateRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCertificate Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+//
+// The device authenticates exactly as on GET /token (assertion, nonce or client
+// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+// generated itself; the private key never leaves the device. The CSR's own
+// signature must verify (proof of possession) and its key must be one the hub
+// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+// every other requested name or extension is ignored. NotBefore is backdated a
+// little for clock skew; the lifetime is `ttl` capped by the hub's
+// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+// gets no more certificates. Rate-limited and audited like tokens (serial number,
+// never the key). `Accept: text/plain` returns the compact `key=value` form.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+func (c *Client) GetCertificate(ctx context.Context, body GetCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCertificateRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2517,6 +2793,40 @@ func NewGetHubRequest(server string, name HubName) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetHubCARequest constructs an http.Request for the GetHubCA method
+func NewGetHubCARequest(server string, name HubName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/hubs/%s/ca.pem", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListIssuerKeysRequest constructs an http.Request for the ListIssuerKeys method
 func NewListIssuerKeysRequest(server string) (*http.Request, error) {
 	var err error
@@ -2848,6 +3158,46 @@ func NewGetTokenBatchRequestWithBody(server string, params *GetTokenBatchParams,
 	return req, nil
 }
 
+// NewGetCertificateRequest calls the generic GetCertificate builder with application/json body
+func NewGetCertificateRequest(server string, body GetCertificateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewGetCertificateRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewGetCertificateRequestWithBody constructs an http.Request for the GetCertificate method, with any body, and a specified content type
+func NewGetCertificateRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/token/certificate")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewCreateNonceRequest constructs an http.Request for the CreateNonce method
 func NewCreateNonceRequest(server string) (*http.Request, error) {
 	var err error
@@ -3077,6 +3427,18 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	GetHubWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubResponse, error)
 
+	// GetHubCAWithResponse The CA certificate chain (PEM) that signs this hub's device certificates.
+	//
+	// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
+	// registration or just-in-time provisioning, Azure IoT Hub verified CA, Event Grid
+	// namespace CA upload). With the embedded store the hub's CA is created on first
+	// use (this call or the first certificate).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /hubs/{name}/ca.pem (the `GetHubCA` operationId).
+	GetHubCAWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubCAResponse, error)
+
 	// ListIssuerKeysWithResponse List the issuer keys with their state.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3211,6 +3573,50 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /token/batch (the `GetTokenBatch` operationId).
 	GetTokenBatchWithResponse(ctx context.Context, params *GetTokenBatchParams, body GetTokenBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*GetTokenBatchResponse, error)
+
+	// GetCertificateWithBodyWithResponse Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	//
+	// The device authenticates exactly as on GET /token (assertion, nonce or client
+	// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+	// generated itself; the private key never leaves the device. The CSR's own
+	// signature must verify (proof of possession) and its key must be one the hub
+	// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+	// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+	// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+	// every other requested name or extension is ignored. NotBefore is backdated a
+	// little for clock skew; the lifetime is `ttl` capped by the hub's
+	// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+	// gets no more certificates. Rate-limited and audited like tokens (serial number,
+	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+	GetCertificateWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error)
+
+	// GetCertificateWithResponse Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	//
+	// The device authenticates exactly as on GET /token (assertion, nonce or client
+	// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+	// generated itself; the private key never leaves the device. The CSR's own
+	// signature must verify (proof of possession) and its key must be one the hub
+	// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+	// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+	// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+	// every other requested name or extension is ignored. NotBefore is backdated a
+	// little for clock skew; the lifetime is `ttl` capped by the hub's
+	// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+	// gets no more certificates. Rate-limited and audited like tokens (serial number,
+	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+	GetCertificateWithResponse(ctx context.Context, body GetCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error)
 
 	// CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
 	//
@@ -4135,6 +4541,82 @@ func (r GetHubResponse) ContentType() string {
 	return ""
 }
 
+// GetHubCAResponse503Headers the declared response headers of an HTTP 503 response for GetHubCA
+type GetHubCAResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetHubCAResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetHubCAResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetHubCAResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetHubCAResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetHubCAResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetHubCAResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetHubCAResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetHubCAResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetHubCAResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetHubCAResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetHubCAResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListIssuerKeysResponse503Headers the declared response headers of an HTTP 503 response for ListIssuerKeys
 type ListIssuerKeysResponse503Headers struct {
 	RetryAfter *int
@@ -4636,6 +5118,110 @@ func (r GetTokenBatchResponse) ContentType() string {
 	return ""
 }
 
+// GetCertificateResponse200Headers the declared response headers of an HTTP 200 response for GetCertificate
+type GetCertificateResponse200Headers struct {
+	CacheControl *string
+}
+
+// GetCertificateResponse429Headers the declared response headers of an HTTP 429 response for GetCertificate
+type GetCertificateResponse429Headers struct {
+	RetryAfter *int
+}
+
+// GetCertificateResponse503Headers the declared response headers of an HTTP 503 response for GetCertificate
+type GetCertificateResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetCertificateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CertificateResponse
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetCertificateResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetCertificateResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetCertificateResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCertificateResponse) GetJSON200() *CertificateResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON413() *Problem {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCertificateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCertificateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCertificateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCertificateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // CreateNonceResponse200Headers the declared response headers of an HTTP 200 response for CreateNonce
 type CreateNonceResponse200Headers struct {
 	CacheControl *string
@@ -4964,6 +5550,24 @@ func (c *ClientWithResponses) GetHubWithResponse(ctx context.Context, name HubNa
 	return ParseGetHubResponse(rsp)
 }
 
+// GetHubCAWithResponse The CA certificate chain (PEM) that signs this hub's device certificates.
+//
+// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
+// registration or just-in-time provisioning, Azure IoT Hub verified CA, Event Grid
+// namespace CA upload). With the embedded store the hub's CA is created on first
+// use (this call or the first certificate).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /hubs/{name}/ca.pem (the `GetHubCA` operationId).
+func (c *ClientWithResponses) GetHubCAWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubCAResponse, error) {
+	rsp, err := c.GetHubCA(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetHubCAResponse(rsp)
+}
+
 // ListIssuerKeysWithResponse List the issuer keys with their state.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -5151,6 +5755,62 @@ func (c *ClientWithResponses) GetTokenBatchWithResponse(ctx context.Context, par
 		return nil, err
 	}
 	return ParseGetTokenBatchResponse(rsp)
+}
+
+// GetCertificateWithBodyWithResponse Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+//
+// The device authenticates exactly as on GET /token (assertion, nonce or client
+// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+// generated itself; the private key never leaves the device. The CSR's own
+// signature must verify (proof of possession) and its key must be one the hub
+// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+// every other requested name or extension is ignored. NotBefore is backdated a
+// little for clock skew; the lifetime is `ttl` capped by the hub's
+// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+// gets no more certificates. Rate-limited and audited like tokens (serial number,
+// never the key). `Accept: text/plain` returns the compact `key=value` form.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+func (c *ClientWithResponses) GetCertificateWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error) {
+	rsp, err := c.GetCertificateWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCertificateResponse(rsp)
+}
+
+// GetCertificateWithResponse Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+//
+// The device authenticates exactly as on GET /token (assertion, nonce or client
+// certificate) and sends a PEM PKCS#10 certificate signing request for a key it
+// generated itself; the private key never leaves the device. The CSR's own
+// signature must verify (proof of possession) and its key must be one the hub
+// allows (`certificateKeyTypes`). The service, not the CSR, decides the
+// certificate: subject CN = the device ID (or `{deviceId}/{moduleId}` for a
+// module, by kind), key usage digitalSignature, extended key usage clientAuth;
+// every other requested name or extension is ignored. NotBefore is backdated a
+// little for clock skew; the lifetime is `ttl` capped by the hub's
+// `certificateMaxTtlSeconds` (default `certificateTtlSeconds`, 24 h) and never
+// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
+// Vault store, a CA per hub with the embedded store. A disabled or revoked device
+// gets no more certificates. Rate-limited and audited like tokens (serial number,
+// never the key). `Accept: text/plain` returns the compact `key=value` form.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /token/certificate (the `GetCertificate` operationId).
+func (c *ClientWithResponses) GetCertificateWithResponse(ctx context.Context, body GetCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error) {
+	rsp, err := c.GetCertificate(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCertificateResponse(rsp)
 }
 
 // CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
@@ -5899,6 +6559,73 @@ func ParseGetHubResponse(rsp *http.Response) (*GetHubResponse, error) {
 	return response, nil
 }
 
+// ParseGetHubCAResponse parses an HTTP response from a GetHubCAWithResponse call
+func ParseGetHubCAResponse(rsp *http.Response) (*GetHubCAResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetHubCAResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetHubCAResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListIssuerKeysResponse parses an HTTP response from a ListIssuerKeysWithResponse call
 func ParseListIssuerKeysResponse(rsp *http.Response) (*ListIssuerKeysResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -6337,6 +7064,110 @@ func ParseGetTokenBatchResponse(rsp *http.Response) (*GetTokenBatchResponse, err
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetTokenBatchResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetCertificateResponse parses an HTTP response from a GetCertificateWithResponse call
+func ParseGetCertificateResponse(rsp *http.Response) (*GetCertificateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCertificateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CertificateResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/plain) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetCertificateResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetCertificateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetCertificateResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

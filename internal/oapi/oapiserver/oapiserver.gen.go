@@ -61,6 +61,9 @@ type ServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(w http.ResponseWriter, r *http.Request, name HubName)
+	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
+	// (GET /hubs/{name}/ca.pem)
+	GetHubCA(w http.ResponseWriter, r *http.Request, name HubName)
 	// ListIssuerKeys List the issuer keys with their state.
 	// (GET /issuer/keys)
 	ListIssuerKeys(w http.ResponseWriter, r *http.Request)
@@ -82,6 +85,9 @@ type ServerInterface interface {
 	// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
 	// (POST /token/batch)
 	GetTokenBatch(w http.ResponseWriter, r *http.Request, params GetTokenBatchParams)
+	// GetCertificate Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	// (POST /token/certificate)
+	GetCertificate(w http.ResponseWriter, r *http.Request)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	// (POST /token/nonce)
 	CreateNonce(w http.ResponseWriter, r *http.Request)
@@ -172,6 +178,12 @@ func (_ Unimplemented) GetHub(w http.ResponseWriter, r *http.Request, name HubNa
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
+// (GET /hubs/{name}/ca.pem)
+func (_ Unimplemented) GetHubCA(w http.ResponseWriter, r *http.Request, name HubName) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListIssuerKeys List the issuer keys with their state.
 // (GET /issuer/keys)
 func (_ Unimplemented) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
@@ -211,6 +223,12 @@ func (_ Unimplemented) GetToken(w http.ResponseWriter, r *http.Request, params G
 // GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
 // (POST /token/batch)
 func (_ Unimplemented) GetTokenBatch(w http.ResponseWriter, r *http.Request, params GetTokenBatchParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetCertificate Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+// (POST /token/certificate)
+func (_ Unimplemented) GetCertificate(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -554,6 +572,32 @@ func (siw *ServerInterfaceWrapper) GetHub(w http.ResponseWriter, r *http.Request
 	handler.ServeHTTP(w, r)
 }
 
+// GetHubCA operation middleware
+func (siw *ServerInterfaceWrapper) GetHubCA(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name HubName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", chi.URLParam(r, "name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetHubCA(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListIssuerKeys operation middleware
 func (siw *ServerInterfaceWrapper) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
 
@@ -766,6 +810,20 @@ func (siw *ServerInterfaceWrapper) GetTokenBatch(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// GetCertificate operation middleware
+func (siw *ServerInterfaceWrapper) GetCertificate(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetCertificate(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // CreateNonce operation middleware
 func (siw *ServerInterfaceWrapper) CreateNonce(w http.ResponseWriter, r *http.Request) {
 
@@ -900,6 +958,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Post(options.BaseURL+"/token/batch", wrapper.GetTokenBatch)
 	})
 	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/token/certificate", wrapper.GetCertificate)
+	})
+	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/token/nonce", wrapper.CreateNonce)
 	})
 	r.Group(func(r chi.Router) {
@@ -913,6 +974,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/hubs/{name}", wrapper.GetHub)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/hubs/{name}/ca.pem", wrapper.GetHubCA)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/devices", wrapper.ListDevices)
@@ -2090,6 +2154,117 @@ func (response GetHub404ApplicationProblemPlusJSONResponse) VisitGetHubResponse(
 	return err
 }
 
+type GetHubCARequestObject struct {
+	Name HubName `json:"name"`
+}
+
+type GetHubCAResponseObject interface {
+	VisitGetHubCAResponse(w http.ResponseWriter) error
+}
+
+type GetHubCA200ApplicationxPemFileResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response GetHubCA200ApplicationxPemFileResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type GetHubCA400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetHubCA400ApplicationProblemPlusJSONResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHubCA401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetHubCA401ApplicationProblemPlusJSONResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHubCA403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetHubCA403ApplicationProblemPlusJSONResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHubCA404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetHubCA404ApplicationProblemPlusJSONResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHubCA503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetHubCA503ApplicationProblemPlusJSONResponse) VisitGetHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListIssuerKeysRequestObject struct {
 }
 
@@ -2665,6 +2840,155 @@ func (response GetTokenBatch503ApplicationProblemPlusJSONResponse) VisitGetToken
 	return err
 }
 
+type GetCertificateRequestObject struct {
+	Body *GetCertificateJSONRequestBody
+}
+
+type GetCertificateResponseObject interface {
+	VisitGetCertificateResponse(w http.ResponseWriter) error
+}
+
+type GetCertificate200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type GetCertificate200JSONResponse struct {
+	Body    CertificateResponse
+	Headers GetCertificate200ResponseHeaders
+}
+
+func (response GetCertificate200JSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate200TextResponse struct {
+	Body    string
+	Headers GetCertificate200ResponseHeaders
+}
+
+func (response GetCertificate200TextResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/plain")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+
+	_, err := w.Write([]byte(fmt.Sprint(response.Body)))
+	return err
+}
+
+type GetCertificate400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetCertificate400ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetCertificate401ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetCertificate403ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate413ApplicationProblemPlusJSONResponse Problem
+
+func (response GetCertificate413ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetCertificate429ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCertificate503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetCertificate503ApplicationProblemPlusJSONResponse) VisitGetCertificateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateNonceRequestObject struct {
 }
 
@@ -2759,6 +3083,9 @@ type StrictServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(ctx context.Context, request GetHubRequestObject) (GetHubResponseObject, error)
+	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
+	// (GET /hubs/{name}/ca.pem)
+	GetHubCA(ctx context.Context, request GetHubCARequestObject) (GetHubCAResponseObject, error)
 	// ListIssuerKeys List the issuer keys with their state.
 	// (GET /issuer/keys)
 	ListIssuerKeys(ctx context.Context, request ListIssuerKeysRequestObject) (ListIssuerKeysResponseObject, error)
@@ -2780,6 +3107,9 @@ type StrictServerInterface interface {
 	// GetTokenBatch (gateways) Mint tokens for many of the calling gateway's children at once.
 	// (POST /token/batch)
 	GetTokenBatch(ctx context.Context, request GetTokenBatchRequestObject) (GetTokenBatchResponseObject, error)
+	// GetCertificate Sign the calling device's CSR into a short-lived client certificate (hubs in mode `certificate`).
+	// (POST /token/certificate)
+	GetCertificate(ctx context.Context, request GetCertificateRequestObject) (GetCertificateResponseObject, error)
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	// (POST /token/nonce)
 	CreateNonce(ctx context.Context, request CreateNonceRequestObject) (CreateNonceResponseObject, error)
@@ -3211,6 +3541,32 @@ func (sh *strictHandler) GetHub(w http.ResponseWriter, r *http.Request, name Hub
 	}
 }
 
+// GetHubCA operation middleware
+func (sh *strictHandler) GetHubCA(w http.ResponseWriter, r *http.Request, name HubName) {
+	var request GetHubCARequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetHubCA(ctx, request.(GetHubCARequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetHubCA")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetHubCAResponseObject); ok {
+		if err := validResponse.VisitGetHubCAResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListIssuerKeys operation middleware
 func (sh *strictHandler) ListIssuerKeys(w http.ResponseWriter, r *http.Request) {
 	var request ListIssuerKeysRequestObject
@@ -3394,6 +3750,37 @@ func (sh *strictHandler) GetTokenBatch(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetTokenBatchResponseObject); ok {
 		if err := validResponse.VisitGetTokenBatchResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetCertificate operation middleware
+func (sh *strictHandler) GetCertificate(w http.ResponseWriter, r *http.Request) {
+	var request GetCertificateRequestObject
+
+	var body GetCertificateJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetCertificate(ctx, request.(GetCertificateRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetCertificate")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetCertificateResponseObject); ok {
+		if err := validResponse.VisitGetCertificateResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
