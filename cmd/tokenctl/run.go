@@ -9,12 +9,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/version"
 )
 
 // errUsage means the usage text was printed already.
-var errUsage = errors.New("usage")
+var errUsage = cliflags.ErrUsage
 
 const usage = `tokenctl — operate tokensvc
 

@@ -15,13 +15,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/version"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/load"
@@ -30,18 +28,13 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "tokenbench:", err)
-		}
-		os.Exit(1)
-	}
+	cliflags.Main("tokenbench", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	})
 }
 
 // errUsage is a wrong command line, after the usage has been printed.
-var errUsage = errors.New("usage")
+var errUsage = cliflags.ErrUsage
 
 const usage = `usage: tokenbench <subcommand> [flags]
 
