@@ -13,7 +13,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/testca"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
 const (
@@ -34,23 +34,8 @@ const (
 	audience   = "tokensvc-test"
 )
 
-// fakeClock is a settable clock shared by every component of a test server.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// fakeClock is the settable clock shared by every component of a test server.
+type fakeClock = testclock.Clock
 
 // env is the service as app.New builds it (through apptest), over a real embedded
 // store, on the env's fake clock.
@@ -90,7 +75,7 @@ type envOptions struct {
 
 func mustEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
-	clock := &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	opts := apptest.Options{
 		Clock:  clock.Now,
 		Stdout: o.stdout,

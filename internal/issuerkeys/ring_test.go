@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,28 +27,12 @@ import (
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
 const issuerURL = "https://tokens.example.com"
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)} }
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)) }
 
 // mustFileStore opens a real embedded store in a temporary directory.
 func mustFileStore(tb testing.TB) (*filestore.Store, string) {
@@ -65,7 +48,7 @@ func mustFileStore(tb testing.TB) (*filestore.Store, string) {
 	return st, path
 }
 
-func mustRing(tb testing.TB, st issuerkeys.Settings, c *clock, cfg issuerkeys.Config, opts ...issuerkeys.Option) *issuerkeys.Ring {
+func mustRing(tb testing.TB, st issuerkeys.Settings, c *testclock.Clock, cfg issuerkeys.Config, opts ...issuerkeys.Option) *issuerkeys.Ring {
 	tb.Helper()
 	if cfg.Issuer == "" {
 		cfg.Issuer = issuerURL
@@ -525,14 +508,14 @@ func TestExpiredKeysArePruned(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := keyByID(t, r, k1.ID)
-	c.t = old.PublishedUntil.Add(29 * 24 * time.Hour)
+	c.Set(old.PublishedUntil.Add(29 * 24 * time.Hour))
 	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
 		t.Fatal(err)
 	}
 	if k := keyByID(t, r, k1.ID); k.Published(c.Now()) {
 		t.Error("an expired key is published")
 	}
-	c.t = old.PublishedUntil.Add(31 * 24 * time.Hour)
+	c.Set(old.PublishedUntil.Add(31 * 24 * time.Hour))
 	if _, err := r.Rotate(t.Context(), domain.AlgES256); err != nil {
 		t.Fatal(err)
 	}

@@ -8,14 +8,10 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/limits"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time          { return c.t }
-func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+func newClock() *testclock.Clock { return testclock.New(time.Unix(1_700_000_000, 0)) }
 
 func TestDevice(t *testing.T) {
 	type step struct {

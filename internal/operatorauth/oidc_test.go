@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
 const audience = "tokensvc-operators"
@@ -68,10 +69,6 @@ func ecJWK(kid string, k *ecdsa.PrivateKey) map[string]string {
 	return map[string]string{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:])}
 }
 
-type clock struct{ t time.Time }
-
-func (c *clock) Now() time.Time { return c.t }
-
 func mustSign(t *testing.T, m jwt.SigningMethod, kid string, claims jwt.MapClaims, key any) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(m, claims)
@@ -90,7 +87,7 @@ func TestOIDCVerify(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	p.publish(rsaJWK("r1", rsaKey), ecJWK("e1", ecKey))
-	clk := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	v, err := operatorauth.NewOIDC(operatorauth.OIDCConfig{Issuer: p.srv.URL, Audience: audience}, nil, clk.Now, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +96,7 @@ func TestOIDCVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	claims := func(mod func(jwt.MapClaims)) jwt.MapClaims {
-		c := jwt.MapClaims{"iss": p.srv.URL, "aud": audience, "sub": "alice", "exp": clk.t.Add(5 * time.Minute).Unix(), "iat": clk.t.Unix(), "roles": []string{"operator"}}
+		c := jwt.MapClaims{"iss": p.srv.URL, "aud": audience, "sub": "alice", "exp": clk.Now().Add(5 * time.Minute).Unix(), "iat": clk.Now().Unix(), "roles": []string{"operator"}}
 		if mod != nil {
 			mod(c)
 		}
@@ -120,7 +117,7 @@ func TestOIDCVerify(t *testing.T) {
 		{name: "no known role", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { c["roles"] = []string{"superuser"} }), rsaKey), want: operatorauth.Principal{Subject: "alice"}},
 		{name: "wrong issuer", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }), rsaKey), wantErr: true},
 		{name: "wrong audience", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { c["aud"] = "someone-else" }), rsaKey), wantErr: true},
-		{name: "expired", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { c["exp"] = clk.t.Add(-time.Minute).Unix() }), rsaKey), wantErr: true},
+		{name: "expired", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { c["exp"] = clk.Now().Add(-time.Minute).Unix() }), rsaKey), wantErr: true},
 		{name: "no exp", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { delete(c, "exp") }), rsaKey), wantErr: true},
 		{name: "no sub", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { delete(c, "sub") }), rsaKey), wantErr: true},
 		{name: "alg none", token: none, wantErr: true},
@@ -157,7 +154,7 @@ func TestOIDCUnknownKidRefetchesRateLimited(t *testing.T) {
 	p := mustIDP(t)
 	old, next := mustEC(t), mustEC(t)
 	p.publish(ecJWK("old", old))
-	clk := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	v, err := operatorauth.NewOIDC(operatorauth.OIDCConfig{Issuer: p.srv.URL, Audience: audience, JWKSURL: p.srv.URL + "/keys", RolesClaim: "realm_access.roles", Algorithms: []string{"ES256"}, MinRefetch: time.Minute}, nil, clk.Now, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -166,19 +163,19 @@ func TestOIDCUnknownKidRefetchesRateLimited(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := func(kid string, key *ecdsa.PrivateKey) string {
-		return mustSign(t, jwt.SigningMethodES256, kid, jwt.MapClaims{"iss": p.srv.URL, "aud": []string{"x", audience}, "sub": "bob", "exp": clk.t.Add(time.Minute).Unix(), "realm_access": map[string]any{"roles": []string{"reader"}}}, key)
+		return mustSign(t, jwt.SigningMethodES256, kid, jwt.MapClaims{"iss": p.srv.URL, "aud": []string{"x", audience}, "sub": "bob", "exp": clk.Now().Add(time.Minute).Unix(), "realm_access": map[string]any{"roles": []string{"reader"}}}, key)
 	}
 	// The issuer rotates; a token with the new kid arrives within MinRefetch of the last
 	// fetch: refused without a fetch.
 	p.publish(ecJWK("old", old), ecJWK("new", next))
-	clk.t = clk.t.Add(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	if _, err := v.Verify(tok("new", next)); err == nil {
 		t.Fatal("unknown kid within MinRefetch: got success, want refusal")
 	}
 	if got := p.fetches.Load(); got != 1 {
 		t.Fatalf("fetches: got %d, want 1 (refetch rate-limited)", got)
 	}
-	clk.t = clk.t.Add(time.Minute)
+	clk.Advance(time.Minute)
 	got, err := v.Verify(tok("new", next))
 	if err != nil || got.Role != operatorauth.RoleReader || got.Subject != "bob" {
 		t.Fatalf("after refetch: got %+v, %v; want bob as reader", got, err)

@@ -16,22 +16,16 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
 var t0 = time.Date(2025, 6, 1, 8, 30, 0, 0, time.UTC)
 
 // fakeClock is a clock tests move by hand, so TTL, stale and backoff timing is exact
 // and no test sleeps.
-type fakeClock struct{ ns atomic.Int64 }
+type fakeClock = testclock.Clock
 
-func newClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(t0.UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *fakeClock { return testclock.New(t0) }
 
 // failMode is what faultStore's reads do instead of asking the real store.
 type failMode int32

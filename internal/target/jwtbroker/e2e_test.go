@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,25 +23,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
+	"github.com/tokensvc/tokensvc/internal/testclock"
 )
-
-// clock is the service's settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -58,7 +40,7 @@ func (*tokenHolder) Invalidate() {}
 // key's token) and until the old key leaves the JWKS.
 func TestEventGridEndToEnd(t *testing.T) {
 	start := time.Now()
-	clk := &clock{t: start.Truncate(time.Second)}
+	clk := testclock.New(start.Truncate(time.Second))
 	svc := jwtpeer.StartService(t, clk.Now)
 	ctx := t.Context()
 
