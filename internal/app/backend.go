@@ -129,7 +129,8 @@ func (a *App) newVault(ctx context.Context) (*backend, error) {
 	return &backend{
 		store:      st,
 		transit:    vs,
-		issuerKeys: issuerkeys.Transit(vs), // private keys never leave Vault
+		issuerKeys: issuerkeys.Transit(vs),           // private keys never leave Vault
+		ca:         devicecert.NewVault(vs, a.o.now), // the PKI engine: the CA key never leaves Vault
 		// Logged in once at start, the service can serve from its cache whatever Vault
 		// does next, so Vault trouble degrades readiness rather than failing it: pulling
 		// every replica out of its Service would turn fast 503s into connection errors

@@ -20,8 +20,9 @@ type Authority interface {
 	// ParseCSR) with hub h's CA. It returns errors wrapping store.ErrUnavailable when a
 	// remote CA cannot be reached, ErrCAExpired when the CA can sign no more.
 	Sign(ctx context.Context, h domain.Hub, csr *x509.CertificateRequest, s Spec) (Signed, error)
-	// Chain returns hub h's CA chain, issuing CA first; errors as Sign.
-	Chain(ctx context.Context, h domain.Hub) ([]*x509.Certificate, error)
+	// Chain returns hub h's CA chain, issuing CA first, for role (the hub's pkiRole,
+	// "" for the default; what Sign's Spec.Role would be); errors as Sign.
+	Chain(ctx context.Context, h domain.Hub, role string) ([]*x509.Certificate, error)
 }
 
 // Signed is a signed device certificate with its CA chain (issuing CA first).
@@ -122,7 +123,11 @@ func (i *Issuer) HubCA(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	chain, err := i.ca.Chain(ctx, hub)
+	cs, err := target.CertificateSettingsOf(hub)
+	if err != nil {
+		return "", fmt.Errorf("hub %q: stored settings: %v", hub.Name, err)
+	}
+	chain, err := i.ca.Chain(ctx, hub, cs.PKIRole)
 	if err != nil {
 		return "", err
 	}

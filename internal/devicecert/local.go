@@ -89,8 +89,9 @@ func (l *Local) Sign(ctx context.Context, h domain.Hub, csr *x509.CertificateReq
 	return Signed{Leaf: leaf, Chain: []*x509.Certificate{ca.cert}}, nil
 }
 
-// Chain implements Authority: hub h's CA certificate, created on first use.
-func (l *Local) Chain(ctx context.Context, h domain.Hub) ([]*x509.Certificate, error) {
+// Chain implements Authority: hub h's CA certificate, created on first use (the role
+// is Vault's; ignored).
+func (l *Local) Chain(ctx context.Context, h domain.Hub, _ string) ([]*x509.Certificate, error) {
 	ca, err := l.ca(ctx, h.Name)
 	if err != nil {
 		return nil, err

@@ -119,14 +119,14 @@ func TestLocalPersists(t *testing.T) {
 
 	st2 := mustFileStore(t, path, mk)
 	defer st2.Close()
-	chain, err := devicecert.NewLocal(st2, now).Chain(t.Context(), hub)
+	chain, err := devicecert.NewLocal(st2, now).Chain(t.Context(), hub, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !chain[0].Equal(first) {
 		t.Error("after reopening the store the hub has another CA")
 	}
-	other, err := devicecert.NewLocal(st2, now).Chain(t.Context(), domain.Hub{Name: "other"})
+	other, err := devicecert.NewLocal(st2, now).Chain(t.Context(), domain.Hub{Name: "other"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestLocalImport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			chain, err := ca.Chain(t.Context(), domain.Hub{Name: "imported"})
+			chain, err := ca.Chain(t.Context(), domain.Hub{Name: "imported"}, "")
 			if err != nil || !chain[0].Equal(root.Cert) {
 				t.Fatalf("chain after import: got %v, %v; want the imported CA", chain, err)
 			}

@@ -117,6 +117,22 @@ func (c *CertificateSettings) Normalize(mode domain.SigningMode) error {
 	return nil
 }
 
+// CertificateSettingsOf reads the shared certificate fields of h (as a kind stored
+// them, defaults filled in), ignoring the kind's own fields.
+func CertificateSettingsOf(h domain.Hub) (CertificateSettings, error) {
+	var c CertificateSettings
+	shared := domain.Hub{Kind: h.Kind, Settings: map[string]string{}}
+	for _, name := range settingNames(&c) {
+		if text, ok := h.Settings[name]; ok {
+			shared.Settings[name] = text
+		}
+	}
+	if err := DecodeSettings(shared, &c); err != nil {
+		return CertificateSettings{}, err
+	}
+	return c, nil
+}
+
 // Lifetime is the certificate lifetime for a request of requested (0: the hub's
 // default), capped by the hub's maximum.
 func (c CertificateSettings) Lifetime(requested time.Duration) time.Duration {
