@@ -6,14 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
@@ -30,21 +28,10 @@ import (
 func TestCertificatesOnVault(t *testing.T) {
 	srv := vaulttest.Start(t)
 	srv.MountPKI(t, vaultstore.DefaultPKIMount, vaultstore.DefaultPKIRole)
-	policy, err := os.ReadFile("../../deploy/vault/tokensvc.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := srv.Client(t)
-	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", string(policy)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := root.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{Policies: []string{"tokensvc"}, TTL: "1h", NoDefaultPolicy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.PolicyToken(t, "../../deploy/vault/tokensvc.hcl", "1h")
 	svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) {
 		c.Store = "vault"
-		c.Vault.Address, c.Vault.Token = srv.Addr, tok.Auth.ClientToken
+		c.Vault.Address, c.Vault.Token = srv.Addr, token
 		c.Audience = "tokensvc-test"
 	}})
 	ctx := t.Context()

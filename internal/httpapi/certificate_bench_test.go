@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -32,18 +30,7 @@ func BenchmarkGetCertificate(b *testing.B) {
 	if err != nil || dev.JSON201 == nil {
 		b.Fatalf("create device: %v", err)
 	}
-	secret := []byte(*dev.JSON201.Auth.Secret)
-	const pool = 100_000
-	assertions := make([]string, 0, pool)
-	for i := range pool {
-		c := e.claims("bench-1")
-		c["jti"] = strconv.Itoa(i)
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
-		if err != nil {
-			b.Fatal(err)
-		}
-		assertions = append(assertions, s)
-	}
+	assertions := e.assertionPool(b, "bench-1", []byte(*dev.JSON201.Auth.Secret), 100_000)
 	body := `{"csr":` + strconv.Quote(testca.CSR(b, mustP256(b), "x")) + `}`
 	h := e.handler
 	b.ReportAllocs()
