@@ -722,7 +722,8 @@ type Hub struct {
 	Name        string          `json:"name"`
 
 	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
-	// device certificates (default the service's `-vault-pki-role`).
+	// device certificates (default the service's `-vault-pki-role`); the shipped
+	// Vault policy lets the service sign with roles named `tokensvc-*` only.
 	PkiRole    *string `json:"pkiRole,omitempty"`
 	PolicyName *string `json:"policyName,omitempty"`
 
@@ -836,7 +837,8 @@ type HubCreate struct {
 	Name        HubName               `json:"name"`
 
 	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
-	// device certificates (default the service's `-vault-pki-role`).
+	// device certificates (default the service's `-vault-pki-role`); the shipped
+	// Vault policy lets the service sign with roles named `tokensvc-*` only.
 	PkiRole *string `json:"pkiRole,omitempty"`
 
 	// PolicyKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).
