@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,5 +102,41 @@ func TestCertificatesOnVault(t *testing.T) {
 	}
 	if logs := svc.Logs.String(); !strings.Contains(logs, "pki sign") {
 		t.Errorf("the 503 was not the PKI sign failing; log:\n%s", logs)
+	}
+}
+
+// TestEmbeddedCAAcrossRestart: the embedded store's hub CA is created once and is the
+// same after the service restarts on the same data directory; the store file holds
+// it only encrypted.
+func TestEmbeddedCAAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	var first []byte
+	for i := range 2 {
+		t.Run("start "+strconv.Itoa(i+1), func(t *testing.T) {
+			svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) { c.DataDir = dir }})
+			if i == 0 {
+				mode := oapi.Certificate
+				if r, err := svc.Admin.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.JSON201 == nil {
+					t.Fatalf("create hub: %v %s", err, r.Body)
+				}
+			}
+			r, err := svc.Admin.GetHubCAWithResponse(t.Context(), "aws")
+			if err != nil || r.StatusCode() != 200 {
+				t.Fatalf("ca.pem: %v %d %s", err, r.StatusCode(), r.Body)
+			}
+			if first == nil {
+				first = r.Body
+			} else if string(r.Body) != string(first) {
+				t.Error("after a restart the hub has another CA")
+			}
+		})
+	}
+	b, _ := pem.Decode(first)
+	db, err := os.ReadFile(filepath.Join(dir, "tokensvc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == nil || strings.Contains(string(db), "PRIVATE KEY") || strings.Contains(string(db), string(b.Bytes[:32])) {
+		t.Error("the store file holds the CA in clear")
 	}
 }
