@@ -679,10 +679,10 @@ type Hub struct {
 	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
 	CertificateKeyTypes *[]HubCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
 
-	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400, or certificateTtlSeconds if higher).
 	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
 
-	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400, or certificateMaxTtlSeconds if lower).
 	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
 
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
@@ -791,10 +791,10 @@ type HubCreate struct {
 	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
 	CertificateKeyTypes *[]HubCreateCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
 
-	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400, or certificateTtlSeconds if higher).
 	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
 
-	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400, or certificateMaxTtlSeconds if lower).
 	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
 
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
