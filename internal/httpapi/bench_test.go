@@ -18,10 +18,7 @@ import (
 // Assertions are signed before the timed loop (each jti is single-use). Limits and
 // audit are off (metrics are always wired); BenchmarkGetTokenObserved has them on.
 func BenchmarkGetToken(b *testing.B) {
-	benchGetToken(b, mustEnvWith(b, envOptions{config: func(c *app.Config) {
-		c.Limits = limits.Config{}
-		c.Audit.Sink.Kind = "off"
-	}}))
+	benchGetToken(b, mustBenchEnv(b))
 }
 
 func benchGetToken(b *testing.B, e *env) {
@@ -67,4 +64,14 @@ func (e *env) assertionPool(b *testing.B, id string, secret []byte, n int) []str
 		out = append(out, s)
 	}
 	return out
+}
+
+// mustBenchEnv is the env the benchmarks share: limits and audit off (metrics are
+// always wired).
+func mustBenchEnv(b *testing.B) *env {
+	b.Helper()
+	return mustEnvWith(b, envOptions{config: func(c *app.Config) {
+		c.Limits = limits.Config{}
+		c.Audit.Sink.Kind = "off"
+	}})
 }

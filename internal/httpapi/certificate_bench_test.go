@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokensvc/tokensvc/internal/app"
-	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
@@ -18,10 +16,7 @@ import (
 // CSR check, signing, JSON. Compare with BenchmarkGetToken in the same run (same
 // settings: limits and audit off).
 func BenchmarkGetCertificate(b *testing.B) {
-	e := mustEnvWith(b, envOptions{config: func(c *app.Config) {
-		c.Limits = limits.Config{}
-		c.Audit.Sink.Kind = "off"
-	}})
+	e := mustBenchEnv(b)
 	mode := oapi.Certificate
 	if r, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.StatusCode() != 201 {
 		b.Fatalf("create hub: %v", err)
