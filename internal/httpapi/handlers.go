@@ -102,32 +102,64 @@ type tokenText struct{ body oapi.TokenResponse }
 
 func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	b := t.body
-	var sb strings.Builder
-	line := func(k, v string) {
-		if v != "" {
-			sb.WriteString(k)
-			sb.WriteByte('=')
-			sb.WriteString(v)
-			sb.WriteByte('\n')
-		}
+	var tl textLines
+	tl.times(b.ExpiresIn, b.RefreshAfter, b.ExpiresAt, b.ServerTime, "token", b.Token)
+	tl.profiles(b.Mqtt, b.Amqp, b.Https, b.Token)
+	if b.Signature != nil {
+		tl.line("signature", *b.Signature)
 	}
+	return tl.write(w)
+}
+
+// textLines builds the key=value text forms: one field a line, no quoting, empty
+// values left out.
+type textLines struct{ sb strings.Builder }
+
+func (t *textLines) line(k, v string) {
+	if v != "" {
+		t.sb.WriteString(k)
+		t.sb.WriteByte('=')
+		t.sb.WriteString(v)
+		t.sb.WriteByte('\n')
+	}
+}
+
+// times writes the credential (k=v) and its times, as Unix seconds so a device
+// without a clock can use them.
+func (t *textLines) times(expiresIn int, refreshAfter, expiresAt, serverTime time.Time, k, v string) {
 	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
-	line("token", b.Token)
-	line("expiresIn", strconv.Itoa(b.ExpiresIn))
-	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
-	line("expiresAt", unix(b.ExpiresAt))
-	line("serverTime", unix(b.ServerTime))
-	if m := b.Mqtt; m != nil {
+	t.line(k, v)
+	t.line("expiresIn", strconv.Itoa(expiresIn))
+	t.line("refreshIn", strconv.FormatInt(int64(refreshAfter.Sub(serverTime)/time.Second), 10))
+	t.line("expiresAt", unix(expiresAt))
+	t.line("serverTime", unix(serverTime))
+}
+
+// write sends the lines as the 200 response.
+func (t *textLines) write(w http.ResponseWriter) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", noStore)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte(t.sb.String()))
+	return err
+}
+
+// profiles writes the connection profiles' lines (GET /token and POST
+// /token/certificate share them); token is the credential the profiles carry, "" for
+// a certificate.
+func (t *textLines) profiles(m *oapi.MqttProfile, a *oapi.AmqpProfile, h *oapi.HttpsProfile, token string) {
+	line := t.line
+	if m != nil {
 		line("mqttHost", m.Host)
 		line("mqttPort", strconv.Itoa(m.Port))
 		line("mqttUrl", m.Url)
 		line("mqttClientId", m.ClientId)
 		line("mqttUsername", m.Username)
-		if m.Password != b.Token {
+		if m.Password != token {
 			// Said only where it is not the token (the SAS kinds' password): an AWS
 			// IoT custom authorizer with signing takes the token in the user name and
 			// an empty password.
-			sb.WriteString("mqttPassword=" + m.Password + "\n")
+			t.sb.WriteString("mqttPassword=" + m.Password + "\n")
 		}
 		if m.Alpn != nil {
 			line("mqttAlpn", strings.Join(*m.Alpn, ","))
@@ -143,7 +175,7 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 			line("mqttSubscribe", m.Topics.Subscribe[0])
 		}
 	}
-	if a := b.Amqp; a != nil {
+	if a != nil {
 		line("amqpHost", a.Host)
 		line("amqpPort", strconv.Itoa(a.Port))
 		if a.Transport == oapi.AmqpProfileTransport(signer.WebSocket) {
@@ -152,17 +184,12 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 		line("amqpUsername", deref(a.Username))
 		line("amqpAddress", a.Address)
 	}
-	if h := b.Https; h != nil {
+	if h != nil {
 		line("httpsUrl", h.Url)
+		if h.Alpn != nil {
+			line("httpsAlpn", strings.Join(*h.Alpn, ","))
+		}
 	}
-	if b.Signature != nil {
-		line("signature", *b.Signature)
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", noStore)
-	w.WriteHeader(http.StatusOK)
-	_, err := w.Write([]byte(sb.String()))
-	return err
 }
 
 // CreateHub registers a hub.
