@@ -10,11 +10,13 @@ run:
 
 ## test: everything CI checks — formatting, vet, generated code and go.mod freshness,
 ## the race-enabled test suite against a real Vault dev server (built once from the Go
-## module proxy and cached, see tools/vault) and real MQTT/AMQP peers (the AMQP one from
-## npm), the Helm chart tests, and a short run of every fuzz target
+## module proxy and cached, see tools/vault), a real redis-server (Debian's, installed by
+## scripts/redis.sh when missing) and real MQTT/AMQP peers (the AMQP one from npm), the
+## Helm chart tests, and a short run of every fuzz target
 test: check
 	bash scripts/agent-test-deps.sh
-	bin=$$(bash scripts/vault.sh) && TOKENSVC_VAULT_BIN="$$bin" $(GO) test -race -count=1 ./...
+	bin=$$(bash scripts/vault.sh) && redis=$$(bash scripts/redis.sh) && \
+	  TOKENSVC_VAULT_BIN="$$bin" TOKENSVC_REDIS_BIN="$$redis" $(GO) test -race -count=1 ./...
 	bash scripts/helm-test.sh
 	$(MAKE) fuzz
 

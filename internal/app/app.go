@@ -86,6 +86,9 @@ type App struct {
 	tasks     []func(context.Context) error
 	// closers undo what New opened (audit file, store, metrics listener), last first.
 	closers []func() error
+
+	// replayPing checks the shared replay store; nil when there is none.
+	replayPing func(ctx context.Context) error
 }
 
 // New builds the service described by cfg, which it validates first. What New opened
@@ -119,6 +122,11 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	replayOpts, err := a.newReplay()
+	if err != nil {
+		return err
+	}
+	verifierOpts = append(verifierOpts, replayOpts...)
 	auditLog, err := a.newAudit()
 	if err != nil {
 		return err

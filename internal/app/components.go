@@ -173,7 +173,7 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Operators: operators,
 		Limits:    limits.New(a.cfg.Limits, a.o.now),
 		Metrics:   a.metrics,
-		Ready:     be.ready,
+		Ready:     a.readiness(be.ready),
 		Logger:    a.log,
 	}
 	if ring != nil {
