@@ -28,6 +28,9 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
+// PoolSize is the most connections one process keeps to the replay store.
+const PoolSize = 128
+
 // KeyPrefix starts every key this package writes, so the server can be shared.
 const KeyPrefix = "tokensvc:replay:"
 
@@ -121,7 +124,11 @@ func New(cfg Config, opts ...Option) (*Store, error) {
 		Password: cfg.Password,
 		// One attempt per call: a retry would be a second round trip on the request
 		// path, and the caller answers 503 + Retry-After instead.
-		MaxRetries:            -1,
+		MaxRetries: -1,
+		// go-redis's default (10 per CPU) makes a boot storm's token requests queue for
+		// a connection past the deadline; the server keeps thousands open cheaply, and
+		// more writers share each append-only-file fsync.
+		PoolSize:              PoolSize,
 		DialerRetries:         1,
 		DialTimeout:           cfg.Timeout,
 		ReadTimeout:           cfg.Timeout,
