@@ -8,6 +8,7 @@ package redistest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
 	"github.com/tokensvc/tokensvc/internal/testbin"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // BinaryEnv names the variable that points at redis-server; unset, PATH is searched.
@@ -52,6 +54,8 @@ type Server struct {
 	Addr string
 	// Password is the server's requirepass.
 	Password string
+	// CA issued the server's certificate when it speaks TLS (StartTLS); nil otherwise.
+	CA *testca.Cert
 
 	bin, dir string
 	out      *syncbuf.Buffer
@@ -66,7 +70,13 @@ type Server struct {
 }
 
 // Start starts a server and stops it when tb ends.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB) *Server { tb.Helper(); return start(tb, false) }
+
+// StartTLS starts a server that speaks only TLS, with a certificate for 127.0.0.1 from
+// a throwaway CA (Server.CA), and stops it when tb ends. URL is then rediss://.
+func StartTLS(tb testing.TB) *Server { tb.Helper(); return start(tb, true) }
+
+func start(tb testing.TB, useTLS bool) *Server {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,7 +87,16 @@ func Start(tb testing.TB) *Server {
 	var pw [16]byte
 	_, _ = rand.Read(pw[:])
 	s := &Server{Addr: addr, Password: hex.EncodeToString(pw[:]), bin: Binary(tb), dir: tb.TempDir(), out: &syncbuf.Buffer{}}
-	s.admin = redis.NewClient(&redis.Options{Addr: addr, Password: s.Password, MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
+	opts := &redis.Options{Addr: addr, Password: s.Password, MaxRetries: -1, DisableIdentity: true, PoolSize: 1}
+	if useTLS {
+		s.CA = testca.NewCA(tb, "redistest CA")
+		leaf := s.CA.Issue(tb, testca.Spec{CommonName: "127.0.0.1", Hosts: []string{"127.0.0.1"}})
+		s.CA.WriteCert(tb, filepath.Join(s.dir, "ca.pem"))
+		leaf.WriteCert(tb, filepath.Join(s.dir, "server.pem"))
+		leaf.WriteKey(tb, filepath.Join(s.dir, "server.key"))
+		opts.TLSConfig = &tls.Config{RootCAs: testca.Pool(s.CA), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	}
+	s.admin = redis.NewClient(opts)
 	tb.Cleanup(func() {
 		s.admin.Close()
 		s.Kill()
@@ -89,8 +108,21 @@ func Start(tb testing.TB) *Server {
 	return s
 }
 
-// URL is the server's redis:// URL, without the password.
-func (s *Server) URL() string { return "redis://" + s.Addr }
+// URL is the server's redis:// (rediss:// with TLS) URL, without the password.
+func (s *Server) URL() string {
+	if s.CA != nil {
+		return "rediss://" + s.Addr
+	}
+	return "redis://" + s.Addr
+}
+
+// CAFile is a PEM file of Server.CA; empty without TLS.
+func (s *Server) CAFile() string {
+	if s.CA == nil {
+		return ""
+	}
+	return filepath.Join(s.dir, "ca.pem")
+}
 
 // Restart starts the (killed) server again on the same address and data directory and
 // returns once it answers. It must be called from the test's goroutine.
@@ -98,11 +130,20 @@ func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
 	host, port, _ := net.SplitHostPort(s.Addr)
 	// The configuration goes in a file, so the password never shows in ps.
-	conf := strings.Join([]string{
-		"bind " + host,
-		"port " + port,
-		"dir " + s.dir,
-		"requirepass " + s.Password,
+	listen := []string{"port " + port}
+	if s.CA != nil {
+		listen = []string{
+			"port 0",
+			"tls-port " + port,
+			"tls-cert-file " + filepath.Join(s.dir, "server.pem"),
+			"tls-key-file " + filepath.Join(s.dir, "server.key"),
+			"tls-ca-cert-file " + filepath.Join(s.dir, "ca.pem"),
+			"tls-auth-clients no",
+		}
+	}
+	conf := strings.Join(append(append([]string{"bind " + host}, listen...),
+		"dir "+s.dir,
+		"requirepass "+s.Password,
 		"appendonly yes",
 		"appendfsync always",
 		`save ""`,
@@ -110,7 +151,7 @@ func (s *Server) Restart(tb testing.TB) {
 		"daemonize no",
 		"loglevel warning",
 		"",
-	}, "\n")
+	), "\n")
 	path := filepath.Join(s.dir, "redis.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)

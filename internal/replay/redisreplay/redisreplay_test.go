@@ -179,3 +179,42 @@ func BenchmarkConsume(b *testing.B) {
 		}
 	}
 }
+
+// TestTLS: rediss:// with the server's CA file works; without it (system roots), or
+// over plain redis:// to a TLS-only server, every call fails closed.
+func TestTLS(t *testing.T) {
+	srv := redistest.StartTLS(t)
+	ctx := t.Context()
+	tests := []struct {
+		name    string
+		cfg     redisreplay.Config
+		wantErr bool
+	}{
+		{"rediss with the CA file", redisreplay.Config{URL: srv.URL(), CAFile: srv.CAFile()}, false},
+		{"rediss with the system roots", redisreplay.Config{URL: srv.URL()}, true},
+		{"plain redis to a TLS server", redisreplay.Config{URL: "redis://" + srv.Addr}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Password, tt.cfg.Timeout = srv.Password, timeout
+			s, err := redisreplay.New(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			fresh, err := s.Consume(ctx, "tls-"+tt.name, time.Now().Add(time.Minute))
+			if tt.wantErr {
+				if !errors.Is(err, store.ErrUnavailable) {
+					t.Errorf("got fresh=%v err=%v, want store.ErrUnavailable", fresh, err)
+				}
+				return
+			}
+			if err != nil || !fresh {
+				t.Errorf("got fresh=%v err=%v, want a fresh value", fresh, err)
+			}
+		})
+	}
+	if _, err := redisreplay.New(redisreplay.Config{URL: srv.URL(), CAFile: "/nonexistent/ca.pem", Timeout: timeout}); err == nil {
+		t.Error("a missing CA file: got no error at New")
+	}
+}
