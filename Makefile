@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 50000x
 
-.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault build vault image
+.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault bench-replay build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -57,6 +57,12 @@ bench-storm:
 ## bench-vault: the Vault store (KV cache, Transit) against Vault's own transit/hmac (BENCHMARKS.md)
 bench-vault:
 	bash scripts/bench-vault.sh
+
+## bench-replay: keep-alive load and boot storm with the shared replay store (a local
+## redis-server) beside per-process replay memory, one run, and the replay store's
+## commands per GET /token (BENCHMARKS.md)
+bench-replay:
+	bash scripts/bench-replay.sh
 
 ## build: the static binaries of the products in ./bin (tokensvc, tokenagent, tokenctl;
 ## the load tool of tools/tokenbench is built by the bench-* targets)
