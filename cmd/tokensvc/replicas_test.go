@@ -237,8 +237,10 @@ func TestReplicasSharedReplayStore(t *testing.T) {
 		if r.retryAfter == "" {
 			t.Errorf("replica %d: 503 without Retry-After", i)
 		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("replica %d: the 503 took %v; the deadline is the Vault call deadline (250ms)", i, d)
+		// A bound on behaviour, not speed: the call deadline is 250 ms, and a client
+		// that retried or dialled with go-redis's defaults (5 s) would stall for seconds.
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("replica %d: the 503 took %v; want it within the call deadline (250 ms), not a stall", i, d)
 		}
 	}
 	r := rr.do(t, http.MethodGet, "/readyz", "")
