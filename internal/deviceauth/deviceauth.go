@@ -241,8 +241,9 @@ func (v *Verifier) verifyNonce(ctx context.Context, dev domain.Device, c *claims
 	// with NUL, which no device ID (and so no jti key) does. Its issue time is read by
 	// a service clock, not a device's, so the crash cut-off (restart + Leeway, the
 	// allowance for device clocks) applies less Leeway: a nonce issued after the
-	// restart is good at once.
-	if err := v.consume(ctx, "\x00nonce\x00"+c.Nonce, n.issued.Add(Leeway), n.issued.Add(NonceTTL)); err != nil {
+	// restart is good at once. It is remembered Leeway past its lifetime, as a jti is,
+	// so replicas whose clocks differ by less than that cannot reopen its window.
+	if err := v.consume(ctx, "\x00nonce\x00"+c.Nonce, n.issued.Add(Leeway), n.issued.Add(NonceTTL+Leeway)); err != nil {
 		return domain.Device{}, err
 	}
 	return dev, nil
