@@ -109,6 +109,7 @@ func replayFlags(s *cliflags.Set, c *app.Config) {
 	s.String(&r.URL, "replay-store", "replay store shared by the replicas: redis://[user@]host[:port][/db] or rediss://…; empty keeps used jtis and nonces in each process's memory")
 	s.String(&r.PasswordFile, "replay-store-password-file", "file holding the replay store's password")
 	s.String(&r.CAFile, "replay-store-ca", "PEM CA file for the replay store's TLS certificate (rediss://)")
+	s.Bool(&r.DeviceLimits, "replay-store-device-limits", "also keep the per-device rate-limit buckets in the replay store, shared by the replicas (one more round trip per token)")
 	s.Secret(&r.Password, "TOKENSVC_REPLAY_STORE_PASSWORD", "the replay store's password, instead of -replay-store-password-file")
 }
 

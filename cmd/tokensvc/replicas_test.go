@@ -143,7 +143,7 @@ type replicaCluster struct {
 
 const replicasAdmin = "replicas-admin-token-0123456789"
 
-func startCluster(t *testing.T, v *vaulttest.Server, redis *redistest.Server) *replicaCluster {
+func startCluster(t *testing.T, v *vaulttest.Server, redis *redistest.Server, extra map[string]string) *replicaCluster {
 	t.Helper()
 	env := map[string]string{
 		"TOKENSVC_STORE":       "vault",
@@ -157,6 +157,7 @@ func startCluster(t *testing.T, v *vaulttest.Server, redis *redistest.Server) *r
 		env["TOKENSVC_REPLAY_STORE"] = redis.URL()
 		env["TOKENSVC_REPLAY_STORE_PASSWORD"] = redis.Password
 	}
+	maps.Copy(env, extra)
 	c := &replicaCluster{env: env}
 	var urls []string
 	for range 3 {
@@ -200,7 +201,7 @@ func (c *replicaCluster) restart(t *testing.T, i int) {
 func TestReplicasSharedReplayStore(t *testing.T) {
 	v := vaulttest.Start(t)
 	redis := redistest.Start(t)
-	c := startCluster(t, v, redis)
+	c := startCluster(t, v, redis, nil)
 	rr := c.proxy
 
 	n, from := rr.nonce(t)
@@ -293,7 +294,7 @@ func TestReplicasSharedReplayStore(t *testing.T) {
 // each other replica within its lifetime — while one replica never accepts it twice.
 func TestReplicasPerReplicaMemory(t *testing.T) {
 	v := vaulttest.Start(t)
-	c := startCluster(t, v, nil)
+	c := startCluster(t, v, nil, nil)
 	rr := c.proxy
 
 	n, _ := rr.nonce(t) // replica 1
@@ -314,4 +315,22 @@ func TestReplicasPerReplicaMemory(t *testing.T) {
 	// assertion is good once more there.
 	c.restart(t, 1)
 	rr.do(t, http.MethodGet, "/token", a).want(t, "the assertion on the restarted replica 1 (allowed without the shared store)", 1, http.StatusOK)
+}
+
+// TestReplicasSharedDeviceLimits: with TOKENSVC_REPLAY_STORE_DEVICE_LIMITS a device's
+// budget (burst 2 here) is one across the replicas, not one per replica.
+func TestReplicasSharedDeviceLimits(t *testing.T) {
+	v := vaulttest.Start(t)
+	redis := redistest.Start(t)
+	c := startCluster(t, v, redis, map[string]string{
+		"TOKENSVC_DEVICE_RATE": "0.01", "TOKENSVC_DEVICE_BURST": "2", "TOKENSVC_REPLAY_STORE_DEVICE_LIMITS": "true",
+	})
+	rr := c.proxy
+	rr.do(t, http.MethodGet, "/token", assertionFor(t, "d1", c.secret, "lim-1")).want(t, "1st token", 1, http.StatusOK)
+	rr.do(t, http.MethodGet, "/token", assertionFor(t, "d1", c.secret, "lim-2")).want(t, "2nd token", 2, http.StatusOK)
+	r := rr.do(t, http.MethodGet, "/token", assertionFor(t, "d1", c.secret, "lim-3"))
+	r.want(t, "3rd token, on a replica that has not served the device yet", 3, http.StatusTooManyRequests)
+	if r.retryAfter == "" {
+		t.Error("429 without Retry-After")
+	}
 }

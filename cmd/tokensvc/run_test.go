@@ -275,6 +275,8 @@ func TestConfigValidation(t *testing.T) {
 		{"replay store two passwords", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_PASSWORD": "pw", "TOKENSVC_REPLAY_STORE_PASSWORD_FILE": "/pw"}, "not both"},
 		{"replay store CA without TLS", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_CA": "ca.pem"}, "rediss"},
 		{"replay store password without the store", nil, map[string]string{"TOKENSVC_REPLAY_STORE_PASSWORD": "pw"}, "need TOKENSVC_REPLAY_STORE"},
+		{"shared device limits", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_DEVICE_LIMITS": "true"}, ""},
+		{"shared device limits without the store", []string{"-replay-store-device-limits"}, nil, "need TOKENSVC_REPLAY_STORE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

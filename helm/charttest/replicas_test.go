@@ -84,6 +84,11 @@ func TestReplayStoreValues(t *testing.T) {
 			wantEgress: 6380,
 		},
 		{
+			name:         "shared device limits",
+			values:       "replayStore: {url: 'redis://redis', deviceLimits: true}",
+			wantSettings: map[string]string{"TOKENSVC_REPLAY_STORE_DEVICE_LIMITS": "true"},
+		},
+		{
 			name:         "no port in the URL",
 			values:       "replayStore: {url: 'redis://redis'}\nnetworkPolicy: {enabled: true}",
 			wantSettings: map[string]string{"TOKENSVC_REPLAY_STORE": "redis://redis"},
@@ -161,6 +166,7 @@ func TestReplayStoreSchema(t *testing.T) {
 		{"not redis", "replayStore: {url: 'http://redis:6379'}", "/replayStore/url"},
 		{"CA without TLS", "replayStore: {url: 'redis://redis', caCert: {existingConfigMap: ca}}", "/replayStore/caCert"},
 		{"password without a URL", "replayStore: {password: {existingSecret: pw}}", "/replayStore/password"},
+		{"shared device limits without a URL", "replayStore: {deviceLimits: true}", "/replayStore/deviceLimits"},
 		{"CA from both", "replayStore: {url: 'rediss://redis', caCert: {existingSecret: a, existingConfigMap: b}}", "/replayStore/caCert"},
 		{"password as an extra variable", "extraEnv: [{name: TOKENSVC_REPLAY_STORE_PASSWORD, value: hunter2}]", "/extraEnv/0"},
 		{"unknown key", "replayStore: {address: 'redis://redis'}", "'address' not allowed"},

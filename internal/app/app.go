@@ -89,6 +89,8 @@ type App struct {
 
 	// replayPing checks the shared replay store; nil when there is none.
 	replayPing func(ctx context.Context) error
+	// limitOpts put the device rate-limit buckets in the replay store when asked to.
+	limitOpts []limits.Option
 }
 
 // New builds the service described by cfg, which it validates first. What New opened

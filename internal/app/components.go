@@ -171,7 +171,7 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Devices:   a.verifier,
 		Admin:     admin,
 		Operators: operators,
-		Limits:    limits.New(a.cfg.Limits, a.o.now),
+		Limits:    limits.New(a.cfg.Limits, a.o.now, a.limitOpts...),
 		Metrics:   a.metrics,
 		Ready:     a.readiness(be.ready),
 		Logger:    a.log,

@@ -9,10 +9,14 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/replay/redisreplay"
 )
 
-var _ deviceauth.ReplayStore = (*redisreplay.Store)(nil)
+var (
+	_ deviceauth.ReplayStore = (*redisreplay.Store)(nil)
+	_ limits.SharedBuckets   = (*redisreplay.Store)(nil)
+)
 
 // ReplayConfig is the replay store the replicas share (Redis or Valkey); while URL is
 // empty each process remembers used jtis and nonces in its own memory.
@@ -25,13 +29,16 @@ type ReplayConfig struct {
 	PasswordFile string
 	// CAFile is a PEM file of the CA(s) of the server's certificate (rediss).
 	CAFile string
+	// DeviceLimits keeps the per-device rate-limit buckets in the replay store too, so
+	// a device's budget is the same on every replica (a second round trip per token).
+	DeviceLimits bool
 }
 
 // validate checks the replay store's settings; timeout is the per-call deadline.
 func (r ReplayConfig) validate(c Config) error {
 	if r.URL == "" {
-		if r.Password != "" || r.PasswordFile != "" || r.CAFile != "" {
-			return errors.New("replay store password and CA need TOKENSVC_REPLAY_STORE")
+		if r.Password != "" || r.PasswordFile != "" || r.CAFile != "" || r.DeviceLimits {
+			return errors.New("replay store password, CA and device limits need TOKENSVC_REPLAY_STORE")
 		}
 		return nil
 	}
@@ -46,7 +53,8 @@ func (r ReplayConfig) validate(c Config) error {
 func (c Config) replayTimeout() time.Duration { return c.VaultStore.RequestTimeout }
 
 // newReplay opens the shared replay store when one is configured and returns the
-// verifier option that uses it; nil when there is none. Its health joins readiness.
+// verifier option that uses it; nil when there is none. Its health joins readiness;
+// with DeviceLimits it also holds the per-device rate-limit buckets.
 func (a *App) newReplay() ([]deviceauth.Option, error) {
 	r := a.cfg.Replay
 	if r.URL == "" {
@@ -67,6 +75,13 @@ func (a *App) newReplay() ([]deviceauth.Option, error) {
 	}
 	a.onClose(rs.Close)
 	a.replayPing = rs.Ping
+	if r.DeviceLimits {
+		a.limitOpts = append(a.limitOpts,
+			limits.WithSharedBuckets(rs, a.cfg.replayTimeout()),
+			limits.WithSharedErrors(func(err error) {
+				a.log.Warn("shared device limits unavailable; this replica's own bucket applies", "error", err.Error())
+			}))
+	}
 	return []deviceauth.Option{deviceauth.WithReplayStore(rs)}, nil
 }
 
