@@ -10,7 +10,10 @@
 #      baseline in its own process measured once, before both;
 #   2. a boot storm (tokenbench storm over TLS: STORM_DEVICES ES256 devices, each one
 #      GET /token on a new TLS connection with a fresh assertion, STORM_WORKERS at once,
-#      limits at their defaults) — STORM=0 skips it.
+#      limits at their defaults) — STORM=0 skips it. SHARED_LIMITS=1 also keeps the
+#      "shared" process's per-device buckets in the replay store for the storm
+#      (TOKENSVC_REPLAY_STORE_DEVICE_LIMITS; the "memory" process applies the flag-free
+#      defaults either way).
 # For "shared" it reports the replay store's commands per issued token: INFO
 # commandstats around each phase against tokensvc_tokens_issued_total from /metrics.
 # Loopback only; bounded: every process is stopped on exit.
@@ -23,6 +26,7 @@ STORM=${STORM:-1}
 STORM_DEVICES=${STORM_DEVICES:-5000}
 STORM_WORKERS=${STORM_WORKERS:-128}
 REDIS_FSYNC=${REDIS_FSYNC:-always}
+SHARED_LIMITS=${SHARED_LIMITS:-0}
 
 . "$(dirname "$0")/bench-lib.sh"
 bench_keepalive_knobs
@@ -52,8 +56,8 @@ rcli() { REDISCLI_AUTH="$redis_pw" timeout 10 redis-cli -p "$redis_port" "$@"; }
 for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli ping >/dev/null
 
-# set_calls: SET commands the replay store has run since its last CONFIG RESETSTAT.
-set_calls() { rcli info commandstats | tr -d '\r' | sed -n 's/^cmdstat_set:calls=\([0-9]*\),.*/\1/p' | grep . || echo 0; }
+# calls COMMAND: how often the replay store has run COMMAND since its last CONFIG RESETSTAT.
+calls() { rcli info commandstats | tr -d '\r' | sed -n "s/^cmdstat_$1:calls=\([0-9]*\),.*/\1/p" | grep . || echo 0; }
 # counts URL: "ISSUED REQUESTS": tokens the tokensvc at URL has issued, and GET /token
 # requests it has answered (any status), from its /metrics.
 counts() {
@@ -78,12 +82,15 @@ start() {
 	printf -v "pid_$name" '%s' "$svc_pid"
 	printf -v "admin_$name" '%s' "$admin"
 }
-# start_both SCHEME ENV...: "memory" and "shared" with the same settings.
+# start_both SCHEME ENV...: "memory" and "shared" with the same settings; "shared" also
+# gets the replay store and ${shared_extra[@]}.
+shared_extra=()
 start_both() {
 	local scheme=$1
 	shift
 	start memory "$scheme" "$@"
-	start shared "$scheme" "$@" TOKENSVC_REPLAY_STORE="redis://127.0.0.1:$redis_port" TOKENSVC_REPLAY_STORE_PASSWORD="$redis_pw"
+	start shared "$scheme" "$@" TOKENSVC_REPLAY_STORE="redis://127.0.0.1:$redis_port" \
+		TOKENSVC_REPLAY_STORE_PASSWORD="$redis_pw" "${shared_extra[@]}"
 }
 stop_both() {
 	bench_stop "$pid_memory"
@@ -108,10 +115,13 @@ phase() {
 	echo "## $title: $name"
 	TOKENSVC_ADMIN_TOKEN="${!adm}" bench_run 3600 "$work/tokenbench" "$@" -url "${!url}" -server-pid "${!pid}"
 	if [[ $name == shared ]]; then
-		sets=$(set_calls)
+		sets=$(calls set)
+		evals=$(($(calls evalsha) + $(calls eval)))
 		read -ra after < <(counts "${!url}")
-		awk -v s="$sets" -v t="$((after[0] - before[0]))" -v r="$((after[1] - before[1]))" 'BEGIN {
-			printf "# replay store: %d SET for %d GET /token requests (%.4f per request; %d tokens issued, %.4f per token)\n", s, r, (r ? s / r : 0), t, (t ? s / t : 0)
+		awk -v s="$sets" -v e="$evals" -v t="$((after[0] - before[0]))" -v r="$((after[1] - before[1]))" 'BEGIN {
+			printf "# replay store: %d SET for %d GET /token requests (%.4f per request; %d tokens issued, %.4f per token)", s, r, (r ? s / r : 0), t, (t ? s / t : 0)
+			if (e) printf "; %d EVALSHA/EVAL for the device limits (%.4f per request)", e, e / r
+			printf "\n"
 		}'
 	fi
 }
@@ -128,6 +138,7 @@ done
 # processes; the audit goes to a file.
 if [[ $STORM == 1 ]]; then
 	stop_both
+	[[ $SHARED_LIMITS == 1 ]] && shared_extra=(TOKENSVC_REPLAY_STORE_DEVICE_LIMITS=true)
 	start_both https
 	for name in memory shared; do
 		phase "$name" "boot storm ($STORM_DEVICES ES256 devices, $STORM_WORKERS at once, a new TLS connection each)" \

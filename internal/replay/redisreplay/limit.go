@@ -14,8 +14,9 @@ import (
 // LimitKeyPrefix starts the keys of the per-device rate-limit buckets.
 const LimitKeyPrefix = "tokensvc:limit:"
 
-// gcra is one device's token bucket as a generic cell rate algorithm: the key holds the
-// theoretical arrival time (ms) of the next token; one request costs one emission
+// gcra is one device's token bucket as a generic cell rate algorithm: the key (a hash,
+// so the script's writes never count as the replay store's SETs in the server's
+// command statistics) holds the theoretical arrival time (ms) of the next token; one request costs one emission
 // interval T = 1000/rate ms, and is allowed while that time is at most burst·T ahead of
 // now. It returns 0 when allowed (and moves the time on), else the wait in ms. The key
 // expires when the bucket would be full again, so idle devices cost nothing.
@@ -23,12 +24,13 @@ var gcra = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local t = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or now)
 if tat < now then tat = now end
 local next = tat + t
 local over = next - now - burst * t
 if over > 0 then return math.ceil(over) end
-redis.call('SET', KEYS[1], tostring(next), 'PX', math.max(1, math.ceil(next - now)))
+redis.call('HSET', KEYS[1], 'tat', tostring(next))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(next - now)))
 return 0
 `)
 
