@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 50000x
 
-.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault build vault image
+.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault bench-replay build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -10,11 +10,13 @@ run:
 
 ## test: everything CI checks — formatting, vet, generated code and go.mod freshness,
 ## the race-enabled test suite against a real Vault dev server (built once from the Go
-## module proxy and cached, see tools/vault) and real MQTT/AMQP peers (the AMQP one from
-## npm), the Helm chart tests, and a short run of every fuzz target
+## module proxy and cached, see tools/vault), a real redis-server (Debian's, installed by
+## scripts/redis.sh when missing) and real MQTT/AMQP peers (the AMQP one from npm), the
+## Helm chart tests, and a short run of every fuzz target
 test: check
 	bash scripts/agent-test-deps.sh
-	bin=$$(bash scripts/vault.sh) && TOKENSVC_VAULT_BIN="$$bin" $(GO) test -race -count=1 ./...
+	bin=$$(bash scripts/vault.sh) && redis=$$(bash scripts/redis.sh) && \
+	  TOKENSVC_VAULT_BIN="$$bin" TOKENSVC_REDIS_BIN="$$redis" $(GO) test -race -count=1 ./...
 	bash scripts/helm-test.sh
 	$(MAKE) fuzz
 
@@ -55,6 +57,12 @@ bench-storm:
 ## bench-vault: the Vault store (KV cache, Transit) against Vault's own transit/hmac (BENCHMARKS.md)
 bench-vault:
 	bash scripts/bench-vault.sh
+
+## bench-replay: keep-alive load and boot storm with the shared replay store (a local
+## redis-server) beside per-process replay memory, one run, and the replay store's
+## commands per GET /token (BENCHMARKS.md)
+bench-replay:
+	bash scripts/bench-replay.sh
 
 ## build: the static binaries of the products in ./bin (tokensvc, tokenagent, tokenctl;
 ## the load tool of tools/tokenbench is built by the bench-* targets)

@@ -43,6 +43,7 @@ func flagSet(c *app.Config, stderr io.Writer) *cliflags.Set {
 	s.Int(&c.MaxHandshakes, "max-handshakes", "TLS handshakes run at once; more wait up to 4 s for a slot; 0 disables")
 	vaultFlags(s, c)
 	opsFlags(s, c)
+	replayFlags(s, c)
 	s.Secret(&c.AdminToken, "TOKENSVC_ADMIN_TOKEN", "operator bearer token (at least 16 characters); default generated once and printed")
 	s.Secret(&c.MasterKey, "TOKENSVC_MASTER_KEY", "the embedded store's master key (base64), instead of the file")
 	s.Secret(&c.Vault.Token, "VAULT_TOKEN", "Vault token for -vault-auth token")
@@ -102,6 +103,16 @@ func opsFlags(s *cliflags.Set, c *app.Config) {
 	s.String(&i.Issuer, "issuer-url", "iss of the JWT credentials tokensvc signs (https URL); empty refuses JWT credentials")
 	s.Duration(&i.Lead, "issuer-key-lead", "how long a rotated-in issuer key is published before it signs")
 	s.Duration(&i.MaxLifetime, "issuer-max-lifetime", "longest credential lifetime a retired issuer key stays published for (hubs allowing longer raise it)")
+}
+
+// replayFlags declares the shared replay store's options.
+func replayFlags(s *cliflags.Set, c *app.Config) {
+	r := &c.Replay
+	s.String(&r.URL, "replay-store", "replay store shared by the replicas: redis://[user@]host[:port][/db] or rediss://…; empty keeps used jtis and nonces in each process's memory")
+	s.String(&r.PasswordFile, "replay-store-password-file", "file holding the replay store's password")
+	s.String(&r.CAFile, "replay-store-ca", "PEM CA file for the replay store's TLS certificate (rediss://)")
+	s.Bool(&r.DeviceLimits, "replay-store-device-limits", "also keep the per-device rate-limit buckets in the replay store, shared by the replicas (one more round trip per token)")
+	s.Secret(&r.Password, "TOKENSVC_REPLAY_STORE_PASSWORD", "the replay store's password, instead of -replay-store-password-file")
 }
 
 // parseConfig reads flags, falling back to the environment, then to app.Defaults, and

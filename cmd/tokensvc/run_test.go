@@ -269,6 +269,14 @@ func TestConfigValidation(t *testing.T) {
 		{"oidc bad jwks url", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://i.example", "TOKENSVC_OIDC_AUDIENCE": "a", "TOKENSVC_OIDC_JWKS_URL": "keys"}, "not an absolute URL"},
 		{"oidc refresh too often", nil, map[string]string{"TOKENSVC_OIDC_ISSUER": "https://i.example", "TOKENSVC_OIDC_AUDIENCE": "a", "TOKENSVC_OIDC_REFRESH": "1s"}, "oidc refresh"},
 		{"metrics on the API address", []string{"-addr", ":9000", "-metrics-addr", ":9000"}, nil, "metrics address"},
+		{"replay store", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "rediss://tokensvc@redis.iot:6380/1", "TOKENSVC_REPLAY_STORE_PASSWORD": "pw", "TOKENSVC_REPLAY_STORE_CA": "ca.pem"}, ""},
+		{"replay store password in the URL", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://u:pw@redis.iot"}, "carries a password"},
+		{"replay store not redis", []string{"-replay-store", "memcached://m"}, nil, "want redis:// or rediss://"},
+		{"replay store two passwords", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_PASSWORD": "pw", "TOKENSVC_REPLAY_STORE_PASSWORD_FILE": "/pw"}, "not both"},
+		{"replay store CA without TLS", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_CA": "ca.pem"}, "rediss"},
+		{"replay store password without the store", nil, map[string]string{"TOKENSVC_REPLAY_STORE_PASSWORD": "pw"}, "need TOKENSVC_REPLAY_STORE"},
+		{"shared device limits", nil, map[string]string{"TOKENSVC_REPLAY_STORE": "redis://r", "TOKENSVC_REPLAY_STORE_DEVICE_LIMITS": "true"}, ""},
+		{"shared device limits without the store", []string{"-replay-store-device-limits"}, nil, "need TOKENSVC_REPLAY_STORE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -183,7 +183,7 @@ func checkReferences(tb testing.TB, in install) {
 		}
 		mounts[m.MountPath] = m.Name
 	}
-	for _, key := range []string{"TOKENSVC_TLS_CERT", "TOKENSVC_TLS_KEY", "VAULT_CACERT", "TOKENSVC_VAULT_SECRET_ID_FILE", "TOKENSVC_DATA_DIR"} {
+	for _, key := range []string{"TOKENSVC_TLS_CERT", "TOKENSVC_TLS_KEY", "VAULT_CACERT", "TOKENSVC_VAULT_SECRET_ID_FILE", "TOKENSVC_DATA_DIR", "TOKENSVC_REPLAY_STORE_PASSWORD_FILE", "TOKENSVC_REPLAY_STORE_CA"} {
 		file, ok := in.settings[key]
 		if !ok {
 			continue

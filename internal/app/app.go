@@ -86,6 +86,11 @@ type App struct {
 	tasks     []func(context.Context) error
 	// closers undo what New opened (audit file, store, metrics listener), last first.
 	closers []func() error
+
+	// replayPing checks the shared replay store; nil when there is none.
+	replayPing func(ctx context.Context) error
+	// limitOpts put the device rate-limit buckets in the replay store when asked to.
+	limitOpts []limits.Option
 }
 
 // New builds the service described by cfg, which it validates first. What New opened
@@ -119,6 +124,11 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	replayOpts, err := a.newReplay()
+	if err != nil {
+		return err
+	}
+	verifierOpts = append(verifierOpts, replayOpts...)
 	auditLog, err := a.newAudit()
 	if err != nil {
 		return err

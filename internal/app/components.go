@@ -100,7 +100,15 @@ func (a *App) newAdmin(ctx context.Context) (*adminauth.Authenticator, error) {
 
 // newVerifier is the device authenticator; with the embedded store it restores the
 // replay memory the previous process saved (or refuses early assertions if it did not).
+// Its nonce keys live in the store, so every replica accepts every replica's nonces;
+// their reload becomes a task.
 func (a *App) newVerifier(ctx context.Context, opts []deviceauth.Option) (*deviceauth.Verifier, error) {
+	keys := deviceauth.NewNonceKeys(a.store, a.o.now, a.log)
+	if err := keys.Load(ctx); err != nil {
+		return nil, err
+	}
+	a.tasks = append(a.tasks, keys.Run)
+	opts = append(opts, deviceauth.WithNonceKeys(keys))
 	v := deviceauth.NewVerifier(a.store, a.cfg.Audience, a.o.now, opts...)
 	if a.cfg.Store == "embedded" {
 		if err := v.Restore(ctx, a.store); err != nil {
@@ -164,9 +172,9 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Devices:   a.verifier,
 		Admin:     admin,
 		Operators: operators,
-		Limits:    limits.New(a.cfg.Limits, a.o.now),
+		Limits:    limits.New(a.cfg.Limits, a.o.now, a.limitOpts...),
 		Metrics:   a.metrics,
-		Ready:     be.ready,
+		Ready:     a.readiness(be.ready),
 		Logger:    a.log,
 	}
 	if ring != nil {

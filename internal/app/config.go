@@ -66,6 +66,8 @@ type Config struct {
 	// empty refuses to mint JWT credentials, SAS kinds need none), the publication lead
 	// of a rotated-in key and the longest credential lifetime a key may have signed.
 	Issuer issuerkeys.Config
+	// Replay is the replay store the replicas share; per-process memory while unset.
+	Replay ReplayConfig
 }
 
 // CacheConfig is the in-memory key cache in front of the vault store.
@@ -153,6 +155,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := validateIssuer(c.Issuer); err != nil {
+		return err
+	}
+	if err := c.Replay.validate(c); err != nil {
 		return err
 	}
 	if c.Pprof && c.MetricsAddr == "" {

@@ -3,6 +3,7 @@ package deviceauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -132,5 +133,34 @@ func TestCritHeaderRefused(t *testing.T) {
 				t.Fatalf("got %v, want ErrUnauthenticated", err)
 			}
 		})
+	}
+}
+
+// downReplay is a shared replay store that cannot be reached: a failure a real server
+// can be made to show (cmd/tokensvc's replica test kills one), faked here to pin the
+// error class.
+type downReplay struct{}
+
+func (downReplay) Consume(context.Context, string, time.Time) (bool, error) {
+	return false, fmt.Errorf("dial: %w", store.ErrUnavailable)
+}
+
+// TestReplayStoreDownFailsClosed: with the shared replay store unreachable a valid
+// assertion or nonce is refused as unavailable (503), never accepted and never a 401.
+func TestReplayStoreDownFailsClosed(t *testing.T) {
+	v := deviceauth.NewVerifier(mustStore(t), "tokensvc", func() time.Time { return epoch }, deviceauth.WithReplayStore(downReplay{}))
+	n, _ := v.IssueNonce()
+	for name, a := range map[string]string{
+		"jti":   assertion(t, "j1", "s3cret-s3cret-s3cret"),
+		"nonce": nonceAssertion(t, n, secret, nil),
+	} {
+		_, err := v.Verify(t.Context(), a)
+		if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, deviceauth.ErrUnauthenticated) {
+			t.Errorf("%s: got %v, want store.ErrUnavailable and not ErrUnauthenticated", name, err)
+		}
+	}
+	// A forged assertion is still a 401: the replay store is asked only at the end.
+	if _, err := v.Verify(t.Context(), assertion(t, "j2", "wrong-secret")); !errors.Is(err, deviceauth.ErrUnauthenticated) {
+		t.Errorf("wrong signature: got %v, want ErrUnauthenticated", err)
 	}
 }

@@ -1,86 +1,111 @@
 package deviceauth
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
-	"sync"
 	"time"
 )
 
-// Nonce limits.
+// NonceTTL is how long a nonce can be used after it was issued.
+const NonceTTL = 60 * time.Second
+
+// A nonce is self-verifying, so any replica sharing the key ring accepts it without
+// having issued it: base64url (no padding) of
+//
+//	kid (4) | issued, Unix milliseconds (6) | random (16) | HMAC-SHA256 tag (16)
+//
+// where the tag is the first 16 bytes of HMAC-SHA256(key kid, nonceDomain | the first
+// 26 bytes). 56 characters, inside maxNonce. Nothing in it is secret; the key is.
+// Single use is the replay store's job (see Verifier.verifyNonce).
 const (
-	// NonceTTL is how long a nonce can be used after it was issued.
-	NonceTTL = 60 * time.Second
-	// DefaultMaxNonces bounds the nonces outstanding at once; the oldest is evicted
-	// when another is issued.
-	DefaultMaxNonces = 100_000
+	nonceKIDLen  = 4
+	nonceTimeLen = 6
+	nonceRandLen = 16
+	nonceTagLen  = 16
+	nonceBodyLen = nonceKIDLen + nonceTimeLen + nonceRandLen
+	nonceLen     = nonceBodyLen + nonceTagLen
 )
+
+// nonceDomain separates these MACs from any other use of the key.
+const nonceDomain = "tokensvc/nonce/v1\x00"
 
 var (
-	errNonceUnknown = errors.New("nonce unknown, already used or evicted")
-	errNonceExpired = errors.New("nonce expired")
-	errNonceRevoked = errors.New("nonce issued before the device was revoked")
+	errNonceMalformed = errors.New("nonce is not one this service issues")
+	errNonceKey       = errors.New("nonce names a key this service does not hold")
+	errNonceTag       = errors.New("nonce tag does not verify")
+	errNonceExpired   = errors.New("nonce expired")
+	errNonceRevoked   = errors.New("nonce issued before the device was revoked")
 )
 
-// nonceStore holds the nonces this process issued, in memory. Nonces expire in issue
-// order (one TTL for all), so one queue in issue order serves both expiry and eviction.
-type nonceStore struct {
-	mu     sync.Mutex
-	limit  int
-	issued map[string]time.Time
-	queue  []string // issue order; queue[head] is the oldest still tracked
-	head   int
+// sealNonce returns a new nonce issued at now under key kid.
+func sealNonce(kid uint32, key []byte, now time.Time) string {
+	var b [nonceLen]byte
+	binary.BigEndian.PutUint32(b[:nonceKIDLen], kid)
+	putMillis(b[nonceKIDLen:nonceKIDLen+nonceTimeLen], now.UnixMilli())
+	_, _ = rand.Read(b[nonceKIDLen+nonceTimeLen : nonceBodyLen]) // never fails (Go 1.24+)
+	copy(b[nonceBodyLen:], nonceTag(key, b[:nonceBodyLen]))
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func newNonceStore(limit int) *nonceStore {
-	return &nonceStore{limit: max(limit, 1), issued: make(map[string]time.Time)}
+// openedNonce is a nonce whose form is right; its tag is not checked yet.
+type openedNonce struct {
+	kid    uint32
+	issued time.Time
+	body   []byte
+	tag    []byte
 }
 
-// issue returns a fresh random 128-bit nonce, evicting expired ones and, at the limit,
-// the oldest.
-func (s *nonceStore) issue(now time.Time) (string, time.Time) {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	nonce := base64.RawURLEncoding.EncodeToString(b[:])
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.head < len(s.queue) {
-		old := s.queue[s.head]
-		t, live := s.issued[old]
-		if len(s.queue)-s.head < s.limit && live && now.Sub(t) <= NonceTTL {
-			break
-		}
-		delete(s.issued, old)
-		s.queue[s.head] = ""
-		s.head++
+// openNonce decodes s without checking its tag.
+func openNonce(s string) (openedNonce, error) {
+	if base64.RawURLEncoding.DecodedLen(len(s)) != nonceLen {
+		return openedNonce{}, errNonceMalformed
 	}
-	if s.head > len(s.queue)/2 {
-		// Reuse the front of the backing array once half of it is dead.
-		s.queue = append(s.queue[:0], s.queue[s.head:]...)
-		s.head = 0
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != nonceLen {
+		return openedNonce{}, errNonceMalformed
 	}
-	s.queue = append(s.queue, nonce)
-	s.issued[nonce] = now
-	return nonce, now.Add(NonceTTL)
+	return openedNonce{
+		kid:    binary.BigEndian.Uint32(b[:nonceKIDLen]),
+		issued: time.UnixMilli(millis(b[nonceKIDLen : nonceKIDLen+nonceTimeLen])),
+		body:   b[:nonceBodyLen],
+		tag:    b[nonceBodyLen:],
+	}, nil
 }
 
-// take consumes nonce if it is known, unexpired at now and not issued before
-// notBefore. Used nonces stay in the ring until they age out; only the map forgets them.
-func (s *nonceStore) take(nonce string, notBefore, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.issued[nonce]
+// verify checks the tag under key (constant time) and the times: unexpired at now and
+// issued no earlier than notBefore.
+func (n openedNonce) verify(key []byte, notBefore, now time.Time) error {
+	if !hmac.Equal(n.tag, nonceTag(key, n.body)) {
+		return errNonceTag
+	}
 	switch {
-	case !ok:
-		return errNonceUnknown
-	case now.Sub(t) > NonceTTL:
-		delete(s.issued, nonce)
+	case now.Sub(n.issued) > NonceTTL:
 		return errNonceExpired
-	case t.Before(notBefore):
+	case n.issued.Before(notBefore):
 		return errNonceRevoked
 	}
-	delete(s.issued, nonce)
 	return nil
+}
+
+func nonceTag(key, body []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(nonceDomain))
+	m.Write(body)
+	return m.Sum(nil)[:nonceTagLen]
+}
+
+func putMillis(b []byte, ms int64) {
+	var full [8]byte
+	binary.BigEndian.PutUint64(full[:], uint64(max(ms, 0)))
+	copy(b, full[8-nonceTimeLen:])
+}
+
+func millis(b []byte) int64 {
+	var full [8]byte
+	copy(full[8-nonceTimeLen:], b)
+	return int64(binary.BigEndian.Uint64(full[:]))
 }

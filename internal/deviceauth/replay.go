@@ -19,10 +19,25 @@ const ReplaySetting = "deviceauth.replay"
 const maxSavedJTIs = 100_000
 
 var (
-	errReplayed  = errors.New("jti replayed")
+	errReplayed  = errors.New("jti or nonce already used")
 	errQuiescent = errors.New("assertion issued before this process could know every jti used before it started")
 	errStopped   = errors.New("verifier stopped")
 )
+
+// ReplayStore records single-use values (a device's jti, a nonce) as consumed. The
+// Verifier calls Consume once per accepted assertion, after every other check passed.
+type ReplayStore interface {
+	// Consume records id as used until expiry and reports whether it was fresh (not
+	// recorded before). It returns store.ErrUnavailable (wrapped) when a shared store
+	// cannot answer in time: the caller must then refuse, never accept.
+	Consume(ctx context.Context, id string, expiry time.Time) (fresh bool, err error)
+}
+
+// WithReplayStore makes the verifier consume jtis and nonces in rs (a store shared by
+// every replica) instead of this process's memory; Restore and Save then do nothing.
+func WithReplayStore(rs ReplayStore) Option {
+	return func(v *Verifier) { v.replay, v.mem = rs, nil }
+}
 
 // SettingStore is the part of the store that persists the replay memory.
 type SettingStore interface {
@@ -30,11 +45,12 @@ type SettingStore interface {
 	PutSetting(ctx context.Context, name string, value []byte) error
 }
 
-// replayCache remembers used jti values until their assertion could no longer be
-// accepted anyway. It lives in memory, saved at shutdown and restored at start; see the
-// README's security model for crashes and replicas.
-type replayCache struct {
+// MemoryReplay is the per-process ReplayStore, the default: used values are remembered
+// in memory until their assertion could no longer be accepted anyway, saved at shutdown
+// and restored at start; see the README's security model for crashes and replicas.
+type MemoryReplay struct {
 	mu        sync.Mutex
+	now       func() time.Time
 	seen      map[string]time.Time
 	nextSweep time.Time
 	// notBefore refuses assertions issued earlier: after a crash, jti values used by
@@ -44,32 +60,43 @@ type replayCache struct {
 	stopped   bool
 }
 
-func newReplayCache() *replayCache {
-	return &replayCache{seen: make(map[string]time.Time)}
+var _ ReplayStore = (*MemoryReplay)(nil)
+
+// NewMemoryReplay returns an empty MemoryReplay on clock now (time.Now when nil).
+func NewMemoryReplay(now func() time.Time) *MemoryReplay {
+	if now == nil {
+		now = time.Now
+	}
+	return &MemoryReplay{now: now, seen: make(map[string]time.Time)}
 }
 
-// use records key until 'until' and reports errReplayed if it was used.
-func (c *replayCache) use(key string, iat, until, now time.Time) error {
+// Consume records id until expiry; it fails only once Save has stopped the cache.
+func (c *MemoryReplay) Consume(_ context.Context, id string, expiry time.Time) (bool, error) {
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
-		return errStopped
-	}
-	if iat.Before(c.notBefore) {
-		return errQuiescent
+		return false, errStopped
 	}
 	if now.After(c.nextSweep) {
 		c.sweep(now)
 		c.nextSweep = now.Add(time.Minute)
 	}
-	if t, ok := c.seen[key]; ok && !now.After(t) {
-		return errReplayed
+	if t, ok := c.seen[id]; ok && !now.After(t) {
+		return false, nil
 	}
-	c.seen[key] = until
-	return nil
+	c.seen[id] = expiry
+	return true, nil
 }
 
-func (c *replayCache) sweep(now time.Time) {
+// issuedTooEarly reports whether something issued at iat predates the crash cut-off.
+func (c *MemoryReplay) issuedTooEarly(iat time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return iat.Before(c.notBefore)
+}
+
+func (c *MemoryReplay) sweep(now time.Time) {
 	for k, t := range c.seen {
 		if now.After(t) {
 			delete(c.seen, k)
@@ -91,11 +118,14 @@ type replayState struct {
 
 // Restore loads the jti values the previous process saved and marks the state as in use,
 // so a crash is recognised at the next start. When the previous process did not save
-// (it crashed, or had too many to save), assertions issued before now + Leeway are
-// refused: no earlier iat can prove an assertion was not accepted before the crash.
-// Devices sign a fresh assertion and retry; nonce assertions are unaffected. A store
+// (it crashed, or had too many to save), assertions and nonces issued before now +
+// Leeway are refused: no earlier iat can prove an assertion was not accepted before the
+// crash. Devices sign a fresh assertion (or fetch a new nonce) and retry. A store
 // that has never held the setting (a new install or an upgrade) starts empty.
 func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
+	if v.mem == nil {
+		return nil // a shared replay store keeps its own state
+	}
 	now := v.now()
 	raw, err := s.GetSetting(ctx, ReplaySetting)
 	switch {
@@ -105,21 +135,21 @@ func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
 	default:
 		var st replayState
 		if err := json.Unmarshal(raw, &st); err != nil || !st.Clean {
-			v.replay.mu.Lock()
-			v.replay.notBefore = now.Add(Leeway)
-			v.replay.mu.Unlock()
+			v.mem.mu.Lock()
+			v.mem.notBefore = now.Add(Leeway)
+			v.mem.mu.Unlock()
 			break
 		}
-		v.replay.mu.Lock()
+		v.mem.mu.Lock()
 		for k, until := range st.Used {
 			if t := time.Unix(until, 0); !now.After(t) {
-				v.replay.seen[k] = t
+				v.mem.seen[k] = t
 			}
 		}
-		if st.NotBefore.After(v.replay.notBefore) {
-			v.replay.notBefore = st.NotBefore
+		if st.NotBefore.After(v.mem.notBefore) {
+			v.mem.notBefore = st.NotBefore
 		}
-		v.replay.mu.Unlock()
+		v.mem.mu.Unlock()
 	}
 	b, _ := json.Marshal(replayState{Clean: false, At: now.UTC()})
 	if err := s.PutSetting(ctx, ReplaySetting, b); err != nil {
@@ -128,11 +158,15 @@ func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
 	return nil
 }
 
-// Save stops accepting assertions and writes the jti values still inside their window,
-// for Restore at the next start. Call it after the server has drained.
+// Save stops accepting assertions and writes the jti values (and nonces) still inside
+// their window, for Restore at the next start. Call it after the server has drained.
+// With a shared replay store (WithReplayStore) it does nothing.
 func (v *Verifier) Save(ctx context.Context, s SettingStore) error {
+	c := v.mem
+	if c == nil {
+		return nil
+	}
 	now := v.now()
-	c := v.replay
 	c.mu.Lock()
 	c.stopped = true
 	c.sweep(now)

@@ -1,6 +1,7 @@
 package deviceauth_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -142,5 +143,61 @@ func TestCrashCutoffSurvivesCleanRestart(t *testing.T) {
 	}
 	if _, err := later.Verify(t.Context(), assertionAt(t, "fresh", now)); err != nil {
 		t.Fatalf("fresh assertion long after the crash: got %v, want success", err)
+	}
+}
+
+// TestNonceAcrossRestarts: nonces are tagged with a key kept in the store, so they
+// outlive the process that issued them; a used one stays used after a clean restart,
+// and after a crash every nonce issued before the restart is refused while one issued
+// after it is good at once.
+func TestNonceAcrossRestarts(t *testing.T) {
+	tests := []struct {
+		name  string
+		clean bool
+	}{
+		{"clean shutdown", true},
+		{"crash", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := mustStore(t)
+			now := epoch
+			clock := func() time.Time { return now }
+			start := func() *deviceauth.Verifier {
+				keys := deviceauth.NewNonceKeys(st, clock, nil)
+				if err := keys.Load(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				v := deviceauth.NewVerifier(st, "tokensvc", clock, deviceauth.WithNonceKeys(keys))
+				if err := v.Restore(t.Context(), st); err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			first := start()
+			used, _ := first.IssueNonce()
+			unused, _ := first.IssueNonce()
+			if _, err := first.Verify(t.Context(), nonceAssertion(t, used, secret, nil)); err != nil {
+				t.Fatalf("first use: got %v, want success", err)
+			}
+			if tt.clean {
+				if err := first.Save(t.Context(), st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now = now.Add(5 * time.Second)
+			second := start()
+			if _, err := second.Verify(t.Context(), nonceAssertion(t, used, secret, nil)); !errors.Is(err, deviceauth.ErrUnauthenticated) {
+				t.Errorf("the used nonce after the restart: got %v, want ErrUnauthenticated", err)
+			}
+			_, err := second.Verify(t.Context(), nonceAssertion(t, unused, secret, nil))
+			if wantOK := tt.clean; (err == nil) != wantOK {
+				t.Errorf("an unused nonce from before the restart: got %v, want ok=%v", err, wantOK)
+			}
+			fresh, _ := second.IssueNonce()
+			if _, err := second.Verify(t.Context(), nonceAssertion(t, fresh, secret, nil)); err != nil {
+				t.Errorf("a nonce issued after the restart: got %v, want success", err)
+			}
+		})
 	}
 }

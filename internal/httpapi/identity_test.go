@@ -40,8 +40,8 @@ func nonceClaims(id, nonce string) jwt.MapClaims {
 func TestNonce(t *testing.T) {
 	e := mustEnv(t)
 	n := e.mustNonce()
-	if len(n.Nonce) != 22 {
-		t.Errorf("nonce: got %q (%d characters), want 22 (128 bits, base64url)", n.Nonce, len(n.Nonce))
+	if len(n.Nonce) != 56 {
+		t.Errorf("nonce: got %q (%d characters), want 56 (kid, time, 128 random bits and a 128-bit tag, base64url)", n.Nonce, len(n.Nonce))
 	}
 	if want := e.clock.Now().Add(60 * time.Second); !n.ExpiresAt.Equal(want) || !n.ServerTime.Equal(e.clock.Now()) {
 		t.Errorf("got expiresAt %v serverTime %v, want %v and %v", n.ExpiresAt, n.ServerTime, want, e.clock.Now())

@@ -75,6 +75,11 @@ type Limits struct {
 	// idle is how long an untouched bucket takes to refill completely; such a bucket
 	// is indistinguishable from a new one, so dropping it loses nothing.
 	idle time.Duration
+
+	// shared, when set, holds the device buckets for every replica (shared.go).
+	shared        SharedBuckets
+	sharedTimeout time.Duration
+	onSharedError func(error)
 }
 
 type deviceBucket struct {
@@ -83,7 +88,7 @@ type deviceBucket struct {
 }
 
 // New returns Limits for cfg; now is the clock (time.Now when nil).
-func New(cfg Config, now func() time.Time) *Limits {
+func New(cfg Config, now func() time.Time, opts ...Option) *Limits {
 	if now == nil {
 		now = time.Now
 	}
@@ -105,6 +110,9 @@ func New(cfg Config, now func() time.Time) *Limits {
 		l.idle = time.Duration(float64(l.cfg.DeviceBurst) / cfg.DeviceRate * float64(time.Second))
 		l.idle = max(l.idle, time.Second)
 	}
+	for _, o := range opts {
+		o(l)
+	}
 	return l
 }
 
@@ -118,12 +126,18 @@ func (l *Limits) Global() error {
 
 // Device takes a token from id's bucket; *Error (ErrRateLimited) when empty. Buckets
 // idle long enough to be full again are dropped, so memory follows the number of
-// recently active devices, not of all devices ever seen.
+// recently active devices, not of all devices ever seen. With WithSharedBuckets the
+// bucket is the one every replica shares while its store answers.
 func (l *Limits) Device(id string) error {
 	if l.cfg.DeviceRate <= 0 {
 		return nil
 	}
 	now := l.now()
+	if l.shared != nil {
+		if answered, err := l.takeShared(id, now); answered {
+			return err
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.lastSweep) >= l.idle {

@@ -1671,8 +1671,11 @@ type ClientInterface interface {
 
 	// CreateNonce Issue a single-use nonce for a device without a real-time clock.
 	//
-	// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
-	// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+	// No authentication. The nonce is 128 random bits with its issue time, tagged with
+	// an HMAC-SHA256 key every replica shares, so any replica accepts it: valid for
+	// `expiresAt - serverTime` (60 s), and usable once (across replicas when they share a
+	// replay store, see the README's security model). Treat it as opaque (at most 64
+	// characters). An assertion that carries it
 	// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
 	// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
 	// credential's algorithm are checked as always. The nonce is consumed only by an
@@ -2374,8 +2377,11 @@ func (c *Client) GetCertificate(ctx context.Context, body GetCertificateJSONRequ
 
 // CreateNonce Issue a single-use nonce for a device without a real-time clock.
 //
-// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
-// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+// No authentication. The nonce is 128 random bits with its issue time, tagged with
+// an HMAC-SHA256 key every replica shares, so any replica accepts it: valid for
+// `expiresAt - serverTime` (60 s), and usable once (across replicas when they share a
+// replay store, see the README's security model). Treat it as opaque (at most 64
+// characters). An assertion that carries it
 // in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
 // epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
 // credential's algorithm are checked as always. The nonce is consumed only by an
@@ -3851,8 +3857,11 @@ type ClientWithResponsesInterface interface {
 
 	// CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
 	//
-	// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
-	// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+	// No authentication. The nonce is 128 random bits with its issue time, tagged with
+	// an HMAC-SHA256 key every replica shares, so any replica accepts it: valid for
+	// `expiresAt - serverTime` (60 s), and usable once (across replicas when they share a
+	// replay store, see the README's security model). Treat it as opaque (at most 64
+	// characters). An assertion that carries it
 	// in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
 	// epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
 	// credential's algorithm are checked as always. The nonce is consumed only by an
@@ -6191,8 +6200,11 @@ func (c *ClientWithResponses) GetCertificateWithResponse(ctx context.Context, bo
 
 // CreateNonceWithResponse Issue a single-use nonce for a device without a real-time clock.
 //
-// No authentication. The nonce is random (128 bits), valid for `expiresAt - serverTime`
-// (60 s) on the replica that issued it, and usable once. An assertion that carries it
+// No authentication. The nonce is 128 random bits with its issue time, tagged with
+// an HMAC-SHA256 key every replica shares, so any replica accepts it: valid for
+// `expiresAt - serverTime` (60 s), and usable once (across replicas when they share a
+// replay store, see the README's security model). Treat it as opaque (at most 64
+// characters). An assertion that carries it
 // in a `nonce` claim is accepted without `iat`/`exp` checks (a board that booted at
 // epoch 0 or 2000 can still authenticate); signature, `iss` = `sub`, `aud` and the
 // credential's algorithm are checked as always. The nonce is consumed only by an

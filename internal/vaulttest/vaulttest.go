@@ -29,6 +29,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
+	"github.com/tokensvc/tokensvc/internal/testbin"
 )
 
 // BinaryEnv names the variable that points at the Vault binary.
@@ -45,11 +46,7 @@ func Binary(tb testing.TB) string {
 	if p := os.Getenv(BinaryEnv); p != "" {
 		return p
 	}
-	msg := BinaryEnv + " is not set: run `make test`, or `" + BinaryEnv + "=$(scripts/vault.sh) go test ./...`"
-	if os.Getenv("CI") != "" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
+	testbin.Missing(tb, BinaryEnv+" is not set: run `make test`, or `"+BinaryEnv+"=$(scripts/vault.sh) go test ./...`")
 	return ""
 }
 

@@ -107,6 +107,15 @@ The port of vault.address: explicit, else the scheme's default.
 {{- end }}
 
 {{/*
+The replay store's port, from replayStore.url (6379 when it names none).
+*/}}
+{{- define "tokensvc.replayStorePort" -}}
+{{- $u := urlParse .Values.replayStore.url }}
+{{- $port := regexFind ":[0-9]+$" $u.host | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else }}6379{{ end }}
+{{- end }}
+
+{{/*
 The Vault policy tokensvc needs with these values: deploy/vault/tokensvc.hcl with the
 configured mounts and prefix, Transit paths only when vault.transit.enabled.
 */}}
