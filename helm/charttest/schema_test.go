@@ -65,6 +65,11 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 			wantErr: []string{"at '/vault/address'", "does not match pattern"},
 		},
 		{
+			name:    "PKI role the printed policy does not allow",
+			values:  "vault: {pki: {role: devices}}",
+			wantErr: []string{"at '/vault/pki/role'", "does not match pattern"},
+		},
+		{
 			name:    "plain admin token value",
 			values:  "adminToken: {value: tsa_s3cr3t-s3cr3t-s3cr3t}",
 			wantErr: []string{"at '/adminToken'", "'value' not allowed"},

@@ -154,7 +154,7 @@ path "{{ $tm }}/sign/{{ $keys }}-i-*" {
   capabilities = ["update"]
 }
 {{- end }}
-{{- $pki := dig "pki" "mount" "pki" .Values.vault }}
+{{- $pki := .Values.vault.pki.mount }}
 path "{{ $pki }}/sign/tokensvc-*" {
   capabilities = ["update"]
 }
