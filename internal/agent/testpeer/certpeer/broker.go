@@ -170,6 +170,24 @@ func (b *Broker) Stats() Stats {
 	return s
 }
 
+// Await returns the counters once cond holds for them, or fails the test after 10 s: the
+// broker counts a refused handshake on its side of the connection, which can be after
+// the client saw the refusal.
+func (b *Broker) Await(tb testing.TB, cond func(Stats) bool) Stats {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := b.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("stand-in: %+v: not the expected counts", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Sessions returns every accepted connection, in order.
 func (b *Broker) Sessions() []Session {
 	b.mu.Lock()

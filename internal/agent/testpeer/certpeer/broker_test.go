@@ -137,13 +137,7 @@ func TestRefusals(t *testing.T) {
 			if _, err := w.connect(t, tc.clientID, certs, tc.protos); err == nil {
 				t.Fatal("connected, want refused")
 			}
-			// The broker counts a refusal on its side of the connection: wait for it.
-			deadline := time.Now().Add(10 * time.Second)
-			after := w.broker.Stats()
-			for after.Refused[tc.want] == before.Refused[tc.want] && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-				after = w.broker.Stats()
-			}
+			after := w.broker.Await(t, func(s certpeer.Stats) bool { return s.Refused[tc.want] > before.Refused[tc.want] })
 			if after.Refused[tc.want] != before.Refused[tc.want]+1 || after.Accepted != before.Accepted {
 				t.Fatalf("refused %v (accepted %d), want one more %q than %v and none accepted", after.Refused, after.Accepted, tc.want, before.Refused)
 			}
