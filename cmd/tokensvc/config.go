@@ -67,6 +67,8 @@ func vaultFlags(s *cliflags.Set, c *app.Config) {
 	s.String(&vs.Mount, "vault-kv-mount", "KV v2 mount")
 	s.String(&vs.Prefix, "vault-prefix", "path prefix inside the KV mount, and Transit key name prefix")
 	s.String(&vs.TransitMount, "vault-transit-mount", "Transit mount")
+	s.String(&vs.PKIMount, "vault-pki-mount", "PKI secrets engine mount that signs device certificates (hubs in mode certificate)")
+	s.String(&vs.PKIRole, "vault-pki-role", "PKI role that signs device certificates when a hub names no pkiRole")
 	s.Duration(&vs.RequestTimeout, "vault-timeout", "deadline of each Vault call on the request path")
 	s.Switch(&c.Cache.Enabled, "cache", "in-memory key cache in front of Vault: on or off")
 	s.Duration(&c.Cache.TTL, "cache-ttl", "how long a cached device or hub is fresh")

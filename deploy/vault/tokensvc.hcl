@@ -39,6 +39,20 @@ path "transit/sign/tokensvc-i-*" {
   capabilities = ["update"]
 }
 
+# Device certificates (hubs in mode certificate): the PKI engine signs CSRs with roles
+# named tokensvc-* (the default role is tokensvc-device), and the service reads a role's
+# issuer to publish its CA chain. Nothing here reads, exports or imports a CA key, or
+# changes a role.
+path "pki/sign/tokensvc-*" {
+  capabilities = ["update"]
+}
+path "pki/roles/tokensvc-*" {
+  capabilities = ["read"]
+}
+path "pki/issuer/+/json" {
+  capabilities = ["read"]
+}
+
 # Readiness and token renewal (the default policy grants these too).
 path "auth/token/lookup-self" {
   capabilities = ["read"]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -27,7 +28,10 @@ type backend struct {
 	// issuerKeys holds the issuer key ring's private keys: in the ring's setting with
 	// the embedded store (encrypted at rest), in Vault Transit with the Vault store.
 	issuerKeys issuerkeys.Backend
-	ready      func(ctx context.Context) (note string, err error)
+	// ca signs device certificates: a CA per hub in the (encrypted) store settings
+	// with the embedded store, Vault's PKI engine with the Vault store.
+	ca    devicecert.Authority
+	ready func(ctx context.Context) (note string, err error)
 	// tasks run for the life of the service, e.g. keeping the Vault token alive.
 	tasks []func(ctx context.Context) error
 }
@@ -43,6 +47,7 @@ func (a *App) newBackend(ctx context.Context) (*backend, error) {
 	if st := a.o.store; st != nil {
 		// A store of the caller's own (tests) keeps issuer private keys in its settings.
 		be := &backend{store: a.metrics.InstrumentStore(st), issuerKeys: issuerkeys.Local(), ready: func(context.Context) (string, error) { return "", nil }}
+		be.ca = devicecert.NewLocal(be.store, a.o.now) // like the issuer keys: in the store's settings
 		if p, ok := st.(pinger); ok {
 			be.ready = func(ctx context.Context) (string, error) { return "", p.Ping(ctx) }
 		}
@@ -67,11 +72,13 @@ func (a *App) newEmbedded() (*backend, error) {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
 	a.onClose(st.Close)
-	return &backend{
+	be := &backend{
 		store:      a.metrics.InstrumentStore(st),
 		issuerKeys: issuerkeys.Local(), // the file encrypts the ring's setting at rest
 		ready:      func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
-	}, nil
+	}
+	be.ca = devicecert.NewLocal(be.store, a.o.now) // the file encrypts the CA keys too
+	return be, nil
 }
 
 func (a *App) masterKey() ([]byte, error) {
@@ -122,7 +129,8 @@ func (a *App) newVault(ctx context.Context) (*backend, error) {
 	return &backend{
 		store:      st,
 		transit:    vs,
-		issuerKeys: issuerkeys.Transit(vs), // private keys never leave Vault
+		issuerKeys: issuerkeys.Transit(vs),           // private keys never leave Vault
+		ca:         devicecert.NewVault(vs, a.o.now), // the PKI engine: the CA key never leaves Vault
 		// Logged in once at start, the service can serve from its cache whatever Vault
 		// does next, so Vault trouble degrades readiness rather than failing it: pulling
 		// every replica out of its Service would turn fast 503s into connection errors

@@ -11,6 +11,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/adminauth"
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/limits"
@@ -170,6 +171,9 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 	}
 	if ring != nil {
 		deps.Keys = ring
+	}
+	if be.ca != nil {
+		deps.Certificates = devicecert.NewIssuer(a.store, served, be.ca, a.o.now)
 	}
 	if auditLog != nil {
 		// Not assigned when nil: a nil *audit.Logger in the interface is not a nil Auditor.

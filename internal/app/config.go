@@ -99,6 +99,7 @@ func Defaults() Config {
 		Vault:           vaultauth.Config{Method: vaultauth.MethodToken, TokenFile: vaultauth.DefaultKubernetesTokenFile},
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
+			PKIMount: vaultstore.DefaultPKIMount, PKIRole: vaultstore.DefaultPKIRole,
 		},
 		Cache:  CacheConfig{Enabled: true, Options: cachestore.Options{TTL: cachestore.DefaultTTL, MaxEntries: cachestore.DefaultMaxEntries}},
 		Limits: limits.Config{DeviceRate: 0.2, DeviceBurst: 5, MaxInflight: 1024},

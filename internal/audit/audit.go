@@ -32,6 +32,9 @@ type Record struct {
 	Hub     string `json:"hub,omitempty"`
 	// ExpiresAt is the issued token's expiry.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// Serial is an issued device certificate's serial number (hex); never the
+	// certificate or its key.
+	Serial string `json:"serial,omitempty"`
 	// Outcome is "success" or why not (e.g. "forbidden", "not_found", "error").
 	Outcome   string `json:"outcome"`
 	Status    int    `json:"status,omitempty"`

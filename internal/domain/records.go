@@ -32,6 +32,9 @@ const (
 	SignCustomAuthorizer SigningMode = "customAuthorizer"
 	// SignJWT: devices present a JWT signed by the service's issuer key (jwtbroker).
 	SignJWT SigningMode = "jwt"
+	// SignCertificate: devices get short-lived X.509 client certificates signed by the
+	// hub's CA (POST /token/certificate; package devicecert), not tokens.
+	SignCertificate SigningMode = "certificate"
 )
 
 // Hub is a target tokens are minted for: an IoT Hub, an Event Hubs entity or a DPS

@@ -2,20 +2,130 @@ package httpapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
+	"github.com/tokensvc/tokensvc/internal/tokens"
 )
 
-// The device-certificate operations (issue 13) are specified; their implementation
-// lands with the certificate authority. Until then both refuse with a 400 that says so.
+// Device certificates (issue 13): POST /token/certificate signs the calling device's
+// CSR with its hub's CA; GET /hubs/{name}/ca.pem publishes that CA for registering with
+// the cloud. Authentication, the rate limits and the in-flight bound are the same as
+// GET /token's (auth.go); the request is recorded where tokens are (observe.go).
 
-// GetCertificate refuses: device certificates are not built yet.
-func (s *Server) GetCertificate(context.Context, oapiserver.GetCertificateRequestObject) (oapiserver.GetCertificateResponseObject, error) {
-	return nil, domain.Invalid("device certificates are not available in this build yet")
+// MaxCertificateBodyBytes bounds a POST /token/certificate body (413 beyond): a CSR is
+// at most devicecert.MaxCSRBytes of PEM, and JSON escaping can double it.
+const MaxCertificateBodyBytes = 4 * devicecert.MaxCSRBytes
+
+const certificatePath = "/token/certificate"
+
+// errNoCertificates refuses certificate operations on a service built without a CA.
+var errNoCertificates = errors.New("device certificates are not enabled on this service")
+
+// GetCertificate signs the CSR of the device the request authenticated.
+func (s *Server) GetCertificate(ctx context.Context, req oapiserver.GetCertificateRequestObject) (oapiserver.GetCertificateResponseObject, error) {
+	rt := routedOf(ctx)
+	if rt == nil || rt.device.ID == "" {
+		return nil, fmt.Errorf("GetCertificate reached without an authenticated device")
+	}
+	if s.deps.Certificates == nil {
+		return nil, domain.Public(errBadRequest, "%v", errNoCertificates)
+	}
+	if req.Body == nil {
+		return nil, domain.Public(errBadRequest, "the body must be a CertificateRequest")
+	}
+	cr := devicecert.Request{CSR: req.Body.Csr, ModuleID: deref(req.Body.Module), TTL: durationOf(req.Body.Ttl)}
+	issued, err := s.issuer.certificate(ctx, s.deps.Certificates, rt.device, cr)
+	if err != nil {
+		return nil, err
+	}
+	body := certificateToAPI(issued)
+	accept, _ := ctx.Value(acceptKey).(string)
+	if prefersText(accept) {
+		return certificateText{body}, nil
+	}
+	return oapiserver.GetCertificate200JSONResponse{
+		Body:    body,
+		Headers: oapiserver.GetCertificate200ResponseHeaders{CacheControl: &noStore},
+	}, nil
 }
 
-// GetHubCA refuses: device certificates are not built yet.
-func (s *Server) GetHubCA(context.Context, oapiserver.GetHubCARequestObject) (oapiserver.GetHubCAResponseObject, error) {
-	return nil, domain.Invalid("device certificates are not available in this build yet")
+// GetHubCA returns the PEM CA chain of a hub in mode certificate.
+func (s *Server) GetHubCA(ctx context.Context, req oapiserver.GetHubCARequestObject) (oapiserver.GetHubCAResponseObject, error) {
+	if s.deps.Certificates == nil {
+		return nil, domain.Public(errBadRequest, "%v", errNoCertificates)
+	}
+	chain, err := s.deps.Certificates.HubCA(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return oapiserver.GetHubCA200ApplicationxPemFileResponse{Body: strings.NewReader(chain), ContentLength: int64(len(chain))}, nil
+}
+
+// certificateToAPI is the response body; the profiles convert as GET /token's do.
+func certificateToAPI(is devicecert.Issued) oapi.CertificateResponse {
+	p := tokenToAPI(tokens.Issued{
+		Hub:           is.Hub,
+		Profiles:      is.Profile.Profiles,
+		IssuedAt:      is.IssuedAt,
+		TLSServerName: is.Profile.TLSServerName,
+		CACert:        is.Profile.CACert,
+	})
+	if p.Amqp != nil {
+		p.Amqp.Cbs.Node, p.Amqp.Cbs.TokenType = "", "" // no CBS: the certificate authenticates
+	}
+	serverTime := is.IssuedAt.UTC().Truncate(time.Second)
+	return oapi.CertificateResponse{
+		Certificate:    is.Certificate,
+		CaCertificates: is.Chain,
+		SerialNumber:   is.Serial,
+		ExpiresAt:      is.ExpiresAt.UTC(),
+		ExpiresIn:      seconds(is.ExpiresAt.Sub(serverTime)),
+		RefreshAfter:   is.RefreshAfter.UTC(),
+		ServerTime:     serverTime,
+		Hub:            is.Hub.Name,
+		Kind:           oapi.HubKind(is.Hub.Kind),
+		Mqtt:           p.Mqtt,
+		Amqp:           p.Amqp,
+		Https:          p.Https,
+	}
+}
+
+// certificateText is the key=value form: the PEM texts on one line each, their line
+// breaks written as the two characters \n; times as in GET /token's text form.
+type certificateText struct{ body oapi.CertificateResponse }
+
+func (t certificateText) VisitGetCertificateResponse(w http.ResponseWriter) error {
+	b := t.body
+	var sb strings.Builder
+	line := func(k, v string) {
+		if v != "" {
+			sb.WriteString(k)
+			sb.WriteByte('=')
+			sb.WriteString(v)
+			sb.WriteByte('\n')
+		}
+	}
+	oneLine := func(pem string) string { return strings.ReplaceAll(strings.TrimSpace(pem), "\n", `\n`) }
+	line("certificate", oneLine(b.Certificate))
+	line("caCertificates", oneLine(b.CaCertificates))
+	line("serialNumber", b.SerialNumber)
+	line("expiresIn", strconv.Itoa(b.ExpiresIn))
+	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
+	line("expiresAt", strconv.FormatInt(b.ExpiresAt.Unix(), 10))
+	line("serverTime", strconv.FormatInt(b.ServerTime.Unix(), 10))
+	profileText(line, &sb, b.Mqtt, b.Amqp, b.Https, "")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", noStore)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte(sb.String()))
+	return err
 }

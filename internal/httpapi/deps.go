@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/registry"
@@ -68,6 +69,20 @@ type TokenIssuer interface {
 	Issue(ctx context.Context, d domain.Device, r tokens.Request) (tokens.Issued, error)
 }
 
+// CertificateIssuer issues device certificates (mode certificate) and publishes each
+// hub's CA; *devicecert.Issuer implements it.
+type CertificateIssuer interface {
+	// Issue signs r's CSR for device d (authenticated). Errors wrap domain.ErrInvalid
+	// (bad CSR, hub not in mode certificate), target.ErrForbidden (module not the
+	// device's) or store.ErrUnavailable (the CA cannot be reached).
+	Issue(ctx context.Context, d domain.Device, r devicecert.Request) (devicecert.Issued, error)
+	// HubCA returns the PEM CA chain of hub name; store.ErrNotFound for no such hub,
+	// domain.ErrInvalid for a hub not in mode certificate.
+	HubCA(ctx context.Context, name string) (string, error)
+}
+
+var _ CertificateIssuer = (*devicecert.Issuer)(nil)
+
 // Limiter refuses requests beyond the configured rates and concurrency. Refusals are
 // errors that wrap limits.ErrRateLimited or limits.ErrOverloaded and carry a
 // RetryAfter() int in seconds.
@@ -99,6 +114,9 @@ type Deps struct {
 	// Registry carries out every operator operation, reads included.
 	Registry Provisioner
 	Issuer   TokenIssuer
+	// Certificates issues device certificates; nil refuses POST /token/certificate
+	// and GET /hubs/{name}/ca.pem with a 400.
+	Certificates CertificateIssuer
 	// Keys is the issuer key ring the JWT kinds sign with; nil publishes an empty set.
 	Keys    IssuerKeys
 	Devices DeviceVerifier

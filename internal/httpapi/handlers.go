@@ -117,13 +117,28 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
 	line("expiresAt", unix(b.ExpiresAt))
 	line("serverTime", unix(b.ServerTime))
-	if m := b.Mqtt; m != nil {
+	profileText(line, &sb, b.Mqtt, b.Amqp, b.Https, b.Token)
+	if b.Signature != nil {
+		line("signature", *b.Signature)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", noStore)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte(sb.String()))
+	return err
+}
+
+// profileText writes the connection profiles' key=value lines (GET /token and POST
+// /token/certificate share them); token is the credential the profiles carry, "" for
+// a certificate.
+func profileText(line func(k, v string), sb *strings.Builder, m *oapi.MqttProfile, a *oapi.AmqpProfile, h *oapi.HttpsProfile, token string) {
+	if m != nil {
 		line("mqttHost", m.Host)
 		line("mqttPort", strconv.Itoa(m.Port))
 		line("mqttUrl", m.Url)
 		line("mqttClientId", m.ClientId)
 		line("mqttUsername", m.Username)
-		if m.Password != b.Token {
+		if m.Password != token {
 			// Said only where it is not the token (the SAS kinds' password): an AWS
 			// IoT custom authorizer with signing takes the token in the user name and
 			// an empty password.
@@ -143,7 +158,7 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 			line("mqttSubscribe", m.Topics.Subscribe[0])
 		}
 	}
-	if a := b.Amqp; a != nil {
+	if a != nil {
 		line("amqpHost", a.Host)
 		line("amqpPort", strconv.Itoa(a.Port))
 		if a.Transport == oapi.AmqpProfileTransport(signer.WebSocket) {
@@ -152,17 +167,12 @@ func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 		line("amqpUsername", deref(a.Username))
 		line("amqpAddress", a.Address)
 	}
-	if h := b.Https; h != nil {
+	if h != nil {
 		line("httpsUrl", h.Url)
+		if h.Alpn != nil {
+			line("httpsAlpn", strings.Join(*h.Alpn, ","))
+		}
 	}
-	if b.Signature != nil {
-		line("signature", *b.Signature)
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", noStore)
-	w.WriteHeader(http.StatusOK)
-	_, err := w.Write([]byte(sb.String()))
-	return err
 }
 
 // CreateHub registers a hub.

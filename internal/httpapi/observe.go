@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
@@ -121,8 +122,44 @@ func issueOutcome(err error) string {
 		return "not_found"
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return "unavailable"
+	case errors.Is(err, domain.ErrInvalid):
+		return "invalid"
 	}
 	return "error"
+}
+
+// certificate issues d's certificate through certs and records it as issueFor records
+// a token: counted (kind known only once the hub was read), audited with the serial
+// number and expiry, logged; never the certificate, the CSR or its key.
+func (o *observedIssuer) certificate(ctx context.Context, certs CertificateIssuer, d domain.Device, r devicecert.Request) (devicecert.Issued, error) {
+	issued, err := certs.Issue(ctx, d, r)
+	outcome := issueOutcome(err)
+	o.metrics.TokenRequest(d.Hub, string(issued.Hub.Kind), outcome)
+	rec := audit.Record{
+		Event:     "getCertificate",
+		Actor:     d.ID,
+		Device:    d.ID,
+		Module:    r.ModuleID,
+		Hub:       d.Hub,
+		Outcome:   outcome,
+		RequestID: middleware.GetReqID(ctx),
+	}
+	if err == nil {
+		exp := issued.ExpiresAt
+		rec.ExpiresAt, rec.Serial = &exp, issued.Serial
+		if o.log.Enabled(ctx, slog.LevelInfo) {
+			o.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
+				slog.String("device", d.ID),
+				slog.String("module", r.ModuleID),
+				slog.String("hub", issued.Hub.Name),
+				slog.String("serial", issued.Serial),
+				slog.Time("expiresAt", exp),
+				slog.String("requestId", rec.RequestID),
+			)
+		}
+	}
+	o.audit.Log(rec)
+	return issued, err
 }
 
 // observe times every request by its route pattern, never its raw path, so device IDs

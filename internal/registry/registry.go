@@ -56,7 +56,8 @@ func (r *Registry) CreateHub(ctx context.Context, h domain.Hub) (domain.Hub, err
 	if err != nil {
 		return domain.Hub{}, err
 	}
-	if target.UsesIssuerKeys(kind) && !r.issuer {
+	// Mode certificate signs with the hub's CA, not the issuer keys.
+	if target.UsesIssuerKeys(kind) && !r.issuer && h.Mode != domain.SignCertificate {
 		return domain.Hub{}, domain.Invalid("hubs of kind %s get JWTs signed with the service's issuer keys, and this service has no issuer URL (set TOKENSVC_ISSUER_URL)", h.Kind)
 	}
 	if err := kind.Normalize(&h); err != nil {

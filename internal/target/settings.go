@@ -88,17 +88,26 @@ func EncodeSettings(h *domain.Hub, v any) error {
 	return nil
 }
 
-// settingNames returns the json field names of the struct v points to.
+// settingNames returns the json field names of the struct v points to. The fields of
+// an embedded struct without a json name count as the outer struct's own, as
+// encoding/json reads them, so kinds can share one settings struct by embedding it.
 func settingNames(v any) []string {
-	t := reflect.TypeOf(v).Elem()
-	names := make([]string, 0, t.NumField())
+	names := fieldNames(reflect.TypeOf(v).Elem(), nil)
+	slices.Sort(names)
+	return names
+}
+
+func fieldNames(t reflect.Type, names []string) []string {
 	for f := range t.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct {
+			names = fieldNames(f.Type, names)
+			continue
+		}
 		if name != "" && name != "-" {
 			names = append(names, name)
 		}
 	}
-	slices.Sort(names)
 	return names
 }
 

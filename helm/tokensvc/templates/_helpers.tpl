@@ -145,6 +145,16 @@ path "{{ $tm }}/sign/{{ $keys }}-i-*" {
   capabilities = ["update"]
 }
 {{- end }}
+{{- $pki := dig "pki" "mount" "pki" .Values.vault }}
+path "{{ $pki }}/sign/tokensvc-*" {
+  capabilities = ["update"]
+}
+path "{{ $pki }}/roles/tokensvc-*" {
+  capabilities = ["read"]
+}
+path "{{ $pki }}/issuer/+/json" {
+  capabilities = ["read"]
+}
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }

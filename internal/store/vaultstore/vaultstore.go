@@ -140,6 +140,11 @@ type Config struct {
 	// LIST of 100,000 devices took 1-1.6s against a dev server on 2 cores, so it cannot
 	// live within RequestTimeout. Only operator listings and DeleteHub LIST.
 	ListTimeout time.Duration
+	// PKIMount is the PKI secrets engine mount that signs device certificates
+	// (default "pki"); PKIRole the role it signs with when a hub names none (default
+	// "tokensvc-device"). See pki.go.
+	PKIMount string
+	PKIRole  string
 }
 
 // Option adjusts how New sets up a Store.
@@ -216,6 +221,12 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 	if !mountRE.MatchString(cfg.TransitMount) || strings.Contains(cfg.TransitMount, "..") {
 		return nil, fmt.Errorf("vaultstore: invalid Transit mount %q", cfg.TransitMount)
 	}
+	if !mountRE.MatchString(cfg.PKIMount) || strings.Contains(cfg.PKIMount, "..") {
+		return nil, fmt.Errorf("vaultstore: invalid PKI mount %q", cfg.PKIMount)
+	}
+	if !roleRE.MatchString(cfg.PKIRole) {
+		return nil, fmt.Errorf("vaultstore: invalid PKI role %q: letters, digits, '.', '_' and '-'", cfg.PKIRole)
+	}
 	if !prefixRE.MatchString(cfg.Prefix) {
 		return nil, fmt.Errorf("vaultstore: invalid prefix %q: use letters, digits, '_' and '-' in segments separated by '/'", cfg.Prefix)
 	}
@@ -263,6 +274,12 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.ListTimeout == 0 {
 		cfg.ListTimeout = DefaultListTimeout
+	}
+	if cfg.PKIMount == "" {
+		cfg.PKIMount = DefaultPKIMount
+	}
+	if cfg.PKIRole == "" {
+		cfg.PKIRole = DefaultPKIRole
 	}
 	return cfg
 }

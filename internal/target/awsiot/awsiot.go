@@ -60,8 +60,9 @@ type Claims struct {
 type Kind struct{}
 
 var (
-	_ target.Kind           = Kind{}
-	_ target.IssuerKeysUser = Kind{}
+	_ target.Kind            = Kind{}
+	_ target.IssuerKeysUser  = Kind{}
+	_ target.CertificateKind = Kind{}
 )
 
 // Name implements target.Kind.
@@ -77,8 +78,8 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignCustomAuthorizer
 	}
-	if h.Mode != domain.SignCustomAuthorizer {
-		return domain.Invalid("mode: an awsiot hub signs with mode customAuthorizer, not %s", h.Mode)
+	if h.Mode != domain.SignCustomAuthorizer && h.Mode != domain.SignCertificate {
+		return domain.Invalid("mode: an awsiot hub signs with mode customAuthorizer or certificate, not %s", h.Mode)
 	}
 	for _, f := range []struct{ name, value string }{
 		{"policyName", h.PolicyName}, {"policyKey", h.PolicyKey}, {"entityPath", h.EntityPath},
@@ -104,7 +105,7 @@ func settingsOf(h domain.Hub) (Settings, error) {
 	if err := target.DecodeSettings(h, &s); err != nil {
 		return Settings{}, err
 	}
-	if err := s.check(); err != nil {
+	if err := s.check(h.Mode); err != nil {
 		return Settings{}, err
 	}
 	return s, nil
@@ -129,6 +130,9 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 // Mint implements target.Kind.
 func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
 	if err := target.NoModuleCredential(r); err != nil {
+		return target.Minted{}, err
+	}
+	if err := target.NoTokens(h); err != nil {
 		return target.Minted{}, err
 	}
 	if s.Issuer == nil {

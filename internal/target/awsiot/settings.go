@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/target"
 )
 
 // AWS IoT Core's message broker limits that a topic must keep: at most 256 bytes and
@@ -31,13 +32,25 @@ type Settings struct {
 	TopicTemplate string `json:"topicTemplate,omitempty"`
 	// SubscribeTemplates are topic filters the device subscribes to.
 	SubscribeTemplates []string `json:"subscribeTemplates,omitempty"`
+	// CertificateSettings are the fields of mode certificate.
+	target.CertificateSettings
 }
 
 // Reserved parameter names AWS IoT Core reads itself; a token key name must differ.
 var reserved = []string{"x-amz-customauthorizer-name", "x-amz-customauthorizer-signature"}
 
-// check applies the rules to s, filling defaults; errors name the field.
-func (s *Settings) check() error {
+// check applies the rules to s for a hub in mode, filling defaults; errors name the
+// field.
+func (s *Settings) check(mode domain.SigningMode) error {
+	if err := s.CertificateSettings.Normalize(mode); err != nil {
+		return err
+	}
+	if mode == domain.SignCertificate {
+		if s.AuthorizerName != "" || s.TokenKeyName != "" || s.Signing != nil {
+			return domain.Invalid("authorizerName, tokenKeyName and signing apply to mode customAuthorizer, not certificate")
+		}
+		return s.checkTopics()
+	}
 	if s.AuthorizerName == "" {
 		return domain.Invalid("authorizerName: an awsiot hub needs the custom authorizer's name")
 	}
@@ -59,6 +72,11 @@ func (s *Settings) check() error {
 		on := true
 		s.Signing = &on
 	}
+	return s.checkTopics()
+}
+
+// checkTopics checks the topic templates, filling the default.
+func (s *Settings) checkTopics() error {
 	if s.TopicTemplate == "" {
 		s.TopicTemplate = DefaultTopicTemplate
 	}

@@ -15,7 +15,10 @@ import (
 // Kind is the iothub kind.
 type Kind struct{}
 
-var _ target.Kind = Kind{}
+var (
+	_ target.Kind            = Kind{}
+	_ target.CertificateKind = Kind{}
+)
 
 // Name implements target.Kind.
 func (Kind) Name() domain.HubKind { return domain.KindIoTHub }
@@ -26,17 +29,24 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignDeviceKey
 	}
-	if err := target.CheckSettings(*h); err != nil {
+	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignPolicy && h.Mode != domain.SignCertificate {
+		return domain.Invalid("an iothub hub signs with mode deviceKey, policy or certificate, not %s", h.Mode)
+	}
+	var cs target.CertificateSettings
+	if err := target.DecodeSettings(*h, &cs); err != nil {
 		return err
 	}
-	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignPolicy {
-		return domain.Invalid("an iothub hub signs with mode deviceKey or policy, not %s", h.Mode)
+	if err := cs.Normalize(h.Mode); err != nil {
+		return err
+	}
+	if err := target.EncodeSettings(h, &cs); err != nil {
+		return err
 	}
 	if h.EntityPath != "" || h.IDScope != "" {
 		return domain.Invalid("entityPath and idScope do not apply to an iothub hub")
 	}
 	switch h.Mode {
-	case domain.SignDeviceKey:
+	case domain.SignDeviceKey, domain.SignCertificate:
 		if h.PolicyName != "" || h.PolicyKey != "" {
 			return domain.Invalid("policyName and policyKey apply only to modes policy and groupKey")
 		}
@@ -61,6 +71,9 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 
 // Mint implements target.Kind.
 func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
+	if err := target.NoTokens(h); err != nil {
+		return target.Minted{}, err
+	}
 	if r.ModuleID != "" {
 		if _, ok := r.Device.Module(r.ModuleID); !ok {
 			return target.Minted{}, fmt.Errorf("module %q of device %q: %w", r.ModuleID, r.Device.ID, target.ErrForbidden)

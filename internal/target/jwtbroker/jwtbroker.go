@@ -33,8 +33,9 @@ var ErrNoIssuer = errors.New("this service has no issuer keys to sign JWTs with"
 type Kind struct{}
 
 var (
-	_ target.Kind           = Kind{}
-	_ target.IssuerKeysUser = Kind{}
+	_ target.Kind            = Kind{}
+	_ target.IssuerKeysUser  = Kind{}
+	_ target.CertificateKind = Kind{}
 )
 
 // UsesIssuerKeys implements target.IssuerKeysUser: the service's issuer keys sign every
@@ -50,8 +51,8 @@ func (Kind) Normalize(h *domain.Hub) error {
 	if h.Mode == "" {
 		h.Mode = domain.SignJWT
 	}
-	if h.Mode != domain.SignJWT {
-		return domain.Invalid("mode: a jwtbroker hub signs with mode jwt (the service's issuer key), not %s", h.Mode)
+	if h.Mode != domain.SignJWT && h.Mode != domain.SignCertificate {
+		return domain.Invalid("mode: a jwtbroker hub signs with mode jwt (the service's issuer key) or certificate (the hub's CA), not %s", h.Mode)
 	}
 	switch {
 	case h.PolicyName != "" || h.PolicyKey != "":
@@ -64,6 +65,12 @@ func (Kind) Normalize(h *domain.Hub) error {
 	s, err := decode(*h)
 	if err != nil {
 		return err
+	}
+	if err := s.CertificateSettings.Normalize(h.Mode); err != nil {
+		return err
+	}
+	if h.Mode == domain.SignCertificate {
+		return normalizeCertificate(h, s)
 	}
 	if err := s.normalize(h.Hostname); err != nil {
 		return err
@@ -83,6 +90,9 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 // hub's algorithm, with the MQTT profile to present it.
 func (Kind) Mint(ctx context.Context, s target.Signers, h domain.Hub, r target.Request) (target.Minted, error) {
 	if err := target.NoModuleCredential(r); err != nil {
+		return target.Minted{}, err
+	}
+	if err := target.NoTokens(h); err != nil {
 		return target.Minted{}, err
 	}
 	if r.Transport == signer.WebSocket {

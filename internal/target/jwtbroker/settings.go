@@ -55,6 +55,8 @@ type Settings struct {
 	// Claims is a JSON object of claim templates, kept as its text so numbers and key
 	// order survive as the operator wrote them.
 	Claims json.RawMessage `json:"claims,omitempty"`
+	// CertificateSettings are the fields of mode certificate.
+	target.CertificateSettings
 }
 
 // normalize fills s's defaults for hub host and checks every field, naming it.

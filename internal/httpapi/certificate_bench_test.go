@@ -1,0 +1,65 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/app"
+	"github.com/tokensvc/tokensvc/internal/limits"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
+)
+
+// BenchmarkGetCertificate is the whole POST /token/certificate path in-process on the
+// embedded CA (ECDSA P-256): routing, spec validation of the body, HS256 assertion,
+// CSR check, signing, JSON. Compare with BenchmarkGetToken in the same run (same
+// settings: limits and audit off).
+func BenchmarkGetCertificate(b *testing.B) {
+	e := mustEnvWith(b, envOptions{config: func(c *app.Config) {
+		c.Limits = limits.Config{}
+		c.Audit.Sink.Kind = "off"
+	}})
+	mode := oapi.Certificate
+	if r, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.StatusCode() != 201 {
+		b.Fatalf("create hub: %v", err)
+	}
+	dev, err := e.admin.CreateDeviceWithResponse(b.Context(), oapi.DeviceCreate{DeviceId: "bench-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	if err != nil || dev.JSON201 == nil {
+		b.Fatalf("create device: %v", err)
+	}
+	secret := []byte(*dev.JSON201.Auth.Secret)
+	const pool = 100_000
+	assertions := make([]string, 0, pool)
+	for i := range pool {
+		c := e.claims("bench-1")
+		c["jti"] = strconv.Itoa(i)
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		if err != nil {
+			b.Fatal(err)
+		}
+		assertions = append(assertions, s)
+	}
+	body := `{"csr":` + strconv.Quote(testca.CSR(b, mustP256(b), "x")) + `}`
+	h := e.handler
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(assertions) {
+			b.Fatal("assertion pool exhausted; raise pool")
+		}
+		req := httptest.NewRequest(http.MethodPost, "/token/certificate", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+assertions[i])
+		req.Header.Set("Content-Type", "application/json")
+		i++
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("got %d %s", rec.Code, rec.Body)
+		}
+	}
+}

@@ -1,0 +1,24 @@
+package testca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"testing"
+)
+
+// CSR returns a PEM PKCS#10 request signed by key for subject cn, asking for dnsNames
+// as subject alternative names (which a device certificate service must ignore).
+func CSR(tb testing.TB, key crypto.Signer, cn string, dnsNames ...string) string {
+	tb.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject:  pkix.Name{CommonName: cn},
+		DNSNames: dnsNames,
+	}, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
