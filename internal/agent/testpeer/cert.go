@@ -1,0 +1,80 @@
+package testpeer
+
+import (
+	"context"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+)
+
+// CertEndpoint is the AWS IoT Core endpoint of the certificate hub.
+const CertEndpoint = "a1b2c3-ats.iot.eu-west-1.amazonaws.com"
+
+// CertificateHub registers h in mode certificate with certificates that live lifetime
+// (the hub's default and maximum; at least the API's 300 s).
+func (s *Service) CertificateHub(h domain.Hub, lifetime time.Duration) domain.Hub {
+	s.tb.Helper()
+	h.Mode = domain.SignCertificate
+	secs := strconv.Itoa(int(lifetime / time.Second))
+	if h.Settings == nil {
+		h.Settings = map[string]string{}
+	}
+	h.Settings["certificateTtlSeconds"], h.Settings["certificateMaxTtlSeconds"] = secs, secs
+	return s.Hub(h)
+}
+
+// CertFixture is a running service with an awsiot hub in mode certificate, one HS256
+// device on it, and the certificate stand-in broker (AWS IoT Core's port 443: ALPN
+// x-amzn-mqtt-ca, client certificates from the hub's CA).
+type CertFixture struct {
+	CA      *CA
+	Service *Service
+	Broker  *certpeer.Broker
+	// HubName is the hub; HubCA its CA chain (GET /hubs/{name}/ca.pem).
+	HubName string
+	HubCA   string
+	// DeviceID is the device; SecretFile holds its HS256 secret (0600).
+	DeviceID   string
+	SecretFile string
+	// CAFile is the CA bundle that verifies the service and the broker.
+	CAFile string
+	Dir    string
+}
+
+// NewCertFixture starts the service with a certificate hub whose certificates live
+// lifetime, provisions deviceID and starts the stand-in trusting the hub's CA.
+func NewCertFixture(tb testing.TB, deviceID string, lifetime time.Duration) *CertFixture {
+	tb.Helper()
+	ca := NewCA(tb, "agent test CA")
+	svc := StartService(tb, ca)
+	h := svc.CertificateHub(domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: CertEndpoint}, lifetime)
+	created := svc.Device(oapi.DeviceCreate{DeviceId: deviceID, Hub: h.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	resp, err := svc.Admin.GetHubCAWithResponse(context.Background(), h.Name)
+	if err != nil || resp.StatusCode() != 200 {
+		tb.Fatalf("hub CA: %v %v", err, resp.StatusCode())
+	}
+	hubCA := x509.NewCertPool()
+	if !hubCA.AppendCertsFromPEM(resp.Body) {
+		tb.Fatal("hub CA: no certificate")
+	}
+	broker := certpeer.Start(tb, certpeer.Options{
+		Cert: ca.Issue(tb, CertEndpoint).TLS, Roots: hubCA, ALPN: []string{awsiot.ALPNMQTTCert},
+	})
+	dir := tb.TempDir()
+	f := &CertFixture{CA: ca, Service: svc, Broker: broker, HubName: h.Name, HubCA: string(resp.Body),
+		DeviceID: deviceID, Dir: dir}
+	f.SecretFile = filepath.Join(dir, "device.secret")
+	if err := os.WriteFile(f.SecretFile, []byte(*created.Auth.Secret+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	f.CAFile = ca.WritePEM(tb, dir)
+	return f
+}
