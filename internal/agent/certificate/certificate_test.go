@@ -1,0 +1,80 @@
+package certificate_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/certificate"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/persist"
+	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
+)
+
+// answering is a service that signs whatever it is told to, for the failures the real
+// service cannot produce on demand (a certificate for another key).
+type answering struct{ cert *testca.Cert }
+
+func (a answering) Certificate(context.Context, string) (oapi.CertificateResponse, time.Time, error) {
+	now := time.Now()
+	return oapi.CertificateResponse{Certificate: string(a.cert.CertPEM()), SerialNumber: a.cert.Cert.SerialNumber.Text(16),
+		ServerTime: now, ExpiresAt: now.Add(time.Hour), RefreshAfter: now.Add(48 * time.Minute), Hub: "aws", Kind: oapi.Awsiot}, now, nil
+}
+
+func (answering) CertificateKey() string { return "test" }
+
+func TestFetchRefusesACertificateForAnotherKey(t *testing.T) {
+	dir := t.TempDir()
+	ca := testca.NewCA(t, "hub CA")
+	f, err := certificate.New(certificate.Options{Client: answering{ca.Issue(t, testca.Spec{CommonName: "thing-1"})},
+		KeyFile: filepath.Join(dir, "device.key"), DeviceID: "thing-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Fetch(t.Context())
+	var fe *fetch.Error
+	if !errors.As(err, &fe) || !errors.Is(err, fetch.ErrUnavailable) || !strings.Contains(fe.Detail, certificate.ErrMismatch.Error()) {
+		t.Fatalf("got %v, want an ErrUnavailable naming %v", err, certificate.ErrMismatch)
+	}
+}
+
+func TestSavedCertificateForAnotherKeyIsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	ca := testca.NewCA(t, "hub CA")
+	store, err := persist.New(filepath.Join(dir, "certificate.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A certificate kept for the old key, then the key file is replaced (a new key).
+	old := ca.Issue(t, testca.Spec{CommonName: "thing-1"})
+	keyFile := old.WriteKey(t, filepath.Join(dir, "device.key"))
+	f, err := certificate.New(certificate.Options{Client: answering{old}, KeyFile: keyFile, DeviceID: "thing-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.Fetch(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Saved(store).Save(tok); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Saved(store).Load(); err != nil || got.Certificate.Pair == nil || got.Key != f.Key() {
+		t.Fatalf("load with the same key: %v, pair %v", err, got.Certificate)
+	}
+	ca.Issue(t, testca.Spec{CommonName: "thing-1"}).WriteKey(t, keyFile)
+	g, err := certificate.New(certificate.Options{Client: answering{old}, KeyFile: keyFile, DeviceID: "thing-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Saved(store).Load(); !errors.Is(err, certificate.ErrMismatch) {
+		t.Fatalf("load after the key changed: got %v, want %v", err, certificate.ErrMismatch)
+	}
+	if g.Key() == f.Key() {
+		t.Fatal("the keeper key does not change with the device key")
+	}
+}
