@@ -7,7 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/certificate"
+	"github.com/tokensvc/tokensvc/internal/agent/filesink"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -88,4 +92,50 @@ func TestCertClientWithTestCAFiles(t *testing.T) {
 	b.Await(t, func(s certpeer.Stats) bool {
 		return s.Accepted == 1 && s.Refused[certpeer.RefusedALPN] == 1 && s.Refused[certpeer.RefusedUnknownCA] == 1
 	})
+}
+
+// TestCertClientWithAgentFiles is the example as it runs on a device: the agent's
+// certificate mode (its key made on the device, a CSR to the real service's POST
+// /token/certificate for an awsiot hub in mode certificate, the cert-dir files written
+// by its file sink) leaves device.crt, device.key and mqtt.json; the Python program,
+// given only those and the broker's root CA, connects to the AWS IoT Core certificate
+// stand-in with ALPN x-amzn-mqtt-ca and publishes on its topic.
+func TestCertClientWithAgentFiles(t *testing.T) {
+	py := python(t)
+	f := testpeer.NewCertFixture(t, "sensor-0002", 5*time.Minute)
+	dir := t.TempDir()
+	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cf.Fetch(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := certificate.Files(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := filesink.New(filesink.Config{Files: files}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Write(tok); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCertClient(t, py, certFiles{
+		Cert: filepath.Join(dir, certificate.ChainFile), Key: certificate.KeyFileIn(dir),
+		CA: f.CAFile, Profile: filepath.Join(dir, certificate.MQTTFile),
+	}, f.Broker.Addr, 3)
+	if err != nil {
+		t.Fatalf("aws_iot_cert.py: %v\n%s\nstand-in: %+v", err, out, f.Broker.Stats())
+	}
+	t.Logf("%s", out)
+	pubs, sess := f.Broker.Published(), f.Broker.Sessions()
+	if len(pubs) != 3 || pubs[0].ClientID != f.DeviceID || pubs[0].Topic != "devices/"+f.DeviceID+"/telemetry" {
+		t.Fatalf("stand-in got %+v, want 3 messages on the device's topic", pubs)
+	}
+	if len(sess) != 1 || sess[0].Serial != tok.Certificate.Serial {
+		t.Fatalf("sessions %+v, want one with the service's certificate %s", sess, tok.Certificate.Serial)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
-	"github.com/tokensvc/tokensvc/internal/agent/credential"
-	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
@@ -39,16 +36,7 @@ func TestRenewalsKeepTheLinkUp(t *testing.T) {
 		t.Skip("about 25 s of real time")
 	}
 	f := testpeer.NewCertFixture(t, "thing-0002", 5*time.Minute)
-	cred, err := credential.Load(f.SecretFile, credential.Auto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf := &tls.Config{RootCAs: f.CA.Pool(), MinVersion: tls.VersionTLS12}
-	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}},
-		DeviceID: f.DeviceID, Audience: testpeer.Audience, Signer: cred})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fc := f.Client(t)
 	dir := t.TempDir()
 	cf, err := certificate.New(certificate.Options{Client: fc, KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
 	if err != nil {

@@ -2,13 +2,17 @@ package testpeer
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -77,4 +81,21 @@ func NewCertFixture(tb testing.TB, deviceID string, lifetime time.Duration) *Cer
 	}
 	f.CAFile = ca.WritePEM(tb, dir)
 	return f
+}
+
+// Client returns the agent's fetch client for the device, authenticating with its
+// HS256 secret and trusting the fixture's CA.
+func (f *CertFixture) Client(tb testing.TB) *fetch.Client {
+	tb.Helper()
+	cred, err := credential.Load(f.SecretFile, credential.Auto)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tlsConf := &tls.Config{RootCAs: f.CA.Pool(), MinVersion: tls.VersionTLS12}
+	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}},
+		DeviceID: f.DeviceID, Audience: Audience, Signer: cred})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fc
 }
