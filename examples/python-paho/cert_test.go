@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
-	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -112,14 +111,7 @@ func TestCertClientWithAgentFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := certificate.Files(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := filesink.New(filesink.Config{Files: files}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sink := testpeer.CertDirSink(t, dir)
 	if err := sink.Write(tok); err != nil {
 		t.Fatal(err)
 	}

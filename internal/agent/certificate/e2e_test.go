@@ -12,7 +12,6 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
-	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
@@ -52,14 +51,7 @@ func TestRenewalsKeepTheLinkUp(t *testing.T) {
 	msgs := make(chan telemetry.Message)
 	l := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
 		CleanSession: true, Backoff: bo})
-	files, err := certificate.Files(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := filesink.New(filesink.Config{Files: files}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sink := testpeer.CertDirSink(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, run := range []func(context.Context) error{k.Run, l.Run, func(ctx context.Context) error { return sink.Run(ctx, k) }} {

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -98,4 +100,18 @@ func (f *CertFixture) Client(tb testing.TB) *fetch.Client {
 		tb.Fatal(err)
 	}
 	return fc
+}
+
+// CertDirSink returns the file sink tokenagent -cert-dir dir runs.
+func CertDirSink(tb testing.TB, dir string) *filesink.Sink {
+	tb.Helper()
+	files, err := certificate.Files(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sink, err := filesink.New(filesink.Config{Files: files}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sink
 }
