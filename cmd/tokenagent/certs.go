@@ -34,7 +34,7 @@ func (c Config) validateCert() []error {
 		if c.CertKeyFile != "" || c.CertDir != "" {
 			errs = append(errs, errors.New("cert-key-file and cert-dir need certificate"))
 		}
-		return nil
+		return errs
 	}
 	if c.TTL != 0 && (c.TTL < minCertTTL || c.TTL%time.Second != 0) {
 		errs = append(errs, fmt.Errorf("ttl must be 0 or whole seconds of at least %v for a certificate", minCertTTL))
