@@ -94,6 +94,12 @@ func TestCertificatesOnVault(t *testing.T) {
 		t.Errorf("leaf: CN %q SANs %v serial %x (response %s); want thing-1, none, the response's serial", leaf.Subject.CommonName, leaf.DNSNames, leaf.SerialNumber, r.JSON200.SerialNumber)
 	}
 
+	// With Vault the CA lives in the PKI engine: importing one through the service is a 409.
+	mine := testca.NewCA(t, "operator CA")
+	if r, err := svc.Admin.ImportHubCAWithResponse(ctx, "aws", oapi.HubCAImport{Certificate: string(mine.CertPEM()), Key: string(mine.KeyPEM())}); err != nil || r.StatusCode() != 409 {
+		t.Errorf("import on Vault: got %v %d %s, want 409", err, r.StatusCode(), r.Body)
+	}
+
 	// The key cache holds the device and the hub now, so the PKI sign is the Vault
 	// call that fails.
 	srv.Pause()

@@ -3,6 +3,7 @@ package devicecert
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
@@ -115,6 +116,33 @@ func (i *Issuer) Issue(ctx context.Context, d domain.Device, r Request) (Issued,
 		RefreshAfter: now.Add(time.Duration(float64(exp.Sub(now)) * RefreshFraction)).Truncate(time.Second),
 		Profile:      prof,
 	}, nil
+}
+
+// ErrImportNotSupported means the hub's CA cannot be imported through the service:
+// with Vault it lives in the PKI engine, where the operator imports it.
+var ErrImportNotSupported = errors.New("this service's CA is Vault's PKI engine: import the CA there (pki/issuers/import/bundle), not through tokensvc")
+
+// Importer is an Authority that takes an operator's CA for a hub (Local does).
+type Importer interface {
+	// Import makes certPEM and its key keyPEM hub's CA; errors about the input wrap
+	// domain.ErrInvalid.
+	Import(ctx context.Context, hub string, certPEM, keyPEM []byte) error
+}
+
+var _ Importer = (*Local)(nil)
+
+// ImportCA makes an operator's CA the CA of hub name, which must be in mode
+// certificate. It returns ErrImportNotSupported when the CA is not the service's own.
+func (i *Issuer) ImportCA(ctx context.Context, name, certPEM, keyPEM string) error {
+	hub, _, err := i.certificateHub(ctx, name)
+	if err != nil {
+		return err
+	}
+	imp, ok := i.ca.(Importer)
+	if !ok {
+		return ErrImportNotSupported
+	}
+	return imp.Import(ctx, hub.Name, []byte(certPEM), []byte(keyPEM))
 }
 
 // HubCA returns the PEM CA chain of hub name, which must be in mode certificate.

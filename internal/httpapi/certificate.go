@@ -70,6 +70,21 @@ func (s *Server) GetHubCA(ctx context.Context, req oapiserver.GetHubCARequestObj
 	return oapiserver.GetHubCA200ApplicationxPemFileResponse{Body: strings.NewReader(chain), ContentLength: int64(len(chain))}, nil
 }
 
+// ImportHubCA makes an operator's CA the CA of a hub in mode certificate (admin only:
+// the spec tags it admin).
+func (s *Server) ImportHubCA(ctx context.Context, req oapiserver.ImportHubCARequestObject) (oapiserver.ImportHubCAResponseObject, error) {
+	if s.deps.Certificates == nil {
+		return nil, domain.Public(errBadRequest, "%v", errNoCertificates)
+	}
+	if req.Body == nil {
+		return nil, domain.Public(errBadRequest, "the body must be a HubCAImport")
+	}
+	if err := s.deps.Certificates.ImportCA(ctx, req.Name, req.Body.Certificate, req.Body.Key); err != nil {
+		return nil, err
+	}
+	return oapiserver.ImportHubCA204Response{}, nil
+}
+
 // certificateToAPI is the response body; the profiles convert as GET /token's do.
 func certificateToAPI(is devicecert.Issued) oapi.CertificateResponse {
 	p := tokenToAPI(tokens.Issued{

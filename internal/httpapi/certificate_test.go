@@ -295,3 +295,52 @@ func TestGetCertificateRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestImportHubCA: an admin replaces a hub's CA with their own; the device's next
+// certificate chains to it and ca.pem publishes it. Bad imports are 400s that change
+// nothing, and the key reaches no log.
+func TestImportHubCA(t *testing.T) {
+	e := mustEnv(t)
+	secrets := e.certHubs()
+	e.mustHub(oapi.HubCreate{Name: "tokens", Kind: oapi.Iothub, Hostname: "tokens.azure-devices.net"})
+	mine := testca.SelfSigned(t, testca.Spec{CommonName: "operator device CA", CA: true, At: e.clock.Now()})
+	leaf := mine.Issue(t, testca.Spec{CommonName: "not a CA", At: e.clock.Now()})
+	other := testca.NewCA(t, "other")
+	tests := []struct {
+		name, hub  string
+		cert, key  []byte
+		wantStatus int
+	}{
+		{"not a CA", "azure", leaf.CertPEM(), leaf.KeyPEM(), 400},
+		{"key of another CA", "azure", mine.CertPEM(), other.KeyPEM(), 400},
+		{"hub not in mode certificate", "tokens", mine.CertPEM(), mine.KeyPEM(), 400},
+		{"no such hub", "nope", mine.CertPEM(), mine.KeyPEM(), 404},
+		{"the operator's CA", "azure", mine.CertPEM(), mine.KeyPEM(), 204},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := e.admin.ImportHubCAWithResponse(t.Context(), tt.hub, oapi.HubCAImport{Certificate: string(tt.cert), Key: string(tt.key)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode() != tt.wantStatus {
+				t.Fatalf("got %d %s, want %d", r.StatusCode(), r.Body, tt.wantStatus)
+			}
+		})
+	}
+	resp := e.getCertificate(e.hs256("dev-1", secrets["dev-1"]), oapi.CertificateRequest{Csr: testca.CSR(t, mustP256(t), "x")})
+	if resp.JSON200 == nil {
+		t.Fatalf("certificate after import: %d %s", resp.StatusCode(), resp.Body)
+	}
+	b, _ := pem.Decode([]byte(resp.JSON200.Certificate))
+	got, _ := x509.ParseCertificate(b.Bytes)
+	if _, err := got.Verify(x509.VerifyOptions{Roots: testca.Pool(mine), CurrentTime: e.clock.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the certificate does not chain to the imported CA: %v", err)
+	}
+	if !e.hubCA("azure").Equal(testca.Pool(mine)) {
+		t.Error("ca.pem does not publish the imported CA")
+	}
+	if strings.Contains(e.audit.String()+e.logBuf.String(), "PRIVATE KEY") {
+		t.Error("the imported key reached a log")
+	}
+}

@@ -79,6 +79,9 @@ type CertificateIssuer interface {
 	// HubCA returns the PEM CA chain of hub name; store.ErrNotFound for no such hub,
 	// domain.ErrInvalid for a hub not in mode certificate.
 	HubCA(ctx context.Context, name string) (string, error)
+	// ImportCA makes an operator's CA the CA of hub name; errors as HubCA, and
+	// devicecert.ErrImportNotSupported when the CA lives in Vault.
+	ImportCA(ctx context.Context, name, certPEM, keyPEM string) error
 }
 
 var _ CertificateIssuer = (*devicecert.Issuer)(nil)

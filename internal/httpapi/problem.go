@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
+	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
@@ -50,6 +51,7 @@ var problems = []problemSpec{
 	{errNotGateway, http.StatusForbidden, ""},
 	{domain.ErrInvalid, http.StatusBadRequest, ""},
 	{registry.ErrNotSupported, http.StatusConflict, ""},
+	{devicecert.ErrImportNotSupported, http.StatusConflict, ""},
 	{errBadRequest, http.StatusBadRequest, ""},
 	{errTooLarge, http.StatusRequestEntityTooLarge, "request body too large"},
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, ""},

@@ -758,6 +758,15 @@ type HubCertificateKeyTypes string
 // HubMqttVersion (jwtbroker) MQTT protocol version the broker speaks (default 5).
 type HubMqttVersion string
 
+// HubCAImport defines model for HubCAImport.
+type HubCAImport struct {
+	// Certificate The CA certificate (PEM).
+	Certificate string `json:"certificate"`
+
+	// Key The CA's private key (PEM: PKCS#8, PKCS#1 or SEC 1).
+	Key string `json:"key"`
+}
+
 // HubCreate defines model for HubCreate.
 type HubCreate struct {
 	// Algorithm (jwtbroker) The issuer key that signs the JWT (default ES256).
@@ -1203,6 +1212,9 @@ type RotateDeviceKeysJSONRequestBody = KeyRotation
 // CreateHubJSONRequestBody defines body for CreateHub for application/json ContentType.
 type CreateHubJSONRequestBody = HubCreate
 
+// ImportHubCAJSONRequestBody defines body for ImportHubCA for application/json ContentType.
+type ImportHubCAJSONRequestBody = HubCAImport
+
 // RotateIssuerKeyJSONRequestBody defines body for RotateIssuerKey for application/json ContentType.
 type RotateIssuerKeyJSONRequestBody = IssuerKeyRotate
 
@@ -1426,6 +1438,34 @@ type ClientInterface interface {
 	// GetHub performs a GET /hubs/{name} (the `GetHub` operationId) request.
 	GetHub(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ImportHubCAWithBody Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	//
+	// Replaces the CA the embedded store created for the hub (certificates it signed
+	// stay valid until they expire). The certificate must be a CA (basic constraints
+	// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+	// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+	// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+	// `pki/issuers/import/bundle`) and this answers 409.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+	ImportHubCAWithBody(ctx context.Context, name HubName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ImportHubCA Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	//
+	// Replaces the CA the embedded store created for the hub (certificates it signed
+	// stay valid until they expire). The certificate must be a CA (basic constraints
+	// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+	// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+	// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+	// `pki/issuers/import/bundle`) and this answers 409.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+	ImportHubCA(ctx context.Context, name HubName, body ImportHubCAJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
 	//
 	// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
@@ -1576,7 +1616,18 @@ type ClientInterface interface {
 	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
 	// gets no more certificates. Rate-limited and audited like tokens (serial number,
-	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+	// PEM texts on one line each, their line breaks written as the two characters
+	// `\n`, then the fields and profiles as GET /token's text form names them.
+	//
+	// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+	// not parse, does not verify, or has a key the hub does not take is a 400 naming
+	// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+	// request asks for a credential the hub does not issue; GET /token is the way),
+	// as a device on a `certificate` hub does from GET /token; a module that is not the
+	// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+	// disabled or revoked device gets no further certificate, and the short lifetime
+	// bounds how long one already issued stays valid.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1598,7 +1649,18 @@ type ClientInterface interface {
 	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
 	// gets no more certificates. Rate-limited and audited like tokens (serial number,
-	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+	// PEM texts on one line each, their line breaks written as the two characters
+	// `\n`, then the fields and profiles as GET /token's text form names them.
+	//
+	// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+	// not parse, does not verify, or has a key the hub does not take is a 400 naming
+	// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+	// request asks for a credential the hub does not issue; GET /token is the way),
+	// as a device on a `certificate` hub does from GET /token; a module that is not the
+	// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+	// disabled or revoked device gets no further certificate, and the short lifetime
+	// bounds how long one already issued stays valid.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1939,6 +2001,54 @@ func (c *Client) GetHub(ctx context.Context, name HubName, reqEditors ...Request
 	return c.Client.Do(req)
 }
 
+// ImportHubCAWithBody Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+//
+// Replaces the CA the embedded store created for the hub (certificates it signed
+// stay valid until they expire). The certificate must be a CA (basic constraints
+// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+// `pki/issuers/import/bundle`) and this answers 409.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+func (c *Client) ImportHubCAWithBody(ctx context.Context, name HubName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewImportHubCARequestWithBody(c.Server, name, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ImportHubCA Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+//
+// Replaces the CA the embedded store created for the hub (certificates it signed
+// stay valid until they expire). The certificate must be a CA (basic constraints
+// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+// `pki/issuers/import/bundle`) and this answers 409.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+func (c *Client) ImportHubCA(ctx context.Context, name HubName, body ImportHubCAJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewImportHubCARequest(c.Server, name, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
 //
 // For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
@@ -2189,7 +2299,18 @@ func (c *Client) GetTokenBatch(ctx context.Context, params *GetTokenBatchParams,
 // beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 // Vault store, a CA per hub with the embedded store. A disabled or revoked device
 // gets no more certificates. Rate-limited and audited like tokens (serial number,
-// never the key). `Accept: text/plain` returns the compact `key=value` form.
+// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+// PEM texts on one line each, their line breaks written as the two characters
+// `\n`, then the fields and profiles as GET /token's text form names them.
+//
+// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+// not parse, does not verify, or has a key the hub does not take is a 400 naming
+// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+// request asks for a credential the hub does not issue; GET /token is the way),
+// as a device on a `certificate` hub does from GET /token; a module that is not the
+// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+// disabled or revoked device gets no further certificate, and the short lifetime
+// bounds how long one already issued stays valid.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2221,7 +2342,18 @@ func (c *Client) GetCertificateWithBody(ctx context.Context, contentType string,
 // beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 // Vault store, a CA per hub with the embedded store. A disabled or revoked device
 // gets no more certificates. Rate-limited and audited like tokens (serial number,
-// never the key). `Accept: text/plain` returns the compact `key=value` form.
+// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+// PEM texts on one line each, their line breaks written as the two characters
+// `\n`, then the fields and profiles as GET /token's text form names them.
+//
+// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+// not parse, does not verify, or has a key the hub does not take is a 400 naming
+// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+// request asks for a credential the hub does not issue; GET /token is the way),
+// as a device on a `certificate` hub does from GET /token; a module that is not the
+// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+// disabled or revoked device gets no further certificate, and the short lifetime
+// bounds how long one already issued stays valid.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2789,6 +2921,53 @@ func NewGetHubRequest(server string, name HubName) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewImportHubCARequest calls the generic ImportHubCA builder with application/json body
+func NewImportHubCARequest(server string, name HubName, body ImportHubCAJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewImportHubCARequestWithBody(server, name, "application/json", bodyReader)
+}
+
+// NewImportHubCARequestWithBody constructs an http.Request for the ImportHubCA method, with any body, and a specified content type
+func NewImportHubCARequestWithBody(server string, name HubName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/hubs/%s/ca", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -3427,6 +3606,34 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	GetHubWithResponse(ctx context.Context, name HubName, reqEditors ...RequestEditorFn) (*GetHubResponse, error)
 
+	// ImportHubCAWithBodyWithResponse Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	//
+	// Replaces the CA the embedded store created for the hub (certificates it signed
+	// stay valid until they expire). The certificate must be a CA (basic constraints
+	// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+	// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+	// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+	// `pki/issuers/import/bundle`) and this answers 409.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+	ImportHubCAWithBodyWithResponse(ctx context.Context, name HubName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ImportHubCAResponse, error)
+
+	// ImportHubCAWithResponse Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	//
+	// Replaces the CA the embedded store created for the hub (certificates it signed
+	// stay valid until they expire). The certificate must be a CA (basic constraints
+	// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+	// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+	// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+	// `pki/issuers/import/bundle`) and this answers 409.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+	ImportHubCAWithResponse(ctx context.Context, name HubName, body ImportHubCAJSONRequestBody, reqEditors ...RequestEditorFn) (*ImportHubCAResponse, error)
+
 	// GetHubCAWithResponse The CA certificate chain (PEM) that signs this hub's device certificates.
 	//
 	// For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
@@ -3589,7 +3796,18 @@ type ClientWithResponsesInterface interface {
 	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
 	// gets no more certificates. Rate-limited and audited like tokens (serial number,
-	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+	// PEM texts on one line each, their line breaks written as the two characters
+	// `\n`, then the fields and profiles as GET /token's text form names them.
+	//
+	// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+	// not parse, does not verify, or has a key the hub does not take is a 400 naming
+	// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+	// request asks for a credential the hub does not issue; GET /token is the way),
+	// as a device on a `certificate` hub does from GET /token; a module that is not the
+	// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+	// disabled or revoked device gets no further certificate, and the short lifetime
+	// bounds how long one already issued stays valid.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3611,7 +3829,18 @@ type ClientWithResponsesInterface interface {
 	// beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 	// Vault store, a CA per hub with the embedded store. A disabled or revoked device
 	// gets no more certificates. Rate-limited and audited like tokens (serial number,
-	// never the key). `Accept: text/plain` returns the compact `key=value` form.
+	// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+	// PEM texts on one line each, their line breaks written as the two characters
+	// `\n`, then the fields and profiles as GET /token's text form names them.
+	//
+	// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+	// not parse, does not verify, or has a key the hub does not take is a 400 naming
+	// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+	// request asks for a credential the hub does not issue; GET /token is the way),
+	// as a device on a `certificate` hub does from GET /token; a module that is not the
+	// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+	// disabled or revoked device gets no further certificate, and the short lifetime
+	// bounds how long one already issued stays valid.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4535,6 +4764,89 @@ func (r GetHubResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetHubResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ImportHubCAResponse503Headers the declared response headers of an HTTP 503 response for ImportHubCA
+type ImportHubCAResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ImportHubCAResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ImportHubCAResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ImportHubCAResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ImportHubCAResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ImportHubCAResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ImportHubCAResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ImportHubCAResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5550,6 +5862,46 @@ func (c *ClientWithResponses) GetHubWithResponse(ctx context.Context, name HubNa
 	return ParseGetHubResponse(rsp)
 }
 
+// ImportHubCAWithBodyWithResponse Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+//
+// Replaces the CA the embedded store created for the hub (certificates it signed
+// stay valid until they expire). The certificate must be a CA (basic constraints
+// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+// `pki/issuers/import/bundle`) and this answers 409.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+func (c *ClientWithResponses) ImportHubCAWithBodyWithResponse(ctx context.Context, name HubName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ImportHubCAResponse, error) {
+	rsp, err := c.ImportHubCAWithBody(ctx, name, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseImportHubCAResponse(rsp)
+}
+
+// ImportHubCAWithResponse Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+//
+// Replaces the CA the embedded store created for the hub (certificates it signed
+// stay valid until they expire). The certificate must be a CA (basic constraints
+// CA, key usage certSign) and the key its private key (PKCS#8, PKCS#1 or SEC 1
+// PEM); it is kept encrypted at rest with the store. With the Vault store the CA
+// lives in Vault's PKI engine: import it there (`pki/config/ca` or
+// `pki/issuers/import/bundle`) and this answers 409.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /hubs/{name}/ca (the `ImportHubCA` operationId).
+func (c *ClientWithResponses) ImportHubCAWithResponse(ctx context.Context, name HubName, body ImportHubCAJSONRequestBody, reqEditors ...RequestEditorFn) (*ImportHubCAResponse, error) {
+	rsp, err := c.ImportHubCA(ctx, name, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseImportHubCAResponse(rsp)
+}
+
 // GetHubCAWithResponse The CA certificate chain (PEM) that signs this hub's device certificates.
 //
 // For hubs in mode `certificate`: register it with the cloud (AWS IoT CA
@@ -5772,7 +6124,18 @@ func (c *ClientWithResponses) GetTokenBatchWithResponse(ctx context.Context, par
 // beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 // Vault store, a CA per hub with the embedded store. A disabled or revoked device
 // gets no more certificates. Rate-limited and audited like tokens (serial number,
-// never the key). `Accept: text/plain` returns the compact `key=value` form.
+// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+// PEM texts on one line each, their line breaks written as the two characters
+// `\n`, then the fields and profiles as GET /token's text form names them.
+//
+// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+// not parse, does not verify, or has a key the hub does not take is a 400 naming
+// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+// request asks for a credential the hub does not issue; GET /token is the way),
+// as a device on a `certificate` hub does from GET /token; a module that is not the
+// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+// disabled or revoked device gets no further certificate, and the short lifetime
+// bounds how long one already issued stays valid.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5800,7 +6163,18 @@ func (c *ClientWithResponses) GetCertificateWithBodyWithResponse(ctx context.Con
 // beyond the CA's own validity. The CA is the hub's: Vault's PKI engine with the
 // Vault store, a CA per hub with the embedded store. A disabled or revoked device
 // gets no more certificates. Rate-limited and audited like tokens (serial number,
-// never the key). `Accept: text/plain` returns the compact `key=value` form.
+// never the key). `Accept: text/plain` returns the compact `key=value` form: the
+// PEM texts on one line each, their line breaks written as the two characters
+// `\n`, then the fields and profiles as GET /token's text form names them.
+//
+// Refusals create nothing (no certificate, not even the hub's CA): a CSR that does
+// not parse, does not verify, or has a key the hub does not take is a 400 naming
+// the problem; a device whose hub is not in mode `certificate` gets a 400 (the
+// request asks for a credential the hub does not issue; GET /token is the way),
+// as a device on a `certificate` hub does from GET /token; a module that is not the
+// device's is a 403; a body over 64 KiB is a 413. There is no CRL or OCSP: a
+// disabled or revoked device gets no further certificate, and the short lifetime
+// bounds how long one already issued stays valid.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6554,6 +6928,83 @@ func ParseGetHubResponse(rsp *http.Response) (*GetHubResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseImportHubCAResponse parses an HTTP response from a ImportHubCAWithResponse call
+func ParseImportHubCAResponse(rsp *http.Response) (*ImportHubCAResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ImportHubCAResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ImportHubCAResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil

@@ -61,6 +61,9 @@ type ServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(w http.ResponseWriter, r *http.Request, name HubName)
+	// ImportHubCA Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	// (PUT /hubs/{name}/ca)
+	ImportHubCA(w http.ResponseWriter, r *http.Request, name HubName)
 	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
 	// (GET /hubs/{name}/ca.pem)
 	GetHubCA(w http.ResponseWriter, r *http.Request, name HubName)
@@ -175,6 +178,12 @@ func (_ Unimplemented) DeleteHub(w http.ResponseWriter, r *http.Request, name Hu
 
 // (GET /hubs/{name})
 func (_ Unimplemented) GetHub(w http.ResponseWriter, r *http.Request, name HubName) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ImportHubCA Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+// (PUT /hubs/{name}/ca)
+func (_ Unimplemented) ImportHubCA(w http.ResponseWriter, r *http.Request, name HubName) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -563,6 +572,32 @@ func (siw *ServerInterfaceWrapper) GetHub(w http.ResponseWriter, r *http.Request
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetHub(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ImportHubCA operation middleware
+func (siw *ServerInterfaceWrapper) ImportHubCA(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name HubName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", chi.URLParam(r, "name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ImportHubCA(w, r, name)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -977,6 +1012,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/hubs/{name}/ca.pem", wrapper.GetHubCA)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/hubs/{name}/ca", wrapper.ImportHubCA)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/devices", wrapper.ListDevices)
@@ -2154,6 +2192,122 @@ func (response GetHub404ApplicationProblemPlusJSONResponse) VisitGetHubResponse(
 	return err
 }
 
+type ImportHubCARequestObject struct {
+	Name HubName `json:"name"`
+	Body *ImportHubCAJSONRequestBody
+}
+
+type ImportHubCAResponseObject interface {
+	VisitImportHubCAResponse(w http.ResponseWriter) error
+}
+
+type ImportHubCA204Response struct {
+}
+
+func (response ImportHubCA204Response) VisitImportHubCAResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type ImportHubCA400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA400ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportHubCA401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA401ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportHubCA403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA403ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportHubCA404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA404ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportHubCA409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA409ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ImportHubCA503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ImportHubCA503ApplicationProblemPlusJSONResponse) VisitImportHubCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetHubCARequestObject struct {
 	Name HubName `json:"name"`
 }
@@ -3083,6 +3237,9 @@ type StrictServerInterface interface {
 
 	// (GET /hubs/{name})
 	GetHub(ctx context.Context, request GetHubRequestObject) (GetHubResponseObject, error)
+	// ImportHubCA Make an operator's CA certificate and key the CA of a hub in mode `certificate` (embedded store).
+	// (PUT /hubs/{name}/ca)
+	ImportHubCA(ctx context.Context, request ImportHubCARequestObject) (ImportHubCAResponseObject, error)
 	// GetHubCA The CA certificate chain (PEM) that signs this hub's device certificates.
 	// (GET /hubs/{name}/ca.pem)
 	GetHubCA(ctx context.Context, request GetHubCARequestObject) (GetHubCAResponseObject, error)
@@ -3534,6 +3691,39 @@ func (sh *strictHandler) GetHub(w http.ResponseWriter, r *http.Request, name Hub
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetHubResponseObject); ok {
 		if err := validResponse.VisitGetHubResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ImportHubCA operation middleware
+func (sh *strictHandler) ImportHubCA(w http.ResponseWriter, r *http.Request, name HubName) {
+	var request ImportHubCARequestObject
+
+	request.Name = name
+
+	var body ImportHubCAJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ImportHubCA(ctx, request.(ImportHubCARequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ImportHubCA")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ImportHubCAResponseObject); ok {
+		if err := validResponse.VisitImportHubCAResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -40,6 +40,12 @@ func (a *Admin) EnsureHub(ctx context.Context, hub string, transit bool) error {
 	if transit {
 		body.Transit = &transit
 	}
+	return a.ensure(ctx, body)
+}
+
+// ensure creates the hub body describes, or leaves it if one of its name exists.
+func (a *Admin) ensure(ctx context.Context, body oapi.HubCreate) error {
+	hub := body.Name
 	resp, err := a.api.CreateHubWithResponse(ctx, body)
 	if err != nil {
 		return fmt.Errorf("create hub %s: %w", hub, err)
@@ -48,6 +54,13 @@ func (a *Admin) EnsureHub(ctx context.Context, hub string, transit bool) error {
 		return fmt.Errorf("create hub %s: status %d: %s", hub, s, firstLine(resp.Body))
 	}
 	return nil
+}
+
+// EnsureCertificateHub creates hub as an iothub hub in mode certificate (devices get
+// client certificates from POST /token/certificate) or leaves it if it exists.
+func (a *Admin) EnsureCertificateHub(ctx context.Context, hub string) error {
+	mode := oapi.Certificate
+	return a.ensure(ctx, oapi.HubCreate{Name: hub, Kind: oapi.Iothub, Hostname: hub + ".azure-devices.net", Mode: &mode})
 }
 
 // ProvisionHS256 creates hub (if absent) and n HS256 devices named prefix000000… on it,

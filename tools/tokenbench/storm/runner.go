@@ -22,6 +22,8 @@ type params struct {
 	maxWait  time.Duration // longest Retry-After honoured
 	timeout  time.Duration // per exchange
 	now      func() time.Time
+	// bodies are the devices' POST /token/certificate bodies; nil for GET /token.
+	bodies []string
 }
 
 // Result is one storm against one target; also the -json form.
@@ -170,7 +172,12 @@ func (wk *worker) attempt(ctx context.Context, client *http.Client, p params, q 
 		q.finish()
 		return bench.Outcome{Kind: bench.OutcomeError, Key: "sign"}
 	}
-	o := bench.TryToken(ctx, client, p.url, p.timeout, assertion)
+	var o bench.Outcome
+	if p.bodies != nil {
+		o = tryCertificate(ctx, client, p, assertion, p.bodies[i])
+	} else {
+		o = bench.TryToken(ctx, client, p.url, p.timeout, assertion)
+	}
 	if o.Resumed {
 		wk.resumed++
 	}

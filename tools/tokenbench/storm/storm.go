@@ -33,6 +33,9 @@ type Config struct {
 	TLSKey      string
 	PostQuantum bool
 	CPUProfile  string
+	// Certificate storms POST /token/certificate (hub in mode certificate) instead of
+	// GET /token.
+	Certificate bool
 }
 
 // Validate rejects storms that would be unbounded, off this machine or unverifiable.
@@ -71,6 +74,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "certificate of the baseline's TLS listener (use the service's, so -cacert trusts both)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "key of -tls-cert")
 	fs.BoolVar(&c.PostQuantum, "pq", false, "let the client offer Go's default hybrid post-quantum key exchange (X25519MLKEM768); default X25519 and P-256 only, like typical device TLS stacks")
+	fs.BoolVar(&c.Certificate, "certificate", false, "make -hub an iothub hub in mode certificate and have each device POST a CSR (its P-256 key, made before the storm) to /token/certificate instead of GET /token")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's CPU profile during the tokensvc storm to this file (go tool pprof)")
 	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -117,7 +121,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	body, err := bench.Probe(ctx, admin, cfg.URL+"/token", probeJWT)
+	target, bodies := cfg.URL+"/token", []string(nil)
+	var body []byte
+	if cfg.Certificate {
+		target = cfg.URL + "/token/certificate"
+		if bodies, err = csrBodies(append(devs, probeDev)); err != nil {
+			return err
+		}
+		body, err = probeCertificate(ctx, admin, target, probeJWT, bodies[len(devs)])
+		bodies = bodies[:len(devs)]
+	} else {
+		body, err = bench.Probe(ctx, admin, target, probeJWT)
+	}
 	if err != nil {
 		return err
 	}
@@ -135,7 +150,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		r, err := measure(ctx, paramsFor(cfg, "tokensvc", cfg.URL+"/token"), tlsCfg, devs, cfg.ServerPID, admin, cfg.MetricsURL)
+		p := paramsFor(cfg, "tokensvc", target)
+		p.bodies = bodies
+		r, err := measure(ctx, p, tlsCfg, devs, cfg.ServerPID, admin, cfg.MetricsURL)
 		if perr := stopProfile(); err == nil {
 			err = perr
 		}
@@ -167,6 +184,11 @@ func provision(ctx context.Context, client *http.Client, cfg Config, rep *Report
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	t1 := time.Now()
+	if cfg.Certificate {
+		if err := admin.EnsureCertificateHub(pctx, cfg.Hub); err != nil {
+			return nil, bench.KeyDevice{}, err
+		}
+	}
 	if err := admin.ProvisionES256(pctx, cfg.Hub, devs); err != nil {
 		return nil, bench.KeyDevice{}, err
 	}
