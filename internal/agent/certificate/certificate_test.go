@@ -11,6 +11,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
@@ -76,5 +77,27 @@ func TestSavedCertificateForAnotherKeyIsNotReused(t *testing.T) {
 	}
 	if g.Key() == f.Key() {
 		t.Fatal("the keeper key does not change with the device key")
+	}
+}
+
+// TestDisabledDeviceGetsNoRenewal: once the operator disables the device, the next
+// renewal is refused (the keeper keeps the current certificate until it expires and
+// retries on its backoff); enabled again, the device gets certificates again.
+func TestDisabledDeviceGetsNoRenewal(t *testing.T) {
+	f := testpeer.NewCertFixture(t, "thing-0003", 5*time.Minute)
+	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(t.TempDir()), DeviceID: f.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cf.Fetch(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.Service.Disable(f.DeviceID, true)
+	if _, err := cf.Fetch(t.Context()); !errors.Is(err, fetch.ErrRefused) {
+		t.Fatalf("disabled: got %v, want %v", err, fetch.ErrRefused)
+	}
+	f.Service.Disable(f.DeviceID, false)
+	if _, err := cf.Fetch(t.Context()); err != nil {
+		t.Fatalf("enabled again: %v", err)
 	}
 }
