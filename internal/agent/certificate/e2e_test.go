@@ -13,11 +13,13 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 )
 
 // TestRenewalsKeepTheLinkUp wires the agent's parts as tokenagent -certificate -link
@@ -113,4 +115,47 @@ func TestRenewalsKeepTheLinkUp(t *testing.T) {
 		t.Errorf("device.crt: serial %s, want the current certificate's %s", fileSerial, cur.Certificate.Serial)
 	}
 	t.Logf("%d messages over %d certificates; keeper %+v; link %+v; broker %+v", sent, len(serials), ks, ls, bs)
+}
+
+// TestMQTT5LinkPresentsTheCertificate: a jwtbroker hub in mode certificate (a generic
+// mutual-TLS broker or an Event Grid namespace; MQTT 5 by default) gives an MQTT 5
+// profile without password; the MQTT 5 link presents the device certificate, and the
+// stand-in (no ALPN on this port) takes the identity from it.
+func TestMQTT5LinkPresentsTheCertificate(t *testing.T) {
+	f := testpeer.NewCertFixtureKind(t, jwtbroker.Name, nil, "thing-0005", 5*time.Minute)
+	dir := t.TempDir()
+	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &token.Holder{}
+	tok, err := cf.Fetch(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := tok.Response.Mqtt; p == nil || p.ProtocolVersion != "5" || p.Password != "" {
+		t.Fatalf("profile %+v, want MQTT 5 without password", p)
+	}
+	h.Set(tok)
+	k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
+	msgs := make(chan telemetry.Message, 3)
+	l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for i := range 3 {
+		msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	pubs, sess := f.Broker.Published(), f.Broker.Sessions()
+	if len(pubs) != 3 || len(sess) != 1 || sess[0].ClientID != f.DeviceID || sess[0].Serial != tok.Certificate.Serial {
+		t.Fatalf("stand-in: messages %+v, sessions %+v; want 3 messages over one session with the certificate", pubs, sess)
+	}
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 )
 
-// CertEndpoint is the AWS IoT Core endpoint of the certificate hub.
+// CertEndpoint is the certificate hub's host name (an AWS IoT Core endpoint).
 const CertEndpoint = "a1b2c3-ats.iot.eu-west-1.amazonaws.com"
 
 // CertificateHub registers h in mode certificate with certificates that live lifetime
@@ -55,13 +55,21 @@ type CertFixture struct {
 	Dir    string
 }
 
-// NewCertFixture starts the service with a certificate hub whose certificates live
-// lifetime, provisions deviceID and starts the stand-in trusting the hub's CA.
+// NewCertFixture starts the service with an awsiot certificate hub whose
+// certificates live lifetime, provisions deviceID and starts the stand-in (AWS IoT
+// Core's port 443: ALPN x-amzn-mqtt-ca) trusting the hub's CA.
 func NewCertFixture(tb testing.TB, deviceID string, lifetime time.Duration) *CertFixture {
+	tb.Helper()
+	return NewCertFixtureKind(tb, awsiot.KindName, []string{awsiot.ALPNMQTTCert}, deviceID, lifetime)
+}
+
+// NewCertFixtureKind is NewCertFixture for a hub of kind (awsiot, iothub, jwtbroker)
+// and a stand-in speaking alpn (none: no ALPN required).
+func NewCertFixtureKind(tb testing.TB, kind domain.HubKind, alpn []string, deviceID string, lifetime time.Duration) *CertFixture {
 	tb.Helper()
 	ca := NewCA(tb, "agent test CA")
 	svc := StartService(tb, ca)
-	h := svc.CertificateHub(domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: CertEndpoint}, lifetime)
+	h := svc.CertificateHub(domain.Hub{Name: "certhub", Kind: kind, Hostname: CertEndpoint}, lifetime)
 	created := svc.Device(oapi.DeviceCreate{DeviceId: deviceID, Hub: h.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	resp, err := svc.Admin.GetHubCAWithResponse(context.Background(), h.Name)
 	if err != nil || resp.StatusCode() != 200 {
@@ -71,9 +79,7 @@ func NewCertFixture(tb testing.TB, deviceID string, lifetime time.Duration) *Cer
 	if !hubCA.AppendCertsFromPEM(resp.Body) {
 		tb.Fatal("hub CA: no certificate")
 	}
-	broker := certpeer.Start(tb, certpeer.Options{
-		Cert: ca.Issue(tb, CertEndpoint).TLS, Roots: hubCA, ALPN: []string{awsiot.ALPNMQTTCert},
-	})
+	broker := certpeer.Start(tb, certpeer.Options{Cert: ca.Issue(tb, CertEndpoint).TLS, Roots: hubCA, ALPN: alpn})
 	dir := tb.TempDir()
 	f := &CertFixture{CA: ca, Service: svc, Broker: broker, HubName: h.Name, HubCA: string(resp.Body),
 		DeviceID: deviceID, Dir: dir}
