@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
 )
 
@@ -33,32 +34,19 @@ const (
 // KeyTypes lists the key types, the default first.
 var KeyTypes = []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072}
 
-// Errors of LoadOrCreateKey.
-var (
-	// ErrKeyPermissions means the key file is accessible to group or others.
-	ErrKeyPermissions = errors.New("private key file must not be accessible by group or others (chmod 600)")
-	// ErrKeyFormat means the key file holds no usable private key.
-	ErrKeyFormat = errors.New("unusable private key file")
-)
-
 // LoadOrCreateKey returns the device's private key from path, creating it (of type t,
 // PEM PKCS#8, mode 0600, written atomically, its directory 0700) when the file does not
-// exist; created says which. An existing key is used whatever its type. Errors never
-// quote the file's contents.
+// exist; created says which. An existing key is used whatever its type. A file
+// accessible by group or others is refused (credential.ErrPermissions), one without an
+// ECDSA or RSA key too (credential.ErrFormat); errors never quote the contents.
 func LoadOrCreateKey(path string, t KeyType) (key crypto.Signer, created bool, err error) {
-	fi, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		key, err := createKey(path, t)
 		return key, err == nil, err
-	case err != nil:
-		return nil, false, fmt.Errorf("private key file: %w", err)
-	case fi.Mode().Perm()&0o077 != 0:
-		return nil, false, fmt.Errorf("%s has mode %v: %w", path, fi.Mode().Perm(), ErrKeyPermissions)
 	}
-	b, err := os.ReadFile(path)
+	b, err := credential.ReadPrivate(path)
 	if err != nil {
-		return nil, false, fmt.Errorf("private key file: %w", err)
+		return nil, false, err
 	}
 	key, err = parseKey(b)
 	if err != nil {
@@ -100,29 +88,15 @@ func createKey(path string, t KeyType) (crypto.Signer, error) {
 	return key, nil
 }
 
-// parseKey reads a PEM private key: PKCS#8, SEC 1 ("EC PRIVATE KEY") or PKCS#1 ("RSA
-// PRIVATE KEY"), ECDSA or RSA.
+// parseKey reads a PEM ECDSA or RSA private key (PKCS#8, SEC 1 or PKCS#1).
 func parseKey(b []byte) (crypto.Signer, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return nil, fmt.Errorf("%w: no PEM block", ErrKeyFormat)
+		return nil, fmt.Errorf("%w: no PEM block", credential.ErrFormat)
 	}
-	var (
-		k   any
-		err error
-	)
-	switch blk.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("%w: PEM block %q", ErrKeyFormat, blk.Type)
-	}
+	k, err := credential.ParsePrivateKey(blk)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s block does not parse", ErrKeyFormat, blk.Type)
+		return nil, err
 	}
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
@@ -130,7 +104,7 @@ func parseKey(b []byte) (crypto.Signer, error) {
 	case *rsa.PrivateKey:
 		return k, nil
 	}
-	return nil, fmt.Errorf("%w: %T keys are not supported (ECDSA or RSA)", ErrKeyFormat, k)
+	return nil, fmt.Errorf("%w: %T keys are not supported (ECDSA or RSA)", credential.ErrFormat, k)
 }
 
 // Fingerprint is the SHA-256 of pub's PKIX encoding, in hex: it names a key without

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
 )
 
 func TestLoadOrCreateKey(t *testing.T) {
@@ -61,9 +62,9 @@ func TestLoadOrCreateKeyRefuses(t *testing.T) {
 		typ     certificate.KeyType
 		wantErr error
 	}{
-		{"readable by others", write("open.key", b, 0o644), certificate.ECDSAP256, certificate.ErrKeyPermissions},
-		{"not PEM", write("garbage.key", []byte("not a key"), 0o600), certificate.ECDSAP256, certificate.ErrKeyFormat},
-		{"a certificate", write("cert.key", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600), certificate.ECDSAP256, certificate.ErrKeyFormat},
+		{"readable by others", write("open.key", b, 0o644), certificate.ECDSAP256, credential.ErrPermissions},
+		{"not PEM", write("garbage.key", []byte("not a key"), 0o600), certificate.ECDSAP256, credential.ErrFormat},
+		{"a certificate", write("cert.key", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600), certificate.ECDSAP256, credential.ErrFormat},
 		{"unknown type", filepath.Join(dir, "new.key"), "dsa-1024", nil},
 	}
 	for _, tc := range tests {
