@@ -45,6 +45,9 @@ func (c Config) validateCert() []error {
 	if c.Link == "amqp" {
 		errs = append(errs, errors.New("certificate mode links over mqtt (or none)"))
 	}
+	if c.Socket != "" {
+		errs = append(errs, errors.New("socket serves tokens; in certificate mode software reads the cert-dir files"))
+	}
 	return errs
 }
 

@@ -87,6 +87,7 @@ func TestConfigValidate(t *testing.T) {
 		{"certificate key type", []string{"-certificate", "-cert-key-type", "ed25519"}, "cert-key-type must be"},
 		{"certificate over amqp", []string{"-certificate", "-link", "amqp"}, "links over mqtt"},
 		{"cert-dir without certificate", []string{"-cert-dir", "/tmp/c"}, "need certificate"},
+		{"certificate and socket", []string{"-certificate", "-socket", "/run/t.sock"}, "socket serves tokens"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
