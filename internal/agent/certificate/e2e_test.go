@@ -19,6 +19,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
 )
 
@@ -117,45 +119,62 @@ func TestRenewalsKeepTheLinkUp(t *testing.T) {
 	t.Logf("%d messages over %d certificates; keeper %+v; link %+v; broker %+v", sent, len(serials), ks, ls, bs)
 }
 
-// TestMQTT5LinkPresentsTheCertificate: a jwtbroker hub in mode certificate (a generic
-// mutual-TLS broker or an Event Grid namespace; MQTT 5 by default) gives an MQTT 5
-// profile without password; the MQTT 5 link presents the device certificate, and the
-// stand-in (no ALPN on this port) takes the identity from it.
-func TestMQTT5LinkPresentsTheCertificate(t *testing.T) {
-	f := testpeer.NewCertFixtureKind(t, jwtbroker.Name, nil, "thing-0005", 5*time.Minute)
-	dir := t.TempDir()
-	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
-	if err != nil {
-		t.Fatal(err)
+// TestEveryKindConnectsWithItsCertificate: for each kind with a certificate mode, the
+// device's certificate from the real service and the kind's profile get it through the
+// stand-in (which requires the profile's ALPN, if any, and takes the identity from the
+// certificate) over the link tokenagent -link mqtt uses: the MQTT 5 link, falling back
+// to MQTT 3.1.1 for the profiles that say so. jwtbroker hubs (a generic mutual-TLS
+// broker, an Event Grid namespace) default to MQTT 5, the others to 3.1.1.
+func TestEveryKindConnectsWithItsCertificate(t *testing.T) {
+	tests := []struct {
+		kind    domain.HubKind
+		alpn    []string
+		version string
+	}{
+		{awsiot.KindName, []string{awsiot.ALPNMQTTCert}, "3.1.1"},
+		{domain.KindIoTHub, nil, "3.1.1"},
+		{jwtbroker.Name, nil, "5"},
 	}
-	h := &token.Holder{}
-	tok, err := cf.Fetch(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := tok.Response.Mqtt; p == nil || p.ProtocolVersion != "5" || p.Password != "" {
-		t.Fatalf("profile %+v, want MQTT 5 without password", p)
-	}
-	h.Set(tok)
-	k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
-	msgs := make(chan telemetry.Message, 3)
-	l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	for i := range 3 {
-		msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	pubs, sess := f.Broker.Published(), f.Broker.Sessions()
-	if len(pubs) != 3 || len(sess) != 1 || sess[0].ClientID != f.DeviceID || sess[0].Serial != tok.Certificate.Serial {
-		t.Fatalf("stand-in: messages %+v, sessions %+v; want 3 messages over one session with the certificate", pubs, sess)
+	for _, tc := range tests {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			f := testpeer.NewCertFixtureKind(t, tc.kind, tc.alpn, "thing-0005", 5*time.Minute)
+			cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(t.TempDir()), DeviceID: f.DeviceID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := cf.Fetch(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := tok.Response.Mqtt; p == nil || p.ProtocolVersion != tc.version || p.Password != "" {
+				t.Fatalf("profile %+v, want MQTT %s without password", p, tc.version)
+			}
+			h := &token.Holder{}
+			h.Set(tok)
+			k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
+			msgs := make(chan telemetry.Message, 3)
+			l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
+				Fallback: mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1, CleanSession: true})})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			for i := range 3 {
+				msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			pubs, sess := f.Broker.Published(), f.Broker.Sessions()
+			if len(pubs) != 3 || len(sess) != 1 || sess[0].ClientID != f.DeviceID || sess[0].Serial != tok.Certificate.Serial ||
+				len(f.Broker.Stats().Refused) != 0 {
+				t.Fatalf("stand-in: messages %+v, sessions %+v, %+v; want 3 messages over one session with the certificate",
+					pubs, sess, f.Broker.Stats())
+			}
+		})
 	}
 }
