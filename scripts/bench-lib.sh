@@ -164,7 +164,8 @@ bench_start_tokensvc() {
 }
 
 # bench_start_vault: a Vault dev server (binary from scripts/vault.sh) on a free
-# loopback port, KV v2 at secret/, Transit mounted at transit/, deploy/vault/tokensvc.hcl
+# loopback port, KV v2 at secret/, Transit mounted at transit/, PKI at pki/ with role
+# tokensvc-device, deploy/vault/tokensvc.hcl
 # written as policy "tokensvc". Sets $vault_bin, $vault_pid, $vault_root (root token),
 # $svc_token (a 1 h token with exactly the tokensvc policy) and exports VAULT_ADDR.
 bench_start_vault() {
@@ -180,6 +181,18 @@ bench_start_vault() {
 	bench_track "$vault_pid"
 	bench_wait_up "$vault_pid" "$work/vault.log" 300 "$VAULT_ADDR/v1/sys/health"
 	bench_vault secrets enable transit >/dev/null
+	# Device certificates (hubs in mode certificate): the PKI engine as the README's
+	# operator steps set it up (and vaulttest.MountPKI for the tests).
+	bench_vault secrets enable -max-lease-ttl=87600h pki >/dev/null
+	bench_vault write -field=serial_number pki/root/generate/internal common_name="tokensvc device CA" \
+		key_type=ec key_bits=256 ttl=87600h issuer_name=devices >/dev/null
+	bench_vault write pki/issuer/devices leaf_not_after_behavior=truncate >/dev/null
+	bench_vault write pki/roles/tokensvc-device allow_any_name=true enforce_hostnames=false \
+		cn_validations=disabled allow_ip_sans=false use_csr_common_name=false use_csr_sans=false \
+		require_cn=true server_flag=false client_flag=true code_signing_flag=false \
+		email_protection_flag=false key_usage=DigitalSignature key_type=any \
+		basic_constraints_valid_for_non_ca=true not_before_duration=300s max_ttl=720h \
+		no_store=true generate_lease=false >/dev/null
 	bench_vault policy write tokensvc deploy/vault/tokensvc.hcl >/dev/null
 	svc_token=$(bench_vault token create -policy=tokensvc -no-default-policy -ttl=1h -field=token)
 }

@@ -36,7 +36,7 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("hubs add", flag.ContinueOnError)
 	kind := fs.String("kind", "iothub", "iothub, eventhubs or dps")
 	hostname := fs.String("hostname", "", "hub hostname (required)")
-	mode := fs.String("mode", "", "deviceKey, policy or groupKey")
+	mode := fs.String("mode", "", "deviceKey, policy, groupKey or certificate")
 	policyName := fs.String("policy-name", "", "shared access policy name")
 	policyKeyFile := fs.String("policy-key-file", "", "file holding the policy or group key")
 	entity := fs.String("entity-path", "", "event hub name (eventhubs)")
@@ -84,6 +84,25 @@ func (c *cli) hubGet(ctx context.Context, args []string) error {
 	}
 	resp, err := c.api.GetHubWithResponse(ctx, pos[0])
 	return show(c, resp, err, (*oapi.GetHubResponse).GetJSON200, hubTable)
+}
+
+// hubCA prints the PEM CA chain of a hub in mode certificate, as it is (with -o json
+// too: it is what `aws iot register-ca-certificate` and `az iot hub certificate
+// create` take).
+func (c *cli) hubCA(ctx context.Context, args []string) error {
+	pos, err := c.parse(flag.NewFlagSet("hubs ca", flag.ContinueOnError), args, 1, "hubs ca")
+	if err != nil {
+		return err
+	}
+	resp, err := c.api.GetHubCAWithResponse(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode() != 200 {
+		return problemError(resp.StatusCode(), resp.Status(), resp.Body)
+	}
+	_, err = c.stdout.Write(resp.Body)
+	return err
 }
 
 func ptrIfSet(s string) *string {

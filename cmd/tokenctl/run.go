@@ -37,6 +37,7 @@ Hubs:
                [-policy-key-file F] [-entity-path P] [-id-scope S] [-gateway HOST] [-transit]
   hubs list
   hubs get NAME
+  hubs ca NAME          (mode certificate: the PEM CA chain to register with the cloud)
 
 Issuer keys (sign JWT credentials; public halves at /.well-known/jwks.json):
   issuer-keys list
@@ -114,6 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"hubs add":           c.hubAdd,
 		"hubs list":          c.hubList,
 		"hubs get":           c.hubGet,
+		"hubs ca":            c.hubCA,
 		"issuer-keys list":   c.issuerKeyList,
 		"issuer-keys rotate": c.issuerKeyRotate,
 	}

@@ -58,6 +58,12 @@ func TestTokenctlAgainstRealServer(t *testing.T) {
 	if out := mustCtl(t, url, "hubs", "get", "main"); !strings.HasPrefix(out, "HUB") || !strings.Contains(out, "iothub") {
 		t.Errorf("hubs get: got %q", out)
 	}
+	if out := mustCtl(t, url, "hubs", "add", "x509", "-hostname", "x509-hub.azure-devices.net", "-mode", "certificate"); !strings.Contains(out, "certificate") {
+		t.Errorf("hubs add -mode certificate: got %q", out)
+	}
+	if out := mustCtl(t, url, "hubs", "ca", "x509"); !strings.HasPrefix(out, "-----BEGIN CERTIFICATE-----") {
+		t.Errorf("hubs ca: got %q, want the PEM chain", out)
+	}
 
 	var created struct {
 		PrimaryKey, SecondaryKey string

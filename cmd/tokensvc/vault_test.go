@@ -2,13 +2,10 @@ package main
 
 import (
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
-
-	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -26,21 +23,7 @@ func mustPolicyToken(t *testing.T, srv *vaulttest.Server) string {
 // that the service must renew it while a test runs.
 func mustPolicyTokenTTL(t *testing.T, srv *vaulttest.Server, ttl string) string {
 	t.Helper()
-	policy, err := os.ReadFile("../../deploy/vault/tokensvc.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := srv.Client(t)
-	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", string(policy)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := root.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{
-		Policies: []string{"tokensvc"}, TTL: ttl, NoDefaultPolicy: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok.Auth.ClientToken
+	return srv.PolicyToken(t, "../../deploy/vault/tokensvc.hcl", ttl)
 }
 
 // TestVaultOutage runs tokensvc on a real Vault, freezes Vault (SIGSTOP: requests hang

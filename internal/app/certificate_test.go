@@ -7,13 +7,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
@@ -30,21 +30,10 @@ import (
 func TestCertificatesOnVault(t *testing.T) {
 	srv := vaulttest.Start(t)
 	srv.MountPKI(t, vaultstore.DefaultPKIMount, vaultstore.DefaultPKIRole)
-	policy, err := os.ReadFile("../../deploy/vault/tokensvc.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := srv.Client(t)
-	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", string(policy)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := root.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{Policies: []string{"tokensvc"}, TTL: "1h", NoDefaultPolicy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.PolicyToken(t, "../../deploy/vault/tokensvc.hcl", "1h")
 	svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) {
 		c.Store = "vault"
-		c.Vault.Address, c.Vault.Token = srv.Addr, tok.Auth.ClientToken
+		c.Vault.Address, c.Vault.Token = srv.Addr, token
 		c.Audience = "tokensvc-test"
 	}})
 	ctx := t.Context()
@@ -113,5 +102,41 @@ func TestCertificatesOnVault(t *testing.T) {
 	}
 	if logs := svc.Logs.String(); !strings.Contains(logs, "pki sign") {
 		t.Errorf("the 503 was not the PKI sign failing; log:\n%s", logs)
+	}
+}
+
+// TestEmbeddedCAAcrossRestart: the embedded store's hub CA is created once and is the
+// same after the service restarts on the same data directory; the store file holds
+// it only encrypted.
+func TestEmbeddedCAAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	var first []byte
+	for i := range 2 {
+		t.Run("start "+strconv.Itoa(i+1), func(t *testing.T) {
+			svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) { c.DataDir = dir }})
+			if i == 0 {
+				mode := oapi.Certificate
+				if r, err := svc.Admin.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.JSON201 == nil {
+					t.Fatalf("create hub: %v %s", err, r.Body)
+				}
+			}
+			r, err := svc.Admin.GetHubCAWithResponse(t.Context(), "aws")
+			if err != nil || r.StatusCode() != 200 {
+				t.Fatalf("ca.pem: %v %d %s", err, r.StatusCode(), r.Body)
+			}
+			if first == nil {
+				first = r.Body
+			} else if string(r.Body) != string(first) {
+				t.Error("after a restart the hub has another CA")
+			}
+		})
+	}
+	b, _ := pem.Decode(first)
+	db, err := os.ReadFile(filepath.Join(dir, "tokensvc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == nil || strings.Contains(string(db), "PRIVATE KEY") || strings.Contains(string(db), string(b.Bytes[:32])) {
+		t.Error("the store file holds the CA in clear")
 	}
 }

@@ -6,11 +6,9 @@ import (
 	"encoding/pem"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
-	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
@@ -24,21 +22,11 @@ import (
 // verifies what the service's ring signs, and the ring's KV setting holds no private key.
 func TestIssuerKeysOnVault(t *testing.T) {
 	srv := vaulttest.Start(t)
-	policy, err := os.ReadFile("../../deploy/vault/tokensvc.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	root := srv.Client(t)
-	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", string(policy)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := root.Auth().Token().CreateWithContext(t.Context(), &vault.TokenCreateRequest{Policies: []string{"tokensvc"}, TTL: "1h", NoDefaultPolicy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.PolicyToken(t, "../../deploy/vault/tokensvc.hcl", "1h")
 	svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) {
 		c.Store = "vault"
-		c.Vault.Address, c.Vault.Token = srv.Addr, tok.Auth.ClientToken
+		c.Vault.Address, c.Vault.Token = srv.Addr, token
 		c.Issuer.Issuer = "https://tokens.example.com"
 	}})
 	ctx := t.Context()

@@ -18,10 +18,7 @@ import (
 // Assertions are signed before the timed loop (each jti is single-use). Limits and
 // audit are off (metrics are always wired); BenchmarkGetTokenObserved has them on.
 func BenchmarkGetToken(b *testing.B) {
-	benchGetToken(b, mustEnvWith(b, envOptions{config: func(c *app.Config) {
-		c.Limits = limits.Config{}
-		c.Audit.Sink.Kind = "off"
-	}}))
+	benchGetToken(b, mustBenchEnv(b))
 }
 
 func benchGetToken(b *testing.B, e *env) {
@@ -33,18 +30,7 @@ func benchGetToken(b *testing.B, e *env) {
 	if err != nil || dev.JSON201 == nil {
 		b.Fatalf("create device: %v", err)
 	}
-	secret := []byte(*dev.JSON201.Auth.Secret)
-	const pool = 300_000
-	assertions := make([]string, 0, pool)
-	for i := range pool {
-		c := e.claims("bench-1")
-		c["jti"] = strconv.Itoa(i)
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
-		if err != nil {
-			b.Fatal(err)
-		}
-		assertions = append(assertions, s)
-	}
+	assertions := e.assertionPool(b, "bench-1", []byte(*dev.JSON201.Auth.Secret), 300_000)
 	h := e.handler
 	b.ReportAllocs()
 	i := 0
@@ -61,4 +47,31 @@ func benchGetToken(b *testing.B, e *env) {
 			b.Fatalf("got %d %s", rec.Code, rec.Body)
 		}
 	}
+}
+
+// assertionPool signs n HS256 assertions of device id before a timed loop (each jti
+// is single-use).
+func (e *env) assertionPool(b *testing.B, id string, secret []byte, n int) []string {
+	b.Helper()
+	out := make([]string, 0, n)
+	for i := range n {
+		c := e.claims(id)
+		c["jti"] = strconv.Itoa(i)
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// mustBenchEnv is the env the benchmarks share: limits and audit off (metrics are
+// always wired).
+func mustBenchEnv(b *testing.B) *env {
+	b.Helper()
+	return mustEnvWith(b, envOptions{config: func(c *app.Config) {
+		c.Limits = limits.Config{}
+		c.Audit.Sink.Kind = "off"
+	}})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -120,27 +119,11 @@ type certificateText struct{ body oapi.CertificateResponse }
 
 func (t certificateText) VisitGetCertificateResponse(w http.ResponseWriter) error {
 	b := t.body
-	var sb strings.Builder
-	line := func(k, v string) {
-		if v != "" {
-			sb.WriteString(k)
-			sb.WriteByte('=')
-			sb.WriteString(v)
-			sb.WriteByte('\n')
-		}
-	}
+	var tl textLines
 	oneLine := func(pem string) string { return strings.ReplaceAll(strings.TrimSpace(pem), "\n", `\n`) }
-	line("certificate", oneLine(b.Certificate))
-	line("caCertificates", oneLine(b.CaCertificates))
-	line("serialNumber", b.SerialNumber)
-	line("expiresIn", strconv.Itoa(b.ExpiresIn))
-	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
-	line("expiresAt", strconv.FormatInt(b.ExpiresAt.Unix(), 10))
-	line("serverTime", strconv.FormatInt(b.ServerTime.Unix(), 10))
-	profileText(line, &sb, b.Mqtt, b.Amqp, b.Https, "")
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", noStore)
-	w.WriteHeader(http.StatusOK)
-	_, err := w.Write([]byte(sb.String()))
-	return err
+	tl.line("certificate", oneLine(b.Certificate))
+	tl.line("caCertificates", oneLine(b.CaCertificates))
+	tl.times(b.ExpiresIn, b.RefreshAfter, b.ExpiresAt, b.ServerTime, "serialNumber", b.SerialNumber)
+	tl.profiles(b.Mqtt, b.Amqp, b.Https, "")
+	return tl.write(w)
 }

@@ -7,10 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/tokensvc/tokensvc/internal/app"
-	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
@@ -20,10 +16,7 @@ import (
 // CSR check, signing, JSON. Compare with BenchmarkGetToken in the same run (same
 // settings: limits and audit off).
 func BenchmarkGetCertificate(b *testing.B) {
-	e := mustEnvWith(b, envOptions{config: func(c *app.Config) {
-		c.Limits = limits.Config{}
-		c.Audit.Sink.Kind = "off"
-	}})
+	e := mustBenchEnv(b)
 	mode := oapi.Certificate
 	if r, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.StatusCode() != 201 {
 		b.Fatalf("create hub: %v", err)
@@ -32,18 +25,7 @@ func BenchmarkGetCertificate(b *testing.B) {
 	if err != nil || dev.JSON201 == nil {
 		b.Fatalf("create device: %v", err)
 	}
-	secret := []byte(*dev.JSON201.Auth.Secret)
-	const pool = 100_000
-	assertions := make([]string, 0, pool)
-	for i := range pool {
-		c := e.claims("bench-1")
-		c["jti"] = strconv.Itoa(i)
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
-		if err != nil {
-			b.Fatal(err)
-		}
-		assertions = append(assertions, s)
-	}
+	assertions := e.assertionPool(b, "bench-1", []byte(*dev.JSON201.Auth.Secret), 100_000)
 	body := `{"csr":` + strconv.Quote(testca.CSR(b, mustP256(b), "x")) + `}`
 	h := e.handler
 	b.ReportAllocs()

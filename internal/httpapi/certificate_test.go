@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -237,6 +239,7 @@ func TestGetCertificateRefusals(t *testing.T) {
 		wantStatus int
 		wantDetail string
 	}{
+		{"another device's identity, signed with own secret", mustSign(t, jwt.SigningMethodHS256, e.claims("thing-1"), []byte(secrets["dev-1"])), good, "", 401, ""},
 		{"another device's module", azure(), good, "mod-b", 403, ""},
 		{"module on a kind without modules", e.hs256("thing-1", secrets["thing-1"]), good, "mod-a", 403, ""},
 		{"disabled device", e.hs256("off", *off.Auth.Secret), good, "", 401, ""},

@@ -11,8 +11,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/app"
-	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -20,10 +18,7 @@ import (
 // in-process over the embedded store (limits and audit off): the cost a gateway with
 // 500 leaves pays per refresh round. ns/op is per batch, not per token.
 func BenchmarkTokenBatch500(b *testing.B) {
-	e := mustEnvWith(b, envOptions{config: func(c *app.Config) {
-		c.Limits = limits.Config{}
-		c.Audit.Sink.Kind = "off"
-	}})
+	e := mustBenchEnv(b)
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
 	gw := e.mustDevice(oapi.DeviceCreate{DeviceId: "gw", Hub: "main", Gateway: ptr(true), Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	ids := make([]string, 500)

@@ -102,36 +102,53 @@ type tokenText struct{ body oapi.TokenResponse }
 
 func (t tokenText) VisitGetTokenResponse(w http.ResponseWriter) error {
 	b := t.body
-	var sb strings.Builder
-	line := func(k, v string) {
-		if v != "" {
-			sb.WriteString(k)
-			sb.WriteByte('=')
-			sb.WriteString(v)
-			sb.WriteByte('\n')
-		}
-	}
-	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
-	line("token", b.Token)
-	line("expiresIn", strconv.Itoa(b.ExpiresIn))
-	line("refreshIn", strconv.FormatInt(int64(b.RefreshAfter.Sub(b.ServerTime)/time.Second), 10))
-	line("expiresAt", unix(b.ExpiresAt))
-	line("serverTime", unix(b.ServerTime))
-	profileText(line, &sb, b.Mqtt, b.Amqp, b.Https, b.Token)
+	var tl textLines
+	tl.times(b.ExpiresIn, b.RefreshAfter, b.ExpiresAt, b.ServerTime, "token", b.Token)
+	tl.profiles(b.Mqtt, b.Amqp, b.Https, b.Token)
 	if b.Signature != nil {
-		line("signature", *b.Signature)
+		tl.line("signature", *b.Signature)
 	}
+	return tl.write(w)
+}
+
+// textLines builds the key=value text forms: one field a line, no quoting, empty
+// values left out.
+type textLines struct{ sb strings.Builder }
+
+func (t *textLines) line(k, v string) {
+	if v != "" {
+		t.sb.WriteString(k)
+		t.sb.WriteByte('=')
+		t.sb.WriteString(v)
+		t.sb.WriteByte('\n')
+	}
+}
+
+// times writes the credential (k=v) and its times, as Unix seconds so a device
+// without a clock can use them.
+func (t *textLines) times(expiresIn int, refreshAfter, expiresAt, serverTime time.Time, k, v string) {
+	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+	t.line(k, v)
+	t.line("expiresIn", strconv.Itoa(expiresIn))
+	t.line("refreshIn", strconv.FormatInt(int64(refreshAfter.Sub(serverTime)/time.Second), 10))
+	t.line("expiresAt", unix(expiresAt))
+	t.line("serverTime", unix(serverTime))
+}
+
+// write sends the lines as the 200 response.
+func (t *textLines) write(w http.ResponseWriter) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", noStore)
 	w.WriteHeader(http.StatusOK)
-	_, err := w.Write([]byte(sb.String()))
+	_, err := w.Write([]byte(t.sb.String()))
 	return err
 }
 
-// profileText writes the connection profiles' key=value lines (GET /token and POST
+// profiles writes the connection profiles' lines (GET /token and POST
 // /token/certificate share them); token is the credential the profiles carry, "" for
 // a certificate.
-func profileText(line func(k, v string), sb *strings.Builder, m *oapi.MqttProfile, a *oapi.AmqpProfile, h *oapi.HttpsProfile, token string) {
+func (t *textLines) profiles(m *oapi.MqttProfile, a *oapi.AmqpProfile, h *oapi.HttpsProfile, token string) {
+	line := t.line
 	if m != nil {
 		line("mqttHost", m.Host)
 		line("mqttPort", strconv.Itoa(m.Port))
@@ -142,7 +159,7 @@ func profileText(line func(k, v string), sb *strings.Builder, m *oapi.MqttProfil
 			// Said only where it is not the token (the SAS kinds' password): an AWS
 			// IoT custom authorizer with signing takes the token in the user name and
 			// an empty password.
-			sb.WriteString("mqttPassword=" + m.Password + "\n")
+			t.sb.WriteString("mqttPassword=" + m.Password + "\n")
 		}
 		if m.Alpn != nil {
 			line("mqttAlpn", strings.Join(*m.Alpn, ","))

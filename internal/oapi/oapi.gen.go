@@ -679,10 +679,10 @@ type Hub struct {
 	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
 	CertificateKeyTypes *[]HubCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
 
-	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400, or certificateTtlSeconds if higher).
 	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
 
-	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400, or certificateMaxTtlSeconds if lower).
 	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
 
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
@@ -722,7 +722,8 @@ type Hub struct {
 	Name        string          `json:"name"`
 
 	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
-	// device certificates (default the service's `-vault-pki-role`).
+	// device certificates (default the service's `-vault-pki-role`); the shipped
+	// Vault policy lets the service sign with roles named `tokensvc-*` only.
 	PkiRole    *string `json:"pkiRole,omitempty"`
 	PolicyName *string `json:"policyName,omitempty"`
 
@@ -790,10 +791,10 @@ type HubCreate struct {
 	// CertificateKeyTypes (mode certificate) Device key types accepted in CSRs (default all of them).
 	CertificateKeyTypes *[]HubCreateCertificateKeyTypes `json:"certificateKeyTypes,omitempty"`
 
-	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400).
+	// CertificateMaxTtlSeconds (mode certificate) Longest device certificate lifetime (default 86400, or certificateTtlSeconds if higher).
 	CertificateMaxTtlSeconds *int `json:"certificateMaxTtlSeconds,omitempty"`
 
-	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400).
+	// CertificateTtlSeconds (mode certificate) Default device certificate lifetime (default 86400, or certificateMaxTtlSeconds if lower).
 	CertificateTtlSeconds *int `json:"certificateTtlSeconds,omitempty"`
 
 	// Claims (jwtbroker) Extra claims for the broker's authorization, any JSON; in every string
@@ -836,7 +837,8 @@ type HubCreate struct {
 	Name        HubName               `json:"name"`
 
 	// PkiRole (mode certificate, store vault) The Vault PKI role that signs this hub's
-	// device certificates (default the service's `-vault-pki-role`).
+	// device certificates (default the service's `-vault-pki-role`); the shipped
+	// Vault policy lets the service sign with roles named `tokensvc-*` only.
 	PkiRole *string `json:"pkiRole,omitempty"`
 
 	// PolicyKey A shared access key as Azure shows it (base64 for IoT Hub and DPS).

@@ -2,6 +2,7 @@ package vaulttest
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	vault "github.com/hashicorp/vault/api"
@@ -60,4 +61,25 @@ func (s *Server) MountPKI(tb testing.TB, mount, role string) (caPEM string, gene
 	}
 	caPEM, _ = sec.Data["certificate"].(string)
 	return caPEM, sec.Data
+}
+
+// PolicyToken writes the policy file at path (deploy/vault/tokensvc.hcl, relative to
+// the test's package) as policy "tokensvc" and returns a token holding exactly it (no
+// default policy), valid for ttl, so a test proves the published policy is enough.
+func (s *Server) PolicyToken(tb testing.TB, path, ttl string) string {
+	tb.Helper()
+	policy, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	root := s.Client(tb)
+	ctx := context.Background()
+	if err := root.Sys().PutPolicyWithContext(ctx, "tokensvc", string(policy)); err != nil {
+		tb.Fatal(err)
+	}
+	tok, err := root.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{Policies: []string{"tokensvc"}, TTL: ttl, NoDefaultPolicy: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok.Auth.ClientToken
 }

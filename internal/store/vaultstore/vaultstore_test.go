@@ -47,12 +47,14 @@ func TestNewConfig(t *testing.T) {
 		{name: "defaults", client: c, want: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit",
 			RequestTimeout: 250 * time.Millisecond, WriteTimeout: 5 * time.Second, ListTimeout: 5 * time.Second,
+			PKIMount: "pki", PKIRole: "tokensvc-device",
 		}},
 		{name: "nested prefix and mounts", client: c,
-			cfg: vaultstore.Config{Mount: "kv/iot", Prefix: "tokensvc/prod_1", TransitMount: "transit-eu", RequestTimeout: time.Second},
+			cfg: vaultstore.Config{Mount: "kv/iot", Prefix: "tokensvc/prod_1", TransitMount: "transit-eu", RequestTimeout: time.Second, PKIMount: "pki/devices", PKIRole: "tokensvc-x.1"},
 			want: vaultstore.Config{
 				Mount: "kv/iot", Prefix: "tokensvc/prod_1", TransitMount: "transit-eu",
 				RequestTimeout: time.Second, WriteTimeout: 5 * time.Second, ListTimeout: 5 * time.Second,
+				PKIMount: "pki/devices", PKIRole: "tokensvc-x.1",
 			}},
 		{name: "nil client", cfg: vaultstore.Config{}, wantErr: true},
 		{name: "prefix with slash at end", client: c, cfg: vaultstore.Config{Prefix: "tokensvc/"}, wantErr: true},
@@ -61,6 +63,8 @@ func TestNewConfig(t *testing.T) {
 		{name: "mount with dotdot", client: c, cfg: vaultstore.Config{Mount: "a/../b"}, wantErr: true},
 		{name: "transit mount with space", client: c, cfg: vaultstore.Config{TransitMount: "tr ansit"}, wantErr: true},
 		{name: "negative timeout", client: c, cfg: vaultstore.Config{RequestTimeout: -1}, wantErr: true},
+		{name: "pki mount with dotdot", client: c, cfg: vaultstore.Config{PKIMount: "pki/../x"}, wantErr: true},
+		{name: "pki role with slash", client: c, cfg: vaultstore.Config{PKIRole: "a/b"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

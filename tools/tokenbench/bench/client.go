@@ -49,24 +49,35 @@ func NewKeepAlive(workers int) *KeepAlive {
 // Probe does one GET /token at url and returns the response body; anything but 200 is
 // an error. It proves the setup works and sizes the baseline's body.
 func Probe(ctx context.Context, client *http.Client, url, assertion string) ([]byte, error) {
+	return ProbeRequest(ctx, client, "GET /token", func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err == nil {
+			req.Header.Set("Authorization", "Bearer "+assertion)
+		}
+		return req, err
+	})
+}
+
+// ProbeRequest sends the request build makes once (10 s at most) and returns the body
+// of its 200; any other answer is an error naming what (e.g. "GET /token").
+func ProbeRequest(ctx context.Context, client *http.Client, what string, build func(context.Context) (*http.Request, error)) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := build(ctx)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+assertion)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("probe GET /token: %w", err)
+		return nil, fmt.Errorf("probe %s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("probe GET /token: %w", err)
+		return nil, fmt.Errorf("probe %s: %w", what, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("probe GET /token: status %d: %s", resp.StatusCode, b)
+		return nil, fmt.Errorf("probe %s: status %d: %s", what, resp.StatusCode, b)
 	}
 	return b, nil
 }

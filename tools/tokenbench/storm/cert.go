@@ -8,10 +8,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
 )
@@ -57,23 +55,5 @@ func tryCertificate(ctx context.Context, client *http.Client, p params, assertio
 // probeCertificate asks for one certificate before the storm, so a misconfigured hub
 // fails the run at once; it returns the response body.
 func probeCertificate(ctx context.Context, client *http.Client, url, assertion, body string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := postCertificate(url, assertion, body)(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("probe POST /token/certificate: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("probe POST /token/certificate: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("probe POST /token/certificate: status %d: %s", resp.StatusCode, b)
-	}
-	return b, nil
+	return bench.ProbeRequest(ctx, client, "POST /token/certificate", postCertificate(url, assertion, body))
 }
