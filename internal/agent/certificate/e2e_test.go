@@ -149,32 +149,40 @@ func TestEveryKindConnectsWithItsCertificate(t *testing.T) {
 			if p := tok.Response.Mqtt; p == nil || p.ProtocolVersion != tc.version || p.Password != "" {
 				t.Fatalf("profile %+v, want MQTT %s without password", p, tc.version)
 			}
-			h := &token.Holder{}
-			h.Set(tok)
-			k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
-			msgs := make(chan telemetry.Message, 3)
-			l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
-				Fallback: mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1, CleanSession: true})})
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error, 1)
-			go func() { done <- l.Run(ctx) }()
-			for i := range 3 {
-				msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
-			}
-			deadline := time.Now().Add(20 * time.Second)
-			for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			pubs, sess := f.Broker.Published(), f.Broker.Sessions()
-			if len(pubs) != 3 || len(sess) != 1 || sess[0].ClientID != f.DeviceID || sess[0].Serial != tok.Certificate.Serial ||
-				len(f.Broker.Stats().Refused) != 0 {
-				t.Fatalf("stand-in: messages %+v, sessions %+v, %+v; want 3 messages over one session with the certificate",
-					pubs, sess, f.Broker.Stats())
-			}
+			mustPublishWith(t, f, cf, tok)
 		})
+	}
+}
+
+// mustPublishWith connects to f's stand-in with tok over the link tokenagent -link mqtt
+// uses (MQTT 5, falling back to 3.1.1), publishes 3 messages and checks the stand-in
+// got them over one session with tok's certificate and refused nothing.
+func mustPublishWith(t *testing.T, f *testpeer.CertFixture, cf *certificate.Fetcher, tok token.Token) {
+	t.Helper()
+	h := &token.Holder{}
+	h.Set(tok)
+	k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
+	msgs := make(chan telemetry.Message, 3)
+	l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
+		Fallback: mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1, CleanSession: true})})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for i := range 3 {
+		msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	pubs, sess := f.Broker.Published(), f.Broker.Sessions()
+	if len(pubs) != 3 || len(sess) != 1 || sess[0].ClientID != f.DeviceID || sess[0].Serial != tok.Certificate.Serial ||
+		len(f.Broker.Stats().Refused) != 0 {
+		t.Fatalf("stand-in: messages %+v, sessions %+v, %+v; want 3 messages over one session with the certificate",
+			pubs, sess, f.Broker.Stats())
 	}
 }

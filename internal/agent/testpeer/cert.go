@@ -16,25 +16,60 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/filesink"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/certpeer"
+	"github.com/tokensvc/tokensvc/internal/app"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
+	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
 
 // CertEndpoint is the certificate hub's host name (an AWS IoT Core endpoint).
 const CertEndpoint = "a1b2c3-ats.iot.eu-west-1.amazonaws.com"
 
 // CertificateHub registers h in mode certificate with certificates that live lifetime
-// (the hub's default and maximum; at least the API's 300 s).
+// (the hub's default and maximum; at least the API's 300 s): through the registry, or
+// through the operator API on a service that has none (the Vault store).
 func (s *Service) CertificateHub(h domain.Hub, lifetime time.Duration) domain.Hub {
 	s.tb.Helper()
 	h.Mode = domain.SignCertificate
-	secs := strconv.Itoa(int(lifetime / time.Second))
+	secs := int(lifetime / time.Second)
+	if s.registry == nil {
+		mode := oapi.Certificate
+		r, err := s.Admin.CreateHubWithResponse(context.Background(), oapi.HubCreate{Name: h.Name, Kind: oapi.HubKind(h.Kind),
+			Hostname: h.Hostname, Mode: &mode, CertificateTtlSeconds: &secs, CertificateMaxTtlSeconds: &secs})
+		if err != nil || r.JSON201 == nil {
+			s.tb.Fatalf("create hub: %v %s", err, r.Body)
+		}
+		return h
+	}
 	if h.Settings == nil {
 		h.Settings = map[string]string{}
 	}
-	h.Settings["certificateTtlSeconds"], h.Settings["certificateMaxTtlSeconds"] = secs, secs
+	h.Settings["certificateTtlSeconds"], h.Settings["certificateMaxTtlSeconds"] = strconv.Itoa(secs), strconv.Itoa(secs)
 	return s.Hub(h)
+}
+
+// StartVaultService starts tokensvc on the Vault store of srv, with the PKI engine
+// mounted at the default mount and role as the operator steps say and a token holding
+// only the shipped policy (policyFile: deploy/vault/tokensvc.hcl relative to the
+// test's package), serving HTTPS with a certificate from ca. Its hubs are created
+// through the operator API.
+func StartVaultService(tb testing.TB, ca *CA, srv *vaulttest.Server, policyFile string) *Service {
+	tb.Helper()
+	srv.MountPKI(tb, vaultstore.DefaultPKIMount, vaultstore.DefaultPKIRole)
+	tok := srv.PolicyToken(tb, policyFile, "1h")
+	leaf := ca.Issue(tb, "127.0.0.1")
+	svc := apptest.Start(tb, apptest.Options{
+		CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM, RootCAs: ca.Pool(),
+		Config: func(c *app.Config) {
+			c.Store = "vault"
+			c.Vault.Address, c.Vault.Token = srv.Addr, tok
+			c.Limits.DeviceRate = 0
+		},
+	})
+	return &Service{Service: svc, tb: tb}
 }
 
 // CertFixture is a running service with an awsiot hub in mode certificate, one HS256
@@ -68,7 +103,19 @@ func NewCertFixture(tb testing.TB, deviceID string, lifetime time.Duration) *Cer
 func NewCertFixtureKind(tb testing.TB, kind domain.HubKind, alpn []string, deviceID string, lifetime time.Duration) *CertFixture {
 	tb.Helper()
 	ca := NewCA(tb, "agent test CA")
-	svc := StartService(tb, ca)
+	return newCertFixture(tb, ca, StartService(tb, ca), kind, alpn, deviceID, lifetime)
+}
+
+// NewVaultCertFixture is NewCertFixture on a service whose store is the Vault srv: its
+// device certificates are signed by Vault's PKI engine (see StartVaultService).
+func NewVaultCertFixture(tb testing.TB, srv *vaulttest.Server, policyFile, deviceID string, lifetime time.Duration) *CertFixture {
+	tb.Helper()
+	ca := NewCA(tb, "agent test CA")
+	return newCertFixture(tb, ca, StartVaultService(tb, ca, srv, policyFile), awsiot.KindName, []string{awsiot.ALPNMQTTCert}, deviceID, lifetime)
+}
+
+func newCertFixture(tb testing.TB, ca *CA, svc *Service, kind domain.HubKind, alpn []string, deviceID string, lifetime time.Duration) *CertFixture {
+	tb.Helper()
 	h := svc.CertificateHub(domain.Hub{Name: "certhub", Kind: kind, Hostname: CertEndpoint}, lifetime)
 	created := svc.Device(oapi.DeviceCreate{DeviceId: deviceID, Hub: h.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	resp, err := svc.Admin.GetHubCAWithResponse(context.Background(), h.Name)
