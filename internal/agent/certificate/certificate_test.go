@@ -101,3 +101,39 @@ func TestDisabledDeviceGetsNoRenewal(t *testing.T) {
 		t.Fatalf("enabled again: %v", err)
 	}
 }
+
+// TestCertificateRequestsLikeTokenFetches: POST /token/certificate goes through the
+// token fetch's machinery — a 503 with Retry-After while the key store is down is
+// ErrUnavailable carrying it, and a device clock three hours off is refused once (401)
+// and then corrected (nonce) without the caller seeing it.
+func TestCertificateRequestsLikeTokenFetches(t *testing.T) {
+	f := testpeer.NewCertFixture(t, "thing-0004", 5*time.Minute)
+	dir := t.TempDir()
+	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Service.SetUnavailable(true)
+	_, err = cf.Fetch(t.Context())
+	f.Service.SetUnavailable(false)
+	var fe *fetch.Error
+	if !errors.As(err, &fe) || !errors.Is(err, fetch.ErrUnavailable) || fe.Status != 503 || fe.RetryAfter <= 0 {
+		t.Fatalf("while the store is down: got %v, want ErrUnavailable 503 with Retry-After", err)
+	}
+
+	skewed := f.Client(t, func(o *fetch.Options) { o.Now = func() time.Time { return time.Now().Add(-3 * time.Hour) } })
+	cs, err := certificate.New(certificate.Options{Client: skewed, KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cs.Fetch(t.Context())
+	if err != nil {
+		t.Fatalf("with the clock 3 h behind: %v", err)
+	}
+	if off := skewed.Offset(); off < 3*time.Hour-time.Minute || off > 3*time.Hour+time.Minute {
+		t.Errorf("learned clock offset %v, want about 3h", off)
+	}
+	if tok.Certificate == nil || tok.Certificate.Pair == nil {
+		t.Fatal("no certificate")
+	}
+}

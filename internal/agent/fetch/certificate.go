@@ -17,9 +17,7 @@ import (
 // ErrRefused, as Fetch's.
 func (c *Client) Certificate(ctx context.Context, csrPEM string) (r oapi.CertificateResponse, sent time.Time, err error) {
 	body := oapi.CertificateRequest{Csr: csrPEM, Module: c.params.Module, Ttl: c.params.Ttl}
-	err = c.authorized(func(withNonce bool) (bool, error) {
-		var retry bool
-		var e error
+	err = c.authorized(func(withNonce bool) (retry bool, e error) {
 		sent, retry, e = c.exchange(ctx, withNonce, func(ctx context.Context, auth oapi.RequestEditorFn) (answer, error) {
 			resp, err := c.api.GetCertificateWithResponse(ctx, body, auth)
 			if err != nil {

@@ -139,16 +139,20 @@ func newCertFixture(tb testing.TB, ca *CA, svc *Service, kind domain.HubKind, al
 }
 
 // Client returns the agent's fetch client for the device, authenticating with its
-// HS256 secret and trusting the fixture's CA.
-func (f *CertFixture) Client(tb testing.TB) *fetch.Client {
+// HS256 secret and trusting the fixture's CA; adjust, when given, changes its options.
+func (f *CertFixture) Client(tb testing.TB, adjust ...func(*fetch.Options)) *fetch.Client {
 	tb.Helper()
 	cred, err := credential.Load(f.SecretFile, credential.Auto)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tlsConf := &tls.Config{RootCAs: f.CA.Pool(), MinVersion: tls.VersionTLS12}
-	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}},
-		DeviceID: f.DeviceID, Audience: Audience, Signer: cred})
+	o := fetch.Options{ServiceURL: f.Service.URL, HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}},
+		DeviceID: f.DeviceID, Audience: Audience, Signer: cred}
+	for _, a := range adjust {
+		a(&o)
+	}
+	fc, err := fetch.New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
