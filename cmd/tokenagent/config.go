@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
+	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/execsink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
@@ -67,6 +68,13 @@ type Config struct {
 	Properties      []string
 	C2D             string
 	CleanSession    bool
+
+	// Certificate asks for device certificates (hubs in mode certificate) instead of
+	// tokens; CertKeyFile, CertKeyType and CertDir are that mode's (certs.go).
+	Certificate bool
+	CertKeyFile string
+	CertKeyType string
+	CertDir     string
 }
 
 // flagSet declares every option on c, whose current values are the defaults.
@@ -104,6 +112,7 @@ func flagSet(c *Config, out io.Writer) *cliflags.Set {
 	s.List(&c.Properties, "property", "KEY=VALUE added to every message (e.g. $.ct=application/json); repeatable")
 	s.String(&c.C2D, "c2d", "cloud-to-device messages (MQTT): none or stdout (JSON lines)")
 	s.Bool(&c.CleanSession, "clean-session", "MQTT clean session")
+	certFlags(s, c)
 	return s
 }
 
@@ -128,6 +137,7 @@ func defaults() Config {
 		TelemetryFormat: "raw",
 		C2D:             "none",
 		CleanSession:    true,
+		CertKeyType:     string(certificate.ECDSAP256),
 	}
 }
 
@@ -271,7 +281,7 @@ func (c Config) Validate() error {
 	if c.Audience == "" {
 		bad("audience must not be empty")
 	}
-	if c.TTL != 0 && (c.TTL < time.Minute || c.TTL%time.Second != 0) {
+	if c.TTL != 0 && (c.TTL < time.Minute || c.TTL%time.Second != 0) && !c.Certificate {
 		bad("ttl must be 0 or whole seconds of at least 60s")
 	}
 	if c.Transport != "tcp" && c.Transport != "ws" {
@@ -363,6 +373,7 @@ func (c Config) Validate() error {
 	default:
 		bad("c2d must be none or stdout")
 	}
+	errs = append(errs, c.validateCert()...)
 	return errors.Join(errs...)
 }
 

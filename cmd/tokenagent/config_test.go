@@ -81,6 +81,13 @@ func TestConfigValidate(t *testing.T) {
 		{"nonce always", []string{"-nonce", "always"}, ""},
 		{"amqp cbs", []string{"-link", "amqp", "-amqp-auth", "cbs", "-telemetry", "unix:/run/t.sock"}, ""},
 		{"backoff", []string{"-backoff-min", "2s", "-backoff-max", "1s"}, "backoff-max"},
+		{"certificate", []string{"-certificate", "-cert-dir", "/var/lib/tokenagent/certs", "-link", "mqtt"}, ""},
+		{"certificate ttl 5 min", []string{"-certificate", "-ttl", "5m"}, ""},
+		{"certificate ttl under 5 min", []string{"-certificate", "-ttl", "2m"}, "at least 5m0s for a certificate"},
+		{"certificate key type", []string{"-certificate", "-cert-key-type", "ed25519"}, "cert-key-type must be"},
+		{"certificate over amqp", []string{"-certificate", "-link", "amqp"}, "links over mqtt"},
+		{"cert-dir without certificate", []string{"-cert-dir", "/tmp/c"}, "need certificate"},
+		{"certificate and socket", []string{"-certificate", "-socket", "/run/t.sock"}, "socket serves tokens"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/execsink"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
@@ -107,12 +107,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
-	store, err := persist.New(filepath.Join(cfg.StateDir, "token.json"))
+	cs, err := newCredentialSource(cfg, fc, certificate.Options{Logger: log})
 	if err != nil {
 		return err
 	}
 	k := keeper.New(keeper.Options{
-		Fetcher: fc, Store: store, Holder: &token.Holder{}, Key: fc.Key(),
+		Fetcher: cs.fetcher, Store: cs.store, Holder: &token.Holder{}, Key: cs.key,
 		Backoff: bo, BootSplay: cfg.BootSplay, Logger: log,
 	})
 
@@ -124,8 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	tasks = append(tasks, k.Run)
 	stats = append(stats, func() (string, any) { return "keeper", k.Stats() })
 
-	if len(cfg.Templates) > 0 {
-		var files []filesink.File
+	if files := cs.files; len(cfg.Templates) > 0 || len(files) > 0 {
 		for _, s := range cfg.Templates {
 			spec, _ := ParseTemplateSpec(s)
 			text, err := os.ReadFile(spec.Src)
@@ -232,7 +231,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 
 	log.Info("starting", "device", cfg.DeviceID, "service", cfg.ServiceURL, "credential", string(cred.Type()),
-		"link", cfg.Link, "state", store.Path())
+		"link", cfg.Link, "state", cfg.StateDir, "certificate", cfg.Certificate)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, task := range tasks {
 		g.Go(func() error { return task(gctx) })

@@ -23,6 +23,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 
@@ -56,6 +57,53 @@ def new_client(client_id):
     return mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
 
 
+def connect_and_publish(client, p, server_name):
+    """Connect client to the profile's endpoint, publish MESSAGES messages (QoS 1) to the
+    profile's telemetry topic and disconnect; exit with the reason on any failure."""
+    connected = threading.Event()
+    result = {}
+
+    def on_connect(c, userdata, flags, rc, *rest):
+        result["rc"] = rc
+        connected.set()
+
+    def on_disconnect(c, userdata, rc, *rest):
+        # Closed before a CONNACK: the TLS or ALPN check refused the connection.
+        result.setdefault("rc", "closed before CONNACK")
+        connected.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    # Until the CONNACK the network loop runs here, so a TLS refusal (a bad certificate
+    # alert arrives on the first read with TLS 1.3) ends the program with its reason.
+    deadline = time.monotonic() + 15
+    try:
+        client.connect(server_name, p["port"], keepalive=60)
+        while not connected.is_set():
+            if time.monotonic() > deadline:
+                raise SystemExit("no CONNACK")
+            client.loop(timeout=0.5)
+    except (ssl.SSLError, OSError) as e:
+        raise SystemExit("connection refused: %s" % e)
+    client.loop_start()
+    try:
+        rc = result["rc"]
+        if isinstance(rc, str):
+            raise SystemExit("connection refused: " + rc)
+        if rc != 0:
+            raise SystemExit("connection refused: %s" % mqtt.connack_string(int(rc)))
+        topic = p["topics"]["publish"]
+        for i in range(int(os.environ.get("MESSAGES", "1"))):
+            info = client.publish(topic, json.dumps({"seq": i}), qos=1)
+            info.wait_for_publish(15)
+            if not info.is_published():
+                raise SystemExit("message %d: no PUBACK" % i)
+            print("published %d to %s" % (i, topic))
+        client.disconnect()
+    finally:
+        client.loop_stop()
+
+
 def main():
     if len(sys.argv) != 2:
         raise SystemExit("usage: aws_publish.py profile.json")
@@ -73,40 +121,7 @@ def main():
     # The token travels in the user name's query string (signing) or in the password.
     client.username_pw_set(p["username"], p["password"] or None)
 
-    connected = threading.Event()
-    result = {}
-
-    def on_connect(c, userdata, flags, rc, *rest):
-        result["rc"] = rc
-        connected.set()
-
-    def on_disconnect(c, userdata, rc, *rest):
-        # Closed before a CONNACK: the TLS or ALPN check refused the connection.
-        result.setdefault("rc", "closed before CONNACK")
-        connected.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    client.connect(server_name, p["port"], keepalive=60)
-    client.loop_start()
-    try:
-        if not connected.wait(15):
-            raise SystemExit("no CONNACK")
-        rc = result["rc"]
-        if isinstance(rc, str):
-            raise SystemExit("connection refused: " + rc)
-        if rc != 0:
-            raise SystemExit("connection refused: %s" % mqtt.connack_string(int(rc)))
-        topic = p["topics"]["publish"]
-        for i in range(int(os.environ.get("MESSAGES", "1"))):
-            info = client.publish(topic, json.dumps({"seq": i}), qos=1)
-            info.wait_for_publish(15)
-            if not info.is_published():
-                raise SystemExit("message %d: no PUBACK" % i)
-            print("published %d to %s" % (i, topic))
-        client.disconnect()
-    finally:
-        client.loop_stop()
+    connect_and_publish(client, p, server_name)
 
 
 if __name__ == "__main__":

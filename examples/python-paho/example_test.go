@@ -1,6 +1,7 @@
-// Package pythonpaho holds the paho-mqtt example for AWS IoT Core; its test runs the
-// script with Debian's python3-paho-mqtt against the real service and the AWS IoT Core
-// custom-auth stand-in.
+// Package pythonpaho holds the paho-mqtt examples for AWS IoT Core (custom authorizer:
+// aws_publish.py; X.509 certificates from the agent: aws_iot_cert.py); the tests run the
+// scripts with Debian's python3-paho-mqtt against the real service and the AWS IoT Core
+// stand-ins (custom authentication, certificates).
 package pythonpaho
 
 import (

@@ -56,6 +56,20 @@ func (c *Credential) Type() Type { return c.typ }
 // Load reads the credential in path. want is the expected type, or Auto. The file must
 // not be readable or writable by group or others.
 func Load(path string, want Type) (*Credential, error) {
+	b, err := ReadPrivate(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b, want)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ReadPrivate reads a file that holds a secret, refusing one accessible by group or
+// others (ErrPermissions).
+func ReadPrivate(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("credential file: %w", err)
@@ -67,11 +81,7 @@ func Load(path string, want Type) (*Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential file: %w", err)
 	}
-	c, err := Parse(b, want)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return b, nil
 }
 
 // Parse builds a credential from file contents: a PEM private key (PKCS#8, or SEC 1 "EC
@@ -92,18 +102,9 @@ func Parse(b []byte, want Type) (*Credential, error) {
 		}
 		return &Credential{typ: HS256, method: jwt.SigningMethodHS256, key: secret}, nil
 	}
-	var key any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("%w: PEM block %q is not a private key", ErrFormat, block.Type)
-	}
+	key, err := ParsePrivateKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: private key does not parse", ErrFormat)
+		return nil, err
 	}
 	var c *Credential
 	switch k := key.(type) {
@@ -121,6 +122,29 @@ func Parse(b []byte, want Type) (*Credential, error) {
 		return nil, fmt.Errorf("%w: file holds an %s key, configured type is %s", ErrFormat, c.typ, want)
 	}
 	return c, nil
+}
+
+// ParsePrivateKey parses a PEM private key block: PKCS#8, SEC 1 ("EC PRIVATE KEY") or
+// PKCS#1 ("RSA PRIVATE KEY"). Errors wrap ErrFormat and never quote the contents.
+func ParsePrivateKey(block *pem.Block) (any, error) {
+	var (
+		key any
+		err error
+	)
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("%w: PEM block %q is not a private key", ErrFormat, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: private key does not parse", ErrFormat)
+	}
+	return key, nil
 }
 
 // Assertion returns a JWT proving deviceID to audience: iss = sub = deviceID, iat = now,

@@ -164,7 +164,7 @@ func (s *Sink) Run(ctx context.Context, src token.Source) error {
 func (s *Sink) render(t token.Token) ([]string, error) {
 	out := make([]string, 0, len(s.o.Env))
 	for _, e := range s.o.Env {
-		b, err := tmpl.Render(e.Template, t.Response)
+		b, err := tmpl.RenderToken(e.Template, t)
 		if err != nil {
 			return nil, fmt.Errorf("exec environment %s: %w", e.Name, err)
 		}

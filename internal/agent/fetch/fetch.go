@@ -166,12 +166,24 @@ func (c *Client) SetOffset(d time.Duration) {
 // is off is retried once, with a nonce (or, with NonceNever or a service without
 // nonces, with the clock corrected from the service's Date header).
 func (c *Client) Fetch(ctx context.Context) (token.Token, error) {
-	withNonce := c.useNonce()
-	t, retry, err := c.fetchOnce(ctx, withNonce)
-	if retry {
-		t, _, err = c.fetchOnce(ctx, c.opts.Nonce != NonceNever)
-	}
+	var t token.Token
+	err := c.authorized(func(withNonce bool) (retry bool, err error) {
+		t, retry, err = c.fetchOnce(ctx, withNonce)
+		return retry, err
+	})
 	return t, err
+}
+
+// authorized runs once, an authenticated request (with a nonce when withNonce), and
+// runs it again once when it says so: a time-based assertion refused because the
+// device clock was off is retried with a nonce or, with NonceNever or a service without
+// nonces, with the clock corrected from the service's Date header.
+func (c *Client) authorized(once func(withNonce bool) (retry bool, err error)) error {
+	retry, err := once(c.useNonce())
+	if retry {
+		_, err = once(c.opts.Nonce != NonceNever)
+	}
+	return err
 }
 
 // assertion signs the assertion for one request: with a fresh nonce when withNonce and
@@ -201,56 +213,111 @@ func (c *Client) assertion(ctx context.Context, withNonce bool, offset time.Dura
 // fetchOnce makes one GET /token. retry is true when a time-based assertion was
 // refused and the service's clock differs from the corrected device clock.
 func (c *Client) fetchOnce(ctx context.Context, withNonce bool) (t token.Token, retry bool, err error) {
+	var r oapi.TokenResponse
+	sent, retry, err := c.exchange(ctx, withNonce, func(ctx context.Context, auth oapi.RequestEditorFn) (answer, error) {
+		resp, err := c.api.GetTokenWithResponse(ctx, &c.params, auth)
+		if err != nil {
+			return answer{}, err
+		}
+		var at *time.Time
+		if j := resp.JSON200; j != nil {
+			r, at = *j, &j.ServerTime
+		}
+		usable := r.Token != "" && usableTimes(r.ServerTime, r.RefreshAfter, r.ExpiresAt)
+		a := newAnswer(resp.HTTPResponse, at, usable, "response lacks a usable token or times", func() string { return problemDetail(resp) })
+		return a, nil
+	})
+	if err != nil {
+		return token.Token{}, retry, err
+	}
+	return token.Token{Response: r, RequestedAt: sent, Key: c.key}, false, nil
+}
+
+// usableTimes says a response's times make sense: it expires after the service's now
+// and asks to be refreshed between the two.
+func usableTimes(serverTime, refreshAfter, expiresAt time.Time) bool {
+	return expiresAt.After(serverTime) && !refreshAfter.Before(serverTime) && !refreshAfter.After(expiresAt)
+}
+
+// answer is what exchange needs of one response, whatever the operation.
+type answer struct {
+	status int
+	header http.Header
+	// ok says a 200 carried a usable body, whose service time is serverTime.
+	ok         bool
+	serverTime time.Time
+	// detail is the problem's detail (or why a 200 is unusable); it holds no secret.
+	detail string
+}
+
+// newAnswer is the answer of resp: serverTime is the decoded 200 body's (nil when
+// there is none), usable whether that body is (else unusable says why), problem the
+// refusal's detail.
+func newAnswer(resp *http.Response, serverTime *time.Time, usable bool, unusable string, problem func() string) answer {
+	a := answer{status: resp.StatusCode, header: resp.Header}
+	switch {
+	case serverTime != nil:
+		if a.serverTime, a.ok = *serverTime, usable; !usable {
+			a.detail = unusable
+		}
+	case a.status == http.StatusOK:
+		a.detail = "response is not JSON"
+	default:
+		a.detail = problem()
+	}
+	return a
+}
+
+// exchange makes one authenticated request: it signs the assertion, send makes the
+// call with auth adding it, and the answer is classified for the retry policy. sent is
+// when the request left (the answer was made after it); retry is true when a
+// time-based assertion was refused and the service's clock differs from the corrected
+// device clock.
+func (c *Client) exchange(ctx context.Context, withNonce bool, send func(context.Context, oapi.RequestEditorFn) (answer, error)) (sent time.Time, retry bool, err error) {
 	offset := c.Offset()
 	assertion, usedNonce, err := c.assertion(ctx, withNonce, offset)
 	if err != nil {
-		return token.Token{}, false, err
+		return time.Time{}, false, err
 	}
-	// The token is minted after this instant, whatever a nonce request took before.
-	sent := c.opts.Now()
-	resp, err := c.api.GetTokenWithResponse(ctx, &c.params, func(_ context.Context, r *http.Request) error {
+	// The answer is made after this instant, whatever a nonce request took before.
+	sent = c.opts.Now()
+	a, err := send(ctx, func(_ context.Context, r *http.Request) error {
 		r.Header.Set("Authorization", "Bearer "+assertion)
 		r.Header.Set("Accept", "application/json")
 		return nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return token.Token{}, false, ctx.Err()
+			return sent, false, ctx.Err()
 		}
 		// Transport errors name the URL and the cause, never headers.
-		return token.Token{}, false, &Error{Class: ErrUnavailable, Detail: err.Error()}
+		return sent, false, &Error{Class: ErrUnavailable, Detail: err.Error()}
 	}
-	status := resp.StatusCode()
-	if status == http.StatusOK && resp.JSON200 != nil {
-		r := *resp.JSON200
-		if r.Token == "" || !r.ExpiresAt.After(r.ServerTime) || r.RefreshAfter.Before(r.ServerTime) || r.RefreshAfter.After(r.ExpiresAt) {
-			return token.Token{}, false, &Error{Class: ErrUnavailable, Status: status, Detail: "response lacks a usable token or times"}
-		}
-		c.learnOffset(r.ServerTime.Sub(sent), "serverTime")
-		return token.Token{Response: r, RequestedAt: sent, Key: c.key}, false, nil
+	if a.status == http.StatusOK && a.ok {
+		c.learnOffset(a.serverTime.Sub(sent), "serverTime")
+		return sent, false, nil
 	}
 
-	e := &Error{Class: ErrRefused, Status: status, Detail: problemDetail(resp)}
-	h := resp.HTTPResponse.Header
+	e := &Error{Class: ErrRefused, Status: a.status, Detail: a.detail}
 	switch {
-	case status == http.StatusTooManyRequests || status >= 500:
+	case a.status == http.StatusTooManyRequests || a.status >= 500:
 		e.Class = ErrUnavailable
-		e.RetryAfter = retryAfter(h.Get("Retry-After"), sent)
-	case status == http.StatusUnauthorized:
+		e.RetryAfter = retryAfter(a.header.Get("Retry-After"), sent)
+	case a.status == http.StatusUnauthorized:
 		// The service says nothing about why; if its clock disagrees with ours, ours is
 		// the likely reason (no RTC, not yet synced): correct and try once more. A nonce
 		// assertion does not depend on the clock, so its refusal is final.
-		if date, err := http.ParseTime(h.Get("Date")); err == nil && !usedNonce {
+		if date, err := http.ParseTime(a.header.Get("Date")); err == nil && !usedNonce {
 			skew := date.Sub(sent.Add(offset))
 			if skew > maxSkew || skew < -maxSkew {
 				c.learnOffset(date.Sub(sent), "Date header")
-				return token.Token{}, true, e
+				return sent, true, e
 			}
 		}
-	case status == http.StatusOK:
-		e.Class, e.Detail = ErrUnavailable, "response is not JSON"
+	case a.status == http.StatusOK:
+		e.Class = ErrUnavailable // an unusable answer: the next may be fine
 	}
-	return token.Token{}, false, e
+	return sent, false, e
 }
 
 func (c *Client) learnOffset(d time.Duration, from string) {

@@ -58,7 +58,7 @@ func New(c Config, log *slog.Logger) (*Sink, error) {
 func (s *Sink) Write(t token.Token) error {
 	var first error
 	for _, f := range s.files {
-		b, err := tmpl.Render(f.Template, t.Response)
+		b, err := tmpl.RenderToken(f.Template, t)
 		if err == nil && bytes.Equal(b, s.last[f.Path]) {
 			continue
 		}

@@ -194,6 +194,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	if p.Alpn != nil {
 		tlsConf.NextProtos = slices.Clone(*p.Alpn)
 	}
+	tlsConf.Certificates = tok.ClientCertificates() // a device certificate, if that is the credential
 	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
 		DialAddr: l.o.DialAddr}
 	dctx, cancel := context.WithTimeout(ctx, l.o.Timeout)

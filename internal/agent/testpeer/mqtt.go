@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 	"github.com/tokensvc/tokensvc/internal/signer"
 )
 
@@ -88,22 +87,9 @@ var errTokenExpired = errors.New("SAS token expired")
 func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	tb.Helper()
 	b := &MQTTBroker{opts: o, refused: map[string]int{}, timers: map[*mqtt.Client]*time.Timer{}}
-	b.srv = mqtt.New(&mqtt.Options{
-		InlineClient: true,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err := b.srv.AddHook(&authHook{b: b}, nil); err != nil {
-		tb.Fatal(err)
-	}
+	b.srv = mochitls.New(tb, &authHook{b: b})
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b.TLSAddr = ln.Addr().String()
-	if err := b.srv.AddListener(listeners.NewNet("tls", tls.NewListener(ln, tlsConf))); err != nil {
-		tb.Fatal(err)
-	}
+	b.TLSAddr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "tls", TLS: tlsConf})
 	// WebSocket: IoT Hub's path and subprotocol, fed into the same broker.
 	wsln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -123,11 +109,7 @@ func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	})
 	b.ws = &http.Server{Handler: mux, TLSConfig: tlsConf, ErrorLog: nil}
 	go b.ws.ServeTLS(wsln, "", "")
-	go func() { _ = b.srv.Serve() }()
-	tb.Cleanup(func() {
-		b.ws.Close()
-		b.srv.Close()
-	})
+	mochitls.Serve(tb, b.srv, func() { b.ws.Close() })
 	return b
 }
 

@@ -4,12 +4,12 @@
 package tmpl
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"text/template"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -53,9 +53,5 @@ func Parse(name, text string) (*template.Template, error) {
 
 // Render executes t over the View of r. Errors never include the rendered text.
 func Render(t *template.Template, r oapi.TokenResponse) ([]byte, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, NewView(r)); err != nil {
-		return nil, fmt.Errorf("template %s: %w", t.Name(), err)
-	}
-	return b.Bytes(), nil
+	return RenderToken(t, token.Token{Response: r})
 }

@@ -29,6 +29,9 @@ type View struct {
 	MQTT  *MQTT  `json:"mqtt,omitempty"`
 	AMQP  *AMQP  `json:"amqp,omitempty"`
 	HTTPS *HTTPS `json:"https,omitempty"`
+	// Certificate is set when the credential is a device certificate (hub mode
+	// certificate), nil for a token.
+	Certificate *Certificate `json:"certificate,omitempty"`
 
 	// Mqtt, Amqp and Https are the profiles as the generated API client decodes them,
 	// for templates written before View (`{{ .Mqtt.ClientId }}`, `{{ deref

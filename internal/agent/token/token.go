@@ -5,6 +5,7 @@ package token
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"sync"
 	"time"
@@ -24,6 +25,32 @@ type Token struct {
 	// Key identifies what the token was asked for (service, device, module, transport),
 	// so a token persisted for another configuration is never reused.
 	Key string `json:"key"`
+	// Certificate is set when the credential is a device certificate (POST
+	// /token/certificate, hubs in mode certificate): Response then carries its times,
+	// hub and profiles, and no token.
+	Certificate *Certificate `json:"certificate,omitempty"`
+}
+
+// Certificate is a device certificate and where its private key is.
+type Certificate struct {
+	// PEM is the certificate, Chain the CA chain to the hub's CA (issuing CA first),
+	// Serial its serial number (hex).
+	PEM    string `json:"pem"`
+	Chain  string `json:"chain"`
+	Serial string `json:"serial"`
+	// KeyFile is the device's private key file (the key never leaves the device).
+	KeyFile string `json:"keyFile"`
+	// Pair is the certificate and chain with the private key, as TLS presents them; it
+	// lives only in memory (the certificate package fills it after a reboot).
+	Pair *tls.Certificate `json:"-"`
+}
+
+// ClientCertificates are what TLS presents for t: its device certificate, or none.
+func (t Token) ClientCertificates() []tls.Certificate {
+	if t.Certificate == nil || t.Certificate.Pair == nil {
+		return nil
+	}
+	return []tls.Certificate{*t.Certificate.Pair}
 }
 
 // Lifetime is the token's validity as the service counted it (expiresAt - serverTime).

@@ -19,8 +19,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,6 +33,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
 )
 
@@ -127,21 +126,11 @@ func Start(tb testing.TB, o Options) *Broker {
 	b := &Broker{o: o, sessions: map[*mqtt.Client]*session{}, offline: map[string]Policy{},
 		wsConn: map[net.Conn]bool{}}
 	b.stats.Refused = map[string]int{}
-	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b.Addr = ln.Addr().String()
+	b.srv = mochitls.New(tb, &hook{b: b})
 	conf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12,
-		NextProtos: []string{awsiot.ALPNProtocol}}
-	al := newALPNListener(tls.NewListener(ln, conf), func() { b.refuse(RefusedALPN) })
-	if err := b.srv.AddListener(listeners.NewNet("aws-custom-auth", al)); err != nil {
-		tb.Fatal(err)
-	}
+		NextProtos: []string{awsiot.ALPNProtocol}, VerifyConnection: requireALPN}
+	b.Addr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "aws-custom-auth", TLS: conf,
+		Refused: func(error) { b.refuse(RefusedALPN) }})
 	wsln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -156,8 +145,7 @@ func Start(tb testing.TB, o Options) *Broker {
 	ws := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ws.ServeTLS(wsln, "", "") }()
-	go func() { _ = b.srv.Serve() }()
-	tb.Cleanup(func() {
+	mochitls.Serve(tb, b.srv, func() {
 		_ = ws.Close()
 		// mochi's Close must not race a connection still being established: end the
 		// WebSocket connections (hijacked, so ws.Close leaves them) and wait for them.
@@ -168,7 +156,6 @@ func Start(tb testing.TB, o Options) *Broker {
 		}
 		b.mu.Unlock()
 		b.ws.Wait()
-		_ = b.srv.Close()
 	})
 	return b
 }
@@ -343,4 +330,15 @@ func (b *Broker) schedule(cl *mqtt.Client, s *session) {
 	s.timers = append(s.timers,
 		time.AfterFunc(time.Duration(s.policy.DisconnectAfterInSeconds)*time.Second, drop),
 		time.AfterFunc(time.Duration(s.policy.RefreshAfterInSeconds)*time.Second, refresh))
+}
+
+// errNoALPN refuses a handshake without ALPN "mqtt", as AWS IoT Core's port 443 does
+// for custom-authenticated MQTT.
+var errNoALPN = errors.New("ALPN " + awsiot.ALPNProtocol + " required")
+
+func requireALPN(cs tls.ConnectionState) error {
+	if cs.NegotiatedProtocol != awsiot.ALPNProtocol {
+		return errNoALPN
+	}
+	return nil
 }

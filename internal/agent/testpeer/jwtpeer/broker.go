@@ -13,17 +13,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
-	"log/slog"
 	"maps"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 )
 
 // BrokerOptions configure a Broker.
@@ -103,15 +101,7 @@ func StartBroker(tb testing.TB, o BrokerOptions) *Broker {
 		tb.Fatal(err)
 	}
 	b := &Broker{o: o, v: v, sessions: map[*mqtt.Client]*session{}, stats: BrokerStats{Refused: map[string]int{}}}
-	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b.Addr = ln.Addr().String()
+	b.srv = mochitls.New(tb, &hook{b: b})
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12, NextProtos: o.ALPN}
 	if len(o.ALPN) > 0 {
 		tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -124,11 +114,8 @@ func StartBroker(tb testing.TB, o BrokerOptions) *Broker {
 			return nil
 		}
 	}
-	if err := b.srv.AddListener(listeners.NewNet("tls", tls.NewListener(ln, tlsConf))); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = b.srv.Serve() }()
-	tb.Cleanup(func() { _ = b.srv.Close() })
+	b.Addr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "tls", TLS: tlsConf})
+	mochitls.Serve(tb, b.srv, nil)
 	return b
 }
 
