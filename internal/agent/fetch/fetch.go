@@ -265,15 +265,7 @@ func (c *Client) learnOffset(d time.Duration, from string) {
 }
 
 func problemDetail(r *oapi.GetTokenResponse) string {
-	for _, p := range []*oapi.Problem{r.ApplicationproblemJSON400, r.ApplicationproblemJSON401, r.ApplicationproblemJSON403, r.ApplicationproblemJSON503} {
-		if p != nil {
-			if p.Detail != nil {
-				return *p.Detail
-			}
-			return p.Title
-		}
-	}
-	return http.StatusText(r.StatusCode())
+	return firstProblem(r.StatusCode(), r.ApplicationproblemJSON400, r.ApplicationproblemJSON401, r.ApplicationproblemJSON403, r.ApplicationproblemJSON503)
 }
 
 // retryAfter parses a Retry-After value: delay-seconds or an HTTP date.
