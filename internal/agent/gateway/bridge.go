@@ -41,6 +41,10 @@ func (f *feeder) run(ctx context.Context) {
 	}
 }
 
+// dropped reports whether the message in flight was dropped from the queue (full)
+// while it waited: it is then not sent.
+func (f *feeder) dropped() bool { return !f.q.Has(f.id, f.cur.Load()) }
+
 // sent is called once the hub accepted the message in flight.
 func (f *feeder) sent() {
 	f.q.Ack(f.id, f.cur.Load())
@@ -50,11 +54,11 @@ func (f *feeder) sent() {
 	}
 }
 
-// ackDialer wraps a protocol's Dialer so that every accepted Send reports to sent. It
+// ackDialer wraps a protocol's Dialer so that every accepted Send reports to the feeder. It
 // keeps the connection's Renewer, if it has one.
 type ackDialer struct {
 	link.Dialer
-	sent func()
+	f *feeder
 }
 
 func (d ackDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
@@ -62,7 +66,7 @@ func (d ackDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	ac := ackConn{Conn: c, sent: d.sent}
+	ac := ackConn{Conn: c, f: d.f}
 	if r, ok := c.(link.Renewer); ok {
 		return ackRenewConn{ackConn: ac, Renewer: r}, nil
 	}
@@ -71,14 +75,18 @@ func (d ackDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, error)
 
 type ackConn struct {
 	link.Conn
-	sent func()
+	f *feeder
 }
 
+// Send sends m unless the queue dropped it meanwhile (counted there) and reports an
+// accepted message to the feeder.
 func (c ackConn) Send(ctx context.Context, m telemetry.Message) error {
-	if err := c.Conn.Send(ctx, m); err != nil {
-		return err
+	if !c.f.dropped() {
+		if err := c.Conn.Send(ctx, m); err != nil {
+			return err
+		}
 	}
-	c.sent()
+	c.f.sent()
 	return nil
 }
 

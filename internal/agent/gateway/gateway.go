@@ -153,7 +153,7 @@ func New(o Options) (*Gateway, error) {
 			d = mqttlink.New(mo)
 		}
 		g.feeds[id] = f
-		g.loops[id] = link.New(ackDialer{Dialer: d, sent: f.sent}, link.Options{Source: src, Messages: f.ch,
+		g.loops[id] = link.New(ackDialer{Dialer: d, f: f}, link.Options{Source: src, Messages: f.ch,
 			Backoff: o.Backoff, Logger: leafLog.With("leaf", id)})
 	}
 	return g, nil

@@ -205,6 +205,15 @@ func (q *Queue) Head(ctx context.Context, leaf string) (Record, error) {
 	}
 }
 
+// Has reports whether message seq of leaf is still queued (neither acknowledged nor
+// dropped).
+func (q *Queue) Has(leaf string, seq uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	lq, ok := q.leaves[leaf]
+	return ok && slices.Contains(lq.seqs, seq)
+}
+
 // Ack removes the message seq of leaf: the hub accepted it. Acknowledging a message
 // that was dropped meanwhile does nothing.
 func (q *Queue) Ack(leaf string, seq uint64) {
