@@ -107,6 +107,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
+	if cfg.Gateway {
+		return runGateway(ctx, cfg, fc, roots, bo, log)
+	}
 	store, err := persist.New(filepath.Join(cfg.StateDir, "token.json"))
 	if err != nil {
 		return err
