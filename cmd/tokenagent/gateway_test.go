@@ -153,7 +153,7 @@ func TestGatewayEndToEndRun(t *testing.T) {
 	})
 	var cl paho.Client
 	waitFor(t, "the local broker", 10*time.Second, func() bool {
-		cl = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+mqttAddr).SetClientID("lora-0001").SetUsername("lora-0001").
+		cl = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("lora-0001").SetUsername("lora-0001").
 			SetPassword("pw-0001").SetProtocolVersion(4).SetAutoReconnect(false))
 		tok := cl.Connect()
 		return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
