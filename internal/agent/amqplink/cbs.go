@@ -69,26 +69,61 @@ func Connect(ctx context.Context, tok token.Token, o ConnectOptions) (*amqp.Conn
 
 // CBSNode is the $cbs request/response pair on one session, through which tokens are put
 // on an open connection — one device's, or every leaf's of a gateway. PutToken is safe
-// for concurrent use.
+// for concurrent use: requests are pipelined and each answer is routed to its request
+// by correlation ID, so a gateway attaching a thousand leaves does not wait a round trip
+// per leaf.
 type CBSNode struct {
 	tx      *amqp.Sender
 	rx      *amqp.Receiver
 	replyTo string
 	timeout time.Duration
+
 	mu      sync.Mutex
+	waiting map[string]chan *amqp.Message
+	err     error // set when the reply link failed; every later request fails with it
 }
 
 // OpenCBS attaches the $cbs pair on node (the profile's cbs.node).
 func OpenCBS(ctx context.Context, sess *amqp.Session, node string, timeout time.Duration) (*CBSNode, error) {
-	c := &CBSNode{replyTo: "cbs-" + newID(), timeout: timeout}
+	c := &CBSNode{replyTo: "cbs-" + newID(), timeout: timeout, waiting: map[string]chan *amqp.Message{}}
 	var err error
 	if c.tx, err = sess.NewSender(ctx, node, nil); err != nil {
 		return nil, fmt.Errorf("cbs link: %w", Classify(err))
 	}
-	if c.rx, err = sess.NewReceiver(ctx, node, &amqp.ReceiverOptions{TargetAddress: c.replyTo}); err != nil {
+	if c.rx, err = sess.NewReceiver(ctx, node, &amqp.ReceiverOptions{TargetAddress: c.replyTo, Credit: 64}); err != nil {
 		return nil, fmt.Errorf("cbs link: %w", Classify(err))
 	}
+	go c.receive()
 	return c, nil
+}
+
+// receive routes answers to their requests until the reply link ends.
+func (c *CBSNode) receive() {
+	for {
+		resp, err := c.rx.Receive(context.Background(), nil)
+		if err != nil {
+			c.mu.Lock()
+			c.err = Classify(err)
+			for id, ch := range c.waiting {
+				close(ch)
+				delete(c.waiting, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		_ = c.rx.AcceptMessage(context.Background(), resp)
+		if resp.Properties == nil {
+			continue
+		}
+		id, _ := resp.Properties.CorrelationID.(string)
+		c.mu.Lock()
+		ch, ok := c.waiting[id]
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		if ok {
+			ch <- resp // buffered: never blocks
+		} // else a late answer to a request that gave up
+	}
 }
 
 // PutToken sends a CBS put-token for tok (its profile's audience and token type) and
@@ -98,12 +133,22 @@ func (c *CBSNode) PutToken(ctx context.Context, tok token.Token) error {
 	if p == nil {
 		return ErrNoProfile
 	}
-	// One request at a time: each waits for the answer with its own correlation ID.
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	id := newID()
+	answer := make(chan *amqp.Message, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("put-token response: %w", c.err)
+	}
+	c.waiting[id] = answer
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+	}()
 	msg := &amqp.Message{
 		Value:      tok.Response.Token,
 		Properties: &amqp.MessageProperties{MessageID: id, ReplyTo: &c.replyTo},
@@ -117,24 +162,26 @@ func (c *CBSNode) PutToken(ctx context.Context, tok token.Token) error {
 	if err := c.tx.Send(ctx, msg, nil); err != nil {
 		return fmt.Errorf("put-token: %w", Classify(err))
 	}
-	for {
-		resp, err := c.rx.Receive(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("put-token response: %w", Classify(err))
-		}
-		_ = c.rx.AcceptMessage(ctx, resp)
-		if resp.Properties == nil || resp.Properties.CorrelationID != id {
-			continue // a late answer to an earlier request
-		}
-		code, desc := statusOf(resp.ApplicationProperties)
-		if code == 200 || code == 202 {
-			return nil
-		}
-		if code == 401 || code == 403 {
-			return fmt.Errorf("%w: put-token status %d %s", ErrRefused, code, desc)
-		}
-		return fmt.Errorf("put-token status %d %s", code, desc)
+	var resp *amqp.Message
+	select {
+	case resp = <-answer:
+	case <-ctx.Done():
+		return fmt.Errorf("put-token response: %w", ctx.Err())
 	}
+	if resp == nil {
+		c.mu.Lock()
+		err := c.err
+		c.mu.Unlock()
+		return fmt.Errorf("put-token response: %w", err)
+	}
+	code, desc := statusOf(resp.ApplicationProperties)
+	if code == 200 || code == 202 {
+		return nil
+	}
+	if code == 401 || code == 403 {
+		return fmt.Errorf("%w: put-token status %d %s", ErrRefused, code, desc)
+	}
+	return fmt.Errorf("put-token status %d %s", code, desc)
 }
 
 // NewMessage is m as an AMQP message with a fresh message ID, its body as one data

@@ -45,6 +45,13 @@ type Options struct {
 	OnC2D func(leaf string, m telemetry.Message)
 	// Backoff paces re-dials of the shared connection.
 	Backoff backoff.Policy
+	// MaxLinks bounds the telemetry links attached at once (default 256). go-amqp holds
+	// about 40 KiB of buffers per link, so a leaf's link is attached when it has a
+	// message and detached after LinkIdle without one; a leaf beyond the bound waits for
+	// a free slot. Its CBS token stays on the connection either way.
+	MaxLinks int
+	// LinkIdle is how long an unused telemetry link stays attached (default 5 s).
+	LinkIdle time.Duration
 	// Timeout bounds connecting, each put-token, attach and send.
 	Timeout time.Duration
 	Now     func() time.Time
@@ -54,9 +61,10 @@ type Options struct {
 // Stats count what a Mux did.
 type Stats struct {
 	// Connects counts shared connections opened; Lost those that broke; Attached the
-	// leaves that put a token and attached; Renewals the put-tokens on attached leaves;
+	// leaves that put a token on a connection; Renewals the put-tokens on the open
+	// connection after that; LinkAttaches the telemetry links attached (on demand);
 	// Sent the messages the hub accepted; C2D the cloud-to-device messages received.
-	Connects, Lost, Attached, Renewals, Sent, C2D int64
+	Connects, Lost, Attached, Renewals, LinkAttaches, Sent, C2D int64
 }
 
 // Mux is the gateway's one AMQP connection.
@@ -71,7 +79,9 @@ type Mux struct {
 	lastErr  error
 	nextDial time.Time
 
-	connects, lost, attached, renewals, sent, c2d atomic.Int64
+	slots chan struct{}
+
+	connects, lost, attached, renewals, linkAttaches, sent, c2d atomic.Int64
 }
 
 type shared struct {
@@ -104,13 +114,19 @@ func New(o Options) *Mux {
 	if o.Backoff.Min <= 0 {
 		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
 	}
-	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux")}
+	if o.MaxLinks <= 0 {
+		o.MaxLinks = 256
+	}
+	if o.LinkIdle <= 0 {
+		o.LinkIdle = 5 * time.Second
+	}
+	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks)}
 }
 
 // Stats returns a snapshot of the counters.
 func (m *Mux) Stats() Stats {
 	return Stats{Connects: m.connects.Load(), Lost: m.lost.Load(), Attached: m.attached.Load(),
-		Renewals: m.renewals.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
+		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
 }
 
 // Close closes the shared connection; call it once every leaf's loop has ended.
@@ -234,43 +250,36 @@ func (d *leafDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, erro
 	if err := sh.cbs.PutToken(ctx, tok); err != nil {
 		return nil, err
 	}
-	actx, cancel := context.WithTimeout(ctx, m.o.Timeout)
-	defer cancel()
-	c := &leafConn{m: m, sh: sh, done: make(chan struct{}), closed: make(chan struct{})}
-	if c.sender, err = sh.sess.NewSender(actx, tok.Response.Amqp.Address, nil); err != nil {
-		return nil, fmt.Errorf("telemetry link: %w", amqplink.Classify(err))
-	}
+	c := &leafConn{m: m, sh: sh, address: tok.Response.Amqp.Address, done: make(chan struct{})}
 	if m.o.OnC2D != nil {
+		actx, cancel := context.WithTimeout(ctx, m.o.Timeout)
+		defer cancel()
 		src := strings.TrimSuffix(tok.Response.Amqp.Address, "/messages/events") + "/messages/devicebound"
 		if c.receiver, err = sh.sess.NewReceiver(actx, src, nil); err != nil {
-			c.Close(false)
 			return nil, fmt.Errorf("c2d link: %w", amqplink.Classify(err))
 		}
 		go c.receive(d.id)
-	} else {
-		go func() {
-			select {
-			case <-sh.conn.Done():
-				c.fail(sh.conn.Err())
-			case <-c.closed:
-			}
-		}()
 	}
 	m.attached.Add(1)
 	return c, nil
 }
 
-// leafConn is one leaf's links on the shared connection.
+// leafConn is one leaf on the shared connection: its token is on the connection, its
+// telemetry link attached on demand, its C2D link (when asked for) standing.
 type leafConn struct {
 	m        *Mux
 	sh       *shared
-	sender   *amqp.Sender
+	address  string
 	receiver *amqp.Receiver
 
-	done   chan struct{}
-	closed chan struct{}
-	once   sync.Once
-	err    error
+	mu     sync.Mutex
+	sender *amqp.Sender // nil while detached
+	idle   *time.Timer
+	closed bool
+
+	done chan struct{} // only with a C2D link: closed when it fails
+	once sync.Once
+	err  error
 }
 
 func (c *leafConn) fail(err error) {
@@ -306,30 +315,119 @@ func (c *leafConn) receive(leaf string) {
 	}
 }
 
-func (c *leafConn) Done() <-chan struct{} { return c.done }
-func (c *leafConn) Err() error            { return c.err }
+// Done is closed when the shared connection breaks or the leaf's C2D link fails.
+func (c *leafConn) Done() <-chan struct{} {
+	if c.receiver == nil {
+		return c.sh.conn.Done()
+	}
+	return c.done
+}
+
+// Err says why Done closed.
+func (c *leafConn) Err() error {
+	if c.receiver == nil {
+		if err := c.sh.conn.Err(); err != nil {
+			return amqplink.Classify(err)
+		}
+		return errors.New("connection closed")
+	}
+	return c.err
+}
 
 // Close detaches the leaf's links; the shared connection stays for the other leaves.
 func (c *leafConn) Close(bool) {
-	close(c.closed)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if c.sender != nil {
-		_ = c.sender.Close(ctx)
-	}
+	c.mu.Lock()
+	c.closed = true
+	c.detachLocked()
+	c.mu.Unlock()
 	if c.receiver != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_ = c.receiver.Close(ctx)
 	}
 }
 
-// Send sends m on the leaf's link and returns once the hub accepted it.
+// detachLocked closes the telemetry link, if attached, and frees its slot.
+func (c *leafConn) detachLocked() {
+	if c.idle != nil {
+		c.idle.Stop()
+		c.idle = nil
+	}
+	if c.sender == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.sender.Close(ctx)
+	c.sender = nil
+	<-c.m.slots
+}
+
+// senderFor returns the attached telemetry link, attaching it (in a free slot) first
+// when needed.
+func (c *leafConn) senderFor(ctx context.Context) (*amqp.Sender, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("leaf link closed")
+	}
+	if c.sender != nil {
+		return c.sender, nil
+	}
+	select {
+	case c.m.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s, err := c.sh.sess.NewSender(ctx, c.address, nil)
+	if err != nil {
+		<-c.m.slots
+		return nil, fmt.Errorf("telemetry link: %w", amqplink.Classify(err))
+	}
+	c.m.linkAttaches.Add(1)
+	c.sender = s
+	return s, nil
+}
+
+// touch restarts the idle timer after a send.
+func (c *leafConn) touch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sender == nil {
+		return
+	}
+	if c.idle == nil {
+		c.idle = time.AfterFunc(c.m.o.LinkIdle, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.idle = nil
+			c.detachLocked()
+		})
+		return
+	}
+	c.idle.Reset(c.m.o.LinkIdle)
+}
+
+// Send sends m on the leaf's link (attached if needed) and returns once the hub
+// accepted it. A failed link is detached, so the next send attaches a fresh one.
 func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
 	defer cancel()
-	if err := c.sender.Send(ctx, amqplink.NewMessage(m, c.m.o.Properties), nil); err != nil {
-		return fmt.Errorf("send: %w", amqplink.Classify(err))
+	s, err := c.senderFor(ctx)
+	if err == nil {
+		err = s.Send(ctx, amqplink.NewMessage(m, c.m.o.Properties), nil)
+		if err != nil {
+			err = fmt.Errorf("send: %w", amqplink.Classify(err))
+		}
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.detachLocked()
+		c.mu.Unlock()
+		return err
 	}
 	c.m.sent.Add(1)
+	c.touch()
 	return nil
 }
 
