@@ -146,6 +146,15 @@ func TestGatewayScale(t *testing.T) {
 		float64(st["tokens"]["Calls"])/hours, ttl, st["amqp"]["Renewals"])
 	t.Logf("burst: %d messages through the bridge in %v = %.0f msg/s; queue %v", burst, burstTime.Round(time.Millisecond),
 		float64(burst)/burstTime.Seconds(), st["queue"])
+	n := 0
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			if n++; n <= 5 || strings.Contains(line, "amqp-mux") {
+				t.Logf("agent: %s", line)
+			}
+		}
+	}
+	t.Logf("agent warnings and errors: %d", n)
 	if peak > 64<<10 {
 		t.Errorf("peak RSS %d KiB is over the 64 MiB budget", peak)
 	}

@@ -135,9 +135,15 @@ func New(o Options) (*Gateway, error) {
 		g.closeListeners()
 		return nil, fmt.Errorf("gateway: upstream %q: want amqp or mqtt", o.Upstream)
 	}
-	// Leaf loops log warnings only: a thousand "connected" lines say nothing the
-	// shared counters do not.
-	leafLog := slog.New(minLevel{Handler: g.log.Handler(), min: slog.LevelWarn})
+	// Leaf loops log warnings only (MQTT: each leaf has its own connection) or errors
+	// only (AMQP: the shared connection logs its own state, refused tokens are logged
+	// by leaftoken, and a thousand leaves backing off together say nothing the
+	// counters do not).
+	leafLevel := slog.LevelWarn
+	if o.Upstream == AMQP {
+		leafLevel = slog.LevelError
+	}
+	leafLog := slog.New(minLevel{Handler: g.log.Handler(), min: leafLevel})
 	for _, id := range ids {
 		f := &feeder{id: id, q: o.Queue, ch: make(chan telemetry.Message), acked: make(chan struct{}, 1)}
 		src := g.tokens.Source(id)

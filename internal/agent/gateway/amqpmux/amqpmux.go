@@ -29,9 +29,16 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
 
-// ErrDown means the shared connection failed recently and is not re-dialled before its
-// backoff ends.
-var ErrDown = errors.New("the gateway's AMQP connection is down")
+// Errors of a leaf's Dial and Send.
+var (
+	// ErrDown means the shared connection failed recently and is not re-dialled before
+	// its backoff ends.
+	ErrDown = errors.New("the gateway's AMQP connection is down")
+	// ErrBusy means every telemetry link slot stayed taken for SlotWait: the leaf's
+	// loop backs off and comes back (putting its current token again), so a leaf
+	// waiting for a slot never holds back its own token renewal for long.
+	ErrBusy = errors.New("every telemetry link slot is taken")
+)
 
 // Options configure a Mux.
 type Options struct {
@@ -52,6 +59,8 @@ type Options struct {
 	MaxLinks int
 	// LinkIdle is how long an unused telemetry link stays attached (default 5 s).
 	LinkIdle time.Duration
+	// SlotWait is how long a send waits for a free link slot (default 2 s).
+	SlotWait time.Duration
 	// Timeout bounds connecting, each put-token, attach and send.
 	Timeout time.Duration
 	Now     func() time.Time
@@ -63,8 +72,9 @@ type Stats struct {
 	// Connects counts shared connections opened; Lost those that broke; Attached the
 	// leaves that put a token on a connection; Renewals the put-tokens on the open
 	// connection after that; LinkAttaches the telemetry links attached (on demand);
-	// Sent the messages the hub accepted; C2D the cloud-to-device messages received.
-	Connects, Lost, Attached, Renewals, LinkAttaches, Sent, C2D int64
+	// Busy the sends that found no free link slot; Sent the messages the hub accepted;
+	// C2D the cloud-to-device messages received.
+	Connects, Lost, Attached, Renewals, LinkAttaches, Busy, Sent, C2D int64
 }
 
 // Mux is the gateway's one AMQP connection.
@@ -80,6 +90,7 @@ type Mux struct {
 	nextDial time.Time
 
 	slots chan struct{}
+	busy  atomic.Int64
 
 	connects, lost, attached, renewals, linkAttaches, sent, c2d atomic.Int64
 }
@@ -120,13 +131,16 @@ func New(o Options) *Mux {
 	if o.LinkIdle <= 0 {
 		o.LinkIdle = 5 * time.Second
 	}
+	if o.SlotWait <= 0 {
+		o.SlotWait = 2 * time.Second
+	}
 	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks)}
 }
 
 // Stats returns a snapshot of the counters.
 func (m *Mux) Stats() Stats {
 	return Stats{Connects: m.connects.Load(), Lost: m.lost.Load(), Attached: m.attached.Load(),
-		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
+		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Busy: m.busy.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
 }
 
 // Close closes the shared connection; call it once every leaf's loop has ended.
@@ -374,8 +388,13 @@ func (c *leafConn) senderFor(ctx context.Context) (*amqp.Sender, error) {
 	if c.sender != nil {
 		return c.sender, nil
 	}
+	wait := time.NewTimer(c.m.o.SlotWait)
+	defer wait.Stop()
 	select {
 	case c.m.slots <- struct{}{}:
+	case <-wait.C:
+		c.m.busy.Add(1)
+		return nil, ErrBusy
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
