@@ -27,13 +27,26 @@ type BatchResult struct {
 // MaxBatch), authenticated as the client's device like Fetch. The results are in
 // request order. A failure of the whole call is an *Error like Fetch's; one child's
 // refusal is that child's Err only. Each token's Key is BatchKey of the child.
+// A time-based assertion refused because the device clock is off is retried once, with
+// the clock corrected from the service's Date header.
 func (c *Client) Batch(ctx context.Context, ids []string) ([]BatchResult, error) {
 	if len(ids) == 0 || len(ids) > MaxBatch {
 		return nil, &Error{Class: ErrRefused, Detail: fmt.Sprintf("a batch takes 1 to %d devices, not %d", MaxBatch, len(ids))}
 	}
-	assertion, _, err := c.assertion(ctx, c.useNonce(), c.Offset())
+	out, retry, err := c.batchOnce(ctx, ids)
+	if retry {
+		out, _, err = c.batchOnce(ctx, ids)
+	}
+	return out, err
+}
+
+// batchOnce makes one POST /token/batch; retry is true when a time-based assertion was
+// refused and the service's clock differs from the corrected device clock.
+func (c *Client) batchOnce(ctx context.Context, ids []string) (out []BatchResult, retry bool, err error) {
+	offset := c.Offset()
+	assertion, usedNonce, err := c.assertion(ctx, c.useNonce(), offset)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	params := oapi.GetTokenBatchParams{Ttl: c.params.Ttl}
 	if c.params.Transport != nil {
@@ -48,33 +61,36 @@ func (c *Client) Batch(ctx context.Context, ids []string) ([]BatchResult, error)
 		})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
-		return nil, &Error{Class: ErrUnavailable, Detail: err.Error()}
+		return nil, false, &Error{Class: ErrUnavailable, Detail: err.Error()}
 	}
 	status := resp.StatusCode()
 	if status != http.StatusOK || resp.JSON200 == nil {
 		e := &Error{Class: ErrRefused, Status: status, Detail: firstProblem(status, resp.ApplicationproblemJSON400,
 			resp.ApplicationproblemJSON401, resp.ApplicationproblemJSON403, resp.ApplicationproblemJSON413,
 			resp.ApplicationproblemJSON429, resp.ApplicationproblemJSON503)}
-		if status == http.StatusTooManyRequests || status >= 500 || status == http.StatusOK {
+		switch {
+		case status == http.StatusTooManyRequests || status >= 500 || status == http.StatusOK:
 			e.Class = ErrUnavailable
 			e.RetryAfter = retryAfter(resp.HTTPResponse.Header.Get("Retry-After"), sent)
+		case status == http.StatusUnauthorized && !usedNonce:
+			return nil, c.correctClock(resp.HTTPResponse.Header, sent, offset), e
 		}
-		return nil, e
+		return nil, false, e
 	}
 	results := resp.JSON200.Results
 	if len(results) != len(ids) {
-		return nil, &Error{Class: ErrUnavailable, Status: status, Detail: "batch answer does not match the request"}
+		return nil, false, &Error{Class: ErrUnavailable, Status: status, Detail: "batch answer does not match the request"}
 	}
-	out := make([]BatchResult, len(ids))
+	out = make([]BatchResult, len(ids))
 	for i, r := range results {
 		out[i] = c.batchResult(ids[i], r, sent)
 	}
 	if len(out) > 0 && out[0].Err == nil {
 		c.learnOffset(out[0].Token.Response.ServerTime.Sub(sent), "serverTime")
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // BatchKey is the Key of a child's token from Batch.

@@ -240,17 +240,28 @@ func (c *Client) fetchOnce(ctx context.Context, withNonce bool) (t token.Token, 
 		// The service says nothing about why; if its clock disagrees with ours, ours is
 		// the likely reason (no RTC, not yet synced): correct and try once more. A nonce
 		// assertion does not depend on the clock, so its refusal is final.
-		if date, err := http.ParseTime(h.Get("Date")); err == nil && !usedNonce {
-			skew := date.Sub(sent.Add(offset))
-			if skew > maxSkew || skew < -maxSkew {
-				c.learnOffset(date.Sub(sent), "Date header")
-				return token.Token{}, true, e
-			}
+		if !usedNonce && c.correctClock(h, sent, offset) {
+			return token.Token{}, true, e
 		}
 	case status == http.StatusOK:
 		e.Class, e.Detail = ErrUnavailable, "response is not JSON"
 	}
 	return token.Token{}, false, e
+}
+
+// correctClock learns the offset from a 401's Date header when it shows the device
+// clock (corrected by offset) off by more than maxSkew; it reports whether it did, so
+// the request is worth one more try.
+func (c *Client) correctClock(h http.Header, sent time.Time, offset time.Duration) bool {
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return false
+	}
+	if skew := date.Sub(sent.Add(offset)); skew <= maxSkew && skew >= -maxSkew {
+		return false
+	}
+	c.learnOffset(date.Sub(sent), "Date header")
+	return true
 }
 
 func (c *Client) learnOffset(d time.Duration, from string) {
