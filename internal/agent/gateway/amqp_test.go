@@ -22,7 +22,8 @@ import (
 // leaf's SAS token and authorizes each link by that leaf's token only). Tokens are
 // renewed on the open connection, nothing is refused or expires, a C2D message comes
 // back to the MQTT leaf's local topic, and the local broker refuses a stranger, a wrong
-// password and a leaf publishing as another.
+// password and a leaf publishing as another. Only leaves connected to the local broker
+// get a C2D link.
 func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	leaves := []string{"lora-0001", "lora-0002", "lora-0003"}
 	f := testpeer.NewGatewayFixture(t, "edge-amqp", leaves, 6*time.Second)
@@ -110,6 +111,10 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	for _, e := range peer.Events("link") {
 		if !e.OK {
 			t.Errorf("peer refused a link: %+v", e)
+		}
+		// C2D links only for leaves connected to the local broker: never the UDP leaf.
+		if strings.HasSuffix(e.Address, "/messages/devicebound") && e.Device == "lora-0002" {
+			t.Errorf("a C2D link for a leaf that never connected locally: %+v", e)
 		}
 	}
 	if opens != 1 {

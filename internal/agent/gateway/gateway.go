@@ -5,7 +5,8 @@
 // /token/batch for many leaves) — over one AMQP connection that multiplexes every leaf
 // (package amqpmux) or one MQTT connection per leaf (mqttlink). A message leaves the
 // queue only when the hub has accepted it. Cloud-to-device messages come back to the
-// leaf's local MQTT topic.
+// leaf's local MQTT topic (over AMQP, a leaf's C2D link is attached while the leaf is
+// connected to the local broker; the hub keeps its messages meanwhile).
 //
 // Each leaf is its own link.Loop (the agent's one reconnect loop), fed from the queue one
 // message at a time, so a leaf whose token is refused holds up no other leaf.
@@ -118,7 +119,11 @@ func New(o Options) (*Gateway, error) {
 	g := &Gateway{o: o, log: o.Logger.With("mode", "gateway"), loops: map[string]*link.Loop{}, feeds: map[string]*feeder{}}
 	g.tokens = leaftoken.New(leaftoken.Options{Batcher: o.Batcher, Leaves: ids, Coalesce: o.TokenCoalesce,
 		Backoff: o.Backoff, Logger: g.log})
-	if err := g.listen(); err != nil {
+	if err := g.listen(func(leaf string, on bool) {
+		if g.mux != nil {
+			g.mux.SetC2D(leaf, on)
+		}
+	}); err != nil {
 		g.closeListeners()
 		return nil, err
 	}
@@ -189,12 +194,14 @@ func (g *Gateway) LineAddr() string {
 	return g.tcp.Addr().String()
 }
 
-func (g *Gateway) listen() error {
+// listen opens the intakes; presence is told when a leaf connects to the local broker
+// and when it leaves.
+func (g *Gateway) listen(presence func(string, bool)) error {
 	o := g.o
 	var err error
 	if o.MQTTAddr != "" {
 		if g.broker, err = intake.ListenMQTT(intake.MQTTOptions{Addr: o.MQTTAddr, TLS: o.MQTTTLS, Leaves: o.Leaves,
-			Sink: o.Queue, Logger: g.log}); err != nil {
+			Sink: o.Queue, OnPresence: presence, Logger: g.log}); err != nil {
 			return err
 		}
 	}

@@ -48,6 +48,9 @@ type Options struct {
 	// Properties are added to every message's application-properties.
 	Properties map[string]string
 	// OnC2D receives each leaf's cloud-to-device messages; nil attaches no receiver.
+	// A leaf's C2D link is attached only while SetC2D says it wants one (its device
+	// is connected to the local broker): go-amqp holds ~80 KiB per receiver, and the
+	// hub keeps C2D messages for a leaf that is away.
 	OnC2D func(leaf string, m telemetry.Message)
 	// Backoff paces re-dials of the shared connection.
 	Backoff backoff.Policy
@@ -91,6 +94,10 @@ type Mux struct {
 	slots chan struct{}
 	busy  atomic.Int64
 
+	c2dMu   sync.Mutex
+	wantC2D map[string]bool
+	live    map[string]*leafConn
+
 	connects, lost, attached, renewals, linkAttaches, sent, c2d atomic.Int64
 }
 
@@ -133,7 +140,8 @@ func New(o Options) *Mux {
 	if o.SlotWait <= 0 {
 		o.SlotWait = 2 * time.Second
 	}
-	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks)}
+	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks),
+		wantC2D: map[string]bool{}, live: map[string]*leafConn{}}
 }
 
 // Stats returns a snapshot of the counters.
@@ -149,6 +157,43 @@ func (m *Mux) Close() {
 	if m.cur != nil {
 		m.cur.conn.Close()
 		m.cur = nil
+	}
+}
+
+// SetC2D attaches (on) or detaches leaf id's C2D link, now if the leaf is on the
+// connection and at its next attach otherwise. Without OnC2D it does nothing.
+func (m *Mux) SetC2D(id string, on bool) {
+	if m.o.OnC2D == nil {
+		return
+	}
+	m.c2dMu.Lock()
+	m.wantC2D[id] = on
+	c := m.live[id]
+	m.c2dMu.Unlock()
+	if c != nil {
+		go c.setReceiver(context.Background(), on)
+	}
+}
+
+func (m *Mux) wants(id string) bool {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	return m.wantC2D[id]
+}
+
+// register makes c the leaf's live connection and reports whether it wants a C2D link.
+func (m *Mux) register(c *leafConn) bool {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	m.live[c.id] = c
+	return m.o.OnC2D != nil && m.wantC2D[c.id]
+}
+
+func (m *Mux) unregister(c *leafConn) {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	if m.live[c.id] == c {
+		delete(m.live, c.id)
 	}
 }
 

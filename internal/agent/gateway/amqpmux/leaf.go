@@ -51,54 +51,86 @@ func (d *leafDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, erro
 	if err := sh.cbs.PutToken(ctx, tok); err != nil {
 		return nil, err
 	}
-	c := &leafConn{m: m, sh: sh, address: tok.Response.Amqp.Address, done: make(chan struct{})}
-	if m.o.OnC2D != nil {
-		actx, cancel := context.WithTimeout(ctx, m.o.Timeout)
-		defer cancel()
-		src := strings.TrimSuffix(tok.Response.Amqp.Address, "/messages/events") + "/messages/devicebound"
-		if c.receiver, err = sh.sess.NewReceiver(actx, src, nil); err != nil {
-			return nil, fmt.Errorf("c2d link: %w", amqplink.Classify(err))
-		}
-		go c.receive(d.id)
+	c := &leafConn{m: m, sh: sh, id: d.id, address: tok.Response.Amqp.Address}
+	if m.register(c) {
+		c.setReceiver(ctx, true)
 	}
 	m.attached.Add(1)
 	return c, nil
 }
 
 // leafConn is one leaf on the shared connection: its token is on the connection, its
-// telemetry link attached on demand, its C2D link (when asked for) standing.
+// telemetry link attached on demand, its C2D link attached while the leaf is connected
+// to the local broker (Mux.SetC2D).
 type leafConn struct {
-	m        *Mux
-	sh       *shared
-	address  string
-	receiver *amqp.Receiver
+	m       *Mux
+	sh      *shared
+	id      string
+	address string
 
 	mu     sync.Mutex
 	sender *amqp.Sender // nil while detached
 	idle   *time.Timer
 	closed bool
 
-	done chan struct{} // only with a C2D link: closed when it fails
-	once sync.Once
-	err  error
+	rmu      sync.Mutex
+	receiver *amqp.Receiver // nil while detached
+	rclosed  bool
 }
 
-func (c *leafConn) fail(err error) {
-	c.once.Do(func() {
-		if err == nil {
-			err = errors.New("connection closed")
+// setReceiver attaches (on) or detaches the leaf's C2D link. A failed attach is
+// logged and tried again shortly while the leaf still wants it.
+func (c *leafConn) setReceiver(ctx context.Context, on bool) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rclosed || (on == (c.receiver != nil)) {
+		return
+	}
+	if !on {
+		r := c.receiver
+		c.receiver = nil
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = r.Close(cctx)
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
+	defer cancel()
+	src := strings.TrimSuffix(c.address, "/messages/events") + "/messages/devicebound"
+	r, err := c.sh.sess.NewReceiver(actx, src, nil)
+	if err != nil {
+		c.m.log.Warn("c2d link failed", "leaf", c.id, "error", amqplink.Classify(err).Error())
+		c.retryReceiver()
+		return
+	}
+	c.receiver = r
+	go c.receive(r)
+}
+
+// retryReceiver attaches the C2D link again in a second if the leaf still wants it and
+// the connection is up (when it is not, the leaf's loop dials again anyway).
+func (c *leafConn) retryReceiver() {
+	time.AfterFunc(time.Second, func() {
+		if c.m.wants(c.id) && c.sh.alive() {
+			c.setReceiver(context.Background(), true)
 		}
-		c.err = amqplink.Classify(err)
-		close(c.done)
 	})
 }
 
-// receive hands the leaf's C2D messages on until its link or the connection ends.
-func (c *leafConn) receive(leaf string) {
+// receive hands the leaf's C2D messages on until the link ends.
+func (c *leafConn) receive(r *amqp.Receiver) {
 	for {
-		msg, err := c.receiver.Receive(context.Background(), nil)
+		msg, err := r.Receive(context.Background(), nil)
 		if err != nil {
-			c.fail(err)
+			c.rmu.Lock()
+			ours := c.receiver == r // not detached on purpose
+			if ours {
+				c.receiver = nil
+			}
+			c.rmu.Unlock()
+			if ours {
+				c.retryReceiver()
+			}
 			return
 		}
 		m := telemetry.Message{Body: msg.GetData()}
@@ -109,43 +141,35 @@ func (c *leafConn) receive(leaf string) {
 			}
 		}
 		c.m.c2d.Add(1)
-		c.m.o.OnC2D(leaf, m)
+		c.m.o.OnC2D(c.id, m)
 		ctx, cancel := context.WithTimeout(context.Background(), c.m.o.Timeout)
-		_ = c.receiver.AcceptMessage(ctx, msg)
+		_ = r.AcceptMessage(ctx, msg)
 		cancel()
 	}
 }
 
-// Done is closed when the shared connection breaks or the leaf's C2D link fails.
-func (c *leafConn) Done() <-chan struct{} {
-	if c.receiver == nil {
-		return c.sh.conn.Done()
-	}
-	return c.done
-}
+// Done is closed when the shared connection breaks.
+func (c *leafConn) Done() <-chan struct{} { return c.sh.conn.Done() }
 
 // Err says why Done closed.
 func (c *leafConn) Err() error {
-	if c.receiver == nil {
-		if err := c.sh.conn.Err(); err != nil {
-			return amqplink.Classify(err)
-		}
-		return errors.New("connection closed")
+	if err := c.sh.conn.Err(); err != nil {
+		return amqplink.Classify(err)
 	}
-	return c.err
+	return errors.New("connection closed")
 }
 
 // Close detaches the leaf's links; the shared connection stays for the other leaves.
 func (c *leafConn) Close(bool) {
+	c.m.unregister(c)
 	c.mu.Lock()
 	c.closed = true
 	c.detachLocked()
 	c.mu.Unlock()
-	if c.receiver != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = c.receiver.Close(ctx)
-	}
+	c.setReceiver(context.Background(), false)
+	c.rmu.Lock()
+	c.rclosed = true
+	c.rmu.Unlock()
 }
 
 // detachLocked closes the telemetry link, if attached, and frees its slot.

@@ -57,7 +57,10 @@ type MQTTOptions struct {
 	TLS    *tls.Config
 	Leaves Leaves
 	Sink   Sink
-	Logger *slog.Logger
+	// OnPresence, when set, is told when a leaf's first local connection opens
+	// (true) and its last one closes (false).
+	OnPresence func(leaf string, connected bool)
+	Logger     *slog.Logger
 }
 
 // MQTTStats count what the local broker did.
@@ -79,6 +82,9 @@ type MQTT struct {
 	stat counter.Set[MQTTStats]
 
 	closeOnce sync.Once
+
+	presence sync.Mutex
+	sessions map[string]int // open connections per leaf
 }
 
 // MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
@@ -100,7 +106,7 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	caps.MaximumPacketSize = MaxMessage + 1024 // the message plus a topic and headers
 	caps.MaximumQos = 1                        // as IoT Hub
 	caps.RetainAvailable = 0
-	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt")}
+	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -162,7 +168,29 @@ type leafHook struct {
 func (h *leafHook) ID() string { return "gateway-leaves" }
 
 func (h *leafHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+}
+
+// OnSessionEstablished and OnDisconnect count each leaf's connections (a takeover
+// opens the new one before the old one closes) and report the leaf's presence.
+func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.present(cl, 1) }
+
+// OnDisconnect: see OnSessionEstablished.
+func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.present(cl, -1) }
+
+func (m *MQTT) present(cl *mqtt.Client, delta int) {
+	if cl.Net.Inline || m.o.OnPresence == nil || !m.o.Leaves.Known(cl.ID) {
+		return
+	}
+	m.presence.Lock()
+	before := m.sessions[cl.ID]
+	after := max(0, before+delta)
+	m.sessions[cl.ID] = after
+	m.presence.Unlock()
+	if (before == 0) != (after == 0) {
+		m.o.OnPresence(cl.ID, after > 0)
+	}
 }
 
 // OnConnectAuthenticate admits configured leaves only, each with its local password
