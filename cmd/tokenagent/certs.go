@@ -48,6 +48,9 @@ func (c Config) validateCert() []error {
 	if c.Socket != "" {
 		errs = append(errs, errors.New("socket serves tokens; in certificate mode software reads the cert-dir files"))
 	}
+	if c.Gateway {
+		errs = append(errs, errors.New("gateway mode bridges leaves with their tokens; it does not take certificate"))
+	}
 	return errs
 }
 

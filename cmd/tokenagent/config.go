@@ -75,6 +75,18 @@ type Config struct {
 	CertKeyFile string
 	CertKeyType string
 	CertDir     string
+	// Gateway mode (see gateway.go).
+	Gateway           bool
+	Leaves            []string
+	LeavesFile        string
+	GatewayMQTT       string
+	GatewayMQTTCert   string
+	GatewayMQTTKey    string
+	GatewayUDP        string
+	GatewayLine       string
+	GatewayLineFormat string
+	QueueLimit        int
+	QueueMaxMB        int
 }
 
 // flagSet declares every option on c, whose current values are the defaults.
@@ -113,6 +125,17 @@ func flagSet(c *Config, out io.Writer) *cliflags.Set {
 	s.String(&c.C2D, "c2d", "cloud-to-device messages (MQTT): none or stdout (JSON lines)")
 	s.Bool(&c.CleanSession, "clean-session", "MQTT clean session")
 	certFlags(s, c)
+	s.Bool(&c.Gateway, "gateway", "field gateway mode: bridge leaf devices (-leaf, -leaves-file) to the hub under their own identities over -link")
+	s.List(&c.Leaves, "leaf", "gateway mode: a leaf device ID (no local password); repeatable")
+	s.String(&c.LeavesFile, "leaves-file", "gateway mode: file of leaves, one per line: ID [local MQTT password]; mode 0600 when it holds passwords")
+	s.String(&c.GatewayMQTT, "gateway-mqtt", "gateway mode: local MQTT 3.1.1 broker for leaves on this host:port")
+	s.String(&c.GatewayMQTTCert, "gateway-mqtt-cert", "gateway mode: PEM certificate (chain) making the local broker TLS")
+	s.String(&c.GatewayMQTTKey, "gateway-mqtt-key", "gateway mode: PEM private key of -gateway-mqtt-cert")
+	s.String(&c.GatewayUDP, "gateway-udp", "gateway mode: UDP intake on this host:port, one \"{leafId} {payload}\" per datagram")
+	s.String(&c.GatewayLine, "gateway-line", "gateway mode: TCP line intake on this host:port, one \"{leafId} {payload}\" per line")
+	s.String(&c.GatewayLineFormat, "gateway-line-format", "gateway mode: line payloads are raw or json ({\"body\":…,\"properties\":{…}})")
+	s.Int(&c.QueueLimit, "queue-limit", "gateway mode: most messages kept in the on-disk queue (state-dir/queue.db); beyond it the oldest are dropped")
+	s.Int(&c.QueueMaxMB, "queue-max-mb", "gateway mode: most MiB of messages kept in the queue")
 	return s
 }
 
@@ -138,6 +161,10 @@ func defaults() Config {
 		C2D:             "none",
 		CleanSession:    true,
 		CertKeyType:     string(certificate.ECDSAP256),
+
+		GatewayLineFormat: "raw",
+		QueueLimit:        100000,
+		QueueMaxMB:        256,
 	}
 }
 
@@ -363,6 +390,9 @@ func (c Config) Validate() error {
 		if k, _, ok := strings.Cut(p, "="); !ok || k == "" {
 			bad("property %q: want KEY=VALUE", p)
 		}
+	}
+	if c.Gateway {
+		errs = append(errs, c.validateGateway()...)
 	}
 	switch c.C2D {
 	case "none":

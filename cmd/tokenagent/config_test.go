@@ -88,6 +88,7 @@ func TestConfigValidate(t *testing.T) {
 		{"certificate over amqp", []string{"-certificate", "-link", "amqp"}, "links over mqtt"},
 		{"cert-dir without certificate", []string{"-cert-dir", "/tmp/c"}, "need certificate"},
 		{"certificate and socket", []string{"-certificate", "-socket", "/run/t.sock"}, "socket serves tokens"},
+		{"certificate and gateway", []string{"-certificate", "-gateway", "-leaf", "l1", "-link", "mqtt"}, "does not take certificate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

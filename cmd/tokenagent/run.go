@@ -107,6 +107,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
+	if cfg.Gateway {
+		return runGateway(ctx, cfg, fc, roots, bo, log)
+	}
 	cs, err := newCredentialSource(cfg, fc, certificate.Options{Logger: log})
 	if err != nil {
 		return err

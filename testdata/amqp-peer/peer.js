@@ -6,19 +6,26 @@
 //     exactly {hub}/devices/{deviceId} without skn, and not be expired.
 //   - SASL ANONYMOUS + CBS: put-token on $cbs (type servicebus.windows.net:sastoken,
 //     name = the token's audience) with the same checks; renewable on the open connection.
-//   - A device may attach a sending link only to /devices/{itsId}/messages/events.
-//   - The connection is closed (amqp:unauthorized-access) the moment its token expires:
-//     IoT Hub does, after a grace period; this peer allows none.
+//   - Multiplexing (gateways): after SASL ANONYMOUS one connection may carry put-tokens
+//     for several devices; each device's links are authorized by its own token only.
+//   - A device may attach a sending link only to /devices/{itsId}/messages/events, and a
+//     receiving link only from /devices/{itsId}/messages/devicebound (C2D).
+//   - The moment a token expires (IoT Hub allows a grace period; this peer none) the
+//     connection is closed (amqp:unauthorized-access) — or, on a connection that carries
+//     several devices, that device's links are detached.
 //
-// Configuration is one JSON object on stdin: {hub, hubName, certPem, keyPem, keys}.
+// Configuration is the first line on stdin, one JSON object: {hub, hubName, certPem,
+// keyPem, keys}. Later lines are commands: {"c2d":{"device":ID,"body":TEXT}} sends a
+// cloud-to-device message on the device's open devicebound link.
 // Every event is one JSON line on stdout; the first is {"event":"listening","port":N}.
 'use strict';
 
 const crypto = require('crypto');
-const fs = require('fs');
 const rhea = require('rhea');
 
-const cfg = JSON.parse(fs.readFileSync(0, 'utf8'));
+const readline = require('readline');
+
+let cfg;
 const container = rhea.create_container({ id: 'iothub-test-peer' });
 
 function emit(ev) {
@@ -96,33 +103,59 @@ container.sasl_server_mechanisms.PLAIN = function () {
 };
 container.sasl_server_mechanisms.enable_anonymous();
 
-function armExpiry(conn) {
-  if (conn.expiryTimer) clearTimeout(conn.expiryTimer);
-  const ms = conn.expiry * 1000 - Date.now();
-  conn.expiryTimer = setTimeout(function () {
-    emit({ event: 'expired', device: conn.device });
-    conn.close({ condition: 'amqp:unauthorized-access', description: 'SAS token expired' });
-  }, Math.max(0, ms));
+// devices maps each authorized device of a connection to {expiry, timer}.
+function authorize(conn, device, expiry) {
+  const d = conn.devices[device] || { links: [] };
+  if (d.timer) clearTimeout(d.timer);
+  d.expiry = expiry;
+  d.timer = setTimeout(function () {
+    emit({ event: 'expired', device: device });
+    if (Object.keys(conn.devices).length <= 1) {
+      conn.close({ condition: 'amqp:unauthorized-access', description: 'SAS token expired' });
+      return;
+    }
+    delete conn.devices[device];
+    for (const l of d.links) {
+      if (l.is_open()) l.close({ condition: 'amqp:unauthorized-access', description: 'SAS token expired' });
+    }
+  }, Math.max(0, expiry * 1000 - Date.now()));
+  conn.devices[device] = d;
 }
+
+function clearTimers(conn) {
+  for (const d of Object.values(conn.devices || {})) {
+    if (d.timer) clearTimeout(d.timer);
+  }
+}
+
+// deviceOf returns the device an address belongs to when the connection holds its
+// token: /devices/{id}/{suffix}.
+function deviceOf(conn, address, suffix) {
+  const m = /^\/devices\/([^/]+)\/(.+)$/.exec(address || '');
+  if (!m || m[2] !== suffix || !conn.devices[m[1]]) return undefined;
+  return m[1];
+}
+
+const c2dLinks = {};
 
 container.on('connection_open', function (ctx) {
   const conn = ctx.connection;
   const mech = conn.sasl_transport && conn.sasl_transport.mechanism;
   conn.cbsReply = {};
+  conn.devices = {};
   if (mech && mech.device) {
-    conn.device = mech.device;
-    conn.expiry = mech.expiry;
-    armExpiry(conn);
+    conn.plainDevice = mech.device;
+    authorize(conn, mech.device, mech.expiry);
   }
-  emit({ event: 'open', device: conn.device || null });
+  emit({ event: 'open', device: conn.plainDevice || null });
 });
 
 container.on('connection_close', function (ctx) {
-  if (ctx.connection.expiryTimer) clearTimeout(ctx.connection.expiryTimer);
+  clearTimers(ctx.connection);
 });
 
 container.on('disconnected', function (ctx) {
-  if (ctx.connection.expiryTimer) clearTimeout(ctx.connection.expiryTimer);
+  clearTimers(ctx.connection);
 });
 
 // The device's sender (our receiver): $cbs or its own telemetry address only.
@@ -132,9 +165,13 @@ container.on('receiver_open', function (ctx) {
   const address = target && target.address;
   ctx.receiver.set_target({ address: address });
   if (address === '$cbs') return;
-  const ok = conn.device !== undefined && address === '/devices/' + conn.device + '/messages/events';
-  emit({ event: 'link', address: address, ok: ok });
-  if (!ok) {
+  const device = deviceOf(conn, address, 'messages/events');
+  const ok = device !== undefined;
+  emit({ event: 'link', address: address, ok: ok, device: device });
+  if (ok) {
+    ctx.receiver.device = device;
+    conn.devices[device].links.push(ctx.receiver);
+  } else {
     ctx.receiver.close({ condition: 'amqp:unauthorized-access', description: 'not authorized for ' + address });
   }
 });
@@ -146,6 +183,18 @@ container.on('sender_open', function (ctx) {
   ctx.sender.set_source({ address: source && source.address });
   if (source && source.address === '$cbs' && target && target.address) {
     ctx.connection.cbsReply[target.address] = ctx.sender;
+    return;
+  }
+  const address = source && source.address;
+  if (/^\/devices\/[^/]+\/messages\/devicebound$/.test(address || '')) {
+    const device = deviceOf(ctx.connection, address, 'messages/devicebound');
+    emit({ event: 'link', address: address, ok: device !== undefined, device: device });
+    if (device === undefined) {
+      ctx.sender.close({ condition: 'amqp:unauthorized-access', description: 'not authorized for ' + address });
+      return;
+    }
+    ctx.connection.devices[device].links.push(ctx.sender);
+    c2dLinks[device] = ctx.sender;
     return;
   }
   ctx.sender.close({ condition: 'amqp:not-allowed', description: 'no such source' });
@@ -163,14 +212,11 @@ container.on('message', function (ctx) {
     } else {
       r = checkToken(msg.body);
       if (r.ok && props.name !== cfg.hub + '/devices/' + r.device) r = { ok: false, reason: 'scope' };
-      if (r.ok && conn.device !== undefined && conn.device !== r.device) r = { ok: false, reason: 'scope' };
+      if (r.ok && conn.plainDevice !== undefined && conn.plainDevice !== r.device) r = { ok: false, reason: 'scope' };
     }
-    emit({ event: 'cbs', ok: r.ok, reason: r.reason, device: r.device, renewal: conn.device !== undefined });
-    if (r.ok) {
-      conn.device = r.device;
-      conn.expiry = r.expiry;
-      armExpiry(conn);
-    }
+    const renewal = r.ok && conn.devices[r.device] !== undefined;
+    emit({ event: 'cbs', ok: r.ok, reason: r.reason, device: r.device, renewal: renewal });
+    if (r.ok) authorize(conn, r.device, r.expiry);
     const reply = conn.cbsReply[msg.reply_to];
     if (reply) {
       reply.send({
@@ -187,7 +233,7 @@ container.on('message', function (ctx) {
   if (body && body.typecode === 0x75) body = body.content; // a data section
   emit({
     event: 'message',
-    device: conn.device,
+    device: ctx.receiver.device,
     body: Buffer.isBuffer(body) ? body.toString('utf8') : String(body),
     properties: msg.application_properties || {},
   });
@@ -197,18 +243,42 @@ container.on('error', function (err) {
   emit({ event: 'error', error: String(err && err.message ? err.message : err) });
 });
 
-const server = container.listen({
-  host: '127.0.0.1',
-  port: 0,
-  transport: 'tls',
-  cert: cfg.certPem,
-  key: cfg.keyPem,
-  require_sasl: true,
+function command(c) {
+  if (c.c2d) {
+    const l = c2dLinks[c.c2d.device];
+    const ok = !!(l && l.is_open() && l.sendable());
+    if (ok) l.send({ message_id: 'c2d-' + Date.now(), body: rhea.message.data_section(Buffer.from(c.c2d.body)) });
+    emit({ event: 'c2d', device: c.c2d.device, ok: ok });
+  }
+}
+
+function listen() {
+  const server = container.listen({
+    host: '127.0.0.1',
+    port: 0,
+    transport: 'tls',
+    cert: cfg.certPem,
+    key: cfg.keyPem,
+    require_sasl: true,
+  });
+  server.on('listening', function () {
+    emit({ event: 'listening', port: server.address().port });
+  });
+}
+
+readline.createInterface({ input: process.stdin }).on('line', function (line) {
+  if (!line.trim()) return;
+  if (cfg === undefined) {
+    cfg = JSON.parse(line);
+    listen();
+    return;
+  }
+  try {
+    command(JSON.parse(line));
+  } catch (e) {
+    emit({ event: 'error', error: 'command: ' + e.message });
+  }
 });
-server.on('listening', function () {
-  emit({ event: 'listening', port: server.address().port });
-});
-process.stdin.on('end', function () {}); // config already read
 process.on('SIGTERM', function () {
   process.exit(0);
 });

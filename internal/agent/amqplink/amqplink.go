@@ -29,7 +29,6 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
-	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 )
 
@@ -140,9 +139,7 @@ type session struct {
 // open connection.
 type cbsSession struct {
 	*session
-	cbsTx   *amqp.Sender
-	cbsRx   *amqp.Receiver
-	replyTo string
+	cbs *CBSNode
 }
 
 func (s *session) Close(bool) {
@@ -155,14 +152,14 @@ func (s *session) Done() <-chan struct{} { return s.conn.Done() }
 
 func (s *session) Err() error {
 	if err := s.conn.Err(); err != nil {
-		return classify(err)
+		return Classify(err)
 	}
 	return errors.New("connection closed")
 }
 
 // Renew puts tok on the open connection.
 func (s *cbsSession) Renew(ctx context.Context, tok token.Token) error {
-	if err := s.putToken(ctx, tok); err != nil {
+	if err := s.cbs.PutToken(ctx, tok); err != nil {
 		return fmt.Errorf("renew token: %w", err)
 	}
 	return nil
@@ -171,20 +168,11 @@ func (s *cbsSession) Renew(ctx context.Context, tok token.Token) error {
 // Send sends m to the telemetry address and waits until the peer accepts it.
 func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 	o := s.l.o
-	msg := &amqp.Message{Data: [][]byte{m.Body}, Properties: &amqp.MessageProperties{MessageID: newID()}}
-	if len(o.Properties)+len(m.Properties) > 0 {
-		msg.ApplicationProperties = make(map[string]any, len(o.Properties)+len(m.Properties))
-		for k, v := range o.Properties {
-			msg.ApplicationProperties[k] = v
-		}
-		for k, v := range m.Properties {
-			msg.ApplicationProperties[k] = v
-		}
-	}
+	msg := NewMessage(m, o.Properties)
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if err := s.sender.Send(sctx, msg, nil); err != nil {
-		return fmt.Errorf("send: %w", classify(err))
+		return fmt.Errorf("send: %w", Classify(err))
 	}
 	s.l.sent.Add(1)
 	return nil
@@ -194,106 +182,35 @@ func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 // put-token before the telemetry link attaches. A refused token is an error wrapping
 // ErrRefused.
 func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
-	p := tok.Response.Amqp
-	tlsConf, err := tlsconf.ForProfile(l.o.RootCAs, p.Tls, p.Host)
-	if err != nil {
-		return nil, err
-	}
 	cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
-
-	sub := "AMQPWSB10"
-	if p.Subprotocol != nil {
-		sub = *p.Subprotocol
-	}
-	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: sub,
-		DialAddr: l.o.DialAddr}
-	nc, err := broker.Dial(cctx, tlsConf)
+	conn, err := Connect(cctx, tok, ConnectOptions{Auth: l.o.Auth, DialAddr: l.o.DialAddr, RootCAs: l.o.RootCAs})
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-
-	opts := &amqp.ConnOptions{HostName: p.Host, IdleTimeout: 4 * time.Minute}
-	switch l.o.Auth {
-	case CBS:
-		opts.SASLType = amqp.SASLTypeAnonymous()
-	default:
-		if p.Username == nil || p.Password == nil {
-			nc.Close()
-			return nil, errors.New("the AMQP profile has no SASL PLAIN credentials; use CBS")
-		}
-		opts.SASLType = amqp.SASLTypePlain(*p.Username, *p.Password)
-	}
-	conn, err := amqp.NewConn(cctx, nc, opts)
-	if err != nil {
-		return nil, fmt.Errorf("open: %w", classify(err))
+		return nil, err
 	}
 	s := &session{l: l, conn: conn}
 	if s.sess, err = conn.NewSession(cctx, nil); err != nil {
 		s.Close(false)
-		return nil, fmt.Errorf("session: %w", classify(err))
+		return nil, fmt.Errorf("session: %w", Classify(err))
 	}
 	var c link.Conn = s
 	if l.o.Auth == CBS {
-		cs := &cbsSession{session: s, replyTo: "cbs-" + newID()}
-		if cs.cbsTx, err = s.sess.NewSender(cctx, p.Cbs.Node, nil); err != nil {
+		cs := &cbsSession{session: s}
+		if cs.cbs, err = OpenCBS(cctx, s.sess, tok.Response.Amqp.Cbs.Node, l.o.Timeout); err != nil {
 			s.Close(false)
-			return nil, fmt.Errorf("cbs link: %w", classify(err))
+			return nil, err
 		}
-		if cs.cbsRx, err = s.sess.NewReceiver(cctx, p.Cbs.Node, &amqp.ReceiverOptions{TargetAddress: cs.replyTo}); err != nil {
-			s.Close(false)
-			return nil, fmt.Errorf("cbs link: %w", classify(err))
-		}
-		if err := cs.putToken(cctx, tok); err != nil {
+		if err := cs.cbs.PutToken(cctx, tok); err != nil {
 			s.Close(false)
 			return nil, err
 		}
 		c = cs
 	}
-	if s.sender, err = s.sess.NewSender(cctx, p.Address, nil); err != nil {
+	if s.sender, err = s.sess.NewSender(cctx, tok.Response.Amqp.Address, nil); err != nil {
 		s.Close(false)
-		return nil, fmt.Errorf("telemetry link: %w", classify(err))
+		return nil, fmt.Errorf("telemetry link: %w", Classify(err))
 	}
 	return c, nil
-}
-
-// putToken sends a CBS put-token for tok and waits for the peer's status.
-func (s *cbsSession) putToken(ctx context.Context, tok token.Token) error {
-	p := tok.Response.Amqp
-	ctx, cancel := context.WithTimeout(ctx, s.l.o.Timeout)
-	defer cancel()
-	id := newID()
-	msg := &amqp.Message{
-		Value:      tok.Response.Token,
-		Properties: &amqp.MessageProperties{MessageID: id, ReplyTo: &s.replyTo},
-		ApplicationProperties: map[string]any{
-			"operation":  "put-token",
-			"type":       p.Cbs.TokenType,
-			"name":       p.Cbs.Audience,
-			"expiration": tok.Response.ExpiresAt.Unix(),
-		},
-	}
-	if err := s.cbsTx.Send(ctx, msg, nil); err != nil {
-		return fmt.Errorf("put-token: %w", classify(err))
-	}
-	for {
-		resp, err := s.cbsRx.Receive(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("put-token response: %w", classify(err))
-		}
-		_ = s.cbsRx.AcceptMessage(ctx, resp)
-		if resp.Properties == nil || resp.Properties.CorrelationID != id {
-			continue // a late answer to an earlier request
-		}
-		code, desc := statusOf(resp.ApplicationProperties)
-		if code == 200 || code == 202 {
-			return nil
-		}
-		if code == 401 || code == 403 {
-			return fmt.Errorf("%w: put-token status %d %s", ErrRefused, code, desc)
-		}
-		return fmt.Errorf("put-token status %d %s", code, desc)
-	}
 }
 
 func statusOf(props map[string]any) (int, string) {
@@ -312,8 +229,9 @@ func statusOf(props map[string]any) (int, string) {
 	return code, desc
 }
 
-// classify marks authentication failures with ErrRefused.
-func classify(err error) error {
+// Classify marks authentication failures (connection or link refused as unauthorized,
+// a failed SASL outcome) with ErrRefused.
+func Classify(err error) error {
 	var ce *amqp.ConnError
 	if errors.As(err, &ce) && ce.RemoteErr != nil && ce.RemoteErr.Condition == amqp.ErrCondUnauthorizedAccess {
 		return fmt.Errorf("%w: %v", ErrRefused, err)

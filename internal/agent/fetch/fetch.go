@@ -307,17 +307,28 @@ func (c *Client) exchange(ctx context.Context, withNonce bool, send func(context
 		// The service says nothing about why; if its clock disagrees with ours, ours is
 		// the likely reason (no RTC, not yet synced): correct and try once more. A nonce
 		// assertion does not depend on the clock, so its refusal is final.
-		if date, err := http.ParseTime(a.header.Get("Date")); err == nil && !usedNonce {
-			skew := date.Sub(sent.Add(offset))
-			if skew > maxSkew || skew < -maxSkew {
-				c.learnOffset(date.Sub(sent), "Date header")
-				return sent, true, e
-			}
+		if !usedNonce && c.correctClock(a.header, sent, offset) {
+			return sent, true, e
 		}
 	case a.status == http.StatusOK:
 		e.Class = ErrUnavailable // an unusable answer: the next may be fine
 	}
 	return sent, false, e
+}
+
+// correctClock learns the offset from a 401's Date header when it shows the device
+// clock (corrected by offset) off by more than maxSkew; it reports whether it did, so
+// the request is worth one more try.
+func (c *Client) correctClock(h http.Header, sent time.Time, offset time.Duration) bool {
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return false
+	}
+	if skew := date.Sub(sent.Add(offset)); skew <= maxSkew && skew >= -maxSkew {
+		return false
+	}
+	c.learnOffset(date.Sub(sent), "Date header")
+	return true
 }
 
 func (c *Client) learnOffset(d time.Duration, from string) {
@@ -332,15 +343,7 @@ func (c *Client) learnOffset(d time.Duration, from string) {
 }
 
 func problemDetail(r *oapi.GetTokenResponse) string {
-	for _, p := range []*oapi.Problem{r.ApplicationproblemJSON400, r.ApplicationproblemJSON401, r.ApplicationproblemJSON403, r.ApplicationproblemJSON503} {
-		if p != nil {
-			if p.Detail != nil {
-				return *p.Detail
-			}
-			return p.Title
-		}
-	}
-	return http.StatusText(r.StatusCode())
+	return firstProblem(r.StatusCode(), r.ApplicationproblemJSON400, r.ApplicationproblemJSON401, r.ApplicationproblemJSON403, r.ApplicationproblemJSON503)
 }
 
 // retryAfter parses a Retry-After value: delay-seconds or an HTTP date.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,8 +48,20 @@ type AMQPPeer struct {
 	// Addr is where it listens (AMQP over TLS).
 	Addr string
 
+	stdin io.Writer // commands, one JSON line each
+
 	mu     sync.Mutex
 	events []AMQPEvent
+}
+
+// C2D asks the peer to send a cloud-to-device message to device on its open
+// devicebound link; the peer reports a "c2d" event saying whether it could.
+func (p *AMQPPeer) C2D(device, body string) error {
+	line, _ := json.Marshal(map[string]any{"c2d": map[string]string{"device": device, "body": body}})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := p.stdin.Write(append(line, '\n'))
+	return err
 }
 
 // RequireNode returns the node binary and the peer script, or skips the test (fails it
@@ -86,7 +99,10 @@ func StartAMQP(tb testing.TB, o AMQPOptions) *AMQPPeer {
 		"hub": o.Hub, "hubName": o.HubName, "certPem": o.Cert.CertPEM, "keyPem": o.Cert.KeyPEM, "keys": keys,
 	})
 	cmd := exec.Command(node, script)
-	cmd.Stdin = strings.NewReader(string(cfg))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cmd.Stderr = &tbWriter{tb: tb, prefix: "amqp peer: "}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -99,7 +115,10 @@ func StartAMQP(tb testing.TB, o AMQPOptions) *AMQPPeer {
 		_ = cmd.Process.Kill() // the process this test started, by its pid
 		_ = cmd.Wait()
 	})
-	p := &AMQPPeer{}
+	if _, err := stdin.Write(append(cfg, '\n')); err != nil {
+		tb.Fatal(err)
+	}
+	p := &AMQPPeer{stdin: stdin}
 	port := make(chan int, 1)
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -1,0 +1,274 @@
+// Package amqpmux carries every leaf of a gateway over one AMQP connection to IoT Hub,
+// as IoT Hub allows for gateways: SASL ANONYMOUS, then for each leaf its own CBS
+// put-token (audience {hub}/devices/{leafId}) and its own sender link on
+// /devices/{leafId}/messages/events — and, when asked, a receiver link on
+// /devices/{leafId}/messages/devicebound for its cloud-to-device messages. Each leaf is
+// served by its own link.Loop with the Dialer Leaf returns: a leaf "connects" by putting
+// its token and attaching its links on the shared connection, and renews its token there
+// with another put-token. The shared connection is dialled once, by whichever leaf needs
+// it first, and re-dialled after a backoff when it breaks.
+package amqpmux
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+)
+
+// Errors of a leaf's Dial and Send.
+var (
+	// ErrDown means the shared connection failed recently and is not re-dialled before
+	// its backoff ends.
+	ErrDown = errors.New("the gateway's AMQP connection is down")
+	// ErrBusy means every telemetry link slot stayed taken for SlotWait: the leaf's
+	// loop backs off and comes back (putting its current token again), so a leaf
+	// waiting for a slot never holds back its own token renewal for long.
+	ErrBusy = errors.New("every telemetry link slot is taken")
+)
+
+// Options configure a Mux.
+type Options struct {
+	// DialAddr, when set, is dialled instead of the profile's host:port; TLS still
+	// verifies the profile's server name.
+	DialAddr string
+	RootCAs  *x509.CertPool
+	// Properties are added to every message's application-properties.
+	Properties map[string]string
+	// OnC2D receives each leaf's cloud-to-device messages; nil attaches no receiver.
+	// A leaf's C2D link is attached only while SetC2D says it wants one (its device
+	// is connected to the local broker): go-amqp holds ~80 KiB per receiver, and the
+	// hub keeps C2D messages for a leaf that is away.
+	OnC2D func(leaf string, m telemetry.Message)
+	// Backoff paces re-dials of the shared connection.
+	Backoff backoff.Policy
+	// MaxLinks bounds the telemetry links attached at once (default 256). go-amqp holds
+	// about 40 KiB of buffers per link, so a leaf's link is attached when it has a
+	// message and detached after LinkIdle without one; a leaf beyond the bound waits for
+	// a free slot. Its CBS token stays on the connection either way.
+	MaxLinks int
+	// LinkIdle is how long an unused telemetry link stays attached (default 5 s).
+	LinkIdle time.Duration
+	// SlotWait is how long a send waits for a free link slot (default 2 s).
+	SlotWait time.Duration
+	// Timeout bounds connecting, each put-token, attach and send.
+	Timeout time.Duration
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Stats count what a Mux did.
+type Stats struct {
+	// Connects counts shared connections opened; Lost those that broke; Attached the
+	// leaves that put a token on a connection; Renewals the put-tokens on the open
+	// connection after that; LinkAttaches the telemetry links attached (on demand);
+	// Busy the sends that found no free link slot; Sent the messages the hub accepted;
+	// C2D the cloud-to-device messages received.
+	Connects, Lost, Attached, Renewals, LinkAttaches, Busy, Sent, C2D int64
+}
+
+// Mux is the gateway's one AMQP connection.
+type Mux struct {
+	o   Options
+	log *slog.Logger
+
+	mu       sync.Mutex
+	cur      *shared
+	dialing  chan struct{}
+	failures int
+	lastErr  error
+	nextDial time.Time
+
+	slots chan struct{}
+	busy  atomic.Int64
+
+	c2dMu   sync.Mutex
+	wantC2D map[string]bool
+	live    map[string]*leafConn
+
+	connects, lost, attached, renewals, linkAttaches, sent, c2d atomic.Int64
+}
+
+type shared struct {
+	conn *amqp.Conn
+	sess *amqp.Session
+	cbs  *amqplink.CBSNode
+	host string
+}
+
+func (s *shared) alive() bool {
+	select {
+	case <-s.conn.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// New returns a Mux; nothing is dialled before a leaf needs it.
+func New(o Options) *Mux {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.Backoff.Min <= 0 {
+		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
+	}
+	if o.MaxLinks <= 0 {
+		o.MaxLinks = 256
+	}
+	if o.LinkIdle <= 0 {
+		o.LinkIdle = 5 * time.Second
+	}
+	if o.SlotWait <= 0 {
+		o.SlotWait = 2 * time.Second
+	}
+	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks),
+		wantC2D: map[string]bool{}, live: map[string]*leafConn{}}
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Mux) Stats() Stats {
+	return Stats{Connects: m.connects.Load(), Lost: m.lost.Load(), Attached: m.attached.Load(),
+		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Busy: m.busy.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
+}
+
+// Close closes the shared connection; call it once every leaf's loop has ended.
+func (m *Mux) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur != nil {
+		m.cur.conn.Close()
+		m.cur = nil
+	}
+}
+
+// SetC2D attaches (on) or detaches leaf id's C2D link, now if the leaf is on the
+// connection and at its next attach otherwise. Without OnC2D it does nothing.
+func (m *Mux) SetC2D(id string, on bool) {
+	if m.o.OnC2D == nil {
+		return
+	}
+	m.c2dMu.Lock()
+	m.wantC2D[id] = on
+	c := m.live[id]
+	m.c2dMu.Unlock()
+	if c != nil {
+		go c.setReceiver(context.Background(), on)
+	}
+}
+
+func (m *Mux) wants(id string) bool {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	return m.wantC2D[id]
+}
+
+// register makes c the leaf's live connection and reports whether it wants a C2D link.
+func (m *Mux) register(c *leafConn) bool {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	m.live[c.id] = c
+	return m.o.OnC2D != nil && m.wantC2D[c.id]
+}
+
+func (m *Mux) unregister(c *leafConn) {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	if m.live[c.id] == c {
+		delete(m.live, c.id)
+	}
+}
+
+// Leaf returns the Dialer of leaf id, for its link.Loop.
+func (m *Mux) Leaf(id string) link.Dialer { return &leafDialer{m: m, id: id} }
+
+// conn returns the shared connection, dialling it with tok when there is none.
+func (m *Mux) conn(ctx context.Context, tok token.Token) (*shared, error) {
+	for {
+		m.mu.Lock()
+		if m.cur != nil && m.cur.alive() {
+			sh := m.cur
+			m.mu.Unlock()
+			return sh, nil
+		}
+		if m.cur != nil {
+			m.cur = nil
+			m.lost.Add(1)
+			m.log.Warn("connection lost")
+		}
+		if wait := m.dialing; wait != nil {
+			m.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if now := m.o.Now(); now.Before(m.nextDial) {
+			err := m.lastErr
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: %w", ErrDown, err)
+		}
+		done := make(chan struct{})
+		m.dialing = done
+		m.mu.Unlock()
+
+		sh, err := m.dial(ctx, tok)
+
+		m.mu.Lock()
+		m.dialing = nil
+		close(done)
+		if err != nil {
+			m.failures++
+			m.lastErr = err
+			d := m.o.Backoff.Delay(m.failures, 0)
+			m.nextDial = m.o.Now().Add(d)
+			m.mu.Unlock()
+			m.log.Warn("connect failed", "error", err.Error(), "attempt", m.failures, "retryIn", d.Round(time.Millisecond).String())
+			return nil, err
+		}
+		m.failures, m.cur = 0, sh
+		m.mu.Unlock()
+		m.connects.Add(1)
+		m.log.Info("connected", "host", sh.host)
+		return sh, nil
+	}
+}
+
+func (m *Mux) dial(ctx context.Context, tok token.Token) (*shared, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
+	defer cancel()
+	conn, err := amqplink.Connect(ctx, tok, amqplink.ConnectOptions{Auth: amqplink.CBS, DialAddr: m.o.DialAddr, RootCAs: m.o.RootCAs})
+	if err != nil {
+		return nil, err
+	}
+	sh := &shared{conn: conn, host: tok.Response.Amqp.Host}
+	if sh.sess, err = conn.NewSession(ctx, nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("session: %w", amqplink.Classify(err))
+	}
+	if sh.cbs, err = amqplink.OpenCBS(ctx, sh.sess, tok.Response.Amqp.Cbs.Node, m.o.Timeout); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return sh, nil
+}

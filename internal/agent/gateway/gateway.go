@@ -1,0 +1,339 @@
+// Package gateway is the agent's gateway mode: legacy devices (leaves) that hold no
+// credential hand their telemetry to the gateway's local intakes (package intake); every
+// accepted message goes into the on-disk queue (package queue) and from there to IoT Hub
+// under the leaf's own identity with the leaf's own token (package leaftoken, one POST
+// /token/batch for many leaves) — over one AMQP connection that multiplexes every leaf
+// (package amqpmux) or one MQTT connection per leaf (mqttlink). A message leaves the
+// queue only when the hub has accepted it. Cloud-to-device messages come back to the
+// leaf's local MQTT topic (over AMQP, a leaf's C2D link is attached while the leaf is
+// connected to the local broker; the hub keeps its messages meanwhile).
+//
+// Each leaf is its own link.Loop (the agent's one reconnect loop), fed from the queue one
+// message at a time, so a leaf whose token is refused holds up no other leaf.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/gateway/amqpmux"
+	"github.com/tokensvc/tokensvc/internal/agent/gateway/intake"
+	"github.com/tokensvc/tokensvc/internal/agent/gateway/leaftoken"
+	"github.com/tokensvc/tokensvc/internal/agent/gateway/queue"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
+	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+)
+
+// Upstream protocols.
+const (
+	AMQP = "amqp"
+	MQTT = "mqtt"
+)
+
+// Options configure a Gateway.
+type Options struct {
+	// Leaves are the leaf IDs with their local MQTT passwords ("" for none).
+	Leaves intake.Leaves
+	// Batcher fetches the leaves' tokens (the gateway's *fetch.Client).
+	Batcher leaftoken.Batcher
+	// Queue is the opened on-disk queue; the Gateway closes it when Run ends.
+	Queue *queue.Queue
+
+	// Upstream is AMQP (one connection for every leaf) or MQTT (one per leaf).
+	Upstream string
+	// DialAddr, when set, is dialled instead of the profiles' host:port.
+	DialAddr string
+	RootCAs  *x509.CertPool
+	// Properties are added to every message.
+	Properties map[string]string
+
+	// MQTTAddr, when set, is the local broker's listen address; MQTTTLS makes it TLS.
+	MQTTAddr string
+	MQTTTLS  *tls.Config
+	// UDPAddr and LineAddr, when set, are the line intake's UDP and TCP addresses;
+	// LineFormat is how a line's payload becomes a message.
+	UDPAddr, LineAddr string
+	LineFormat        telemetry.Format
+
+	// TokenCoalesce is leaftoken's coalescing window (0: its default).
+	TokenCoalesce time.Duration
+	Backoff       backoff.Policy
+	// Timeout bounds each upstream connect and send (0: 30 s).
+	Timeout time.Duration
+	// StatsEvery logs the counters this often (0: every 5 min).
+	StatsEvery time.Duration
+	Logger     *slog.Logger
+}
+
+// Gateway bridges leaves to the hub.
+type Gateway struct {
+	o      Options
+	log    *slog.Logger
+	tokens *leaftoken.Keeper
+	mux    *amqpmux.Mux
+	broker *intake.MQTT
+	lines  *intake.Lines
+	udp    net.PacketConn
+	tcp    net.Listener
+	loops  map[string]*link.Loop
+	feeds  map[string]*feeder
+}
+
+// New builds the gateway and opens its listeners (so their addresses are known before
+// Run).
+func New(o Options) (*Gateway, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Backoff.Min <= 0 {
+		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.StatsEvery <= 0 {
+		o.StatsEvery = 5 * time.Minute
+	}
+	if len(o.Leaves) == 0 || o.Batcher == nil || o.Queue == nil {
+		return nil, errors.New("gateway: leaves, a batcher and a queue are required")
+	}
+	if o.MQTTAddr == "" && o.UDPAddr == "" && o.LineAddr == "" {
+		return nil, errors.New("gateway: no intake (MQTT, UDP or line address)")
+	}
+	ids := make([]string, 0, len(o.Leaves))
+	for id := range o.Leaves {
+		ids = append(ids, id)
+	}
+	g := &Gateway{o: o, log: o.Logger.With("mode", "gateway"), loops: map[string]*link.Loop{}, feeds: map[string]*feeder{}}
+	g.tokens = leaftoken.New(leaftoken.Options{Batcher: o.Batcher, Leaves: ids, Coalesce: o.TokenCoalesce,
+		Backoff: o.Backoff, Logger: g.log})
+	if err := g.listen(func(leaf string, on bool) {
+		if g.mux != nil {
+			g.mux.SetC2D(leaf, on)
+		}
+	}); err != nil {
+		g.closeListeners()
+		return nil, err
+	}
+	var onC2D func(string, telemetry.Message)
+	if g.broker != nil {
+		onC2D = g.deliver
+	}
+	switch o.Upstream {
+	case AMQP:
+		g.mux = amqpmux.New(amqpmux.Options{DialAddr: o.DialAddr, RootCAs: o.RootCAs, Properties: o.Properties,
+			OnC2D: onC2D, Backoff: o.Backoff, Timeout: o.Timeout, Logger: g.log})
+	case MQTT:
+	default:
+		g.closeListeners()
+		return nil, fmt.Errorf("gateway: upstream %q: want amqp or mqtt", o.Upstream)
+	}
+	// Leaf loops log warnings only (MQTT: each leaf has its own connection) or errors
+	// only (AMQP: the shared connection logs its own state, refused tokens are logged
+	// by leaftoken, and a thousand leaves backing off together say nothing the
+	// counters do not).
+	leafLevel := slog.LevelWarn
+	if o.Upstream == AMQP {
+		leafLevel = slog.LevelError
+	}
+	leafLog := slog.New(minLevel{Handler: g.log.Handler(), min: leafLevel})
+	for _, id := range ids {
+		f := &feeder{id: id, q: o.Queue, ch: make(chan telemetry.Message), acked: make(chan struct{}, 1)}
+		src := g.tokens.Source(id)
+		var d link.Dialer
+		if g.mux != nil {
+			d = g.mux.Leaf(id)
+		} else {
+			mo := mqttlink.Options{Source: src, DialAddr: o.DialAddr, RootCAs: o.RootCAs, QoS: 1, CleanSession: true,
+				Properties: o.Properties, Backoff: o.Backoff, Timeout: o.Timeout, Logger: leafLog.With("leaf", id)}
+			if onC2D != nil {
+				mo.OnC2D = func(d mqttlink.Delivery) { onC2D(id, c2dFromTopic(id, d)) }
+			}
+			d = mqttlink.New(mo)
+		}
+		g.feeds[id] = f
+		g.loops[id] = link.New(ackDialer{Dialer: d, f: f}, link.Options{Source: src, Messages: f.ch,
+			Backoff: o.Backoff, Logger: leafLog.With("leaf", id)})
+	}
+	return g, nil
+}
+
+// MQTTAddr, UDPAddr and LineAddr are where the intakes listen ("" when off).
+func (g *Gateway) MQTTAddr() string {
+	if g.broker == nil {
+		return ""
+	}
+	return g.broker.Addr()
+}
+
+// UDPAddr is the UDP intake's address ("" when off).
+func (g *Gateway) UDPAddr() string {
+	if g.udp == nil {
+		return ""
+	}
+	return g.udp.LocalAddr().String()
+}
+
+// LineAddr is the TCP line intake's address ("" when off).
+func (g *Gateway) LineAddr() string {
+	if g.tcp == nil {
+		return ""
+	}
+	return g.tcp.Addr().String()
+}
+
+// listen opens the intakes; presence is told when a leaf connects to the local broker
+// and when it leaves.
+func (g *Gateway) listen(presence func(string, bool)) error {
+	o := g.o
+	var err error
+	if o.MQTTAddr != "" {
+		if g.broker, err = intake.ListenMQTT(intake.MQTTOptions{Addr: o.MQTTAddr, TLS: o.MQTTTLS, Leaves: o.Leaves,
+			Sink: o.Queue, OnPresence: presence, Logger: g.log}); err != nil {
+			return err
+		}
+	}
+	if o.UDPAddr != "" || o.LineAddr != "" {
+		g.lines = intake.NewLines(intake.LineOptions{Leaves: o.Leaves, Sink: o.Queue, Format: o.LineFormat, Logger: g.log})
+	}
+	if o.UDPAddr != "" {
+		if g.udp, err = net.ListenPacket("udp", o.UDPAddr); err != nil {
+			return fmt.Errorf("udp intake: %w", err)
+		}
+	}
+	if o.LineAddr != "" {
+		if g.tcp, err = net.Listen("tcp", o.LineAddr); err != nil {
+			return fmt.Errorf("line intake: %w", err)
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) closeListeners() {
+	if g.broker != nil {
+		g.broker.Close()
+	}
+	if g.udp != nil {
+		g.udp.Close()
+	}
+	if g.tcp != nil {
+		g.tcp.Close()
+	}
+}
+
+// Run serves until ctx ends or a task fails; it then stops the intakes, the leaves'
+// links and the shared connection, and closes the queue (what is in it stays for the
+// next run).
+func (g *Gateway) Run(ctx context.Context) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.tokens.Run(ctx) })
+	if g.broker != nil {
+		eg.Go(func() error {
+			stop := context.AfterFunc(ctx, func() { g.broker.Close() })
+			defer stop()
+			if err := g.broker.Serve(); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("mqtt intake: %w", err)
+			}
+			<-ctx.Done()
+			return nil
+		})
+	}
+	if g.udp != nil {
+		eg.Go(func() error { return g.lines.ServeUDP(ctx, g.udp) })
+	}
+	if g.tcp != nil {
+		eg.Go(func() error { return g.lines.ServeTCP(ctx, g.tcp) })
+	}
+	var loops sync.WaitGroup
+	for id, l := range g.loops {
+		f := g.feeds[id]
+		eg.Go(func() error { f.run(ctx); return nil })
+		loops.Add(1)
+		eg.Go(func() error {
+			defer loops.Done()
+			if err := l.Run(ctx); err != nil {
+				return fmt.Errorf("leaf %s: %w", id, err)
+			}
+			return nil
+		})
+	}
+	eg.Go(func() error {
+		t := time.NewTicker(g.o.StatsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				g.log.Info("gateway stats", g.statAttrs()...)
+			}
+		}
+	})
+	g.log.Info("starting", "leaves", len(g.loops), "upstream", g.o.Upstream, "mqtt", g.MQTTAddr(),
+		"udp", g.UDPAddr(), "line", g.LineAddr())
+	err := eg.Wait()
+	loops.Wait()
+	if g.mux != nil {
+		g.mux.Close()
+	}
+	g.closeListeners()
+	if cerr := g.o.Queue.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	g.log.Info("stopped", g.statAttrs()...)
+	return err
+}
+
+// Stats are the gateway's counters.
+type Stats struct {
+	Queue  queue.Stats
+	Tokens leaftoken.Stats
+	MQTT   intake.MQTTStats
+	Lines  intake.LineStats
+	AMQP   amqpmux.Stats
+}
+
+// Stats returns a snapshot of every counter.
+func (g *Gateway) Stats() Stats {
+	s := Stats{Queue: g.o.Queue.Stats(), Tokens: g.tokens.Stats()}
+	if g.broker != nil {
+		s.MQTT = g.broker.Stats()
+	}
+	if g.lines != nil {
+		s.Lines = g.lines.Stats()
+	}
+	if g.mux != nil {
+		s.AMQP = g.mux.Stats()
+	}
+	return s
+}
+
+func (g *Gateway) statAttrs() []any {
+	s := g.Stats()
+	return []any{"queue", s.Queue, "tokens", s.Tokens, "mqttIntake", s.MQTT, "lineIntake", s.Lines, "amqp", s.AMQP}
+}
+
+// deliver hands a leaf's cloud-to-device message to its local topic.
+func (g *Gateway) deliver(leaf string, m telemetry.Message) {
+	if err := g.broker.Deliver(leaf, m); err != nil {
+		g.log.Warn("cloud-to-device message not delivered", "leaf", leaf, "error", err.Error())
+	}
+}
+
+// c2dFromTopic reads the property bag of a C2D message from the hub's topic
+// (devices/{id}/messages/devicebound/{bag}).
+func c2dFromTopic(leaf string, d mqttlink.Delivery) telemetry.Message {
+	return telemetry.Message{Body: d.Payload, Properties: intake.ParseBag(strings.TrimPrefix(d.Topic, intake.C2DTopic(leaf)))}
+}

@@ -1,0 +1,187 @@
+package intake
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+)
+
+// Errors of ParseLine.
+var (
+	// ErrMalformed means the line is not "{leafId} {payload}".
+	ErrMalformed = errors.New("want {leafId} {payload}")
+	// ErrUnknownLeaf means the leaf ID is not configured.
+	ErrUnknownLeaf = errUnknownLeaf
+)
+
+// LineOptions configure the line intake.
+type LineOptions struct {
+	Leaves Leaves
+	Sink   Sink
+	// Format is how the payload becomes a message: raw (the body) or json
+	// ({"body":…,"properties":{…}}), as the agent's own telemetry input.
+	Format telemetry.Format
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// LineStats count what the line intake did.
+type LineStats struct {
+	// Accepted counts stored messages; Unknown lines naming a leaf that is not
+	// configured; Malformed lines without a leaf ID and payload (or a payload that does
+	// not parse); Failed messages the Sink could not store.
+	Accepted, Unknown, Malformed, Failed int
+}
+
+// Lines is the line intake: UDP datagrams and TCP (or any stream's) lines.
+type Lines struct {
+	o    LineOptions
+	log  *slog.Logger
+	stat counter.Set[LineStats]
+
+	mu       sync.Mutex
+	lastWarn time.Time
+	quiet    int
+}
+
+// NewLines returns a line intake for o.
+func NewLines(o LineOptions) *Lines {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Format == "" {
+		o.Format = telemetry.Raw
+	}
+	return &Lines{o: o, log: o.Logger.With("intake", "line")}
+}
+
+// Stats returns a snapshot of the counters.
+func (l *Lines) Stats() LineStats { return l.stat.Snapshot() }
+
+// ParseLine splits "{leafId} {payload}" (one space; a trailing CR or LF is dropped)
+// and checks the leaf against leaves.
+func ParseLine(b []byte, leaves Leaves, f telemetry.Format) (string, telemetry.Message, error) {
+	b = bytes.TrimRight(b, "\r\n")
+	id, payload, ok := bytes.Cut(b, []byte{' '})
+	if !ok || len(id) == 0 || len(payload) == 0 {
+		return "", telemetry.Message{}, ErrMalformed
+	}
+	if !leaves.Known(string(id)) {
+		return string(id), telemetry.Message{}, ErrUnknownLeaf
+	}
+	m, err := telemetry.Parse(payload, f)
+	if err != nil {
+		return string(id), telemetry.Message{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return string(id), m, nil
+}
+
+// Handle takes one line or datagram: parsed, checked and stored, or counted and
+// logged as refused.
+func (l *Lines) Handle(b []byte) error {
+	id, m, err := ParseLine(b, l.o.Leaves, l.o.Format)
+	if err == nil {
+		if err = l.o.Sink.Put(id, m); err != nil {
+			l.stat.Update(func(s *LineStats) { s.Failed++ })
+			l.log.Error("leaf message not stored", "leaf", id, "error", err.Error())
+			return err
+		}
+		l.stat.Update(func(s *LineStats) { s.Accepted++ })
+		return nil
+	}
+	l.stat.Update(func(s *LineStats) {
+		if errors.Is(err, ErrUnknownLeaf) {
+			s.Unknown++
+		} else {
+			s.Malformed++
+		}
+	})
+	l.warn(id, err)
+	return err
+}
+
+// warn logs a refused line at once, then at most once every 10 s with how many were
+// refused since: a noisy radio must not flood the log.
+func (l *Lines) warn(id string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.o.Now()
+	if !l.lastWarn.IsZero() && now.Sub(l.lastWarn) < 10*time.Second {
+		l.quiet++
+		return
+	}
+	s := l.stat.Snapshot()
+	l.log.Warn("line refused", "leaf", id, "error", err.Error(), "refusedSinceLastLog", l.quiet+1,
+		"unknownTotal", s.Unknown, "malformedTotal", s.Malformed)
+	l.lastWarn, l.quiet = now, 0
+}
+
+// ServeUDP reads datagrams (one message each) from pc until ctx ends.
+func (l *Lines) ServeUDP(ctx context.Context, pc net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	l.log.Info("listening", "udp", pc.LocalAddr().String())
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("udp intake: %w", err)
+		}
+		_ = l.Handle(buf[:n])
+	}
+}
+
+// ServeTCP reads lines from every connection to ln until ctx ends.
+func (l *Lines) ServeTCP(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	l.log.Info("listening", "tcp", ln.Addr().String())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("line intake: %w", err)
+		}
+		wg.Go(func() {
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			if err := l.ServeReader(c); err != nil && ctx.Err() == nil {
+				l.log.Warn("line connection failed", "error", err.Error())
+			}
+		})
+	}
+}
+
+// ServeReader reads lines from r (a TCP connection, a serial device) until it ends.
+func (l *Lines) ServeReader(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4<<10), MaxMessage+256)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		_ = l.Handle(sc.Bytes())
+	}
+	return sc.Err()
+}

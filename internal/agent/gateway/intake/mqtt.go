@@ -1,0 +1,267 @@
+// Package intake is where legacy devices (leaves) hand their telemetry to the gateway:
+// an embedded MQTT broker on the LAN (mochi-mqtt; plain TCP or TLS) and a line intake
+// (UDP datagrams or TCP lines of "{leafId} {payload}") for radios and serial bridges.
+// A message is acknowledged to the leaf (MQTT PUBACK) only once the Sink has stored it.
+//
+// Local MQTT topics, one set per leaf, as IoT Hub names them:
+//
+//	devices/{leafId}/messages/events/{property bag}   publish telemetry (QoS 0 or 1)
+//	devices/{leafId}/messages/devicebound/#           subscribe: cloud-to-device messages
+//
+// A leaf connects with its leaf ID as client ID (and the local password the operator
+// set for it, when one is set) and may publish and subscribe only under its own ID.
+package intake
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/agent/counter"
+	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
+	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+)
+
+// Sink stores an accepted message; *queue.Queue implements it. Put returns once the
+// message is safe (on disk): only then is the leaf told it was accepted.
+type Sink interface {
+	Put(leaf string, m telemetry.Message) error
+}
+
+// Leaves says which leaf IDs exist and their local MQTT passwords ("" for none).
+type Leaves map[string]string
+
+// Known reports whether id is a configured leaf.
+func (l Leaves) Known(id string) bool {
+	_, ok := l[id]
+	return ok
+}
+
+// MQTTOptions configure the local broker.
+type MQTTOptions struct {
+	// Addr is the TCP listen address (host:port).
+	Addr string
+	// TLS, when set, makes the listener TLS.
+	TLS    *tls.Config
+	Leaves Leaves
+	Sink   Sink
+	// OnPresence, when set, is told when a leaf's first local connection opens
+	// (true) and its last one closes (false).
+	OnPresence func(leaf string, connected bool)
+	Logger     *slog.Logger
+}
+
+// MQTTStats count what the local broker did.
+type MQTTStats struct {
+	// Connects counts accepted leaf connections; Refused the refused ones (unknown
+	// client ID, wrong password); Denied publishes and subscriptions outside the
+	// leaf's own topics; Accepted the stored messages; Failed those the Sink could not
+	// store (not acknowledged; the leaf sends them again); Delivered the C2D messages
+	// handed to the local broker.
+	Connects, Refused, Denied, Accepted, Failed, Delivered int
+}
+
+// MQTT is the local broker.
+type MQTT struct {
+	o    MQTTOptions
+	srv  *mqtt.Server
+	ln   net.Listener
+	log  *slog.Logger
+	stat counter.Set[MQTTStats]
+
+	closeOnce sync.Once
+
+	presence sync.Mutex
+	sessions map[string]int // open connections per leaf
+}
+
+// MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
+const MaxMessage = 256 << 10
+
+// EventsTopic is leaf's local telemetry topic (publish, with an optional property bag
+// after it); C2DTopic the prefix of its cloud-to-device topics.
+func EventsTopic(leaf string) string { return "devices/" + leaf + "/messages/events/" }
+
+// C2DTopic is the prefix of leaf's local cloud-to-device topics.
+func C2DTopic(leaf string) string { return "devices/" + leaf + "/messages/devicebound/" }
+
+// ListenMQTT opens the listener; Serve then serves it.
+func ListenMQTT(o MQTTOptions) (*MQTT, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = MaxMessage + 1024 // the message plus a topic and headers
+	caps.MaximumQos = 1                        // as IoT Hub
+	caps.RetainAvailable = 0
+	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
+	m.srv = mqtt.New(&mqtt.Options{
+		InlineClient: true,
+		Capabilities: caps,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err := m.srv.AddHook(&leafHook{m: m}, nil); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt intake: %w", err)
+	}
+	if o.TLS != nil {
+		ln = tls.NewListener(ln, o.TLS)
+	}
+	m.ln = ln
+	if err := m.srv.AddListener(listeners.NewNet("leaves", ln)); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Addr is where the broker listens.
+func (m *MQTT) Addr() string { return m.ln.Addr().String() }
+
+// Stats returns a snapshot of the counters.
+func (m *MQTT) Stats() MQTTStats { return m.stat.Snapshot() }
+
+// Serve serves leaves until Close.
+func (m *MQTT) Serve() error {
+	m.log.Info("listening", "addr", m.Addr(), "tls", m.o.TLS != nil, "leaves", len(m.o.Leaves))
+	return m.srv.Serve()
+}
+
+// Close disconnects every leaf and stops the listener; later calls do nothing.
+func (m *MQTT) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.srv.Close() })
+	return err
+}
+
+// Deliver publishes a cloud-to-device message to leaf's local topic (QoS 1), with m's
+// properties as the topic's property bag. A leaf that is not subscribed misses it.
+func (m *MQTT) Deliver(leaf string, msg telemetry.Message) error {
+	topic := C2DTopic(leaf) + mqttlink.PropertyBag(nil, msg.Properties)
+	if err := m.srv.Publish(topic, msg.Body, false, 1); err != nil {
+		return fmt.Errorf("deliver to %s: %w", leaf, err)
+	}
+	m.stat.Update(func(s *MQTTStats) { s.Delivered++ })
+	return nil
+}
+
+type leafHook struct {
+	mqtt.HookBase
+	m *MQTT
+}
+
+func (h *leafHook) ID() string { return "gateway-leaves" }
+
+func (h *leafHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+}
+
+// OnSessionEstablished and OnDisconnect count each leaf's connections (a takeover
+// opens the new one before the old one closes) and report the leaf's presence.
+func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.present(cl, 1) }
+
+// OnDisconnect: see OnSessionEstablished.
+func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.present(cl, -1) }
+
+func (m *MQTT) present(cl *mqtt.Client, delta int) {
+	if cl.Net.Inline || m.o.OnPresence == nil || !m.o.Leaves.Known(cl.ID) {
+		return
+	}
+	m.presence.Lock()
+	before := m.sessions[cl.ID]
+	after := max(0, before+delta)
+	m.sessions[cl.ID] = after
+	m.presence.Unlock()
+	if (before == 0) != (after == 0) {
+		m.o.OnPresence(cl.ID, after > 0)
+	}
+}
+
+// OnConnectAuthenticate admits configured leaves only, each with its local password
+// when the operator set one.
+func (h *leafHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	want, ok := h.m.o.Leaves[cl.ID]
+	if ok && want != "" {
+		ok = subtle.ConstantTimeCompare([]byte(want), pk.Connect.Password) == 1
+	}
+	if !ok {
+		h.m.stat.Update(func(s *MQTTStats) { s.Refused++ })
+		h.m.log.Warn("leaf connection refused", "clientId", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	h.m.stat.Update(func(s *MQTTStats) { s.Connects++ })
+	return true
+}
+
+// OnACLCheck lets a leaf publish to its own events topic and subscribe to its own C2D
+// topics only.
+func (h *leafHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	var ok bool
+	if write {
+		ok = strings.HasPrefix(topic, EventsTopic(cl.ID)) || topic == strings.TrimSuffix(EventsTopic(cl.ID), "/")
+	} else {
+		ok = strings.HasPrefix(topic, C2DTopic(cl.ID))
+	}
+	if !ok {
+		h.m.stat.Update(func(s *MQTTStats) { s.Denied++ })
+		h.m.log.Warn("leaf denied a topic outside its own", "clientId", cl.ID, "topic", topic, "publish", write)
+	}
+	return ok
+}
+
+// OnPublish stores the leaf's message before the broker acknowledges it; a message the
+// Sink cannot store is not acknowledged. Nothing is routed to other clients.
+func (h *leafHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	bag := strings.TrimPrefix(strings.TrimPrefix(pk.TopicName, strings.TrimSuffix(EventsTopic(cl.ID), "/")), "/")
+	msg := telemetry.Message{Body: append([]byte(nil), pk.Payload...), Properties: ParseBag(bag)}
+	if err := h.m.o.Sink.Put(cl.ID, msg); err != nil {
+		h.m.stat.Update(func(s *MQTTStats) { s.Failed++ })
+		h.m.log.Error("leaf message not stored; not acknowledged", "clientId", cl.ID, "error", err.Error())
+		return pk, packets.ErrRejectPacket
+	}
+	h.m.stat.Update(func(s *MQTTStats) { s.Accepted++ })
+	return pk, packets.CodeSuccessIgnore
+}
+
+// ParseBag decodes an IoT Hub property bag (k=v&k2=v2, percent-encoded); a part that
+// does not decode is dropped.
+func ParseBag(bag string) map[string]string {
+	if bag == "" {
+		return nil
+	}
+	vals, err := url.ParseQuery(bag)
+	if err != nil && len(vals) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(vals))
+	for k, v := range vals {
+		if len(v) > 0 {
+			out[k] = v[0]
+		}
+	}
+	return out
+}
+
+var errUnknownLeaf = errors.New("unknown leaf")
