@@ -181,7 +181,7 @@ func TestGatewayScale(t *testing.T) {
 			}
 		}
 		t.Logf("C2D: one message per leaf, all %d delivered to their MQTT leaves %v after the first was sent; %d C2D link attaches; mqtt %v; amqp %v",
-			nLeaves, c2dAll.Round(time.Millisecond), c2dLinks, st["mqtt"], st["amqp"])
+			nLeaves, c2dAll.Round(time.Millisecond), c2dLinks, st["mqttIntake"], st["amqp"])
 	}
 	t.Logf("VmRSS: peak %d KiB (%.1f MiB) during steady traffic, peak %d KiB (%.1f MiB) overall, last %d KiB",
 		steadyPeak, float64(steadyPeak)/1024, peak, float64(peak)/1024, last)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +64,75 @@ func TestLinkSlots(t *testing.T) {
 	}
 	if n := len(peer.Events("open")); n != 1 {
 		t.Errorf("connections: got %d, want 1", n)
+	}
+}
+
+// TestC2DRotation: three leaves want C2D but there is one receiver slot, rotated every
+// second. The rhea peer keeps each leaf's C2D message while the leaf has no link (as
+// IoT Hub does); every leaf gets its own message, as itself, once its turn comes.
+func TestC2DRotation(t *testing.T) {
+	ids := []string{"leaf-a", "leaf-b", "leaf-c"}
+	f := testpeer.NewGatewayFixture(t, "edge-c2d", ids, time.Minute)
+	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	results, err := f.Fetcher(t).Batch(t.Context(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string][]string{}
+	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), MaxReceivers: 1,
+		ReceiverDwell: time.Second, Timeout: 5 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnC2D: func(leaf string, msg telemetry.Message) {
+			mu.Lock()
+			got[leaf] = append(got[leaf], string(msg.Body))
+			mu.Unlock()
+		}})
+	defer m.Close()
+	for _, r := range results {
+		if r.Err != nil {
+			t.Fatalf("token of %s: %v", r.DeviceID, r.Err)
+		}
+		m.SetC2D(r.DeviceID, true)
+		c, err := m.Leaf(r.DeviceID).Dial(t.Context(), r.Token)
+		if err != nil {
+			t.Fatalf("dial %s: %v", r.DeviceID, err)
+		}
+		defer c.Close(true)
+	}
+	for _, id := range ids {
+		if err := peer.C2D(id, "for-"+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := 0
+		for _, id := range ids {
+			if slices.Contains(got[id], "for-"+id) {
+				n++
+			}
+		}
+		mu.Unlock()
+		if n == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("C2D after 20 s: got %v, want each leaf's own message", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mu.Lock()
+	for leaf, bodies := range got {
+		for _, b := range bodies {
+			if b != "for-"+leaf {
+				t.Errorf("leaf %s got %q, another leaf's message", leaf, b)
+			}
+		}
+	}
+	mu.Unlock()
+	if s := m.Stats(); s.C2DRotations < 2 || s.C2DAttaches < 3 || s.Connects != 1 {
+		t.Errorf("stats: %+v, want at least 2 rotations and 3 C2D attaches on one connection", s)
 	}
 }

@@ -52,16 +52,15 @@ func (d *leafDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, erro
 		return nil, err
 	}
 	c := &leafConn{m: m, sh: sh, id: d.id, address: tok.Response.Amqp.Address}
-	if m.register(c) {
-		c.setReceiver(ctx, true)
-	}
+	m.register(c)
+	c.syncReceiver(ctx)
 	m.attached.Add(1)
 	return c, nil
 }
 
 // leafConn is one leaf on the shared connection: its token is on the connection, its
 // telemetry link attached on demand, its C2D link attached while the leaf is connected
-// to the local broker (Mux.SetC2D).
+// to the local broker (Mux.SetC2D) and holds a receiver slot.
 type leafConn struct {
 	m       *Mux
 	sh      *shared
@@ -78,20 +77,19 @@ type leafConn struct {
 	rclosed  bool
 }
 
-// setReceiver attaches (on) or detaches the leaf's C2D link. A failed attach is
-// logged and tried again shortly while the leaf still wants it.
-func (c *leafConn) setReceiver(ctx context.Context, on bool) {
+// syncReceiver attaches or detaches the leaf's C2D link as the receiver pool says
+// (attached while the leaf holds a slot and this connection is not closed). It reads
+// the pool's current state, so calls in any order end in the right state. A failed
+// attach is logged and tried again shortly while the leaf still holds its slot.
+func (c *leafConn) syncReceiver(ctx context.Context) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.rclosed || (on == (c.receiver != nil)) {
+	on := !c.rclosed && c.m.pool.holds(c.id)
+	if on == (c.receiver != nil) {
 		return
 	}
 	if !on {
-		r := c.receiver
-		c.receiver = nil
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = r.Close(cctx)
+		c.detachReceiverLocked()
 		return
 	}
 	actx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
@@ -103,16 +101,30 @@ func (c *leafConn) setReceiver(ctx context.Context, on bool) {
 		c.retryReceiver()
 		return
 	}
+	c.m.c2dAttaches.Add(1)
 	c.receiver = r
 	go c.receive(r)
 }
 
-// retryReceiver attaches the C2D link again in a second if the leaf still wants it and
-// the connection is up (when it is not, the leaf's loop dials again anyway).
+// detachReceiverLocked closes the C2D link, if attached. A message received on it but
+// not yet accepted is not settled: the hub delivers it again later (at least once).
+func (c *leafConn) detachReceiverLocked() {
+	r := c.receiver
+	if r == nil {
+		return
+	}
+	c.receiver = nil
+	cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = r.Close(cctx)
+}
+
+// retryReceiver attaches the C2D link again in a second if the leaf still holds its
+// slot and the connection is up (when it is not, the leaf's loop dials again anyway).
 func (c *leafConn) retryReceiver() {
 	time.AfterFunc(time.Second, func() {
-		if c.m.wants(c.id) && c.sh.alive() {
-			c.setReceiver(context.Background(), true)
+		if c.m.pool.holds(c.id) && c.sh.alive() {
+			c.syncReceiver(context.Background())
 		}
 	})
 }
@@ -166,9 +178,9 @@ func (c *leafConn) Close(bool) {
 	c.closed = true
 	c.detachLocked()
 	c.mu.Unlock()
-	c.setReceiver(context.Background(), false)
 	c.rmu.Lock()
 	c.rclosed = true
+	c.detachReceiverLocked()
 	c.rmu.Unlock()
 }
 
