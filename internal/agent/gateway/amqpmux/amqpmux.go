@@ -53,13 +53,15 @@ type Options struct {
 	// holds ~80 KiB per receiver (two 5,000-entry queues sized by its fixed session
 	// window), and the hub keeps C2D messages for a leaf without a link.
 	OnC2D func(leaf string, m telemetry.Message)
-	// MaxReceivers bounds the C2D links attached at once (default 128, ≈ 10 MiB).
+	// MaxReceivers bounds the C2D links attached at once (default 32, ≈ 2.5 MiB).
 	// When more leaves want one, the slots rotate: a link held for ReceiverDwell
-	// (default 10 s) is detached at the next rotation while another leaf waits, and the
-	// longest-waiting leaf gets it. A C2D message for a waiting leaf stays at the hub
-	// meanwhile: with W leaves connected locally it reaches its leaf at most about
-	// (ceil(W/MaxReceivers)-1)·ReceiverDwell later (1,000 leaves: ≈ 70 s, ≈ 35 s on
-	// average); with W ≤ MaxReceivers nothing rotates and nothing waits.
+	// (default 2.5 s) is detached at the next rotation (every ReceiverDwell/4) while
+	// another leaf waits, and the longest-waiting leaf gets it. A C2D message for a
+	// waiting leaf stays at the hub meanwhile: with W leaves connected locally it
+	// reaches its leaf at most about (ceil(W/MaxReceivers)-1)·ReceiverDwell later
+	// (1,000 leaves: ≈ 78 s, half that on average), i.e. W divided by the attach rate
+	// MaxReceivers/ReceiverDwell (12.8 per second by default); with W ≤ MaxReceivers
+	// nothing rotates and nothing waits.
 	MaxReceivers  int
 	ReceiverDwell time.Duration
 	// Backoff paces re-dials of the shared connection.
@@ -110,6 +112,8 @@ type Mux struct {
 	c2dMu    sync.Mutex
 	wantC2D  map[string]bool
 	live     map[string]*leafConn
+	leaving  map[string]*time.Timer // leaves in their leaveGrace
+	links    map[string]*c2dLink
 	pool     *c2dPool
 	rotating *time.Timer // pending rotation; nil while no leaf waits
 	closed   bool
@@ -157,13 +161,14 @@ func New(o Options) *Mux {
 		o.SlotWait = 2 * time.Second
 	}
 	if o.MaxReceivers <= 0 {
-		o.MaxReceivers = 128
+		o.MaxReceivers = 32
 	}
 	if o.ReceiverDwell <= 0 {
-		o.ReceiverDwell = 10 * time.Second
+		o.ReceiverDwell = 2500 * time.Millisecond
 	}
 	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks),
-		wantC2D: map[string]bool{}, live: map[string]*leafConn{}, pool: newC2DPool(o.MaxReceivers, o.ReceiverDwell, o.Now)}
+		wantC2D: map[string]bool{}, live: map[string]*leafConn{}, leaving: map[string]*time.Timer{},
+		links: map[string]*c2dLink{}, pool: newC2DPool(o.MaxReceivers, o.ReceiverDwell, o.Now)}
 }
 
 // Stats returns a snapshot of the counters.
@@ -178,6 +183,10 @@ func (m *Mux) Stats() Stats {
 func (m *Mux) Close() {
 	m.c2dMu.Lock()
 	m.closed = true
+	for id, t := range m.leaving {
+		t.Stop()
+		delete(m.leaving, id)
+	}
 	if m.rotating != nil {
 		m.rotating.Stop()
 		m.rotating = nil
@@ -201,8 +210,7 @@ func (m *Mux) SetC2D(id string, on bool) {
 	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
 	m.wantC2D[id] = on
-	c := m.live[id]
-	if c == nil {
+	if m.live[id] == nil && m.leaving[id] == nil {
 		return
 	}
 	if on {
@@ -211,35 +219,63 @@ func (m *Mux) SetC2D(id string, on bool) {
 	} else {
 		m.syncLocked(m.pool.remove(id))
 	}
-	go c.syncReceiver(context.Background())
+	m.syncLocked(id)
 }
 
 // register makes c the leaf's live connection (eligible for a C2D slot when it wants
-// one).
-func (m *Mux) register(c *leafConn) {
+// one) and returns the leaf's C2D link, to sync.
+func (m *Mux) register(c *leafConn) *c2dLink {
 	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
 	m.live[c.id] = c
+	if t := m.leaving[c.id]; t != nil {
+		t.Stop()
+		delete(m.leaving, c.id)
+	}
+	l := m.links[c.id]
+	if l == nil {
+		l = &c2dLink{m: m, id: c.id}
+		m.links[c.id] = l
+	}
+	l.setConn(c.sh, c.address)
 	if m.o.OnC2D != nil && m.wantC2D[c.id] {
 		m.pool.add(c.id)
 		m.scheduleRotationLocked()
 	}
+	return l
 }
 
+// unregister ends c's turn as the leaf's live connection. The leaf keeps its C2D slot
+// and link for leaveGrace, as its loop usually dials again at once.
 func (m *Mux) unregister(c *leafConn) {
 	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
-	if m.live[c.id] == c {
-		delete(m.live, c.id)
-		m.syncLocked(m.pool.remove(c.id))
+	if m.live[c.id] != c {
+		return
 	}
+	delete(m.live, c.id)
+	if m.closed || m.leaving[c.id] != nil {
+		return
+	}
+	m.leaving[c.id] = time.AfterFunc(leaveGrace, func() { m.leave(c.id) })
+}
+
+// leave frees the C2D slot of a leaf that did not come back within leaveGrace.
+func (m *Mux) leave(id string) {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	if m.leaving[id] == nil || m.live[id] != nil {
+		return
+	}
+	delete(m.leaving, id)
+	m.syncLocked(m.pool.remove(id), id)
 }
 
 // syncLocked brings the C2D links of the given leaves in line with the pool.
 func (m *Mux) syncLocked(ids ...string) {
 	for _, id := range ids {
-		if c := m.live[id]; c != nil {
-			go c.syncReceiver(context.Background())
+		if l := m.links[id]; l != nil {
+			go l.sync(context.Background())
 		}
 	}
 }

@@ -136,3 +136,47 @@ func TestC2DRotation(t *testing.T) {
 		t.Errorf("stats: %+v, want at least 2 rotations and 3 C2D attaches on one connection", s)
 	}
 }
+
+// TestC2DLinkSurvivesRedial: a leaf whose loop closes its connection object and dials
+// again (as after a busy send) keeps its C2D link: one attach, and C2D still arrives.
+func TestC2DLinkSurvivesRedial(t *testing.T) {
+	f := testpeer.NewGatewayFixture(t, "edge-redial", []string{"leaf-a"}, time.Minute)
+	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	results, err := f.Fetcher(t).Batch(t.Context(), []string{"leaf-a"})
+	if err != nil || results[0].Err != nil {
+		t.Fatalf("batch: %v %+v", err, results)
+	}
+	got := make(chan string, 1)
+	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), Timeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnC2D:  func(leaf string, msg telemetry.Message) { got <- leaf + " " + string(msg.Body) }})
+	defer m.Close()
+	m.SetC2D("leaf-a", true)
+	for range 3 {
+		c, err := m.Leaf("leaf-a").Dial(t.Context(), results[0].Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close(true)
+	}
+	c, err := m.Leaf("leaf-a").Dial(t.Context(), results[0].Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(true)
+	if err := peer.C2D("leaf-a", "after-redial"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		if g != "leaf-a after-redial" {
+			t.Fatalf("C2D: got %q", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no C2D after the re-dials")
+	}
+	if s := m.Stats(); s.C2DAttaches != 1 || s.Attached != 4 {
+		t.Errorf("stats: %+v, want 4 dials and 1 C2D attach", s)
+	}
+}
