@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +42,14 @@ func TestGatewayScale(t *testing.T) {
 	mqttIntake := os.Getenv("TOKENAGENT_GW_INTAKE") == "mqtt"
 
 	bin := filepath.Join(t.TempDir(), "tokenagent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	// TOKENAGENT_GW_PPROF=DIR builds the agent with net/http/pprof (-tags gwpprof) and
+	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR.
+	pprofDir := os.Getenv("TOKENAGENT_GW_PPROF")
+	buildArgs := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", bin}
+	if pprofDir != "" {
+		buildArgs = append(buildArgs, "-tags", "gwpprof")
+	}
+	build := exec.Command("go", append(buildArgs, ".")...)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -67,6 +76,10 @@ func TestGatewayScale(t *testing.T) {
 	cmd := exec.Command(bin, agentArgs(f.Fixture, filepath.Join(f.Dir, "state"), "-gateway", "-link", "amqp",
 		"-broker-addr", peer.Addr, "-leaves-file", leavesFile, intakeFlag, intakeAddr, "-log-level", "info")...)
 	cmd.Stderr = stderr
+	pprofAddr := freeAddr(t, "tcp")
+	if pprofDir != "" {
+		cmd.Env = append(os.Environ(), "TOKENAGENT_PPROF="+pprofAddr)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +141,11 @@ func TestGatewayScale(t *testing.T) {
 	mu.Lock()
 	steadyPeak := peak
 	mu.Unlock()
+	if pprofDir != "" {
+		for _, p := range []string{"heap", "goroutine"} {
+			saveProfile(t, "http://"+pprofAddr+"/debug/pprof/"+p, filepath.Join(pprofDir, p+".pprof"))
+		}
+	}
 
 	// Cloud-to-device: one message per leaf, queued at the peer for a leaf without a
 	// C2D link (as IoT Hub keeps them), timed until every leaf has its own.
@@ -338,3 +356,17 @@ func (l *mqttLeaves) flush(t *testing.T) {
 }
 
 func (l *mqttLeaves) c2dReceived() int { return int(l.c2d.Load()) }
+
+func saveProfile(t *testing.T, url, file string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Logf("profile %s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Logf("profile %s: %v", file, err)
+	}
+}

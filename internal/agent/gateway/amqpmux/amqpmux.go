@@ -66,12 +66,14 @@ type Options struct {
 	ReceiverDwell time.Duration
 	// Backoff paces re-dials of the shared connection.
 	Backoff backoff.Policy
-	// MaxLinks bounds the telemetry links attached at once (default 256). go-amqp holds
+	// MaxLinks bounds the telemetry links attached at once (default 128). go-amqp holds
 	// about 40 KiB of buffers per link, so a leaf's link is attached when it has a
 	// message and detached after LinkIdle without one; a leaf beyond the bound waits for
 	// a free slot. Its CBS token stays on the connection either way.
 	MaxLinks int
-	// LinkIdle is how long an unused telemetry link stays attached (default 5 s).
+	// LinkIdle is how long an unused telemetry link stays attached (default 1 s: a
+	// leaf's burst goes out on one link, and 1,000 leaves sending every 10 s need about
+	// 100 links at once instead of 500, so sends rarely find every slot taken).
 	LinkIdle time.Duration
 	// SlotWait is how long a send waits for a free link slot (default 2 s).
 	SlotWait time.Duration
@@ -117,6 +119,7 @@ type Mux struct {
 	pool     *c2dPool
 	rotating *time.Timer // pending rotation; nil while no leaf waits
 	closed   bool
+	stopped  atomic.Bool // closed, readable without c2dMu: no more C2D attaches
 
 	connects, lost, attached, renewals, linkAttaches, sent, c2d, c2dAttaches atomic.Int64
 }
@@ -152,10 +155,10 @@ func New(o Options) *Mux {
 		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
 	}
 	if o.MaxLinks <= 0 {
-		o.MaxLinks = 256
+		o.MaxLinks = 128
 	}
 	if o.LinkIdle <= 0 {
-		o.LinkIdle = 5 * time.Second
+		o.LinkIdle = time.Second
 	}
 	if o.SlotWait <= 0 {
 		o.SlotWait = 2 * time.Second
@@ -183,6 +186,7 @@ func (m *Mux) Stats() Stats {
 func (m *Mux) Close() {
 	m.c2dMu.Lock()
 	m.closed = true
+	m.stopped.Store(true)
 	for id, t := range m.leaving {
 		t.Stop()
 		delete(m.leaving, id)

@@ -47,7 +47,7 @@ func (l *c2dLink) setConn(sh *shared, eventsAddress string) {
 func (l *c2dLink) sync(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	want := l.sh != nil && l.sh.alive() && l.m.pool.holds(l.id)
+	want := l.sh != nil && !l.m.stopped.Load() && l.sh.alive() && l.m.pool.holds(l.id)
 	if l.receiver != nil && (!want || l.on != l.sh) {
 		l.detachLocked()
 	}
@@ -57,6 +57,9 @@ func (l *c2dLink) sync(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, l.m.o.Timeout)
 	defer cancel()
 	r, err := l.sh.sess.NewReceiver(actx, l.source, nil)
+	if err != nil && (l.m.stopped.Load() || !l.sh.alive()) {
+		return // the connection went away meanwhile; the leaf's loop dials again
+	}
 	if err != nil {
 		l.m.log.Warn("c2d link failed", "leaf", l.id, "error", amqplink.Classify(err).Error())
 		l.retry()
