@@ -2,7 +2,8 @@
 // as IoT Hub allows for gateways: SASL ANONYMOUS, then for each leaf its own CBS
 // put-token (audience {hub}/devices/{leafId}) and its own sender link on
 // /devices/{leafId}/messages/events — and, when asked, a receiver link on
-// /devices/{leafId}/messages/devicebound for its cloud-to-device messages. Each leaf is
+// /devices/{leafId}/messages/devicebound for its cloud-to-device messages (at most
+// MaxReceivers at once, rotated among the leaves that want one). Each leaf is
 // served by its own link.Loop with the Dialer Leaf returns: a leaf "connects" by putting
 // its token and attaching its links on the shared connection, and renews its token there
 // with another put-token. The shared connection is dialled once, by whichever leaf needs
