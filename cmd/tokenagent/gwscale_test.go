@@ -3,15 +3,20 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
@@ -23,7 +28,10 @@ import (
 // token lifetimes of steady traffic and a burst, tokens fetched and batch calls per
 // hour, and messages per second through the bridge (TCP lines in, hub acceptance out,
 // queue fsyncs included). A measurement, so it runs only with TOKENAGENT_MEASURE_GW=1;
-// TOKENAGENT_GW_LEAVES, _GW_TTL and _GW_BURST change its size.
+// TOKENAGENT_GW_LEAVES, _GW_TTL and _GW_BURST change its size. TOKENAGENT_GW_INTAKE=mqtt
+// makes every leaf a real MQTT client of the local broker instead (connected all along,
+// subscribed to its cloud-to-device topic, publishing at QoS 1), and adds one C2D
+// message per leaf from the peer, timed until every leaf has its own.
 func TestGatewayScale(t *testing.T) {
 	if os.Getenv("TOKENAGENT_MEASURE_GW") == "" {
 		t.Skip("set TOKENAGENT_MEASURE_GW=1 to measure the gateway at scale")
@@ -31,9 +39,17 @@ func TestGatewayScale(t *testing.T) {
 	nLeaves := envInt("TOKENAGENT_GW_LEAVES", 1000)
 	ttl := time.Duration(envInt("TOKENAGENT_GW_TTL", 60)) * time.Second
 	burst := envInt("TOKENAGENT_GW_BURST", 20000)
+	mqttIntake := os.Getenv("TOKENAGENT_GW_INTAKE") == "mqtt"
 
 	bin := filepath.Join(t.TempDir(), "tokenagent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	// TOKENAGENT_GW_PPROF=DIR builds the agent with net/http/pprof (-tags gwpprof) and
+	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR.
+	pprofDir := os.Getenv("TOKENAGENT_GW_PPROF")
+	buildArgs := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", bin}
+	if pprofDir != "" {
+		buildArgs = append(buildArgs, "-tags", "gwpprof")
+	}
+	build := exec.Command("go", append(buildArgs, ".")...)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -51,11 +67,19 @@ func TestGatewayScale(t *testing.T) {
 	if err := os.WriteFile(leavesFile, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lineAddr := freeAddr(t, "tcp")
+	intakeAddr := freeAddr(t, "tcp")
+	intakeFlag := "-gateway-line"
+	if mqttIntake {
+		intakeFlag = "-gateway-mqtt"
+	}
 	stderr := &syncbuf.Buffer{}
 	cmd := exec.Command(bin, agentArgs(f.Fixture, filepath.Join(f.Dir, "state"), "-gateway", "-link", "amqp",
-		"-broker-addr", peer.Addr, "-leaves-file", leavesFile, "-gateway-line", lineAddr, "-log-level", "info")...)
+		"-broker-addr", peer.Addr, "-leaves-file", leavesFile, intakeFlag, intakeAddr, "-log-level", "info")...)
 	cmd.Stderr = stderr
+	pprofAddr := freeAddr(t, "tcp")
+	if pprofDir != "" {
+		cmd.Env = append(os.Environ(), "TOKENAGENT_PPROF="+pprofAddr)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,37 +116,65 @@ func TestGatewayScale(t *testing.T) {
 	waitFor(t, "every leaf's token on the connection", 5*time.Minute, func() bool { return len(peer.Events("cbs")) >= nLeaves })
 	attach := time.Since(t0)
 
+	var in leafIntake
+	if mqttIntake {
+		l0 := time.Now()
+		in = dialLeaves(t, intakeAddr, ids)
+		t.Logf("%d MQTT leaves connected and subscribed in %v", nLeaves, time.Since(l0).Round(time.Millisecond))
+	} else {
+		in = &lineConns{ids: ids, conns: dialLines(t, intakeAddr, 20), mu: make([]sync.Mutex, 20)}
+	}
+
 	// Steady traffic for two token lifetimes: one message per leaf every 10 s.
-	conns := dialLines(t, lineAddr, 20)
 	steadyEnd := time.Now().Add(2*ttl + 10*time.Second)
 	steady := 0
 	for time.Now().Before(steadyEnd) {
 		for i := 0; i < nLeaves/10; i++ {
-			fmt.Fprintf(conns[steady%len(conns)], "%s steady-%d\n", ids[steady%nLeaves], steady)
+			in.send(t, steady%nLeaves, fmt.Sprint("steady-", steady))
 			steady++
 		}
-		flushLines(t, conns)
+		in.flush(t)
 		time.Sleep(time.Second)
 	}
-	flushLines(t, conns)
+	in.flush(t)
 	waitFor(t, "the steady messages at the peer", 2*time.Minute, func() bool { return len(peer.Events("message")) >= steady })
 	mu.Lock()
 	steadyPeak := peak
 	mu.Unlock()
+	if pprofDir != "" {
+		for _, p := range []string{"heap", "goroutine"} {
+			saveProfile(t, "http://"+pprofAddr+"/debug/pprof/"+p, filepath.Join(pprofDir, p+".pprof"))
+		}
+	}
 
-	// Burst: as fast as 20 connections take lines, spread over every leaf.
+	// Cloud-to-device: one message per leaf, queued at the peer for a leaf without a
+	// C2D link (as IoT Hub keeps them), timed until every leaf has its own.
+	var c2dAll time.Duration
+	if mqttIntake {
+		c0 := time.Now()
+		for _, id := range ids {
+			if err := peer.C2D(id, "c2d-"+id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lv := in.(*mqttLeaves)
+		waitFor(t, "one C2D message at every leaf", 10*time.Minute, func() bool { return lv.c2dReceived() >= nLeaves })
+		c2dAll = time.Since(c0)
+	}
+
+	// Burst: as fast as 20 writers take messages, spread over every leaf.
 	before := len(peer.Events("message"))
 	b0 := time.Now()
 	var wg sync.WaitGroup
-	for c := range conns {
+	for c := range 20 {
 		wg.Go(func() {
-			for i := c; i < burst; i += len(conns) {
-				fmt.Fprintf(conns[c], "%s burst-%d\n", ids[i%nLeaves], i)
+			for i := c; i < burst; i += 20 {
+				in.send(t, i%nLeaves, fmt.Sprint("burst-", i))
 			}
 		})
 	}
 	wg.Wait()
-	flushLines(t, conns)
+	in.flush(t)
 	waitFor(t, "the burst at the peer", 10*time.Minute, func() bool { return len(peer.Events("message")) >= before+burst })
 	burstTime := time.Since(b0)
 	ran := time.Since(t0)
@@ -136,9 +188,19 @@ func TestGatewayScale(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	hours := ran.Hours()
-	t.Logf("leaves %d, token lifetime %v, ran %v", nLeaves, ttl, ran.Round(time.Second))
+	t.Logf("leaves %d (intake %s), token lifetime %v, ran %v", nLeaves, intakeFlag, ttl, ran.Round(time.Second))
 	t.Logf("every leaf's token put on one AMQP connection %v after start (peer opens: %d); telemetry links attached on demand: %d",
 		attach.Round(time.Millisecond), len(peer.Events("open")), st["amqp"]["LinkAttaches"])
+	if mqttIntake {
+		c2dLinks := 0
+		for _, e := range peer.Events("link") {
+			if strings.HasSuffix(e.Address, "/messages/devicebound") {
+				c2dLinks++
+			}
+		}
+		t.Logf("C2D: one message per leaf, all %d delivered to their MQTT leaves %v after the first was sent; %d C2D link attaches; mqtt %v; amqp %v",
+			nLeaves, c2dAll.Round(time.Millisecond), c2dLinks, st["mqttIntake"], st["amqp"])
+	}
 	t.Logf("VmRSS: peak %d KiB (%.1f MiB) during steady traffic, peak %d KiB (%.1f MiB) overall, last %d KiB",
 		steadyPeak, float64(steadyPeak)/1024, peak, float64(peak)/1024, last)
 	t.Logf("tokens: %d fetched in %d batch calls (%d failed) = %.0f tokens/h, %.0f calls/h at a %v lifetime; %d renewals on the open connection",
@@ -167,6 +229,27 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// leafIntake is how the measurement's leaves hand messages to the gateway.
+type leafIntake interface {
+	send(t *testing.T, leaf int, body string)
+	flush(t *testing.T)
+}
+
+type lineConns struct {
+	ids   []string
+	conns []lineConn
+	mu    []sync.Mutex
+}
+
+func (l *lineConns) send(_ *testing.T, leaf int, body string) {
+	c := leaf % len(l.conns)
+	l.mu[c].Lock()
+	fmt.Fprintf(l.conns[c], "%s %s\n", l.ids[leaf], body)
+	l.mu[c].Unlock()
+}
+
+func (l *lineConns) flush(t *testing.T) { flushLines(t, l.conns) }
+
 type lineConn struct {
 	net.Conn
 	*bufio.Writer
@@ -194,5 +277,96 @@ func flushLines(t *testing.T, conns []lineConn) {
 		if err := c.Flush(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// mqttLeaves are the measurement's plain-MQTT leaves: one paho client per leaf,
+// connected to the gateway's local broker all along and subscribed to its own C2D topic.
+type mqttLeaves struct {
+	ids     []string
+	clients []paho.Client
+	c2d     atomic.Int64
+	mu      sync.Mutex
+	pending []paho.Token
+}
+
+func dialLeaves(t *testing.T, addr string, ids []string) *mqttLeaves {
+	t.Helper()
+	l := &mqttLeaves{ids: ids, clients: make([]paho.Client, len(ids))}
+	errs := make(chan error, len(ids))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 50)
+	for i, id := range ids {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+				SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(60 * time.Second).
+				SetConnectTimeout(30 * time.Second))
+			if tok := cl.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
+				errs <- fmt.Errorf("leaf %s connect: %v", id, tok.Error())
+				return
+			}
+			l.clients[i] = cl
+			sub := cl.Subscribe("devices/"+id+"/messages/devicebound/#", 1, func(_ paho.Client, m paho.Message) {
+				if string(m.Payload()) == "c2d-"+id {
+					l.c2d.Add(1)
+				}
+			})
+			if !sub.WaitTimeout(time.Minute) || sub.Error() != nil {
+				errs <- fmt.Errorf("leaf %s subscribe: %v", id, sub.Error())
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, cl := range l.clients {
+			if cl != nil {
+				cl.Disconnect(0)
+			}
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (l *mqttLeaves) send(_ *testing.T, leaf int, body string) {
+	tok := l.clients[leaf].Publish("devices/"+l.ids[leaf]+"/messages/events/", 1, false, body)
+	l.mu.Lock()
+	l.pending = append(l.pending, tok)
+	l.mu.Unlock()
+}
+
+// flush waits until the broker acknowledged every message sent so far (it does so once
+// the message is in the gateway's queue).
+func (l *mqttLeaves) flush(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	for _, tok := range pending {
+		if !tok.WaitTimeout(2*time.Minute) || tok.Error() != nil {
+			t.Fatalf("publish not acknowledged: %v", tok.Error())
+		}
+	}
+}
+
+func (l *mqttLeaves) c2dReceived() int { return int(l.c2d.Load()) }
+
+func saveProfile(t *testing.T, url, file string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Logf("profile %s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Logf("profile %s: %v", file, err)
 	}
 }

@@ -16,7 +16,9 @@
 //
 // Configuration is the first line on stdin, one JSON object: {hub, hubName, certPem,
 // keyPem, keys}. Later lines are commands: {"c2d":{"device":ID,"body":TEXT}} sends a
-// cloud-to-device message on the device's open devicebound link.
+// cloud-to-device message on the device's open devicebound link or, as IoT Hub does,
+// keeps it for the device until one is open (and sendable); a message sent on a link
+// that closes before the device settled it is kept again.
 // Every event is one JSON line on stdout; the first is {"event":"listening","port":N}.
 'use strict';
 
@@ -137,6 +139,38 @@ function deviceOf(conn, address, suffix) {
 }
 
 const c2dLinks = {};
+const c2dQueued = {}; // device -> [body], kept while it has no open devicebound link
+
+function sendC2D(device) {
+  const l = c2dLinks[device];
+  const q = c2dQueued[device] || [];
+  while (q.length > 0 && l && l.is_open() && l.sendable()) {
+    const body = q.shift();
+    const d = l.send({ message_id: 'c2d-' + Date.now(), body: rhea.message.data_section(Buffer.from(body)) });
+    d.c2dBody = body;
+    (l.c2dInFlight = l.c2dInFlight || []).push(d);
+    emit({ event: 'c2d', device: device, ok: true });
+  }
+}
+
+container.on('sendable', function (ctx) {
+  if (ctx.sender.c2dDevice) sendC2D(ctx.sender.c2dDevice);
+});
+
+// An unsettled C2D delivery on a link that goes away is kept for the device again.
+function requeueUnsettled(sender) {
+  if (!sender.c2dDevice) return;
+  const d = sender.c2dDevice;
+  for (const delivery of sender.c2dInFlight || []) {
+    if (!delivery.settled && !delivery.remote_settled) (c2dQueued[d] = c2dQueued[d] || []).unshift(delivery.c2dBody);
+  }
+  sender.c2dInFlight = [];
+}
+container.on('sender_close', function (ctx) { requeueUnsettled(ctx.sender); });
+container.on('accepted', function (ctx) {
+  const l = ctx.delivery.link;
+  if (l && l.c2dInFlight) l.c2dInFlight = l.c2dInFlight.filter(function (d) { return d !== ctx.delivery; });
+});
 
 container.on('connection_open', function (ctx) {
   const conn = ctx.connection;
@@ -155,6 +189,9 @@ container.on('connection_close', function (ctx) {
 });
 
 container.on('disconnected', function (ctx) {
+  for (const device of Object.keys(c2dLinks)) {
+    if (c2dLinks[device].connection === ctx.connection) requeueUnsettled(c2dLinks[device]);
+  }
   clearTimers(ctx.connection);
 });
 
@@ -194,6 +231,7 @@ container.on('sender_open', function (ctx) {
       return;
     }
     ctx.connection.devices[device].links.push(ctx.sender);
+    ctx.sender.c2dDevice = device;
     c2dLinks[device] = ctx.sender;
     return;
   }
@@ -245,10 +283,11 @@ container.on('error', function (err) {
 
 function command(c) {
   if (c.c2d) {
-    const l = c2dLinks[c.c2d.device];
-    const ok = !!(l && l.is_open() && l.sendable());
-    if (ok) l.send({ message_id: 'c2d-' + Date.now(), body: rhea.message.data_section(Buffer.from(c.c2d.body)) });
-    emit({ event: 'c2d', device: c.c2d.device, ok: ok });
+    const device = c.c2d.device;
+    (c2dQueued[device] = c2dQueued[device] || []).push(c.c2d.body);
+    const l = c2dLinks[device];
+    if (!(l && l.is_open() && l.sendable())) emit({ event: 'c2d', device: device, ok: false, queued: true });
+    sendC2D(device);
   }
 }
 

@@ -2,7 +2,8 @@
 // as IoT Hub allows for gateways: SASL ANONYMOUS, then for each leaf its own CBS
 // put-token (audience {hub}/devices/{leafId}) and its own sender link on
 // /devices/{leafId}/messages/events — and, when asked, a receiver link on
-// /devices/{leafId}/messages/devicebound for its cloud-to-device messages. Each leaf is
+// /devices/{leafId}/messages/devicebound for its cloud-to-device messages (at most
+// MaxReceivers at once, rotated among the leaves that want one). Each leaf is
 // served by its own link.Loop with the Dialer Leaf returns: a leaf "connects" by putting
 // its token and attaching its links on the shared connection, and renews its token there
 // with another put-token. The shared connection is dialled once, by whichever leaf needs
@@ -49,17 +50,31 @@ type Options struct {
 	Properties map[string]string
 	// OnC2D receives each leaf's cloud-to-device messages; nil attaches no receiver.
 	// A leaf's C2D link is attached only while SetC2D says it wants one (its device
-	// is connected to the local broker): go-amqp holds ~80 KiB per receiver, and the
-	// hub keeps C2D messages for a leaf that is away.
+	// is connected to the local broker) and it holds one of MaxReceivers slots: go-amqp
+	// holds ~80 KiB per receiver (two 5,000-entry queues sized by its fixed session
+	// window), and the hub keeps C2D messages for a leaf without a link.
 	OnC2D func(leaf string, m telemetry.Message)
+	// MaxReceivers bounds the C2D links attached at once (default 32, ≈ 2.5 MiB).
+	// When more leaves want one, the slots rotate: a link held for ReceiverDwell
+	// (default 2.5 s) is detached at the next rotation (every ReceiverDwell/4) while
+	// another leaf waits, and the longest-waiting leaf gets it. A C2D message for a
+	// waiting leaf stays at the hub meanwhile: with W leaves connected locally it
+	// reaches its leaf at most about (ceil(W/MaxReceivers)-1)·ReceiverDwell later
+	// (1,000 leaves: ≈ 78 s, half that on average), i.e. W divided by the attach rate
+	// MaxReceivers/ReceiverDwell (12.8 per second by default); with W ≤ MaxReceivers
+	// nothing rotates and nothing waits.
+	MaxReceivers  int
+	ReceiverDwell time.Duration
 	// Backoff paces re-dials of the shared connection.
 	Backoff backoff.Policy
-	// MaxLinks bounds the telemetry links attached at once (default 256). go-amqp holds
+	// MaxLinks bounds the telemetry links attached at once (default 128). go-amqp holds
 	// about 40 KiB of buffers per link, so a leaf's link is attached when it has a
 	// message and detached after LinkIdle without one; a leaf beyond the bound waits for
 	// a free slot. Its CBS token stays on the connection either way.
 	MaxLinks int
-	// LinkIdle is how long an unused telemetry link stays attached (default 5 s).
+	// LinkIdle is how long an unused telemetry link stays attached (default 1 s: a
+	// leaf's burst goes out on one link, and 1,000 leaves sending every 10 s need about
+	// 100 links at once instead of 500, so sends rarely find every slot taken).
 	LinkIdle time.Duration
 	// SlotWait is how long a send waits for a free link slot (default 2 s).
 	SlotWait time.Duration
@@ -75,8 +90,11 @@ type Stats struct {
 	// leaves that put a token on a connection; Renewals the put-tokens on the open
 	// connection after that; LinkAttaches the telemetry links attached (on demand);
 	// Busy the sends that found no free link slot; Sent the messages the hub accepted;
-	// C2D the cloud-to-device messages received.
+	// C2D the cloud-to-device messages received; C2DAttaches the C2D links attached;
+	// C2DRotations the C2D slots taken back for a waiting leaf; C2DWaiting the leaves
+	// waiting for a C2D slot now.
 	Connects, Lost, Attached, Renewals, LinkAttaches, Busy, Sent, C2D int64
+	C2DAttaches, C2DRotations, C2DWaiting                             int64
 }
 
 // Mux is the gateway's one AMQP connection.
@@ -94,11 +112,17 @@ type Mux struct {
 	slots chan struct{}
 	busy  atomic.Int64
 
-	c2dMu   sync.Mutex
-	wantC2D map[string]bool
-	live    map[string]*leafConn
+	c2dMu    sync.Mutex
+	wantC2D  map[string]bool
+	live     map[string]*leafConn
+	leaving  map[string]*time.Timer // leaves in their leaveGrace
+	links    map[string]*c2dLink
+	pool     *c2dPool
+	rotating *time.Timer // pending rotation; nil while no leaf waits
+	closed   bool
+	stopped  atomic.Bool // closed, readable without c2dMu: no more C2D attaches
 
-	connects, lost, attached, renewals, linkAttaches, sent, c2d atomic.Int64
+	connects, lost, attached, renewals, linkAttaches, sent, c2d, c2dAttaches atomic.Int64
 }
 
 type shared struct {
@@ -132,26 +156,47 @@ func New(o Options) *Mux {
 		o.Backoff = backoff.Policy{Min: time.Second, Max: 2 * time.Minute}
 	}
 	if o.MaxLinks <= 0 {
-		o.MaxLinks = 256
+		o.MaxLinks = 128
 	}
 	if o.LinkIdle <= 0 {
-		o.LinkIdle = 5 * time.Second
+		o.LinkIdle = time.Second
 	}
 	if o.SlotWait <= 0 {
 		o.SlotWait = 2 * time.Second
 	}
+	if o.MaxReceivers <= 0 {
+		o.MaxReceivers = 32
+	}
+	if o.ReceiverDwell <= 0 {
+		o.ReceiverDwell = 2500 * time.Millisecond
+	}
 	return &Mux{o: o, log: o.Logger.With("link", "amqp-mux"), slots: make(chan struct{}, o.MaxLinks),
-		wantC2D: map[string]bool{}, live: map[string]*leafConn{}}
+		wantC2D: map[string]bool{}, live: map[string]*leafConn{}, leaving: map[string]*time.Timer{},
+		links: map[string]*c2dLink{}, pool: newC2DPool(o.MaxReceivers, o.ReceiverDwell, o.Now)}
 }
 
 // Stats returns a snapshot of the counters.
 func (m *Mux) Stats() Stats {
+	_, waiting, rotations := m.pool.counts()
 	return Stats{Connects: m.connects.Load(), Lost: m.lost.Load(), Attached: m.attached.Load(),
-		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Busy: m.busy.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load()}
+		Renewals: m.renewals.Load(), LinkAttaches: m.linkAttaches.Load(), Busy: m.busy.Load(), Sent: m.sent.Load(), C2D: m.c2d.Load(),
+		C2DAttaches: m.c2dAttaches.Load(), C2DRotations: rotations, C2DWaiting: int64(waiting)}
 }
 
 // Close closes the shared connection; call it once every leaf's loop has ended.
 func (m *Mux) Close() {
+	m.c2dMu.Lock()
+	m.closed = true
+	m.stopped.Store(true)
+	for id, t := range m.leaving {
+		t.Stop()
+		delete(m.leaving, id)
+	}
+	if m.rotating != nil {
+		m.rotating.Stop()
+		m.rotating = nil
+	}
+	m.c2dMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur != nil {
@@ -160,41 +205,108 @@ func (m *Mux) Close() {
 	}
 }
 
-// SetC2D attaches (on) or detaches leaf id's C2D link, now if the leaf is on the
-// connection and at its next attach otherwise. Without OnC2D it does nothing.
+// SetC2D says whether leaf id wants a C2D link (its device is connected to the local
+// broker). The link is attached while the leaf also is on the connection and holds a
+// receiver slot (see MaxReceivers). Without OnC2D it does nothing.
 func (m *Mux) SetC2D(id string, on bool) {
 	if m.o.OnC2D == nil {
 		return
 	}
 	m.c2dMu.Lock()
-	m.wantC2D[id] = on
-	c := m.live[id]
-	m.c2dMu.Unlock()
-	if c != nil {
-		go c.setReceiver(context.Background(), on)
-	}
-}
-
-func (m *Mux) wants(id string) bool {
-	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
-	return m.wantC2D[id]
+	m.wantC2D[id] = on
+	if m.live[id] == nil && m.leaving[id] == nil {
+		return
+	}
+	if on {
+		m.pool.add(id)
+		m.scheduleRotationLocked()
+	} else {
+		m.syncLocked(m.pool.remove(id))
+	}
+	m.syncLocked(id)
 }
 
-// register makes c the leaf's live connection and reports whether it wants a C2D link.
-func (m *Mux) register(c *leafConn) bool {
+// register makes c the leaf's live connection (eligible for a C2D slot when it wants
+// one) and returns the leaf's C2D link, to sync.
+func (m *Mux) register(c *leafConn) *c2dLink {
 	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
 	m.live[c.id] = c
-	return m.o.OnC2D != nil && m.wantC2D[c.id]
+	if t := m.leaving[c.id]; t != nil {
+		t.Stop()
+		delete(m.leaving, c.id)
+	}
+	l := m.links[c.id]
+	if l == nil {
+		l = &c2dLink{m: m, id: c.id}
+		m.links[c.id] = l
+	}
+	l.setConn(c.sh, c.address)
+	if m.o.OnC2D != nil && m.wantC2D[c.id] {
+		m.pool.add(c.id)
+		m.scheduleRotationLocked()
+	}
+	return l
 }
 
+// unregister ends c's turn as the leaf's live connection. The leaf keeps its C2D slot
+// and link for leaveGrace, as its loop usually dials again at once.
 func (m *Mux) unregister(c *leafConn) {
 	m.c2dMu.Lock()
 	defer m.c2dMu.Unlock()
-	if m.live[c.id] == c {
-		delete(m.live, c.id)
+	if m.live[c.id] != c {
+		return
 	}
+	delete(m.live, c.id)
+	if m.closed || m.leaving[c.id] != nil {
+		return
+	}
+	m.leaving[c.id] = time.AfterFunc(leaveGrace, func() { m.leave(c.id) })
+}
+
+// leave frees the C2D slot of a leaf that did not come back within leaveGrace.
+func (m *Mux) leave(id string) {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	if m.leaving[id] == nil || m.live[id] != nil {
+		return
+	}
+	delete(m.leaving, id)
+	m.syncLocked(m.pool.remove(id), id)
+}
+
+// syncLocked brings the C2D links of the given leaves in line with the pool.
+func (m *Mux) syncLocked(ids ...string) {
+	for _, id := range ids {
+		if l := m.links[id]; l != nil {
+			go l.sync(context.Background())
+		}
+	}
+}
+
+// scheduleRotationLocked arms the next rotation while a leaf waits for a C2D slot.
+func (m *Mux) scheduleRotationLocked() {
+	if m.rotating != nil || m.closed {
+		return
+	}
+	if _, waiting, _ := m.pool.counts(); waiting == 0 {
+		return
+	}
+	m.rotating = time.AfterFunc(max(m.o.ReceiverDwell/4, 100*time.Millisecond), m.rotate)
+}
+
+func (m *Mux) rotate() {
+	m.c2dMu.Lock()
+	defer m.c2dMu.Unlock()
+	m.rotating = nil
+	if m.closed {
+		return
+	}
+	revoked, granted := m.pool.rotate()
+	m.syncLocked(revoked...)
+	m.syncLocked(granted...)
+	m.scheduleRotationLocked()
 }
 
 // Leaf returns the Dialer of leaf id, for its link.Loop.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +64,119 @@ func TestLinkSlots(t *testing.T) {
 	}
 	if n := len(peer.Events("open")); n != 1 {
 		t.Errorf("connections: got %d, want 1", n)
+	}
+}
+
+// TestC2DRotation: three leaves want C2D but there is one receiver slot, rotated every
+// second. The rhea peer keeps each leaf's C2D message while the leaf has no link (as
+// IoT Hub does); every leaf gets its own message, as itself, once its turn comes.
+func TestC2DRotation(t *testing.T) {
+	ids := []string{"leaf-a", "leaf-b", "leaf-c"}
+	f := testpeer.NewGatewayFixture(t, "edge-c2d", ids, time.Minute)
+	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	results, err := f.Fetcher(t).Batch(t.Context(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string][]string{}
+	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), MaxReceivers: 1,
+		ReceiverDwell: time.Second, Timeout: 5 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnC2D: func(leaf string, msg telemetry.Message) {
+			mu.Lock()
+			got[leaf] = append(got[leaf], string(msg.Body))
+			mu.Unlock()
+		}})
+	defer m.Close()
+	for _, r := range results {
+		if r.Err != nil {
+			t.Fatalf("token of %s: %v", r.DeviceID, r.Err)
+		}
+		m.SetC2D(r.DeviceID, true)
+		c, err := m.Leaf(r.DeviceID).Dial(t.Context(), r.Token)
+		if err != nil {
+			t.Fatalf("dial %s: %v", r.DeviceID, err)
+		}
+		defer c.Close(true)
+	}
+	for _, id := range ids {
+		if err := peer.C2D(id, "for-"+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := 0
+		for _, id := range ids {
+			if slices.Contains(got[id], "for-"+id) {
+				n++
+			}
+		}
+		mu.Unlock()
+		if n == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("C2D after 20 s: got %v, want each leaf's own message", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mu.Lock()
+	for leaf, bodies := range got {
+		for _, b := range bodies {
+			if b != "for-"+leaf {
+				t.Errorf("leaf %s got %q, another leaf's message", leaf, b)
+			}
+		}
+	}
+	mu.Unlock()
+	if s := m.Stats(); s.C2DRotations < 2 || s.C2DAttaches < 3 || s.Connects != 1 {
+		t.Errorf("stats: %+v, want at least 2 rotations and 3 C2D attaches on one connection", s)
+	}
+}
+
+// TestC2DLinkSurvivesRedial: a leaf whose loop closes its connection object and dials
+// again (as after a busy send) keeps its C2D link: one attach, and C2D still arrives.
+func TestC2DLinkSurvivesRedial(t *testing.T) {
+	f := testpeer.NewGatewayFixture(t, "edge-redial", []string{"leaf-a"}, time.Minute)
+	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	results, err := f.Fetcher(t).Batch(t.Context(), []string{"leaf-a"})
+	if err != nil || results[0].Err != nil {
+		t.Fatalf("batch: %v %+v", err, results)
+	}
+	got := make(chan string, 1)
+	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), Timeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnC2D:  func(leaf string, msg telemetry.Message) { got <- leaf + " " + string(msg.Body) }})
+	defer m.Close()
+	m.SetC2D("leaf-a", true)
+	for range 3 {
+		c, err := m.Leaf("leaf-a").Dial(t.Context(), results[0].Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close(true)
+	}
+	c, err := m.Leaf("leaf-a").Dial(t.Context(), results[0].Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(true)
+	if err := peer.C2D("leaf-a", "after-redial"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		if g != "leaf-a after-redial" {
+			t.Fatalf("C2D: got %q", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no C2D after the re-dials")
+	}
+	if s := m.Stats(); s.C2DAttaches != 1 || s.Attached != 4 {
+		t.Errorf("stats: %+v, want 4 dials and 1 C2D attach", s)
 	}
 }

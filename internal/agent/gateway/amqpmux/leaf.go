@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -52,16 +51,14 @@ func (d *leafDialer) Dial(ctx context.Context, tok token.Token) (link.Conn, erro
 		return nil, err
 	}
 	c := &leafConn{m: m, sh: sh, id: d.id, address: tok.Response.Amqp.Address}
-	if m.register(c) {
-		c.setReceiver(ctx, true)
-	}
+	m.register(c).sync(ctx)
 	m.attached.Add(1)
 	return c, nil
 }
 
 // leafConn is one leaf on the shared connection: its token is on the connection, its
-// telemetry link attached on demand, its C2D link attached while the leaf is connected
-// to the local broker (Mux.SetC2D).
+// telemetry link attached on demand. Its C2D link is the Mux's (c2dLink): it outlives
+// a leafConn closed for a re-dial.
 type leafConn struct {
 	m       *Mux
 	sh      *shared
@@ -72,80 +69,6 @@ type leafConn struct {
 	sender *amqp.Sender // nil while detached
 	idle   *time.Timer
 	closed bool
-
-	rmu      sync.Mutex
-	receiver *amqp.Receiver // nil while detached
-	rclosed  bool
-}
-
-// setReceiver attaches (on) or detaches the leaf's C2D link. A failed attach is
-// logged and tried again shortly while the leaf still wants it.
-func (c *leafConn) setReceiver(ctx context.Context, on bool) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if c.rclosed || (on == (c.receiver != nil)) {
-		return
-	}
-	if !on {
-		r := c.receiver
-		c.receiver = nil
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = r.Close(cctx)
-		return
-	}
-	actx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
-	defer cancel()
-	src := strings.TrimSuffix(c.address, "/messages/events") + "/messages/devicebound"
-	r, err := c.sh.sess.NewReceiver(actx, src, nil)
-	if err != nil {
-		c.m.log.Warn("c2d link failed", "leaf", c.id, "error", amqplink.Classify(err).Error())
-		c.retryReceiver()
-		return
-	}
-	c.receiver = r
-	go c.receive(r)
-}
-
-// retryReceiver attaches the C2D link again in a second if the leaf still wants it and
-// the connection is up (when it is not, the leaf's loop dials again anyway).
-func (c *leafConn) retryReceiver() {
-	time.AfterFunc(time.Second, func() {
-		if c.m.wants(c.id) && c.sh.alive() {
-			c.setReceiver(context.Background(), true)
-		}
-	})
-}
-
-// receive hands the leaf's C2D messages on until the link ends.
-func (c *leafConn) receive(r *amqp.Receiver) {
-	for {
-		msg, err := r.Receive(context.Background(), nil)
-		if err != nil {
-			c.rmu.Lock()
-			ours := c.receiver == r // not detached on purpose
-			if ours {
-				c.receiver = nil
-			}
-			c.rmu.Unlock()
-			if ours {
-				c.retryReceiver()
-			}
-			return
-		}
-		m := telemetry.Message{Body: msg.GetData()}
-		if len(msg.ApplicationProperties) > 0 {
-			m.Properties = make(map[string]string, len(msg.ApplicationProperties))
-			for k, v := range msg.ApplicationProperties {
-				m.Properties[k] = fmt.Sprint(v)
-			}
-		}
-		c.m.c2d.Add(1)
-		c.m.o.OnC2D(c.id, m)
-		ctx, cancel := context.WithTimeout(context.Background(), c.m.o.Timeout)
-		_ = r.AcceptMessage(ctx, msg)
-		cancel()
-	}
 }
 
 // Done is closed when the shared connection breaks.
@@ -159,17 +82,14 @@ func (c *leafConn) Err() error {
 	return errors.New("connection closed")
 }
 
-// Close detaches the leaf's links; the shared connection stays for the other leaves.
+// Close detaches the leaf's telemetry link; the shared connection stays for the other
+// leaves, and the leaf's C2D link for a grace period (see Mux.unregister).
 func (c *leafConn) Close(bool) {
 	c.m.unregister(c)
 	c.mu.Lock()
 	c.closed = true
 	c.detachLocked()
 	c.mu.Unlock()
-	c.setReceiver(context.Background(), false)
-	c.rmu.Lock()
-	c.rclosed = true
-	c.rmu.Unlock()
 }
 
 // detachLocked closes the telemetry link, if attached, and frees its slot.

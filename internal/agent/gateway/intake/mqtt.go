@@ -90,6 +90,10 @@ type MQTT struct {
 // MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
 const MaxMessage = 256 << 10
 
+// MaxPendingWrites bounds the packets queued for one leaf's connection; beyond it the
+// broker drops a C2D message for that leaf (counted by mochi, as a missed delivery).
+const MaxPendingWrites = 64
+
 // EventsTopic is leaf's local telemetry topic (publish, with an optional property bag
 // after it); C2DTopic the prefix of its cloud-to-device topics.
 func EventsTopic(leaf string) string { return "devices/" + leaf + "/messages/events/" }
@@ -106,11 +110,20 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	caps.MaximumPacketSize = MaxMessage + 1024 // the message plus a topic and headers
 	caps.MaximumQos = 1                        // as IoT Hub
 	caps.RetainAvailable = 0
+	// mochi gives every client an outbound queue of this many packets, allocated at
+	// connect (8,192 by default: 64 KiB of pointers per client, 64 MiB for 1,000
+	// leaves). A leaf's outbound traffic is its C2D messages, which come one at a time
+	// per leaf (each is accepted at the hub only after it was handed here) and of which
+	// IoT Hub keeps at most 50 per device; acknowledgements do not use this queue.
+	caps.MaximumClientWritesPending = MaxPendingWrites
 	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Per leaf connection mochi runs two goroutines (≈ 20 KiB of stack together at
+		// 1,000 leaves) and a read buffer of this size (default 2 KiB).
+		ClientNetReadBufferSize: 1024,
+		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err := m.srv.AddHook(&leafHook{m: m}, nil); err != nil {
 		return nil, err
