@@ -98,10 +98,20 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal(ctx.Err())
 	case <-time.After(time.Second):
 	}
+	// One request held in flight across the signal, so the drain of a request the
+	// service has taken is exercised on every run, not only when a worker happens to be
+	// mid-request: its body is half sent before SIGTERM and finished after.
+	held := holdRequest(ctx, t, p.url)
 	signalled.Store(true)
 	sent := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if status := held(); status != http.StatusCreated {
+		t.Errorf("request in flight at SIGTERM: got %d, want 201 (drained)", status)
+	} else {
+		okAfter.Add(1)
 	}
 	select {
 	case <-p.exited:
@@ -152,4 +162,38 @@ func mustProvisionHS256(ctx context.Context, t *testing.T, url, prefix string, n
 		devs[i] = hs256Device{id: id, secret: *d.JSON201.Auth.Secret}
 	}
 	return devs
+}
+
+// holdRequest starts an operator POST /devices whose body is half written, and returns
+// once the service has had it for a moment; the returned function sends the rest and
+// returns the status (0 on a transport error, which the caller reports).
+func holdRequest(ctx context.Context, t *testing.T, url string) func() int {
+	t.Helper()
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/devices", pr)
+	req.Header.Set("Authorization", "Bearer "+crashAdmin)
+	req.Header.Set("Content-Type", "application/json")
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Logf("held request: %v", err)
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	if _, err := io.WriteString(pw, `{"deviceId": "sigterm-held", `); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the headers and half the body are at the service
+	return func() int {
+		if _, err := io.WriteString(pw, `"hub": "bench", "auth": {"type": "hs256"}}`); err != nil {
+			t.Logf("held request body: %v", err)
+		}
+		pw.Close()
+		return <-done
+	}
 }
