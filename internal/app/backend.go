@@ -107,7 +107,7 @@ func (a *App) newVault(ctx context.Context) (*backend, error) {
 	if _, err := auth.Login(ctx); err != nil {
 		return nil, err
 	}
-	vs, err := vaultstore.New(client, a.cfg.VaultStore, vaultstore.WithLogger(a.log), vaultstore.WithAuthState(auth.Ready))
+	vs, err := vaultstore.New(client, a.cfg.VaultStore, vaultstore.WithLogger(a.log), vaultstore.WithClock(a.o.now), vaultstore.WithAuthState(auth.Ready))
 	if err != nil {
 		return nil, err
 	}

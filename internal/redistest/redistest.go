@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -244,6 +243,3 @@ func (s *Server) ResetStats(tb testing.TB) {
 		tb.Fatalf("CONFIG RESETSTAT: %v", err)
 	}
 }
-
-// String describes the server without its password.
-func (s *Server) String() string { return fmt.Sprintf("redis-server on %s", s.Addr) }
