@@ -91,19 +91,7 @@ func TestConfigValidate(t *testing.T) {
 		{"certificate and gateway", []string{"-certificate", "-gateway", "-leaf", "l1", "-link", "mqtt"}, "does not take certificate"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(append(slices.Clone(base), tt.args...), func(string) string { return "" }, io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = c.Validate()
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Errorf("got %v, want nil", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValidate(t, append(slices.Clone(base), tt.args...), tt.wantErr) })
 	}
 }
 
@@ -127,5 +115,22 @@ func TestVersionFlag(t *testing.T) {
 	}
 	if got := out.String(); !strings.HasPrefix(got, "tokenagent ") {
 		t.Errorf("got %q, want a line starting with %q", got, "tokenagent ")
+	}
+}
+
+// checkValidate parses args and wants Validate to fail with an error containing
+// wantErr, or to pass when wantErr is empty.
+func checkValidate(t *testing.T, args []string, wantErr string) {
+	t.Helper()
+	c, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	switch {
+	case wantErr == "" && err != nil:
+		t.Errorf("got %v, want nil", err)
+	case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+		t.Errorf("got %v, want an error containing %q", err, wantErr)
 	}
 }

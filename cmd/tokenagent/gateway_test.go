@@ -37,19 +37,7 @@ func TestGatewayConfigValidate(t *testing.T) {
 		{"line format", []string{"-gateway-line-format", "xml"}, "gateway-line-format"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(append(slices.Clone(base), tt.args...), func(string) string { return "" }, io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = c.Validate()
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Errorf("got %v, want nil", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValidate(t, append(slices.Clone(base), tt.args...), tt.wantErr) })
 	}
 	c, _ := parseConfig(base[:6], func(string) string { return "" }, io.Discard)
 	if err := c.Validate(); err != nil {
