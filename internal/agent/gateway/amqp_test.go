@@ -130,8 +130,11 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if s.MQTT.Refused != 2 || s.MQTT.Denied != 1 || s.Lines.Unknown != 1 || s.Lines.Malformed != 1 {
 		t.Errorf("intake counters: mqtt %+v lines %+v; want 2 refused, 1 denied, 1 unknown, 1 malformed", s.MQTT, s.Lines)
 	}
-	if s.Tokens.Calls > 10 || s.Tokens.Fetched < 2*len(leaves) {
-		t.Errorf("token calls: %+v, want few batch calls for many tokens", s.Tokens)
+	// Batched, whatever the machine's load: the first call carries every leaf, so
+	// there are at least len(leaves)-1 fewer calls than tokens (how many later
+	// refreshes coalesce depends on timing and is not asserted).
+	if s.Tokens.Calls > s.Tokens.Fetched-(len(leaves)-1) || s.Tokens.Fetched < 2*len(leaves) {
+		t.Errorf("token calls: %+v, want batch calls carrying several tokens", s.Tokens)
 	}
 	r.stop(t)
 	if s := r.gw.Stats(); s.Queue.Pending != 0 || s.Queue.Dropped != 0 {
