@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
@@ -53,6 +55,35 @@ func IdentityKeys(h domain.Hub, d *domain.Device) error {
 		}
 	}
 	return nil
+}
+
+// DeviceKeys is PrepareDevice for the kinds whose hubs have no modules: none listed,
+// and keys only where the hub's mode wants them (IdentityKeys).
+func DeviceKeys(h domain.Hub, d *domain.Device) error {
+	if err := NoModules(h, d); err != nil {
+		return err
+	}
+	return IdentityKeys(h, d)
+}
+
+// Mode checks h's signing mode against the kind's modes, the first being the default
+// written back when the hub names none.
+func Mode(h *domain.Hub, modes ...domain.SigningMode) error {
+	if h.Mode == "" {
+		h.Mode = modes[0]
+	}
+	if slices.Contains(modes, h.Mode) {
+		return nil
+	}
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = string(m)
+	}
+	list := names[0]
+	if n := len(names); n > 1 {
+		list = strings.Join(names[:n-1], ", ") + " or " + names[n-1]
+	}
+	return domain.Invalid("mode: a %s hub signs with mode %s, not %s", h.Kind, list, h.Mode)
 }
 
 // NoModules refuses modules, for kinds that have none.

@@ -114,3 +114,34 @@ func TestDecodeSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestMode(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    domain.SigningMode
+		modes   []domain.SigningMode
+		want    domain.SigningMode
+		wantErr string
+	}{
+		{"empty takes the default", "", []domain.SigningMode{domain.SignDeviceKey, domain.SignPolicy}, domain.SignDeviceKey, ""},
+		{"listed mode kept", domain.SignPolicy, []domain.SigningMode{domain.SignDeviceKey, domain.SignPolicy}, domain.SignPolicy, ""},
+		{"one mode", domain.SignGroupKey, []domain.SigningMode{domain.SignPolicy},
+			domain.SignGroupKey, "mode: a dps hub signs with mode policy, not groupKey"},
+		{"three modes", domain.SignJWT, []domain.SigningMode{domain.SignDeviceKey, domain.SignPolicy, domain.SignCertificate},
+			domain.SignJWT, "mode: a dps hub signs with mode deviceKey, policy or certificate, not jwt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := domain.Hub{Kind: domain.KindDPS, Mode: tc.mode}
+			err := target.Mode(&h, tc.modes...)
+			if h.Mode != tc.want {
+				t.Errorf("mode = %q, want %q", h.Mode, tc.want)
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tc.wantErr != "" && (err == nil || err.Error() != "invalid: "+tc.wantErr || !errors.Is(err, domain.ErrInvalid)):
+				t.Fatalf("error = %v, want %q wrapping domain.ErrInvalid", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -75,11 +75,8 @@ func (Kind) UsesIssuerKeys() bool { return true }
 // authorizer's name and token key name, topic templates that name the device, and none
 // of the Azure fields.
 func (Kind) Normalize(h *domain.Hub) error {
-	if h.Mode == "" {
-		h.Mode = domain.SignCustomAuthorizer
-	}
-	if h.Mode != domain.SignCustomAuthorizer && h.Mode != domain.SignCertificate {
-		return domain.Invalid("mode: an awsiot hub signs with mode customAuthorizer or certificate, not %s", h.Mode)
+	if err := target.Mode(h, domain.SignCustomAuthorizer, domain.SignCertificate); err != nil {
+		return err
 	}
 	for _, f := range []struct{ name, value string }{
 		{"policyName", h.PolicyName}, {"policyKey", h.PolicyKey}, {"entityPath", h.EntityPath},

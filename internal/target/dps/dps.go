@@ -23,14 +23,11 @@ func (Kind) Name() domain.HubKind { return domain.KindDPS }
 // Normalize implements target.Kind: mode deviceKey (default) or groupKey, and the ID
 // scope.
 func (Kind) Normalize(h *domain.Hub) error {
-	if h.Mode == "" {
-		h.Mode = domain.SignDeviceKey
+	if err := target.Mode(h, domain.SignDeviceKey, domain.SignGroupKey); err != nil {
+		return err
 	}
 	if err := target.CheckSettings(*h); err != nil {
 		return err
-	}
-	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignGroupKey {
-		return domain.Invalid("a dps hub signs with mode deviceKey or groupKey, not %s", h.Mode)
 	}
 	if h.IDScope == "" {
 		return domain.Invalid("a dps hub needs idScope")
@@ -62,10 +59,7 @@ func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
 	if !ValidRegistrationID(d.ID) {
 		return domain.Invalid("a DPS registration ID is letters, digits and - . _ : only, and ends in a letter, digit or -")
 	}
-	if err := target.NoModules(h, d); err != nil {
-		return err
-	}
-	return target.IdentityKeys(h, d)
+	return target.DeviceKeys(h, d)
 }
 
 // Mint implements target.Kind.

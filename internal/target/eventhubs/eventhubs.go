@@ -20,14 +20,11 @@ func (Kind) Name() domain.HubKind { return domain.KindEventHubs }
 
 // Normalize implements target.Kind: mode policy with the entity path.
 func (Kind) Normalize(h *domain.Hub) error {
-	if h.Mode == "" {
-		h.Mode = domain.SignPolicy
+	if err := target.Mode(h, domain.SignPolicy); err != nil {
+		return err
 	}
 	if err := target.CheckSettings(*h); err != nil {
 		return err
-	}
-	if h.Mode != domain.SignPolicy {
-		return domain.Invalid("an eventhubs hub signs with mode policy (a send policy)")
 	}
 	if h.EntityPath == "" {
 		return domain.Invalid("an eventhubs hub needs entityPath, the event hub name")
@@ -44,10 +41,7 @@ func (Kind) Normalize(h *domain.Hub) error {
 
 // PrepareDevice implements target.Kind: no modules and no device keys.
 func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
-	if err := target.NoModules(h, d); err != nil {
-		return err
-	}
-	return target.IdentityKeys(h, d)
+	return target.DeviceKeys(h, d)
 }
 
 // Mint implements target.Kind. The key is the policy key's UTF-8 text, not base64.

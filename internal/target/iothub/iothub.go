@@ -26,11 +26,8 @@ func (Kind) Name() domain.HubKind { return domain.KindIoTHub }
 // Normalize implements target.Kind: mode deviceKey (default) or policy with a valid
 // base64 policy key; no Event Hubs or DPS settings.
 func (Kind) Normalize(h *domain.Hub) error {
-	if h.Mode == "" {
-		h.Mode = domain.SignDeviceKey
-	}
-	if h.Mode != domain.SignDeviceKey && h.Mode != domain.SignPolicy && h.Mode != domain.SignCertificate {
-		return domain.Invalid("an iothub hub signs with mode deviceKey, policy or certificate, not %s", h.Mode)
+	if err := target.Mode(h, domain.SignDeviceKey, domain.SignPolicy, domain.SignCertificate); err != nil {
+		return err
 	}
 	var cs target.CertificateSettings
 	if err := target.DecodeSettings(*h, &cs); err != nil {

@@ -48,11 +48,8 @@ func (Kind) Name() domain.HubKind { return Name }
 // Normalize implements target.Kind: mode jwt (the default), none of the SAS fields, and
 // the kind's settings checked with their defaults written back.
 func (Kind) Normalize(h *domain.Hub) error {
-	if h.Mode == "" {
-		h.Mode = domain.SignJWT
-	}
-	if h.Mode != domain.SignJWT && h.Mode != domain.SignCertificate {
-		return domain.Invalid("mode: a jwtbroker hub signs with mode jwt (the service's issuer key) or certificate (the hub's CA), not %s", h.Mode)
+	if err := target.Mode(h, domain.SignJWT, domain.SignCertificate); err != nil {
+		return err
 	}
 	switch {
 	case h.PolicyName != "" || h.PolicyKey != "":
@@ -80,10 +77,7 @@ func (Kind) Normalize(h *domain.Hub) error {
 
 // PrepareDevice implements target.Kind: no modules and no SAS keys.
 func (Kind) PrepareDevice(h domain.Hub, d *domain.Device) error {
-	if err := target.NoModules(h, d); err != nil {
-		return err
-	}
-	return target.IdentityKeys(h, d)
+	return target.DeviceKeys(h, d)
 }
 
 // Mint implements target.Kind: a JWT for the device signed by the issuer key of the
