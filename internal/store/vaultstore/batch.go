@@ -30,9 +30,9 @@ import (
 // DefaultTransitBatchMax is the batch size tokensvc's flags default to.
 const DefaultTransitBatchMax = 64
 
-// maxTransitBatch caps TransitBatchMax: a batch answer holds about 60 bytes per item,
+// MaxTransitBatch caps TransitBatchMax: a batch answer holds about 60 bytes per item,
 // and one call must stay well within RequestTimeout on a loaded Vault.
-const maxTransitBatch = 1024
+const MaxTransitBatch = 1024
 
 // transitBatchers are the store's two coalescers; nil when batching is off.
 type transitBatchers struct {
@@ -44,7 +44,7 @@ func (s *Store) startBatchers() {
 	if s.cfg.TransitBatchMax <= 1 {
 		return
 	}
-	o := coalesce.Options{Max: s.cfg.TransitBatchMax, Linger: s.cfg.TransitBatchLinger}
+	o := coalesce.Options{Max: s.cfg.TransitBatchMax, Linger: s.cfg.TransitBatchWait}
 	s.batch.hmac = coalesce.New(s.hmacCall, o)
 	s.batch.sign = coalesce.New(s.signCall, o)
 }

@@ -150,11 +150,11 @@ type Config struct {
 	// every one in a call of its own. At most 1024. The service defaults it to
 	// DefaultTransitBatchMax.
 	TransitBatchMax int
-	// TransitBatchLinger is how long a batch that queued behind a call in flight may
+	// TransitBatchWait is how long a batch that queued behind a call in flight may
 	// wait for more items before it goes while it holds fewer than TransitBatchMax;
 	// 0 (the default) sends it as soon as the call before it returns. A key with
 	// nothing in flight never waits.
-	TransitBatchLinger time.Duration
+	TransitBatchWait time.Duration
 }
 
 // Option adjusts how New sets up a Store.
@@ -242,14 +242,14 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 	if !prefixRE.MatchString(cfg.Prefix) {
 		return nil, fmt.Errorf("vaultstore: invalid prefix %q: use letters, digits, '_' and '-' in segments separated by '/'", cfg.Prefix)
 	}
-	if cfg.RequestTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ListTimeout < 0 || cfg.TransitBatchLinger < 0 {
+	if cfg.RequestTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ListTimeout < 0 || cfg.TransitBatchWait < 0 {
 		return nil, errors.New("vaultstore: timeouts must not be negative")
 	}
-	if cfg.TransitBatchMax < 0 || cfg.TransitBatchMax > maxTransitBatch {
-		return nil, fmt.Errorf("vaultstore: Transit batch size %d: want 0 to %d", cfg.TransitBatchMax, maxTransitBatch)
+	if cfg.TransitBatchMax < 0 || cfg.TransitBatchMax > MaxTransitBatch {
+		return nil, fmt.Errorf("vaultstore: Transit batch size %d: want 0 to %d", cfg.TransitBatchMax, MaxTransitBatch)
 	}
-	if cfg.TransitBatchLinger > cfg.RequestTimeout {
-		return nil, fmt.Errorf("vaultstore: Transit batch linger %v exceeds the request timeout %v", cfg.TransitBatchLinger, cfg.RequestTimeout)
+	if cfg.TransitBatchWait > cfg.RequestTimeout {
+		return nil, fmt.Errorf("vaultstore: Transit batch wait %v exceeds the request timeout %v", cfg.TransitBatchWait, cfg.RequestTimeout)
 	}
 	o := options{}
 	for _, opt := range opts {
