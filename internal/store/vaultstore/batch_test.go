@@ -85,7 +85,7 @@ func (g *gate) reset() {
 
 // gatedStore opens a store on srv (as root, under prefix) whose client goes through a
 // gate, with batches of at most max.
-func gatedStore(t *testing.T, srv *vaulttest.Server, prefix string, max int) (*vaultstore.Store, *gate) {
+func gatedStore(t testing.TB, srv *vaulttest.Server, prefix string, max int) (*vaultstore.Store, *gate) {
 	t.Helper()
 	cfg := vault.DefaultConfig()
 	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
