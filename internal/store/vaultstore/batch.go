@@ -122,6 +122,20 @@ func (s *Store) transitCall(ctx context.Context, path, fields string, in []strin
 	return r.Data.BatchResults, nil
 }
 
+// itemResults turns Transit's answers to path into the items' results: parse reads an
+// answer, and an item Transit refused gets itemError.
+func itemResults(path string, rs []batchResult, parse func(batchResult) ([]byte, error)) []coalesce.Result[[]byte] {
+	out := make([]coalesce.Result[[]byte], len(rs))
+	for i, r := range rs {
+		if r.Error != "" {
+			out[i].Err = itemError(path, r.Error)
+			continue
+		}
+		out[i].Val, out[i].Err = parse(r)
+	}
+	return out
+}
+
 // itemError maps an item Transit refused as a single call's 400 with that message
 // would be (Vault's item messages hold no input or key material).
 func itemError(path, msg string) error {
@@ -142,16 +156,7 @@ func (s *Store) hmacCall(ctx context.Context, name string, inputs []string) ([]c
 		}
 		return nil, s.classify(ctx, err, "write", path)
 	}
-	out := make([]coalesce.Result[[]byte], len(rs))
-	for i, r := range rs {
-		switch {
-		case r.Error != "":
-			out[i].Err = itemError(path, r.Error)
-		default:
-			out[i].Val, out[i].Err = parseHMAC(r.HMAC)
-		}
-	}
-	return out, nil
+	return itemResults(path, rs, func(r batchResult) ([]byte, error) { return parseHMAC(r.HMAC) }), nil
 }
 
 // errAnswerFormat is a Transit answer this store cannot read.
@@ -194,16 +199,7 @@ func (s *Store) signCall(ctx context.Context, key string, digests []string) ([]c
 		}
 		return nil, s.classify(ctx, err, "write", path)
 	}
-	out := make([]coalesce.Result[[]byte], len(rs))
-	for i, r := range rs {
-		switch {
-		case r.Error != "":
-			out[i].Err = itemError(path, r.Error)
-		default:
-			out[i].Val, out[i].Err = parseSignature(r.Signature, alg)
-		}
-	}
-	return out, nil
+	return itemResults(path, rs, func(r batchResult) ([]byte, error) { return parseSignature(r.Signature, alg) }), nil
 }
 
 // parseSignature reads Transit's "vault:v1:<base64url>" signature (JWS marshaling
