@@ -40,6 +40,11 @@ type Options struct {
 	// out while it has fewer than Max. Zero (the default) sends it at once. A call to
 	// an idle key never lingers.
 	Linger time.Duration
+	// FailQueued, when set, says which batch errors also fail the items queued behind
+	// that batch at the moment it fails, at once and with the same error: an outage
+	// (a call that timed out) should cost each caller one wait, not one per batch of
+	// the backlog in front of it. The next item after that goes out as a fresh call.
+	FailQueued func(error) bool
 }
 
 // Batcher coalesces concurrent Do calls with the same key. Create it with New.
@@ -179,6 +184,9 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 			in[i] = it.in
 		}
 		rs, err := b.call(key, in)
+		if err != nil && b.opts.FailQueued != nil && b.opts.FailQueued(err) {
+			batch = append(batch, b.drain(q)...)
+		}
 		for i, it := range batch {
 			if err != nil {
 				it.done <- Result[Out]{Err: err}
@@ -187,6 +195,15 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 			}
 		}
 	}
+}
+
+// drain removes every item queued in q and returns them.
+func (b *Batcher[In, Out]) drain(q *queue[In, Out]) []*item[In, Out] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
 }
 
 // take removes up to Max live items from q (dropping those whose callers gave up

@@ -231,6 +231,46 @@ func TestBatchErrorFailsTheBatch(t *testing.T) {
 	})
 }
 
+func TestFailQueued(t *testing.T) {
+	errDown := errors.New("vault down")
+	errOther := errors.New("other")
+	tests := []struct {
+		name      string
+		err       error
+		wantSizes []int
+	}{
+		// The held call fails with an outage: the 10 queued behind it fail with it, no call.
+		{name: "outage fails the backlog", err: errDown, wantSizes: []int{1}},
+		// Another error fails only its batch; the backlog goes out (and fails on its own).
+		{name: "other errors do not", err: errOther, wantSizes: []int{1, 4, 4, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := &recorder{failAll: tt.err}
+				b := coalesce.New(r.fn, coalesce.Options{Max: 4, FailQueued: func(err error) bool { return errors.Is(err, errDown) }})
+				defer b.Close()
+				first := startHeld(t, r, b, "k")
+				chs := submit(t.Context(), b, "k", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+				synctest.Wait()
+				r.mu.Lock()
+				held := r.hold
+				r.hold = nil // the backlog's own calls, if any, answer at once
+				r.mu.Unlock()
+				close(held)
+				for i, ch := range append(chs, first) {
+					if o := <-ch; !errors.Is(o.err, tt.err) {
+						t.Errorf("caller %d: got %v, want %v", i, o.err, tt.err)
+					}
+				}
+				if got := r.sizes(); !slices.Equal(got, tt.wantSizes) {
+					t.Errorf("batch sizes: got %v, want %v", got, tt.wantSizes)
+				}
+			})
+		})
+	}
+}
+
 func TestCallerGivingUpLeavesTheBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &recorder{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -22,7 +23,8 @@ import (
 //
 // The batch is one Vault call: RequestTimeout bounds it from the moment it is sent, and
 // an error of the call (Vault unreachable, sealed, the key gone, a 403) fails every item
-// of it, classified as a single call's is. Transit answers each item on its own, so an
+// of it, classified as a single call's is; when it says Vault is unavailable, the items
+// queued behind it fail with it rather than wait for a call of their own. Transit answers each item on its own, so an
 // item Transit refuses fails only its own caller, with the error a single call would
 // have given. A caller whose context ends returns at once; its batch goes on for the
 // others, under a context of the store's (ended by Close) rather than any caller's.
@@ -44,7 +46,11 @@ func (s *Store) startBatchers() {
 	if s.cfg.TransitBatchMax <= 1 {
 		return
 	}
-	o := coalesce.Options{Max: s.cfg.TransitBatchMax, Linger: s.cfg.TransitBatchWait}
+	o := coalesce.Options{Max: s.cfg.TransitBatchMax, Linger: s.cfg.TransitBatchWait,
+		// A batch that found Vault unavailable (it timed out, or Vault is sealed or
+		// unreachable) fails the backlog behind it too: each request waits for one
+		// failed call, as without batching, not for one per batch of the backlog.
+		FailQueued: func(err error) bool { return errors.Is(err, store.ErrUnavailable) }}
 	s.batch.hmac = coalesce.New(s.hmacCall, o)
 	s.batch.sign = coalesce.New(s.signCall, o)
 }
@@ -160,7 +166,7 @@ func (s *Store) hmacCall(ctx context.Context, name string, inputs []string) ([]c
 }
 
 // errAnswerFormat is a Transit answer this store cannot read.
-var errAnswerFormat = fmt.Errorf("unexpected answer format")
+var errAnswerFormat = errors.New("unexpected answer format")
 
 // parseHMAC reads Transit's "vault:v<version>:<base64>" HMAC.
 func parseHMAC(s string) ([]byte, error) {

@@ -84,8 +84,13 @@ func (g *gate) reset() {
 }
 
 // gatedStore opens a store on srv (as root, under prefix) whose client goes through a
-// gate, with batches of at most max.
+// gate, with batches of at most max and a 5 s request timeout.
 func gatedStore(t testing.TB, srv *vaulttest.Server, prefix string, max int) (*vaultstore.Store, *gate) {
+	t.Helper()
+	return gatedStoreWith(t, srv, vaultstore.Config{Prefix: prefix, TransitBatchMax: max, RequestTimeout: 5 * time.Second})
+}
+
+func gatedStoreWith(t testing.TB, srv *vaulttest.Server, vcfg vaultstore.Config) (*vaultstore.Store, *gate) {
 	t.Helper()
 	cfg := vault.DefaultConfig()
 	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
@@ -96,7 +101,7 @@ func gatedStore(t testing.TB, srv *vaulttest.Server, prefix string, max int) (*v
 		t.Fatal(err)
 	}
 	c.SetToken(srv.RootToken)
-	s := mustStoreWith(t, c, vaultstore.Config{Prefix: prefix, TransitBatchMax: max, RequestTimeout: 5 * time.Second})
+	s := mustStoreWith(t, c, vcfg)
 	t.Cleanup(func() { _ = s.Close() })
 	return s, g
 }
@@ -267,6 +272,36 @@ func TestTransitHMACBatching(t *testing.T) {
 		}
 		if got := g.calls(); !slices.Equal(got, []int{1, 1}) {
 			t.Errorf("items per call: got %v, want [1 1]", got)
+		}
+	})
+
+	t.Run("an outage fails the backlog with the batch in flight", func(t *testing.T) {
+		// A store of its own with a shorter deadline, so the outage costs 2 s, not 5.
+		s, g := gatedStoreWith(t, srv, vaultstore.Config{Prefix: prefix, TransitBatchMax: 8, RequestTimeout: 2 * time.Second})
+		others := make([]func() ([]byte, error), 20)
+		for i := range others {
+			others[i] = func() ([]byte, error) { return s.HMAC(ctx, hub, d.ID, "", []byte{byte(i)}) }
+		}
+		pending := func() int {
+			n := s.PendingHMAC(name)
+			if n == len(others) {
+				srv.Pause() // the held call goes to a Vault that does not answer
+			}
+			return n
+		}
+		_, errs, firstErr := queueBehindHeld(t, g, pending,
+			func() ([]byte, error) { return s.HMAC(ctx, hub, d.ID, "", []byte("first")) }, others)
+		srv.Resume()
+		for i, err := range append(errs, firstErr) {
+			if !errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("caller %d: got %v, want store.ErrUnavailable", i, err)
+			}
+		}
+		if got := g.calls(); !slices.Equal(got, []int{1}) {
+			t.Errorf("items per call: got %v, want [1] (the backlog failed with the held call, not in 3 more timeouts)", got)
+		}
+		if mac, err := s.HMAC(ctx, hub, d.ID, "", []byte("after")); err != nil || !bytes.Equal(mac, localHMAC(key, []byte("after"))) {
+			t.Errorf("HMAC once Vault is back: got %x, %v", mac, err)
 		}
 	})
 
