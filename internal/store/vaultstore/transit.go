@@ -17,7 +17,8 @@ import (
 )
 
 // Transit key names are derived from the hub name or device and module IDs, so HMAC
-// finds a key without reading any record first (one Vault call per token). The SHA-256
+// finds a key without reading any record first (at most one Vault call per token, fewer
+// when concurrent tokens share a batch, see batch.go). The SHA-256
 // keeps any ID character out of the URL and the name within Transit's rules; 128 bits
 // of it make a collision between two names practically impossible.
 
