@@ -40,10 +40,11 @@ type Options struct {
 	// out while it has fewer than Max. Zero (the default) sends it at once. A call to
 	// an idle key never lingers.
 	Linger time.Duration
-	// FailQueued, when set, says which batch errors also fail the items queued behind
-	// that batch at the moment it fails, at once and with the same error: an outage
-	// (a call that timed out) should cost each caller one wait, not one per batch of
-	// the backlog in front of it. The next item after that goes out as a fresh call.
+	// FailQueued, when set, says which batch errors mean an outage. When two batches
+	// of a key in a row fail so, the items still queued behind the second fail at
+	// once with its error: during an outage each caller waits for at most two failed
+	// calls, not one per batch of the backlog in front of it, while one slow call alone
+	// fails only its own batch. The next item after that goes out as a fresh call.
 	FailQueued func(error) bool
 }
 
@@ -169,7 +170,7 @@ func (b *Batcher[In, Out]) call(key string, in []In) ([]Result[Out], error) {
 // queue. Exactly one worker runs per key at a time.
 func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 	defer b.wg.Done()
-	first := true
+	first, failing := true, false
 	for {
 		if !first && b.opts.Linger > 0 {
 			b.linger(q)
@@ -184,9 +185,11 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 			in[i] = it.in
 		}
 		rs, err := b.call(key, in)
-		if err != nil && b.opts.FailQueued != nil && b.opts.FailQueued(err) {
+		outage := err != nil && b.opts.FailQueued != nil && b.opts.FailQueued(err)
+		if outage && failing {
 			batch = append(batch, b.drain(q)...)
 		}
+		failing = outage
 		for i, it := range batch {
 			if err != nil {
 				it.done <- Result[Out]{Err: err}

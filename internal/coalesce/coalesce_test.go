@@ -239,8 +239,9 @@ func TestFailQueued(t *testing.T) {
 		err       error
 		wantSizes []int
 	}{
-		// The held call fails with an outage: the 10 queued behind it fail with it, no call.
-		{name: "outage fails the backlog", err: errDown, wantSizes: []int{1}},
+		// The held call fails with an outage, and so does the next batch: the 6 still
+		// queued fail with it, without a call.
+		{name: "outage fails the backlog", err: errDown, wantSizes: []int{1, 4}},
 		// Another error fails only its batch; the backlog goes out (and fails on its own).
 		{name: "other errors do not", err: errOther, wantSizes: []int{1, 4, 4, 2}},
 	}

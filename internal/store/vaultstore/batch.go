@@ -23,8 +23,9 @@ import (
 //
 // The batch is one Vault call: RequestTimeout bounds it from the moment it is sent, and
 // an error of the call (Vault unreachable, sealed, the key gone, a 403) fails every item
-// of it, classified as a single call's is; when it says Vault is unavailable, the items
-// queued behind it fail with it rather than wait for a call of their own. Transit answers each item on its own, so an
+// of it, classified as a single call's is; when two batches in a row find Vault
+// unavailable, the items queued behind them fail too rather than wait for calls of
+// their own. Transit answers each item on its own, so an
 // item Transit refuses fails only its own caller, with the error a single call would
 // have given. A caller whose context ends returns at once; its batch goes on for the
 // others, under a context of the store's (ended by Close) rather than any caller's.
@@ -47,9 +48,10 @@ func (s *Store) startBatchers() {
 		return
 	}
 	o := coalesce.Options{Max: s.cfg.TransitBatchMax, Linger: s.cfg.TransitBatchWait,
-		// A batch that found Vault unavailable (it timed out, or Vault is sealed or
-		// unreachable) fails the backlog behind it too: each request waits for one
-		// failed call, as without batching, not for one per batch of the backlog.
+		// Two batches in a row that found Vault unavailable (timed out, sealed,
+		// unreachable) fail the backlog behind them too: each request waits for at
+		// most two failed calls, not for one per batch of the backlog, and one slow
+		// call alone fails only its own batch.
 		FailQueued: func(err error) bool { return errors.Is(err, store.ErrUnavailable) }}
 	s.batch.hmac = coalesce.New(s.hmacCall, o)
 	s.batch.sign = coalesce.New(s.signCall, o)
