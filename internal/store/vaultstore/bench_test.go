@@ -113,6 +113,7 @@ func BenchmarkListDevices(b *testing.B) {
 // reports Vault calls per HMAC; compare ns/op of the two in the same run.
 func BenchmarkTransitHMACConcurrent(b *testing.B) {
 	srv := vaulttest.Start(b)
+	makeWrappingKey(b, srv)
 	prefix := freshPrefix()
 	hub := iotHub("hub-t", true)
 	msg := []byte("contoso-hub.azure-devices.net%2Fdevices%2Fsensor-0001\n1767226600")
