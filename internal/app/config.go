@@ -102,6 +102,7 @@ func Defaults() Config {
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
 			PKIMount: vaultstore.DefaultPKIMount, PKIRole: vaultstore.DefaultPKIRole,
+			TransitBatchMax: vaultstore.DefaultTransitBatchMax,
 		},
 		Cache:  CacheConfig{Enabled: true, Options: cachestore.Options{TTL: cachestore.DefaultTTL, MaxEntries: cachestore.DefaultMaxEntries}},
 		Limits: limits.Config{DeviceRate: 0.2, DeviceBurst: 5, MaxInflight: 1024},
@@ -185,6 +186,12 @@ func (c Config) validateStore() error {
 		}
 		if v.RequestTimeout <= 0 {
 			return errors.New("vault timeout must be positive")
+		}
+		if v.TransitBatchMax < 0 || v.TransitBatchMax > vaultstore.MaxTransitBatch {
+			return fmt.Errorf("vault transit batch max %d: want 0 to %d", v.TransitBatchMax, vaultstore.MaxTransitBatch)
+		}
+		if v.TransitBatchWait < 0 || v.TransitBatchWait > v.RequestTimeout {
+			return fmt.Errorf("vault transit batch wait %v: want 0 up to the vault timeout (%v)", v.TransitBatchWait, v.RequestTimeout)
 		}
 		if c.Cache.Enabled && (c.Cache.TTL <= 0 || c.Cache.MaxEntries <= 0) {
 			return errors.New("cache ttl and cache size must be positive")

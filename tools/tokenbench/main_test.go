@@ -74,6 +74,8 @@ func TestConfigRefusesOffMachineAndUnbounded(t *testing.T) {
 		{"vault: too long", "vault", []string{"-d", "11m"}, env, "-d"},
 		{"vault: too many devices", "vault", []string{"-provision", "10001"}, env, "-provision"},
 		{"vault: no workers", "vault", []string{"-c", "0"}, env, "-c"},
+		{"vault: unknown transit mode", "vault", []string{"-transit-mode", "groupKey"}, env, "-transit-mode"},
+		{"vault: device-key transit hub", "vault", []string{"-transit-mode", "deviceKey"}, env, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

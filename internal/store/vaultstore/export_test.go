@@ -1,5 +1,11 @@
 package vaultstore
 
+import (
+	"context"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+)
+
 // Test hooks: the key wrap and the Transit key naming, which tests need to check
 // Vault's state directly.
 var (
@@ -17,3 +23,26 @@ func (s *Store) DeviceKeyName(deviceID, moduleID, slot string) string {
 
 // HubKeyName is hubKeyName for tests.
 func (s *Store) HubKeyName(hub string) string { return s.hubKeyName(hub) }
+
+// PendingHMAC reports how many HMACs with Transit key name wait behind the call in
+// flight; PendingSign the same for signatures with issuer key kid.
+func (s *Store) PendingHMAC(name string) int { return s.batch.hmac.Pending(name) }
+
+// PendingSign is PendingHMAC for the signatures of issuer key kid with alg.
+func (s *Store) PendingSign(kid string, alg domain.IssuerAlg) int {
+	name, _ := s.issuerKeyName(kid)
+	return s.batch.sign.Pending(signKey(name, alg))
+}
+
+// HMACInput submits a raw input (as sent to Transit, normally base64) for an HMAC
+// with Transit key name, through the batcher: tests use it to put an input Transit
+// refuses into a batch, which HMAC itself never sends.
+func (s *Store) HMACInput(ctx context.Context, name, input string) ([]byte, error) {
+	return do(ctx, s.batch.hmac, s.hmacCall, name, input)
+}
+
+// SignInput is HMACInput for signatures with issuer key kid.
+func (s *Store) SignInput(ctx context.Context, kid string, alg domain.IssuerAlg, input string) ([]byte, error) {
+	name, _ := s.issuerKeyName(kid)
+	return do(ctx, s.batch.sign, s.signCall, signKey(name, alg), input)
+}

@@ -12,12 +12,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // Issuer keys (the keys tokensvc signs JWT credentials with) live in Transit as
@@ -110,7 +107,8 @@ func (s *Store) issuerPublicKey(ctx context.Context, name string, alg domain.Iss
 
 // SignIssuerDigest signs a SHA-256 digest inside Transit with version 1 of issuer key
 // kid (issuerkeys.TransitKeys): PKCS#1 v1.5 for RS256, r||s (JWS marshaling) for
-// ES256. One Vault call bounded by RequestTimeout, as it is on the token path; errors
+// ES256. One Vault call bounded by RequestTimeout, as it is on the token path (shared
+// with concurrent signatures with the same key when batching is on, see batch.go); errors
 // wrap store.ErrNotFound when Transit has no such key and store.ErrUnavailable when
 // Vault cannot answer in time.
 func (s *Store) SignIssuerDigest(ctx context.Context, kid string, alg domain.IssuerAlg, digest []byte) ([]byte, error) {
@@ -124,31 +122,9 @@ func (s *Store) SignIssuerDigest(ctx context.Context, kid string, alg domain.Iss
 	if len(digest) != sha256.Size {
 		return nil, fmt.Errorf("transit sign with %s: digest of %d bytes, want SHA-256", name, len(digest))
 	}
-	body := `{"input":"` + base64.StdEncoding.EncodeToString(digest) + `","prehashed":true,"key_version":1,"marshaling_algorithm":"jws"`
-	if alg == domain.AlgRS256 {
-		body += `,"signature_algorithm":"pkcs1v15"`
-	}
-	body += "}"
-	var r struct {
-		Data struct {
-			Signature string `json:"signature"`
-		} `json:"data"`
-	}
-	path := s.cfg.TransitMount + "/sign/" + name + "/sha2-256"
-	if err := s.put(ctx, s.cfg.RequestTimeout, path, []byte(body), &r); err != nil {
-		if vaultSays(err, http.StatusBadRequest, "not found") {
-			return nil, fmt.Errorf("transit sign with %s: %w", name, store.ErrNotFound)
-		}
-		return nil, fmt.Errorf("transit sign with %s: %w", name, s.classify(ctx, err, "write", path))
-	}
-	// The answer is "vault:v1:<base64url>" (JWS marshaling encodes every type so).
-	rest, ok := strings.CutPrefix(r.Data.Signature, "vault:v1:")
-	if !ok {
-		return nil, fmt.Errorf("transit sign with %s: unexpected answer format", name)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(rest)
-	if err != nil || (alg == domain.AlgES256 && len(sig) != 64) || (alg == domain.AlgRS256 && len(sig) < 256) {
-		return nil, fmt.Errorf("transit sign with %s: unexpected answer format", name)
+	sig, err := do(ctx, s.batch.sign, s.signCall, signKey(name, alg), base64.StdEncoding.EncodeToString(digest))
+	if err != nil {
+		return nil, fmt.Errorf("transit sign with %s: %w", name, err)
 	}
 	return sig, nil
 }

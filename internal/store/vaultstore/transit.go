@@ -12,14 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/store"
 )
 
 // Transit key names are derived from the hub name or device and module IDs, so HMAC
-// finds a key without reading any record first (one Vault call per token). The SHA-256
+// finds a key without reading any record first (at most one Vault call per token, fewer
+// when concurrent tokens share a batch, see batch.go). The SHA-256
 // keeps any ID character out of the URL and the name within Transit's rules; 128 bits
 // of it make a collision between two names practically impossible.
 
@@ -287,8 +286,9 @@ func (s *Store) deleteKeysBestEffort(ctx context.Context, keyNames []string) {
 
 // HMAC returns HMAC-SHA256(key, msg) computed inside Vault Transit (tokens.TransitSigner).
 // The key is the hub's policy or group key when the hub signs with one, else the
-// primary key of the device (moduleID "") or of its module. It makes exactly one
-// Vault call, bounded by RequestTimeout. It returns store.ErrNotFound (wrapped) when
+// primary key of the device (moduleID "") or of its module. It makes one Vault call,
+// bounded by RequestTimeout, shared with concurrent HMACs with the same key when
+// batching is on (see batch.go). It returns store.ErrNotFound (wrapped) when
 // Transit has no such key, store.ErrUnavailable when Vault cannot answer in time.
 func (s *Store) HMAC(ctx context.Context, hub domain.Hub, deviceID, moduleID string, msg []byte) ([]byte, error) {
 	if err := s.live(); err != nil {
@@ -309,33 +309,9 @@ func (s *Store) HMAC(ctx context.Context, hub domain.Hub, deviceID, moduleID str
 		what = fmt.Sprintf("hub %q", hub.Name)
 	}
 
-	body := make([]byte, 0, len(`{"input":""}`)+base64.StdEncoding.EncodedLen(len(msg)))
-	body = append(body, `{"input":"`...)
-	body = base64.StdEncoding.AppendEncode(body, msg)
-	body = append(body, `"}`...)
-	var r struct {
-		Data struct {
-			HMAC string `json:"hmac"`
-		} `json:"data"`
-	}
-	path := s.cfg.TransitMount + "/hmac/" + name + "/sha2-256"
-	if err := s.put(ctx, s.cfg.RequestTimeout, path, body, &r); err != nil {
-		if vaultSays(err, http.StatusBadRequest, "key not found") {
-			return nil, fmt.Errorf("transit hmac for %s: key %s: %w", what, name, store.ErrNotFound)
-		}
-		return nil, fmt.Errorf("transit hmac for %s: %w", what, s.classify(ctx, err, "write", path))
-	}
-	// The answer is "vault:v<version>:<base64>".
-	rest, ok := strings.CutPrefix(r.Data.HMAC, "vault:v")
-	if ok {
-		_, rest, ok = strings.Cut(rest, ":")
-	}
-	if !ok {
-		return nil, fmt.Errorf("transit hmac for %s: unexpected answer format", what)
-	}
-	mac, err := base64.StdEncoding.DecodeString(rest)
-	if err != nil || len(mac) != sha256.Size {
-		return nil, fmt.Errorf("transit hmac for %s: unexpected answer format", what)
+	mac, err := do(ctx, s.batch.hmac, s.hmacCall, name, base64.StdEncoding.EncodeToString(msg))
+	if err != nil {
+		return nil, fmt.Errorf("transit hmac for %s: %w", what, err)
 	}
 	return mac, nil
 }

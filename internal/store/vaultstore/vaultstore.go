@@ -145,6 +145,16 @@ type Config struct {
 	// "tokensvc-device"). See pki.go.
 	PKIMount string
 	PKIRole  string
+	// TransitBatchMax is the most Transit HMACs (or issuer signatures) with one key
+	// sent in one call when they arrive concurrently (see batch.go); 0 or 1 sends
+	// every one in a call of its own. At most 1024. The service defaults it to
+	// DefaultTransitBatchMax.
+	TransitBatchMax int
+	// TransitBatchWait is how long a batch that queued behind a call in flight may
+	// wait for more items before it goes while it holds fewer than TransitBatchMax;
+	// 0 (the default) sends it as soon as the call before it returns. A key with
+	// nothing in flight never waits.
+	TransitBatchWait time.Duration
 }
 
 // Option adjusts how New sets up a Store.
@@ -199,6 +209,8 @@ type Store struct {
 	listMu    sync.Mutex
 	listing   *deviceListing
 	listGroup singleflight.Group
+
+	batch transitBatchers
 }
 
 var _ store.Store = (*Store)(nil)
@@ -230,8 +242,14 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 	if !prefixRE.MatchString(cfg.Prefix) {
 		return nil, fmt.Errorf("vaultstore: invalid prefix %q: use letters, digits, '_' and '-' in segments separated by '/'", cfg.Prefix)
 	}
-	if cfg.RequestTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ListTimeout < 0 {
+	if cfg.RequestTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ListTimeout < 0 || cfg.TransitBatchWait < 0 {
 		return nil, errors.New("vaultstore: timeouts must not be negative")
+	}
+	if cfg.TransitBatchMax < 0 || cfg.TransitBatchMax > MaxTransitBatch {
+		return nil, fmt.Errorf("vaultstore: Transit batch size %d: want 0 to %d", cfg.TransitBatchMax, MaxTransitBatch)
+	}
+	if cfg.TransitBatchWait > cfg.RequestTimeout {
+		return nil, fmt.Errorf("vaultstore: Transit batch wait %v exceeds the request timeout %v", cfg.TransitBatchWait, cfg.RequestTimeout)
 	}
 	o := options{}
 	for _, opt := range opts {
@@ -243,7 +261,7 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
-	return &Store{
+	s := &Store{
 		c:         client,
 		cfg:       cfg,
 		log:       o.logger,
@@ -253,7 +271,9 @@ func New(client *vault.Client, cfg Config, opts ...Option) (*Store, error) {
 		kvMeta:    cfg.Mount + "/metadata/" + cfg.Prefix,
 		kvDestroy: cfg.Mount + "/destroy/" + cfg.Prefix,
 		keyPrefix: strings.ReplaceAll(cfg.Prefix, "/", "."),
-	}, nil
+	}
+	s.startBatchers()
+	return s, nil
 }
 
 func withDefaults(cfg Config) Config {
@@ -287,10 +307,12 @@ func withDefaults(cfg Config) Config {
 // Config returns the configuration in effect, defaults filled in.
 func (s *Store) Config() Config { return s.cfg }
 
-// Close marks the store closed; later calls fail with ErrClosed. The Vault client
-// belongs to the caller and is left as it is. Close may be called more than once.
+// Close marks the store closed; later calls fail with ErrClosed. Transit batches in
+// flight are cancelled and waited for. The Vault client belongs to the caller and is
+// left as it is. Close may be called more than once.
 func (s *Store) Close() error {
 	s.closed.Store(true)
+	s.closeBatchers()
 	return nil
 }
 

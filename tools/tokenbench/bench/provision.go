@@ -56,6 +56,19 @@ func (a *Admin) ensure(ctx context.Context, body oapi.HubCreate) error {
 	return nil
 }
 
+// EnsurePolicyHub creates hub (kind iothub, mode policy: every device's tokens are
+// signed with the hub's shared access key policyKey under policyName) or leaves it if
+// it exists. transit asks for a hub whose key lives in Vault Transit.
+func (a *Admin) EnsurePolicyHub(ctx context.Context, hub string, transit bool, policyName, policyKey string) error {
+	mode := oapi.Policy
+	body := oapi.HubCreate{Name: hub, Kind: oapi.Iothub, Hostname: hub + ".azure-devices.net", Mode: &mode,
+		PolicyName: &policyName, PolicyKey: &policyKey}
+	if transit {
+		body.Transit = &transit
+	}
+	return a.ensure(ctx, body)
+}
+
 // EnsureCertificateHub creates hub as an iothub hub in mode certificate (devices get
 // client certificates from POST /token/certificate) or leaves it if it exists.
 func (a *Admin) EnsureCertificateHub(ctx context.Context, hub string) error {

@@ -6,6 +6,8 @@ package vault
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +32,10 @@ type Config struct {
 	TransitHub   string
 	VaultPID     int
 	VaultToken   string
+	// TransitMode is the Transit hub's signing mode: policy (one hub key for every
+	// device, so concurrent tokens share Transit batches) or deviceKey (a Transit key
+	// per device: concurrent tokens of different devices cannot share a call).
+	TransitMode string
 }
 
 var vaultName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -57,6 +63,8 @@ func (c Config) Validate() error {
 		return errors.New("-provision: 1 to 10000 devices per hub")
 	case c.KVHub == "" || c.TransitHub == "" || c.KVHub == c.TransitHub:
 		return errors.New("-kv-hub and -transit-hub: two different hub names")
+	case c.TransitMode != "policy" && c.TransitMode != "deviceKey":
+		return errors.New("-transit-mode: policy or deviceKey")
 	}
 	return nil
 }
@@ -74,6 +82,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.Provision, "provision", 200, "HS256 devices to create on each hub")
 	fs.StringVar(&c.KVHub, "kv-hub", "bench-kv", "hub whose keys live in KV (created if absent)")
 	fs.StringVar(&c.TransitHub, "transit-hub", "bench-transit", "hub whose keys live in Transit (created with transit: true if absent)")
+	fs.StringVar(&c.TransitMode, "transit-mode", "policy", "signing mode of -transit-hub: policy (one Transit key for the hub's devices) or deviceKey (one per device)")
 	fs.IntVar(&c.VaultPID, "vault-pid", 0, "report Vault's CPU per request, from /proc")
 	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -100,8 +109,16 @@ type Report struct {
 	Results   []Result `json:"results"`
 	// KVRatio is tokensvc (KV, cached) / raw transit/hmac throughput (target ≥ 20).
 	KVRatio float64 `json:"kvOverRawTransit,omitempty"`
-	// TransitRatio is tokensvc (Transit hub) / raw transit/hmac throughput (target ≥ 0.8).
+	// TransitRatio is tokensvc (Transit hub) / raw transit/hmac throughput (target ≥ 2
+	// with a policy hub, whose tokens share Transit batches).
 	TransitRatio float64 `json:"transitOverRawTransit,omitempty"`
+	// TransitMode is the Transit hub's signing mode (-transit-mode).
+	TransitMode string `json:"transitMode,omitempty"`
+	// TransitVaultCPURatio is Vault's CPU per token on the Transit hub / per raw
+	// transit/hmac call (target ≤ 0.25; needs -vault-pid).
+	TransitVaultCPURatio float64 `json:"transitVaultCpuOverRawTransit,omitempty"`
+	// TransitP99Ratio is the Transit hub's p99 latency / the raw call's (target ≤ 1).
+	TransitP99Ratio float64 `json:"transitP99OverRawTransit,omitempty"`
 }
 
 // Run is `tokenbench vault`.
@@ -130,14 +147,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	rep := Report{Devices: cfg.Provision, BodyBytes: len(body)}
+	rep := Report{Devices: cfg.Provision, BodyBytes: len(body), TransitMode: cfg.TransitMode}
 	phases := []struct {
 		name    string
 		devices []bench.Device // nil: the raw transit/hmac phase
 	}{
 		{"tokensvc KV (cached)", kvDevs},
 		{"vault transit/hmac", nil},
-		{"tokensvc Transit", trDevs},
+		{"tokensvc Transit " + cfg.TransitMode, trDevs},
 	}
 	for _, ph := range phases {
 		r, err := measurePhase(ctx, client, cfg, ph.name, ph.devices)
@@ -151,7 +168,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if len(rep.Results) == 3 {
 		rep.KVRatio = bench.Ratio(rep.Results[0].Throughput, rep.Results[1].Throughput)
-		rep.TransitRatio = bench.Ratio(rep.Results[2].Throughput, rep.Results[1].Throughput)
+		raw, tr := rep.Results[1], rep.Results[2]
+		rep.TransitRatio = bench.Ratio(tr.Throughput, raw.Throughput)
+		rep.TransitVaultCPURatio = bench.Ratio(float64(tr.VaultCPUPerReq), float64(raw.VaultCPUPerReq))
+		rep.TransitP99Ratio = bench.Ratio(float64(tr.P99), float64(raw.P99))
 	}
 	return cfg.Print(ctx, stdout, rep, func(w io.Writer) { printReport(w, cfg, rep) })
 }
@@ -168,7 +188,14 @@ func provisionHubs(ctx context.Context, client *http.Client, cfg Config) (kv, tr
 		return nil, nil, fmt.Errorf("KV hub: %w", err)
 	}
 	// The Transit hub exists first with transit: true; ProvisionHS256 then leaves it.
-	if err := admin.EnsureHub(ctx, cfg.TransitHub, true); err != nil {
+	if cfg.TransitMode == "policy" {
+		var key [32]byte
+		_, _ = rand.Read(key[:]) // crypto/rand.Read never fails (Go 1.24+)
+		err = admin.EnsurePolicyHub(ctx, cfg.TransitHub, true, "bench", base64.StdEncoding.EncodeToString(key[:]))
+	} else {
+		err = admin.EnsureHub(ctx, cfg.TransitHub, true)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	tr, err = admin.ProvisionHS256(ctx, cfg.TransitHub, cfg.DevicePrefix+"tr-", cfg.Provision)
@@ -231,6 +258,8 @@ func printReport(w io.Writer, cfg Config, rep Report) {
 	tw.Flush()
 	if rep.KVRatio > 0 {
 		fmt.Fprintf(w, "\nratio tokensvc KV (cached) / raw transit/hmac: %.2f (target ≥ 20)\n", rep.KVRatio)
-		fmt.Fprintf(w, "ratio tokensvc Transit / raw transit/hmac:     %.2f (target ≥ 0.8)\n", rep.TransitRatio)
+		fmt.Fprintf(w, "ratio tokensvc Transit (%s) / raw transit/hmac: %.2f (target ≥ 2 with policy)\n", rep.TransitMode, rep.TransitRatio)
+		fmt.Fprintf(w, "Vault CPU per token, Transit / raw:           %.2f (target ≤ 0.25)\n", rep.TransitVaultCPURatio)
+		fmt.Fprintf(w, "p99, Transit / raw:                           %.2f (target ≤ 1)\n", rep.TransitP99Ratio)
 	}
 }
