@@ -31,25 +31,35 @@ const (
 // maxTtl, gateway, parent) is Skipped, so importing the same file twice changes nothing; one that differs
 // is Rejected with the reason. A Rejected error is safe to show the caller; any other
 // error (e.g. the store is unavailable) is returned as is.
+//
+// It tries the create first and reads the existing device only when the ID is taken:
+// a new device costs the store its writes alone, which is what a bulk import is mostly
+// made of. (A line that is invalid in itself is rejected for that before the store is
+// asked, whether or not its device exists.)
 func (r *Registry) ImportDevice(ctx context.Context, d domain.Device) (Created, ImportResult, error) {
 	return r.importDevice(ctx, d, true)
 }
 
 func (r *Registry) importDevice(ctx context.Context, d domain.Device, retry bool) (Created, ImportResult, error) {
+	fresh := d
+	fresh.Modules = slices.Clone(d.Modules) // CreateDevice fills in their keys; d is what the line said
+	c, err := r.CreateDevice(ctx, fresh)
+	switch {
+	case err == nil:
+		return c, Imported, nil
+	case errors.Is(err, store.ErrExists):
+	case errors.Is(err, domain.ErrInvalid), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+		return Created{}, Rejected, err
+	default:
+		return Created{}, "", err
+	}
 	existing, err := r.store.GetDevice(ctx, d.ID)
 	switch {
+	case errors.Is(err, store.ErrNotFound) && retry:
+		// Deleted meanwhile by someone else: try again.
+		return r.importDevice(ctx, d, false)
 	case errors.Is(err, store.ErrNotFound):
-		c, err := r.CreateDevice(ctx, d)
-		switch {
-		case err == nil:
-			return c, Imported, nil
-		case errors.Is(err, store.ErrExists) && retry:
-			// Created meanwhile by someone else: compare with what is there now.
-			return r.importDevice(ctx, d, false)
-		case errors.Is(err, domain.ErrInvalid), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrExists):
-			return Created{}, Rejected, err
-		}
-		return Created{}, "", err
+		return Created{}, Rejected, domain.Public(store.ErrConflict, "device %q keeps being created and deleted meanwhile", d.ID)
 	case err != nil:
 		return Created{}, "", err
 	}

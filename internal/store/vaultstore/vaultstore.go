@@ -199,6 +199,9 @@ type Store struct {
 	listMu    sync.Mutex
 	listing   *deviceListing
 	listGroup singleflight.Group
+
+	// hubs are the hub reads device creates share (hubcheck.go).
+	hubs hubChecks
 }
 
 var _ store.Store = (*Store)(nil)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench-import.sh: devices per second of one streaming POST /devices/import, with the
+# import run one line at a time (TOKENSVC_IMPORT_WORKERS=1, the baseline) and in
+# parallel (each value of IMPORT_WORKERS), back to back in one run, each against a fresh
+# tokensvc process on the same store: the embedded store (a fresh data directory per
+# run) or, with STORE=vault, one Vault dev server (scripts/vault.sh; KV hub, key cache
+# at its defaults). Every report line is checked; the ratio is parallel / workers=1.
+# Loopback only; bounded; everything started is stopped on exit.
+#
+#   scripts/bench-import.sh                              # embedded, 5000 devices, workers 1 and 16
+#   STORE=vault DEVICES=5000 scripts/bench-import.sh
+#   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
+#   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
+set -euo pipefail
+
+. "$(dirname "$0")/bench-lib.sh"
+STORE=${STORE:-embedded}
+DEVICES=${DEVICES:-5000}
+IMPORT_WORKERS=${IMPORT_WORKERS:-16}
+TRANSIT=${TRANSIT:-0}
+bench_init
+bench_build
+
+env_store=()
+vault_pid=0
+if [[ $STORE == vault ]]; then
+	bench_start_vault
+	env_store=(TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token")
+	bench_machine "$("$vault_bin" version | head -1)"
+else
+	bench_machine
+fi
+echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$([[ $TRANSIT == 1 ]] && echo ", Transit hub")"
+
+transit=()
+[[ $TRANSIT == 1 ]] && transit=(-transit)
+declare -A rate
+for w in 1 $IMPORT_WORKERS; do
+	data="$work/data-$w"
+	mkdir -p "$data"
+	port=$(bench_freeport)
+	url="http://127.0.0.1:$port"
+	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$w" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
+	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
+		-label "workers=$w" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
+	echo "$out"
+	rate[$w]=$(sed -n 's/.*: \([0-9]*\) devices\/s;.*/\1/p' <<<"$out")
+	bench_tokensvc_stderr
+	bench_stop "$svc_pid"
+	bench_untrack "$svc_pid"
+done
+for w in $IMPORT_WORKERS; do
+	awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
+done
