@@ -65,6 +65,9 @@ func (ir *importRun) run() error {
 	var failedLine, later int
 	var werr error
 	for it := range items {
+		if werr != nil {
+			continue // the client is gone: drain what was submitted
+		}
 		rep, err := ir.outcome(it)
 		if err != nil {
 			st.s.log.ErrorContext(st.ctx, "import failed", "line", it.line, "error", err.Error())
@@ -74,9 +77,6 @@ func (ir *importRun) run() error {
 				ir.halt()
 			}
 			continue
-		}
-		if werr != nil {
-			continue // the client is gone: drain what was submitted
 		}
 		if failedLine > 0 {
 			later++
