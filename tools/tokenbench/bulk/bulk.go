@@ -104,7 +104,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if c.JSON {
 		return bench.WriteJSON(stdout, r)
 	}
-	_, err = fmt.Fprintf(stdout, "%s: %d devices imported in %.2f s: %.0f devices/s; CPU per device: tokensvc %.0f µs, Vault %.0f µs\n",
-		c.Label, r.Devices, r.Seconds, r.DevicesPerSecond, r.ServerCPUPerDev, r.VaultCPUPerDevice)
+	line := fmt.Sprintf("%s: %d devices imported in %.2f s: %.0f devices/s;", c.Label, r.Devices, r.Seconds, r.DevicesPerSecond)
+	if c.ServerPID > 0 {
+		line += fmt.Sprintf(" CPU per device: tokensvc %.0f µs", r.ServerCPUPerDev)
+	}
+	if c.VaultPID > 0 {
+		line += fmt.Sprintf(", Vault %.0f µs", r.VaultCPUPerDevice)
+	}
+	_, err = fmt.Fprintln(stdout, line)
 	return err
 }
