@@ -11,6 +11,7 @@
 #   STORE=vault DEVICES=5000 scripts/bench-import.sh
 #   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
 #   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
+#   STORE=vault BASE=main scripts/bench-import.sh        # also tokensvc built from BASE (git archive), first, same run
 set -euo pipefail
 
 . "$(dirname "$0")/bench-lib.sh"
@@ -18,8 +19,15 @@ STORE=${STORE:-embedded}
 DEVICES=${DEVICES:-5000}
 IMPORT_WORKERS=${IMPORT_WORKERS:-16}
 TRANSIT=${TRANSIT:-0}
+BASE=${BASE:-}
 bench_init
 bench_build
+if [[ -n $BASE ]]; then
+	mkdir "$work/base-src"
+	git archive "$BASE" | tar -x -C "$work/base-src"
+	(cd "$work/base-src" && CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc-base" ./cmd/tokensvc)
+	rm -rf "$work/base-src"
+fi
 
 env_store=()
 vault_pid=0
@@ -33,22 +41,32 @@ fi
 echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$([[ $TRANSIT == 1 ]] && echo ", Transit hub")"
 
 transit=()
-[[ $TRANSIT == 1 ]] && transit=(-transit)
+if [[ $TRANSIT == 1 ]]; then transit=(-transit); fi
 declare -A rate
-for w in 1 $IMPORT_WORKERS; do
+runs="1 $IMPORT_WORKERS"
+if [[ -n $BASE ]]; then runs="base $runs"; fi
+for w in $runs; do
 	data="$work/data-$w"
 	mkdir -p "$data"
 	port=$(bench_freeport)
 	url="http://127.0.0.1:$port"
+	if [[ $w == base ]]; then
+		cp "$work/tokensvc" "$work/tokensvc-new"
+		cp "$work/tokensvc-base" "$work/tokensvc"
+	fi
 	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$w" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
 	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
-		-label "workers=$w" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
+		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE"))" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.*: \([0-9]*\) devices\/s;.*/\1/p' <<<"$out")
 	bench_tokensvc_stderr
 	bench_stop "$svc_pid"
 	bench_untrack "$svc_pid"
+	if [[ $w == base ]]; then cp "$work/tokensvc-new" "$work/tokensvc"; fi
 done
 for w in $IMPORT_WORKERS; do
 	awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
+	if [[ -n $BASE ]]; then
+		awk -v p="${rate[$w]}" -v b="${rate[base]}" -v w="$w" -v r="$BASE" 'BEGIN { printf "ratio workers=%s / %s: %.2f\n", w, r, p / b }'
+	fi
 done
