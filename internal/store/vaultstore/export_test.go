@@ -1,5 +1,7 @@
 package vaultstore
 
+import "time"
+
 // Test hooks: the key wrap and the Transit key naming, which tests need to check
 // Vault's state directly.
 var (
@@ -17,3 +19,11 @@ func (s *Store) DeviceKeyName(deviceID, moduleID, slot string) string {
 
 // HubKeyName is hubKeyName for tests.
 func (s *Store) HubKeyName(hub string) string { return s.hubKeyName(hub) }
+
+// SetHubSeenTTL sets how long a hub read may stand in for the read before a create,
+// until the test ends (a test that needs the reuse to happen on a slow machine).
+func SetHubSeenTTL(tb interface{ Cleanup(func()) }, d time.Duration) {
+	old := hubSeenTTL
+	hubSeenTTL = d
+	tb.Cleanup(func() { hubSeenTTL = old })
+}

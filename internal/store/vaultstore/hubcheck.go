@@ -25,7 +25,7 @@ import (
 //     concurrent creates on one hub need about one read per round trip, not one each.
 
 // hubSeenTTL is how long a hub read may stand in for the read before a create.
-const hubSeenTTL = time.Second
+var hubSeenTTL = time.Second
 
 // hubChecks holds the recent hub reads and the reads in flight, per hub name.
 type hubChecks struct {
