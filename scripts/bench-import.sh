@@ -5,6 +5,8 @@
 # tokensvc process on the same store: the embedded store (a fresh data directory per
 # run) or, with STORE=vault, one Vault dev server (scripts/vault.sh; KV hub, key cache
 # at its defaults). Every report line is checked; the ratio is parallel / workers=1.
+# With STORE=vault the same run also writes DEVICES device-sized KV v2 records straight
+# to Vault from RAW_WORKERS (default 16) workers: the ceiling of one write per device.
 # Loopback only; bounded; everything started is stopped on exit.
 #
 #   scripts/bench-import.sh                              # embedded, 5000 devices, workers 1 and 16
@@ -58,13 +60,23 @@ for w in $runs; do
 	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE"))" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
-	rate[$w]=$(sed -n 's/.*: \([0-9]*\) devices\/s;.*/\1/p' <<<"$out")
+	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
 	bench_tokensvc_stderr
 	bench_stop "$svc_pid"
 	bench_untrack "$svc_pid"
 	if [[ $w == base ]]; then cp "$work/tokensvc-new" "$work/tokensvc"; fi
 done
+if [[ $STORE == vault ]]; then
+	# With tokensvc's own token (its policy is evaluated on every call) under its prefix.
+	out=$(VAULT_TOKEN="$svc_token" bench_run 900 "$work/tokenbench" import -raw-kv "${RAW_WORKERS:-16}" \
+		-vault-addr "$VAULT_ADDR" -raw-path secret/data/tokensvc/raw -n "$DEVICES" -vault-pid "$vault_pid")
+	echo "$out"
+	rate[raw]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
+fi
 for w in $IMPORT_WORKERS; do
+	if [[ $STORE == vault ]]; then
+		awk -v p="${rate[$w]}" -v b="${rate[raw]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / raw KV v2 writes: %.2f (devices per second over single record writes per second)\n", w, p / b }'
+	fi
 	awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
 	if [[ -n $BASE ]]; then
 		awk -v p="${rate[$w]}" -v b="${rate[base]}" -v w="$w" -v r="$BASE" 'BEGIN { printf "ratio workers=%s / %s: %.2f\n", w, r, p / b }'

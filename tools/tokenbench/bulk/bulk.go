@@ -24,6 +24,10 @@ type Config struct {
 	Transit, JSON           bool
 	ServerPID, VaultPID     int
 	AdminToken              string
+	// RawWorkers > 0 measures raw KV writes to VaultAddr/v1/RawPath (VAULT_TOKEN)
+	// instead of an import: the baseline.
+	RawWorkers                     int
+	VaultAddr, RawPath, VaultToken string
 }
 
 // Report is the run, as printed by -json.
@@ -48,21 +52,32 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.JSON, "json", false, "print the result as one JSON line")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "also report this process's (tokensvc's) CPU time per device")
 	fs.IntVar(&c.VaultPID, "vault-pid", 0, "also report this process's (Vault's) CPU time per device")
+	fs.IntVar(&c.RawWorkers, "raw-kv", 0, "instead of importing, write -n device-sized KV v2 records straight to Vault (-vault-addr, VAULT_TOKEN) from this many workers: the baseline")
+	fs.StringVar(&c.VaultAddr, "vault-addr", "", "Vault address for -raw-kv (loopback)")
+	fs.StringVar(&c.RawPath, "raw-path", "secret/data/bench-raw", "KV v2 data path the -raw-kv records go under")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c.AdminToken = getenv("TOKENSVC_ADMIN_TOKEN")
+	c.AdminToken, c.VaultToken = getenv("TOKENSVC_ADMIN_TOKEN"), getenv("VAULT_TOKEN")
 	if c.Prefix == "" {
 		c.Prefix = fmt.Sprintf("imp-%d-", time.Now().UnixNano())
 	}
 	if err := bench.CheckLoopbackURL("-url", c.URL, "http", "https"); err != nil {
 		return c, err
 	}
+	if c.RawWorkers > 0 {
+		if err := bench.CheckLoopbackURL("-vault-addr", c.VaultAddr, "http", "https"); err != nil {
+			return c, err
+		}
+		if c.VaultToken == "" {
+			return c, errors.New("-raw-kv writes to Vault: set VAULT_TOKEN")
+		}
+	}
 	switch {
-	case c.AdminToken == "":
+	case c.AdminToken == "" && c.RawWorkers == 0:
 		return c, errors.New("import provisions devices: set TOKENSVC_ADMIN_TOKEN")
 	case c.Devices < 1 || c.Devices > 1_000_000:
 		return c, errors.New("-n: 1 to 1000000 devices")
@@ -75,6 +90,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	c, err := parse(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if c.RawWorkers > 0 {
+		r, err := rawWrites(ctx, c, c.RawWorkers)
+		if err != nil {
+			return err
+		}
+		return c.print(stdout, r)
 	}
 	admin, err := bench.NewAdmin(c.URL, c.AdminToken, &http.Client{})
 	if err != nil {
@@ -101,16 +123,24 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	r := Report{Label: c.Label, Devices: c.Devices, Seconds: took.Seconds(), DevicesPerSecond: float64(c.Devices) / took.Seconds(),
 		ServerCPUPerDev: float64(time.Duration(procs[0])) / 1e3, VaultCPUPerDevice: float64(time.Duration(procs[1])) / 1e3}
+	return c.print(stdout, r)
+}
+
+func (c Config) print(stdout io.Writer, r Report) error {
 	if c.JSON {
 		return bench.WriteJSON(stdout, r)
 	}
-	line := fmt.Sprintf("%s: %d devices imported in %.2f s: %.0f devices/s;", c.Label, r.Devices, r.Seconds, r.DevicesPerSecond)
-	if c.ServerPID > 0 {
-		line += fmt.Sprintf(" CPU per device: tokensvc %.0f µs", r.ServerCPUPerDev)
+	what, per := "devices imported", "device"
+	if c.RawWorkers > 0 {
+		what, per = "records written", "write"
+	}
+	line := fmt.Sprintf("%s: %d %s in %.2f s: %.0f/s;", r.Label, r.Devices, what, r.Seconds, r.DevicesPerSecond)
+	if c.ServerPID > 0 && c.RawWorkers == 0 {
+		line += fmt.Sprintf(" tokensvc CPU per %s %.0f µs", per, r.ServerCPUPerDev)
 	}
 	if c.VaultPID > 0 {
-		line += fmt.Sprintf(", Vault %.0f µs", r.VaultCPUPerDevice)
+		line += fmt.Sprintf(" Vault CPU per %s %.0f µs", per, r.VaultCPUPerDevice)
 	}
-	_, err = fmt.Fprintln(stdout, line)
+	_, err := fmt.Fprintln(stdout, line)
 	return err
 }
