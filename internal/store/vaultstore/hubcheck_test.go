@@ -3,9 +3,13 @@ package vaultstore_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
@@ -101,4 +105,62 @@ func TestConcurrentCreatesOnOneHub(t *testing.T) {
 	if err != nil || len(rep.Problems) > 0 || len(rep.Leftovers) > 0 {
 		t.Errorf("check: %v problems %v leftovers %v", err, rep.Problems, rep.Leftovers)
 	}
+}
+
+// countingTransport counts the requests sent to Vault.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// TestCreateDeviceVaultCalls counts the Vault calls of creating devices on a KV hub:
+// three one at a time (marker, record, the hub read after them; the hub read before
+// is reused), and fewer under concurrency, where the read after is shared.
+func TestCreateDeviceVaultCalls(t *testing.T) {
+	srv := vaulttest.Start(t)
+	vaultstore.SetHubSeenTTL(t, time.Minute) // the reuse must not depend on the machine's speed
+	cfg := vault.DefaultConfig()
+	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
+	count := &countingTransport{next: cfg.HttpClient.Transport}
+	cfg.HttpClient.Transport = count
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(srv.RootToken)
+	s := mustStoreWith(t, c, vaultstore.Config{Prefix: freshPrefix()})
+	mustCreateHub(t, s, iotHub("main", false))
+	mustCreateDevice(t, s, keyedDevice("warm", "main"))
+
+	count.n.Store(0)
+	const one = 20
+	for i := range one {
+		mustCreateDevice(t, s, keyedDevice(fmt.Sprintf("seq-%02d", i), "main"))
+	}
+	if got := float64(count.n.Load()) / one; got != 3 {
+		t.Errorf("one at a time: got %.2f Vault calls per device, want 3", got)
+	}
+
+	count.n.Store(0)
+	const many = 200
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := range many {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			mustCreateDevice(t, s, keyedDevice(fmt.Sprintf("par-%03d", i), "main"))
+		})
+	}
+	wg.Wait()
+	got := float64(count.n.Load()) / many
+	if got > 3 {
+		t.Errorf("32 at a time: got %.2f Vault calls per device, want at most 3", got)
+	}
+	t.Logf("Vault calls per created device: %.2f one at a time, %.2f with 32 at a time", 3.0, got)
 }
