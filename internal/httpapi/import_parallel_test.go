@@ -191,18 +191,19 @@ func TestImportParallelClientGoneStopsIt(t *testing.T) {
 		}
 		return len(page.Devices)
 	}
-	// The service notices at its next report line at the latest; then it stops.
-	var n int
-	for stable, last := 0, -1; stable < 20; time.Sleep(25 * time.Millisecond) {
-		if n = count(); n == last {
-			stable++
-		} else {
-			stable, last = 0, n
+	// The service notices at its next report line at the latest, finishes the lines under
+	// way and ends the import, saying so in its log.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(e.logBuf.String()[logBefore:], `"reportLost":true`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the import did not end after its client left; log:\n%.2000s", e.logBuf.String()[logBefore:])
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	n := count()
 	time.Sleep(200 * time.Millisecond)
 	if after := count(); after != n {
-		t.Errorf("devices kept being created after the client left: %d, then %d", n, after)
+		t.Errorf("devices kept being created after the import ended: %d, then %d", n, after)
 	}
 	if got := results(e.mustImport("application/x-ndjson", importLines("after"))); got != "after:created" {
 		t.Errorf("the next import: got %s", got)

@@ -88,6 +88,8 @@ func (ir *importRun) run() error {
 	}
 	batch.Wait()
 	if werr != nil {
+		s := ir.sum
+		st.s.log.InfoContext(st.ctx, "devices imported", "created", s.Created, "skipped", s.Skipped, "rejected", s.Rejected, "stopped", true, "reportLost", true)
 		return werr
 	}
 	if fatal != "" && later > 0 {
