@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 50000x
 
-.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault bench-replay build vault image
+.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault bench-import bench-replay build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -57,6 +57,10 @@ bench-storm:
 ## bench-vault: the Vault store (KV cache, Transit) against Vault's own transit/hmac (BENCHMARKS.md)
 bench-vault:
 	bash scripts/bench-vault.sh
+
+## bench-import: devices/s of one streaming bulk import, workers=1 against parallel (STORE=vault for Vault)
+bench-import:
+	bash scripts/bench-import.sh
 
 ## bench-replay: keep-alive load and boot storm with the shared replay store (a local
 ## redis-server) beside per-process replay memory, one run, and the replay store's

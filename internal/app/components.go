@@ -176,6 +176,8 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Metrics:   a.metrics,
 		Ready:     a.readiness(be.ready),
 		Logger:    a.log,
+
+		ImportWorkers: a.cfg.ImportWorkers,
 	}
 	if ring != nil {
 		deps.Keys = ring

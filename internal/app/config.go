@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/audit"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
@@ -47,6 +48,9 @@ type Config struct {
 	// MaxHandshakes bounds the TLS handshakes run at once (0: no bound); more wait for a
 	// slot instead of sharing the CPU until all of them time out in a boot storm.
 	MaxHandshakes int
+	// ImportWorkers is how many lines of one bulk import are imported at once (1: one
+	// after the other); the report stays in input order.
+	ImportWorkers int
 
 	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
 	// certificate, and devices with a certificate credential authenticate with it.
@@ -85,6 +89,10 @@ type AuditConfig struct {
 	Keep  int
 }
 
+// maxImportWorkers bounds ImportWorkers: each worker may hold a store call, and a
+// Vault-backed import with more than this only queues in Vault.
+const maxImportWorkers = 256
+
 // Defaults returns the configuration tokensvc runs with when nothing is set: the
 // defaults of its flags and of the README's configuration table.
 func Defaults() Config {
@@ -98,6 +106,7 @@ func Defaults() Config {
 		ShutdownTimeout: 20 * time.Second,
 		MaxHeaderBytes:  16 << 10,
 		MaxHandshakes:   256,
+		ImportWorkers:   httpapi.DefaultImportWorkers,
 		Vault:           vaultauth.Config{Method: vaultauth.MethodToken, TokenFile: vaultauth.DefaultKubernetesTokenFile},
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
@@ -145,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHandshakes < 0 {
 		return errors.New("max handshakes must not be negative")
+	}
+	if c.ImportWorkers < 1 || c.ImportWorkers > maxImportWorkers {
+		return fmt.Errorf("import workers must be between 1 and %d", maxImportWorkers)
 	}
 	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
 		return errors.New("max header bytes must be between 4096 and 1048576")

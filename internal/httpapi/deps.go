@@ -52,6 +52,9 @@ type Provisioner interface {
 	DeleteHub(ctx context.Context, name string) error
 	CreateDevice(ctx context.Context, d domain.Device) (registry.Created, error)
 	ImportDevice(ctx context.Context, d domain.Device) (registry.Created, registry.ImportResult, error)
+	// NewBatch starts a bulk import running up to workers lines at once, each with the
+	// outcome it would have had in input order.
+	NewBatch(ctx context.Context, workers int) *registry.Batch
 	GetDevice(ctx context.Context, id string) (domain.Device, error)
 	ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error)
 	// ListChildren is ListDevices keeping only the devices whose parent is gateway.
@@ -145,4 +148,7 @@ type Deps struct {
 	// "degraded" with 200. Nil means always ready.
 	Ready  func(ctx context.Context) (note string, err error)
 	Logger *slog.Logger
+	// ImportWorkers is how many lines of a bulk import are imported at once; zero means
+	// DefaultImportWorkers, one imports them one after the other.
+	ImportWorkers int
 }

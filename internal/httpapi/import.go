@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
-	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/registry/devicefile"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
@@ -19,6 +16,10 @@ import (
 // importPath is the one route whose body streams: it is exempt from the body limit and
 // from whole-body spec validation (each line is validated against DeviceCreate instead).
 const importPath = "/devices/import"
+
+// DefaultImportWorkers is how many lines of an import are imported at once unless
+// Deps.ImportWorkers says otherwise.
+const DefaultImportWorkers = 16
 
 // importIdle is how long an import may wait for its next line or for the client to read
 // the report, renewed line by line, so a large import outlives the server's timeouts.
@@ -98,70 +99,15 @@ func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error 
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	var sum importSummary
-	emit := func(r importReport) error {
+	run := &importRun{st: st, rc: rc, emitTo: func(r importReport) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(importIdle))
 		if err := enc.Encode(r); err != nil {
 			return err
 		}
 		_ = rc.Flush()
 		return nil
-	}
-	finish := func(fatal string) error {
-		st.s.log.InfoContext(st.ctx, "devices imported", "created", sum.Created, "skipped", sum.Skipped, "rejected", sum.Rejected, "stopped", fatal != "")
-		return emit(importReport{Result: "summary", Summary: &sum, Error: fatal})
-	}
-	for {
-		_ = rc.SetReadDeadline(time.Now().Add(importIdle))
-		l, err := st.src.Next()
-		if errors.Is(err, io.EOF) {
-			return finish("")
-		}
-		if err != nil {
-			reason := "reading the body failed; the import stopped here"
-			if errors.Is(err, devicefile.ErrLineTooLong) {
-				reason = err.Error() + "; the import stopped here"
-			} else if pe, ok := errors.AsType[*domain.PublicError](err); ok {
-				reason = pe.Public() + "; the import stopped here"
-			}
-			return finish(reason)
-		}
-		rep := importReport{Line: l.Number, DeviceID: l.Device.DeviceId}
-		if l.Err != nil {
-			sum.Rejected++
-			rep.Result, rep.Reason = string(registry.Rejected), l.Err.Error()
-			if err := emit(rep); err != nil {
-				return err
-			}
-			continue
-		}
-		c, result, err := st.s.deps.Registry.ImportDevice(st.ctx, deviceFromAPI(l.Device))
-		if err != nil && result == "" {
-			// The store failed: stop rather than report every following line the same.
-			st.s.log.ErrorContext(st.ctx, "import failed", "line", l.Number, "error", err.Error())
-			return finish(fmt.Sprintf("line %d: %s; the import stopped here, lines before it are done", l.Number, storeTrouble(err)))
-		}
-		rep.Result = string(result)
-		switch result {
-		case registry.Imported:
-			sum.Created++
-			d := c.Device
-			st.s.log.InfoContext(st.ctx, "device created", "device", d.ID, "hub", d.Hub, "auth", d.Auth.Type, "via", "import")
-			rep.PrimaryKey, rep.SecondaryKey = d.PrimaryKey, d.SecondaryKey
-			rep.Auth = &importedAuth{Type: string(d.Auth.Type), Secret: c.Secret}
-			for _, m := range d.Modules {
-				rep.Modules = append(rep.Modules, importedModule{m.ID, m.PrimaryKey, m.SecondaryKey})
-			}
-		case registry.Skipped:
-			sum.Skipped++
-		default:
-			sum.Rejected++
-			rep.Reason = clientReason(err)
-		}
-		if err := emit(rep); err != nil {
-			return err
-		}
-	}
+	}}
+	return run.run()
 }
 
 // clientReason is the client-facing text of a rejection: the same words the problem

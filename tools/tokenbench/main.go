@@ -4,6 +4,7 @@
 //	tokenbench load [flags]        GET /token keep-alive HS256 beside a bare net/http baseline (package load)
 //	tokenbench storm [flags]       the TLS boot storm of ES256 devices (package storm)
 //	tokenbench vault [flags]       the Vault store (KV cache, Transit) beside raw transit/hmac (package vault)
+//	tokenbench import [flags]      devices per second of one streaming bulk import (package bulk)
 //	tokenbench baseline [flags]    the bare baseline handler alone, in this process; prints its URL
 //	tokenbench selfsigned -cert F -key F   a throwaway loopback TLS certificate and key
 //	tokenbench freeport            a free TCP port on 127.0.0.1, for scripts
@@ -22,6 +23,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/version"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
+	"github.com/tokensvc/tokensvc/tools/tokenbench/bulk"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/load"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/storm"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/vault"
@@ -41,6 +43,7 @@ const usage = `usage: tokenbench <subcommand> [flags]
   load        GET /token keep-alive HS256 beside a bare net/http baseline
   storm       the TLS boot storm: each ES256 device one GET /token on a new connection
   vault       the Vault store (KV cache, Transit) beside Vault's own transit/hmac
+  import      devices per second of one streaming POST /devices/import
   baseline    serve the bare baseline handler alone; prints its URL
   selfsigned  write a throwaway loopback TLS certificate and key (-cert F -key F)
   freeport    print a free TCP port on 127.0.0.1
@@ -62,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return storm.Run(ctx, rest, getenv, stdout, stderr)
 	case "vault":
 		return vault.Run(ctx, rest, getenv, stdout, stderr)
+	case "import":
+		return bulk.Run(ctx, rest, getenv, stdout, stderr)
 	case "baseline":
 		return bench.ServeBaseline(ctx, rest, stdout, stderr)
 	case "selfsigned":

@@ -24,6 +24,11 @@ import (
 // (check-and-set 0) → hub re-checked, and the device rolled back if the hub is being
 // deleted; a crash leaves at worst orphan keys and an orphan marker, never a record
 // without its keys.
+//
+// On a hub without Transit keys that is three Vault calls: the marker, the record
+// and the hub read after them, which concurrent creates share (hubcheck.go). A taken
+// ID is found by the record's check-and-set, not by a read before: callers that expect
+// it (an import) look first, and then the marker written meanwhile is tidied up.
 func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	op := fmt.Sprintf("create device %q", d.ID)
 	if err := s.live(); err != nil {
@@ -32,22 +37,19 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	if d.ID == "" {
 		return fmt.Errorf("%s: the ID is empty", op)
 	}
-	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, d.Hub)
+	hub, err := s.recentHub(ctx, d.Hub)
 	if err != nil {
 		return fmt.Errorf("%s: hub %q: %w", op, d.Hub, err)
 	}
 	if hub.deleting(s.now()) {
 		return fmt.Errorf("%s: hub %q is being deleted: %w", op, d.Hub, store.ErrNotFound)
 	}
-	if err := s.absent(ctx, devicePath(d.ID)); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
 	rec := toDeviceRecord(&d)
 	if !hub.keyedInTransit() {
 		if hub.Transit && hasKeyMaterial(&d) {
 			return fmt.Errorf("%s: hub %q keeps its keys in Transit and signs with its %s; devices take no keys", op, d.Hub, hub.Mode)
 		}
-		if err := s.createDevice(ctx, rec); err != nil {
+		if err := s.createDevice(ctx, rec, &hub); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
 		return nil
@@ -72,7 +74,7 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 		if err := s.importAll(ctx, keys); err != nil {
 			return err
 		}
-		return s.createDevice(ctx, rec)
+		return s.createDevice(ctx, rec, &hub)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -82,8 +84,9 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 
 // createDevice writes the marker and then the record of a new device whose Transit
 // keys (rec.TransitKeys, if any) are already imported under the caller's claim, and
-// rolls everything back if the hub turns out to be going away.
-func (s *Store) createDevice(ctx context.Context, rec deviceRecord) error {
+// rolls everything back if the hub turns out to be going away or not to be the one
+// decided on (how the record was written depends on it).
+func (s *Store) createDevice(ctx context.Context, rec deviceRecord, decided *hubRecord) error {
 	tidy := context.WithoutCancel(ctx)
 	if _, err := s.kvWrite(ctx, markerPath(rec.Hub, rec.ID), noCAS, markerRecord{Device: rec.ID}); err != nil {
 		// No record was written, so the keys belong to nothing.
@@ -101,12 +104,14 @@ func (s *Store) createDevice(ctx context.Context, rec deviceRecord) error {
 	}
 	// A DeleteHub that checked the markers before ours appeared has marked the hub
 	// first, so reading it now tells whether this device would outlive its hub.
-	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, rec.Hub)
-	if err == nil && !hub.deleting(s.now()) {
+	hub, err := s.hubAfter(ctx, rec.Hub)
+	switch {
+	case err == nil && !hub.deleting(s.now()) && sameHub(&hub, decided):
 		s.forgetListing()
 		return nil
-	}
-	if err == nil || errors.Is(err, store.ErrNotFound) {
+	case err == nil && !hub.deleting(s.now()):
+		err = fmt.Errorf("hub %q: %w", rec.Hub, errHubReplaced)
+	case err == nil || errors.Is(err, store.ErrNotFound):
 		err = fmt.Errorf("hub %q was deleted meanwhile: %w", rec.Hub, store.ErrNotFound)
 	}
 	if derr := s.kvDelete(tidy, devicePath(rec.ID)); derr != nil {

@@ -2,6 +2,7 @@ package vaultstore
 
 import (
 	"context"
+	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
@@ -45,4 +46,12 @@ func (s *Store) HMACInput(ctx context.Context, name, input string) ([]byte, erro
 func (s *Store) SignInput(ctx context.Context, kid string, alg domain.IssuerAlg, input string) ([]byte, error) {
 	name, _ := s.issuerKeyName(kid)
 	return do(ctx, s.batch.sign, s.signCall, signKey(name, alg), input)
+}
+
+// SetHubSeenTTL sets how long a hub read may stand in for the read before a create,
+// until the test ends (a test that needs the reuse to happen on a slow machine).
+func SetHubSeenTTL(tb interface{ Cleanup(func()) }, d time.Duration) {
+	old := hubSeenTTL
+	hubSeenTTL = d
+	tb.Cleanup(func() { hubSeenTTL = old })
 }

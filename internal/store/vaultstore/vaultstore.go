@@ -211,6 +211,8 @@ type Store struct {
 	listGroup singleflight.Group
 
 	batch transitBatchers
+	// hubs are the hub reads device creates share (hubcheck.go).
+	hubs hubChecks
 }
 
 var _ store.Store = (*Store)(nil)

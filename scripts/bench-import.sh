@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# bench-import.sh: devices per second of one streaming POST /devices/import, with the
+# import run one line at a time (TOKENSVC_IMPORT_WORKERS=1, the baseline) and in
+# parallel (each value of IMPORT_WORKERS), back to back in one run, each against a fresh
+# tokensvc process on the same store: the embedded store (a fresh data directory per
+# run) or, with STORE=vault, one Vault dev server (scripts/vault.sh; KV hub, key cache
+# at its defaults). Every report line is checked; the ratio is parallel / workers=1.
+# With STORE=vault the same run also writes DEVICES device-sized KV v2 records straight
+# to Vault from RAW_WORKERS (default 16) workers: the ceiling of one write per device.
+# Loopback only; bounded; everything started is stopped on exit.
+#
+#   scripts/bench-import.sh                              # embedded, 5000 devices, workers 1 and 16
+#   STORE=vault DEVICES=5000 scripts/bench-import.sh
+#   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
+#   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
+#   STORE=vault BASE=main scripts/bench-import.sh        # also tokensvc built from BASE (git archive), first, same run
+set -euo pipefail
+
+. "$(dirname "$0")/bench-lib.sh"
+STORE=${STORE:-embedded}
+DEVICES=${DEVICES:-5000}
+IMPORT_WORKERS=${IMPORT_WORKERS:-16}
+TRANSIT=${TRANSIT:-0}
+BASE=${BASE:-}
+bench_init
+bench_build
+if [[ -n $BASE ]]; then
+	mkdir "$work/base-src"
+	git archive "$BASE" | tar -x -C "$work/base-src"
+	(cd "$work/base-src" && CGO_ENABLED=0 $GO build -trimpath -o "$work/tokensvc-base" ./cmd/tokensvc)
+	rm -rf "$work/base-src"
+fi
+
+env_store=()
+vault_pid=0
+if [[ $STORE == vault ]]; then
+	bench_start_vault
+	# The request-path deadline raised from 250 ms (VAULT_TIMEOUT): on a loaded machine an
+	# import's device read (BASE revisions read every device first) now and then takes
+	# longer, which stops the import as a store outage — that is not what is measured here.
+	env_store=(TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" TOKENSVC_VAULT_TIMEOUT="${VAULT_TIMEOUT:-2s}")
+	bench_machine "$("$vault_bin" version | head -1)"
+else
+	bench_machine
+fi
+echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$([[ $TRANSIT == 1 ]] && echo ", Transit hub")$([[ $STORE == vault ]] && echo ", TOKENSVC_VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}")"
+
+transit=()
+if [[ $TRANSIT == 1 ]]; then transit=(-transit); fi
+declare -A rate
+runs="1 $IMPORT_WORKERS"
+if [[ -n $BASE ]]; then runs="base $runs"; fi
+for w in $runs; do
+	data="$work/data-$w"
+	mkdir -p "$data"
+	port=$(bench_freeport)
+	url="http://127.0.0.1:$port"
+	if [[ $w == base ]]; then
+		cp "$work/tokensvc" "$work/tokensvc-new"
+		cp "$work/tokensvc-base" "$work/tokensvc"
+	fi
+	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$w" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
+	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
+		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE"))" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
+	echo "$out"
+	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
+	bench_tokensvc_stderr
+	bench_stop "$svc_pid"
+	bench_untrack "$svc_pid"
+	if [[ $w == base ]]; then cp "$work/tokensvc-new" "$work/tokensvc"; fi
+done
+if [[ $STORE == vault ]]; then
+	# With tokensvc's own token (its policy is evaluated on every call) under its prefix.
+	out=$(VAULT_TOKEN="$svc_token" bench_run 900 "$work/tokenbench" import -raw-kv "${RAW_WORKERS:-16}" \
+		-vault-addr "$VAULT_ADDR" -raw-path secret/data/tokensvc/raw -n "$DEVICES" -vault-pid "$vault_pid")
+	echo "$out"
+	rate[raw]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
+fi
+for w in $IMPORT_WORKERS; do
+	if [[ $STORE == vault ]]; then
+		awk -v p="${rate[$w]}" -v b="${rate[raw]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / raw KV v2 writes: %.2f (devices per second over single record writes per second)\n", w, p / b }'
+	fi
+	awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
+	if [[ -n $BASE ]]; then
+		awk -v p="${rate[$w]}" -v b="${rate[base]}" -v w="$w" -v r="$BASE" 'BEGIN { printf "ratio workers=%s / %s: %.2f\n", w, r, p / b }'
+	fi
+done
