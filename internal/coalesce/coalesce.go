@@ -190,6 +190,7 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 			batch = append(batch, b.drain(q)...)
 		}
 		failing = outage
+		idle := b.retire(key, q)
 		for i, it := range batch {
 			if err != nil {
 				it.done <- Result[Out]{Err: err}
@@ -197,7 +198,23 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 				it.done <- rs[i]
 			}
 		}
+		if idle {
+			return
+		}
 	}
+}
+
+// retire ends key's worker when nothing queued behind the call that just returned: the
+// key is idle again before its callers have their results, so their next calls start a
+// worker of their own and go out at once instead of lingering behind this one.
+func (b *Batcher[In, Out]) retire(key string, q *queue[In, Out]) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(q.items) > 0 {
+		return false
+	}
+	delete(b.keys, key)
+	return true
 }
 
 // drain removes every item queued in q and returns them.
