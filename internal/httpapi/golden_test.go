@@ -34,7 +34,7 @@ func TestGetTokenGolden(t *testing.T) {
 	created := e.mustDevice(oapi.DeviceCreate{DeviceId: "golden-1", Hub: "main",
 		Auth:       oapi.CredentialCreate{Type: oapi.Hs256},
 		PrimaryKey: ptr(policyKey), SecondaryKey: ptr(groupKey),
-		Modules:    &[]oapi.ModuleCreate{{ModuleId: "mod-a", PrimaryKey: ptr(ehKey)}},
+		Modules: &[]oapi.ModuleCreate{{ModuleId: "mod-a", PrimaryKey: ptr(ehKey)}},
 	})
 	secret := *created.Auth.Secret
 	e.clock.Advance(700 * time.Millisecond)
