@@ -89,15 +89,18 @@ if [[ ${SKIP_GO:-} != 1 ]]; then
 	echo
 fi
 
-# side REV SCRIPT ARGS...: one bench script's -json for REV (empty: the working tree).
+# side REV SCRIPT ARGS...: one bench script's -json for REV (empty: the working tree);
+# its "# ..." header and footer lines go to stderr.
 side() {
-	local rev=$1
+	local rev=$1 out
 	shift
 	if [[ -n $rev ]]; then
-		REV="$rev" bash "$@"
+		out=$(REV="$rev" bash "$@")
 	else
-		env -u REV bash "$@"
+		out=$(env -u REV bash "$@")
 	fi
+	grep '^#' <<<"$out" >&2 || true
+	grep -v '^#' <<<"$out"
 }
 
 if [[ ${SKIP_LOAD:-} != 1 ]]; then

@@ -140,7 +140,11 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 	}
 	// Every string below in one buffer (strBuf); its size covers them all but for
 	// escape-heavy IDs, where append grows it.
-	sb := strBuf{b: make([]byte, 0, 8*len(host)+2*len(id.Host)+len(id.GatewayHostName)+4*len(token)+16*(len(dev)+len(mod))+320)}
+	tokenRoom := len(token) // the connection string's copy
+	if t != WebSocket {
+		tokenRoom += len(token) + len(token)/2 // the AMQP URL's escaped copy
+	}
+	sb := strBuf{b: make([]byte, 0, 8*len(host)+2*len(id.Host)+len(id.GatewayHostName)+tokenRoom+12*(len(dev)+len(mod))+320)}
 	clientID := -1 // the device ID itself
 	if mod != "" {
 		clientID = sb.cat(dev, "/", mod)
