@@ -131,13 +131,13 @@ row() { # LABEL JQ-FILTER FILE-STEM
 if [[ -s $work/load-base.json || -s $work/storm-base.json ]]; then
 	printf '%-52s %12s %12s %8s\n' "figure (same run, same machine)" "base" "new" "new/base"
 	if [[ -s $work/load-base.json ]]; then
-		row "keep-alive ratio tokensvc/bare handler (up)" '.ratio * 1000 | round / 1000' load
+		row "keep-alive ratio tokensvc/bare handler (up)" '(.ratio // empty) * 1000 | round / 1000' load
 		row "keep-alive tokensvc req/s (up)" '.results[] | select(.name == "tokensvc") | .throughputPerSecond | floor' load
 		row "keep-alive tokensvc server CPU µs/req (down)" '.results[] | select(.name == "tokensvc") | .serverCpuUsPerRequest' load
 		row "keep-alive bare handler server CPU µs/req" '.results[] | select(.name == "baseline") | .serverCpuUsPerRequest' load
 	fi
 	if [[ -s $work/storm-base.json ]]; then
-		row "storm ratio tokensvc/bare TLS handler (up)" '.ratio * 1000 | round / 1000' storm
+		row "storm ratio tokensvc/bare TLS handler (up)" '(.ratio // empty) * 1000 | round / 1000' storm
 		row "storm tokensvc server CPU µs/device (down)" '.results[] | select(.name == "tokensvc") | .serverCpuUsPerDevice' storm
 		row "storm bare TLS handler server CPU µs/device" '.results[] | select(.name == "baseline") | .serverCpuUsPerDevice' storm
 		row "storm non-crypto overhead µs/device (down)" '.breakdown.nonCryptoOverheadUsPerDevice' storm
