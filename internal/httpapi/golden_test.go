@@ -87,7 +87,8 @@ func writeResponse(out *bytes.Buffer, code int, h http.Header, body []byte) {
 	out.WriteString("\n")
 }
 
-// maskMetrics keeps the tokensvc_ families and masks the values that depend on timing.
+// maskMetrics keeps the tokensvc_ families (of the store's, the token path's reads) and
+// masks the values that depend on timing.
 func maskMetrics(text string) string {
 	var b strings.Builder
 	sc := bufio.NewScanner(strings.NewReader(text))
@@ -98,6 +99,11 @@ func maskMetrics(text string) string {
 			continue
 		}
 		series, _, _ := strings.Cut(line, " ")
+		// Store series other than the token path's own reads count what the store does
+		// at start and on writes, which the store's owners change; not this file's matter.
+		if strings.HasPrefix(series, "tokensvc_store_") && !strings.Contains(series, `op="get_device"`) && !strings.Contains(series, `op="get_hub"`) {
+			continue
+		}
 		if !strings.HasPrefix(line, "#") && (strings.Contains(series, "_bucket") || strings.HasSuffix(series, "_sum") || strings.Contains(series, "_sum{")) {
 			line = series + " <masked>"
 		}
