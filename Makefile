@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 50000x
 
-.PHONY: run test check generate fuzz bench bench-load bench-storm bench-vault bench-import bench-replay build vault image
+.PHONY: run test check generate fuzz bench bench-compare bench-load bench-storm bench-vault bench-import bench-replay build vault image
 
 ## run: start tokensvc on :8080 with the embedded store in ./data
 run:
@@ -41,6 +41,13 @@ fuzz:
 ## verification per algorithm, the whole GET /token handler
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/signer ./internal/tokens ./internal/deviceauth ./internal/httpapi
+
+## bench-compare: the regression guard: `make bench-compare BASE=<rev> [NEW=<rev>]`
+## compares BASE with NEW (default: the working tree) on this machine in one run: the
+## benchmarks of `make bench` through benchstat (COUNT=6 rounds, alternating), then the
+## keep-alive and storm scripts on both back to back, and a table (BENCHMARKS.md)
+bench-compare:
+	BASE="$(BASE)" NEW="$(NEW)" bash scripts/bench-compare.sh
 
 ## image: the service's container image (needs a Docker engine; none on the CI machines)
 image:

@@ -207,3 +207,20 @@ bench_tokensvc_stderr() {
 		head -20 "$work/tokensvc.err" >&2
 	fi
 }
+
+# bench_pprof: with PPROF_OUT=<dir>, tokensvc's own profiler is switched on (it is off
+# by default and only ever served on the metrics address): sets $pprof_env (tokensvc's
+# extra environment: TOKENSVC_METRICS_ADDR on a free loopback port, TOKENSVC_PPROF=true),
+# $pprof_args (tokenbench's -pprof-url and -pprof-out: CPU and alloc profiles of the
+# tokensvc phase into <dir>/<phase>.{cpu,allocs}.pprof) and $metrics_url (/metrics moves
+# to that address). Without PPROF_OUT all three are empty.
+bench_pprof() {
+	pprof_env=() pprof_args=() metrics_url=
+	[[ -n ${PPROF_OUT:-} ]] || return 0
+	local mport
+	mport=$(bench_freeport)
+	mkdir -p "$PPROF_OUT"
+	pprof_env=(TOKENSVC_METRICS_ADDR="127.0.0.1:$mport" TOKENSVC_PPROF=true)
+	pprof_args=(-pprof-url "http://127.0.0.1:$mport/debug/pprof" -pprof-out "$(cd "$PPROF_OUT" && pwd)")
+	metrics_url="http://127.0.0.1:$mport/metrics"
+}

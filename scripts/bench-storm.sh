@@ -22,6 +22,9 @@
 #   scripts/bench-storm.sh                       # 50000 devices, 128 at once, with baseline
 #   DEVICES=5000 WORKERS=256 BASELINE=0 scripts/bench-storm.sh -json
 #   REV=HEAD PERF_OUT=/tmp/storm.perf scripts/bench-storm.sh   # the committed service, profiled
+#   PPROF_OUT=/tmp/prof scripts/bench-storm.sh   # + tokensvc's own CPU and alloc profiles of
+#                                                # (the first 20 s of) its storm, -pprof-seconds
+#                                                # to change; /tmp/prof/storm.{cpu,allocs}.pprof
 #   STORE=vault scripts/bench-storm.sh           # on Vault
 # Extra arguments go to tokenbench storm.
 #
@@ -47,6 +50,7 @@ embedded | vault) ;;
 esac
 bench_init
 bench_build
+bench_pprof
 "$work/tokenbench" selfsigned -cert "$work/tls.crt" -key "$work/tls.key"
 
 # Defaults for everything that shapes the storm: per-device rate 0.2/s with burst 5,
@@ -61,8 +65,10 @@ if [[ $STORE == vault ]]; then
 fi
 port=$(bench_freeport)
 url="https://127.0.0.1:$port"
-bench_start_tokensvc "$url" TOKENSVC_TLS_CERT="$work/tls.crt" TOKENSVC_TLS_KEY="$work/tls.key" "${store_env[@]}"
+bench_start_tokensvc "$url" TOKENSVC_TLS_CERT="$work/tls.crt" TOKENSVC_TLS_KEY="$work/tls.key" "${store_env[@]}" "${pprof_env[@]}"
 
+# With PPROF_OUT, /metrics is on the metrics address with the profiler.
+extra=(${metrics_url:+-metrics-url "$metrics_url"} "${pprof_args[@]}")
 baseline=()
 if [[ $BASELINE == 1 ]]; then
 	baseline=(-baseline -tls-cert "$work/tls.crt" -tls-key "$work/tls.key")
@@ -86,7 +92,7 @@ else
 fi
 echo "# tokenbench storm -devices $DEVICES -c $WORKERS -max-duration $MAX_DURATION ${baseline[*]:+-baseline} $*"
 TOKENSVC_ADMIN_TOKEN="$admin" bench_run 3600 "$work/tokenbench" storm -url "$url" -cacert "$work/tls.crt" \
-	-server-pid "$svc_pid" -devices "$DEVICES" -c "$WORKERS" -max-duration "$MAX_DURATION" "${baseline[@]}" "$@"
+	-server-pid "$svc_pid" -devices "$DEVICES" -c "$WORKERS" -max-duration "$MAX_DURATION" "${baseline[@]}" "${extra[@]}" "$@"
 
 if [[ -n $perf_pid ]]; then
 	kill -INT "$perf_pid" 2>/dev/null || true

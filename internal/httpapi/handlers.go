@@ -21,6 +21,12 @@ import (
 
 var noStore = "no-store"
 
+// jsonContentType and noStoreValue are the token response's header values.
+var (
+	jsonContentType = []string{"application/json"}
+	noStoreValue    = []string{noStore}
+)
+
 // GetToken mints a token for the device the assertion proved or, for a gateway that
 // names one with device=, for its child (gateway.go).
 func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObject) (oapiserver.GetTokenResponseObject, error) {
@@ -86,8 +92,9 @@ func (t tokenJSON) VisitGetTokenResponse(w http.ResponseWriter) error {
 	defer tokenBufs.Put(bp)
 	*bp = appendTokenResponse((*bp)[:0], &t.body)
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", noStore)
+	// Shared values instead of Set's fresh one-element slice each: nothing after this
+	// point modifies a header value in place (net/http only reads them).
+	h["Content-Type"], h["Cache-Control"] = jsonContentType, noStoreValue
 	// A known length: net/http need not switch to chunked encoding for a body larger
 	// than its 2 KiB buffer.
 	h.Set("Content-Length", strconv.Itoa(len(*bp)))

@@ -98,9 +98,13 @@ func New(d Deps) (http.Handler, error) {
 			},
 		})
 	spec.Servers = nil // match paths only, whatever host the service is reached on
-	router, err := gorillamux.NewRouter(spec)
+	mux, err := gorillamux.NewRouter(spec)
 	if err != nil {
 		return nil, fmt.Errorf("route api spec: %w", err)
+	}
+	router, err := newStaticRoutes(spec, mux)
+	if err != nil {
+		return nil, err
 	}
 	validator := s.validate(openapi3filter.Options{
 		// Authentication already happened in s.authenticate, before any parsing.

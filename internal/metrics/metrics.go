@@ -6,7 +6,6 @@ package metrics
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +24,11 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+
+	// The children the hot path uses, bound once (bound.go).
+	tokenChildren *bound[[3]string, prometheus.Counter]
+	httpChildren  *bound[[3]string, prometheus.Observer]
+	storeChildren *bound[string, prometheus.Observer]
 }
 
 // New creates the instruments and registers them, with the Go runtime and process
@@ -60,6 +64,9 @@ func New(reg *prometheus.Registry) *Metrics {
 			Help:      "Key store calls that failed for a reason other than not-found, exists or conflict, by operation.",
 		}, []string{"op"}),
 	}
+	m.tokenChildren = newBound(func(k [3]string) prometheus.Counter { return m.tokens.WithLabelValues(k[:]...) })
+	m.httpChildren = newBound(func(k [3]string) prometheus.Observer { return m.httpDuration.WithLabelValues(k[:]...) })
+	m.storeChildren = newBound(func(op string) prometheus.Observer { return m.storeDuration.WithLabelValues(op) })
 	reg.MustRegister(m.tokens, m.httpDuration, m.rateLimited, m.storeDuration, m.storeErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -79,13 +86,13 @@ func (m *Metrics) TokenRequest(hub, kind, outcome string) {
 	if kind == "" {
 		kind = "unknown"
 	}
-	m.tokens.WithLabelValues(hub, kind, outcome).Inc()
+	m.tokenChildren.get([3]string{hub, kind, outcome}).Inc()
 }
 
 // HTTPRequest observes one request. route must be a route pattern (e.g.
 // /devices/{deviceId}), never a raw path; nonstandard methods are counted as "other".
 func (m *Metrics) HTTPRequest(method, route string, status int, d time.Duration) {
-	m.httpDuration.WithLabelValues(Method(method), route, statusClass(status)).Observe(d.Seconds())
+	m.httpChildren.get([3]string{Method(method), route, statusClass(status)}).Observe(d.Seconds())
 }
 
 // RateLimited counts one request refused by the named limit.
@@ -93,11 +100,14 @@ func (m *Metrics) RateLimited(limit string) {
 	m.rateLimited.WithLabelValues(limit).Inc()
 }
 
+// statusClasses are the status classes by status/100, so labelling allocates nothing.
+var statusClasses = [...]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
 func statusClass(status int) string {
 	if status < 100 || status > 599 {
 		return "other"
 	}
-	return strconv.Itoa(status/100) + "xx"
+	return statusClasses[status/100]
 }
 
 // knownMethods bounds the method label: anything else is "other".

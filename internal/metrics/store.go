@@ -29,7 +29,7 @@ func (m *Metrics) InstrumentStore(s store.Store) *Store {
 
 // observe records one call. Not-found, exists and conflict are answers, not failures.
 func (s *Store) observe(op string, start time.Time, err error) {
-	s.m.storeDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.m.storeChildren.get(op).Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrExists) && !errors.Is(err, store.ErrConflict) {
 		s.m.storeErrors.WithLabelValues(op).Inc()
 	}

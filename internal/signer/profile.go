@@ -131,22 +131,96 @@ type Profiles struct {
 // IoTHubProfiles builds the MQTT, AMQP, HTTPS and SDK connection-string settings for an
 // IoT Hub device or module identity and its token.
 func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
-	host := id.connectHost()
-	var (
-		clientID, userPath, linkPath string
-	)
-	if id.ModuleID != "" {
-		clientID = id.DeviceID + "/" + id.ModuleID
-		userPath = id.DeviceID + "/" + id.ModuleID
-		linkPath = "/devices/" + id.DeviceID + "/modules/" + id.ModuleID + "/messages/events"
-	} else {
-		clientID = id.DeviceID
-		userPath = id.DeviceID
-		linkPath = "/devices/" + id.DeviceID + "/messages/events"
+	host, dev, mod := id.connectHost(), id.DeviceID, id.ModuleID
+	// The identity's path below the hub, as MQTT user names, AMQP link addresses and
+	// SAS resources spell it: {dev} or {dev}/modules/{mod}.
+	devPath := [3]string{dev, "", ""}
+	if mod != "" {
+		devPath[1], devPath[2] = "/modules/", mod
 	}
-	topicBase := "devices/" + id.DeviceID
-	if id.ModuleID != "" {
-		topicBase += "/modules/" + id.ModuleID
+	// Every string below in one buffer (strBuf); its size covers them all but for
+	// escape-heavy IDs, where append grows it.
+	tokenRoom := len(token) // the connection string's copy
+	if t != WebSocket {
+		tokenRoom += len(token) + len(token)/2 // the AMQP URL's escaped copy
+	}
+	sb := strBuf{b: make([]byte, 0, 8*len(host)+2*len(id.Host)+len(id.GatewayHostName)+tokenRoom+12*(len(dev)+len(mod))+320)}
+	clientID := -1 // the device ID itself
+	if mod != "" {
+		clientID = sb.cat(dev, "/", mod)
+	}
+	username := sb.cat(id.Host, "/", dev, "/", mod)
+	if mod == "" {
+		sb.b = sb.b[:len(sb.b)-1] // {host}/{dev}, no empty module segment
+	}
+	sb.str("/?api-version=" + IoTHubAPIVersion)
+	sb.spans[username][1] = len(sb.b)
+	linkPath := sb.cat("/devices/", devPath[0], devPath[1], devPath[2], "/messages/events")
+	publish := sb.cat("devices/", devPath[0], devPath[1], devPath[2], "/messages/events/")
+	subscribe := -1
+	if mod == "" {
+		subscribe = sb.cat("devices/", dev, "/messages/devicebound/#")
+	}
+	amqpUser := sb.cat(devPath[0], devPath[1], devPath[2], "@sas.", id.HubName())
+	resource := sb.cat(id.Host, "/devices/", devPath[0], devPath[1], devPath[2])
+	// escapePath(linkPath): the IDs escaped, the slashes kept.
+	sb.begin()
+	sb.str("/devices/")
+	sb.escapedPath(devPath[0])
+	if mod != "" {
+		sb.str("/modules/")
+		sb.escapedPath(mod)
+	}
+	sb.str("/messages/events")
+	linkURL := sb.end()
+	var mqttURL, amqpURL int
+	if t == WebSocket {
+		mqttURL = sb.cat("wss://", host, ":443", WebSocketPath)
+		amqpURL = mqttURL
+	} else {
+		mqttURL = sb.cat("mqtts://", host, ":8883")
+		sb.begin()
+		sb.str("amqps://")
+		sb.escaped(dev)
+		if mod != "" {
+			sb.escaped("/modules/")
+			sb.escaped(mod)
+		}
+		sb.escaped("@sas.")
+		sb.escaped(id.HubName())
+		sb.str(":")
+		sb.escaped(token)
+		sb.str("@")
+		sb.str(host)
+		sb.appendSpan(linkURL)
+		amqpURL = sb.end()
+	}
+	httpsURL := sb.cat("https://", host)
+	sb.appendSpan(linkURL)
+	sb.str("?api-version=" + IoTHubAPIVersion)
+	sb.spans[httpsURL][1] = len(sb.b)
+	sb.begin()
+	sb.str("HostName=")
+	sb.str(id.Host)
+	sb.str(";DeviceId=")
+	sb.str(dev)
+	if mod != "" {
+		sb.str(";ModuleId=")
+		sb.str(mod)
+	}
+	sb.str(";SharedAccessSignature=")
+	sb.str(token)
+	if id.GatewayHostName != "" {
+		sb.str(";GatewayHostName=")
+		sb.str(id.GatewayHostName)
+	}
+	cs := sb.end()
+	strs := sb.strings()
+	at := func(i int, or string) string {
+		if i < 0 {
+			return or
+		}
+		return strs[i]
 	}
 
 	// The three profiles in one allocation: they are built for every token.
@@ -160,64 +234,42 @@ func IoTHubProfiles(id Identity, token string, t Transport) Profiles {
 	*mqtt = MQTT{
 		Host:      host,
 		Transport: t,
-		ClientID:  clientID,
+		URL:       strs[mqttURL],
+		ClientID:  at(clientID, dev),
 		// The user name always names the hub, also through an Edge gateway.
-		Username: id.Host + "/" + userPath + "/?api-version=" + IoTHubAPIVersion,
+		Username: strs[username],
 		Password: token,
 		Topics: MQTTTopics{
-			Publish:     topicBase + "/messages/events/",
+			Publish:     strs[publish],
 			TwinRequest: "$iothub/twin/res/#",
 			TwinPatch:   "$iothub/twin/PATCH/properties/desired/#",
 			Methods:     "$iothub/methods/POST/#",
 		},
 	}
-	if id.ModuleID == "" {
-		parts.subscribe[0] = "devices/" + id.DeviceID + "/messages/devicebound/#"
+	if mod == "" {
+		parts.subscribe[0] = strs[subscribe]
 		mqtt.Topics.Subscribe = parts.subscribe[:]
 	} else {
 		// Modules receive no cloud-to-device messages; they get twin and method traffic.
 		mqtt.Topics.Subscribe = []string{}
 	}
-
-	amqpUser := userPath
-	if id.ModuleID != "" {
-		amqpUser = id.DeviceID + "/modules/" + id.ModuleID
-	}
-	amqpUser += "@sas." + id.HubName()
-	linkURLPath := escapePath(linkPath)
 	*amqp = AMQP{
 		Host:        host,
 		Transport:   t,
-		Username:    amqpUser,
+		URL:         strs[amqpURL],
+		Username:    strs[amqpUser],
 		Password:    token,
-		Address:     linkPath,
-		CBSAudience: id.Resource(),
+		Address:     strs[linkPath],
+		CBSAudience: strs[resource],
 	}
 	if t == WebSocket {
 		mqtt.Port, amqp.Port = 443, 443
-		mqtt.URL = "wss://" + host + ":443" + WebSocketPath
-		amqp.URL = "wss://" + host + ":443" + WebSocketPath
 		amqp.Subprotocol = AMQPWebSocketSubprotocol
 	} else {
 		mqtt.Port, amqp.Port = 8883, 5671
-		mqtt.URL = "mqtts://" + host + ":8883"
-		amqp.URL = "amqps://" + Escape(amqpUser) + ":" + Escape(token) + "@" + host + linkURLPath
 	}
-
-	*https = HTTPS{
-		URL:           "https://" + host + linkURLPath + "?api-version=" + IoTHubAPIVersion,
-		Authorization: token,
-	}
-
-	cs := "HostName=" + id.Host + ";DeviceId=" + id.DeviceID
-	if id.ModuleID != "" {
-		cs += ";ModuleId=" + id.ModuleID
-	}
-	cs += ";SharedAccessSignature=" + token
-	if id.GatewayHostName != "" {
-		cs += ";GatewayHostName=" + id.GatewayHostName
-	}
-	return Profiles{MQTT: mqtt, AMQP: amqp, HTTPS: https, ConnectionString: cs}
+	*https = HTTPS{URL: strs[httpsURL], Authorization: token}
+	return Profiles{MQTT: mqtt, AMQP: amqp, HTTPS: https, ConnectionString: strs[cs]}
 }
 
 // EventHubsProfiles builds AMQP and HTTPS settings for a publisher-scoped Event Hubs

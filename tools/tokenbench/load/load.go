@@ -27,6 +27,7 @@ type Config struct {
 	Hub          string
 	Baseline     bool
 	BaselineProc bool
+	Profile      bench.Profiler
 }
 
 // Validate rejects settings that would make an unbounded or off-machine run.
@@ -35,6 +36,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Phases.Validate(); err != nil {
+		return err
+	}
+	if err := c.Profile.Validate(); err != nil {
 		return err
 	}
 	switch {
@@ -60,6 +64,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Hub, "hub", "bench", "hub the provisioned devices belong to (created if absent)")
 	fs.BoolVar(&c.Baseline, "baseline", true, "also measure a bare net/http handler with a body of the same size, in this process")
 	fs.BoolVar(&c.BaselineProc, "baseline-process", false, "run the baseline handler in a child process (like tokensvc) instead of in this one, and report its CPU per request")
+	c.Profile.Register(fs)
 	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -113,7 +118,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, t := range targets {
 		p := cfg.Phase(t.name, t.url, cfg.Phases)
 		bench.WarmUp(ctx, p, cfg.Warmup, run)
+		profiled := func() error { return nil }
+		if t.name == "tokensvc" {
+			profiled = cfg.Profile.Start(ctx, http.DefaultClient, t.name, cfg.Duration)
+		}
 		r, cpu, err := bench.Measure(ctx, p, client, run, t.pid)
+		err = errors.Join(err, profiled())
 		if err != nil {
 			return err
 		}

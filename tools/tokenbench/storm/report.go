@@ -68,6 +68,7 @@ func printReport(w io.Writer, rep Report) {
 	if rep.Ratio > 0 {
 		fmt.Fprintf(w, "throughput tokensvc/baseline: %.2f\n", rep.Ratio)
 	}
+	printBreakdown(w, rep.Breakdown)
 }
 
 // storeReads renders the store-read counters: the Vault key cache's backend reads if

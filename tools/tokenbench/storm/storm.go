@@ -33,6 +33,8 @@ type Config struct {
 	TLSKey      string
 	PostQuantum bool
 	CPUProfile  string
+	// Profile fetches tokensvc's own profiles over its storm.
+	Profile bench.Profiler
 	// Certificate storms POST /token/certificate (hub in mode certificate) instead of
 	// GET /token.
 	Certificate bool
@@ -44,6 +46,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.NeedAdmin("storm"); err != nil {
+		return err
+	}
+	if err := c.Profile.Validate(); err != nil {
 		return err
 	}
 	switch {
@@ -76,6 +81,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.BoolVar(&c.PostQuantum, "pq", false, "let the client offer Go's default hybrid post-quantum key exchange (X25519MLKEM768); default X25519 and P-256 only, like typical device TLS stacks")
 	fs.BoolVar(&c.Certificate, "certificate", false, "make -hub an iothub hub in mode certificate and have each device POST a CSR (its P-256 key, made before the storm) to /token/certificate instead of GET /token")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's CPU profile during the tokensvc storm to this file (go tool pprof)")
+	c.Profile.Register(fs)
 	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -95,6 +101,8 @@ type Report struct {
 	// Ratio is tokensvc devices/s over baseline devices/s; 0 without a baseline.
 	Ratio       float64 `json:"ratio,omitempty"`
 	ToolPeakRSS int64   `json:"toolPeakRssBytes"`
+	// Breakdown splits tokensvc's server CPU per device (with a baseline only).
+	Breakdown *Breakdown `json:"breakdown,omitempty"`
 }
 
 // Run is `tokenbench storm`: provision ES256 devices, optionally storm a bare TLS
@@ -152,10 +160,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		p := paramsFor(cfg, "tokensvc", target)
 		p.bodies = bodies
+		profiled := cfg.Profile.Start(ctx, http.DefaultClient, "storm", cfg.MaxDuration)
 		r, err := measure(ctx, p, tlsCfg, devs, cfg.ServerPID, admin, cfg.MetricsURL)
-		if perr := stopProfile(); err == nil {
-			err = perr
-		}
+		err = errors.Join(err, stopProfile(), profiled())
 		if err != nil {
 			return err
 		}
@@ -163,6 +170,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if len(rep.Results) == 2 {
 		rep.Ratio = bench.Ratio(rep.Results[1].Throughput, rep.Results[0].Throughput)
+		if rep.Breakdown, err = breakdown(rep, probeDev, cfg.Audience); err != nil {
+			return err
+		}
 	}
 	rep.ToolPeakRSS, _ = bench.PeakRSS(0)
 	return cfg.Print(ctx, stdout, rep, func(w io.Writer) { printReport(w, rep) })
