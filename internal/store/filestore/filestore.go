@@ -82,6 +82,12 @@ type Store struct {
 	mu     sync.RWMutex
 	db     *bolt.DB
 	closed bool
+
+	// statsMu guards the group commit counters: commits (transactions committed by
+	// batch) and writes (the calls they carried).
+	statsMu         sync.Mutex
+	commits, writes int64
+	lastCommitTx    int
 }
 
 var (
@@ -222,7 +228,34 @@ func (s *Store) batch(ctx context.Context, fn func(tx *bolt.Tx) error) (err erro
 	}
 	defer s.mu.RUnlock()
 	defer recoverCorrupt(&err)
-	return s.db.Batch(fn)
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		id := tx.ID() // the ID is gone once the transaction has closed
+		tx.OnCommit(func() { s.noteCommit(id) })
+		return nil
+	})
+}
+
+// noteCommit counts one write carried by the batch transaction id.
+func (s *Store) noteCommit(id int) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.writes++
+	if id != s.lastCommitTx {
+		s.lastCommitTx = id
+		s.commits++
+	}
+}
+
+// BatchStats reports how many batched writes (CreateHub, DeleteHub, CreateDevice,
+// DeleteDevice, PutSetting) the store has committed and in how many transactions,
+// each one fsync: writes/commits is the group commit's average group size.
+func (s *Store) BatchStats() (commits, writes int64) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.commits, s.writes
 }
 
 // update runs fn in a write transaction of its own, exactly once.

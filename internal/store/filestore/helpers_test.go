@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -225,3 +226,6 @@ func mustCheckClean(tb testing.TB, s *filestore.Store) {
 		tb.Errorf("Check: got %v, want no problems", err)
 	}
 }
+
+// slogTo logs text to w.
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
