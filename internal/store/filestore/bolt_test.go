@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -312,6 +313,47 @@ func TestConcurrentCreatesShareCommits(t *testing.T) {
 	s = mustOpen(t, path, key)
 	if got, want := len(dump(t, s).Devices), 1+writers*(each-1); got != want {
 		t.Errorf("devices after reopen: got %d, want %d", got, want)
+	}
+	mustCheckClean(t, s)
+}
+
+// TestFailedWriteDoesNotFailItsGroup sends, among concurrent creates, one that fails
+// after it has started writing (an ID longer than bbolt's key limit): its group is
+// rolled back and retried write by write, so only that create fails and every other
+// one is stored, with the indexes intact.
+func TestFailedWriteDoesNotFailItsGroup(t *testing.T) {
+	path, key := storePath(t), newKey(t)
+	s := mustOpen(t, path, key)
+	ctx := t.Context()
+	must(t, s.CreateHub(ctx, iotHub("hub-a")))
+	must(t, s.CreateDevice(ctx, device("gw", "hub-a")))
+	huge := strings.Repeat("x", bolt.MaxKeySize+1)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Go(func() {
+			<-start
+			id := fmt.Sprintf("dev-%02d", i)
+			if i == 20 {
+				id = huge
+			}
+			d := device(id, "hub-a")
+			d.Parent = "gw"
+			errs[i] = s.CreateDevice(ctx, d)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i == 20) {
+			t.Errorf("create %d: got error %v, want one only for the over-long ID", i, err)
+		}
+	}
+	mustClose(t, s)
+	s = mustOpen(t, path, key)
+	if got := len(childIDs(t, s, "gw")); got != len(errs)-1 {
+		t.Errorf("children after reopen: got %d, want %d", got, len(errs)-1)
 	}
 	mustCheckClean(t, s)
 }

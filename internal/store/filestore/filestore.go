@@ -44,8 +44,6 @@ const KeySize = 32
 const (
 	// DefaultPageSize is the page size ListDevices uses when asked for limit <= 0.
 	DefaultPageSize = 100
-	// DefaultBatchDelay is how long a write waits for others to share its commit.
-	DefaultBatchDelay = 2 * time.Millisecond
 	// lockTimeout bounds the wait for the file lock: a live holder keeps it for good.
 	lockTimeout = 200 * time.Millisecond
 )
@@ -54,8 +52,7 @@ const (
 type Option func(*options)
 
 type options struct {
-	logger     *slog.Logger
-	batchDelay time.Duration
+	logger *slog.Logger
 	// fault, when set by tests, can fail a migration step as a crash there would.
 	fault func(step string) error
 }
@@ -63,13 +60,6 @@ type options struct {
 // WithLogger sets where migration and recovery events are logged; nil means slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
-}
-
-// WithBatchDelay sets how long a write waits for concurrent writes to join its commit
-// (default DefaultBatchDelay). Longer groups more writes per fsync under load and
-// adds that much latency to a lone write.
-func WithBatchDelay(d time.Duration) Option {
-	return func(o *options) { o.batchDelay = d }
 }
 
 // Store is a store.Store kept in one encrypted bbolt file. It is safe for concurrent use.
@@ -83,11 +73,17 @@ type Store struct {
 	db     *bolt.DB
 	closed bool
 
-	// statsMu guards the group commit counters: commits (transactions committed by
-	// batch) and writes (the calls they carried).
+	// The group commit (commit.go): writes queue up under qmu, kick wakes the
+	// committer goroutine, stop ends it and it closes stopped when it has.
+	qmu           sync.Mutex
+	queue         []*writeReq
+	kick          chan struct{}
+	stop, stopped chan struct{}
+
+	// statsMu guards the group commit counters: commits (group transactions) and
+	// writes (the calls they carried).
 	statsMu         sync.Mutex
 	commits, writes int64
-	lastCommitTx    int
 }
 
 var (
@@ -103,7 +99,7 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	if len(masterKey) != KeySize {
 		return nil, fmt.Errorf("open store %s: master key is %d bytes, want %d", path, len(masterKey), KeySize)
 	}
-	o := options{batchDelay: DefaultBatchDelay}
+	o := options{}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -117,8 +113,12 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db.MaxBatchDelay = o.batchDelay
-	return &Store{path: path, logger: o.logger, sl: sl, db: db}, nil
+	s := &Store{
+		path: path, logger: o.logger, sl: sl, db: db,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	go s.committer()
+	return s, nil
 }
 
 // openFile migrates a v1 file if path holds one, then opens the bbolt file.
@@ -178,6 +178,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.stopCommitter()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
@@ -218,44 +219,16 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 	return s.db.View(fn)
 }
 
-// batch runs fn in a write transaction shared with concurrent callers (one fsync for
-// all of them) and returns once that transaction is durable. fn may run more than
-// once: when any fn of a group fails, the group is rolled back and retried without
-// it, so fn must check before it writes and have no effect outside tx.
-func (s *Store) batch(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
+// batch runs fn in a write transaction shared with concurrent callers (one commit
+// for all of them; see commit.go) and returns once that transaction is durable. fn
+// must check everything that can refuse it before it writes, and return those
+// refusals marked with refuse.
+func (s *Store) batch(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
-	defer recoverCorrupt(&err)
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		if err := fn(tx); err != nil {
-			return err
-		}
-		id := tx.ID() // the ID is gone once the transaction has closed
-		tx.OnCommit(func() { s.noteCommit(id) })
-		return nil
-	})
-}
-
-// noteCommit counts one write carried by the batch transaction id.
-func (s *Store) noteCommit(id int) {
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	s.writes++
-	if id != s.lastCommitTx {
-		s.lastCommitTx = id
-		s.commits++
-	}
-}
-
-// BatchStats reports how many batched writes (CreateHub, DeleteHub, CreateDevice,
-// DeleteDevice, PutSetting) the store has committed and in how many transactions,
-// each one fsync: writes/commits is the group commit's average group size.
-func (s *Store) BatchStats() (commits, writes int64) {
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	return s.commits, s.writes
+	return s.enqueue(fn)
 }
 
 // update runs fn in a write transaction of its own, exactly once.

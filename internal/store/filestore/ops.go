@@ -29,7 +29,7 @@ func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 	err = s.batch(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHubs)
 		if b.Get(name) != nil {
-			return store.ErrExists
+			return refuse(store.ErrExists)
 		}
 		return b.Put(name, val)
 	})
@@ -80,10 +80,10 @@ func (s *Store) DeleteHub(ctx context.Context, name string) error {
 	err := s.batch(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHubs)
 		if b.Get(key) == nil {
-			return store.ErrNotFound
+			return refuse(store.ErrNotFound)
 		}
 		if n := hubCount(tx, key); n > 0 {
-			return fmt.Errorf("%d devices still use it: %w", n, store.ErrConflict)
+			return refuse(fmt.Errorf("%d devices still use it: %w", n, store.ErrConflict))
 		}
 		return b.Delete(key)
 	})
@@ -107,10 +107,10 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 	err = s.batch(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		if b.Get(id) != nil {
-			return store.ErrExists
+			return refuse(store.ErrExists)
 		}
 		if tx.Bucket(bucketHubs).Get([]byte(d.Hub)) == nil {
-			return fmt.Errorf("hub %q: %w", d.Hub, store.ErrNotFound)
+			return refuse(fmt.Errorf("hub %q: %w", d.Hub, store.ErrNotFound))
 		}
 		if err := b.Put(id, val); err != nil {
 			return err
@@ -236,7 +236,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	err := s.batch(ctx, func(tx *bolt.Tx) error {
 		cur, err := s.getDevice(tx, key)
 		if err != nil {
-			return err
+			return refuse(err)
 		}
 		if err := tx.Bucket(bucketDevices).Delete(key); err != nil {
 			return err
