@@ -357,3 +357,42 @@ func TestFailedWriteDoesNotFailItsGroup(t *testing.T) {
 	}
 	mustCheckClean(t, s)
 }
+
+// TestOfflineCompaction compacts a closed store file with bbolt's own compaction (what
+// `bbolt compact` runs): values are sealed to their bucket and key, not to where they
+// lie in the file, so the compacted file opens with the same key, holds the same
+// records and checks clean, and is smaller once most records were deleted.
+func TestOfflineCompaction(t *testing.T) {
+	path, key := storePath(t), newKey(t)
+	s := mustOpen(t, path, key)
+	settings := populate(t, s)
+	ctx := t.Context()
+	for i := range 2000 {
+		must(t, s.CreateDevice(ctx, device(fmt.Sprintf("bulk-%04d", i), "hub-iot")))
+	}
+	for i := range 2000 {
+		must(t, s.DeleteDevice(ctx, fmt.Sprintf("bulk-%04d", i)))
+	}
+	want := dump(t, s, settings...).encode(t)
+	mustClose(t, s)
+
+	compacted := path + ".compact"
+	src, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	must(t, err)
+	dst, err := bolt.Open(compacted, 0o600, nil)
+	must(t, err)
+	must(t, bolt.Compact(dst, src, 1<<20))
+	must(t, dst.Close())
+	must(t, src.Close())
+	before, after := fileSize(t, path), fileSize(t, compacted)
+	if after >= before {
+		t.Errorf("compacted file: got %d bytes, want fewer than %d", after, before)
+	}
+	must(t, os.Rename(compacted, path))
+
+	s = mustOpen(t, path, key)
+	if got := dump(t, s, settings...).encode(t); got != want {
+		t.Errorf("contents after compaction:\ngot  %s\nwant %s", got, want)
+	}
+	mustCheckClean(t, s)
+}

@@ -155,36 +155,42 @@ func writeBolt(path string, master []byte, st *state, o *options) error {
 	if err != nil {
 		return err
 	}
-	var puts []func(tx *bolt.Tx) error
-	for _, name := range slices.Sorted(maps.Keys(st.hubs)) {
-		h := st.hubs[name]
-		puts = append(puts, func(tx *bolt.Tx) error { return putHub(tx, sl, &h) })
+	hubs := slices.Sorted(maps.Keys(st.hubs))
+	settings := slices.Sorted(maps.Keys(st.settings))
+	steps := []struct {
+		n   int
+		put func(tx *bolt.Tx, i int) error
+	}{
+		{len(hubs), func(tx *bolt.Tx, i int) error {
+			h := st.hubs[hubs[i]]
+			return putHub(tx, sl, &h)
+		}},
+		{len(st.ids), func(tx *bolt.Tx, i int) error {
+			d := st.devices[st.ids[i]]
+			return putDevice(tx, sl, &d)
+		}},
+		{len(settings), func(tx *bolt.Tx, i int) error {
+			name := []byte(settings[i])
+			return tx.Bucket(bucketSettings).Put(name, sl.seal(bucketSettings, name, st.settings[settings[i]]))
+		}},
 	}
-	for _, id := range st.ids {
-		d := st.devices[id]
-		puts = append(puts, func(tx *bolt.Tx) error { return putDevice(tx, sl, &d) })
-	}
-	for _, name := range slices.Sorted(maps.Keys(st.settings)) {
-		v := st.settings[name]
-		puts = append(puts, func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketSettings).Put([]byte(name), sl.seal(bucketSettings, []byte(name), v))
-		})
-	}
-	for chunk := range slices.Chunk(puts, migrateTxSize) {
-		err := db.Update(func(tx *bolt.Tx) error {
-			tx.Bucket(bucketDevices).FillPercent = 0.9 // written in ID order
-			for _, put := range chunk {
-				if err := put(tx); err != nil {
-					return err
+	for _, step := range steps {
+		for from := 0; from < step.n; from += migrateTxSize {
+			err := db.Update(func(tx *bolt.Tx) error {
+				tx.Bucket(bucketDevices).FillPercent = 0.9 // written in ID order
+				for i := from; i < min(from+migrateTxSize, step.n); i++ {
+					if err := step.put(tx, i); err != nil {
+						return err
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if err := o.step(stepWrite); err != nil {
-			return err
+			if err := o.step(stepWrite); err != nil {
+				return err
+			}
 		}
 	}
 	if err := o.step(stepSync); err != nil {
