@@ -396,3 +396,53 @@ func TestOfflineCompaction(t *testing.T) {
 	}
 	mustCheckClean(t, s)
 }
+
+// TestDeviceCacheFollowsWrites reads devices through caches of several sizes
+// (including none, and one smaller than the devices read): a read after a write
+// returns the written record, never the one the cache held before.
+func TestDeviceCacheFollowsWrites(t *testing.T) {
+	for _, size := range []int{0, 1, filestore.DefaultDeviceCache} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			s := mustOpen(t, storePath(t), newKey(t), filestore.WithDeviceCache(size))
+			ctx := t.Context()
+			must(t, s.CreateHub(ctx, iotHub("hub-a")))
+			for _, id := range []string{"dev-1", "dev-2"} {
+				must(t, s.CreateDevice(ctx, device(id, "hub-a")))
+			}
+			steps := []struct {
+				name    string
+				write   func() error
+				id      string
+				wantKey string // "" = ErrNotFound
+			}{
+				{"read", func() error { return nil }, "dev-1", device("dev-1", "").PrimaryKey},
+				{"update", func() error {
+					_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { d.PrimaryKey = "bmV3"; return nil })
+					return err
+				}, "dev-1", "bmV3"},
+				{"other device", func() error { return nil }, "dev-2", device("dev-2", "").PrimaryKey},
+				{"failed update", func() error {
+					_, err := s.UpdateDevice(ctx, "dev-1", func(d *domain.Device) error { d.PrimaryKey = "bm8="; return errors.New("no") })
+					if err == nil {
+						return errors.New("UpdateDevice: got nil error, want the fn's")
+					}
+					return nil
+				}, "dev-1", "bmV3"},
+				{"delete", func() error { return s.DeleteDevice(ctx, "dev-1") }, "dev-1", ""},
+				{"recreate", func() error { return s.CreateDevice(ctx, device("dev-1", "hub-a")) }, "dev-1", device("dev-1", "").PrimaryKey},
+			}
+			for _, st := range steps {
+				must(t, st.write())
+				for range 2 { // a miss, then (with a cache) a hit
+					d, err := s.GetDevice(ctx, st.id)
+					switch {
+					case st.wantKey == "" && !errors.Is(err, store.ErrNotFound):
+						t.Errorf("%s: GetDevice(%s): got error %v, want %v", st.name, st.id, err, store.ErrNotFound)
+					case st.wantKey != "" && (err != nil || d.PrimaryKey != st.wantKey):
+						t.Errorf("%s: GetDevice(%s): got key %q, error %v; want %q", st.name, st.id, d.PrimaryKey, err, st.wantKey)
+					}
+				}
+			}
+		})
+	}
+}

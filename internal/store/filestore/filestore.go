@@ -23,6 +23,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -52,7 +53,8 @@ const (
 type Option func(*options)
 
 type options struct {
-	logger *slog.Logger
+	logger      *slog.Logger
+	deviceCache int
 	// fault, when set by tests, can fail a migration step as a crash there would.
 	fault func(step string) error
 }
@@ -67,6 +69,9 @@ type Store struct {
 	path   string
 	logger *slog.Logger
 	sl     *sealer
+	// devices and hubs keep decoded records for the token path (devcache.go).
+	devices *recCache[domain.Device]
+	hubs    *recCache[domain.Hub]
 
 	// mu guards db against Close: every call holds it for reading while it uses db.
 	mu     sync.RWMutex
@@ -99,7 +104,7 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	if len(masterKey) != KeySize {
 		return nil, fmt.Errorf("open store %s: master key is %d bytes, want %d", path, len(masterKey), KeySize)
 	}
-	o := options{}
+	o := options{deviceCache: DefaultDeviceCache}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -115,7 +120,9 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	}
 	s := &Store{
 		path: path, logger: o.logger, sl: sl, db: db,
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+		devices: newRecCache(o.deviceCache, cloneDevice),
+		hubs:    newRecCache(hubCacheSize, domain.Hub.Clone),
+		kick:    make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go s.committer()
 	return s, nil

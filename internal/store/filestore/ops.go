@@ -41,7 +41,14 @@ func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
 
 // GetHub returns a hub; store.ErrNotFound if absent.
 func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
-	var h domain.Hub
+	if err := s.enter(ctx); err != nil {
+		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
+	}
+	h, ok, gen := s.hubs.get(name)
+	s.mu.RUnlock()
+	if ok {
+		return h, nil
+	}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHubs).Get([]byte(name))
 		if v == nil {
@@ -54,6 +61,7 @@ func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
 	if err != nil {
 		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
 	}
+	s.hubs.put(name, h, gen)
 	return h, nil
 }
 
@@ -77,6 +85,7 @@ func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 // devices still use it.
 func (s *Store) DeleteHub(ctx context.Context, name string) error {
 	key := []byte(name)
+	defer s.hubs.invalidate(name) // after the commit, whatever its outcome
 	err := s.batch(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHubs)
 		if b.Get(key) == nil {
@@ -125,7 +134,14 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 
 // GetDevice returns a device; store.ErrNotFound if absent.
 func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
-	var d domain.Device
+	if err := s.enter(ctx); err != nil {
+		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
+	}
+	d, ok, gen := s.devices.get(id)
+	s.mu.RUnlock()
+	if ok {
+		return d, nil
+	}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
 		d, err = s.getDevice(tx, []byte(id))
@@ -134,6 +150,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error)
 	if err != nil {
 		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
 	}
+	s.devices.put(id, d, gen)
 	return d, nil
 }
 
@@ -195,6 +212,7 @@ func (s *Store) page(c *bolt.Cursor, cursor string, limit int, get func(k, v []b
 func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
 	var out domain.Device
 	var fnErr error
+	defer s.devices.invalidate(id) // after the commit, whatever its outcome
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		cur, err := s.getDevice(tx, []byte(id))
 		if err != nil {
@@ -233,6 +251,7 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Dev
 // DeleteDevice removes a device; store.ErrNotFound if absent.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	key := []byte(id)
+	defer s.devices.invalidate(id) // after the commit, whatever its outcome
 	err := s.batch(ctx, func(tx *bolt.Tx) error {
 		cur, err := s.getDevice(tx, key)
 		if err != nil {
