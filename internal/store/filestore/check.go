@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,6 +25,13 @@ import (
 // the report, never the error.
 func (s *Store) Check(ctx context.Context) (store.Report, error) {
 	var rep store.Report
+	if fi, err := os.Stat(s.path); err != nil {
+		return store.Report{}, fmt.Errorf("check: %w", err)
+	} else if want := s.size.Load(); fi.Size() < want {
+		// Reading pages the file no longer has through the map would kill the process.
+		rep.Problemf(fmt.Sprintf("file %s", s.path), "is %d bytes, but its pages end at %d: cut short behind the store's back", fi.Size(), want)
+		return rep, nil
+	}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			rep.Problemf(fmt.Sprintf("file %s", s.path), "%v", err)

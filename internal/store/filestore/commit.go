@@ -124,7 +124,17 @@ func (s *Store) commitGroup(group []*writeReq) {
 // bbolt on a damaged page is an ErrCorrupt error for the whole group.
 func (s *Store) withTx(fn func(tx *bolt.Tx) error) (err error) {
 	defer recoverCorrupt(&err)
+	defer s.noteSize()
 	return s.db.Update(fn)
+}
+
+// noteSize records where the file's pages end (a read transaction's view of the
+// last commit).
+func (s *Store) noteSize() {
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		s.size.Store(tx.Size())
+		return nil
+	})
 }
 
 // BatchStats reports how many grouped writes (CreateHub, DeleteHub, CreateDevice,

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -89,6 +90,11 @@ type Store struct {
 	// writes (the calls they carried).
 	statsMu         sync.Mutex
 	commits, writes int64
+
+	// size is where the file's pages end as of the last commit; Check compares it with
+	// the file before it reads through the memory map, since reading a mapped page the
+	// file no longer has kills the process (SIGBUS).
+	size atomic.Int64
 }
 
 var (
@@ -124,6 +130,7 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 		hubs:    newRecCache(hubCacheSize, domain.Hub.Clone),
 		kick:    make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
+	s.noteSize()
 	go s.committer()
 	return s, nil
 }
@@ -244,8 +251,7 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err err
 		return err
 	}
 	defer s.mu.RUnlock()
-	defer recoverCorrupt(&err)
-	return s.db.Update(fn)
+	return s.withTx(fn)
 }
 
 func recoverCorrupt(err *error) {

@@ -43,7 +43,8 @@ type scaleResult struct {
 	HeapMiB          float64 `json:"liveHeapMiB"`      // live heap after Open and a GetDevice
 	HeapBeforeMiB    float64 `json:"liveHeapBeforeOpenMiB"`
 	FileMiB          float64 `json:"fileMiB"`
-	GetDeviceMicros  float64 `json:"getDeviceMicros"` // random GetDevice, one goroutine
+	GetDeviceMicros  float64 `json:"getDeviceMicros"`      // random GetDevice, one goroutine
+	HeapAfterGetsMiB float64 `json:"liveHeapAfterGetsMiB"` // after 20,000 random GetDevice (caches warm)
 	ImportDevices    int     `json:"importDevices"`
 	Writers          int     `json:"writers"`
 	ImportPerSecond  float64 `json:"importDevicesPerSecond"`
@@ -147,6 +148,7 @@ func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
 		}
 	}
 	res.GetDeviceMicros = float64(time.Since(start).Microseconds()) / gets
+	res.HeapAfterGetsMiB = liveHeapMiB()
 	runtime.KeepAlive(s)
 }
 
