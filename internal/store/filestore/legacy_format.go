@@ -15,7 +15,11 @@ import (
 	"slices"
 )
 
-// On-disk layout (all integers big-endian):
+// The v1 format's reader, kept read-only so Open can migrate a v1 file (migrate.go);
+// nothing writes this format any more (the v1 writer lives in legacy_writer_test.go
+// for the tests' fixtures).
+//
+// v1 on-disk layout (all integers big-endian):
 //
 //	header: magic[8] version[2] salt[32] nonce[12] keycheck[16] crc32c[4]
 //	frame:  length[4] crc32c(length)[4] nonce[12] GCM(offset[8] || JSON batch)[length]

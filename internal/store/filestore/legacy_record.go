@@ -11,6 +11,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store/record"
 )
 
+// Part of the v1 reader (see legacy_format.go), used only to migrate v1 files.
+
 // opKind names a change in the log; the strings are part of the file format.
 type opKind string
 
