@@ -38,5 +38,6 @@ jq -n -c --argjson b "$base" --argjson h "$head" '{
 	heapRatio: ($h.liveHeapMiB / $b.liveHeapMiB),
 	fileRatio: ($h.fileMiB / $b.fileMiB),
 	importSpeedup: ($h.importDevicesPerSecond / $b.importDevicesPerSecond),
+	importCpuRatio: (if $b.importCpuMicrosPerDevice then $h.importCpuMicrosPerDevice / $b.importCpuMicrosPerDevice else null end),
 	getDeviceRatio: ($h.getDeviceMicros / $b.getDeviceMicros)
 }' | sed 's/^/RATIO /'

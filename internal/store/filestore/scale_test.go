@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ type scaleResult struct {
 	ImportDevices    int     `json:"importDevices"`
 	Writers          int     `json:"writers"`
 	ImportPerSecond  float64 `json:"importDevicesPerSecond"`
+	ImportCPUMicros  float64 `json:"importCpuMicrosPerDevice"`  // process CPU (user+system) per device imported
 	WritesPerCommit  float64 `json:"writesPerCommit,omitempty"` // group commit, where the store reports it
 }
 
@@ -88,6 +90,7 @@ func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	next := make(chan int, res.Writers)
 	var wg sync.WaitGroup
 	var failed sync.Once
+	cpu0 := cpuTime(t)
 	start := time.Now()
 	for range res.Writers {
 		wg.Go(func() {
@@ -104,6 +107,7 @@ func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	close(next)
 	wg.Wait()
 	res.ImportPerSecond = float64(res.ImportDevices) / time.Since(start).Seconds()
+	res.ImportCPUMicros = float64((cpuTime(t) - cpu0).Microseconds()) / float64(res.ImportDevices)
 	if bs, ok := any(s).(interface{ BatchStats() (int64, int64) }); ok {
 		if commits, writes := bs.BatchStats(); commits > 0 {
 			res.WritesPerCommit = float64(writes) / float64(commits)
@@ -158,4 +162,14 @@ func liveHeapMiB() float64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return float64(ms.HeapAlloc) / (1 << 20)
+}
+
+// cpuTime is the CPU time (user and system) the process has used: unlike a rate, CPU
+// per device hardly depends on what else the machine is running.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
