@@ -3,6 +3,7 @@ package filestore
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -63,7 +64,11 @@ func (s *Store) committer() {
 		case <-s.stop:
 			return
 		}
+		last := 0
 		for {
+			if last > 1 {
+				s.linger(last)
+			}
 			s.qmu.Lock()
 			n := min(len(s.queue), maxGroup)
 			group := s.queue[:n:n]
@@ -73,7 +78,35 @@ func (s *Store) committer() {
 				break
 			}
 			s.commitGroup(group)
+			last = n
 		}
+	}
+}
+
+// lingerStep and maxLinger bound how long the committer waits for writers to come
+// back before its next commit; see linger.
+const (
+	lingerStep = 100 * time.Microsecond
+	maxLinger  = time.Millisecond
+)
+
+// linger waits, after a group of last writes, while writes keep arriving (each step of
+// lingerStep brings a new one) until as many as last are queued, for at most
+// maxLinger. The writers a commit answers come back at about the same time; without
+// the wait the next commit would leave before them, and concurrent writers would
+// settle into two half-size groups taking turns. A lone writer (last == 1) never waits.
+func (s *Store) linger(last int) {
+	deadline := time.Now().Add(maxLinger)
+	prev := -1
+	for time.Now().Before(deadline) {
+		s.qmu.Lock()
+		n := len(s.queue)
+		s.qmu.Unlock()
+		if n >= last || n == prev {
+			return
+		}
+		prev = n
+		time.Sleep(lingerStep)
 	}
 }
 
