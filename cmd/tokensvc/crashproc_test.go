@@ -350,8 +350,9 @@ var (
 )
 
 // openFileStoreCopy opens a copy of the embedded store file, so the service's own next
-// Open still meets the file exactly as the kill left it. The copy must open: a torn
-// final frame is cut off, anything else is damage.
+// Open still meets the file exactly as the kill left it. The copy must open: bbolt
+// commits are all or nothing (a transaction the kill interrupted is simply absent), so
+// any error is damage.
 func openFileStoreCopy(t *testing.T, dataDir string) checkedStore {
 	t.Helper()
 	key, err := filestore.LoadOrCreateMasterKey(filepath.Join(dataDir, "master.key"))

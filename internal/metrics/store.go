@@ -170,3 +170,17 @@ func (s *Store) Check(ctx context.Context) (store.Report, error) {
 	}
 	return c.Check(ctx)
 }
+
+// ListChildren passes the wrapped store's parent index through, timed as
+// "list_children". It returns an error wrapping errors.ErrUnsupported when the wrapped
+// store has none, so the caller falls back to a scan.
+func (s *Store) ListChildren(ctx context.Context, gateway, cursor string, limit int) (store.Page, error) {
+	cl, ok := s.Store.(store.ChildLister)
+	if !ok {
+		return store.Page{}, fmt.Errorf("list children: the store (%T) has no parent index: %w", s.Store, errors.ErrUnsupported)
+	}
+	start := time.Now()
+	p, err := cl.ListChildren(ctx, gateway, cursor, limit)
+	s.observe("list_children", start, err)
+	return p, err
+}

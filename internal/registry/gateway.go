@@ -9,10 +9,12 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
-// Field gateways. The store keeps the relation as a field of the leaf (Device.Parent);
-// it has no index of a gateway's children, so the registry finds them by scanning the
-// ID-ordered listing. That costs a pass over every device, and only happens when a
-// gateway is deleted or stops being one, and when an operator lists children.
+// Field gateways. The store keeps the relation as a field of the leaf (Device.Parent).
+// A store with a parent index (store.ChildLister: the embedded store) reads a
+// gateway's children directly; for one without (the Vault store) the registry finds
+// them by scanning the ID-ordered listing. That costs a pass over every device, and
+// only happens when a gateway is deleted or stops being one, and when an operator
+// lists children.
 //
 // The checks here read, then write: they are not one transaction with the write. A
 // child created while its gateway is being deleted can be left naming a parent that
@@ -76,11 +78,12 @@ func (r *Registry) refuseIfParent(ctx context.Context, id, what string) error {
 	return nil
 }
 
-// countChildren scans every device for those whose parent is id.
+// countChildren counts the devices whose parent is id: from the store's parent index
+// if it has one, else by scanning every device.
 func (r *Registry) countChildren(ctx context.Context, id string) (n int, first string, err error) {
 	cursor := ""
 	for {
-		page, err := r.store.ListDevices(ctx, cursor, scanPage)
+		page, err := r.childPage(ctx, id, cursor, scanPage)
 		if err != nil {
 			return 0, "", fmt.Errorf("scan for children of %q: %w", id, err)
 		}
@@ -99,10 +102,23 @@ func (r *Registry) countChildren(ctx context.Context, id string) (n int, first s
 	}
 }
 
-// ListChildren returns the devices whose parent is gateway among one page of up to
-// limit devices after cursor: the page may hold fewer than limit children, or none,
-// while Next is set. Reading every page costs one pass over all devices.
+// ListChildren returns the devices whose parent is gateway, after cursor. With a
+// store that indexes children it returns up to limit of them; otherwise it filters one
+// page of up to limit devices, so the page may hold fewer than limit children, or
+// none, while Next is set, and reading every page costs one pass over all devices.
 func (r *Registry) ListChildren(ctx context.Context, gateway, cursor string, limit int) (store.Page, error) {
+	return r.childPage(ctx, gateway, cursor, limit)
+}
+
+// childPage reads a page of gateway's children from the store's parent index, or
+// falls back to filtering a page of the device listing.
+func (r *Registry) childPage(ctx context.Context, gateway, cursor string, limit int) (store.Page, error) {
+	if cl, ok := r.store.(store.ChildLister); ok {
+		page, err := cl.ListChildren(ctx, gateway, cursor, limit)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return page, err
+		}
+	}
 	page, err := r.store.ListDevices(ctx, cursor, limit)
 	if err != nil {
 		return store.Page{}, err

@@ -9,6 +9,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/target/kinds"
 )
 
 func hs(id, hub string) domain.Device {
@@ -161,45 +162,63 @@ func TestUpdateDeleteGatewayRules(t *testing.T) {
 	}
 }
 
+// scanOnly hides a store's parent index, as a store without one (Vault) would.
+type scanOnly struct{ store.Store }
+
 func TestListChildrenPages(t *testing.T) {
-	r, _ := mustRegistry(t)
-	ctx := t.Context()
-	mustGateways(t, r)
-	var want []string
-	for _, id := range []string{"a1", "a2", "b1", "b2", "c1"} {
-		d := hs(id, "main")
-		if id[1] == '1' {
-			d.Parent = "gw"
-			want = append(want, id)
-		}
-		if _, err := r.CreateDevice(ctx, d); err != nil {
-			t.Fatal(err)
-		}
+	tests := []struct {
+		name string
+		wrap func(store.Store) store.Store
+		// wantPages: the index gives full pages of children; the scan a page per
+		// 2 devices scanned (8 devices).
+		wantPages func(pages int) bool
+	}{
+		{"parent index", func(s store.Store) store.Store { return s }, func(p int) bool { return p == 2 }},
+		{"scan without index", func(s store.Store) store.Store { return scanOnly{s} }, func(p int) bool { return p >= 4 }},
 	}
-	var got []string
-	cursor, pages := "", 0
-	for {
-		page, err := r.ListChildren(ctx, "gw", cursor, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages++
-		if len(page.Devices) > 2 {
-			t.Fatalf("page of %d, want at most the limit 2", len(page.Devices))
-		}
-		for _, d := range page.Devices {
-			got = append(got, d.ID)
-		}
-		if page.Next == "" {
-			break
-		}
-		cursor = page.Next
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("children: got %v, want %v", got, want)
-	}
-	if pages < 4 {
-		t.Errorf("pages: got %d, want one per 2 devices scanned (8 devices)", pages)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, st := mustRegistry(t)
+			r := registry.New(tc.wrap(st), kinds.All(), nil)
+			ctx := t.Context()
+			mustGateways(t, r)
+			var want []string
+			for _, id := range []string{"a1", "a2", "b1", "b2", "c1"} {
+				d := hs(id, "main")
+				if id[1] == '1' {
+					d.Parent = "gw"
+					want = append(want, id)
+				}
+				if _, err := r.CreateDevice(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			cursor, pages := "", 0
+			for {
+				page, err := r.ListChildren(ctx, "gw", cursor, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pages++
+				if len(page.Devices) > 2 {
+					t.Fatalf("page of %d, want at most the limit 2", len(page.Devices))
+				}
+				for _, d := range page.Devices {
+					got = append(got, d.ID)
+				}
+				if page.Next == "" {
+					break
+				}
+				cursor = page.Next
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("children: got %v, want %v", got, want)
+			}
+			if !tc.wantPages(pages) {
+				t.Errorf("pages: got %d", pages)
+			}
+		})
 	}
 }
 

@@ -77,3 +77,14 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// ChildLister is implemented by stores that index devices by their parent gateway
+// (the embedded store), so a gateway's children are found without reading every
+// device. Callers fall back to scanning ListDevices when a store lacks it, or when
+// ListChildren fails with an error wrapping errors.ErrUnsupported (a wrapper in front
+// of a store without the index).
+type ChildLister interface {
+	// ListChildren returns up to limit devices whose Parent is gateway, ordered by ID,
+	// starting after cursor ("" = first page); Next is empty on the last page.
+	ListChildren(ctx context.Context, gateway, cursor string, limit int) (Page, error)
+}

@@ -8,60 +8,72 @@ import (
 	"os"
 	"slices"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/tokensvc/tokensvc/internal/domain"
-	"github.com/tokensvc/tokensvc/internal/store"
 )
 
-// InjectFault makes the write, sync and truncate steps of s's appends call fn first and
-// fail with its error, if any.
-func InjectFault(s *Store, fn func(stage string) error) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	s.fault = fn
+// WithFaultForTest makes each migration step call fn first and fail, as a crash
+// there would, with fn's error (the step names are in migrate.go).
+func WithFaultForTest(fn func(step string) error) Option {
+	return func(o *options) { o.fault = fn }
 }
 
-// WriteSnapshotForTest writes a store file holding hubs and devices without a frame
-// per record, so benchmarks can start from 100,000 devices in a second.
+// WriteSnapshotForTest writes a v1 store file holding hubs and devices, as the v1
+// store's compaction did (the benchmarks of both revisions use it).
 func WriteSnapshotForTest(path string, master []byte, hubs []domain.Hub, devices []domain.Device) error {
+	return WriteV1ForTest(path, master, hubs, devices, nil)
+}
+
+// WriteV1ForTest writes a v1 store file with the v1 writer: a snapshot of hubs,
+// devices and settings, then one frame per ID in deleteAfter deleting that device, so
+// the file has the history a long-running v1 store leaves.
+func WriteV1ForTest(path string, master []byte, hubs []domain.Hub, devices []domain.Device, settings map[string][]byte, deleteAfter ...string) error {
 	st := newState()
+	var ops []op
 	for _, h := range hubs {
-		o := op{kind: opPutHub, hub: &h}
-		if err := st.validate(&o); err != nil {
-			return fmt.Errorf("hub %q: %w", h.Name, err)
-		}
-		st.apply(&o, false)
+		ops = append(ops, op{kind: opPutHub, hub: &h})
 	}
 	for _, d := range devices {
-		o := op{kind: opPutDevice, device: &d}
+		ops = append(ops, op{kind: opPutDevice, device: &d})
+	}
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
+		ops = append(ops, op{kind: opPutSetting, name: name, value: settings[name]})
+	}
+	for _, o := range ops {
 		if err := st.validate(&o); err != nil {
-			return fmt.Errorf("device %q: %w", d.ID, err)
+			return fmt.Errorf("%s: %w", o.kind, err)
 		}
 		st.apply(&o, false)
 	}
 	st.ids = slices.Sorted(maps.Keys(st.devices))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	var buf bytes.Buffer
+	aead, off, _, err := writeSnapshot(&buf, master, st)
 	if err != nil {
 		return err
 	}
-	if _, _, _, err := writeSnapshot(f, master, st); err != nil {
-		f.Close()
-		return err
+	for _, id := range deleteAfter {
+		enc, err := encodeOp(&op{kind: opDeleteDevice, name: id})
+		if err != nil {
+			return err
+		}
+		frame, err := sealFrame(aead, off, joinBatch([][]byte{enc}))
+		if err != nil {
+			return err
+		}
+		buf.Write(frame)
+		off += int64(len(frame))
 	}
-	return f.Close()
+	return os.WriteFile(path, buf.Bytes(), 0o600)
 }
 
-// ReplayForTest reads data as a store file in memory, without the disk, so fuzzing
+// ReplayForTest reads data as a v1 store file in memory, without the disk, so fuzzing
 // spends its time parsing. It returns a canonical JSON rendering of the contents (the
 // shape of the tests' own dump) and where the last good frame ends.
 func ReplayForTest(data, master []byte) (string, int64, error) {
 	r, err := replay(bytes.NewReader(data), int64(len(data)), master)
 	if err != nil {
 		return "", 0, err
-	}
-	var rep store.Report
-	r.st.check(&rep)
-	if err := rep.Err(); err != nil {
-		return "", 0, fmt.Errorf("replayed state broken: %w", err)
 	}
 	var c struct {
 		Hubs     []domain.Hub
@@ -83,38 +95,17 @@ func ReplayForTest(data, master []byte) (string, int64, error) {
 	return string(b), r.end, nil
 }
 
-// SnapshotForTest replays data and returns the file a compaction would write from it.
-func SnapshotForTest(data, master []byte) ([]byte, error) {
+// SettingNamesForTest returns the names of the settings data holds as a v1 file.
+func SettingNamesForTest(data, master []byte) []string {
 	r, err := replay(bytes.NewReader(data), int64(len(data)), master)
 	if err != nil {
-		return nil, err
+		return nil
 	}
-	var buf bytes.Buffer
-	if _, _, _, err := writeSnapshot(&buf, master, r.st); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return slices.Sorted(maps.Keys(r.st.settings))
 }
 
-// SettingNamesForTest lists the settings s holds; the Store API has no such call.
-func SettingNamesForTest(s *Store) []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return slices.Sorted(maps.Keys(s.st.settings))
-}
-
-// DropHubFromMemoryForTest forgets hub name in memory only, as a bug that lost it
-// would, leaving the file and the devices that use it as they are.
-func DropHubFromMemoryForTest(s *Store, name string) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.st.hubs, name)
-}
-
-// EncodeFileForTest returns a valid file whose frames carry the given plaintexts, so
-// fuzzing can reach the record decoder behind the authentication.
+// EncodeFileForTest returns a valid v1 file whose frames carry the given plaintexts,
+// so fuzzing can reach the v1 record decoder behind the authentication.
 func EncodeFileForTest(master []byte, payloads ...[]byte) ([]byte, error) {
 	file, aead, err := newHeader(master)
 	if err != nil {
@@ -128,4 +119,44 @@ func EncodeFileForTest(master []byte, payloads ...[]byte) ([]byte, error) {
 		file = append(file, frame...)
 	}
 	return file, nil
+}
+
+// DecodeDeviceForTest seals plaintext as the stored form of device id under a fresh
+// salt and decodes it back, so fuzzing reaches the record decoder behind the
+// authentication. It also returns the device re-sealed and decoded again.
+func DecodeDeviceForTest(master []byte, id string, plaintext []byte) (domain.Device, domain.Device, error) {
+	sl, err := newSealer(master, make([]byte, saltSize))
+	if err != nil {
+		return domain.Device{}, domain.Device{}, err
+	}
+	d, err := sl.openDevice([]byte(id), sl.seal(bucketDevices, []byte(id), plaintext))
+	if err != nil {
+		return domain.Device{}, domain.Device{}, err
+	}
+	again, err := sl.sealDevice(&d)
+	if err != nil {
+		return d, domain.Device{}, err
+	}
+	d2, err := sl.openDevice([]byte(d.ID), again)
+	return d, d2, err
+}
+
+// OpenSealedForTest opens raw bytes as a sealed value of bucket/key.
+func OpenSealedForTest(master []byte, bucket, key string, sealed []byte) ([]byte, error) {
+	sl, err := newSealer(master, make([]byte, saltSize))
+	if err != nil {
+		return nil, err
+	}
+	return sl.open([]byte(bucket), []byte(key), sealed)
+}
+
+// CorruptDeviceForTest overwrites the stored value of device id with the value of
+// device from, as someone editing the file could: it must not authenticate.
+func CorruptDeviceForTest(s *Store, id, from string) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		return b.Put([]byte(id), bytes.Clone(b.Get([]byte(from))))
+	})
 }

@@ -1,7 +1,9 @@
-// Package filestore is the embedded default store.Store: a single local file holding an
-// append-only log of AES-256-GCM encrypted frames. Opening replays the log into memory;
-// every change is appended and fsynced before it is applied or acknowledged; the log is
-// rewritten as a compact snapshot once it is mostly superseded records.
+// Package filestore is the embedded default store.Store: one local bbolt file (a
+// copy-on-write B+tree) whose records are sealed with AES-256-GCM under the master
+// key. Reads go to the memory-mapped file, so the heap holds no records and opening
+// replays nothing; writes from concurrent callers are committed together, one fsync
+// per group, and none is acknowledged before its fsync. A file in the old v1 format
+// (an append-only log) is migrated on first Open; see migrate.go.
 //
 // The file is Linux-oriented (flock, directory fsync) and is meant for one process at a
 // time; a second Open of the same file fails with ErrLocked.
@@ -10,16 +12,17 @@ package filestore
 import (
 	"bytes"
 	"context"
-	"crypto/cipher"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -29,8 +32,7 @@ import (
 var (
 	// ErrWrongKey means the file is intact but was written with a different master key.
 	ErrWrongKey = errors.New("filestore: wrong master key for this file")
-	// ErrCorrupt means the file is damaged somewhere before its final frame, so opening it
-	// would silently lose acknowledged changes; restore it from a backup.
+	// ErrCorrupt means the file is damaged; restore it from a backup.
 	ErrCorrupt = errors.New("filestore: file is corrupt")
 	// ErrLocked means another Store, in this process or another, has the file open.
 	ErrLocked = errors.New("filestore: file is in use by another process")
@@ -42,73 +44,73 @@ var (
 const KeySize = 32
 
 const (
-	defaultCompactMinSize = 1 << 20
 	// DefaultPageSize is the page size ListDevices uses when asked for limit <= 0.
 	DefaultPageSize = 100
+	// lockTimeout bounds the wait for the file lock: a live holder keeps it for good.
+	lockTimeout = 200 * time.Millisecond
 )
 
 // Option adjusts how Open sets up a Store.
 type Option func(*options)
 
 type options struct {
-	logger         *slog.Logger
-	compactMinSize int64
+	logger      *slog.Logger
+	deviceCache int
+	// fault, when set by tests, can fail a migration step as a crash there would.
+	fault func(step string) error
 }
 
-// WithLogger sets where recovery and compaction events are logged; nil means slog.Default().
+// WithLogger sets where migration and recovery events are logged; nil means slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithCompactMinSize sets how large the file must be before it is compacted
-// automatically (default 1 MiB), so a small store is not rewritten for a few dead records.
-func WithCompactMinSize(n int64) Option {
-	return func(o *options) { o.compactMinSize = n }
-}
-
-// Store is a store.Store kept in one encrypted file. It is safe for concurrent use.
-// Reads are served from memory and never wait for the disk; writes are serialised,
-// and each is on disk (fsynced) before it becomes visible or returns.
+// Store is a store.Store kept in one encrypted bbolt file. It is safe for concurrent use.
 type Store struct {
-	path           string
-	master         []byte
-	logger         *slog.Logger
-	compactMinSize int64
-	// fault, when set by tests, can fail the write, sync and truncate steps of an append.
-	fault func(stage string) error
+	path   string
+	logger *slog.Logger
+	sl     *sealer
+	// devices and hubs keep decoded records for the token path (devcache.go).
+	devices *recCache[domain.Device]
+	hubs    *recCache[domain.Hub]
 
-	// writeMu serialises mutations, compaction and Close, and is held across the fsync:
-	// a change is validated and placed in the log with no other writer in between. It
-	// guards the fields below; st may also be read under it, since only its holder
-	// changes st.
-	writeMu        sync.Mutex
-	f              *os.File
-	aead           cipher.AEAD
-	size           int64 // where the next frame goes
-	logOps         int   // records in the log, live or superseded
-	compactRetryAt int64 // after a failed compaction, the size at which to try again
-	// broken is set when the file may hold a frame memory does not reflect; writes are
-	// refused until a Compact rewrites the file from memory.
-	broken error
-
-	// mu is taken for writing only to apply a change that is already durable, so
-	// readers wait for memory updates, never for an fsync.
+	// mu guards db against Close: every call holds it for reading while it uses db.
 	mu     sync.RWMutex
+	db     *bolt.DB
 	closed bool
-	st     *state
+
+	// The group commit (commit.go): writes queue up under qmu, kick wakes the
+	// committer goroutine, stop ends it and it closes stopped when it has.
+	qmu           sync.Mutex
+	queue         []*writeReq
+	kick          chan struct{}
+	stop, stopped chan struct{}
+
+	// statsMu guards the group commit counters: commits (group transactions) and
+	// writes (the calls they carried).
+	statsMu         sync.Mutex
+	commits, writes int64
+
+	// size is where the file's pages end as of the last commit; Check compares it with
+	// the file before it reads through the memory map, since reading a mapped page the
+	// file no longer has kills the process (SIGBUS).
+	size atomic.Int64
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.ChildLister = (*Store)(nil)
+)
 
 // Open opens the store file at path, creating it (and its directory, mode 0700) if
-// needed. masterKey must be KeySize bytes. A torn final frame left by a crash is cut
-// off; damage anywhere else fails with ErrCorrupt, a different key with ErrWrongKey,
-// and a file another Store holds with ErrLocked.
+// needed, and migrating it first if it is in the v1 log format. masterKey must be
+// KeySize bytes. A different key fails with ErrWrongKey, a damaged file with
+// ErrCorrupt, and a file another Store holds with ErrLocked.
 func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	if len(masterKey) != KeySize {
 		return nil, fmt.Errorf("open store %s: master key is %d bytes, want %d", path, len(masterKey), KeySize)
 	}
-	o := options{compactMinSize: defaultCompactMinSize}
+	o := options{deviceCache: DefaultDeviceCache}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -118,79 +120,97 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	f, err := openLocked(path)
+	db, sl, err := openFile(path, masterKey, &o)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{
-		path:           path,
-		master:         bytes.Clone(masterKey),
-		logger:         o.logger,
-		compactMinSize: o.compactMinSize,
-		f:              f,
+		path: path, logger: o.logger, sl: sl, db: db,
+		devices: newRecCache(o.deviceCache, cloneDevice),
+		hubs:    newRecCache(hubCacheSize, domain.Hub.Clone),
+		kick:    make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
-	if err := s.load(); err != nil {
-		s.f.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
+	s.noteSize()
+	go s.committer()
 	return s, nil
 }
 
-// load fills memory from the locked file, initialising an empty one.
-func (s *Store) load() error {
-	// Only a compaction that crashed before its rename leaves this, and we hold the lock.
-	if err := os.Remove(s.tmpPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	fi, err := s.f.Stat()
+// openFile migrates a v1 file if path holds one, then opens the bbolt file.
+func openFile(path string, master []byte, o *options) (*bolt.DB, *sealer, error) {
+	v1, err := isV1(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if fi.Size() == 0 {
-		// A new file gets its header through the compaction path, so it appears at path
-		// atomically and a crash can never leave a half-written header behind.
-		s.st = newState()
-		return s.compactLocked()
+	if v1 {
+		if err := migrate(path, master, o); err != nil {
+			return nil, nil, fmt.Errorf("migrate v1 file: %w", err)
+		}
 	}
-
-	r, err := replay(s.f, fi.Size(), s.master)
+	db, err := openBolt(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	s.st, s.aead, s.size, s.logOps = r.st, r.aead, r.end, r.ops
-	if r.end < fi.Size() {
-		if err := s.f.Truncate(r.end); err != nil {
-			return fmt.Errorf("cut torn final frame: %w", err)
-		}
-		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("cut torn final frame: %w", err)
-		}
-		s.logger.Warn("filestore: discarded an incomplete final frame, as left by a crash during a write",
-			"path", s.path, "offset", r.end, "bytes", fi.Size()-r.end)
+	sl, err := initOrVerify(db, master)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
 	}
-	s.maybeCompact()
-	return nil
+	return db, sl, nil
 }
 
-// lockWriter takes writeMu for a mutation, or explains why there may be none.
-func (s *Store) lockWriter(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// openBolt opens path with bbolt, mapping its errors to this package's.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		// bbolt trusts the pages it maps; a damaged file must be an error, not a crash.
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      lockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, ErrLocked
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	case err != nil:
+		return nil, err
 	}
-	s.writeMu.Lock()
+	return db, nil
+}
+
+// Close releases the file and its lock, after any write in progress. Every
+// acknowledged change is already on disk. Further calls return ErrClosed; Close itself
+// may be called again and returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.writeMu.Unlock()
-		return ErrClosed
+		return nil
 	}
-	if s.broken != nil {
-		s.writeMu.Unlock()
-		return s.broken
+	s.closed = true
+	s.stopCommitter()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
 	return nil
 }
 
-// lockReader takes mu for reading, or explains why there may be no read.
-func (s *Store) lockReader(ctx context.Context) error {
+// Ping reports whether the store can serve: ErrClosed after Close.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.view(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("%w: meta bucket is missing", ErrCorrupt)
+		}
+		return nil
+	})
+}
+
+// enter takes the read side of mu for one call, or explains why there may be none.
+func (s *Store) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -202,247 +222,65 @@ func (s *Store) lockReader(ctx context.Context) error {
 	return nil
 }
 
-// commit makes o durable, then visible. The caller holds writeMu and has done the
-// checks that give the caller-facing errors; validate runs again as the last word,
-// because a frame replay would reject must never reach the file.
-func (s *Store) commit(o op) error {
-	if err := s.st.validate(&o); err != nil {
+// view runs fn in a read transaction. A panic from bbolt on a damaged page becomes
+// ErrCorrupt.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
-	enc, err := encodeOp(&o)
+	defer s.mu.RUnlock()
+	defer recoverCorrupt(&err)
+	return s.db.View(fn)
+}
+
+// batch runs fn in a write transaction shared with concurrent callers (one commit
+// for all of them; see commit.go) and returns once that transaction is durable. fn
+// must check everything that can refuse it before it writes, and return those
+// refusals marked with refuse.
+func (s *Store) batch(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	return s.enqueue(fn)
+}
+
+// update runs fn in a write transaction of its own, exactly once.
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	return s.withTx(fn)
+}
+
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+	}
+}
+
+// syncDir makes a rename or link in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	frame, err := sealFrame(s.aead, s.size, joinBatch([][]byte{enc}))
+	err = d.Sync()
+	return errors.Join(err, d.Close())
+}
+
+// isV1 reports whether path holds a file in the v1 log format (false if it is absent).
+func isV1(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := s.appendFrame(frame); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.st.apply(&o, true)
-	s.mu.Unlock()
-	s.logOps++
-	s.maybeCompact()
-	return nil
-}
-
-// Close releases the file and its lock. Every acknowledged change is already on disk,
-// so there is nothing to flush. Further calls return ErrClosed; Close itself may be
-// called again and returns nil.
-func (s *Store) Close() error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	var errs []error
-	if s.broken != nil {
-		// The file may still hold a change its caller was told failed; rewriting the file
-		// from memory is the only way to stop the next Open bringing it back.
-		if err := s.compactLocked(); err != nil {
-			errs = append(errs, fmt.Errorf("rewrite after failed write: %w", err))
-		}
-	}
-	s.mu.Lock()
-	s.closed = true
-	s.st = nil
-	s.mu.Unlock()
-	clear(s.master)
-	errs = append(errs, s.f.Close())
-	s.f = nil
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("close store %s: %w", s.path, err)
-	}
-	return nil
-}
-
-// CreateHub stores a new hub; store.ErrExists if the name is taken.
-func (s *Store) CreateHub(ctx context.Context, h domain.Hub) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return fmt.Errorf("create hub %q: %w", h.Name, err)
-	}
-	defer s.writeMu.Unlock()
-	if _, ok := s.st.hubs[h.Name]; ok {
-		return fmt.Errorf("create hub %q: %w", h.Name, store.ErrExists)
-	}
-	if err := s.commit(op{kind: opPutHub, hub: &h}); err != nil {
-		return fmt.Errorf("create hub %q: %w", h.Name, err)
-	}
-	return nil
-}
-
-// GetHub returns a hub; store.ErrNotFound if absent.
-func (s *Store) GetHub(ctx context.Context, name string) (domain.Hub, error) {
-	if err := s.lockReader(ctx); err != nil {
-		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, err)
-	}
-	defer s.mu.RUnlock()
-	h, ok := s.st.hubs[name]
-	if !ok {
-		return domain.Hub{}, fmt.Errorf("get hub %q: %w", name, store.ErrNotFound)
-	}
-	return h.Clone(), nil
-}
-
-// ListHubs returns all hubs ordered by name.
-func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
-	if err := s.lockReader(ctx); err != nil {
-		return nil, fmt.Errorf("list hubs: %w", err)
-	}
-	defer s.mu.RUnlock()
-	// Hubs are few, so sorting per call is cheaper than keeping another index.
-	names := slices.Sorted(maps.Keys(s.st.hubs))
-	hubs := make([]domain.Hub, len(names))
-	for i, name := range names {
-		hubs[i] = s.st.hubs[name].Clone()
-	}
-	return hubs, nil
-}
-
-// DeleteHub removes a hub; store.ErrNotFound if absent, store.ErrConflict while
-// devices still use it.
-func (s *Store) DeleteHub(ctx context.Context, name string) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return fmt.Errorf("delete hub %q: %w", name, err)
-	}
-	defer s.writeMu.Unlock()
-	if err := s.commit(op{kind: opDeleteHub, name: name}); err != nil {
-		return fmt.Errorf("delete hub %q: %w", name, err)
-	}
-	return nil
-}
-
-// CreateDevice stores a copy of d; store.ErrExists if the ID is taken,
-// store.ErrNotFound if its hub is absent.
-func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return fmt.Errorf("create device %q: %w", d.ID, err)
-	}
-	defer s.writeMu.Unlock()
-	if _, ok := s.st.devices[d.ID]; ok {
-		return fmt.Errorf("create device %q: %w", d.ID, store.ErrExists)
-	}
-	d = cloneDevice(d)
-	if err := s.commit(op{kind: opPutDevice, device: &d}); err != nil {
-		return fmt.Errorf("create device %q: %w", d.ID, err)
-	}
-	return nil
-}
-
-// GetDevice returns a copy of a device; store.ErrNotFound if absent.
-func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error) {
-	if err := s.lockReader(ctx); err != nil {
-		return domain.Device{}, fmt.Errorf("get device %q: %w", id, err)
-	}
-	defer s.mu.RUnlock()
-	d, ok := s.st.devices[id]
-	if !ok {
-		return domain.Device{}, fmt.Errorf("get device %q: %w", id, store.ErrNotFound)
-	}
-	return cloneDevice(d), nil
-}
-
-// ListDevices returns up to limit devices (DefaultPageSize if limit <= 0) with IDs
-// after cursor in byte order. The cursor is the last ID of the previous page, so
-// paging stays correct when that device is deleted in between; Next is empty on the
-// page that holds the last device.
-func (s *Store) ListDevices(ctx context.Context, cursor string, limit int) (store.Page, error) {
-	if err := s.lockReader(ctx); err != nil {
-		return store.Page{}, fmt.Errorf("list devices after %q: %w", cursor, err)
-	}
-	defer s.mu.RUnlock()
-	if limit <= 0 {
-		limit = DefaultPageSize
-	}
-	ids := s.st.ids
-	start, found := slices.BinarySearch(ids, cursor)
-	if found {
-		start++
-	}
-	end := start + min(limit, len(ids)-start)
-	page := store.Page{Devices: make([]domain.Device, 0, end-start)}
-	for _, id := range ids[start:end] {
-		page.Devices = append(page.Devices, cloneDevice(s.st.devices[id]))
-	}
-	if end < len(ids) {
-		page.Next = ids[end-1]
-	}
-	return page, nil
-}
-
-// UpdateDevice calls fn on a copy of the device and stores the result; store.ErrNotFound
-// if absent, fn's error unchanged if it fails (and nothing is stored). fn runs with the
-// store's write lock held, so it must not call the store. It may move the device to
-// another existing hub but not change its ID.
-func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
-	if err := s.lockWriter(ctx); err != nil {
-		return domain.Device{}, fmt.Errorf("update device %q: %w", id, err)
-	}
-	defer s.writeMu.Unlock()
-	cur, ok := s.st.devices[id]
-	if !ok {
-		return domain.Device{}, fmt.Errorf("update device %q: %w", id, store.ErrNotFound)
-	}
-	d := cloneDevice(cur)
-	if err := fn(&d); err != nil {
-		return domain.Device{}, err
-	}
-	if d.ID != id {
-		return domain.Device{}, fmt.Errorf("update device %q: the ID cannot change (to %q)", id, d.ID)
-	}
-	// fn may have kept a pointer to d, so the stored record gets a copy of its own.
-	stored := cloneDevice(d)
-	if err := s.commit(op{kind: opPutDevice, device: &stored}); err != nil {
-		return domain.Device{}, fmt.Errorf("update device %q: %w", id, err)
-	}
-	return d, nil
-}
-
-// DeleteDevice removes a device; store.ErrNotFound if absent.
-func (s *Store) DeleteDevice(ctx context.Context, id string) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return fmt.Errorf("delete device %q: %w", id, err)
-	}
-	defer s.writeMu.Unlock()
-	if err := s.commit(op{kind: opDeleteDevice, name: id}); err != nil {
-		return fmt.Errorf("delete device %q: %w", id, err)
-	}
-	return nil
-}
-
-// GetSetting returns a copy of a named setting; store.ErrNotFound if unset.
-func (s *Store) GetSetting(ctx context.Context, name string) ([]byte, error) {
-	if err := s.lockReader(ctx); err != nil {
-		return nil, fmt.Errorf("get setting %q: %w", name, err)
-	}
-	defer s.mu.RUnlock()
-	v, ok := s.st.settings[name]
-	if !ok {
-		return nil, fmt.Errorf("get setting %q: %w", name, store.ErrNotFound)
-	}
-	return bytes.Clone(v), nil
-}
-
-// PutSetting stores a copy of value under name, replacing any previous value.
-func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return fmt.Errorf("put setting %q: %w", name, err)
-	}
-	defer s.writeMu.Unlock()
-	if err := s.commit(op{kind: opPutSetting, name: name, value: bytes.Clone(value)}); err != nil {
-		return fmt.Errorf("put setting %q: %w", name, err)
-	}
-	return nil
-}
-
-// Ping reports whether the store can serve writes: ErrClosed after Close, or the error
-// that stopped writes after a failed write could not be rolled back.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.lockWriter(ctx); err != nil {
-		return err
-	}
-	s.writeMu.Unlock()
-	return nil
+	defer f.Close()
+	head := make([]byte, len(magic))
+	n, _ := f.ReadAt(head, 0)
+	return bytes.Equal(head[:n], []byte(magic)) && n == len(magic), nil
 }

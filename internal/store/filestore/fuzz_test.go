@@ -2,6 +2,7 @@ package filestore_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,58 +14,49 @@ import (
 
 var fuzzKey = bytes.Repeat([]byte{0x5a}, filestore.KeySize)
 
-// checkReplayable holds a file that replays to what Open promises: cutting it at the
-// end replay reports changes nothing, a compaction of it holds the same records, and
-// Open on disk succeeds and serves exactly those records. The fuzzer minimises every
-// new input, mostly into truncations, so only complete files go to disk; otherwise the
-// run is spent on fsyncs. TestTornFinalFrame covers cutting torn files on disk.
+// checkReplayable holds a v1 file that replays to what migration promises: cutting it
+// at the end replay reports changes nothing, and Open on disk migrates it and serves
+// exactly those records. The fuzzer minimises every new input, mostly into
+// truncations, so only complete files go to disk; otherwise the run is spent on
+// fsyncs. TestMigrateTornFinalFrame covers migrating torn files on disk.
 func checkReplayable(t *testing.T, dir string, data []byte, want string, end int64) {
 	t.Helper()
 	got, end2, err := filestore.ReplayForTest(data[:end], fuzzKey)
 	if err != nil || got != want || end2 != end {
 		t.Fatalf("replay of the file cut at %d: got end %d, error %v, contents\n%s\nwant end %d, nil, contents\n%s", end, end2, err, got, end, want)
 	}
-	snap, err := filestore.SnapshotForTest(data, fuzzKey)
-	if err != nil {
-		t.Fatalf("snapshot: got error %v, want nil", err)
-	}
-	if got, _, err := filestore.ReplayForTest(snap, fuzzKey); err != nil || got != want {
-		t.Fatalf("replay of snapshot: got error %v, contents\n%s\nwant nil,\n%s", err, got, want)
-	}
 	if end != int64(len(data)) {
 		return
 	}
-
 	path := filepath.Join(dir, "store.db")
+	for _, p := range []string{path, filestore.BackupPath(path)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s, err := filestore.Open(path, fuzzKey, filestore.WithLogger(discardLogger))
 	if err != nil {
-		t.Fatalf("Open of a file that replays: got error %v, want nil", err)
+		t.Fatalf("Open of a v1 file that replays: got error %v, want nil", err)
 	}
 	defer s.Close()
-	if got := dump(t, s, filestore.SettingNamesForTest(s)...).encode(t); got != want {
+	if got := dump(t, s, filestore.SettingNamesForTest(data, fuzzKey)...).encode(t); got != want {
 		t.Fatalf("Open: got contents\n%s\nwant\n%s", got, want)
 	}
 }
 
-// FuzzReplay feeds arbitrary bytes as the store file: it must either open, holding
-// exactly what replay found, or fail; never panic.
+// FuzzReplay feeds arbitrary bytes as a v1 store file: it must either migrate,
+// holding exactly what replay found, or fail; never panic.
 func FuzzReplay(f *testing.F) {
-	// Seeds stay small for the same reason: minimising a 3 KiB file takes the whole run.
+	// Seeds stay small: minimising a 3 KiB file takes the whole run.
 	dir := f.TempDir()
 	path := filepath.Join(dir, "seed.db")
-	s, err := filestore.Open(path, fuzzKey, filestore.WithLogger(discardLogger))
-	if err != nil {
-		f.Fatal(err)
-	}
-	ctx := f.Context()
-	must(f, s.CreateHub(ctx, domain.Hub{Name: "h"}))
-	must(f, s.CreateDevice(ctx, domain.Device{ID: "d", Hub: "h", Modules: []domain.Module{{ID: "m"}}}))
-	must(f, s.PutSetting(ctx, "s", []byte("v")))
-	must(f, s.DeleteDevice(ctx, "d"))
-	must(f, s.Close())
+	hub := domain.Hub{Name: "h"}
+	must(f, filestore.WriteV1ForTest(path, fuzzKey, []domain.Hub{hub},
+		[]domain.Device{{ID: "d", Hub: "h", Modules: []domain.Module{{ID: "m"}}}},
+		map[string][]byte{"s": []byte("v")}, "d"))
 	seed, err := os.ReadFile(path)
 	if err != nil {
 		f.Fatal(err)
@@ -120,4 +112,56 @@ func FuzzRecords(f *testing.F) {
 		}
 		checkReplayable(t, dir, file, want, end)
 	})
+}
+
+// FuzzDeviceRecord seals arbitrary plaintext as a stored device, reaching the record
+// decoder behind the authentication: it must either fail with ErrCorrupt or give a
+// device that stores and reads back unchanged.
+func FuzzDeviceRecord(f *testing.F) {
+	seeds := []string{
+		`{"id":"d","hub":"h","modules":[{"id":"m"}],"secret":"AAE=","createdAt":"0001-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00.5+02:00"}`,
+		`{"id":"d","hub":"h","parent":"gw","gateway":true,"modules":null,"secret":null,"createdAt":"0001-01-01T00:00:00Z","updatedAt":"0001-01-01T00:00:00Z"}`,
+		`{"id":"d","extra":1}`,
+		`{"id":"d"} trailing`,
+		`null`,
+		``,
+	}
+	for _, s := range seeds {
+		f.Add("d", []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, id string, plaintext []byte) {
+		d, again, err := filestore.DecodeDeviceForTest(fuzzKey, id, plaintext)
+		if err != nil {
+			if !errors.Is(err, filestore.ErrCorrupt) {
+				t.Fatalf("decode: got error %v, want %v", err, filestore.ErrCorrupt)
+			}
+			return
+		}
+		if recordJSON(t, d) != recordJSON(t, again) {
+			t.Fatalf("device does not store and read back unchanged:\n%+v\n%+v", d, again)
+		}
+	})
+}
+
+// FuzzSealedValue opens arbitrary bytes as a sealed value: only ErrCorrupt, never a
+// panic or a value (nothing but the key's holder can make one that authenticates).
+func FuzzSealedValue(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, 28))
+	f.Add(bytes.Repeat([]byte{1}, 100))
+	f.Fuzz(func(t *testing.T, sealed []byte) {
+		v, err := filestore.OpenSealedForTest(fuzzKey, "devices", "d", sealed)
+		if !errors.Is(err, filestore.ErrCorrupt) || v != nil {
+			t.Fatalf("open: got %q, %v; want nil, %v", v, err, filestore.ErrCorrupt)
+		}
+	})
+}
+
+func recordJSON(t *testing.T, d domain.Device) string {
+	t.Helper()
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

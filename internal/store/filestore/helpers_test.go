@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -213,3 +214,18 @@ func (c contents) encode(tb testing.TB) string {
 	}
 	return string(b)
 }
+
+// mustCheckClean fails the test unless s's consistency check finds nothing.
+func mustCheckClean(tb testing.TB, s *filestore.Store) {
+	tb.Helper()
+	rep, err := s.Check(tb.Context())
+	if err != nil {
+		tb.Fatalf("Check: got error %v, want nil", err)
+	}
+	if err := rep.Err(); err != nil {
+		tb.Errorf("Check: got %v, want no problems", err)
+	}
+}
+
+// slogTo logs text to w.
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

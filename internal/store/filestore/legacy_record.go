@@ -11,6 +11,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store/record"
 )
 
+// Part of the v1 reader (see legacy_format.go), used only to migrate v1 files.
+
 // opKind names a change in the log; the strings are part of the file format.
 type opKind string
 
@@ -40,40 +42,6 @@ type wireOp struct {
 	Hub    *record.Hub    `json:"hub,omitempty"`
 	Device *record.Device `json:"device,omitempty"`
 	Value  []byte         `json:"value,omitempty"`
-}
-
-func encodeOp(o *op) ([]byte, error) {
-	w := wireOp{Op: o.kind, Name: o.name, Value: o.value}
-	if o.hub != nil {
-		h := record.FromHub(o.hub)
-		w.Hub = &h
-	}
-	if o.device != nil {
-		d := record.FromDevice(o.device)
-		w.Device = &d
-	}
-	b, err := json.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", o.kind, err)
-	}
-	return b, nil
-}
-
-// joinBatch assembles encoded ops into the JSON document one frame carries.
-func joinBatch(ops [][]byte) []byte {
-	n := len(`{"ops":[]}`) + len(ops)
-	for _, o := range ops {
-		n += len(o)
-	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"ops":[`...)
-	for i, o := range ops {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, o...)
-	}
-	return append(b, "]}"...)
 }
 
 // decodeBatch parses a frame's plaintext. Unknown fields are refused rather than

@@ -5,7 +5,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -16,7 +15,11 @@ import (
 	"slices"
 )
 
-// On-disk layout (all integers big-endian):
+// The v1 format's reader, kept read-only so Open can migrate a v1 file (migrate.go);
+// nothing writes this format any more (the v1 writer lives in legacy_writer_test.go
+// for the tests' fixtures).
+//
+// v1 on-disk layout (all integers big-endian):
 //
 //	header: magic[8] version[2] salt[32] nonce[12] keycheck[16] crc32c[4]
 //	frame:  length[4] crc32c(length)[4] nonce[12] GCM(offset[8] || JSON batch)[length]
@@ -75,28 +78,6 @@ func fileAEAD(master, salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// newHeader picks a fresh salt and returns the header bytes and the file's cipher.
-func newHeader(master []byte) ([]byte, cipher.AEAD, error) {
-	salt := make([]byte, saltSize)
-	rand.Read(salt)
-	aead, err := fileAEAD(master, salt)
-	if err != nil {
-		return nil, nil, err
-	}
-	h := make([]byte, 0, headerSize)
-	h = append(h, magic...)
-	h = binary.BigEndian.AppendUint16(h, formatVersion)
-	h = append(h, salt...)
-	// GCM forbids additional data overlapping dst, so the authenticated prefix is copied.
-	aad := slices.Clone(h)
-	var nonce [nonceSize]byte
-	rand.Read(nonce[:])
-	h = append(h, nonce[:]...)
-	h = aead.Seal(h, nonce[:], nil, aad)
-	h = binary.BigEndian.AppendUint32(h, crc32.Checksum(h, crcTable))
-	return h, aead, nil
-}
-
 // checkHeader verifies a header read from disk and returns the file's cipher.
 func checkHeader(h, master []byte) (cipher.AEAD, error) {
 	if len(h) != headerSize {
@@ -127,24 +108,6 @@ func checkHeader(h, master []byte) (cipher.AEAD, error) {
 		return nil, ErrWrongKey
 	}
 	return aead, nil
-}
-
-// sealFrame encrypts payload as the frame that will start at byte offset off.
-func sealFrame(aead cipher.AEAD, off int64, payload []byte) ([]byte, error) {
-	n := offsetSize + len(payload) + tagSize
-	if n > maxFrameSize {
-		return nil, fmt.Errorf("record of %d bytes exceeds the %d byte frame limit", len(payload), maxFrameSize-tagSize-offsetSize)
-	}
-	pt := make([]byte, 0, offsetSize+len(payload))
-	pt = binary.BigEndian.AppendUint64(pt, uint64(off))
-	pt = append(pt, payload...)
-	var nonce [nonceSize]byte
-	rand.Read(nonce[:])
-	buf := make([]byte, frameHeaderSize, frameHeaderSize+nonceSize+n)
-	binary.BigEndian.PutUint32(buf[0:4], uint32(n))
-	binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[0:4], crcTable))
-	buf = append(buf, nonce[:]...)
-	return aead.Seal(buf, nonce[:], pt, []byte(frameAAD)), nil
 }
 
 // openFrame authenticates a frame body (nonce and ciphertext, decrypted in place) and
@@ -296,77 +259,4 @@ func authenticFrameAfter(f io.ReaderAt, aead cipher.AEAD, from, size int64) (boo
 		}
 	}
 	return false, nil
-}
-
-// writeSnapshot writes a complete file holding st to w, which must be empty, and
-// returns the new file's cipher, its size and the number of records written.
-func writeSnapshot(w io.Writer, master []byte, st *state) (cipher.AEAD, int64, int, error) {
-	hdr, aead, err := newHeader(master)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	bw := bufio.NewWriterSize(w, 1<<20)
-	if _, err := bw.Write(hdr); err != nil {
-		return nil, 0, 0, err
-	}
-	off := int64(len(hdr))
-	var batch [][]byte
-	batchSize := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		frame, err := sealFrame(aead, off, joinBatch(batch))
-		if err != nil {
-			return err
-		}
-		if _, err := bw.Write(frame); err != nil {
-			return err
-		}
-		off += int64(len(frame))
-		batch, batchSize = batch[:0], 0
-		return nil
-	}
-	count := 0
-	add := func(o op) error {
-		enc, err := encodeOp(&o)
-		if err != nil {
-			return err
-		}
-		if batchSize+len(enc) > snapshotFrameTarget {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, enc)
-		batchSize += len(enc) + 1
-		count++
-		return nil
-	}
-
-	// Hubs go first because replay insists a device's hub already exists.
-	for _, name := range slices.Sorted(maps.Keys(st.hubs)) {
-		h := st.hubs[name]
-		if err := add(op{kind: opPutHub, hub: &h}); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	for _, id := range st.ids {
-		d := st.devices[id]
-		if err := add(op{kind: opPutDevice, device: &d}); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(st.settings)) {
-		if err := add(op{kind: opPutSetting, name: name, value: st.settings[name]}); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	if err := flush(); err != nil {
-		return nil, 0, 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, 0, 0, err
-	}
-	return aead, off, count, nil
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
+// Part of the v1 reader (see legacy_format.go), used only to migrate v1 files.
+
 // state is the in-memory image of the log. It owns every slice it holds: records are
 // cloned on the way in and on the way out.
 type state struct {

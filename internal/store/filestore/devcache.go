@@ -1,0 +1,77 @@
+package filestore
+
+import (
+	"sync"
+)
+
+// DefaultDeviceCache is how many decoded devices a Store keeps by default: the token
+// path reads a device per request, and opening and decoding its sealed record costs
+// tens of allocations, so the devices in use are kept decoded, up to this bound.
+const DefaultDeviceCache = 20_000
+
+// hubCacheSize bounds the decoded hubs kept: every token request reads its hub too,
+// and hubs are few.
+const hubCacheSize = 1024
+
+// WithDeviceCache sets how many decoded devices the store keeps in memory (default
+// DefaultDeviceCache; 0 turns the cache off). Each costs about 1 KiB of heap.
+func WithDeviceCache(n int) Option {
+	return func(o *options) { o.deviceCache = max(n, 0) }
+}
+
+// recCache holds decoded records (devices, hubs), bounded, evicting an arbitrary entry
+// when full.
+// Writes invalidate the devices they change once their commit is durable. A read
+// that missed takes the generation before it reads the file and may put what it read
+// only if no invalidation happened since: otherwise a read that raced a write could
+// put back the record the write replaced, after the write invalidated it.
+type recCache[V any] struct {
+	mu    sync.Mutex
+	max   int
+	gen   uint64
+	m     map[string]V
+	clone func(V) V // so callers never share what the cache holds
+}
+
+func newRecCache[V any](max int, clone func(V) V) *recCache[V] {
+	return &recCache[V]{max: max, m: make(map[string]V, min(max, 1024)), clone: clone}
+}
+
+// get returns a copy of the cached record, and the generation a read after a miss
+// must present to put.
+func (c *recCache[V]) get(key string) (V, bool, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[key]
+	if ok {
+		v = c.clone(v)
+	}
+	return v, ok, c.gen
+}
+
+// put keeps a copy of v under key unless an invalidation happened since gen was taken.
+func (c *recCache[V]) put(key string, v V, gen uint64) {
+	if c.max == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
+		for k := range c.m { // map order: an arbitrary victim
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[key] = c.clone(v)
+}
+
+// invalidate drops key and fails every put of a read that started before.
+func (c *recCache[V]) invalidate(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.m, key)
+}

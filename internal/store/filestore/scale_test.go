@@ -1,0 +1,175 @@
+package filestore_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
+)
+
+// This file measures the store at fleet size. It uses only what the v1 store had too
+// (Open, the store methods, WriteSnapshotForTest), so scripts/bench-filestore.sh can
+// copy it into an older revision and run both in one go. It runs only when
+// TOKENSVC_SCALE_DEVICES is set; it is a measurement, not a test, and asserts nothing
+// about speed.
+
+func envInt(tb testing.TB, name string, def int) int {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		tb.Fatalf("%s=%q: want a count", name, v)
+	}
+	return n
+}
+
+// scaleResult is the line TestScale prints (prefixed "SCALE ").
+type scaleResult struct {
+	Devices          int     `json:"devices"`
+	FirstOpenSeconds float64 `json:"firstOpenSeconds"` // v1 file: migration (new) or replay (v1)
+	OpenSeconds      float64 `json:"openSeconds"`      // Open to ready, second Open
+	HeapMiB          float64 `json:"liveHeapMiB"`      // live heap after Open and a GetDevice
+	HeapBeforeMiB    float64 `json:"liveHeapBeforeOpenMiB"`
+	FileMiB          float64 `json:"fileMiB"`
+	GetDeviceMicros  float64 `json:"getDeviceMicros"`      // random GetDevice, one goroutine
+	HeapAfterGetsMiB float64 `json:"liveHeapAfterGetsMiB"` // after 20,000 random GetDevice (caches warm)
+	ImportDevices    int     `json:"importDevices"`
+	Writers          int     `json:"writers"`
+	ImportPerSecond  float64 `json:"importDevicesPerSecond"`
+	ImportCPUMicros  float64 `json:"importCpuMicrosPerDevice"`  // process CPU (user+system) per device imported
+	WritesPerCommit  float64 `json:"writesPerCommit,omitempty"` // group commit, where the store reports it
+}
+
+// TestScale builds a TOKENSVC_SCALE_DEVICES-device store file (written as a v1
+// snapshot, then opened), measures Open and the live heap, and imports
+// TOKENSVC_SCALE_IMPORT devices (default 20,000) into an empty store through
+// TOKENSVC_SCALE_WRITERS concurrent CreateDevice callers (default 64).
+func TestScale(t *testing.T) {
+	n := envInt(t, "TOKENSVC_SCALE_DEVICES", 0)
+	if n == 0 {
+		t.Skip("set TOKENSVC_SCALE_DEVICES to measure the store at that size (scripts/bench-filestore.sh)")
+	}
+	res := scaleResult{
+		Devices:       n,
+		ImportDevices: envInt(t, "TOKENSVC_SCALE_IMPORT", 20_000),
+		Writers:       envInt(t, "TOKENSVC_SCALE_WRITERS", 64),
+	}
+	dir := t.TempDir()
+	key := newKey(t)
+	measureImport(t, filepath.Join(dir, "import.db"), key, &res)
+	measureOpen(t, filepath.Join(dir, "fleet.db"), key, &res)
+	b, err := json.Marshal(res)
+	must(t, err)
+	fmt.Printf("SCALE %s\n", b)
+}
+
+func scaleID(i int) string { return fmt.Sprintf("dev-%08d", i) }
+
+// measureImport creates res.ImportDevices devices in random ID order from res.Writers
+// goroutines.
+func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
+	s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
+	must(t, err)
+	defer s.Close()
+	ctx := t.Context()
+	must(t, s.CreateHub(ctx, iotHub("hub-a")))
+	order := rand.Perm(res.ImportDevices)
+	next := make(chan int, res.Writers)
+	var wg sync.WaitGroup
+	var failed sync.Once
+	cpu0 := cpuTime(t)
+	start := time.Now()
+	for range res.Writers {
+		wg.Go(func() {
+			for i := range next {
+				if err := s.CreateDevice(ctx, device(scaleID(i), "hub-a")); err != nil {
+					failed.Do(func() { t.Errorf("CreateDevice: %v", err) })
+				}
+			}
+		})
+	}
+	for _, i := range order {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	res.ImportPerSecond = float64(res.ImportDevices) / time.Since(start).Seconds()
+	res.ImportCPUMicros = float64((cpuTime(t) - cpu0).Microseconds()) / float64(res.ImportDevices)
+	if bs, ok := any(s).(interface{ BatchStats() (int64, int64) }); ok {
+		if commits, writes := bs.BatchStats(); commits > 0 {
+			res.WritesPerCommit = float64(writes) / float64(commits)
+		}
+	}
+}
+
+// measureOpen writes an n-device v1 snapshot, opens it once (the new store migrates
+// it, the v1 store replays it), then measures a second Open to ready, the live heap
+// after it and a GetDevice, the file size and GetDevice's latency.
+func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
+	devices := make([]domain.Device, res.Devices)
+	for i := range devices {
+		devices[i] = device(scaleID(i), "hub-a")
+	}
+	must(t, filestore.WriteSnapshotForTest(path, key, []domain.Hub{iotHub("hub-a")}, devices))
+	devices = nil
+
+	start := time.Now()
+	s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
+	must(t, err)
+	res.FirstOpenSeconds = time.Since(start).Seconds()
+	must(t, s.Close())
+
+	res.HeapBeforeMiB = liveHeapMiB()
+	start = time.Now()
+	s, err = filestore.Open(path, key, filestore.WithLogger(discardLogger))
+	must(t, err)
+	defer s.Close()
+	if _, err := s.GetDevice(t.Context(), scaleID(res.Devices/2)); err != nil {
+		t.Fatal(err)
+	}
+	res.OpenSeconds = time.Since(start).Seconds()
+	res.HeapMiB = liveHeapMiB()
+	res.FileMiB = float64(fileSize(t, path)) / (1 << 20)
+
+	const gets = 20_000
+	start = time.Now()
+	for range gets {
+		if _, err := s.GetDevice(t.Context(), scaleID(rand.IntN(res.Devices))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res.GetDeviceMicros = float64(time.Since(start).Microseconds()) / gets
+	res.HeapAfterGetsMiB = liveHeapMiB()
+	runtime.KeepAlive(s)
+}
+
+func liveHeapMiB() float64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapAlloc) / (1 << 20)
+}
+
+// cpuTime is the CPU time (user and system) the process has used: unlike a rate, CPU
+// per device hardly depends on what else the machine is running.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
