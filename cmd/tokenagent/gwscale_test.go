@@ -302,7 +302,11 @@ func dialLeaves(t *testing.T, addr string, ids []string) *mqttLeaves {
 			defer func() { <-sem }()
 			cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
 				SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(60 * time.Second).
-				SetConnectTimeout(30 * time.Second))
+				SetConnectTimeout(30 * time.Second).
+				// paho drops a connection whose PINGRESP takes over 10 s by default: on
+				// these loaded shared cores that ended one run during the burst.
+				SetPingTimeout(time.Minute).
+				SetConnectionLostHandler(func(_ paho.Client, err error) { t.Logf("leaf %s: connection lost: %v", id, err) }))
 			if tok := cl.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
 				errs <- fmt.Errorf("leaf %s connect: %v", id, tok.Error())
 				return
