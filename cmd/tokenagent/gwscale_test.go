@@ -42,6 +42,7 @@ func TestGatewayScale(t *testing.T) {
 	mqttIntake := os.Getenv("TOKENAGENT_GW_INTAKE") == "mqtt"
 
 	bin := filepath.Join(t.TempDir(), "tokenagent")
+	// TOKENAGENT_GW_AGENTLOG=FILE saves the agent's whole log (JSON lines) there.
 	// TOKENAGENT_GW_PPROF=DIR builds the agent with net/http/pprof (-tags gwpprof) and
 	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR.
 	pprofDir := os.Getenv("TOKENAGENT_GW_PPROF")
@@ -179,11 +180,19 @@ func TestGatewayScale(t *testing.T) {
 	burstTime := time.Since(b0)
 	ran := time.Since(t0)
 
+	if mqttIntake {
+		t.Logf("leaf connections lost before the agent stopped: %d", in.(*mqttLeaves).lost.Load())
+	}
 	_ = cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("agent exit: %v", err)
 	}
 	stopped = true
+	if p := os.Getenv("TOKENAGENT_GW_AGENTLOG"); p != "" {
+		if err := os.WriteFile(p, []byte(stderr.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 	st := finalStats(t, stderr.String())
 	mu.Lock()
 	defer mu.Unlock()
@@ -286,6 +295,7 @@ type mqttLeaves struct {
 	ids     []string
 	clients []paho.Client
 	c2d     atomic.Int64
+	lost    atomic.Int64 // connections lost (logged: the first 5)
 	mu      sync.Mutex
 	pending []paho.Token
 }
@@ -306,7 +316,11 @@ func dialLeaves(t *testing.T, addr string, ids []string) *mqttLeaves {
 				// paho drops a connection whose PINGRESP takes over 10 s by default: on
 				// these loaded shared cores that ended one run during the burst.
 				SetPingTimeout(time.Minute).
-				SetConnectionLostHandler(func(_ paho.Client, err error) { t.Logf("leaf %s: connection lost: %v", id, err) }))
+				SetConnectionLostHandler(func(_ paho.Client, err error) {
+					if l.lost.Add(1) <= 5 {
+						t.Logf("leaf %s: connection lost: %v", id, err)
+					}
+				}))
 			if tok := cl.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
 				errs <- fmt.Errorf("leaf %s connect: %v", id, tok.Error())
 				return

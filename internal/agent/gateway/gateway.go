@@ -24,6 +24,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unique"
 
 	"golang.org/x/sync/errgroup"
 
@@ -35,6 +36,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
 // Upstream protocols.
@@ -75,8 +78,9 @@ type Options struct {
 	Timeout time.Duration
 	// StatsEvery logs the counters this often (0: every 5 min).
 	StatsEvery time.Duration
-	// Workers serve the leaves' links (default 32): at most this many leaves connect
-	// or send at once.
+	// Workers serve the leaves' links (default 128, amqpmux's telemetry link bound): at
+	// most this many leaves connect or send at once. Each send waits for the hub's
+	// acceptance, so the burst rate is about Workers divided by that round trip.
 	Workers int
 	Logger  *slog.Logger
 }
@@ -110,7 +114,7 @@ func New(o Options) (*Gateway, error) {
 		o.StatsEvery = 5 * time.Minute
 	}
 	if o.Workers <= 0 {
-		o.Workers = 32
+		o.Workers = 128
 	}
 	if len(o.Leaves) == 0 || o.Batcher == nil || o.Queue == nil {
 		return nil, errors.New("gateway: leaves, a batcher and a queue are required")
@@ -134,7 +138,7 @@ func New(o Options) (*Gateway, error) {
 	leafLog := slog.New(minLevel{Handler: g.log.Handler(), min: leafLevel})
 	g.pump = newPump(o.Queue, o.Backoff, leafLog, o.Workers, len(ids))
 	g.tokens = leaftoken.New(leaftoken.Options{Batcher: o.Batcher, Leaves: ids, Coalesce: o.TokenCoalesce,
-		Backoff: o.Backoff, OnToken: g.pump.schedule, Logger: g.log})
+		Backoff: o.Backoff, Trim: trimFor(o.Upstream), OnToken: g.pump.scheduleToken, Logger: g.log})
 	if err := g.listen(func(leaf string, on bool) {
 		if g.mux != nil {
 			g.mux.SetC2D(leaf, on)
@@ -323,6 +327,49 @@ func (g *Gateway) deliver(leaf string, m telemetry.Message) {
 	if err := g.broker.Deliver(leaf, m); err != nil {
 		g.log.Warn("cloud-to-device message not delivered", "leaf", leaf, "error", err.Error())
 	}
+}
+
+// trimFor returns what keeps of a leaf's token only what upstream uses: the other
+// profiles and the connection string go, and the strings every leaf's token repeats
+// (host, URL, TLS server name and CA certificate, CBS node) are shared. A thousand
+// leaves' tokens otherwise hold ~4 MiB, mostly copies of the same CA certificate.
+func trimFor(upstream string) func(token.Token) token.Token {
+	return func(t token.Token) token.Token {
+		r := &t.Response
+		r.ConnectionString, r.Https = nil, nil
+		if upstream == AMQP {
+			r.Mqtt = nil
+			if p := r.Amqp; p != nil {
+				cp := *p
+				cp.Host, cp.Url, cp.Cbs.Node, cp.Cbs.TokenType = intern(cp.Host), intern(cp.Url), intern(cp.Cbs.Node), intern(cp.Cbs.TokenType)
+				cp.Tls = internTLS(cp.Tls)
+				r.Amqp = &cp
+			}
+		} else {
+			r.Amqp = nil
+			if p := r.Mqtt; p != nil {
+				cp := *p
+				cp.Host, cp.Url = intern(cp.Host), intern(cp.Url)
+				cp.Tls = internTLS(cp.Tls)
+				r.Mqtt = &cp
+			}
+		}
+		return t
+	}
+}
+
+func intern(s string) string { return unique.Make(s).Value() }
+
+func internTLS(t *oapi.TlsSettings) *oapi.TlsSettings {
+	if t == nil {
+		return nil
+	}
+	cp := oapi.TlsSettings{ServerName: intern(t.ServerName)}
+	if t.CaCert != nil {
+		ca := intern(*t.CaCert)
+		cp.CaCert = &ca
+	}
+	return &cp
 }
 
 // c2dFromTopic reads the property bag of a C2D message from the hub's topic

@@ -43,7 +43,11 @@ type pump struct {
 	workers int
 	burst   int // messages sent for one leaf before the worker yields to the next
 
-	ready chan *pleaf // each leaf at most once: never blocks
+	// urgent holds the leaves whose token changed or that must connect, ready those
+	// with queued messages; each leaf is at most once in each, so neither blocks. A
+	// worker takes an urgent leaf first: a burst of queued messages must not delay a
+	// token renewal past the old token's expiry (the hub then drops the leaf's links).
+	urgent, ready chan *pleaf
 
 	mu      sync.Mutex
 	leaves  map[string]*pleaf
@@ -59,7 +63,7 @@ type pleaf struct {
 	src link.TokenSource
 
 	// Guarded by pump.mu.
-	queued, busy, again bool
+	queued, inUrgent, busy, again, againUrgent bool
 	done                <-chan struct{} // conn's, for the loss watcher
 	retry               *time.Timer     // armed while backing off
 	failedTok           string          // the token the last failure had
@@ -74,7 +78,7 @@ type pleaf struct {
 // newPump returns a pump for n leaves, which add then registers.
 func newPump(q *queue.Queue, bo backoff.Policy, log *slog.Logger, workers, n int) *pump {
 	return &pump{q: q, log: log, backoff: bo, now: time.Now, workers: workers, burst: 32,
-		ready: make(chan *pleaf, n), leaves: make(map[string]*pleaf, n), watched: map[<-chan struct{}]bool{}}
+		urgent: make(chan *pleaf, n), ready: make(chan *pleaf, n), leaves: make(map[string]*pleaf, n), watched: map[<-chan struct{}]bool{}}
 }
 
 // add registers a leaf; call it before run.
@@ -85,21 +89,30 @@ func (p *pump) add(id string, d link.Dialer, src link.TokenSource) {
 // Stats returns a snapshot of the counters.
 func (p *pump) Stats() LinkStats { return p.stats.Snapshot() }
 
-// schedule asks a worker to serve leaf id (its token or queue changed). Unknown IDs
-// are ignored.
-func (p *pump) schedule(id string) {
+// schedule asks a worker to send leaf id's queued messages. Unknown IDs are ignored.
+func (p *pump) schedule(id string) { p.scheduleID(id, false) }
+
+// scheduleToken asks a worker to put leaf id's new token on its connection (or connect
+// with it) before any other leaf's queued messages.
+func (p *pump) scheduleToken(id string) { p.scheduleID(id, true) }
+
+func (p *pump) scheduleID(id string, urgent bool) {
 	if l := p.leaves[id]; l != nil {
 		p.mu.Lock()
-		p.scheduleLocked(l)
+		p.scheduleLocked(l, urgent)
 		p.mu.Unlock()
 	}
 }
 
-func (p *pump) scheduleLocked(l *pleaf) {
+func (p *pump) scheduleLocked(l *pleaf, urgent bool) {
 	switch {
 	case l.busy:
 		l.again = true
-	case !l.queued:
+		l.againUrgent = l.againUrgent || urgent
+	case urgent && !l.inUrgent:
+		l.inUrgent = true
+		p.urgent <- l
+	case !urgent && !l.queued && !l.inUrgent:
 		l.queued = true
 		p.ready <- l
 	}
@@ -112,7 +125,7 @@ func (p *pump) run(ctx context.Context) error {
 	defer cancel(nil)
 	p.mu.Lock()
 	for _, l := range p.leaves {
-		p.scheduleLocked(l) // a token or queued messages may be there already
+		p.scheduleLocked(l, true) // a token or queued messages may be there already
 	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
@@ -120,10 +133,18 @@ func (p *pump) run(ctx context.Context) error {
 		wg.Go(func() {
 			for {
 				select {
+				case l := <-p.urgent:
+					p.turn(ctx, l, true, cancel)
+					continue
+				default:
+				}
+				select {
 				case <-ctx.Done():
 					return
+				case l := <-p.urgent:
+					p.turn(ctx, l, true, cancel)
 				case l := <-p.ready:
-					p.turn(ctx, l, cancel)
+					p.turn(ctx, l, false, cancel)
 				}
 			}
 		})
@@ -139,10 +160,21 @@ func (p *pump) run(ctx context.Context) error {
 // errFatal marks the error that ends run: retrying cannot fix it.
 var errFatal = errors.New("gateway leaf link")
 
-// turn serves l once and schedules it again when it has more to do.
-func (p *pump) turn(ctx context.Context, l *pleaf, fatal context.CancelCauseFunc) {
+// turn serves l once, taken from the urgent queue or the other, and schedules it again
+// when it has more to do.
+func (p *pump) turn(ctx context.Context, l *pleaf, urgent bool, fatal context.CancelCauseFunc) {
 	p.mu.Lock()
-	l.queued, l.busy, l.again = false, true, false
+	if urgent {
+		l.inUrgent = false
+	} else {
+		l.queued = false
+	}
+	if l.busy { // taken from the other queue by another worker meanwhile
+		l.again = true
+		p.mu.Unlock()
+		return
+	}
+	l.busy, l.again, l.againUrgent = true, false, false
 	p.mu.Unlock()
 	more, err := p.serve(ctx, l)
 	if err != nil {
@@ -151,7 +183,7 @@ func (p *pump) turn(ctx context.Context, l *pleaf, fatal context.CancelCauseFunc
 	p.mu.Lock()
 	l.busy = false
 	if (more || l.again) && ctx.Err() == nil {
-		p.scheduleLocked(l)
+		p.scheduleLocked(l, l.againUrgent)
 	}
 	p.mu.Unlock()
 }
@@ -185,6 +217,12 @@ func (p *pump) serve(ctx context.Context, l *pleaf) (more bool, err error) {
 		}
 	}
 	for range p.burst {
+		p.mu.Lock()
+		renew := l.againUrgent // a new token came meanwhile: put it first
+		p.mu.Unlock()
+		if renew {
+			return true, nil
+		}
 		r, ok, err := p.q.Peek(l.id)
 		if err != nil || !ok {
 			return false, nil // a failed queue logs its own errors
@@ -271,7 +309,7 @@ func (p *pump) fail(l *pleaf, tok token.Token, err error, msg string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		l.retry = nil
-		p.scheduleLocked(l)
+		p.scheduleLocked(l, true)
 	})
 }
 
@@ -315,7 +353,7 @@ func (p *pump) watch(ctx context.Context, l *pleaf, done <-chan struct{}) {
 		for _, l := range p.leaves {
 			if l.done == done {
 				l.done = nil
-				p.scheduleLocked(l)
+				p.scheduleLocked(l, true)
 			}
 		}
 	}()

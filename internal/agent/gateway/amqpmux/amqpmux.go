@@ -322,9 +322,10 @@ func (m *Mux) conn(ctx context.Context, tok token.Token) (*shared, error) {
 			return sh, nil
 		}
 		if m.cur != nil {
+			err := m.cur.conn.Err()
 			m.cur = nil
 			m.lost.Add(1)
-			m.log.Warn("connection lost")
+			m.log.Warn("connection lost", "error", fmt.Sprint(amqplink.Classify(err)))
 		}
 		if wait := m.dialing; wait != nil {
 			m.mu.Unlock()

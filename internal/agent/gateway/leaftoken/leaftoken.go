@@ -43,6 +43,9 @@ type Options struct {
 	BatchSize int
 	// Backoff paces retries after a failed call or a refused leaf.
 	Backoff backoff.Policy
+	// Trim, when set, drops from each token what the upstream does not use before it
+	// is kept (a thousand leaves' unused profiles are ~2 MiB).
+	Trim func(token.Token) token.Token
 	// OnToken, when set, is called with each leaf that got a new token (after its
 	// Source has it; from Run, so it must not block).
 	OnToken func(leaf string)
@@ -282,6 +285,9 @@ func (k *Keeper) fetch(ctx context.Context, ids []string) {
 			l.refused = 0 // a scheduled refresh ends a run of refusals
 		}
 		l.invalidated = false
+		if k.o.Trim != nil {
+			r.Token = k.o.Trim(r.Token)
+		}
 		l.holder.Set(r.Token)
 		got = append(got, r.DeviceID)
 		share := k.o.Early + k.o.Rand()*(k.o.Late-k.o.Early)
