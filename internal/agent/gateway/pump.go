@@ -64,9 +64,9 @@ type pleaf struct {
 
 	// Guarded by pump.mu.
 	queued, inUrgent, busy, again, againUrgent bool
-	done                <-chan struct{} // conn's, for the loss watcher
-	retry               *time.Timer     // armed while backing off
-	failedTok           string          // the token the last failure had
+	done                                       <-chan struct{} // conn's, for the loss watcher
+	retry                                      *time.Timer     // armed while backing off
+	failedTok                                  string          // the token the last failure had
 
 	// Owned by the worker serving the leaf (busy).
 	conn     link.Conn

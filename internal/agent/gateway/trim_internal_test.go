@@ -15,7 +15,10 @@ func TestTrimKeepsOnlyTheUpstreamsProfile(t *testing.T) {
 	leafToken := func(id string) token.Token {
 		ca := strings.Repeat("C", 1500) // a fresh copy per token, as decoded from JSON
 		cs := "HostName=h;DeviceId=" + id + ";SharedAccessSignature=sig"
-		tls := func() *oapi.TlsSettings { c := strings.Clone(ca); return &oapi.TlsSettings{ServerName: "h", CaCert: &c} }
+		tls := func() *oapi.TlsSettings {
+			c := strings.Clone(ca)
+			return &oapi.TlsSettings{ServerName: "h", CaCert: &c}
+		}
 		return token.Token{Response: oapi.TokenResponse{Token: "sig-" + id, ConnectionString: &cs, Https: &oapi.HttpsProfile{},
 			Amqp: &oapi.AmqpProfile{Host: "h", Address: "/devices/" + id + "/messages/events", Tls: tls()},
 			Mqtt: &oapi.MqttProfile{Host: "h", ClientId: id, Tls: tls()}}}
