@@ -319,7 +319,7 @@ func (g *Gateway) Stats() Stats {
 
 func (g *Gateway) statAttrs() []any {
 	s := g.Stats()
-	return []any{"queue", s.Queue, "tokens", s.Tokens, "links", s.Links, "mqttIntake", s.MQTT, "lineIntake", s.Lines, "amqp", s.AMQP}
+	return []any{"runtime", ReadRuntimeStats(), "queue", s.Queue, "tokens", s.Tokens, "links", s.Links, "mqttIntake", s.MQTT, "lineIntake", s.Lines, "amqp", s.AMQP}
 }
 
 // deliver hands a leaf's cloud-to-device message to its local topic.

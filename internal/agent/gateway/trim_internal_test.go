@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -46,5 +47,18 @@ func TestTrimKeepsOnlyTheUpstreamsProfile(t *testing.T) {
 				t.Error("two leaves' CA certificates: want one shared copy")
 			}
 		})
+	}
+}
+
+// TestReadRuntimeStats: the figures the stats line logs are read (non-zero where a
+// running program must have some).
+func TestReadRuntimeStats(t *testing.T) {
+	runtime.GC()
+	r := ReadRuntimeStats()
+	if r.Goroutines < 1 || r.HeapLiveKiB <= 0 || r.StacksKiB <= 0 || r.TotalKiB < r.HeapLiveKiB || r.GCs < 1 {
+		t.Errorf("runtime stats: got %+v, want goroutines, live heap, stacks, total >= heap and a GC", r)
+	}
+	if r.GCCPUPercent < 0 || r.GCCPUPercent > 100 {
+		t.Errorf("GC CPU share: got %v %%, want 0..100", r.GCCPUPercent)
 	}
 }
