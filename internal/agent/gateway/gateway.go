@@ -78,8 +78,9 @@ type Options struct {
 	Timeout time.Duration
 	// StatsEvery logs the counters this often (0: every 5 min).
 	StatsEvery time.Duration
-	// Workers serve the leaves' links (default 128, amqpmux's telemetry link bound): at
-	// most this many leaves connect or send at once. Each send waits for the hub's
+	// Workers serve the leaves' links (default 64): at most this many leaves connect or
+	// send at once, so over AMQP at most this many telemetry links are attached (a
+	// leaf's link is detached once its queue is empty). Each send waits for the hub's
 	// acceptance, so the burst rate is about Workers divided by that round trip.
 	Workers int
 	Logger  *slog.Logger
@@ -114,7 +115,7 @@ func New(o Options) (*Gateway, error) {
 		o.StatsEvery = 5 * time.Minute
 	}
 	if o.Workers <= 0 {
-		o.Workers = 128
+		o.Workers = 64
 	}
 	if len(o.Leaves) == 0 || o.Batcher == nil || o.Queue == nil {
 		return nil, errors.New("gateway: leaves, a batcher and a queue are required")
