@@ -85,8 +85,6 @@ type MQTT struct {
 
 	presence sync.Mutex
 	sessions map[string]int // open connections per leaf
-
-	acks acker
 }
 
 // MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
@@ -118,7 +116,7 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	// per leaf (each is accepted at the hub only after it was handed here) and of which
 	// IoT Hub keeps at most 50 per device; acknowledgements do not use this queue.
 	caps.MaximumClientWritesPending = MaxPendingWrites
-	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}, acks: acker{clients: map[*mqtt.Client]*clientAcks{}}}
+	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -192,10 +190,7 @@ func (h *leafHook) Provides(b byte) bool {
 func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.present(cl, 1) }
 
 // OnDisconnect: see OnSessionEstablished.
-func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	h.m.acks.forget(cl)
-	h.m.present(cl, -1)
-}
+func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.present(cl, -1) }
 
 func (m *MQTT) present(cl *mqtt.Client, delta int) {
 	if cl.Net.Inline || m.o.OnPresence == nil || !m.o.Leaves.Known(cl.ID) {
@@ -254,10 +249,6 @@ func (h *leafHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	bag := strings.TrimPrefix(strings.TrimPrefix(pk.TopicName, strings.TrimSuffix(EventsTopic(cl.ID), "/")), "/")
 	msg := telemetry.Message{Body: append([]byte(nil), pk.Payload...), Properties: ParseBag(bag)}
-	if as, ok := h.m.o.Sink.(AsyncSink); ok {
-		h.m.putAsync(as, cl, pk.PacketID, pk.FixedHeader.Qos > 0, msg)
-		return pk, packets.ErrRejectPacket // nothing from mochi: acknowledged once stored
-	}
 	if err := h.m.o.Sink.Put(cl.ID, msg); err != nil {
 		h.m.stat.Update(func(s *MQTTStats) { s.Failed++ })
 		h.m.log.Error("leaf message not stored; not acknowledged", "clientId", cl.ID, "error", err.Error())

@@ -62,7 +62,7 @@ type put struct {
 	seq  uint64
 	leaf string
 	val  []byte
-	done func(error)
+	done chan error
 }
 
 type leafQ struct {
@@ -165,24 +165,16 @@ func (q *Queue) Close() error {
 // acknowledge it.
 func (q *Queue) Put(leaf string, m telemetry.Message) error {
 	done := make(chan error, 1)
-	q.PutAsync(leaf, m, func(err error) { done <- err })
-	return <-done
-}
-
-// PutAsync writes m for leaf and calls done once it is on disk (nil) or could not be
-// stored — from the queue's writer, so done must not block; after Close, at once with
-// ErrClosed. The puts of one caller are stored, and done called, in call order.
-func (q *Queue) PutAsync(leaf string, m telemetry.Message, done func(error)) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		done(ErrClosed)
-		return
+		return ErrClosed
 	}
 	q.puts = append(q.puts, put{seq: q.next, leaf: leaf, val: encode(leaf, m), done: done})
 	q.next++
 	q.mu.Unlock()
 	q.signal()
+	return <-done
 }
 
 // Head returns leaf's oldest queued message, waiting for one until ctx ends. It stays
@@ -376,7 +368,7 @@ func (q *Queue) commit(puts []put, acks []uint64) {
 	if err != nil {
 		q.log.Error("queue: commit failed", "error", err.Error(), "puts", len(puts), "acks", len(acks))
 		for _, p := range puts {
-			p.done(fmt.Errorf("queue: %w", err))
+			p.done <- fmt.Errorf("queue: %w", err)
 		}
 		// The acks are lost with this transaction: those messages are sent again.
 		return
@@ -403,7 +395,7 @@ func (q *Queue) commit(puts []put, acks []uint64) {
 		s.Pending, s.PendingBytes = count, size
 	})
 	for _, p := range puts {
-		p.done(nil)
+		p.done <- nil
 	}
 	if fn := q.onPut.Load(); fn != nil {
 		seen := make(map[string]bool, len(puts))
