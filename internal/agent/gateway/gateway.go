@@ -79,9 +79,10 @@ type Options struct {
 	// StatsEvery logs the counters this often (0: every 5 min).
 	StatsEvery time.Duration
 	// Workers serve the leaves' links (default 64): at most this many leaves connect or
-	// send at once, so over AMQP at most this many telemetry links are attached (a
-	// leaf's link is detached once its queue is empty). Each send waits for the hub's
-	// acceptance, so the burst rate is about Workers divided by that round trip.
+	// send at once, half amqpmux's telemetry link bound, so the links left idle (they
+	// detach after LinkIdle) rarely leave a sender without a slot. Each send waits for
+	// the hub's acceptance, so the burst rate is about Workers divided by that round
+	// trip.
 	Workers int
 	Logger  *slog.Logger
 }

@@ -56,10 +56,6 @@ type pump struct {
 	stats counter.Set[LinkStats]
 }
 
-// idler is a connection that can free its sending resources while a leaf has nothing
-// to send (amqpmux: the telemetry link and its slot).
-type idler interface{ Idle() }
-
 // pleaf is one leaf's upstream state.
 type pleaf struct {
 	id  string
@@ -220,7 +216,7 @@ func (p *pump) serve(ctx context.Context, l *pleaf) (more bool, err error) {
 			return false, err
 		}
 	}
-	for sent := 0; sent < p.burst; sent++ {
+	for range p.burst {
 		p.mu.Lock()
 		renew := l.againUrgent // a new token came meanwhile: put it first
 		p.mu.Unlock()
@@ -229,9 +225,6 @@ func (p *pump) serve(ctx context.Context, l *pleaf) (more bool, err error) {
 		}
 		r, ok, err := p.q.Peek(l.id)
 		if err != nil || !ok {
-			if i, ok := l.conn.(idler); ok && sent > 0 {
-				i.Idle()
-			}
 			return false, nil // a failed queue logs its own errors
 		}
 		if err := l.conn.Send(ctx, r.Message); err != nil {

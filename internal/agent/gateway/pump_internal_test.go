@@ -30,14 +30,13 @@ type upstream struct {
 	got      map[string][]string
 	dials    map[string]int
 	renewals map[string]int
-	idles    map[string]int
 	refuse   map[string]int
 	done     chan struct{} // the shared connection's
 	renews   bool
 }
 
 func newUpstream(renews bool) *upstream {
-	return &upstream{got: map[string][]string{}, dials: map[string]int{}, renewals: map[string]int{}, idles: map[string]int{},
+	return &upstream{got: map[string][]string{}, dials: map[string]int{}, renewals: map[string]int{},
 		refuse: map[string]int{}, done: make(chan struct{}), renews: renews}
 }
 
@@ -98,11 +97,6 @@ func (c *fakeConn) Done() <-chan struct{} { return c.done }
 func (c *fakeConn) Err() error            { return errors.New("connection broken") }
 func (c *fakeConn) Close(bool)            {}
 
-func (c *fakeConn) Idle() {
-	c.u.mu.Lock()
-	defer c.u.mu.Unlock()
-	c.u.idles[c.id]++
-}
 
 type renewConn struct{ *fakeConn }
 
@@ -235,9 +229,6 @@ func TestPumpDeliversInOrderWithFewGoroutines(t *testing.T) {
 		}
 		if u.dials[id] != 1 {
 			t.Errorf("%s dials: got %d, want 1", id, u.dials[id])
-		}
-		if u.idles[id] < 1 {
-			t.Errorf("%s: its link was never told it is idle once its queue was empty", id)
 		}
 	}
 	if st := r.q.Stats(); st.Pending != 0 {

@@ -189,15 +189,6 @@ func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 	return nil
 }
 
-// Idle detaches the leaf's telemetry link at once (its sender has nothing more to
-// send) instead of after LinkIdle, freeing its slot and its buffers (~40 KiB); the
-// next Send attaches it again.
-func (c *leafConn) Idle() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.detachLocked()
-}
-
 // Renew puts the leaf's new token on the shared connection.
 func (c *leafConn) Renew(ctx context.Context, tok token.Token) error {
 	if err := c.sh.cbs.PutToken(ctx, tok); err != nil {
