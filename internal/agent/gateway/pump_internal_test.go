@@ -97,7 +97,6 @@ func (c *fakeConn) Done() <-chan struct{} { return c.done }
 func (c *fakeConn) Err() error            { return errors.New("connection broken") }
 func (c *fakeConn) Close(bool)            {}
 
-
 type renewConn struct{ *fakeConn }
 
 func (c renewConn) Renew(context.Context, token.Token) error {
