@@ -55,6 +55,9 @@ func (c Config) validateGateway() []error {
 	if c.QueueLimit <= 0 || c.QueueMaxMB <= 0 {
 		bad("queue-limit and queue-max-mb must be positive")
 	}
+	if c.GatewayWorkers < 1 || c.GatewayWorkers > 1024 {
+		bad("gateway-workers must be 1 to 1024")
+	}
 	if c.GatewayMemoryMB < 0 {
 		bad("gateway-memory-limit must be 0 (none) or positive MiB")
 	}
@@ -140,7 +143,8 @@ func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.C
 	gw, err := gateway.New(gateway.Options{
 		Leaves: leaves, Batcher: fc, Queue: q, Upstream: cfg.Link, DialAddr: cfg.BrokerAddr, RootCAs: roots,
 		Properties: cfg.PropertyMap(), MQTTAddr: cfg.GatewayMQTT, MQTTTLS: mqttTLS, UDPAddr: cfg.GatewayUDP,
-		LineAddr: cfg.GatewayLine, LineFormat: telemetry.Format(cfg.GatewayLineFormat), Backoff: bo, Logger: log,
+		LineAddr: cfg.GatewayLine, LineFormat: telemetry.Format(cfg.GatewayLineFormat), Workers: cfg.GatewayWorkers,
+		Backoff: bo, Logger: log,
 	})
 	if err != nil {
 		q.Close()

@@ -37,6 +37,8 @@ func TestGatewayConfigValidate(t *testing.T) {
 		{"line format", []string{"-gateway-line-format", "xml"}, "gateway-line-format"},
 		{"no memory limit", []string{"-gateway-memory-limit", "0"}, ""},
 		{"negative memory limit", []string{"-gateway-memory-limit", "-1"}, "gateway-memory-limit"},
+		{"more workers", []string{"-gateway-workers", "128"}, ""},
+		{"no workers", []string{"-gateway-workers", "0"}, "gateway-workers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkValidate(t, append(slices.Clone(base), tt.args...), tt.wantErr) })
