@@ -42,7 +42,8 @@ func TestGatewayScale(t *testing.T) {
 	mqttIntake := os.Getenv("TOKENAGENT_GW_INTAKE") == "mqtt"
 
 	bin := filepath.Join(t.TempDir(), "tokenagent")
-	// TOKENAGENT_GW_AGENTLOG=FILE saves the agent's whole log (JSON lines) there.
+	// TOKENAGENT_GW_AGENTLOG=FILE saves the agent's whole log (JSON lines) there;
+	// TOKENAGENT_GW_WORKERS sets its -gateway-workers.
 	// TOKENAGENT_GW_PPROF=DIR builds the agent with net/http/pprof (-tags gwpprof) and
 	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR.
 	pprofDir := os.Getenv("TOKENAGENT_GW_PPROF")
@@ -74,8 +75,11 @@ func TestGatewayScale(t *testing.T) {
 		intakeFlag = "-gateway-mqtt"
 	}
 	stderr := &syncbuf.Buffer{}
-	cmd := exec.Command(bin, agentArgs(f.Fixture, filepath.Join(f.Dir, "state"), "-gateway", "-link", "amqp",
-		"-broker-addr", peer.Addr, "-leaves-file", leavesFile, intakeFlag, intakeAddr, "-log-level", "info")...)
+	extra := []string{"-gateway", "-link", "amqp", "-broker-addr", peer.Addr, "-leaves-file", leavesFile, intakeFlag, intakeAddr, "-log-level", "info"}
+	if w := os.Getenv("TOKENAGENT_GW_WORKERS"); w != "" { // the agent's -gateway-workers
+		extra = append(extra, "-gateway-workers", w)
+	}
+	cmd := exec.Command(bin, agentArgs(f.Fixture, filepath.Join(f.Dir, "state"), extra...)...)
 	cmd.Stderr = stderr
 	pprofAddr := freeAddr(t, "tcp")
 	if pprofDir != "" {
