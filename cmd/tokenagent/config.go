@@ -170,7 +170,7 @@ func defaults() Config {
 		QueueLimit:        100000,
 		QueueMaxMB:        256,
 		GatewayMemoryMB:   40,
-		GatewayWorkers:    64,
+		GatewayWorkers:    128,
 	}
 }
 

@@ -78,11 +78,10 @@ type Options struct {
 	Timeout time.Duration
 	// StatsEvery logs the counters this often (0: every 5 min).
 	StatsEvery time.Duration
-	// Workers serve the leaves' links (default 64): at most this many leaves connect or
-	// send at once, half amqpmux's telemetry link bound, so the links left idle (they
-	// detach after LinkIdle) rarely leave a sender without a slot. Each send waits for
-	// the hub's acceptance, so the burst rate is about Workers divided by that round
-	// trip.
+	// Workers serve the leaves' links (default 128, amqpmux's telemetry link bound): at
+	// most this many leaves connect or send at once. Each send waits for the hub's
+	// acceptance, so the burst rate is about Workers divided by that round trip (64
+	// workers measured half the rate of 128 for the same peak memory).
 	Workers int
 	Logger  *slog.Logger
 }
@@ -116,7 +115,7 @@ func New(o Options) (*Gateway, error) {
 		o.StatsEvery = 5 * time.Minute
 	}
 	if o.Workers <= 0 {
-		o.Workers = 64
+		o.Workers = 128
 	}
 	if len(o.Leaves) == 0 || o.Batcher == nil || o.Queue == nil {
 		return nil, errors.New("gateway: leaves, a batcher and a queue are required")
