@@ -87,6 +87,8 @@ type Config struct {
 	GatewayLineFormat string
 	QueueLimit        int
 	QueueMaxMB        int
+	GatewayMemoryMB   int
+	GatewayWorkers    int
 }
 
 // flagSet declares every option on c, whose current values are the defaults.
@@ -136,6 +138,8 @@ func flagSet(c *Config, out io.Writer) *cliflags.Set {
 	s.String(&c.GatewayLineFormat, "gateway-line-format", "gateway mode: line payloads are raw or json ({\"body\":…,\"properties\":{…}})")
 	s.Int(&c.QueueLimit, "queue-limit", "gateway mode: most messages kept in the on-disk queue (state-dir/queue.db); beyond it the oldest are dropped")
 	s.Int(&c.QueueMaxMB, "queue-max-mb", "gateway mode: most MiB of messages kept in the queue")
+	s.Int(&c.GatewayWorkers, "gateway-workers", "gateway mode: leaves sending or connecting at once (more: faster bursts, more memory)")
+	s.Int(&c.GatewayMemoryMB, "gateway-memory-limit", "gateway mode: Go soft memory limit in MiB (0: none; GOMEMLIMIT, when set, wins): the collector works harder near it")
 	return s
 }
 
@@ -165,6 +169,8 @@ func defaults() Config {
 		GatewayLineFormat: "raw",
 		QueueLimit:        100000,
 		QueueMaxMB:        256,
+		GatewayMemoryMB:   40,
+		GatewayWorkers:    128,
 	}
 }
 

@@ -55,6 +55,12 @@ func (c Config) validateGateway() []error {
 	if c.QueueLimit <= 0 || c.QueueMaxMB <= 0 {
 		bad("queue-limit and queue-max-mb must be positive")
 	}
+	if c.GatewayWorkers < 1 || c.GatewayWorkers > 1024 {
+		bad("gateway-workers must be 1 to 1024")
+	}
+	if c.GatewayMemoryMB < 0 {
+		bad("gateway-memory-limit must be 0 (none) or positive MiB")
+	}
 	if c.Telemetry != "none" || c.C2D != "none" || c.Module != "" {
 		bad("gateway mode takes telemetry from its intakes: telemetry, c2d and module must be unset")
 	}
@@ -111,10 +117,6 @@ func readLeaves(ids []string, path string) (intake.Leaves, error) {
 	return leaves, nil
 }
 
-// gatewayMemoryLimit is the Go runtime's soft memory limit in gateway mode unless
-// GOMEMLIMIT is set: it keeps a 1,000-leaf gateway within 64 MiB resident.
-const gatewayMemoryLimit = 40 << 20
-
 // runGateway is -gateway: the gateway's own credential fetches every leaf's token by
 // batch, and the gateway bridges the leaves' intakes to the hub until ctx ends.
 func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.CertPool, bo backoff.Policy, log *slog.Logger) error {
@@ -141,16 +143,19 @@ func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.C
 	gw, err := gateway.New(gateway.Options{
 		Leaves: leaves, Batcher: fc, Queue: q, Upstream: cfg.Link, DialAddr: cfg.BrokerAddr, RootCAs: roots,
 		Properties: cfg.PropertyMap(), MQTTAddr: cfg.GatewayMQTT, MQTTTLS: mqttTLS, UDPAddr: cfg.GatewayUDP,
-		LineAddr: cfg.GatewayLine, LineFormat: telemetry.Format(cfg.GatewayLineFormat), Backoff: bo, Logger: log,
+		LineAddr: cfg.GatewayLine, LineFormat: telemetry.Format(cfg.GatewayLineFormat), Workers: cfg.GatewayWorkers,
+		Backoff: bo, Logger: log,
 	})
 	if err != nil {
 		q.Close()
 		return err
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// A thousand leaves' links churn buffers; without a limit the heap grows to twice
-		// what is live before the collector runs. The operator's GOMEMLIMIT wins.
-		debug.SetMemoryLimit(gatewayMemoryLimit)
+	if os.Getenv("GOMEMLIMIT") == "" && cfg.GatewayMemoryMB > 0 {
+		// Without a limit the heap grows to twice what is live before the collector
+		// runs. The default 40 MiB keeps 1,000 connected MQTT leaves within 64 MiB
+		// resident (BENCHMARKS §12); the collector then runs more often (its CPU share
+		// is in the stats line). The operator's GOMEMLIMIT wins.
+		debug.SetMemoryLimit(int64(cfg.GatewayMemoryMB) << 20)
 	}
 	log.Info("starting gateway", "gateway", cfg.DeviceID, "service", cfg.ServiceURL, "leaves", len(leaves),
 		"link", cfg.Link, "queue", filepath.Join(cfg.StateDir, "queue.db"))

@@ -35,6 +35,10 @@ func TestGatewayConfigValidate(t *testing.T) {
 		{"telemetry input", []string{"-telemetry", "stdin"}, "telemetry, c2d and module must be unset"},
 		{"queue limit", []string{"-queue-limit", "0"}, "queue-limit"},
 		{"line format", []string{"-gateway-line-format", "xml"}, "gateway-line-format"},
+		{"no memory limit", []string{"-gateway-memory-limit", "0"}, ""},
+		{"negative memory limit", []string{"-gateway-memory-limit", "-1"}, "gateway-memory-limit"},
+		{"more workers", []string{"-gateway-workers", "128"}, ""},
+		{"no workers", []string{"-gateway-workers", "0"}, "gateway-workers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkValidate(t, append(slices.Clone(base), tt.args...), tt.wantErr) })

@@ -3,8 +3,8 @@
 // put-token (audience {hub}/devices/{leafId}) and its own sender link on
 // /devices/{leafId}/messages/events — and, when asked, a receiver link on
 // /devices/{leafId}/messages/devicebound for its cloud-to-device messages (at most
-// MaxReceivers at once, rotated among the leaves that want one). Each leaf is
-// served by its own link.Loop with the Dialer Leaf returns: a leaf "connects" by putting
+// MaxReceivers at once, rotated among the leaves that want one). The gateway serves
+// each leaf through the link.Dialer Leaf returns: a leaf "connects" by putting
 // its token and attaching its links on the shared connection, and renews its token there
 // with another put-token. The shared connection is dialled once, by whichever leaf needs
 // it first, and re-dialled after a backoff when it breaks.
@@ -309,7 +309,7 @@ func (m *Mux) rotate() {
 	m.scheduleRotationLocked()
 }
 
-// Leaf returns the Dialer of leaf id, for its link.Loop.
+// Leaf returns the Dialer of leaf id.
 func (m *Mux) Leaf(id string) link.Dialer { return &leafDialer{m: m, id: id} }
 
 // conn returns the shared connection, dialling it with tok when there is none.
@@ -322,9 +322,10 @@ func (m *Mux) conn(ctx context.Context, tok token.Token) (*shared, error) {
 			return sh, nil
 		}
 		if m.cur != nil {
+			err := m.cur.conn.Err()
 			m.cur = nil
 			m.lost.Add(1)
-			m.log.Warn("connection lost")
+			m.log.Warn("connection lost", "error", fmt.Sprint(amqplink.Classify(err)))
 		}
 		if wait := m.dialing; wait != nil {
 			m.mu.Unlock()

@@ -65,10 +65,11 @@ type leafConn struct {
 	id      string
 	address string
 
-	mu     sync.Mutex
-	sender *amqp.Sender // nil while detached
-	idle   *time.Timer
-	closed bool
+	mu      sync.Mutex
+	sender  *amqp.Sender // nil while detached
+	idle    *time.Timer
+	sending int // sends in flight: the idle timer leaves the link alone meanwhile
+	closed  bool
 }
 
 // Done is closed when the shared connection breaks.
@@ -117,6 +118,7 @@ func (c *leafConn) senderFor(ctx context.Context) (*amqp.Sender, error) {
 		return nil, errors.New("leaf link closed")
 	}
 	if c.sender != nil {
+		c.sending++
 		return c.sender, nil
 	}
 	wait := time.NewTimer(c.m.o.SlotWait)
@@ -136,26 +138,34 @@ func (c *leafConn) senderFor(ctx context.Context) (*amqp.Sender, error) {
 	}
 	c.m.linkAttaches.Add(1)
 	c.sender = s
+	c.sending++
 	return s, nil
 }
 
-// touch restarts the idle timer after a send.
-func (c *leafConn) touch() {
+// sendDone ends a send (attached or not) and, after a successful one, restarts the
+// idle timer. A timer that fires while a send is in flight, or after it was replaced,
+// does nothing: a slow send must not lose its link under it.
+func (c *leafConn) sendDone(ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sender == nil {
+	c.sending = max(0, c.sending-1)
+	if !ok || c.sender == nil {
 		return
 	}
-	if c.idle == nil {
-		c.idle = time.AfterFunc(c.m.o.LinkIdle, func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.idle = nil
-			c.detachLocked()
-		})
-		return
+	if c.idle != nil {
+		c.idle.Stop()
 	}
-	c.idle.Reset(c.m.o.LinkIdle)
+	var t *time.Timer
+	t = time.AfterFunc(c.m.o.LinkIdle, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.idle != t || c.sending > 0 {
+			return
+		}
+		c.idle = nil
+		c.detachLocked()
+	})
+	c.idle = t
 }
 
 // Send sends m on the leaf's link (attached if needed) and returns once the hub
@@ -164,20 +174,18 @@ func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
 	defer cancel()
 	s, err := c.senderFor(ctx)
-	if err == nil {
-		err = s.Send(ctx, amqplink.NewMessage(m, c.m.o.Properties), nil)
-		if err != nil {
-			err = fmt.Errorf("send: %w", amqplink.Classify(err))
-		}
+	if err != nil {
+		return err
 	}
+	err = s.Send(ctx, amqplink.NewMessage(m, c.m.o.Properties), nil)
+	c.sendDone(err == nil)
 	if err != nil {
 		c.mu.Lock()
 		c.detachLocked()
 		c.mu.Unlock()
-		return err
+		return fmt.Errorf("send: %w", amqplink.Classify(err))
 	}
 	c.m.sent.Add(1)
-	c.touch()
 	return nil
 }
 

@@ -43,6 +43,12 @@ type Options struct {
 	BatchSize int
 	// Backoff paces retries after a failed call or a refused leaf.
 	Backoff backoff.Policy
+	// Trim, when set, drops from each token what the upstream does not use before it
+	// is kept (a thousand leaves' unused profiles are ~2 MiB).
+	Trim func(token.Token) token.Token
+	// OnToken, when set, is called with each leaf that got a new token (after its
+	// Source has it; from Run, so it must not block).
+	OnToken func(leaf string)
 	Rand    func() float64
 	Now     func() time.Time
 	Logger  *slog.Logger
@@ -257,6 +263,7 @@ func (k *Keeper) fetch(ctx context.Context, ids []string) {
 		return
 	}
 	var fetched, failed int
+	var got []string
 	k.mu.Lock()
 	for _, r := range results {
 		l, ok := k.leaves[r.DeviceID]
@@ -278,7 +285,11 @@ func (k *Keeper) fetch(ctx context.Context, ids []string) {
 			l.refused = 0 // a scheduled refresh ends a run of refusals
 		}
 		l.invalidated = false
+		if k.o.Trim != nil {
+			r.Token = k.o.Trim(r.Token)
+		}
 		l.holder.Set(r.Token)
+		got = append(got, r.DeviceID)
 		share := k.o.Early + k.o.Rand()*(k.o.Late-k.o.Early)
 		l.due = r.Token.RequestedAt.Add(time.Duration(share * float64(l.lifetime)))
 		if min := now.Add(k.o.Backoff.Min / 2); l.due.Before(min) {
@@ -286,6 +297,11 @@ func (k *Keeper) fetch(ctx context.Context, ids []string) {
 		}
 	}
 	k.mu.Unlock()
+	if k.o.OnToken != nil {
+		for _, id := range got {
+			k.o.OnToken(id)
+		}
+	}
 	k.stats.Update(func(s *Stats) { s.Fetched += fetched; s.LeafErrors += failed })
 	k.log.Debug("leaf tokens fetched", "leaves", len(ids), "fetched", fetched, "refused", failed)
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -85,6 +86,8 @@ type Queue struct {
 	kick    chan struct{}
 	closed  bool
 	stopped chan struct{}
+
+	onPut atomic.Pointer[func(leaf string)]
 
 	stats     counter.Set[Stats]
 	lastLog   time.Time
@@ -178,6 +181,33 @@ func (q *Queue) Put(leaf string, m telemetry.Message) error {
 // queued until Ack.
 func (q *Queue) Head(ctx context.Context, leaf string) (Record, error) {
 	for {
+		r, ok, wake, err := q.peek(leaf)
+		if err != nil || ok {
+			return r, err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		}
+	}
+}
+
+// Peek returns leaf's oldest queued message without waiting (ok false when there is
+// none). It stays queued until Ack.
+func (q *Queue) Peek(leaf string) (r Record, ok bool, err error) {
+	r, ok, _, err = q.peek(leaf)
+	return r, ok, err
+}
+
+// OnPut makes fn be called after each commit with every leaf that gained a message
+// (once per leaf and commit; from the queue's writer, so fn must not block). A later
+// call replaces fn.
+func (q *Queue) OnPut(fn func(leaf string)) { q.onPut.Store(&fn) }
+
+// peek returns leaf's oldest message, or a channel closed when it gains one.
+func (q *Queue) peek(leaf string) (Record, bool, <-chan struct{}, error) {
+	for {
 		q.mu.Lock()
 		lq := q.leaf(leaf)
 		var seq uint64
@@ -186,22 +216,14 @@ func (q *Queue) Head(ctx context.Context, leaf string) (Record, error) {
 		}
 		wake := lq.wake
 		q.mu.Unlock()
-		if seq != 0 {
-			r, ok, err := q.read(seq)
-			if err != nil {
-				return Record{}, err
-			}
-			if ok {
-				return r, nil
-			}
-			q.forget(leaf, seq) // dropped meanwhile
-			continue
+		if seq == 0 {
+			return Record{}, false, wake, nil
 		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return Record{}, ctx.Err()
+		r, ok, err := q.read(seq)
+		if err != nil || ok {
+			return r, ok, nil, err
 		}
+		q.forget(leaf, seq) // dropped meanwhile
 	}
 }
 
@@ -374,6 +396,15 @@ func (q *Queue) commit(puts []put, acks []uint64) {
 	})
 	for _, p := range puts {
 		p.done <- nil
+	}
+	if fn := q.onPut.Load(); fn != nil {
+		seen := make(map[string]bool, len(puts))
+		for _, p := range puts {
+			if !seen[p.leaf] {
+				seen[p.leaf] = true
+				(*fn)(p.leaf)
+			}
+		}
 	}
 	if len(drops) > 0 {
 		q.logDrops(len(drops), drops[0].leaf)
