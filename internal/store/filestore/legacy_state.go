@@ -33,10 +33,6 @@ func newState() *state {
 	}
 }
 
-func (st *state) live() int {
-	return len(st.hubs) + len(st.devices) + len(st.settings)
-}
-
 var errEmptyName = errors.New("empty name")
 
 // validate says whether o may be applied. The same rules guard writes and replay, so
