@@ -67,7 +67,8 @@ func (a *App) newEmbedded() (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := filestore.Open(filepath.Join(a.cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(a.log))
+	st, err := filestore.Open(filepath.Join(a.cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(a.log),
+		filestore.WithDeviceCache(a.cfg.StoreCacheSize))
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}

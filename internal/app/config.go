@@ -17,6 +17,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	// ImportWorkers is how many lines of one bulk import are imported at once (1: one
 	// after the other); the report stays in input order.
 	ImportWorkers int
+	// StoreCacheSize is how many decoded devices the embedded store keeps in memory
+	// (0: none; every read then decrypts its record).
+	StoreCacheSize int
 
 	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
 	// certificate, and devices with a certificate credential authenticate with it.
@@ -93,6 +97,10 @@ type AuditConfig struct {
 // Vault-backed import with more than this only queues in Vault.
 const maxImportWorkers = 256
 
+// maxStoreCacheSize bounds StoreCacheSize: about 1 KiB of heap per device, so the
+// bound is about 1 GiB.
+const maxStoreCacheSize = 1_000_000
+
 // Defaults returns the configuration tokensvc runs with when nothing is set: the
 // defaults of its flags and of the README's configuration table.
 func Defaults() Config {
@@ -107,6 +115,7 @@ func Defaults() Config {
 		MaxHeaderBytes:  16 << 10,
 		MaxHandshakes:   256,
 		ImportWorkers:   httpapi.DefaultImportWorkers,
+		StoreCacheSize:  filestore.DefaultDeviceCache,
 		Vault:           vaultauth.Config{Method: vaultauth.MethodToken, TokenFile: vaultauth.DefaultKubernetesTokenFile},
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
@@ -157,6 +166,9 @@ func (c Config) Validate() error {
 	}
 	if c.ImportWorkers < 1 || c.ImportWorkers > maxImportWorkers {
 		return fmt.Errorf("import workers must be between 1 and %d", maxImportWorkers)
+	}
+	if c.StoreCacheSize < 0 || c.StoreCacheSize > maxStoreCacheSize {
+		return fmt.Errorf("store cache size must be between 0 and %d", maxStoreCacheSize)
 	}
 	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
 		return errors.New("max header bytes must be between 4096 and 1048576")
