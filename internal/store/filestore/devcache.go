@@ -2,6 +2,8 @@ package filestore
 
 import (
 	"sync"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // DefaultDeviceCache is how many decoded devices a Store keeps by default: the token
@@ -19,22 +21,24 @@ func WithDeviceCache(n int) Option {
 	return func(o *options) { o.deviceCache = max(n, 0) }
 }
 
-// recCache holds decoded records (devices, hubs), bounded, evicting an arbitrary entry
-// when full.
-// Writes invalidate the devices they change once their commit is durable. A read
-// that missed takes the generation before it reads the file and may put what it read
-// only if no invalidation happened since: otherwise a read that raced a write could
-// put back the record the write replaced, after the write invalidated it.
+// recCache holds decoded records (devices, hubs), bounded, least recently used out
+// first (golang-lru). Writes invalidate the records they change once their commit is
+// durable. A read that missed takes the generation before it reads the file and may put
+// what it read only if no invalidation happened since: otherwise a read that raced a
+// write could put back the record the write replaced, after the write invalidated it.
 type recCache[V any] struct {
-	mu    sync.Mutex
-	max   int
+	mu    sync.Mutex // makes the generation check and the put one step
 	gen   uint64
-	m     map[string]V
-	clone func(V) V // so callers never share what the cache holds
+	lru   *lru.Cache[string, V] // nil when the cache is off
+	clone func(V) V             // so callers never share what the cache holds
 }
 
 func newRecCache[V any](max int, clone func(V) V) *recCache[V] {
-	return &recCache[V]{max: max, m: make(map[string]V, min(max, 1024)), clone: clone}
+	c := &recCache[V]{clone: clone}
+	if max > 0 {
+		c.lru, _ = lru.New[string, V](max) // only a size <= 0 is an error
+	}
+	return c
 }
 
 // get returns a copy of the cached record, and the generation a read after a miss
@@ -42,7 +46,11 @@ func newRecCache[V any](max int, clone func(V) V) *recCache[V] {
 func (c *recCache[V]) get(key string) (V, bool, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v, ok := c.m[key]
+	var v V
+	ok := false
+	if c.lru != nil {
+		v, ok = c.lru.Get(key)
+	}
 	if ok {
 		v = c.clone(v)
 	}
@@ -51,7 +59,7 @@ func (c *recCache[V]) get(key string) (V, bool, uint64) {
 
 // put keeps a copy of v under key unless an invalidation happened since gen was taken.
 func (c *recCache[V]) put(key string, v V, gen uint64) {
-	if c.max == 0 {
+	if c.lru == nil {
 		return
 	}
 	c.mu.Lock()
@@ -59,13 +67,7 @@ func (c *recCache[V]) put(key string, v V, gen uint64) {
 	if c.gen != gen {
 		return
 	}
-	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
-		for k := range c.m { // map order: an arbitrary victim
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[key] = c.clone(v)
+	c.lru.Add(key, c.clone(v))
 }
 
 // invalidate drops key and fails every put of a read that started before.
@@ -73,5 +75,7 @@ func (c *recCache[V]) invalidate(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	delete(c.m, key)
+	if c.lru != nil {
+		c.lru.Remove(key)
+	}
 }
