@@ -37,14 +37,8 @@ const readyTimeout = 15 * time.Second
 // pass by skipping.
 func Binary(tb testing.TB) string {
 	tb.Helper()
-	if p := os.Getenv(BinaryEnv); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p
-	}
-	testbin.Missing(tb, "redis-server not found: run `make test`, or `apt-get install redis-server` (or set "+BinaryEnv+")")
-	return ""
+	return testbin.Find(tb, BinaryEnv, "redis-server",
+		"redis-server not found: run `make test`, or `apt-get install redis-server` (or set "+BinaryEnv+")")
 }
 
 // Server is a running redis-server.

@@ -5,8 +5,25 @@ package testbin
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
+
+// Find returns the program named by the environment variable env or, when pathName is
+// not empty, the one of that name on PATH; otherwise it ends tb with Missing(msg).
+func Find(tb testing.TB, env, pathName, msg string) string {
+	tb.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	if pathName != "" {
+		if p, err := exec.LookPath(pathName); err == nil {
+			return p
+		}
+	}
+	Missing(tb, msg)
+	return ""
+}
 
 // Missing ends tb because its program is missing: Fatal under CI, Skip elsewhere; msg
 // says how to provide it.

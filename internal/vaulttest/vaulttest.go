@@ -43,11 +43,8 @@ const readyTimeout = 30 * time.Second
 // pass by skipping.
 func Binary(tb testing.TB) string {
 	tb.Helper()
-	if p := os.Getenv(BinaryEnv); p != "" {
-		return p
-	}
-	testbin.Missing(tb, BinaryEnv+" is not set: run `make test`, or `"+BinaryEnv+"=$(scripts/vault.sh) go test ./...`")
-	return ""
+	return testbin.Find(tb, BinaryEnv, "",
+		BinaryEnv+" is not set: run `make test`, or `"+BinaryEnv+"=$(scripts/vault.sh) go test ./...`")
 }
 
 // Server is a running Vault server, unsealed, with its root token known: a dev server
