@@ -177,7 +177,7 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 		Ready:     a.readiness(be.ready),
 		Logger:    a.log,
 
-		ImportWorkers: a.cfg.ImportWorkers,
+		ImportWorkers: a.cfg.importWorkers(),
 	}
 	if ring != nil {
 		deps.Keys = ring
