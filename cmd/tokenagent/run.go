@@ -198,11 +198,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			tasks = append(tasks, func(ctx context.Context) error { return telemetry.ServeSocket(ctx, path, format, msgs, log) })
 		}
 	}
+	// What every protocol link takes: the token, the telemetry and where to connect.
+	common := link.Common{Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots,
+		Properties: cfg.PropertyMap(), Backoff: bo, Logger: log}
 	switch cfg.Link {
 	case "mqtt":
 		o := mqttlink.Options{
-			Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots, QoS: 1,
-			CleanSession: cfg.CleanSession, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+			Common:       common,
+			QoS:          1,
+			CleanSession: cfg.CleanSession,
 		}
 		var onMsg func(mqtt5link.Delivery)
 		if cfg.C2D == "stdout" {
@@ -218,19 +222,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 		// Each token's profile picks the protocol: MQTT 5 (JWT brokers) in mqtt5link,
 		// 3.1.1 (IoT Hub, AWS IoT) through mqttlink as its fallback.
-		link := mqtt5link.New(mqtt5link.Options{
-			Source: k, Messages: msgs, OnMessage: onMsg, Fallback: mqttlink.New(o), DialAddr: cfg.BrokerAddr,
-			RootCAs: roots, QoS: 1, CleanStart: cfg.CleanSession, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+		l := mqtt5link.New(mqtt5link.Options{
+			Common:     common,
+			OnMessage:  onMsg,
+			Fallback:   mqttlink.New(o),
+			QoS:        1,
+			CleanStart: cfg.CleanSession,
 		})
-		tasks = append(tasks, link.Run)
-		stats = append(stats, func() (string, any) { return "mqtt", link.Stats() })
+		tasks = append(tasks, l.Run)
+		stats = append(stats, func() (string, any) { return "mqtt", l.Stats() })
 	case "amqp":
-		link := amqplink.New(amqplink.Options{
-			Source: k, Messages: msgs, Auth: amqplink.Auth(cfg.AMQPAuth), DialAddr: cfg.BrokerAddr,
-			RootCAs: roots, Properties: cfg.PropertyMap(), Backoff: bo, Logger: log,
+		l := amqplink.New(amqplink.Options{
+			Common: common,
+			Auth:   amqplink.Auth(cfg.AMQPAuth),
 		})
-		tasks = append(tasks, link.Run)
-		stats = append(stats, func() (string, any) { return "amqp", link.Stats() })
+		tasks = append(tasks, l.Run)
+		stats = append(stats, func() (string, any) { return "amqp", l.Stats() })
 	}
 
 	log.Info("starting", "device", cfg.DeviceID, "service", cfg.ServiceURL, "credential", string(cred.Type()),

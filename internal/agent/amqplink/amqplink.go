@@ -15,18 +15,14 @@ package amqplink
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/Azure/go-amqp"
 
-	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
@@ -52,21 +48,8 @@ const (
 
 // Options configure a Link.
 type Options struct {
-	Source   link.TokenSource
-	Messages <-chan telemetry.Message
-	Auth     Auth
-	// DialAddr, when set, is dialled instead of the profile's host:port; TLS still
-	// verifies the profile's server name.
-	DialAddr string
-	// RootCAs is the operator's trust (nil: system roots); the token's caCert is added.
-	RootCAs *x509.CertPool
-	// Properties are added to every message's application-properties.
-	Properties map[string]string
-	Backoff    backoff.Policy
-	// Timeout bounds connecting, put-token and each send.
-	Timeout time.Duration
-	Now     func() time.Time
-	Logger  *slog.Logger
+	link.Common
+	Auth Auth
 }
 
 // Stats count what a Link did.
@@ -93,18 +76,12 @@ var (
 
 // New returns a Link for o.
 func New(o Options) *Link {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 30 * time.Second
-	}
+	o.Common = o.WithDefaults()
 	if o.Auth == "" {
 		o.Auth = Plain
 	}
 	l := &Link{o: o}
-	l.loop = link.New(l, link.Options{Source: o.Source, Messages: o.Messages, Backoff: o.Backoff, Now: o.Now,
-		Logger: o.Logger.With("link", "amqp", "auth", string(o.Auth))})
+	l.loop = o.Loop(l, o.Logger.With("link", "amqp", "auth", string(o.Auth)))
 	return l
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/amqplink"
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -29,9 +30,19 @@ func TestLinkAgainstRhea(t *testing.T) {
 				Cert: f.CA.Issue(t, testpeer.Hub), Keys: map[string][]byte{f.DeviceID: f.Key}})
 			k := f.Keeper(t, "")
 			msgs := make(chan telemetry.Message)
-			link := amqplink.New(amqplink.Options{Source: k, Messages: msgs, Auth: auth, DialAddr: peer.Addr,
-				RootCAs: f.CA.Pool(), Properties: map[string]string{"source": "test"},
-				Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second, Logger: discard()})
+			link := amqplink.New(amqplink.Options{
+				Common: link.Common{
+					Source:     k,
+					Messages:   msgs,
+					DialAddr:   peer.Addr,
+					RootCAs:    f.CA.Pool(),
+					Properties: map[string]string{"source": "test"},
+					Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
+					Timeout:    5 * time.Second,
+					Logger:     discard(),
+				},
+				Auth: auth,
+			})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- link.Run(ctx) }()

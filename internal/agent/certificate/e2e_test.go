@@ -13,6 +13,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/keeper"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/persist"
@@ -53,8 +54,17 @@ func TestRenewalsKeepTheLinkUp(t *testing.T) {
 	k := keeper.New(keeper.Options{Fetcher: cf, Store: cf.Saved(store), Holder: &token.Holder{}, Key: cf.Key(),
 		Backoff: bo, EarlyRefresh: 0.77})
 	msgs := make(chan telemetry.Message)
-	l := mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
-		CleanSession: true, Backoff: bo})
+	l := mqttlink.New(mqttlink.Options{
+		Common: link.Common{
+			Source:   k,
+			Messages: msgs,
+			DialAddr: f.Broker.Addr,
+			RootCAs:  f.CA.Pool(),
+			Backoff:  bo,
+		},
+		QoS:          1,
+		CleanSession: true,
+	})
 	sink := testpeer.CertDirSink(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -163,8 +173,12 @@ func mustPublishWith(t *testing.T, f *testpeer.CertFixture, cf *certificate.Fetc
 	h.Set(tok)
 	k := keeper.New(keeper.Options{Fetcher: cf, Holder: h, Key: cf.Key()})
 	msgs := make(chan telemetry.Message, 3)
-	l := mqtt5link.New(mqtt5link.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1,
-		Fallback: mqttlink.New(mqttlink.Options{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool(), QoS: 1, CleanSession: true})})
+	common := link.Common{Source: k, Messages: msgs, DialAddr: f.Broker.Addr, RootCAs: f.CA.Pool()}
+	l := mqtt5link.New(mqtt5link.Options{
+		Common:   common,
+		QoS:      1,
+		Fallback: mqttlink.New(mqttlink.Options{Common: common, QoS: 1, CleanSession: true}),
+	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()

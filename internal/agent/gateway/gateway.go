@@ -167,8 +167,12 @@ func New(o Options) (*Gateway, error) {
 		if g.mux != nil {
 			d = g.mux.Leaf(id)
 		} else {
-			mo := mqttlink.Options{Source: src, DialAddr: o.DialAddr, RootCAs: o.RootCAs, QoS: 1, CleanSession: true,
-				Properties: o.Properties, Backoff: o.Backoff, Timeout: o.Timeout, Logger: leafLog.With("leaf", id)}
+			mo := mqttlink.Options{
+				Common: link.Common{Source: src, DialAddr: o.DialAddr, RootCAs: o.RootCAs, Properties: o.Properties,
+					Backoff: o.Backoff, Timeout: o.Timeout, Logger: leafLog.With("leaf", id)},
+				QoS:          1,
+				CleanSession: true,
+			}
 			if onC2D != nil {
 				mo.OnC2D = func(d mqttlink.Delivery) { onC2D(id, c2dFromTopic(id, d)) }
 			}

@@ -12,7 +12,6 @@ package mqtt5link
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +24,6 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
@@ -64,36 +62,21 @@ type Fallback interface {
 
 var _ Fallback = (*mqttlink.Link)(nil)
 
-// Options configure a Link.
+// Options configure a Link. Common's Properties go into every message as MQTT 5 user
+// properties; its Timeout also bounds re-authenticating.
 type Options struct {
-	Source link.TokenSource
-	// Messages are published to the profile's publish topic.
-	Messages <-chan telemetry.Message
+	link.Common
 	// OnMessage receives messages on the profile's subscribe topics; nil means do not
 	// subscribe.
 	OnMessage func(Delivery)
 	// Fallback dials tokens whose profile says MQTT 3.1.1; nil refuses them.
 	Fallback Fallback
-	// DialAddr, when set, is the host:port dialled instead of the profile's; TLS still
-	// verifies the profile's server name.
-	DialAddr string
-	// RootCAs is the operator's trust; nil means the system roots. The token's caCert
-	// is trusted in addition.
-	RootCAs *x509.CertPool
 	// QoS of telemetry: 0, or 1 for at least once (what the agent uses); more is 1.
 	QoS       byte
 	KeepAlive time.Duration
 	// CleanStart discards the broker's session at every connect; otherwise the session
 	// outlives a connection by an hour, so subscriptions survive a reconnect.
 	CleanStart bool
-	// Properties are added to every message as MQTT 5 user properties.
-	Properties map[string]string
-	// Backoff paces reconnection attempts.
-	Backoff backoff.Policy
-	// Timeout bounds connecting, re-authenticating and waiting for a PUBACK.
-	Timeout time.Duration
-	Now     func() time.Time
-	Logger  *slog.Logger
 }
 
 // Stats count what a Link did.
@@ -123,20 +106,15 @@ var (
 
 // New returns a Link for o.
 func New(o Options) *Link {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.Common = o.WithDefaults()
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 60 * time.Second
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 30 * time.Second
 	}
 	if o.QoS > 1 {
 		o.QoS = 1
 	}
 	l := &Link{o: o, log: o.Logger.With("link", "mqtt")}
-	l.loop = link.New(l, link.Options{Source: o.Source, Messages: o.Messages, Backoff: o.Backoff, Now: o.Now, Logger: l.log})
+	l.loop = o.Loop(l, l.log)
 	return l
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
@@ -120,10 +121,14 @@ func start(t *testing.T, settings map[string]string, authMethod string, alpn []s
 }
 
 func (f *fixture) link(msgs <-chan telemetry.Message, fallback mqtt5link.Fallback) *mqtt5link.Link {
-	return mqtt5link.New(mqtt5link.Options{Source: f.src, Messages: msgs, Fallback: fallback, DialAddr: f.b.Addr,
-		RootCAs: f.pool, QoS: 1, Properties: map[string]string{"content-type": "text/plain"},
-		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, Timeout: 5 * time.Second,
-		Logger: discard()})
+	return mqtt5link.New(mqtt5link.Options{
+		Common: link.Common{Source: f.src, Messages: msgs, DialAddr: f.b.Addr, RootCAs: f.pool,
+			Properties: map[string]string{"content-type": "text/plain"},
+			Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
+			Timeout:    5 * time.Second, Logger: discard()},
+		Fallback: fallback,
+		QoS:      1,
+	})
 }
 
 // run runs l until the test ends; stop cancels it and returns Run's error.
@@ -251,7 +256,13 @@ func TestLinkFallsBackToMQTT311(t *testing.T) {
 	f := start(t, map[string]string{"mqttVersion": `"3.1.1"`}, "", nil)
 	f.src.Next()
 	msgs := make(chan telemetry.Message, 1)
-	v311 := mqttlink.New(mqttlink.Options{Source: f.src, DialAddr: f.b.Addr, RootCAs: f.pool, Timeout: 5 * time.Second, Logger: discard()})
+	v311 := mqttlink.New(mqttlink.Options{Common: link.Common{
+		Source:   f.src,
+		DialAddr: f.b.Addr,
+		RootCAs:  f.pool,
+		Timeout:  5 * time.Second,
+		Logger:   discard(),
+	}})
 	l := f.link(msgs, v311)
 	stop := run(t, l)
 	msgs <- telemetry.Message{Body: []byte("m0")}

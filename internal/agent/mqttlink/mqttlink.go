@@ -10,10 +10,8 @@ package mqttlink
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"sort"
@@ -25,7 +23,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
-	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
@@ -42,32 +39,16 @@ type Delivery struct {
 	Payload []byte
 }
 
-// Options configure a Link.
+// Options configure a Link. Common's Properties go into IoT Hub's property bag (other
+// brokers take the topic as it is).
 type Options struct {
-	Source link.TokenSource
-	// Messages are published to the token's telemetry topic.
-	Messages <-chan telemetry.Message
+	link.Common
 	// OnC2D receives cloud-to-device messages; nil means do not subscribe.
 	OnC2D func(Delivery)
-	// DialAddr, when set, is the host:port dialled instead of the profile's; TLS still
-	// verifies the profile's server name.
-	DialAddr string
-	// RootCAs is the operator's trust; nil means the system roots. The token's caCert
-	// is trusted in addition.
-	RootCAs *x509.CertPool
 	// QoS of telemetry: 0 or 1 (default 1, at least once).
 	QoS          byte
 	KeepAlive    time.Duration
 	CleanSession bool
-	// Properties are added to every message's property bag (IoT Hub only: other
-	// brokers take the topic as it is).
-	Properties map[string]string
-	// Backoff paces reconnection attempts.
-	Backoff backoff.Policy
-	// Timeout bounds connecting and waiting for a PUBACK.
-	Timeout time.Duration
-	Now     func() time.Time
-	Logger  *slog.Logger
 }
 
 // Stats count what a Link did.
@@ -93,21 +74,15 @@ var (
 
 // New returns a Link for o.
 func New(o Options) *Link {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.Common = o.WithDefaults()
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 60 * time.Second
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 30 * time.Second
 	}
 	if o.QoS > 1 {
 		o.QoS = 1 // IoT Hub does not support QoS 2
 	}
 	l := &Link{o: o}
-	l.loop = link.New(l, link.Options{Source: o.Source, Messages: o.Messages, Backoff: o.Backoff, Now: o.Now,
-		Logger: o.Logger.With("link", "mqtt")})
+	l.loop = o.Loop(l, o.Logger.With("link", "mqtt"))
 	return l
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
+	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
@@ -127,9 +128,19 @@ func TestEventGridEndToEnd(t *testing.T) {
 	src := &tokenHolder{}
 	src.Set(tok)
 	msgs := make(chan telemetry.Message)
-	l := mqtt5link.New(mqtt5link.Options{Source: src, Messages: msgs, DialAddr: broker.Addr, RootCAs: svc.Pool, QoS: 1,
-		Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second}, Timeout: 5 * time.Second, Now: clk.Now,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	l := mqtt5link.New(mqtt5link.Options{
+		Common: link.Common{
+			Source:   src,
+			Messages: msgs,
+			DialAddr: broker.Addr,
+			RootCAs:  svc.Pool,
+			Backoff:  backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second},
+			Timeout:  5 * time.Second,
+			Now:      clk.Now,
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		},
+		QoS: 1,
+	})
 	lctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- l.Run(lctx) }()
