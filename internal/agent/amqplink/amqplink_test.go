@@ -31,16 +31,10 @@ func TestLinkAgainstRhea(t *testing.T) {
 			k := f.Keeper(t, "")
 			msgs := make(chan telemetry.Message)
 			link := amqplink.New(amqplink.Options{
-				Common: link.Common{
-					Source:     k,
-					Messages:   msgs,
-					DialAddr:   peer.Addr,
-					RootCAs:    f.CA.Pool(),
+				Common: link.Common{Source: k, Messages: msgs, DialAddr: peer.Addr, RootCAs: f.CA.Pool(),
 					Properties: map[string]string{"source": "test"},
 					Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
-					Timeout:    5 * time.Second,
-					Logger:     discard(),
-				},
+					Timeout:    5 * time.Second, Logger: discard()},
 				Auth: auth,
 			})
 			ctx, cancel := context.WithCancel(context.Background())

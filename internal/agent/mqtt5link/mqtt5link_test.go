@@ -256,13 +256,8 @@ func TestLinkFallsBackToMQTT311(t *testing.T) {
 	f := start(t, map[string]string{"mqttVersion": `"3.1.1"`}, "", nil)
 	f.src.Next()
 	msgs := make(chan telemetry.Message, 1)
-	v311 := mqttlink.New(mqttlink.Options{Common: link.Common{
-		Source:   f.src,
-		DialAddr: f.b.Addr,
-		RootCAs:  f.pool,
-		Timeout:  5 * time.Second,
-		Logger:   discard(),
-	}})
+	v311 := mqttlink.New(mqttlink.Options{Common: link.Common{Source: f.src, DialAddr: f.b.Addr,
+		RootCAs: f.pool, Timeout: 5 * time.Second, Logger: discard()}})
 	l := f.link(msgs, v311)
 	stop := run(t, l)
 	msgs <- telemetry.Message{Body: []byte("m0")}

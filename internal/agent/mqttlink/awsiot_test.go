@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/agent/backoff"
-	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
@@ -36,19 +34,7 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 	}
 	msgs := make(chan telemetry.Message)
 	c2d := make(chan mqttlink.Delivery, 1)
-	link := mqttlink.New(mqttlink.Options{
-		Common: link.Common{
-			Source:     k,
-			Messages:   msgs,
-			DialAddr:   addr,
-			RootCAs:    testca.Pool(f.CA),
-			Properties: map[string]string{"$.ct": "text/plain"},
-			Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
-			Timeout:    5 * time.Second,
-			Logger:     discard(),
-		},
-		OnC2D: func(d mqttlink.Delivery) { c2d <- d },
-	})
+	link := newTestLink(k, msgs, addr, testca.Pool(f.CA), c2d)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- link.Run(ctx) }()

@@ -2,6 +2,7 @@ package mqttlink_test
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,19 +57,7 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			}
 			msgs := make(chan telemetry.Message)
 			c2d := make(chan mqttlink.Delivery, 1)
-			link := mqttlink.New(mqttlink.Options{
-				Common: link.Common{
-					Source:     k,
-					Messages:   msgs,
-					DialAddr:   addr,
-					RootCAs:    f.CA.Pool(),
-					Properties: map[string]string{"$.ct": "text/plain"},
-					Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
-					Timeout:    5 * time.Second,
-					Logger:     discard(),
-				},
-				OnC2D: func(d mqttlink.Delivery) { c2d <- d },
-			})
+			link := newTestLink(k, msgs, addr, f.CA.Pool(), c2d)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- link.Run(ctx) }()
@@ -125,4 +114,16 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			_ = fmt.Sprint()
 		})
 	}
+}
+
+// newTestLink is the link the rotation tests run: telemetry from msgs with a content
+// type, C2D into c2d, fast backoff, a short timeout, quiet logs.
+func newTestLink(src link.TokenSource, msgs chan telemetry.Message, addr string, roots *x509.CertPool, c2d chan mqttlink.Delivery) *mqttlink.Link {
+	return mqttlink.New(mqttlink.Options{
+		Common: link.Common{Source: src, Messages: msgs, DialAddr: addr, RootCAs: roots,
+			Properties: map[string]string{"$.ct": "text/plain"},
+			Backoff:    backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
+			Timeout:    5 * time.Second, Logger: discard()},
+		OnC2D: func(d mqttlink.Delivery) { c2d <- d },
+	})
 }

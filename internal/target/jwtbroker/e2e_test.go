@@ -129,16 +129,9 @@ func TestEventGridEndToEnd(t *testing.T) {
 	src.Set(tok)
 	msgs := make(chan telemetry.Message)
 	l := mqtt5link.New(mqtt5link.Options{
-		Common: link.Common{
-			Source:   src,
-			Messages: msgs,
-			DialAddr: broker.Addr,
-			RootCAs:  svc.Pool,
-			Backoff:  backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second},
-			Timeout:  5 * time.Second,
-			Now:      clk.Now,
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		},
+		Common: link.Common{Source: src, Messages: msgs, DialAddr: broker.Addr, RootCAs: svc.Pool,
+			Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second}, Timeout: 5 * time.Second,
+			Now: clk.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		QoS: 1,
 	})
 	lctx, stop := context.WithCancel(ctx)
