@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -44,6 +45,8 @@ type transitBatchers struct {
 }
 
 func (s *Store) startBatchers() {
+	// Every caller of one hub's read after a write shares it, however many there are.
+	s.hubs.reads = coalesce.New(s.readHubFor, coalesce.Options{Max: math.MaxInt})
 	if s.cfg.TransitBatchMax <= 1 {
 		return
 	}
@@ -58,6 +61,7 @@ func (s *Store) startBatchers() {
 }
 
 func (s *Store) closeBatchers() {
+	s.hubs.reads.Close()
 	if s.batch.hmac != nil {
 		s.batch.hmac.Close()
 		s.batch.sign.Close()

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/coalesce"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -27,25 +28,18 @@ import (
 // hubSeenTTL is how long a hub read may stand in for the read before a create.
 var hubSeenTTL = time.Second
 
-// hubChecks holds the recent hub reads and the reads in flight, per hub name.
+// hubChecks holds the recent hub reads and the reads after a write, per hub name.
 type hubChecks struct {
-	mu    sync.Mutex
-	seen  map[string]hubSeen
-	reads map[string]*hubRead
+	mu   sync.Mutex
+	seen map[string]hubSeen
+	// reads shares the reads after a write: one in flight per hub, and the callers that
+	// come meanwhile share the next one, which starts when it ends.
+	reads *coalesce.Batcher[struct{}, hubRecord]
 }
 
 type hubSeen struct {
 	rec hubRecord
 	at  time.Time // monotonic: an age, not a record time
-}
-
-// hubRead is one read of a hub shared by its waiters; next is the read queued to start
-// when this one ends, for the callers that came while it was in flight.
-type hubRead struct {
-	done chan struct{}
-	rec  hubRecord
-	err  error
-	next *hubRead
 }
 
 // recentHub returns the hub record as read at most hubSeenTTL ago, reading it if need be.
@@ -88,56 +82,29 @@ func (s *Store) forgetHub(name string) {
 // hubAfter returns the hub record from a Vault read that started after hubAfter was
 // called; store.ErrNotFound if the hub is absent.
 func (s *Store) hubAfter(ctx context.Context, name string) (hubRecord, error) {
-	hc := &s.hubs
-	hc.mu.Lock()
-	if hc.reads == nil {
-		hc.reads = map[string]*hubRead{}
-	}
-	var r *hubRead
-	cur := hc.reads[name]
-	if cur == nil {
-		r = &hubRead{done: make(chan struct{})}
-		hc.reads[name] = r
-		go s.runHubReads(name, r)
-	} else {
-		// cur started before this call: wait for the read queued after it.
-		if cur.next == nil {
-			cur.next = &hubRead{done: make(chan struct{})}
-		}
-		r = cur.next
-	}
-	hc.mu.Unlock()
-	select {
-	case <-r.done:
-		return r.rec, r.err
-	case <-ctx.Done():
+	rec, err := s.hubs.reads.Do(ctx, name, struct{}{})
+	if err != nil && ctx.Err() != nil {
 		return hubRecord{}, fmt.Errorf("read hub %q: %w", name, ctx.Err())
 	}
+	return rec, err
 }
 
-// runHubReads performs r, then each read queued after it, until none is. The reads
-// serve many callers, so none of their contexts bounds them; WriteTimeout does.
-func (s *Store) runHubReads(name string, r *hubRead) {
-	hc := &s.hubs
-	for r != nil {
-		at := time.Now()
-		r.rec, _, r.err = s.readHub(context.Background(), s.cfg.WriteTimeout, name)
-		hc.mu.Lock()
-		next := r.next
-		if next == nil {
-			delete(hc.reads, name)
-		} else {
-			hc.reads[name] = next
-		}
-		hc.mu.Unlock()
-		if r.err == nil {
-			s.sawHub(name, r.rec, at)
-		} else {
-			s.forgetHub(name)
-		}
-		close(r.done)
-		r = next
+// readHubFor is the coalesce.Func of hubAfter: one read of hub name answers every
+// caller queued for it. The read serves many callers, so none of their contexts bounds
+// it; WriteTimeout does.
+func (s *Store) readHubFor(ctx context.Context, name string, callers []struct{}) ([]coalesce.Result[hubRecord], error) {
+	at := time.Now()
+	rec, _, err := s.readHub(ctx, s.cfg.WriteTimeout, name)
+	if err != nil {
+		s.forgetHub(name)
+		return nil, err
 	}
+	s.sawHub(name, rec, at)
+	out := make([]coalesce.Result[hubRecord], len(callers))
+	for i := range out {
+		out[i].Val = rec
+	}
+	return out, nil
 }
 
 // sameHub reports whether a and b are the same hub, not one deleted and re-created
