@@ -2,6 +2,7 @@ package amqplink_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -49,17 +50,8 @@ func TestLinkAgainstRhea(t *testing.T) {
 				}
 				return s.Rotations
 			}
-			sent := 0
-			deadline := time.After(60 * time.Second)
-			for progress() < want {
-				select {
-				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
-					sent++
-				case <-deadline:
-					t.Fatalf("after 60 s: %+v, want %d token changes", link.Stats(), want)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			sent := testpeer.SendUntil(t, msgs, func() bool { return progress() >= want },
+				func() string { return fmt.Sprintf("%+v, want %d token changes", link.Stats(), want) })
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatalf("Run: got %v, want nil", err)

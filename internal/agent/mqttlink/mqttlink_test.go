@@ -63,17 +63,8 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			go func() { done <- link.Run(ctx) }()
 
 			const wantRotations = 3
-			sent := 0
-			deadline := time.After(60 * time.Second)
-			for link.Stats().Rotations < wantRotations {
-				select {
-				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
-					sent++
-				case <-deadline:
-					t.Fatalf("after 60 s: %+v, want %d rotations", link.Stats(), wantRotations)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			sent := testpeer.SendUntil(t, msgs, func() bool { return link.Stats().Rotations >= wantRotations },
+				func() string { return fmt.Sprintf("%+v, want %d rotations", link.Stats(), wantRotations) })
 			if err := broker.C2D(f.DeviceID, []byte("hello device")); err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +102,6 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			if ls.Published < sent {
 				t.Errorf("published: got %d, want ≥ %d", ls.Published, sent)
 			}
-			_ = fmt.Sprint()
 		})
 	}
 }
