@@ -43,7 +43,7 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 	idScope := fs.String("id-scope", "", "DPS ID scope (dps)")
 	gateway := fs.String("gateway", "", "IoT Edge gateway host name")
 	transit := fs.Bool("transit", false, "keep keys in Vault Transit")
-	pos, err := c.parse(fs, args, 1, "hubs add")
+	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 }
 
 func (c *cli) hubList(ctx context.Context, args []string) error {
-	if _, err := c.parse(flag.NewFlagSet("hubs list", flag.ContinueOnError), args, 0, "hubs list"); err != nil {
+	if _, err := c.positional("hubs list", args, 0); err != nil {
 		return err
 	}
 	resp, err := c.api.ListHubsWithResponse(ctx)
@@ -78,7 +78,7 @@ func (c *cli) hubList(ctx context.Context, args []string) error {
 }
 
 func (c *cli) hubGet(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("hubs get", flag.ContinueOnError), args, 1, "hubs get")
+	pos, err := c.positional("hubs get", args, 1)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (c *cli) hubGet(ctx context.Context, args []string) error {
 // too: it is what `aws iot register-ca-certificate` and `az iot hub certificate
 // create` take).
 func (c *cli) hubCA(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("hubs ca", flag.ContinueOnError), args, 1, "hubs ca")
+	pos, err := c.positional("hubs ca", args, 1)
 	if err != nil {
 		return err
 	}

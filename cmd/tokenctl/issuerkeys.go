@@ -43,7 +43,7 @@ func rotatedKeyTable(k *oapi.IssuerKey) table {
 }
 
 func (c *cli) issuerKeyList(ctx context.Context, args []string) error {
-	if _, err := c.parse(flag.NewFlagSet("issuer-keys list", flag.ContinueOnError), args, 0, "issuer-keys list"); err != nil {
+	if _, err := c.positional("issuer-keys list", args, 0); err != nil {
 		return err
 	}
 	resp, err := c.api.ListIssuerKeysWithResponse(ctx)
@@ -53,7 +53,7 @@ func (c *cli) issuerKeyList(ctx context.Context, args []string) error {
 func (c *cli) issuerKeyRotate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("issuer-keys rotate", flag.ContinueOnError)
 	alg := fs.String("alg", "", "RS256 or ES256 (required)")
-	if _, err := c.parse(fs, args, 0, "issuer-keys rotate"); err != nil {
+	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
 	if *alg == "" {
