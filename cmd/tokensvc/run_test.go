@@ -91,12 +91,17 @@ func (in *instance) stop(t *testing.T) {
 	}
 }
 
-func client(t *testing.T, url, bearer string) *oapi.ClientWithResponses {
+// client is the generated client for url, sending bearer (when not empty) on every
+// request; opts add to it (httpsClient's HTTP client).
+func client(t *testing.T, url, bearer string, opts ...oapi.ClientOption) *oapi.ClientWithResponses {
 	t.Helper()
-	c, err := oapi.NewClientWithResponses(url, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		r.Header.Set("Authorization", "Bearer "+bearer)
+	opts = append(opts, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+		if bearer != "" {
+			r.Header.Set("Authorization", "Bearer "+bearer)
+		}
 		return nil
 	}))
+	c, err := oapi.NewClientWithResponses(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
