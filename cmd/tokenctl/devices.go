@@ -157,11 +157,7 @@ func (c *cli) deviceList(ctx context.Context, args []string) error {
 		cursor = *p.Next
 	}
 	return c.print(map[string]any{"items": all}, func() table {
-		rows := make([][]string, len(all))
-		for i, d := range all {
-			rows[i] = deviceRow(d)
-		}
-		return table{header: deviceHeader, rows: rows}
+		return table{header: deviceHeader, rows: rowsOf(all, deviceRow)}
 	})
 }
 

@@ -25,11 +25,7 @@ func hubTable(h *oapi.Hub) table {
 }
 
 func hubPageTable(p *hubPage) table {
-	rows := make([][]string, len(p.Items))
-	for i, h := range p.Items {
-		rows[i] = hubRow(h)
-	}
-	return table{header: hubHeader, rows: rows}
+	return table{header: hubHeader, rows: rowsOf(p.Items, hubRow)}
 }
 
 func (c *cli) hubAdd(ctx context.Context, args []string) error {

@@ -29,11 +29,7 @@ func issuerKeyRow(k oapi.IssuerKey) []string {
 }
 
 func issuerKeyPageTable(p *issuerKeyPage) table {
-	rows := make([][]string, len(p.Items))
-	for i, k := range p.Items {
-		rows[i] = issuerKeyRow(k)
-	}
-	return table{header: issuerKeyHeader, rows: rows}
+	return table{header: issuerKeyHeader, rows: rowsOf(p.Items, issuerKeyRow)}
 }
 
 func rotatedKeyTable(k *oapi.IssuerKey) table {
