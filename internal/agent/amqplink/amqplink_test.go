@@ -1,7 +1,6 @@
 package amqplink_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,9 +37,7 @@ func TestLinkAgainstRhea(t *testing.T) {
 					Timeout:    5 * time.Second, Logger: discard()},
 				Auth: auth,
 			})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- link.Run(ctx) }()
+			stop := testpeer.Run(t, link.Run)
 
 			const want = 3
 			progress := func() int {
@@ -52,8 +49,7 @@ func TestLinkAgainstRhea(t *testing.T) {
 			}
 			sent := testpeer.SendUntil(t, msgs, func() bool { return progress() >= want },
 				func() string { return fmt.Sprintf("%+v, want %d token changes", link.Stats(), want) })
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("Run: got %v, want nil", err)
 			}
 			time.Sleep(200 * time.Millisecond) // let the peer's last event lines arrive

@@ -1,7 +1,6 @@
 package mqttlink_test
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -37,9 +36,7 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 	msgs := make(chan telemetry.Message)
 	c2d := make(chan mqttlink.Delivery, 1)
 	link := newTestLink(k, msgs, addr, testca.Pool(f.CA), c2d)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- link.Run(ctx) }()
+	stop := testpeer.Run(t, link.Run)
 
 	const wantRotations = 2
 	sent := testpeer.SendUntil(t, msgs, func() bool { return link.Stats().Rotations >= wantRotations },
@@ -57,8 +54,7 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 	case <-time.After(10 * time.Second):
 		t.Error("no command within 10 s")
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Run: got %v, want nil", err)
 	}
 

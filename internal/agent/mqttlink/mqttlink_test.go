@@ -1,7 +1,6 @@
 package mqttlink_test
 
 import (
-	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -58,9 +57,7 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			msgs := make(chan telemetry.Message)
 			c2d := make(chan mqttlink.Delivery, 1)
 			link := newTestLink(k, msgs, addr, f.CA.Pool(), c2d)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- link.Run(ctx) }()
+			stop := testpeer.Run(t, link.Run)
 
 			const wantRotations = 3
 			sent := testpeer.SendUntil(t, msgs, func() bool { return link.Stats().Rotations >= wantRotations },
@@ -76,8 +73,7 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Error("no C2D message within 10 s")
 			}
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("Run: got %v, want nil", err)
 			}
 

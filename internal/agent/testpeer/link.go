@@ -1,6 +1,7 @@
 package testpeer
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -26,4 +27,14 @@ func SendUntil(tb testing.TB, msgs chan<- telemetry.Message, done func() bool, s
 		time.Sleep(20 * time.Millisecond)
 	}
 	return sent
+}
+
+// Run runs run (a link's or a sink's Run) in a goroutine until stop or the end of the
+// test; stop cancels it and returns what it returned.
+func Run(tb testing.TB, run func(context.Context) error) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	tb.Cleanup(cancel)
+	return func() error { cancel(); return <-done }
 }
