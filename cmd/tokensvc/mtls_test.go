@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -25,7 +26,7 @@ func httpsClient(t *testing.T, url, bearer string, server *testca.Cert, cert *te
 	}
 	tr := &http.Transport{TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
-	return client(t, url, bearer, oapi.WithHTTPClient(&http.Client{Transport: tr}))
+	return apptest.NewClient(t, url, bearer, &http.Client{Transport: tr})
 }
 
 // TestRunMutualTLS starts the service with TOKENSVC_CLIENT_AUTH=optional and a client CA

@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
@@ -92,20 +93,10 @@ func (in *instance) stop(t *testing.T) {
 }
 
 // client is the generated client for url, sending bearer (when not empty) on every
-// request; opts add to it (httpsClient's HTTP client).
-func client(t *testing.T, url, bearer string, opts ...oapi.ClientOption) *oapi.ClientWithResponses {
+// request.
+func client(t *testing.T, url, bearer string) *oapi.ClientWithResponses {
 	t.Helper()
-	opts = append(opts, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		if bearer != "" {
-			r.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		return nil
-	}))
-	c, err := oapi.NewClientWithResponses(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return apptest.NewClient(t, url, bearer, &http.Client{})
 }
 
 var adminTokenLine = regexp.MustCompile(`generated admin token \(shown once, store it now\): (tsa_\S+)`)
