@@ -291,7 +291,7 @@ func (c Config) Validate() error {
 	case err != nil || u.Host == "":
 		bad("service-url %q is not a URL", c.ServiceURL)
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && cliflags.IsLoopback(u.Hostname()):
 	default:
 		bad("service-url must be https:// (http:// only on loopback): assertions and tokens are credentials")
 	}
@@ -421,12 +421,4 @@ func (c Config) PropertyMap() map[string]string {
 		m[k] = v
 	}
 	return m
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -76,7 +76,7 @@ func (c *cli) deviceAdd(ctx context.Context, args []string) error {
 	parent := fs.String("parent", "", "the gateway this device sits behind")
 	var modules multi
 	fs.Var(&modules, "module", "module ID (repeatable)")
-	pos, err := c.parse(fs, args, 1, "devices add")
+	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (c *cli) deviceList(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devices list", flag.ContinueOnError)
 	limit := fs.Int("limit", 0, "list at most N devices (0: all)")
 	parent := fs.String("parent", "", "only the children of this gateway")
-	if _, err := c.parse(fs, args, 0, "devices list"); err != nil {
+	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
 	var all []oapi.Device
@@ -157,16 +157,12 @@ func (c *cli) deviceList(ctx context.Context, args []string) error {
 		cursor = *p.Next
 	}
 	return c.print(map[string]any{"items": all}, func() table {
-		rows := make([][]string, len(all))
-		for i, d := range all {
-			rows[i] = deviceRow(d)
-		}
-		return table{header: deviceHeader, rows: rows}
+		return table{header: deviceHeader, rows: rowsOf(all, deviceRow)}
 	})
 }
 
 func (c *cli) deviceGet(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("devices get", flag.ContinueOnError), args, 1, "devices get")
+	pos, err := c.positional("devices get", args, 1)
 	if err != nil {
 		return err
 	}
@@ -177,7 +173,7 @@ func (c *cli) deviceGet(ctx context.Context, args []string) error {
 func (c *cli) deviceRotate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devices rotate", flag.ContinueOnError)
 	module := fs.String("module", "", "rotate this module's keys instead")
-	pos, err := c.parse(fs, args, 1, "devices rotate")
+	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
 	}
@@ -190,7 +186,7 @@ func (c *cli) deviceRotate(ctx context.Context, args []string) error {
 }
 
 func (c *cli) deviceRevoke(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("devices revoke", flag.ContinueOnError), args, 1, "devices revoke")
+	pos, err := c.positional("devices revoke", args, 1)
 	if err != nil {
 		return err
 	}

@@ -25,11 +25,7 @@ func hubTable(h *oapi.Hub) table {
 }
 
 func hubPageTable(p *hubPage) table {
-	rows := make([][]string, len(p.Items))
-	for i, h := range p.Items {
-		rows[i] = hubRow(h)
-	}
-	return table{header: hubHeader, rows: rows}
+	return table{header: hubHeader, rows: rowsOf(p.Items, hubRow)}
 }
 
 func (c *cli) hubAdd(ctx context.Context, args []string) error {
@@ -43,7 +39,7 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 	idScope := fs.String("id-scope", "", "DPS ID scope (dps)")
 	gateway := fs.String("gateway", "", "IoT Edge gateway host name")
 	transit := fs.Bool("transit", false, "keep keys in Vault Transit")
-	pos, err := c.parse(fs, args, 1, "hubs add")
+	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
 	}
@@ -70,7 +66,7 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 }
 
 func (c *cli) hubList(ctx context.Context, args []string) error {
-	if _, err := c.parse(flag.NewFlagSet("hubs list", flag.ContinueOnError), args, 0, "hubs list"); err != nil {
+	if _, err := c.positional("hubs list", args, 0); err != nil {
 		return err
 	}
 	resp, err := c.api.ListHubsWithResponse(ctx)
@@ -78,7 +74,7 @@ func (c *cli) hubList(ctx context.Context, args []string) error {
 }
 
 func (c *cli) hubGet(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("hubs get", flag.ContinueOnError), args, 1, "hubs get")
+	pos, err := c.positional("hubs get", args, 1)
 	if err != nil {
 		return err
 	}
@@ -90,7 +86,7 @@ func (c *cli) hubGet(ctx context.Context, args []string) error {
 // too: it is what `aws iot register-ca-certificate` and `az iot hub certificate
 // create` take).
 func (c *cli) hubCA(ctx context.Context, args []string) error {
-	pos, err := c.parse(flag.NewFlagSet("hubs ca", flag.ContinueOnError), args, 1, "hubs ca")
+	pos, err := c.positional("hubs ca", args, 1)
 	if err != nil {
 		return err
 	}

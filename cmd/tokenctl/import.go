@@ -21,7 +21,7 @@ import (
 func (c *cli) deviceImport(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devices import", flag.ContinueOnError)
 	format := fs.String("format", "", "ndjson or csv (default: from the file name, else ndjson)")
-	pos, err := c.parse(fs, args, 1, "devices import")
+	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
 	}

@@ -29,11 +29,7 @@ func issuerKeyRow(k oapi.IssuerKey) []string {
 }
 
 func issuerKeyPageTable(p *issuerKeyPage) table {
-	rows := make([][]string, len(p.Items))
-	for i, k := range p.Items {
-		rows[i] = issuerKeyRow(k)
-	}
-	return table{header: issuerKeyHeader, rows: rows}
+	return table{header: issuerKeyHeader, rows: rowsOf(p.Items, issuerKeyRow)}
 }
 
 func rotatedKeyTable(k *oapi.IssuerKey) table {
@@ -43,7 +39,7 @@ func rotatedKeyTable(k *oapi.IssuerKey) table {
 }
 
 func (c *cli) issuerKeyList(ctx context.Context, args []string) error {
-	if _, err := c.parse(flag.NewFlagSet("issuer-keys list", flag.ContinueOnError), args, 0, "issuer-keys list"); err != nil {
+	if _, err := c.positional("issuer-keys list", args, 0); err != nil {
 		return err
 	}
 	resp, err := c.api.ListIssuerKeysWithResponse(ctx)
@@ -53,7 +49,7 @@ func (c *cli) issuerKeyList(ctx context.Context, args []string) error {
 func (c *cli) issuerKeyRotate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("issuer-keys rotate", flag.ContinueOnError)
 	alg := fs.String("alg", "", "RS256 or ES256 (required)")
-	if _, err := c.parse(fs, args, 0, "issuer-keys rotate"); err != nil {
+	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
 	if *alg == "" {

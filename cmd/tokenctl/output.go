@@ -36,6 +36,15 @@ func (c *cli) print(v any, view func() table) error {
 	return tw.Flush()
 }
 
+// rowsOf is the table rows of items, one per item.
+func rowsOf[T any](items []T, row func(T) []string) [][]string {
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
+	}
+	return rows
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {

@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // parse parses flags and positional arguments in any order and wants exactly nPos
 // positional arguments.
-func (c *cli) parse(fs *flag.FlagSet, args []string, nPos int, what string) ([]string, error) {
+func (c *cli) parse(fs *flag.FlagSet, args []string, nPos int) ([]string, error) {
 	fs.SetOutput(c.stderr)
 	var pos []string
 	for {
@@ -144,7 +144,13 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, nPos int, what string) ([]s
 		args = fs.Args()[1:]
 	}
 	if len(pos) != nPos {
-		return nil, fmt.Errorf("%s: want %d argument(s), got %d", what, nPos, len(pos))
+		return nil, fmt.Errorf("%s: want %d argument(s), got %d", fs.Name(), nPos, len(pos))
 	}
 	return pos, nil
+}
+
+// positional parses the arguments of a command that takes no flags of its own, name
+// ("hubs get"), and wants nPos positional arguments.
+func (c *cli) positional(name string, args []string, nPos int) ([]string, error) {
+	return c.parse(flag.NewFlagSet(name, flag.ContinueOnError), args, nPos)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/pem"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/testca"
@@ -26,16 +26,7 @@ func httpsClient(t *testing.T, url, bearer string, server *testca.Cert, cert *te
 	}
 	tr := &http.Transport{TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
-	c, err := oapi.NewClientWithResponses(url, oapi.WithHTTPClient(&http.Client{Transport: tr}), oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		if bearer != "" {
-			r.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return apptest.NewClient(t, url, bearer, &http.Client{Transport: tr})
 }
 
 // TestRunMutualTLS starts the service with TOKENSVC_CLIENT_AUTH=optional and a client CA

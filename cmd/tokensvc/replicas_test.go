@@ -145,14 +145,9 @@ const replicasAdmin = "replicas-admin-token-0123456789"
 
 func startCluster(t *testing.T, v *vaulttest.Server, redis *redistest.Server, extra map[string]string) *replicaCluster {
 	t.Helper()
-	env := map[string]string{
-		"TOKENSVC_STORE":       "vault",
-		"VAULT_ADDR":           v.Addr,
-		"VAULT_TOKEN":          mustPolicyToken(t, v),
-		"TOKENSVC_ADMIN_TOKEN": replicasAdmin,
-		"TOKENSVC_DEVICE_RATE": "0", // per-replica budgets are not what this test is about
-		"TOKENSVC_AUDIT":       "off",
-	}
+	env := vaultEnv(t, v, replicasAdmin)
+	env["TOKENSVC_DEVICE_RATE"] = "0" // per-replica budgets are not what this test is about
+	env["TOKENSVC_AUDIT"] = "off"
 	if redis != nil {
 		env["TOKENSVC_REPLAY_STORE"] = redis.URL()
 		env["TOKENSVC_REPLAY_STORE_PASSWORD"] = redis.Password

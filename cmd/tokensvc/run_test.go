@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
@@ -91,16 +92,11 @@ func (in *instance) stop(t *testing.T) {
 	}
 }
 
+// client is the generated client for url, sending bearer (when not empty) on every
+// request.
 func client(t *testing.T, url, bearer string) *oapi.ClientWithResponses {
 	t.Helper()
-	c, err := oapi.NewClientWithResponses(url, oapi.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		r.Header.Set("Authorization", "Bearer "+bearer)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return apptest.NewClient(t, url, bearer, &http.Client{})
 }
 
 var adminTokenLine = regexp.MustCompile(`generated admin token \(shown once, store it now\): (tsa_\S+)`)

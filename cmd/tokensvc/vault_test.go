@@ -26,6 +26,18 @@ func mustPolicyTokenTTL(t *testing.T, srv *vaulttest.Server, ttl string) string 
 	return srv.PolicyToken(t, "../../deploy/vault/tokensvc.hcl", ttl)
 }
 
+// vaultEnv is the environment of a tokensvc on srv's Vault with the policy token and
+// admin as the admin token; callers add their own settings.
+func vaultEnv(t *testing.T, srv *vaulttest.Server, admin string) map[string]string {
+	t.Helper()
+	return map[string]string{
+		"TOKENSVC_STORE":       "vault",
+		"VAULT_ADDR":           srv.Addr,
+		"VAULT_TOKEN":          mustPolicyToken(t, srv),
+		"TOKENSVC_ADMIN_TOKEN": admin,
+	}
+}
+
 // TestVaultOutage runs tokensvc on a real Vault, freezes Vault (SIGSTOP: requests hang
 // rather than fail, the case a naive client stalls on) and checks the DESIGN §6 bar:
 // devices with cached keys keep getting tokens, others get a fast 503 with Retry-After,
@@ -33,13 +45,9 @@ func mustPolicyTokenTTL(t *testing.T, srv *vaulttest.Server, ttl string) string 
 func TestVaultOutage(t *testing.T) {
 	srv := vaulttest.Start(t)
 	const admin = "vault-e2e-admin-token-0123"
-	in := mustStart(t, map[string]string{
-		"TOKENSVC_STORE":       "vault",
-		"VAULT_ADDR":           srv.Addr,
-		"VAULT_TOKEN":          mustPolicyToken(t, srv),
-		"TOKENSVC_ADMIN_TOKEN": admin,
-		"TOKENSVC_AUDIENCE":    "tokensvc",
-	})
+	env := vaultEnv(t, srv, admin)
+	env["TOKENSVC_AUDIENCE"] = "tokensvc"
+	in := mustStart(t, env)
 	ctx := t.Context()
 	c := client(t, in.url, admin)
 	if resp, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
@@ -144,12 +152,7 @@ func TestVaultOutage(t *testing.T) {
 func TestVaultTransitHubs(t *testing.T) {
 	srv := vaulttest.Start(t)
 	const admin = "vault-e2e-admin-token-0123"
-	in := mustStart(t, map[string]string{
-		"TOKENSVC_STORE":       "vault",
-		"VAULT_ADDR":           srv.Addr,
-		"VAULT_TOKEN":          mustPolicyToken(t, srv),
-		"TOKENSVC_ADMIN_TOKEN": admin,
-	})
+	in := mustStart(t, vaultEnv(t, srv, admin))
 	ctx := t.Context()
 	c := client(t, in.url, admin)
 	const policyKey = "XxZwqYIbxymF12RefbsHeAtOtNn7nZeUZKUrK4A6+wM="

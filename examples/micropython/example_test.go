@@ -11,15 +11,13 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/testbin"
 )
 
 func TestTokenClientUnderCPython(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("python3 is required")
-		}
-		t.Skip("python3 not found")
+		testbin.Missing(t, "python3 not found: the test runs the example under CPython")
 	}
 	y2k := -time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))
 	tests := []struct {

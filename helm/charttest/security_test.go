@@ -36,6 +36,19 @@ type install struct {
 	values   chartutil.Values
 }
 
+// forEachInstall renders the chart with each values case and runs check on what it
+// installs, as a subtest named after the case.
+func forEachInstall(t *testing.T, check func(t *testing.T, in install)) {
+	c := mustLoadChart(t)
+	for _, vc := range valuesCases(t) {
+		t.Run(vc.name, func(t *testing.T) {
+			r := mustRender(t, c, vc)
+			o := mustDecode(t, r)
+			check(t, install{objects: o, pod: o.deployment.Spec.Template.Spec, settings: o.configMap.Data, values: r.values})
+		})
+	}
+}
+
 func (in install) str(tb testing.TB, p string) string {
 	tb.Helper()
 	s, _ := valueAt(tb, in.values, p).(string)
@@ -63,17 +76,11 @@ func TestDeploymentSecurity(t *testing.T) {
 		{"secrets only by reference", checkSecretsByReference},
 		{"image", checkImage},
 	}
-	c := mustLoadChart(t)
-	for _, vc := range valuesCases(t) {
-		t.Run(vc.name, func(t *testing.T) {
-			r := mustRender(t, c, vc)
-			o := mustDecode(t, r)
-			in := install{objects: o, pod: o.deployment.Spec.Template.Spec, settings: o.configMap.Data, values: r.values}
-			for _, ck := range checks {
-				t.Run(ck.name, func(t *testing.T) { ck.check(t, in) })
-			}
-		})
-	}
+	forEachInstall(t, func(t *testing.T, in install) {
+		for _, ck := range checks {
+			t.Run(ck.name, func(t *testing.T) { ck.check(t, in) })
+		}
+	})
 }
 
 func allContainers(pod corev1.PodSpec) []corev1.Container {

@@ -20,18 +20,12 @@ import (
 // neither Helm nor a strict decode notices: selectors that match the pods, ports and
 // names that exist, the volumes every mount needs.
 func TestWiring(t *testing.T) {
-	c := mustLoadChart(t)
-	for _, vc := range valuesCases(t) {
-		t.Run(vc.name, func(t *testing.T) {
-			r := mustRender(t, c, vc)
-			o := mustDecode(t, r)
-			in := install{objects: o, pod: o.deployment.Spec.Template.Spec, settings: o.configMap.Data, values: r.values}
-			checkSelectors(t, in)
-			checkReplicas(t, in)
-			checkReferences(t, in)
-			checkNetworkPolicy(t, in)
-		})
-	}
+	forEachInstall(t, func(t *testing.T, in install) {
+		checkSelectors(t, in)
+		checkReplicas(t, in)
+		checkReferences(t, in)
+		checkNetworkPolicy(t, in)
+	})
 }
 
 // subset reports whether every label in sel is on labels with the same value.

@@ -23,6 +23,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/store"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/syncbuf"
 )
 
@@ -140,6 +141,18 @@ func Start(tb testing.TB, o Options) *Service {
 	s.serve(ln)
 	s.Admin = s.Client(AdminToken)
 	return s
+}
+
+// FileStore opens an embedded store in a temporary directory, closed when the test
+// ends: for tests that also reach the store the service runs on (Options.Store).
+func FileStore(tb testing.TB) *filestore.Store {
+	tb.Helper()
+	st, err := filestore.Open(filepath.Join(tb.TempDir(), "tokensvc.db"), make([]byte, filestore.KeySize))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
 }
 
 func writeFile(tb testing.TB, dir, name, content string) string {

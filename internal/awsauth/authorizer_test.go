@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
+	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/target"
@@ -55,17 +56,7 @@ func pemKeys(iss *testissuer.Issuer, kids ...string) string {
 func newFixture(t *testing.T, signing bool) *fixture {
 	t.Helper()
 	iss := testissuer.New(t, issuerURL)
-	sign := "true"
-	if !signing {
-		sign = "false"
-	}
-	h := domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: endpoint, Settings: map[string]string{
-		"authorizerName": `"tokensvc"`, "tokenKeyName": `"token"`, "signing": sign,
-		"subscribeTemplates": `["commands/{deviceId}/#"]`,
-	}}
-	if err := (awsiot.Kind{}).Normalize(&h); err != nil {
-		t.Fatal(err)
-	}
+	h := awspeer.Hub(t, endpoint, signing)
 	f := &fixture{iss: iss, hub: h, logs: &bytes.Buffer{}, now: t0}
 	f.cfg = awsauth.Config{
 		Issuer: issuerURL, Endpoint: endpoint, Keys: pemKeys(iss, iss.Current("RS256"), iss.Current("ES256")),
@@ -562,11 +553,7 @@ func TestParsePEMKeysRefuses(t *testing.T) {
 // RS256 verification, claims, policy documents.
 func BenchmarkHandle(b *testing.B) {
 	iss := testissuer.New(b, issuerURL)
-	h := domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: endpoint, Settings: map[string]string{
-		"authorizerName": `"tokensvc"`, "tokenKeyName": `"token"`, "subscribeTemplates": `["commands/{deviceId}/#"]`}}
-	if err := (awsiot.Kind{}).Normalize(&h); err != nil {
-		b.Fatal(err)
-	}
+	h := awspeer.Hub(b, endpoint, true)
 	m, err := awsiot.Kind{}.Mint(context.Background(), target.Signers{Issuer: iss}, h,
 		target.Request{Device: domain.Device{ID: device}, TTL: time.Hour, Now: t0})
 	if err != nil {

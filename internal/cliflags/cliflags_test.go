@@ -159,3 +159,25 @@ func TestCheckDoc(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLoopback(t *testing.T) {
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"localhost", true},
+		{"127.0.0.1", true},
+		{"127.8.9.10", true},
+		{"::1", true},
+		{"0.0.0.0", false},
+		{"10.0.0.1", false},
+		{"tokensvc.example", false},
+		{"localhost.example", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := cliflags.IsLoopback(tt.host); got != tt.want {
+			t.Errorf("IsLoopback(%q): got %v, want %v", tt.host, got, tt.want)
+		}
+	}
+}

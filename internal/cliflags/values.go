@@ -3,6 +3,7 @@ package cliflags
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -161,4 +162,14 @@ func (l *listValue) Set(v string) error {
 	}
 	*l.vals = append(*l.vals, v)
 	return nil
+}
+
+// IsLoopback reports whether host (a URL's Hostname) is localhost or a loopback IP
+// address: the one place a configuration may name a plain http:// URL.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

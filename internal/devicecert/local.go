@@ -217,19 +217,9 @@ func parseCA(certPEM, keyPEM []byte) (*localCA, error) {
 	if kb == nil {
 		return nil, domain.Invalid("key: not a PEM private key")
 	}
-	var key any
-	switch kb.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(kb.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(kb.Bytes)
-	default:
-		return nil, domain.Invalid("key: not a PEM private key")
-	}
+	key, err := domain.ParsePrivateKey(kb)
 	if err != nil {
-		return nil, domain.Invalid("key: does not parse")
+		return nil, domain.Invalid("key: %v", err)
 	}
 	signer, ok := key.(crypto.Signer)
 	if !ok {

@@ -57,11 +57,11 @@ func (v *Vault) Sign(ctx context.Context, h domain.Hub, csr *x509.CertificateReq
 	if err != nil {
 		return Signed{}, fmt.Errorf("hub %q: %w", h.Name, err)
 	}
-	leaf, err := parseCerts(out.Certificate)
+	leaf, err := domain.ParseCertificates(out.Certificate)
 	if err != nil || len(leaf) != 1 {
 		return Signed{}, fmt.Errorf("hub %q: Vault's certificate does not parse: %v", h.Name, err)
 	}
-	chain, err := parseCerts(strings.Join(out.Chain, "\n"))
+	chain, err := domain.ParseCertificates(strings.Join(out.Chain, "\n"))
 	if err != nil {
 		return Signed{}, fmt.Errorf("hub %q: Vault's CA chain does not parse: %v", h.Name, err)
 	}
@@ -86,7 +86,7 @@ func (v *Vault) Chain(ctx context.Context, h domain.Hub, role string) ([]*x509.C
 	if err != nil {
 		return nil, fmt.Errorf("hub %q: %w", h.Name, err)
 	}
-	certs, err := parseCerts(strings.Join(texts, "\n"))
+	certs, err := domain.ParseCertificates(strings.Join(texts, "\n"))
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("hub %q: Vault's CA chain does not parse: %v", h.Name, err)
 	}
@@ -101,25 +101,4 @@ func (v *Vault) remember(role string, certs []*x509.Certificate) {
 	v.mu.Lock()
 	v.chains[role] = cachedChain{certs: certs, until: v.now().Add(chainTTL)}
 	v.mu.Unlock()
-}
-
-// parseCerts reads every CERTIFICATE block of text.
-func parseCerts(text string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out, nil
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
 }

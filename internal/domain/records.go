@@ -1,7 +1,9 @@
 package domain
 
 import (
+	"bytes"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -139,6 +141,14 @@ func (d *Device) Module(id string) (Module, bool) {
 		}
 	}
 	return Module{}, false
+}
+
+// Clone returns a deep copy of d, so a store can hand out and keep devices without
+// sharing their Modules or their secret.
+func (d Device) Clone() Device {
+	d.Modules = slices.Clone(d.Modules)
+	d.Auth.Secret = bytes.Clone(d.Auth.Secret)
+	return d
 }
 
 // Clone returns a deep copy of h, so a store can hand out and keep hubs without

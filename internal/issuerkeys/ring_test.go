@@ -34,6 +34,15 @@ const issuerURL = "https://tokens.example.com"
 
 func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)) }
 
+// newRing is a ring with the default configuration on a fresh embedded store, and the
+// clock it reads.
+func newRing(t *testing.T) (*issuerkeys.Ring, *testclock.Clock) {
+	t.Helper()
+	st, _ := mustFileStore(t)
+	c := newClock()
+	return mustRing(t, st, c, issuerkeys.Config{}), c
+}
+
 // mustFileStore opens a real embedded store in a temporary directory.
 func mustFileStore(tb testing.TB) (*filestore.Store, string) {
 	tb.Helper()
@@ -102,9 +111,7 @@ func TestFirstKeySignsAtOnce(t *testing.T) {
 		sigLen int
 	}{{"ES256", 64}, {"RS256", 256}} {
 		t.Run(tc.alg, func(t *testing.T) {
-			st, _ := mustFileStore(t)
-			c := newClock()
-			r := mustRing(t, st, c, issuerkeys.Config{})
+			r, c := newRing(t)
 			claims := map[string]any{"iss": issuerURL, "sub": "dev-1", "exp": c.Now().Add(time.Hour).Unix()}
 			tok, kid, err := r.SignJWT(t.Context(), tc.alg, claims)
 			if err != nil {
@@ -198,9 +205,7 @@ func TestRotationSchedule(t *testing.T) {
 }
 
 func TestRotateWithNoKeySignsAtOnce(t *testing.T) {
-	st, _ := mustFileStore(t)
-	c := newClock()
-	r := mustRing(t, st, c, issuerkeys.Config{})
+	r, c := newRing(t)
 	k, err := r.Rotate(t.Context(), domain.AlgRS256)
 	if err != nil {
 		t.Fatal(err)
@@ -214,9 +219,7 @@ func TestRotateWithNoKeySignsAtOnce(t *testing.T) {
 }
 
 func TestKidsAreUnique(t *testing.T) {
-	st, _ := mustFileStore(t)
-	c := newClock()
-	r := mustRing(t, st, c, issuerkeys.Config{})
+	r, c := newRing(t)
 	seen := map[string]bool{}
 	for i := range 6 {
 		alg := []domain.IssuerAlg{domain.AlgES256, domain.AlgRS256}[i%2]
@@ -242,9 +245,7 @@ func TestKidsAreUnique(t *testing.T) {
 }
 
 func TestSignPKCS1(t *testing.T) {
-	st, _ := mustFileStore(t)
-	c := newClock()
-	r := mustRing(t, st, c, issuerkeys.Config{})
+	r, _ := newRing(t)
 	tok, kid, err := r.SignJWT(t.Context(), "RS256", map[string]any{"sub": "d"})
 	if err != nil {
 		t.Fatal(err)
@@ -327,9 +328,7 @@ func TestPublicationCoversTheLongestHubLifetime(t *testing.T) {
 }
 
 func TestCertificate(t *testing.T) {
-	st, _ := mustFileStore(t)
-	c := newClock()
-	r := mustRing(t, st, c, issuerkeys.Config{})
+	r, c := newRing(t)
 	for _, alg := range []domain.IssuerAlg{domain.AlgES256, domain.AlgRS256} {
 		k, err := r.Rotate(t.Context(), alg)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -57,6 +58,25 @@ func Listen(tb testing.TB, srv *mqtt.Server, l Listener) string {
 		tb.Fatal(err)
 	}
 	return ln.Addr().String()
+}
+
+// ListenWS serves handler over HTTPS (conf) on 127.0.0.1:0, for the WebSocket
+// transport, and adds to srv a listener named id for the connections the handler
+// upgrades: it hands each to srv.EstablishConnection(id, conn). It returns the address
+// and the HTTP server, which the caller closes in Serve's stop.
+func ListenWS(tb testing.TB, srv *mqtt.Server, id string, conf *tls.Config, handler http.Handler) (string, *http.Server) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := srv.AddListener(listeners.NewMockListener(id, addr)); err != nil {
+		tb.Fatal(err)
+	}
+	ws := &http.Server{Handler: handler, TLSConfig: conf, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = ws.ServeTLS(ln, "", "") }()
+	return addr, ws
 }
 
 // Serve serves srv until the test ends; before closing it, cleanup runs stop (when not

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,9 +56,7 @@ type Server struct {
 	// show in the command statistics a test reads.
 	admin *redis.Client
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc testbin.Process
 }
 
 // Start starts a server and stops it when tb ends.
@@ -149,21 +146,9 @@ func (s *Server) Restart(tb testing.TB) {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	s.mu.Lock()
-	if s.cmd != nil {
-		s.mu.Unlock()
-		tb.Fatal("redistest: the server is still running")
-	}
 	cmd := exec.Command(s.bin, path)
 	cmd.Stdout, cmd.Stderr = s.out, s.out
-	if err := cmd.Start(); err != nil {
-		s.mu.Unlock()
-		tb.Fatalf("start redis-server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
+	exited := s.proc.Start(tb, cmd)
 
 	c := s.admin
 	deadline := time.Now().Add(readyTimeout)
@@ -188,16 +173,7 @@ func (s *Server) Restart(tb testing.TB) {
 
 // Kill ends the server with SIGKILL and waits until it has exited; its port refuses
 // connections from then on. Killing a stopped server does nothing.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd, s.exited = nil, nil
-}
+func (s *Server) Kill() { s.proc.Kill() }
 
 // Client is a client of the server, closed when tb ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {

@@ -1,6 +1,7 @@
 // Package testbin holds the rule for the external programs tests run (Vault,
-// redis-server): a test whose program is missing skips outside CI and fails under CI
-// (CI set), so a misconfigured pipeline cannot pass by skipping.
+// redis-server, node for the AMQP peer, python3 for the examples): a test whose
+// program is missing skips outside CI and fails under CI (CI set), so a misconfigured
+// pipeline cannot pass by skipping. Process runs such a program for a test server.
 package testbin
 
 import (

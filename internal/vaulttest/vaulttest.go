@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,9 +62,7 @@ type Server struct {
 	// server, which cannot be restarted. Never logged.
 	unsealKey string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd     // nil while no process runs
-	exited chan struct{} // closed once cmd has exited
+	proc testbin.Process
 }
 
 // Start starts a dev server with KV v2 at secret/ (the dev default) and Transit at
@@ -176,23 +173,10 @@ func freeAddr(tb testing.TB) string {
 // launch starts the server process with s.args.
 func (s *Server) launch(tb testing.TB) {
 	tb.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		tb.Fatal("vaulttest: the server is still running")
-	}
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = s.out, s.out
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start vault: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
+	s.proc.Start(tb, cmd)
 }
 
 // active accepts only an initialised, unsealed, active server; answering accepts any
@@ -218,26 +202,12 @@ func (s *Server) waitHealth(d time.Duration, ok func(status int) bool) error {
 		} else {
 			last = err
 		}
-		if !s.running() {
+		if !s.proc.Running() {
 			return fmt.Errorf("vault exited (last health check: %w)", last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return last
-}
-
-func (s *Server) running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
 }
 
 // unseal submits the persistent server's key share and waits until it is active.
@@ -325,16 +295,14 @@ func (s *Server) Pause() { s.signal(syscall.SIGSTOP, true) }
 func (s *Server) Resume() { s.signal(syscall.SIGCONT, false) }
 
 func (s *Server) signal(sig syscall.Signal, stopped bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil {
+	pid, ok := s.proc.Signal(sig)
+	if !ok {
 		return
 	}
-	_ = s.cmd.Process.Signal(sig)
 	// kill(2) returns before the signal has reached every thread.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		all, ok := allThreadsStopped(s.cmd.Process.Pid)
+		all, ok := allThreadsStopped(pid)
 		if !ok || all == stopped {
 			return
 		}
@@ -370,16 +338,7 @@ func allThreadsStopped(pid int) (all, ok bool) {
 // Kill ends the server process with SIGKILL (paused or not) and waits until it has
 // exited: its port refuses connections from then on. A dev server's data dies with it;
 // a persistent server's stays on disk for Restart. Killing a stopped server does nothing.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd, s.exited = nil, nil
-}
+func (s *Server) Kill() { s.proc.Kill() }
 
 // ErrNotPersistent is why Restart refuses a dev server.
 var ErrNotPersistent = errors.New("vaulttest: only a server from StartPersistent can be restarted")

@@ -1,7 +1,7 @@
 package amqplink_test
 
 import (
-	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -37,9 +37,7 @@ func TestLinkAgainstRhea(t *testing.T) {
 					Timeout:    5 * time.Second, Logger: discard()},
 				Auth: auth,
 			})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- link.Run(ctx) }()
+			stop := testpeer.Run(t, link.Run)
 
 			const want = 3
 			progress := func() int {
@@ -49,19 +47,9 @@ func TestLinkAgainstRhea(t *testing.T) {
 				}
 				return s.Rotations
 			}
-			sent := 0
-			deadline := time.After(60 * time.Second)
-			for progress() < want {
-				select {
-				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
-					sent++
-				case <-deadline:
-					t.Fatalf("after 60 s: %+v, want %d token changes", link.Stats(), want)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			cancel()
-			if err := <-done; err != nil {
+			sent := testpeer.SendUntil(t, msgs, func() bool { return progress() >= want },
+				func() string { return fmt.Sprintf("%+v, want %d token changes", link.Stats(), want) })
+			if err := stop(); err != nil {
 				t.Fatalf("Run: got %v, want nil", err)
 			}
 			time.Sleep(200 * time.Millisecond) // let the peer's last event lines arrive

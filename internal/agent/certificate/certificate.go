@@ -24,6 +24,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -120,7 +121,7 @@ func (f *Fetcher) Fetch(ctx context.Context) (token.Token, error) {
 // pair joins c's certificate and chain with the device key, as TLS presents them,
 // after checking the certificate is for that key.
 func (f *Fetcher) pair(c *token.Certificate) (*tls.Certificate, error) {
-	certs, err := parseCerts(c.PEM)
+	certs, err := domain.ParseCertificates(c.PEM)
 	if err != nil || len(certs) == 0 {
 		return nil, errors.New("certificate: no PEM certificate")
 	}
@@ -128,7 +129,7 @@ func (f *Fetcher) pair(c *token.Certificate) (*tls.Certificate, error) {
 	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(f.key.Public()) {
 		return nil, ErrMismatch
 	}
-	chain, err := parseCerts(c.Chain)
+	chain, err := domain.ParseCertificates(c.Chain)
 	if err != nil {
 		return nil, errors.New("caCertificates: " + err.Error())
 	}
@@ -137,27 +138,6 @@ func (f *Fetcher) pair(c *token.Certificate) (*tls.Certificate, error) {
 		p.Certificate = append(p.Certificate, ca.Raw)
 	}
 	return p, nil
-}
-
-// parseCerts parses every CERTIFICATE block of text.
-func parseCerts(text string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			return out, nil
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("a certificate does not parse: %w", err)
-		}
-		out = append(out, c)
-	}
 }
 
 // Store is what Saved persists through; *persist.File implements it.

@@ -179,9 +179,7 @@ func mustPublishWith(t *testing.T, f *testpeer.CertFixture, cf *certificate.Fetc
 		QoS:      1,
 		Fallback: mqttlink.New(mqttlink.Options{Common: common, QoS: 1, CleanSession: true}),
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	stop := testpeer.Run(t, l.Run)
 	for i := range 3 {
 		msgs <- telemetry.Message{Body: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}
 	}
@@ -189,8 +187,7 @@ func mustPublishWith(t *testing.T, f *testpeer.CertFixture, cf *certificate.Fetc
 	for len(f.Broker.Published()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	pubs, sess := f.Broker.Published(), f.Broker.Sessions()

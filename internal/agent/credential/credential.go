@@ -9,7 +9,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // Errors returned by Load.
@@ -127,22 +128,9 @@ func Parse(b []byte, want Type) (*Credential, error) {
 // ParsePrivateKey parses a PEM private key block: PKCS#8, SEC 1 ("EC PRIVATE KEY") or
 // PKCS#1 ("RSA PRIVATE KEY"). Errors wrap ErrFormat and never quote the contents.
 func ParsePrivateKey(block *pem.Block) (any, error) {
-	var (
-		key any
-		err error
-	)
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("%w: PEM block %q is not a private key", ErrFormat, block.Type)
-	}
+	key, err := domain.ParsePrivateKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: private key does not parse", ErrFormat)
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
 	return key, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/mqtt5link"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -131,15 +132,6 @@ func (f *fixture) link(msgs <-chan telemetry.Message, fallback mqtt5link.Fallbac
 	})
 }
 
-// run runs l until the test ends; stop cancels it and returns Run's error.
-func run(t *testing.T, l *mqtt5link.Link) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(cancel)
-	return func() error { cancel(); return <-done }
-}
-
 // drive sends numbered messages and calls next every interval, until until() holds or
 // 30 s pass; it returns how many messages it sent.
 func drive(t *testing.T, msgs chan<- telemetry.Message, interval time.Duration, next func(), until func() bool) int {
@@ -198,7 +190,7 @@ func TestLinkReauthenticatesOnTheOpenSession(t *testing.T) {
 	firstExp := f.src.Next()
 	msgs := make(chan telemetry.Message)
 	l := f.link(msgs, nil)
-	stop := run(t, l)
+	stop := testpeer.Run(t, l.Run)
 
 	const wantReAuths = 3
 	sent := drive(t, msgs, time.Second, func() { f.src.Next() }, func() bool {
@@ -232,7 +224,7 @@ func TestLinkReconnectsWithoutAuthMethod(t *testing.T) {
 	f.src.Next()
 	msgs := make(chan telemetry.Message)
 	l := f.link(msgs, nil)
-	stop := run(t, l)
+	stop := testpeer.Run(t, l.Run)
 	sent := drive(t, msgs, time.Second, func() { f.src.Next() }, func() bool {
 		s := l.Stats()
 		return s.Rotations >= 2 && s.Connects > s.Rotations // reconnected after the last rotation
@@ -259,7 +251,7 @@ func TestLinkFallsBackToMQTT311(t *testing.T) {
 	v311 := mqttlink.New(mqttlink.Options{Common: link.Common{Source: f.src, DialAddr: f.b.Addr,
 		RootCAs: f.pool, Timeout: 5 * time.Second, Logger: discard()}})
 	l := f.link(msgs, v311)
-	stop := run(t, l)
+	stop := testpeer.Run(t, l.Run)
 	msgs <- telemetry.Message{Body: []byte("m0")}
 	deadline := time.Now().Add(30 * time.Second)
 	for l.Stats().Published < 1 && time.Now().Before(deadline) {
@@ -281,7 +273,7 @@ func TestLinkRefusedReauthentication(t *testing.T) {
 	f := start(t, map[string]string{"authMethod": `"CUSTOM-JWT"`}, "CUSTOM-JWT", nil)
 	f.src.Next()
 	l := f.link(nil, nil)
-	stop := run(t, l)
+	stop := testpeer.Run(t, l.Run)
 	deadline := time.Now().Add(30 * time.Second)
 	for l.Stats().Connects < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -311,7 +303,7 @@ func TestLinkDropsRefusedMessages(t *testing.T) {
 	f.src.Next()
 	msgs := make(chan telemetry.Message)
 	l := f.link(msgs, nil)
-	stop := run(t, l)
+	stop := testpeer.Run(t, l.Run)
 	for i := range 2 {
 		select {
 		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(i))}:

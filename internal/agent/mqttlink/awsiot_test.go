@@ -1,13 +1,14 @@
 package mqttlink_test
 
 import (
-	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/awsauth/awspeer"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
@@ -35,22 +36,13 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 	msgs := make(chan telemetry.Message)
 	c2d := make(chan mqttlink.Delivery, 1)
 	link := newTestLink(k, msgs, addr, testca.Pool(f.CA), c2d)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- link.Run(ctx) }()
+	stop := testpeer.Run(t, link.Run)
 
 	const wantRotations = 2
-	sent := 0
-	deadline := time.After(60 * time.Second)
-	for link.Stats().Rotations < wantRotations {
-		select {
-		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": "1"}}:
-			sent++
-		case <-deadline:
-			t.Fatalf("after 60 s: %+v, want %d rotations; stand-in %+v", link.Stats(), wantRotations, f.Broker.Stats().Refused)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sent := testpeer.SendUntil(t, msgs, func() bool { return link.Stats().Rotations >= wantRotations },
+		func() string {
+			return fmt.Sprintf("%+v, want %d rotations; stand-in %+v", link.Stats(), wantRotations, f.Broker.Stats().Refused)
+		})
 	if err := f.Broker.Send("commands/aws-sensor/reboot", []byte("hello device")); err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +54,7 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 	case <-time.After(10 * time.Second):
 		t.Error("no command within 10 s")
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Run: got %v, want nil", err)
 	}
 

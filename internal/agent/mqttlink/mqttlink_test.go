@@ -1,7 +1,6 @@
 package mqttlink_test
 
 import (
-	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -58,22 +57,11 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			msgs := make(chan telemetry.Message)
 			c2d := make(chan mqttlink.Delivery, 1)
 			link := newTestLink(k, msgs, addr, f.CA.Pool(), c2d)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- link.Run(ctx) }()
+			stop := testpeer.Run(t, link.Run)
 
 			const wantRotations = 3
-			sent := 0
-			deadline := time.After(60 * time.Second)
-			for link.Stats().Rotations < wantRotations {
-				select {
-				case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(sent)), Properties: map[string]string{"seq": strconv.Itoa(sent)}}:
-					sent++
-				case <-deadline:
-					t.Fatalf("after 60 s: %+v, want %d rotations", link.Stats(), wantRotations)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			sent := testpeer.SendUntil(t, msgs, func() bool { return link.Stats().Rotations >= wantRotations },
+				func() string { return fmt.Sprintf("%+v, want %d rotations", link.Stats(), wantRotations) })
 			if err := broker.C2D(f.DeviceID, []byte("hello device")); err != nil {
 				t.Fatal(err)
 			}
@@ -85,8 +73,7 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Error("no C2D message within 10 s")
 			}
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("Run: got %v, want nil", err)
 			}
 
@@ -111,7 +98,6 @@ func TestLinkKeepsPublishingAcrossTokenRotations(t *testing.T) {
 			if ls.Published < sent {
 				t.Errorf("published: got %d, want ≥ %d", ls.Published, sent)
 			}
-			_ = fmt.Sprint()
 		})
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokensvc/tokensvc/internal/testbin"
 )
 
 // AMQPOptions configure the AMQP peer.
@@ -78,11 +80,7 @@ func RequireNode(tb testing.TB) (node, script string) {
 		_, err = os.Stat(filepath.Join(dir, "node_modules", "rhea", "package.json"))
 	}
 	if err != nil {
-		msg := fmt.Sprintf("the AMQP test peer needs node and rhea (%v); run: bash scripts/agent-test-deps.sh", err)
-		if os.Getenv("CI") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
+		testbin.Missing(tb, fmt.Sprintf("the AMQP test peer needs node and rhea (%v); run: bash scripts/agent-test-deps.sh", err))
 	}
 	return node, filepath.Join(dir, "peer.js")
 }

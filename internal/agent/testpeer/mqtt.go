@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tokensvc/tokensvc/internal/mochitls"
@@ -91,14 +89,6 @@ func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
 	b.TLSAddr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "tls", TLS: tlsConf})
 	// WebSocket: IoT Hub's path and subprotocol, fed into the same broker.
-	wsln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b.WSAddr = wsln.Addr().String()
-	if err := b.srv.AddListener(listeners.NewMockListener("ws", b.WSAddr)); err != nil {
-		tb.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/$iothub/websocket", func(w http.ResponseWriter, r *http.Request) {
 		c, err := acceptWS(w, r, "mqtt")
@@ -107,8 +97,7 @@ func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 		}
 		_ = b.srv.EstablishConnection("ws", c)
 	})
-	b.ws = &http.Server{Handler: mux, TLSConfig: tlsConf, ErrorLog: nil}
-	go b.ws.ServeTLS(wsln, "", "")
+	b.WSAddr, b.ws = mochitls.ListenWS(tb, b.srv, "ws", tlsConf, mux)
 	mochitls.Serve(tb, b.srv, func() { b.ws.Close() })
 	return b
 }

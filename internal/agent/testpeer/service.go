@@ -3,7 +3,6 @@ package testpeer
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/target/kinds"
 )
 
@@ -34,12 +32,7 @@ type Service struct {
 // StartService starts tokensvc with a certificate from ca for 127.0.0.1.
 func StartService(tb testing.TB, ca *CA) *Service {
 	tb.Helper()
-	st, err := filestore.Open(filepath.Join(tb.TempDir(), "tokensvc.db"), make([]byte, 32))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	outage := apptest.NewOutage(st)
+	outage := apptest.NewOutage(apptest.FileStore(tb))
 	leaf := ca.Issue(tb, "127.0.0.1")
 	svc := apptest.Start(tb, apptest.Options{
 		Store:   outage,

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tokensvc/tokensvc/internal/awsauth"
@@ -131,20 +130,12 @@ func Start(tb testing.TB, o Options) *Broker {
 		NextProtos: []string{awsiot.ALPNProtocol}, VerifyConnection: requireALPN}
 	b.Addr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "aws-custom-auth", TLS: conf,
 		Refused: func(error) { b.refuse(RefusedALPN) }})
-	wsln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b.WSAddr = wsln.Addr().String()
-	if err := b.srv.AddListener(listeners.NewMockListener("aws-ws", b.WSAddr)); err != nil {
-		tb.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(awsiot.WebSocketPath, b.serveWS)
 	mux.HandleFunc("/topics/", b.serveHTTPS)
-	ws := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = ws.ServeTLS(wsln, "", "") }()
+	var ws *http.Server
+	b.WSAddr, ws = mochitls.ListenWS(tb, b.srv, "aws-ws",
+		&tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}, mux)
 	mochitls.Serve(tb, b.srv, func() {
 		_ = ws.Close()
 		// mochi's Close must not race a connection still being established: end the

@@ -47,16 +47,7 @@ func newWorld(t *testing.T, signing bool) *world {
 	iss := testissuer.New(t, issuer)
 	jwks := httptest.NewServer(iss)
 	t.Cleanup(jwks.Close)
-	sign := "true"
-	if !signing {
-		sign = "false"
-	}
-	h := domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: endpoint, Settings: map[string]string{
-		"authorizerName": `"tokensvc"`, "tokenKeyName": `"token"`, "signing": sign,
-		"subscribeTemplates": `["commands/{deviceId}/#"]`}}
-	if err := (awsiot.Kind{}).Normalize(&h); err != nil {
-		t.Fatal(err)
-	}
+	h := awspeer.Hub(t, endpoint, signing)
 	cfg := awsauth.Config{Issuer: issuer, Endpoint: endpoint, JWKSURL: jwks.URL + "/.well-known/jwks.json",
 		TokenKeyName: "token", Region: "eu-west-1", AccountID: "123456789012",
 		TopicTemplate: awsiot.DefaultTopicTemplate, SubscribeTemplates: []string{"commands/{deviceId}/#"},

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -46,6 +47,21 @@ const (
 	AuthorizerName = "tokensvc-authorizer"
 	TokenKeyName   = "tokensvc-token"
 )
+
+// Hub returns the normalised awsiot hub "aws" on endpoint that the authorizer's and
+// the stand-in's own tests use: authorizer "tokensvc", token key "token",
+// subscriptions to commands/{deviceId}/#, signing on or off.
+func Hub(tb testing.TB, endpoint string, signing bool) domain.Hub {
+	tb.Helper()
+	h := domain.Hub{Name: "aws", Kind: awsiot.KindName, Hostname: endpoint, Settings: map[string]string{
+		"authorizerName": `"tokensvc"`, "tokenKeyName": `"token"`, "signing": strconv.FormatBool(signing),
+		"subscribeTemplates": `["commands/{deviceId}/#"]`,
+	}}
+	if err := (awsiot.Kind{}).Normalize(&h); err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
 
 // FixtureOptions vary a Fixture.
 type FixtureOptions struct {

@@ -30,11 +30,9 @@
 package cachestore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -146,7 +144,7 @@ func New(next store.Store, opts Options) (*Store, error) {
 	s := &Store{next: next, now: now, disabled: opts.Disabled}
 	s.devices = &table[domain.Device]{
 		s: s, what: "device", cache: newLRU[domain.Device](maxEntries),
-		read: next.GetDevice, clone: cloneDevice,
+		read: next.GetDevice, clone: func(d *domain.Device) domain.Device { return d.Clone() },
 		ttl: int64(ttl), stale: int64(stale), negTTL: int64(negTTL),
 	}
 	s.hubs = &table[domain.Hub]{
@@ -226,7 +224,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (domain.Device, error)
 	if err != nil {
 		return domain.Device{}, err
 	}
-	return cloneDevice(&e.val), nil
+	return e.val.Clone(), nil
 }
 
 // GetHub returns a hub, from the cache when it holds a fresh entry; store.ErrNotFound
@@ -318,11 +316,4 @@ func (s *Store) Close() error {
 // an answer such as ErrNotFound.
 func unavailable(err error) bool {
 	return err != nil && (errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded))
-}
-
-func cloneDevice(d *domain.Device) domain.Device {
-	c := *d
-	c.Modules = slices.Clone(d.Modules)
-	c.Auth.Secret = bytes.Clone(d.Auth.Secret)
-	return c
 }

@@ -465,11 +465,7 @@ func TestReadRacingWrite(t *testing.T) {
 			f := newFixture(t, cachestore.Options{}, "dev-1")
 			entered, release := f.backend.holdReadsAfterRead()
 			defer release()
-			old := make(chan error, 1)
-			go func() {
-				_, err := f.cache.GetDevice(t.Context(), "dev-1")
-				old <- err
-			}()
+			old := f.getAsync(t.Context(), "dev-1")
 			<-entered // the old record is read; its return is held
 			if err := tc.write(t.Context(), f.cache); err != nil {
 				t.Fatalf("write: got error %v, want nil", err)
@@ -687,11 +683,7 @@ func TestProbeInFlight(t *testing.T) {
 	f.backend.setMode(healthy)
 	entered, release := f.backend.holdReads()
 	defer release()
-	probe := make(chan error, 1)
-	go func() {
-		_, err := f.cache.GetDevice(t.Context(), "dev-a")
-		probe <- err
-	}()
+	probe := f.getAsync(t.Context(), "dev-a")
 	<-entered
 
 	_, err = f.cache.GetDevice(t.Context(), "dev-b")
@@ -764,11 +756,7 @@ func TestCallerGivesUp(t *testing.T) {
 			entered, release := f.backend.holdReads()
 			defer release()
 			ctx := newManualCtx(t.Context())
-			res := make(chan error, 1)
-			go func() {
-				_, err := f.cache.GetDevice(ctx, "dev-1")
-				res <- err
-			}()
+			res := f.getAsync(ctx, "dev-1")
 			<-entered
 			ctx.expire(tc.ctxErr)
 			err := <-res

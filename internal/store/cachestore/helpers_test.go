@@ -209,6 +209,17 @@ func newFixture(tb testing.TB, opts cachestore.Options, deviceIDs ...string) *fi
 	return f
 }
 
+// getAsync reads device id through the cache in a goroutine and returns where its
+// error arrives: for reads a test holds in the backend.
+func (f *fixture) getAsync(ctx context.Context, id string) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := f.cache.GetDevice(ctx, id)
+		ch <- err
+	}()
+	return ch
+}
+
 func hub(name string) domain.Hub {
 	return domain.Hub{
 		Name: name, Kind: domain.KindIoTHub, Hostname: name + ".azure-devices.net",

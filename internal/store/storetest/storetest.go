@@ -7,13 +7,11 @@
 package storetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"testing"
 	"time"
 
@@ -245,10 +243,4 @@ func diffValues(diffs []string, path string, got, want any) []string {
 		diffs = append(diffs, fmt.Sprintf("%s: got %#v, want %#v", path, got, want))
 	}
 	return diffs
-}
-
-func cloneDevice(d domain.Device) domain.Device {
-	d.Modules = slices.Clone(d.Modules)
-	d.Auth.Secret = bytes.Clone(d.Auth.Secret)
-	return d
 }

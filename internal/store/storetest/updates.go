@@ -70,7 +70,7 @@ func testUpdateDevice(t *testing.T, open func(t *testing.T) store.Store) {
 			if tc.create {
 				mustCreateDevice(t, s, orig)
 			}
-			want := cloneDevice(orig)
+			want := orig.Clone()
 			if tc.changed {
 				if err := tc.fn(&want); err != nil {
 					t.Fatalf("fn on expected copy: got error %v, want nil", err)

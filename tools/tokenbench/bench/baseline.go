@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 )
 
 // StartBaseline serves a bare handler on addr that answers every request with n bytes
@@ -114,7 +116,7 @@ func ServeBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	host, _, err := net.SplitHostPort(*addr)
-	if err != nil || !IsLoopback(host) {
+	if err != nil || !cliflags.IsLoopback(host) {
 		return fmt.Errorf("-addr %q: want a loopback host:port", *addr)
 	}
 	if *n < 0 || *n > 1<<20 {

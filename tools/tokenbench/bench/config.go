@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 )
 
 // Common is the configuration every benchmark has: the service, its operator token,
@@ -168,17 +169,8 @@ func CheckLoopbackURL(flag, raw string, schemes ...string) error {
 	if err != nil || !slices.Contains(schemes, u.Scheme) || u.Host == "" {
 		return fmt.Errorf("%s %q: want %s://<loopback>:<port>", flag, raw, strings.Join(schemes, " or "))
 	}
-	if !IsLoopback(u.Hostname()) {
+	if !cliflags.IsLoopback(u.Hostname()) {
 		return fmt.Errorf("%s %q: only loopback targets are allowed", flag, raw)
 	}
 	return nil
-}
-
-// IsLoopback reports whether host is localhost or a loopback IP address.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

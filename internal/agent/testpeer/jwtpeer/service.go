@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/store/filestore"
 	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
@@ -48,11 +46,7 @@ func StartService(tb testing.TB, now func() time.Time) *Service {
 	}
 	ca := testca.NewCA(tb, "jwtpeer service CA")
 	leaf := ca.Issue(tb, testca.Spec{CommonName: "127.0.0.1", Hosts: []string{"127.0.0.1"}})
-	st, err := filestore.Open(filepath.Join(tb.TempDir(), "tokensvc.db"), make([]byte, 32))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
+	st := apptest.FileStore(tb)
 	svc := apptest.Start(tb, apptest.Options{
 		Store: st, Clock: now, CertPEM: string(leaf.CertPEM()), KeyPEM: string(leaf.KeyPEM()), RootCAs: testca.Pool(ca),
 		Config: func(c *app.Config) {
