@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 )
@@ -84,17 +85,18 @@ func New(d Deps) (http.Handler, error) {
 		r.Method(http.MethodGet, "/metrics", d.MetricsHandler)
 	}
 
-	strict := oapiserver.NewStrictHandlerWithOptions(s, nil,
-		oapiserver.StrictHTTPServerOptions{
-			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
-				// The decoder's words name Go types; the spec validator has already said
-				// what is wrong for anything the spec describes.
-				writeError(s.log, w, r, domain.Public(errBadRequest, "request body could not be decoded"))
-			},
-			ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, err)
-			},
-		})
+	strictOpts := oapiserver.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
+			// The decoder's words name Go types; the spec validator has already said
+			// what is wrong for anything the spec describes.
+			writeError(s.log, w, r, domain.Public(errBadRequest, "request body could not be decoded"))
+		},
+		ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(s.log, w, r, err)
+		},
+	}
+	// No strict middleware: serveGetToken (tokenroute.go) relies on there being none.
+	strict := oapiserver.NewStrictHandlerWithOptions(s, nil, strictOpts)
 	spec.Servers = nil // match paths only, whatever host the service is reached on
 	mux, err := gorillamux.NewRouter(spec)
 	if err != nil {
@@ -115,7 +117,9 @@ func New(d Deps) (http.Handler, error) {
 		paramErr := func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(s.log, w, r, paramError(err))
 		}
-		g.Use(s.authenticate(router, rules), s.strictJSON, validator, fastGetToken(strict, paramErr))
+		g.Use(s.authenticate(router, rules), s.strictJSON, validator, fastGetToken(func(w http.ResponseWriter, r *http.Request, p oapi.GetTokenParams) {
+			s.serveGetToken(w, r, p, strictOpts.ResponseErrorHandlerFunc)
+		}, paramErr))
 		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{BaseRouter: g, ErrorHandlerFunc: paramErr})
 	})
 	return r, nil

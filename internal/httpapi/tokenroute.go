@@ -27,8 +27,8 @@ var getTokenParams = []struct{ name, typ string }{
 // fastGetToken serves GET /token, the hot path, past the generated wrapper, which
 // parses the query once per parameter: here the query is parsed once (not at all when
 // there is none) and bound by the same runtime calls, errors included, then handed to
-// the same strict handler. Every other request goes on to the generated routes.
-func fastGetToken(strict oapiserver.ServerInterface, paramErr func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+// serve (Server.serveGetToken). Every other request goes on to the generated routes.
+func fastGetToken(serve func(http.ResponseWriter, *http.Request, oapi.GetTokenParams), paramErr func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rt := routedOf(r.Context())
@@ -41,8 +41,23 @@ func fastGetToken(strict oapiserver.ServerInterface, paramErr func(http.Response
 				paramErr(w, r, err)
 				return
 			}
-			strict.GetToken(w, r, params)
+			serve(w, r, params)
 		})
+	}
+}
+
+// serveGetToken does what the generated strict handler does for GET /token when it has
+// no strict middleware (New gives it none), without boxing the request object or
+// building the middleware chain per request.
+func (s *Server) serveGetToken(w http.ResponseWriter, r *http.Request, params oapi.GetTokenParams, respErr func(http.ResponseWriter, *http.Request, error)) {
+	resp, err := s.GetToken(r.Context(), oapiserver.GetTokenRequestObject{Params: params})
+	switch {
+	case err != nil:
+		respErr(w, r, err)
+	case resp != nil:
+		if err := resp.VisitGetTokenResponse(w); err != nil {
+			respErr(w, r, err)
+		}
 	}
 }
 
