@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/getkin/kin-openapi/routers/gorillamux"
-
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 )
@@ -17,10 +15,7 @@ import (
 // parameters, in the spec's order (the first bad one is the one reported), with the
 // binder type the spec's schema gives.
 func TestGetTokenParamsMatchSpec(t *testing.T) {
-	spec, err := loadSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec, _ := mustSpecRouter(t)
 	item := spec.Paths.Value(tokenPath)
 	if item == nil || item.Get == nil || item.Get.OperationID != getTokenOp {
 		t.Fatalf("spec: GET %s is not %s", tokenPath, getTokenOp)
@@ -98,18 +93,10 @@ func FuzzBindGetTokenParamsLikeGenerated(f *testing.F) {
 }
 
 // TestFastGetTokenServesOnlyGetToken: GET /token (with or without a query) is served
-// by fastGetToken, a bad parameter its error handler, and every
-// other request the generated routes behind it.
+// by fastGetToken, a bad parameter its error handler, and every other request the
+// generated routes behind it.
 func TestFastGetTokenServesOnlyGetToken(t *testing.T) {
-	spec, err := loadSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Servers = nil
-	router, err := gorillamux.NewRouter(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, router := mustSpecRouter(t)
 	tests := []struct {
 		method, target string
 		want           string
