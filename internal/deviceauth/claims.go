@@ -13,6 +13,12 @@ type claims struct {
 	jwt.RegisteredClaims
 	// Nonce is a value from IssueNonce; it stands in for iat/exp on devices without a clock.
 	Nonce string `json:"nonce,omitempty"`
+	// backing holds what the plain reader (compact.go) points the dates and a
+	// one-string audience at, so they take no allocation of their own.
+	backing struct {
+		dates [3]jwt.NumericDate
+		aud   [1]string
+	}
 }
 
 // wireClaims is the claims' JSON with the dates and audience left undecoded: decoding
@@ -75,12 +81,21 @@ func numericDate(n *json.Number) (*jwt.NumericDate, error) {
 	if n == nil {
 		return nil, nil
 	}
-	f, err := n.Float64()
+	d, err := numericDateOf(*n)
 	if err != nil {
 		return nil, err
 	}
+	return &d, nil
+}
+
+// numericDateOf is numericDate's value.
+func numericDateOf(n json.Number) (jwt.NumericDate, error) {
+	f, err := n.Float64()
+	if err != nil {
+		return jwt.NumericDate{}, err
+	}
 	round, frac := math.Modf(f)
-	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
+	return *jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
 }
 
 // decodeAudience converts as jwt.ClaimStrings' UnmarshalJSON does: a string, an array of

@@ -52,12 +52,17 @@ func checkSameDecode(t *testing.T, s string) {
 	if gotErr != nil {
 		return
 	}
-	g, w := got.RegisteredClaims, want.RegisteredClaims
-	if g.Issuer != w.Issuer || g.Subject != w.Subject || g.ID != w.ID || got.Nonce != want.Nonce ||
-		!reflect.DeepEqual(g.Audience, w.Audience) ||
-		!sameDate(g.ExpiresAt, w.ExpiresAt) || !sameDate(g.NotBefore, w.NotBefore) || !sameDate(g.IssuedAt, w.IssuedAt) {
-		t.Fatalf("%s:\n got %+v nonce %q\nwant %+v nonce %q", s, g, got.Nonce, w, want.Nonce)
+	if !sameClaims(got, want) {
+		t.Fatalf("%s:\n got %+v nonce %q\nwant %+v nonce %q", s, got.RegisteredClaims, got.Nonce, want.RegisteredClaims, want.Nonce)
 	}
+}
+
+// sameClaims reports whether got holds the values of want.
+func sameClaims(got claims, want refClaims) bool {
+	g, w := got.RegisteredClaims, want.RegisteredClaims
+	return g.Issuer == w.Issuer && g.Subject == w.Subject && g.ID == w.ID && got.Nonce == want.Nonce &&
+		reflect.DeepEqual(g.Audience, w.Audience) &&
+		sameDate(g.ExpiresAt, w.ExpiresAt) && sameDate(g.NotBefore, w.NotBefore) && sameDate(g.IssuedAt, w.IssuedAt)
 }
 
 func TestClaimsDecodeLikeJWT(t *testing.T) {

@@ -50,7 +50,6 @@ type Verifier struct {
 	devices   DeviceGetter
 	audience  string
 	now       func() time.Time
-	parser    *jwt.Parser
 	validator *jwt.Validator
 	// replay consumes jtis and nonces; mem is the same store when it is this
 	// process's memory (saved by Save, restored by Restore), nil when shared.
@@ -81,14 +80,6 @@ func NewVerifier(devices DeviceGetter, audience string, now func() time.Time, op
 		devices:  devices,
 		audience: audience,
 		now:      now,
-		// The parser checks the signature and the algorithm only; which claims must hold
-		// depends on whether the assertion carries a nonce (see Verify).
-		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{"HS256", "ES256", "EdDSA"}),
-			jwt.WithoutClaimsValidation(),
-			// Reject non-canonical base64, so one signature has exactly one spelling.
-			jwt.WithStrictDecoding(),
-		),
 		validator: jwt.NewValidator(
 			jwt.WithAudience(audience),
 			jwt.WithExpirationRequired(),
@@ -126,9 +117,11 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (domain.Device,
 		dev       domain.Device
 		lookupErr error
 	)
-	c := &claims{}
-	_, err := v.parser.ParseWithClaims(assertion, c, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Header["crit"]; ok {
+	// The signature and the algorithm only (compact.go); which claims must hold depends
+	// on whether the assertion carries a nonce (below).
+	var c claims
+	err := checkAssertion(assertion, &c, func(method jwt.SigningMethod, crit bool) (any, error) {
+		if crit {
 			// RFC 7515 §4.1.11: a recipient must refuse a JWS whose crit names an
 			// extension it does not implement, and this service implements none.
 			return nil, errors.New("crit header names extensions this service does not implement")
@@ -147,8 +140,8 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (domain.Device,
 			// x509 and x509-ca devices authenticate by certificate only.
 			return nil, fmt.Errorf("credential %q does not sign assertions", d.Auth.Type)
 		}
-		if t.Method.Alg() != want {
-			return nil, fmt.Errorf("alg %q, credential needs %q", t.Method.Alg(), want)
+		if method.Alg() != want {
+			return nil, fmt.Errorf("alg %q, credential needs %q", method.Alg(), want)
 		}
 		dev = d
 		switch d.Auth.Type {
@@ -168,9 +161,9 @@ func (v *Verifier) Verify(ctx context.Context, assertion string) (domain.Device,
 		return domain.Device{}, fmt.Errorf("%w: iss differs from sub", ErrUnauthenticated)
 	}
 	if c.Nonce != "" {
-		return v.verifyNonce(ctx, dev, c)
+		return v.verifyNonce(ctx, dev, &c)
 	}
-	if err := v.validator.Validate(c); err != nil {
+	if err := v.validator.Validate(&c); err != nil {
 		return domain.Device{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	if c.IssuedAt == nil {

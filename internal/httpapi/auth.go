@@ -17,10 +17,7 @@ import (
 
 type ctxKey int
 
-const (
-	routedKey ctxKey = iota
-	acceptKey
-)
+const routedKey ctxKey = 0
 
 // routed is what authentication learnt about a request, for the middleware and handler
 // after it: the spec operation it routes to, its path parameters and, for device
@@ -29,6 +26,8 @@ type routed struct {
 	route  *routers.Route
 	params map[string]string
 	device domain.Device
+	// accept is the Accept header, for handlers that negotiate content.
+	accept string
 }
 
 // routedOf returns the request's routing; authenticate sets it before anything else
@@ -52,8 +51,7 @@ func (s *Server) authenticate(router routers.Router, rules map[string]opRule) fu
 				writeError(s.log, w, r, validationError(err))
 				return
 			}
-			rt := &routed{route: route, params: params}
-			r = r.WithContext(context.WithValue(r.Context(), routedKey, rt))
+			rt := setRouted(&r, routed{route: route, params: params, accept: r.Header.Get("Accept")})
 			op := route.Operation.OperationID
 			rule, known := rules[op]
 			if !known {

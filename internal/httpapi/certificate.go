@@ -47,8 +47,7 @@ func (s *Server) GetCertificate(ctx context.Context, req oapiserver.GetCertifica
 		return nil, err
 	}
 	body := certificateToAPI(issued)
-	accept, _ := ctx.Value(acceptKey).(string)
-	if prefersText(accept) {
+	if prefersText(rt.accept) {
 		return certificateText{body}, nil
 	}
 	return oapiserver.GetCertificate200JSONResponse{

@@ -218,7 +218,7 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 			Username:        m.Username,
 			Password:        m.Password,
 			ProtocolVersion: cmp.Or(m.ProtocolVersion, "3.1.1"),
-			Alpn:            nonNil(m.ALPN),
+			Alpn:            nonNil(&m.ALPN),
 			AuthMethod:      nonEmpty(&m.AuthMethod),
 			Topics: oapi.MqttTopics{
 				Publish:      m.Topics.Publish,
@@ -254,7 +254,7 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 	}
 	if h := p.HTTPS; h != nil {
 		out.Https = &parts.https
-		*out.Https = oapi.HttpsProfile{Url: h.URL, Authorization: nonEmpty(&h.Authorization), Alpn: nonNil(h.ALPN)}
+		*out.Https = oapi.HttpsProfile{Url: h.URL, Authorization: nonEmpty(&h.Authorization), Alpn: nonNil(&h.ALPN)}
 		if h.Headers != nil {
 			out.Https.Headers = &h.Headers
 		}
@@ -263,12 +263,12 @@ func tokenToAPI(is tokens.Issued) oapi.TokenResponse {
 	return out
 }
 
-// nonNil is &s, or nil for a nil slice.
-func nonNil(s []string) *[]string {
-	if s == nil {
+// nonNil is s, or nil for a nil slice: an optional field without a copy.
+func nonNil(s *[]string) *[]string {
+	if *s == nil {
 		return nil
 	}
-	return &s
+	return s
 }
 
 // nonEmpty is s, or nil for an empty string: an optional field without a copy.

@@ -51,8 +51,7 @@ func (s *Server) GetToken(ctx context.Context, req oapiserver.GetTokenRequestObj
 		return nil, err
 	}
 	body := tokenToAPI(issued)
-	accept, _ := ctx.Value(acceptKey).(string)
-	if prefersText(accept) {
+	if prefersText(rt.accept) {
 		return tokenText{body}, nil
 	}
 	return tokenJSON{body}, nil

@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 )
 
@@ -12,15 +14,7 @@ import (
 // answers the same operation, path and method; the rest (parameters, other methods,
 // near misses) reach the router.
 func TestStaticRoutesAnswerAsTheRouter(t *testing.T) {
-	spec, err := loadSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Servers = nil
-	mux, err := gorillamux.NewRouter(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec, mux := mustSpecRouter(t)
 	static, err := newStaticRoutes(spec, mux)
 	if err != nil {
 		t.Fatal(err)
@@ -49,4 +43,19 @@ func TestStaticRoutesAnswerAsTheRouter(t *testing.T) {
 			}
 		}
 	}
+}
+
+// mustSpecRouter is the spec and the router New builds from it (servers cleared).
+func mustSpecRouter(tb testing.TB) (*openapi3.T, routers.Router) {
+	tb.Helper()
+	spec, err := loadSpec()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	spec.Servers = nil
+	mux, err := gorillamux.NewRouter(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return spec, mux
 }

@@ -4,7 +4,6 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/api"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/oapi/oapiserver"
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
 )
@@ -74,7 +74,7 @@ func New(d Deps) (http.Handler, error) {
 	r := chi.NewRouter()
 	// Metrics outermost but for the request ID, so every status is observed (panics
 	// included); the in-flight bound before anything costly, probes exempt.
-	r.Use(middleware.RequestID, s.observe, s.recoverer, s.accessLog, s.boundInflight, limitBody)
+	r.Use(requestID, s.observe, s.recoverer, s.accessLog, s.boundInflight, limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoRoute) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(s.log, w, r, errNoMethod) })
 	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
@@ -85,18 +85,18 @@ func New(d Deps) (http.Handler, error) {
 		r.Method(http.MethodGet, "/metrics", d.MetricsHandler)
 	}
 
-	strict := oapiserver.NewStrictHandlerWithOptions(s,
-		[]oapiserver.StrictMiddlewareFunc{withAccept},
-		oapiserver.StrictHTTPServerOptions{
-			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
-				// The decoder's words name Go types; the spec validator has already said
-				// what is wrong for anything the spec describes.
-				writeError(s.log, w, r, domain.Public(errBadRequest, "request body could not be decoded"))
-			},
-			ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, err)
-			},
-		})
+	strictOpts := oapiserver.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, _ error) {
+			// The decoder's words name Go types; the spec validator has already said
+			// what is wrong for anything the spec describes.
+			writeError(s.log, w, r, domain.Public(errBadRequest, "request body could not be decoded"))
+		},
+		ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(s.log, w, r, err)
+		},
+	}
+	// No strict middleware: serveGetToken (tokenroute.go) relies on there being none.
+	strict := oapiserver.NewStrictHandlerWithOptions(s, nil, strictOpts)
 	spec.Servers = nil // match paths only, whatever host the service is reached on
 	mux, err := gorillamux.NewRouter(spec)
 	if err != nil {
@@ -114,28 +114,21 @@ func New(d Deps) (http.Handler, error) {
 		// Authenticate first, so unauthenticated callers cannot make the service parse
 		// bodies or learn the schema; then hold JSON bodies to one strict reading; then
 		// validate them against the spec.
-		g.Use(s.authenticate(router, rules), s.strictJSON, validator)
-		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{
-			BaseRouter: g,
-			ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-				writeError(s.log, w, r, paramError(err))
-			},
-		})
+		paramErr := func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(s.log, w, r, paramError(err))
+		}
+		g.Use(s.authenticate(router, rules), s.strictJSON, validator, fastGetToken(func(w http.ResponseWriter, r *http.Request, p oapi.GetTokenParams) {
+			s.serveGetToken(w, r, p, strictOpts.ResponseErrorHandlerFunc)
+		}, paramErr))
+		oapiserver.HandlerWithOptions(strict, oapiserver.ChiServerOptions{BaseRouter: g, ErrorHandlerFunc: paramErr})
 	})
 	return r, nil
-}
-
-// withAccept hands the Accept header to handlers that negotiate content.
-func withAccept(next oapiserver.StrictHandlerFunc, _ string) oapiserver.StrictHandlerFunc {
-	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		return next(context.WithValue(ctx, acceptKey, r.Header.Get("Accept")), w, r, req)
-	}
 }
 
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An import streams; it bounds each line itself (import.go).
-		if r.Body != nil && !streamsBody(r) {
+		if r.Body != nil && r.Body != http.NoBody && !streamsBody(r) {
 			limit := int64(MaxBodyBytes)
 			if r.URL.Path == certificatePath {
 				limit = MaxCertificateBodyBytes
