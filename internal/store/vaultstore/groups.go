@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tokensvc/tokensvc/internal/coalesce"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -204,3 +205,5 @@ func (s *Store) hubMarkers(ctx context.Context, hub string, bad func(entry strin
 	}
 	return ids, entries, nil
 }
+
+var groupLinger = 2 * time.Millisecond
