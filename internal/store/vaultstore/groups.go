@@ -206,4 +206,8 @@ func (s *Store) hubMarkers(ctx context.Context, hub string, bad func(entry strin
 	return ids, entries, nil
 }
 
+// groupLinger is how long a follow-up marker write or hub read after a write (one that
+// queued behind another of its hub) waits for more creates to share it. A create on an
+// idle hub never waits; under a bulk import, where a create takes tens of milliseconds
+// in Vault's queue anyway, it takes the calls per device from about 1.5 to 1.4.
 var groupLinger = 2 * time.Millisecond
