@@ -59,9 +59,12 @@ for w in $runs; do
 		cp "$work/tokensvc" "$work/tokensvc-new"
 		cp "$work/tokensvc-base" "$work/tokensvc"
 	fi
-	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$w" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
+	# BASE runs with BASE_WORKERS (default 16, the shipped -import-workers) import workers.
+	workers=$w
+	if [[ $w == base ]]; then workers=${BASE_WORKERS:-16}; fi
+	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$workers" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
 	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
-		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE"))" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
+		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
 	bench_tokensvc_stderr

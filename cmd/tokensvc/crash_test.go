@@ -55,6 +55,55 @@ type crashBackend struct {
 	env     []string
 	dataDir string        // embedded
 	vault   *vault.Client // vault, with the root token
+	// groups counts the group markers (vaultstore: one marker naming the devices of
+	// concurrent creates on a hub) the import rounds left, to show they were exercised.
+	groups int
+}
+
+// groupMarkers reads vaultstore's markers straight from Vault and returns how many
+// group markers (hubdevices/{hex(hub)}/g…) name devices whose IDs start with prefix,
+// and how many such names they hold. Whether each name is a live device or an orphan
+// entry is Check's to say (inspectStore); this only counts.
+func (b *crashBackend) groupMarkers(t *testing.T, prefix string) (groups, names int) {
+	t.Helper()
+	const kv = "secret/metadata/tokensvc/hubdevices/"
+	keys := func(path string) []string {
+		sec, err := b.vault.Logical().List(path)
+		if err != nil {
+			t.Fatalf("list %s: %v", path, err)
+		}
+		var out []string
+		if sec != nil {
+			for _, k := range sec.Data["keys"].([]any) {
+				out = append(out, k.(string))
+			}
+		}
+		return out
+	}
+	for _, hub := range keys(kv) {
+		for _, m := range keys(kv + hub) {
+			if !strings.HasPrefix(m, "g") {
+				continue // a single marker: hex of the device ID
+			}
+			sec, err := b.vault.Logical().Read("secret/data/tokensvc/hubdevices/" + hub + m)
+			if err != nil || sec == nil {
+				continue // emptied since the LIST
+			}
+			data, _ := sec.Data["data"].(map[string]any)
+			ids, _ := data["devices"].([]any)
+			mine := 0
+			for _, id := range ids {
+				if s, _ := id.(string); strings.HasPrefix(s, prefix) {
+					mine++
+				}
+			}
+			if mine > 0 {
+				groups++
+				names += mine
+			}
+		}
+	}
+	return groups, names
 }
 
 // inspect checks and reads what the store holds while the service is down.
@@ -116,6 +165,9 @@ func TestKillNineDuringWrites(t *testing.T) {
 					t.Run(fmt.Sprintf("kill %v after %d report lines", k.pause, k.lines), func(t *testing.T) {
 						importRound(t, bin, be, keys, r, k.lines, k.pause)
 					})
+				}
+				if be.vault != nil && be.groups == 0 {
+					t.Errorf("no import round left a group marker: the kills did not cut grouped creates")
 				}
 			})
 			t.Run("provisioning", func(t *testing.T) {
@@ -641,6 +693,11 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 	}
 
 	in := be.inspect(t) // the store as the kill left it, service down
+	var groups, grouped int
+	if be.vault != nil {
+		groups, grouped = be.groupMarkers(t, prefix+"-")
+		be.groups += groups
+	}
 	p2 := startSvc(t, bin, be.env)
 	p2.nonceAuth = be.vault == nil
 	listed, err := p2.listAllDevices(ctx)
@@ -766,11 +823,11 @@ func importRound(t *testing.T, bin string, be *crashBackend, keys *crashKeys, ro
 	t.Logf("%s, kill %v after %d report lines: %d of %d input lines sent; %d report lines before SIGKILL, %d more read after; "+
 		"accepted (created lines) %d, found %d, lost %d, half-written %d; created but report lost %d; "+
 		"re-import: skipped %d, created %d, rejected %d, deferred by a stale claim %d (created once it expired %d); %d 5xx after restart (%d GETs retried after 503 + Retry-After); "+
-		"store after kill: %d devices; this round's orphan markers %d, stale claims %d; %v",
+		"store after kill: %d devices; this round's group markers %d naming %d devices, orphan markers (entries) %d, stale claims %d; %v",
 		be.name, pause, killAfter, sent, total, beforeKill, len(reps)-beforeKill,
 		len(acceptedLines), len(acceptedLines)-len(lost.list), len(lost.list), len(half.list), len(unreported),
 		skipped, created, rejected, deferred, takenOver, p2.serverErrors.Load(), p2.unavailable.Load(),
-		len(in.devices), len(markers), len(claims), time.Since(start).Round(time.Millisecond))
+		len(in.devices), groups, grouped, len(markers), len(claims), time.Since(start).Round(time.Millisecond))
 	p2.kill()
 }
 

@@ -46,7 +46,10 @@ type transitBatchers struct {
 
 func (s *Store) startBatchers() {
 	// Every caller of one hub's read after a write shares it, however many there are.
-	s.hubs.reads = coalesce.New(s.readHubFor, coalesce.Options{Max: math.MaxInt})
+	s.hubs.reads = coalesce.New(s.readHubFor, coalesce.Options{Max: math.MaxInt, Linger: groupLinger})
+	// The marker writes of one hub's creates (groups.go).
+	s.groups.mark = coalesce.New(s.markCall, coalesce.Options{Max: maxGroup, Linger: groupLinger})
+	s.groups.unmark = coalesce.New(s.unmarkCall, coalesce.Options{Max: math.MaxInt})
 	if s.cfg.TransitBatchMax <= 1 {
 		return
 	}
@@ -62,6 +65,8 @@ func (s *Store) startBatchers() {
 
 func (s *Store) closeBatchers() {
 	s.hubs.reads.Close()
+	s.groups.mark.Close()
+	s.groups.unmark.Close()
 	if s.batch.hmac != nil {
 		s.batch.hmac.Close()
 		s.batch.sign.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -30,7 +31,8 @@ import (
 // key, names another key than its own, or whose key does not exist; a non-Transit hub
 // naming a Transit key.
 //
-// Leftovers: markers whose device is gone or on another hub, claims, hubs marked as
+// Leftovers: markers, and names in group markers, whose device is gone or on another
+// hub (one leftover per marker or name), claims, hubs marked as
 // being deleted, and Transit keys under the store's names that no record refers to.
 // Listing Transit keys takes LIST on {TransitMount}/keys, which the least-privilege
 // policy does not grant; without it that part lands in Report.Unchecked. A Transit key
@@ -47,10 +49,13 @@ func (s *Store) Check(ctx context.Context) (store.Report, error) {
 	c := &checkRun{s: s, keys: map[string]bool{}}
 	hubs, err := c.hubs(ctx)
 	if err == nil {
+		err = c.markers(ctx)
+	}
+	if err == nil {
 		err = c.devices(ctx, hubs)
 	}
 	if err == nil {
-		err = c.markers(ctx)
+		c.staleMarkers()
 	}
 	if err == nil {
 		err = c.claims(ctx)
@@ -72,6 +77,9 @@ type checkRun struct {
 	rep store.Report
 	// deviceHub maps each device ID to its hub, for the markers.
 	deviceHub map[string]string
+	// marked maps each hub folder under hubdevices to the devices its markers name,
+	// each to where: "" for its single marker, else the group markers naming it.
+	marked map[string]map[string][]string
 	// keys holds every Transit key name a record refers to.
 	keys map[string]bool
 }
@@ -217,11 +225,8 @@ func (c *checkRun) device(ctx context.Context, what string, rec *deviceRecord, h
 	if !hubOK {
 		c.problemf(what, "its hub %q does not exist", rec.Hub)
 	}
-	var skip struct{}
-	if _, err := c.s.kvRead(ctx, c.s.cfg.WriteTimeout, markerPath(rec.Hub, rec.ID), &skip); errors.Is(err, store.ErrNotFound) {
+	if len(c.marked[rec.Hub][rec.ID]) == 0 {
 		c.problemf(what, "hub %q has no marker for it, so deleting the hub would not see it", rec.Hub)
-	} else if err != nil {
-		return err
 	}
 	d := rec.device()
 	defer clear(d.Auth.Secret)
@@ -276,31 +281,49 @@ func (c *checkRun) transitNames(what string, rec *deviceRecord) {
 	}
 }
 
-// markers reports the markers of devices that are gone or on another hub.
+// markers reads every hub's markers, single and group (groups.go), into c.marked.
 func (c *checkRun) markers(ctx context.Context) error {
 	folders, err := c.s.kvListFolders(ctx, "hubdevices")
 	if err != nil {
 		return err
 	}
 	slices.Sort(folders)
+	c.marked = map[string]map[string][]string{}
 	for _, f := range folders {
 		hub, ok := dec(f)
 		if !ok {
 			c.problemf("folder hubdevices/"+f, "its name is not one the store writes (lowercase hex)")
 			continue
 		}
-		ids, err := c.names(ctx, markerFolder(hub))
+		ids, _, err := c.s.hubMarkers(ctx, hub, func(e string) {
+			c.problemf("record hubdevices/"+f+"/"+e, "its name is not one the store writes (lowercase hex, or g and 32 hex digits)")
+		})
 		if err != nil {
 			return err
 		}
-		for _, id := range ids {
+		c.marked[hub] = ids
+	}
+	return nil
+}
+
+// staleMarkers reports the marker entries, single or in a group, of devices that are
+// gone or on another hub.
+func (c *checkRun) staleMarkers() {
+	for _, hub := range slices.Sorted(maps.Keys(c.marked)) {
+		ids := c.marked[hub]
+		for _, id := range slices.Sorted(maps.Keys(ids)) {
 			if h, ok := c.deviceHub[id]; ok && h == hub {
 				continue
 			}
-			c.leftover(store.LeftoverIndexEntry, id, fmt.Sprintf("marker on hub %q", hub))
+			for _, where := range ids[id] {
+				detail := fmt.Sprintf("marker on hub %q", hub)
+				if where != "" {
+					detail = fmt.Sprintf("name in group marker %s on hub %q", where, hub)
+				}
+				c.leftover(store.LeftoverIndexEntry, id, detail)
+			}
 		}
 	}
-	return nil
 }
 
 func (c *checkRun) claims(ctx context.Context) error {

@@ -141,6 +141,22 @@ func TestCheck(t *testing.T) {
 		{"delete killed after the record", func(t *testing.T, f *checkFixture) {
 			f.remove(t, "devices/"+hexOf("dev-t"))
 		}, nil, []string{"index entry dev-t", "key " + "%d-p", "key " + "%d-s", "key " + "%m1-p", "key " + "%m1-s"}},
+		{"device marked by a group marker only", func(t *testing.T, f *checkFixture) {
+			f.remove(t, "hubdevices/"+hexOf("hub-kv")+"/"+hexOf("dev-kv"))
+			f.write(t, "hubdevices/"+hexOf("hub-kv")+"/g"+strings.Repeat("0", 32), map[string]any{"devices": []string{"dev-kv"}})
+		}, nil, nil},
+		{"group marker written, its creates killed before their records", func(t *testing.T, f *checkFixture) {
+			// Names of devices that never got a record, of one on another hub and of one
+			// that uses the hub (not stale).
+			f.write(t, "hubdevices/"+hexOf("hub-kv")+"/g"+strings.Repeat("ab", 16), map[string]any{"devices": []string{"ghost-1", "dev-kv", "dev-t", "ghost-2"}})
+		}, nil, []string{"index entry dev-t", "index entry ghost-1", "index entry ghost-2"}},
+		{"group marker without a device record on that hub", func(t *testing.T, f *checkFixture) {
+			f.remove(t, "hubdevices/"+hexOf("hub-kv")+"/"+hexOf("dev-kv"))
+			f.write(t, "hubdevices/"+hexOf("hub-t")+"/g"+strings.Repeat("1", 32), map[string]any{"devices": []string{"dev-kv"}})
+		}, []string{`device "dev-kv": hub "hub-kv" has no marker for it`}, []string{"index entry dev-kv"}},
+		{"marker under a name the store never writes", func(t *testing.T, f *checkFixture) {
+			f.write(t, "hubdevices/"+hexOf("hub-kv")+"/g123", map[string]any{"devices": []string{"dev-kv"}})
+		}, []string{`record hubdevices/` + hexOf("hub-kv") + `/g123: its name is not one the store writes`}, nil},
 		{"claims left by crashes", func(t *testing.T, f *checkFixture) {
 			f.write(t, "claims/devices/"+hexOf("dev-x"), map[string]any{"owner": "o", "op": "create", "claimedAt": time.Now().Add(-vaultstore.ClaimTTL - time.Second).UTC()})
 			f.write(t, "claims/hubs/"+hexOf("hub-x"), map[string]any{"owner": "o", "op": "create", "claimedAt": time.Now().UTC()})

@@ -86,20 +86,54 @@ func (s *Store) CreateDevice(ctx context.Context, d domain.Device) error {
 // keys (rec.TransitKeys, if any) are already imported under the caller's claim, and
 // rolls everything back if the hub turns out to be going away or not to be the one
 // decided on (how the record was written depends on it).
+//
+// The marker is the device's own or, when other creates on the hub are under way, a
+// group marker shared with them (groups.go); either is stored before the record. What a
+// crash (kill -9, power loss) at each point leaves, for DeleteHub (which marks the hub
+// deleting, then reads the markers, then the records they name) and for Check:
+//
+//  1. Before the marker write returns: nothing, or a marker (a group: names) of devices
+//     without records. Orphan entries: DeleteHub reads the named records, finds none and
+//     goes on; Check reports them as leftovers; the hub's delete removes them.
+//  2. After the marker, before or during the record write (check-and-set 0): as 1, or
+//     the whole record, which is then a complete device, marked on its hub. Its import
+//     line was not reported; importing it again answers "skipped".
+//  3. After the record, before the hub read after it: a complete device, marked on its
+//     hub, its create not acknowledged. If a DeleteHub of that very hub marked it and
+//     read its markers before ours was stored, it deletes the hub and the device
+//     outlives it (Check: "its hub does not exist"): the read in step 4 is what rolls
+//     such a device back, and a crash takes it away. This window (a crash exactly here
+//     while the same hub is being deleted) is the same with single markers and group
+//     markers; closing it would take a transaction, which KV v2 does not have.
+//  4. The hub read after the record finds it deleting or gone (a DeleteHub got in) or
+//     replaced: the record is deleted, then our marker entry (the single marker unless
+//     another record of the ID uses it; our name in the group, which no other record
+//     relies on: a batch never names an ID twice), then the Transit keys. A crash in
+//     between leaves orphan entries and keys, or a device on a hub marked deleting,
+//     which that DeleteHub finds through the marker and refuses to delete the hub for.
+//  5. A record write that fails for sure (check-and-set: the ID is taken; a 4xx): our
+//     entry and keys are removed as in 4. One that may have reached Vault (timeout, 5xx)
+//     keeps marker and keys: the record may be there and needs them.
+//
+// A failure of the shared marker write fails every create of the group before any
+// record is written; a failure of one record (check-and-set, rollback) fails that
+// device only, and leaves the group's other names alone.
 func (s *Store) createDevice(ctx context.Context, rec deviceRecord, decided *hubRecord) error {
 	tidy := context.WithoutCancel(ctx)
-	if _, err := s.kvWrite(ctx, markerPath(rec.Hub, rec.ID), noCAS, markerRecord{Device: rec.ID}); err != nil {
+	group, err := s.markDevice(ctx, rec.Hub, rec.ID)
+	if err != nil {
 		// No record was written, so the keys belong to nothing.
 		s.deleteKeysBestEffort(tidy, rec.TransitKeys)
 		return err
 	}
+	rec.MarkerGroup = group
 	if _, err := s.kvWrite(ctx, devicePath(rec.ID), 0, rec); err != nil {
 		if ambiguous(err) {
 			// The record may have been written: its keys and marker must stay.
 			return err
 		}
 		s.deleteKeysBestEffort(tidy, rec.TransitKeys)
-		s.dropMarker(tidy, rec.Hub, rec.ID)
+		s.unmarkDevice(tidy, rec.Hub, rec.ID, group)
 		return createErr(err)
 	}
 	// A DeleteHub that checked the markers before ours appeared has marked the hub
@@ -118,13 +152,23 @@ func (s *Store) createDevice(ctx context.Context, rec deviceRecord, decided *hub
 		s.log.Warn("vaultstore: could not roll back a device whose hub went away", "device", rec.ID, "hub", rec.Hub, "err", derr)
 		return err
 	}
-	s.dropMarker(tidy, rec.Hub, rec.ID)
+	s.unmarkDevice(tidy, rec.Hub, rec.ID, group)
 	s.deleteKeysBestEffort(tidy, rec.TransitKeys)
 	return err
 }
 
-// dropMarker deletes the marker of device id on hub unless a device record with that
-// ID on that hub exists (the marker is then that device's, not ours).
+// unmarkDevice removes the marker entry of device id on hub that a record naming group
+// (empty: a single marker) relied on, once no such record exists any more.
+func (s *Store) unmarkDevice(ctx context.Context, hub, id, group string) {
+	if group != "" {
+		s.ungroup(ctx, hub, group, id)
+		return
+	}
+	s.dropMarker(ctx, hub, id)
+}
+
+// dropMarker deletes the single marker of device id on hub unless a device record with
+// that ID on that hub exists (the marker is then that device's, not ours).
 func (s *Store) dropMarker(ctx context.Context, hub, id string) {
 	var cur deviceRecord
 	_, err := s.kvRead(ctx, s.cfg.WriteTimeout, devicePath(id), &cur)
@@ -209,6 +253,9 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Dev
 		}
 		rec := toDeviceRecord(&d)
 		rec.TransitKeys = old.TransitKeys
+		if !moved {
+			rec.MarkerGroup = old.MarkerGroup // a move's marker is a single one (above)
+		}
 		newVer, err := s.kvWrite(ctx, devicePath(id), ver, rec)
 		if errors.Is(err, errCASMismatch) {
 			if err := backoff(ctx, attempt); err != nil {
@@ -280,6 +327,9 @@ func (s *Store) finishMove(ctx context.Context, old *deviceRecord, rec deviceRec
 	hub, _, err := s.readHub(ctx, s.cfg.WriteTimeout, rec.Hub)
 	if err == nil && !hub.deleting(s.now()) {
 		s.dropMarker(tidy, old.Hub, rec.ID)
+		if old.MarkerGroup != "" {
+			s.ungroup(tidy, old.Hub, old.MarkerGroup, rec.ID)
+		}
 		return nil
 	}
 	if err == nil || errors.Is(err, store.ErrNotFound) {
@@ -346,8 +396,8 @@ func secretsChanged(old, rec *deviceRecord) bool {
 // DeleteDevice removes a device; store.ErrNotFound if absent, store.ErrConflict while
 // another create or delete of a device with Transit keys is under way.
 //
-// Order: the record first (from then on the device does not exist), then its marker,
-// then its Transit keys. A crash in between leaves an orphan marker (DeleteHub skips
+// Order: the record first (from then on the device does not exist), then its marker
+// (its name in its group marker, if any, and its single marker), then its Transit keys. A crash in between leaves an orphan marker (DeleteHub skips
 // it) or orphan keys (the next create of this ID replaces them), never a record without
 // keys.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
@@ -383,6 +433,10 @@ func (s *Store) deleteDevice(ctx context.Context, rec deviceRecord) error {
 	}
 	// The device is gone; the rest only tidies up and cannot fail the delete.
 	tidy := context.WithoutCancel(ctx)
+	if rec.MarkerGroup != "" {
+		s.ungroup(tidy, rec.Hub, rec.MarkerGroup, rec.ID)
+	}
+	// A single marker too: the device's own, or one a refused create of its ID left.
 	if err := s.kvDelete(tidy, markerPath(rec.Hub, rec.ID)); err != nil {
 		s.log.Warn("vaultstore: could not delete a deleted device's marker; it is a harmless orphan", "hub", rec.Hub, "device", rec.ID, "err", err)
 	}

@@ -55,3 +55,6 @@ func SetHubSeenTTL(tb interface{ Cleanup(func()) }, d time.Duration) {
 	hubSeenTTL = d
 	tb.Cleanup(func() { hubSeenTTL = old })
 }
+
+// PendingMarkers reports how many creates on hub wait for the marker write in flight.
+func (s *Store) PendingMarkers(hub string) int { return s.groups.mark.Pending(hub) }

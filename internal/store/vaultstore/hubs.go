@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -169,9 +170,10 @@ func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 //
 // Order: mark the record as deleting, so a CreateDevice that has not yet re-checked the
 // hub rolls itself back; check the hub's markers against the device records (a marker
-// whose device is gone or on another hub is an orphan of an interrupted operation);
-// delete the record; then the markers and the Transit key. A crash after the record is
-// gone leaves only orphans.
+// whose device is gone or on another hub is an orphan of an interrupted operation; a
+// group marker counts as a single marker for each device it names); delete the record;
+// then the markers and the Transit key. A crash after the record is gone leaves only
+// orphans.
 func (s *Store) DeleteHub(ctx context.Context, name string) error {
 	op := fmt.Sprintf("delete hub %q", name)
 	if err := s.live(); err != nil {
@@ -228,17 +230,13 @@ func (s *Store) deleteHub(ctx context.Context, name string) error {
 		}
 	}
 
-	markers, err := s.kvList(ctx, markerFolder(name))
+	// Single markers and group markers alike (groups.go): every device named.
+	ids, markers, err := s.hubMarkers(ctx, name, nil)
 	if err != nil {
 		unmark()
 		return err
 	}
-	slices.Sort(markers)
-	for _, m := range markers {
-		id, ok := dec(m)
-		if !ok {
-			continue
-		}
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
 		var d deviceRecord
 		_, err := s.kvRead(ctx, s.cfg.WriteTimeout, devicePath(id), &d)
 		if err == nil && d.Hub == name {

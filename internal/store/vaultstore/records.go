@@ -29,6 +29,9 @@ type deviceRecord struct {
 	// TransitKeys names the Transit keys imported for this device and its modules; the
 	// key fields above are empty then. DeleteDevice deletes exactly these.
 	TransitKeys []string `json:"transitKeys,omitempty"`
+	// MarkerGroup names the group marker on its hub that names this device (groups.go);
+	// empty when the device has a single marker of its own.
+	MarkerGroup string `json:"markerGroup,omitempty"`
 }
 
 // markerRecord says a device uses a hub; the ID is in the path too, but a readable

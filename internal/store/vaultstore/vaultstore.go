@@ -29,6 +29,7 @@
 //	hubs/{hex(name)}                    hub record (no key material when Transit)
 //	devices/{hex(id)}                   device record (no key material when its keys are in Transit)
 //	hubdevices/{hex(hub)}/{hex(id)}     marker: the device uses the hub (DeleteHub answers ErrConflict without scanning devices)
+//	hubdevices/{hex(hub)}/g{32 hex}     group marker: the devices of one batch of concurrent creates use the hub (groups.go)
 //	settings/{hex(name)}                named service setting
 //	claims/{hubs|devices}/{hex(name)}   short-lived lock while Transit keys of that hub or device are imported or deleted
 //
@@ -44,9 +45,10 @@
 // reclaimed later — and never a device record that points at a hub or Transit key that
 // does not exist:
 //
-//   - CreateDevice: Transit keys (if any) → marker → device record (check-and-set 0),
-//     then the hub is read again and the device rolled back if the hub is being deleted.
-//   - DeleteDevice: device record → marker → Transit keys.
+//   - CreateDevice: Transit keys (if any) → marker (its own, or a group marker shared
+//     with concurrent creates on the hub) → device record (check-and-set 0), then the
+//     hub is read again and the device rolled back if the hub is being deleted.
+//   - DeleteDevice: device record → marker (or its name in its group) → Transit keys.
 //   - CreateHub: Transit key (if any) → hub record (check-and-set 0).
 //   - DeleteHub: mark the hub record as deleting (so no CreateDevice can slip in) →
 //     check the markers against the device records → hub record → markers → Transit key.
@@ -213,6 +215,8 @@ type Store struct {
 	batch transitBatchers
 	// hubs are the hub reads device creates share (hubcheck.go).
 	hubs hubChecks
+	// groups are the marker writes device creates share (groups.go).
+	groups groupMarkers
 }
 
 var _ store.Store = (*Store)(nil)
