@@ -58,6 +58,20 @@ type scaleResult struct {
 	ImportAtScalePerSecond float64 `json:"importAtScaleDevicesPerSecond"`
 	ImportAtScaleCPUMicros float64 `json:"importAtScaleCpuMicrosPerDevice"`
 	WritesPerCommitAtScale float64 `json:"writesPerCommitAtScale,omitempty"`
+	// Where the import's time went, where the store reports it (CommitStats): pages
+	// written per commit, and per device the time bbolt spent writing and fsyncing
+	// (disk) and laying out pages (spill). 1e6/diskMicros is the rate the import would
+	// reach if nothing but the disk took time.
+	Cost        *importCost `json:"importCost,omitempty"`
+	CostAtScale *importCost `json:"importAtScaleCost,omitempty"`
+}
+
+type importCost struct {
+	PagesPerCommit  float64 `json:"pagesPerCommit"`
+	PagesPerDevice  float64 `json:"pagesPerDevice"`
+	DiskMicros      float64 `json:"diskMicrosPerDevice"`
+	SpillMicros     float64 `json:"spillMicrosPerDevice"`
+	DiskBoundPerSec float64 `json:"diskBoundDevicesPerSecond"`
 }
 
 // TestScale builds a TOKENSVC_SCALE_DEVICES-device store file (written as a v1
@@ -92,7 +106,7 @@ func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	must(t, err)
 	defer s.Close()
 	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
-	res.ImportPerSecond, res.ImportCPUMicros, res.WritesPerCommit = importDevices(t, s, scaleID, res.ImportDevices, res.Writers)
+	res.ImportPerSecond, res.ImportCPUMicros, res.WritesPerCommit, res.Cost = importDevices(t, s, scaleID, res.ImportDevices, res.Writers)
 }
 
 // batchStats reads the group commit counters of stores that have them.
@@ -105,12 +119,21 @@ func batchStats(s any) (commits, writes int64) {
 
 // importDevices creates n devices named id(0) .. id(n-1) on hub-a, in random order,
 // from writers goroutines, and returns the rate, the process CPU per device and the writes
-// per commit (0 if the store does not report them).
+// per commit (0 if the store does not report them), and its cost breakdown (nil if the
+// store does not report it).
 func importDevices(t *testing.T, s interface {
 	CreateDevice(context.Context, domain.Device) error
-}, id func(int) string, n, writers int) (perSecond, cpuMicros, perCommit float64) {
+}, id func(int) string, n, writers int) (perSecond, cpuMicros, perCommit float64, cost *importCost) {
 	ctx := t.Context()
 	commits0, writes0 := batchStats(s)
+	cs, _ := s.(interface {
+		CommitStats() (int64, time.Duration, time.Duration)
+	})
+	var pages0 int64
+	var spill0, write0 time.Duration
+	if cs != nil {
+		pages0, spill0, write0 = cs.CommitStats()
+	}
 	order := rand.Perm(n)
 	next := make(chan int, writers)
 	var wg sync.WaitGroup
@@ -133,10 +156,21 @@ func importDevices(t *testing.T, s interface {
 	wg.Wait()
 	perSecond = float64(n) / time.Since(start).Seconds()
 	cpuMicros = float64((cpuTime(t) - cpu0).Microseconds()) / float64(n)
-	if commits, writes := batchStats(s); commits > commits0 {
+	commits, writes := batchStats(s)
+	if commits > commits0 {
 		perCommit = float64(writes-writes0) / float64(commits-commits0)
 	}
-	return perSecond, cpuMicros, perCommit
+	if cs != nil && commits > commits0 {
+		pages, spill, write := cs.CommitStats()
+		cost = &importCost{
+			PagesPerCommit:  float64(pages-pages0) / float64(commits-commits0),
+			PagesPerDevice:  float64(pages-pages0) / float64(n),
+			DiskMicros:      float64((write - write0).Microseconds()) / float64(n),
+			SpillMicros:     float64((spill - spill0).Microseconds()) / float64(n),
+			DiskBoundPerSec: float64(n) / (write - write0).Seconds(),
+		}
+	}
+	return perSecond, cpuMicros, perCommit, cost
 }
 
 // measureOpen writes an n-device v1 snapshot, opens it once (the new store migrates
@@ -181,7 +215,7 @@ func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
 	// New IDs spread evenly among the existing ones (each just after one), so the
 	// inserts land all over the tree, as a real import's would.
 	spread := func(i int) string { return scaleID(i*res.Devices/max(res.ImportDevices, 1)) + "+" }
-	res.ImportAtScalePerSecond, res.ImportAtScaleCPUMicros, res.WritesPerCommitAtScale = importDevices(t, s, spread, res.ImportDevices, res.Writers)
+	res.ImportAtScalePerSecond, res.ImportAtScaleCPUMicros, res.WritesPerCommitAtScale, res.CostAtScale = importDevices(t, s, spread, res.ImportDevices, res.Writers)
 	runtime.KeepAlive(s)
 }
 
