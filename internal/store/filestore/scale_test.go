@@ -3,6 +3,7 @@ package filestore_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -52,6 +54,8 @@ type scaleResult struct {
 	ImportPerSecond  float64 `json:"importDevicesPerSecond"`
 	ImportCPUMicros  float64 `json:"importCpuMicrosPerDevice"`  // process CPU (user+system) per device imported
 	WritesPerCommit  float64 `json:"writesPerCommit,omitempty"` // group commit, where the store reports it
+	// The same import run again into that store: every CreateDevice refused (ErrExists).
+	ReimportPerSecond float64 `json:"reimportDevicesPerSecond"`
 	// The same import into the DEVICES-device store (after the measurements above):
 	// every insert lands in a tree of 10^6 keys, so it dirties more pages than in an
 	// empty store.
@@ -106,7 +110,9 @@ func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	must(t, err)
 	defer s.Close()
 	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
-	res.ImportPerSecond, res.ImportCPUMicros, res.WritesPerCommit, res.Cost = importDevices(t, s, scaleID, res.ImportDevices, res.Writers)
+	res.ImportPerSecond, res.ImportCPUMicros, res.WritesPerCommit, res.Cost = importDevices(t, s, scaleID, res.ImportDevices, res.Writers, nil)
+	// The same import again: every device is there (an import resumed after a crash).
+	res.ReimportPerSecond, _, _, _ = importDevices(t, s, scaleID, res.ImportDevices, res.Writers, store.ErrExists)
 }
 
 // batchStats reads the group commit counters of stores that have them.
@@ -118,12 +124,12 @@ func batchStats(s any) (commits, writes int64) {
 }
 
 // importDevices creates n devices named id(0) .. id(n-1) on hub-a, in random order,
-// from writers goroutines, and returns the rate, the process CPU per device and the writes
+// from writers goroutines, each call failing with want (nil: none), and returns the rate, the process CPU per device and the writes
 // per commit (0 if the store does not report them), and its cost breakdown (nil if the
 // store does not report it).
 func importDevices(t *testing.T, s interface {
 	CreateDevice(context.Context, domain.Device) error
-}, id func(int) string, n, writers int) (perSecond, cpuMicros, perCommit float64, cost *importCost) {
+}, id func(int) string, n, writers int, want error) (perSecond, cpuMicros, perCommit float64, cost *importCost) {
 	ctx := t.Context()
 	commits0, writes0 := batchStats(s)
 	cs, _ := s.(interface {
@@ -143,8 +149,8 @@ func importDevices(t *testing.T, s interface {
 	for range writers {
 		wg.Go(func() {
 			for i := range next {
-				if err := s.CreateDevice(ctx, device(id(i), "hub-a")); err != nil {
-					failed.Do(func() { t.Errorf("CreateDevice: %v", err) })
+				if err := s.CreateDevice(ctx, device(id(i), "hub-a")); !errors.Is(err, want) {
+					failed.Do(func() { t.Errorf("CreateDevice: got %v, want %v", err, want) })
 				}
 			}
 		})
@@ -214,8 +220,8 @@ func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
 	res.HeapAfterGetsMiB = liveHeapMiB()
 	// New IDs spread evenly among the existing ones (each just after one), so the
 	// inserts land all over the tree, as a real import's would.
-	spread := func(i int) string { return scaleID(i*res.Devices/max(res.ImportDevices, 1)) + "+" }
-	res.ImportAtScalePerSecond, res.ImportAtScaleCPUMicros, res.WritesPerCommitAtScale, res.CostAtScale = importDevices(t, s, spread, res.ImportDevices, res.Writers)
+	spread := func(i int) string { return fmt.Sprintf("%s+%d", scaleID(i*res.Devices/max(res.ImportDevices, 1)), i) }
+	res.ImportAtScalePerSecond, res.ImportAtScaleCPUMicros, res.WritesPerCommitAtScale, res.CostAtScale = importDevices(t, s, spread, res.ImportDevices, res.Writers, nil)
 	runtime.KeepAlive(s)
 }
 
