@@ -5,8 +5,10 @@
 # compiles against: it uses only Open, the store methods and WriteSnapshotForTest):
 # a DEVICES-device store (written as a v1 snapshot, opened once — the new store
 # migrates it — then measured: Open to ready, live heap after Open + a GetDevice, file
-# size, GetDevice latency), and the import rate of IMPORT devices into an empty store
-# through WRITERS concurrent CreateDevice callers.
+# size, GetDevice latency), and the import rate of IMPORT devices through WRITERS
+# concurrent CreateDevice callers: into an empty store, the same again (every device
+# there: an import resumed), and into the DEVICES-device store (new IDs spread among
+# the existing ones: "import at 10^6").
 #
 #   scripts/bench-filestore.sh                         # 10^6 devices, 20,000 imported by 64 writers
 #   DEVICES=100000 IMPORT=5000 WRITERS=256 BASE=HEAD~3 scripts/bench-filestore.sh
@@ -38,6 +40,8 @@ jq -n -c --argjson b "$base" --argjson h "$head" '{
 	heapRatio: ($h.liveHeapMiB / $b.liveHeapMiB),
 	fileRatio: ($h.fileMiB / $b.fileMiB),
 	importSpeedup: ($h.importDevicesPerSecond / $b.importDevicesPerSecond),
+	reimportSpeedup: (if $b.reimportDevicesPerSecond then $h.reimportDevicesPerSecond / $b.reimportDevicesPerSecond else null end),
+	importAtScaleSpeedup: (if $b.importAtScaleDevicesPerSecond then $h.importAtScaleDevicesPerSecond / $b.importAtScaleDevicesPerSecond else null end),
 	importCpuRatio: (if $b.importCpuMicrosPerDevice then $h.importCpuMicrosPerDevice / $b.importCpuMicrosPerDevice else null end),
 	getDeviceRatio: ($h.getDeviceMicros / $b.getDeviceMicros)
 }' | sed 's/^/RATIO /'

@@ -1,6 +1,7 @@
 package filestore_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -73,6 +75,36 @@ func BenchmarkCreateDeviceParallel(b *testing.B) {
 		for pb.Next() {
 			if err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", n.Add(1)), "hub-a")); err != nil {
 				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkCreateDeviceExistsParallel is an import run again: 64 callers per core
+// create devices that are all there already (store.ErrExists), as a bulk import
+// resumed after a crash does for every line done before it.
+func BenchmarkCreateDeviceExistsParallel(b *testing.B) {
+	s := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), newKey(b), filestore.WithLogger(discardLogger))
+	ctx := b.Context()
+	if err := s.CreateHub(ctx, iotHub("hub-a")); err != nil {
+		b.Fatal(err)
+	}
+	const have = 1000
+	for i := range have {
+		if err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", i), "hub-a")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(64)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", n.Add(1)%have), "hub-a"))
+			if !errors.Is(err, store.ErrExists) {
+				b.Errorf("CreateDevice of an existing device: got %v, want %v", err, store.ErrExists)
 				return
 			}
 		}

@@ -1,7 +1,9 @@
 package filestore_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
@@ -51,6 +54,28 @@ type scaleResult struct {
 	ImportPerSecond  float64 `json:"importDevicesPerSecond"`
 	ImportCPUMicros  float64 `json:"importCpuMicrosPerDevice"`  // process CPU (user+system) per device imported
 	WritesPerCommit  float64 `json:"writesPerCommit,omitempty"` // group commit, where the store reports it
+	// The same import run again into that store: every CreateDevice refused (ErrExists).
+	ReimportPerSecond float64 `json:"reimportDevicesPerSecond"`
+	// The same import into the DEVICES-device store (after the measurements above):
+	// every insert lands in a tree of 10^6 keys, so it dirties more pages than in an
+	// empty store.
+	ImportAtScalePerSecond float64 `json:"importAtScaleDevicesPerSecond"`
+	ImportAtScaleCPUMicros float64 `json:"importAtScaleCpuMicrosPerDevice"`
+	WritesPerCommitAtScale float64 `json:"writesPerCommitAtScale,omitempty"`
+	// Where the import's time went, where the store reports it (CommitStats): pages
+	// written per commit, and per device the time bbolt spent writing and fsyncing
+	// (disk) and laying out pages (spill). 1e6/diskMicros is the rate the import would
+	// reach if nothing but the disk took time.
+	Cost        *importCost `json:"importCost,omitempty"`
+	CostAtScale *importCost `json:"importAtScaleCost,omitempty"`
+}
+
+type importCost struct {
+	PagesPerCommit  float64 `json:"pagesPerCommit"`
+	PagesPerDevice  float64 `json:"pagesPerDevice"`
+	DiskMicros      float64 `json:"diskMicrosPerDevice"`
+	SpillMicros     float64 `json:"spillMicrosPerDevice"`
+	DiskBoundPerSec float64 `json:"diskBoundDevicesPerSecond"`
 }
 
 // TestScale builds a TOKENSVC_SCALE_DEVICES-device store file (written as a v1
@@ -79,24 +104,53 @@ func TestScale(t *testing.T) {
 func scaleID(i int) string { return fmt.Sprintf("dev-%08d", i) }
 
 // measureImport creates res.ImportDevices devices in random ID order from res.Writers
-// goroutines.
+// goroutines, into an empty store.
 func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
 	must(t, err)
 	defer s.Close()
+	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
+	res.ImportPerSecond, res.ImportCPUMicros, res.WritesPerCommit, res.Cost = importDevices(t, s, scaleID, res.ImportDevices, res.Writers, nil)
+	// The same import again: every device is there (an import resumed after a crash).
+	res.ReimportPerSecond, _, _, _ = importDevices(t, s, scaleID, res.ImportDevices, res.Writers, store.ErrExists)
+}
+
+// batchStats reads the group commit counters of stores that have them.
+func batchStats(s any) (commits, writes int64) {
+	if bs, ok := s.(interface{ BatchStats() (int64, int64) }); ok {
+		return bs.BatchStats()
+	}
+	return 0, 0
+}
+
+// importDevices creates n devices named id(0) .. id(n-1) on hub-a, in random order,
+// from writers goroutines, each call failing with want (nil: none), and returns the rate, the process CPU per device and the writes
+// per commit (0 if the store does not report them), and its cost breakdown (nil if the
+// store does not report it).
+func importDevices(t *testing.T, s interface {
+	CreateDevice(context.Context, domain.Device) error
+}, id func(int) string, n, writers int, want error) (perSecond, cpuMicros, perCommit float64, cost *importCost) {
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	order := rand.Perm(res.ImportDevices)
-	next := make(chan int, res.Writers)
+	commits0, writes0 := batchStats(s)
+	cs, _ := s.(interface {
+		CommitStats() (int64, time.Duration, time.Duration)
+	})
+	var pages0 int64
+	var spill0, write0 time.Duration
+	if cs != nil {
+		pages0, spill0, write0 = cs.CommitStats()
+	}
+	order := rand.Perm(n)
+	next := make(chan int, writers)
 	var wg sync.WaitGroup
 	var failed sync.Once
 	cpu0 := cpuTime(t)
 	start := time.Now()
-	for range res.Writers {
+	for range writers {
 		wg.Go(func() {
 			for i := range next {
-				if err := s.CreateDevice(ctx, device(scaleID(i), "hub-a")); err != nil {
-					failed.Do(func() { t.Errorf("CreateDevice: %v", err) })
+				if err := s.CreateDevice(ctx, device(id(i), "hub-a")); !errors.Is(err, want) {
+					failed.Do(func() { t.Errorf("CreateDevice: got %v, want %v", err, want) })
 				}
 			}
 		})
@@ -106,18 +160,29 @@ func measureImport(t *testing.T, path string, key []byte, res *scaleResult) {
 	}
 	close(next)
 	wg.Wait()
-	res.ImportPerSecond = float64(res.ImportDevices) / time.Since(start).Seconds()
-	res.ImportCPUMicros = float64((cpuTime(t) - cpu0).Microseconds()) / float64(res.ImportDevices)
-	if bs, ok := any(s).(interface{ BatchStats() (int64, int64) }); ok {
-		if commits, writes := bs.BatchStats(); commits > 0 {
-			res.WritesPerCommit = float64(writes) / float64(commits)
+	perSecond = float64(n) / time.Since(start).Seconds()
+	cpuMicros = float64((cpuTime(t) - cpu0).Microseconds()) / float64(n)
+	commits, writes := batchStats(s)
+	if commits > commits0 {
+		perCommit = float64(writes-writes0) / float64(commits-commits0)
+	}
+	if cs != nil && commits > commits0 {
+		pages, spill, write := cs.CommitStats()
+		cost = &importCost{
+			PagesPerCommit:  float64(pages-pages0) / float64(commits-commits0),
+			PagesPerDevice:  float64(pages-pages0) / float64(n),
+			DiskMicros:      float64((write - write0).Microseconds()) / float64(n),
+			SpillMicros:     float64((spill - spill0).Microseconds()) / float64(n),
+			DiskBoundPerSec: float64(n) / (write - write0).Seconds(),
 		}
 	}
+	return perSecond, cpuMicros, perCommit, cost
 }
 
 // measureOpen writes an n-device v1 snapshot, opens it once (the new store migrates
 // it, the v1 store replays it), then measures a second Open to ready, the live heap
-// after it and a GetDevice, the file size and GetDevice's latency.
+// after it and a GetDevice, the file size and GetDevice's latency, and last the import
+// into this full store.
 func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
 	devices := make([]domain.Device, res.Devices)
 	for i := range devices {
@@ -153,6 +218,10 @@ func measureOpen(t *testing.T, path string, key []byte, res *scaleResult) {
 	}
 	res.GetDeviceMicros = float64(time.Since(start).Microseconds()) / gets
 	res.HeapAfterGetsMiB = liveHeapMiB()
+	// New IDs spread evenly among the existing ones (each just after one), so the
+	// inserts land all over the tree, as a real import's would.
+	spread := func(i int) string { return fmt.Sprintf("%s+%d", scaleID(i*res.Devices/max(res.ImportDevices, 1)), i) }
+	res.ImportAtScalePerSecond, res.ImportAtScaleCPUMicros, res.WritesPerCommitAtScale, res.CostAtScale = importDevices(t, s, spread, res.ImportDevices, res.Writers, nil)
 	runtime.KeepAlive(s)
 }
 
