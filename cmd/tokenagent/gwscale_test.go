@@ -45,7 +45,9 @@ func TestGatewayScale(t *testing.T) {
 	// TOKENAGENT_GW_AGENTLOG=FILE saves the agent's whole log (JSON lines) there;
 	// TOKENAGENT_GW_WORKERS sets its -gateway-workers.
 	// TOKENAGENT_GW_PPROF=DIR builds the agent with net/http/pprof (-tags gwpprof) and
-	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR.
+	// writes heap and goroutine profiles taken at the end of the steady traffic to DIR,
+	// a heap profile with MemStats 5 s into the burst (heap-intake.txt) and one once the
+	// intake accepted the whole burst (heap-burst.*).
 	pprofDir := os.Getenv("TOKENAGENT_GW_PPROF")
 	buildArgs := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", bin}
 	if pprofDir != "" {
@@ -172,6 +174,11 @@ func TestGatewayScale(t *testing.T) {
 	before := len(peer.Events("message"))
 	b0 := time.Now()
 	var wg sync.WaitGroup
+	if pprofDir != "" { // during the intake, while the leaves' messages stream in
+		time.AfterFunc(5*time.Second, func() {
+			saveProfile(t, "http://"+pprofAddr+"/debug/pprof/heap?debug=1", filepath.Join(pprofDir, "heap-intake.txt"))
+		})
+	}
 	for c := range 20 {
 		wg.Go(func() {
 			for i := c; i < burst; i += 20 {
@@ -181,6 +188,7 @@ func TestGatewayScale(t *testing.T) {
 	}
 	wg.Wait()
 	in.flush(t)
+	burstAccepted := time.Since(b0)
 	burstStatus := procStatus(cmd.Process.Pid)
 	if pprofDir != "" { // mid-burst: every message accepted, most not yet at the hub
 		saveProfile(t, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(pprofDir, "heap-burst.pprof"))
@@ -235,8 +243,8 @@ func TestGatewayScale(t *testing.T) {
 	t.Logf("tokens: %d fetched in %d batch calls (%d failed) = %.0f tokens/h, %.0f calls/h at a %v lifetime; %d renewals on the open connection",
 		st["tokens"]["Fetched"], st["tokens"]["Calls"], st["tokens"]["CallsFailed"], float64(st["tokens"]["Fetched"])/hours,
 		float64(st["tokens"]["Calls"])/hours, ttl, st["amqp"]["Renewals"])
-	t.Logf("burst: %d messages through the bridge in %v = %.0f msg/s; queue %v", burst, burstTime.Round(time.Millisecond),
-		float64(burst)/burstTime.Seconds(), st["queue"])
+	t.Logf("burst: %d messages through the bridge in %v = %.0f msg/s (all accepted by the intake after %v); queue %v", burst,
+		burstTime.Round(time.Millisecond), float64(burst)/burstTime.Seconds(), burstAccepted.Round(time.Millisecond), st["queue"])
 	n := 0
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {

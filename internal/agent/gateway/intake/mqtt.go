@@ -120,9 +120,11 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		// Per leaf connection mochi runs two goroutines (≈ 20 KiB of stack together at
-		// 1,000 leaves) and a read buffer of this size (default 2 KiB).
-		ClientNetReadBufferSize: 1024,
+		// Per leaf connection mochi runs two goroutines (a reader with a 16 KiB stack,
+		// 32 KiB while it handles a packet; a writer with 4–8 KiB) and keeps a read
+		// buffer of this size (default 2 KiB; 256 B holds a few small PUBLISHes, and a
+		// larger packet is read straight into its own buffer).
+		ClientNetReadBufferSize: 256,
 		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err := m.srv.AddHook(&leafHook{m: m}, nil); err != nil {
