@@ -256,7 +256,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative max inflight", nil, map[string]string{"TOKENSVC_MAX_INFLIGHT": "-1"}, "max inflight"},
 		{"tiny header limit", nil, map[string]string{"TOKENSVC_MAX_HEADER_BYTES": "100"}, "max header bytes"},
 		{"import one line at a time", []string{"-import-workers", "1"}, nil, ""},
-		{"import workers zero: the store's default", nil, map[string]string{"TOKENSVC_IMPORT_WORKERS": "0"}, ""},
+		{"import workers zero: the default", nil, map[string]string{"TOKENSVC_IMPORT_WORKERS": "0"}, ""},
 		{"import workers negative", nil, map[string]string{"TOKENSVC_IMPORT_WORKERS": "-1"}, "import workers"},
 		{"import workers too many", []string{"-import-workers", "100000"}, nil, "import workers"},
 		{"store cache off", []string{"-store-cache-size", "0"}, nil, ""},

@@ -50,7 +50,7 @@ type Config struct {
 	// slot instead of sharing the CPU until all of them time out in a boot storm.
 	MaxHandshakes int
 	// ImportWorkers is how many lines of one bulk import are imported at once (1: one
-	// after the other; 0: the store's default); the report stays in input order.
+	// after the other; 0: the default, httpapi.DefaultImportWorkers); the report stays in input order.
 	ImportWorkers int
 	// StoreCacheSize is how many decoded devices the embedded store keeps in memory
 	// (0: none; every read then decrypts its record).
@@ -97,22 +97,13 @@ type AuditConfig struct {
 // Vault-backed import with more than this only queues in Vault.
 const maxImportWorkers = 256
 
-// embeddedImportWorkers is the embedded store's default ImportWorkers: its commits are
-// shared by the writes in flight, so more lines in flight mean fewer fsyncs per device
-// (measured: 16 workers 5,646 devices/s, 64 10,151, 256 14,339; BENCHMARKS §13.1). A
-// Vault store takes httpapi.DefaultImportWorkers (16): more only queue at Vault.
-const embeddedImportWorkers = 64
-
-// importWorkers is ImportWorkers with 0 resolved to the store's default.
+// importWorkers is ImportWorkers with 0 resolved to httpapi.DefaultImportWorkers, the
+// knee on both stores (BENCHMARKS §13.1, §14.2).
 func (c Config) importWorkers() int {
-	switch {
-	case c.ImportWorkers > 0:
+	if c.ImportWorkers > 0 {
 		return c.ImportWorkers
-	case c.Store == "embedded":
-		return embeddedImportWorkers
-	default:
-		return httpapi.DefaultImportWorkers
 	}
+	return httpapi.DefaultImportWorkers
 }
 
 // maxStoreCacheSize bounds StoreCacheSize: about 1 KiB of heap per device, so the
@@ -182,7 +173,7 @@ func (c Config) Validate() error {
 		return errors.New("max handshakes must not be negative")
 	}
 	if c.ImportWorkers < 0 || c.ImportWorkers > maxImportWorkers {
-		return fmt.Errorf("import workers must be between 0 (the store's default) and %d", maxImportWorkers)
+		return fmt.Errorf("import workers must be between 0 (the default) and %d", maxImportWorkers)
 	}
 	if c.StoreCacheSize < 0 || c.StoreCacheSize > maxStoreCacheSize {
 		return fmt.Errorf("store cache size must be between 0 and %d", maxStoreCacheSize)

@@ -6,13 +6,13 @@ import (
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 )
 
-func TestImportWorkersDefaultPerStore(t *testing.T) {
+func TestImportWorkersDefault(t *testing.T) {
 	for _, tc := range []struct {
 		store string
 		set   int
 		want  int
 	}{
-		{"embedded", 0, embeddedImportWorkers},
+		{"embedded", 0, httpapi.DefaultImportWorkers},
 		{"vault", 0, httpapi.DefaultImportWorkers},
 		{"embedded", 1, 1},
 		{"vault", 200, 200},
