@@ -128,7 +128,8 @@ func Defaults() Config {
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
 			PKIMount: vaultstore.DefaultPKIMount, PKIRole: vaultstore.DefaultPKIRole,
-			TransitBatchMax: vaultstore.DefaultTransitBatchMax,
+			TransitBatchMax:  vaultstore.DefaultTransitBatchMax,
+			TransitBatchWait: vaultstore.DefaultTransitBatchWait,
 		},
 		Cache:  CacheConfig{Enabled: true, Options: cachestore.Options{TTL: cachestore.DefaultTTL, MaxEntries: cachestore.DefaultMaxEntries}},
 		Limits: limits.Config{DeviceRate: 0.2, DeviceBurst: 5, MaxInflight: 1024},

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/tokensvc/tokensvc/internal/coalesce"
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -33,6 +34,12 @@ import (
 
 // DefaultTransitBatchMax is the batch size tokensvc's flags default to.
 const DefaultTransitBatchMax = 64
+
+// DefaultTransitBatchWait is how long tokensvc's flags let a follow-up batch wait to fill
+// up (a key with nothing in flight never waits). Measured on one policy hub, 32 workers,
+// same script (BENCHMARKS §14.3): Vault CPU per token 0.28× a raw transit/hmac call with
+// no wait, 0.16–0.22× with 1 ms, p99 still below the raw call's.
+const DefaultTransitBatchWait = time.Millisecond
 
 // MaxTransitBatch caps TransitBatchMax: a batch answer holds about 60 bytes per item,
 // and one call must stay well within RequestTimeout on a loaded Vault.
