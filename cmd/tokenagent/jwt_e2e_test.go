@@ -75,6 +75,11 @@ func TestAgentEndToEndJWTBroker(t *testing.T) {
 			})
 			sent := pub.halt()
 			waitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
+			// The broker counts a connection when it accepts it, the agent when the CONNACK
+			// is in: stop the agent only once it has seen every connection the broker took.
+			waitFor(t, "the agent connected as often as the broker accepted", 10*time.Second, func() bool {
+				return strings.Count(a.stderr.String(), `"msg":"connected"`) >= broker.Stats().Accepted
+			})
 			stats := a.stop(t)
 
 			seen := map[int]bool{}
