@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/url"
 	"path/filepath"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/audit"
+	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
@@ -282,7 +282,7 @@ func validateOIDC(o operatorauth.OIDCConfig) error {
 			return fmt.Errorf("%s %q: not an absolute URL", name, raw)
 		}
 		// Keys fetched over plain HTTP could be swapped in transit; loopback is for tests.
-		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+		if u.Scheme != "https" && !(u.Scheme == "http" && cliflags.IsLoopback(u.Hostname())) {
 			return fmt.Errorf("%s %q: must be https", name, raw)
 		}
 	}
@@ -307,7 +307,7 @@ func validateIssuer(i issuerkeys.Config) error {
 		if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return fmt.Errorf("issuer url %q: want an absolute URL without query, fragment or user", i.Issuer)
 		}
-		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+		if u.Scheme != "https" && !(u.Scheme == "http" && cliflags.IsLoopback(u.Hostname())) {
 			return fmt.Errorf("issuer url %q: must be https", i.Issuer)
 		}
 	}
@@ -318,12 +318,4 @@ func validateIssuer(i issuerkeys.Config) error {
 		return errors.New("issuer max lifetime must be at least 1m")
 	}
 	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

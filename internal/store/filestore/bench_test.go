@@ -1,6 +1,7 @@
 package filestore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -45,11 +46,7 @@ func benchFile(b *testing.B) (string, []byte, []string) {
 // BenchmarkCreateDevice includes the commit (fsync) every acknowledged write pays
 // when it is the only writer.
 func BenchmarkCreateDevice(b *testing.B) {
-	s := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), newKey(b), filestore.WithLogger(discardLogger))
-	ctx := b.Context()
-	if err := s.CreateHub(ctx, iotHub("hub-a")); err != nil {
-		b.Fatal(err)
-	}
+	s, ctx := benchHubStore(b)
 	d := device("", "hub-a")
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -62,22 +59,12 @@ func BenchmarkCreateDevice(b *testing.B) {
 
 // BenchmarkCreateDeviceParallel has 64 callers per core share commits (group commit).
 func BenchmarkCreateDeviceParallel(b *testing.B) {
-	s := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), newKey(b), filestore.WithLogger(discardLogger))
-	ctx := b.Context()
-	if err := s.CreateHub(ctx, iotHub("hub-a")); err != nil {
-		b.Fatal(err)
-	}
-	var n atomic.Int64
-	b.ReportAllocs()
-	b.SetParallelism(64)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", n.Add(1)), "hub-a")); err != nil {
-				b.Error(err)
-				return
-			}
+	s, _ := benchHubStore(b)
+	createParallel(b, s, 0, func(err error) bool {
+		if err != nil {
+			b.Error(err)
 		}
+		return err == nil
 	})
 }
 
@@ -85,26 +72,47 @@ func BenchmarkCreateDeviceParallel(b *testing.B) {
 // create devices that are all there already (store.ErrExists), as a bulk import
 // resumed after a crash does for every line done before it.
 func BenchmarkCreateDeviceExistsParallel(b *testing.B) {
-	s := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), newKey(b), filestore.WithLogger(discardLogger))
-	ctx := b.Context()
-	if err := s.CreateHub(ctx, iotHub("hub-a")); err != nil {
-		b.Fatal(err)
-	}
+	s, ctx := benchHubStore(b)
 	const have = 1000
 	for i := range have {
 		if err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", i), "hub-a")); err != nil {
 			b.Fatal(err)
 		}
 	}
+	createParallel(b, s, have, func(err error) bool {
+		if !errors.Is(err, store.ErrExists) {
+			b.Errorf("CreateDevice of an existing device: got %v, want %v", err, store.ErrExists)
+			return false
+		}
+		return true
+	})
+}
+
+// benchHubStore opens a fresh store holding hub-a.
+func benchHubStore(b *testing.B) (*filestore.Store, context.Context) {
+	s := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), newKey(b), filestore.WithLogger(discardLogger))
+	ctx := b.Context()
+	if err := s.CreateHub(ctx, iotHub("hub-a")); err != nil {
+		b.Fatal(err)
+	}
+	return s, ctx
+}
+
+// createParallel has 64 callers per core create devices on hub-a, numbered from 1 (or,
+// with ids > 0, cycling through device-0 … ids-1), until b is done or check, given each
+// CreateDevice's error, says to stop.
+func createParallel(b *testing.B, s *filestore.Store, ids int64, check func(error) bool) {
 	var n atomic.Int64
 	b.ReportAllocs()
 	b.SetParallelism(64)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			err := s.CreateDevice(ctx, device(fmt.Sprintf("device-%09d", n.Add(1)%have), "hub-a"))
-			if !errors.Is(err, store.ErrExists) {
-				b.Errorf("CreateDevice of an existing device: got %v, want %v", err, store.ErrExists)
+			i := n.Add(1)
+			if ids > 0 {
+				i %= ids
+			}
+			if !check(s.CreateDevice(b.Context(), device(fmt.Sprintf("device-%09d", i), "hub-a"))) {
 				return
 			}
 		}

@@ -126,7 +126,7 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 	}
 	s := &Store{
 		path: path, logger: o.logger, sl: sl, db: db,
-		devices: newRecCache(o.deviceCache, cloneDevice),
+		devices: newRecCache(o.deviceCache, domain.Device.Clone),
 		hubs:    newRecCache(hubCacheSize, domain.Hub.Clone),
 		kick:    make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}

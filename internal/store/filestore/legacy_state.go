@@ -1,7 +1,6 @@
 package filestore
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -114,11 +113,4 @@ func (st *state) release(hub string) {
 	if st.hubDevices[hub]--; st.hubDevices[hub] <= 0 {
 		delete(st.hubDevices, hub)
 	}
-}
-
-// cloneDevice copies the slices a Device shares with whoever holds it.
-func cloneDevice(d domain.Device) domain.Device {
-	d.Modules = slices.Clone(d.Modules)
-	d.Auth.Secret = bytes.Clone(d.Auth.Secret)
-	return d
 }

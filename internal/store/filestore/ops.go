@@ -218,7 +218,7 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Dev
 		if err != nil {
 			return err
 		}
-		d := cloneDevice(cur)
+		d := cur.Clone()
 		if fnErr = fn(&d); fnErr != nil {
 			return fnErr
 		}
@@ -245,7 +245,7 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*domain.Dev
 		return domain.Device{}, fmt.Errorf("update device %q: %w", id, err)
 	}
 	// fn may keep a pointer to what it changed, so the caller gets a copy of its own.
-	return cloneDevice(out), nil
+	return out.Clone(), nil
 }
 
 // DeleteDevice removes a device; store.ErrNotFound if absent.
