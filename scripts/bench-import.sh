@@ -59,10 +59,15 @@ for w in $runs; do
 		cp "$work/tokensvc" "$work/tokensvc-new"
 		cp "$work/tokensvc-base" "$work/tokensvc"
 	fi
-	# BASE runs with BASE_WORKERS (default 16, the shipped -import-workers) import workers.
+	# BASE runs with BASE_WORKERS import workers if set, else with its own default.
 	workers=$w
-	if [[ $w == base ]]; then workers=${BASE_WORKERS:-16}; fi
-	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" TOKENSVC_IMPORT_WORKERS="$workers" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
+	env_workers=(TOKENSVC_IMPORT_WORKERS="$w")
+	if [[ $w == base ]]; then
+		workers=${BASE_WORKERS:-default}
+		env_workers=()
+		if [[ -n ${BASE_WORKERS:-} ]]; then env_workers=(TOKENSVC_IMPORT_WORKERS="$BASE_WORKERS"); fi
+	fi
+	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
 	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
