@@ -43,16 +43,27 @@ func testLinkAWSIoT(t *testing.T, transport string) {
 		func() string {
 			return fmt.Sprintf("%+v, want %d rotations; stand-in %+v", link.Stats(), wantRotations, f.Broker.Stats().Refused)
 		})
-	if err := f.Broker.Send("commands/aws-sensor/reboot", []byte("hello device")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-c2d:
-		if string(d.Payload) != "hello device" || d.Topic != "commands/aws-sensor/reboot" {
-			t.Errorf("command: got %s %q", d.Topic, d.Payload)
+	// A command sent while the link is between two connections (a rotation every
+	// ~7.5 s) finds no subscriber and is dropped, as AWS IoT drops it for a clean
+	// session: send it again every 2 s until one arrives (c2d buffers the one that may
+	// still be on its way).
+	deadline := time.After(10 * time.Second)
+	resend := time.NewTicker(2 * time.Second)
+	defer resend.Stop()
+	for got := false; !got; {
+		if err := f.Broker.Send("commands/aws-sensor/reboot", []byte("hello device")); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Error("no command within 10 s")
+		select {
+		case d := <-c2d:
+			got = true
+			if string(d.Payload) != "hello device" || d.Topic != "commands/aws-sensor/reboot" {
+				t.Errorf("command: got %s %q", d.Topic, d.Payload)
+			}
+		case <-resend.C:
+		case <-deadline:
+			t.Fatal("no command within 10 s")
+		}
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run: got %v, want nil", err)
