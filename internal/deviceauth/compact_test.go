@@ -318,6 +318,9 @@ func FuzzSignedAssertionLikeJWT(f *testing.F) {
 	for _, s := range signedSeeds {
 		f.Add(s.header, s.claims, s.signer)
 	}
+	for _, s := range claimSeeds {
+		f.Add(`{"alg":"HS256"}`, s, byte(0))
+	}
 	f.Fuzz(func(t *testing.T, header, payload string, signer byte) {
 		checkPlainLikeJSON(t, header, payload)
 		checkLikeJWT(t, signedCompact(t, header, payload, signer))
