@@ -14,6 +14,8 @@
 #   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
 #   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
 #   STORE=vault BASE=main scripts/bench-import.sh        # also tokensvc built from BASE (git archive), first, same run
+#   PPROF_OUT=/tmp/prof STORE=vault scripts/bench-import.sh  # tokensvc's CPU and alloc profiles of each run's first
+#                                                       # PPROF_SECONDS (10) s: import-<label>.{cpu,allocs}.pprof
 set -euo pipefail
 
 . "$(dirname "$0")/bench-lib.sh"
@@ -67,8 +69,10 @@ for w in $runs; do
 		env_workers=()
 		if [[ -n ${BASE_WORKERS:-} ]]; then env_workers=(TOKENSVC_IMPORT_WORKERS="$BASE_WORKERS"); fi
 	fi
-	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}"
-	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" \
+	bench_pprof
+	if [[ -n ${PPROF_OUT:-} ]]; then pprof_args+=(-pprof-seconds "${PPROF_SECONDS:-10}s"); fi
+	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}" "${pprof_env[@]}"
+	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" "${pprof_args[@]}" \
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")

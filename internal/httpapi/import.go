@@ -104,11 +104,7 @@ func (st *importStream) VisitImportDevicesResponse(w http.ResponseWriter) error 
 	enc.SetEscapeHTML(false)
 	run := &importRun{st: st, rc: rc, emitTo: func(r importReport) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(importIdle))
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-		_ = rc.Flush()
-		return nil
+		return enc.Encode(r)
 	}}
 	return run.run()
 }

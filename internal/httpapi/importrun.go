@@ -17,7 +17,8 @@ import (
 // importRun is one import under way. A reader goroutine parses the body in order and
 // submits each line to a registry.Batch, which imports up to ImportWorkers lines at
 // once; the handler's goroutine writes the report lines in input order as each line
-// is done. Between them the items channel is the reorder buffer: the reader stops
+// is done, and flushes them to the client whenever it is about to wait for the next
+// (one write for every run of lines that are done together, not one per line). Between them the items channel is the reorder buffer: the reader stops
 // reading while it is full, so memory stays bounded whatever the size of the body.
 //
 // A store failure (or a line that failed unexpectedly) stops the import as it did
@@ -29,8 +30,10 @@ import (
 type importRun struct {
 	st     *importStream
 	rc     *http.ResponseController
-	emitTo func(importReport) error
+	emitTo func(importReport) error // writes a report line, unflushed
 	sum    importSummary
+	// unflushed: report lines were written since the last flush.
+	unflushed bool
 
 	stop     chan struct{} // closed when no further line may be submitted
 	haltOnce sync.Once
@@ -64,7 +67,11 @@ func (ir *importRun) run() error {
 	var fatal string
 	var failedLine, later int
 	var werr error
-	for it := range items {
+	for {
+		it, ok := ir.next(items)
+		if !ok {
+			break
+		}
 		if werr != nil {
 			continue // the client is gone: drain what was submitted
 		}
@@ -81,7 +88,7 @@ func (ir *importRun) run() error {
 		if failedLine > 0 {
 			later++
 		}
-		if werr = ir.emitTo(rep); werr != nil {
+		if werr = ir.emit(rep); werr != nil {
 			cancel()
 			ir.halt()
 		}
@@ -100,7 +107,37 @@ func (ir *importRun) run() error {
 	}
 	s := ir.sum
 	st.s.log.InfoContext(st.ctx, "devices imported", "created", s.Created, "skipped", s.Skipped, "rejected", s.Rejected, "stopped", fatal != "")
-	return ir.emitTo(importReport{Result: "summary", Summary: &s, Error: fatal})
+	if err := ir.emit(importReport{Result: "summary", Summary: &s, Error: fatal}); err != nil {
+		return err
+	}
+	ir.flush()
+	return nil
+}
+
+// emit writes a report line, to be flushed before the run next waits.
+func (ir *importRun) emit(r importReport) error {
+	ir.unflushed = true
+	return ir.emitTo(r)
+}
+
+// flush sends the report lines written since the last flush to the client.
+func (ir *importRun) flush() {
+	if ir.unflushed {
+		ir.unflushed = false
+		_ = ir.rc.Flush()
+	}
+}
+
+// next returns the next item, flushing the report first when it is not ready yet.
+func (ir *importRun) next(items <-chan importItem) (importItem, bool) {
+	select {
+	case it, ok := <-items:
+		return it, ok
+	default:
+		ir.flush()
+		it, ok := <-items
+		return it, ok
+	}
 }
 
 // halt stops the reader: no line is submitted after it returns (but one already being
@@ -166,7 +203,12 @@ func (ir *importRun) outcome(it importItem) (importReport, error) {
 		rep.Result, rep.Reason = string(registry.Rejected), it.reason
 		return rep, nil
 	}
-	<-it.pending.Done()
+	select {
+	case <-it.pending.Done():
+	default:
+		ir.flush()
+		<-it.pending.Done()
+	}
 	c, result, err := it.pending.Result()
 	if err != nil && result == "" {
 		return rep, err

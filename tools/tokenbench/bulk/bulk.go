@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
@@ -28,6 +31,8 @@ type Config struct {
 	// instead of an import: the baseline.
 	RawWorkers                     int
 	VaultAddr, RawPath, VaultToken string
+	// Profile fetches tokensvc's own profiles over the import (-pprof-seconds long).
+	Profile bench.Profiler
 }
 
 // Report is the run, as printed by -json.
@@ -55,6 +60,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.IntVar(&c.RawWorkers, "raw-kv", 0, "instead of importing, write -n device-sized KV v2 records straight to Vault (-vault-addr, VAULT_TOKEN) from this many workers: the baseline")
 	fs.StringVar(&c.VaultAddr, "vault-addr", "", "Vault address for -raw-kv (loopback)")
 	fs.StringVar(&c.RawPath, "raw-path", "secret/data/bench-raw", "KV v2 data path the -raw-kv records go under")
+	c.Profile.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -66,6 +72,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		c.Prefix = fmt.Sprintf("imp-%d-", time.Now().UnixNano())
 	}
 	if err := bench.CheckLoopbackURL("-url", c.URL, "http", "https"); err != nil {
+		return c, err
+	}
+	if err := c.Profile.Validate(); err != nil {
 		return c, err
 	}
 	if c.RawWorkers > 0 {
@@ -109,12 +118,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	profiled := c.Profile.Start(ctx, http.DefaultClient, "import-"+fileSafe(c.Label), c.Profile.Max)
 	start := time.Now()
 	_, err = admin.Import(ctx, c.Devices, func(i int) (oapi.DeviceCreate, error) {
 		return oapi.DeviceCreate{DeviceId: fmt.Sprintf("%s%07d", c.Prefix, i), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
 	})
 	took := time.Since(start)
 	if err != nil {
+		return err
+	}
+	if err := profiled(); err != nil {
 		return err
 	}
 	_, procs, err := cpu.PerOp(c.Devices)
@@ -143,4 +156,15 @@ func (c Config) print(stdout io.Writer, r Report) error {
 	}
 	_, err := fmt.Fprintln(stdout, line)
 	return err
+}
+
+// fileSafe is label with every byte but letters, digits, '.', '=' and '-' replaced by
+// '_', for a file name.
+func fileSafe(label string) string {
+	return strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(".=-", r)) {
+			return r
+		}
+		return '_'
+	}, label)
 }
