@@ -44,7 +44,7 @@ func TestAgentEndToEndJWTBroker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := jwtpeer.StartService(t, nil)
-			hub := svc.Hub(domain.Hub{Name: "b", Kind: jwtbroker.Name, Hostname: tt.host, DefaultTTL: tokenTTL,
+			hub := svc.CreateHub(domain.Hub{Name: "b", Kind: jwtbroker.Name, Hostname: tt.host, DefaultTTL: tokenTTL,
 				MaxTTL: tokenTTL, Settings: tt.settings})
 			var aud string
 			_ = json.Unmarshal([]byte(hub.Settings["audience"]), &aud)

@@ -41,7 +41,7 @@ func NewGatewayFixture(tb testing.TB, gatewayID string, leaves []string, ttl tim
 	g := &GatewayFixture{Fixture: f, Leaves: leaves, LeafKeys: map[string][]byte{}}
 	for _, id := range leaves {
 		parent := gatewayID
-		created := f.Service.Device(oapi.DeviceCreate{DeviceId: id, Hub: "main", Parent: &parent,
+		created := f.Service.CreateDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Parent: &parent,
 			Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 		key, err := signer.DecodeKey(*created.PrimaryKey, signer.KeyBase64)
 		if err != nil {
