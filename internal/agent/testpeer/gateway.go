@@ -52,6 +52,29 @@ func NewGatewayFixture(tb testing.TB, gatewayID string, leaves []string, ttl tim
 	return g
 }
 
+// StartAMQP starts the AMQP hub peer for Hub with a certificate from the fixture's
+// CA; it knows the leaves' keys.
+func (g *GatewayFixture) StartAMQP(tb testing.TB) *AMQPPeer {
+	tb.Helper()
+	return StartAMQP(tb, AMQPOptions{Hub: Hub, HubName: HubName, Cert: g.CA.Issue(tb, Hub), Keys: g.LeafKeys})
+}
+
+// LeafTokens fetches the tokens of the leaves ids, in that order, in one POST
+// /token/batch as the gateway; a failed call or entry fails the test.
+func (g *GatewayFixture) LeafTokens(tb testing.TB, ids ...string) []fetch.BatchResult {
+	tb.Helper()
+	results, err := g.Fetcher(tb).Batch(context.Background(), ids)
+	if err != nil {
+		tb.Fatalf("batch: %v", err)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			tb.Fatalf("batch: %s: %v", r.DeviceID, r.Err)
+		}
+	}
+	return results
+}
+
 // Fetcher returns the gateway's fetch client (its own credential) for the service.
 func (f *Fixture) Fetcher(tb testing.TB) *fetch.Client {
 	tb.Helper()
