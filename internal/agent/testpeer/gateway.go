@@ -75,16 +75,24 @@ func (g *GatewayFixture) LeafTokens(tb testing.TB, ids ...string) []fetch.BatchR
 	return results
 }
 
-// Fetcher returns the gateway's fetch client (its own credential) for the service.
+// Fetcher returns the device's (the gateway's) fetch client, with its own credential,
+// for the service.
 func (f *Fixture) Fetcher(tb testing.TB) *fetch.Client {
+	tb.Helper()
+	return f.fetcher(tb, "", 10*time.Second)
+}
+
+// fetcher is the device's fetch client asking for tokens for transport ("": the
+// default), each exchange bounded by timeout.
+func (f *Fixture) fetcher(tb testing.TB, transport string, timeout time.Duration) *fetch.Client {
 	tb.Helper()
 	cred, err := credential.Load(f.SecretFile, credential.HS256)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
 	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
-		Audience: Audience, Signer: cred, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Audience: Audience, Transport: transport, Signer: cred, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}
