@@ -159,6 +159,17 @@ func (f *CertFixture) Client(tb testing.TB, adjust ...func(*fetch.Options)) *fet
 	return fc
 }
 
+// Certificates returns the agent's certificate fetcher for the device (its Client),
+// keeping the device's key in dir.
+func (f *CertFixture) Certificates(tb testing.TB, dir string) *certificate.Fetcher {
+	tb.Helper()
+	cf, err := certificate.New(certificate.Options{Client: f.Client(tb), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cf
+}
+
 // CertDirSink returns the file sink tokenagent -cert-dir dir runs.
 func CertDirSink(tb testing.TB, dir string) *filesink.Sink {
 	tb.Helper()
