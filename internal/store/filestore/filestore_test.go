@@ -197,6 +197,18 @@ func TestClosedStore(t *testing.T) {
 	}
 }
 
+// openWithDevices opens a fresh store holding hub-a and n devices on it, dev-0 to
+// dev-(n-1).
+func openWithDevices(t *testing.T, n int) *filestore.Store {
+	t.Helper()
+	s := mustOpen(t, storePath(t), newKey(t))
+	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
+	for i := range n {
+		must(t, s.CreateDevice(t.Context(), device(fmt.Sprintf("dev-%d", i), "hub-a")))
+	}
+	return s
+}
+
 // storeCall is one call of a Store method, named after it.
 type storeCall struct {
 	name string
@@ -293,12 +305,8 @@ func TestUpdateDeviceHubAndID(t *testing.T) {
 }
 
 func TestListDevicesCursor(t *testing.T) {
-	s := mustOpen(t, storePath(t), newKey(t))
+	s := openWithDevices(t, 10)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	for i := range 10 {
-		must(t, s.CreateDevice(ctx, device(fmt.Sprintf("dev-%d", i), "hub-a")))
-	}
 	page, err := s.ListDevices(ctx, "", 3)
 	must(t, err)
 	if page.Next != "dev-2" {
@@ -361,12 +369,8 @@ func TestEmptyNamesRejected(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
-	s := mustOpen(t, storePath(t), newKey(t))
+	s := openWithDevices(t, 10)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	for i := range 10 {
-		must(t, s.CreateDevice(ctx, device(fmt.Sprintf("dev-%d", i), "hub-a")))
-	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for w := range 4 {
