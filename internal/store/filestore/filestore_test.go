@@ -25,10 +25,7 @@ func TestContract(t *testing.T) {
 }
 
 func TestOpenWrongKey(t *testing.T) {
-	path, key := storePath(t), newKey(t)
-	s := mustOpen(t, path, key)
-	populate(t, s)
-	mustClose(t, s)
+	path, key := populatedFile(t)
 	before, err := os.ReadFile(path)
 	must(t, err)
 
