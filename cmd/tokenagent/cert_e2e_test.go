@@ -95,19 +95,19 @@ func TestAgentCertificateEndToEnd(t *testing.T) {
 	}
 	a := mustStartAgent(t, args)
 	pub := startPublisher(a.stdin, 25*time.Millisecond)
-	waitFor(t, "a connection with the certificate", 20*time.Second, func() bool { return len(f.Broker.Sessions()) >= 1 })
+	testpeer.WaitFor(t, "a connection with the certificate", 20*time.Second, func() bool { return len(f.Broker.Sessions()) >= 1 })
 	time.Sleep(time.Second)
 	sent := pub.halt()
-	waitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(f.Broker.Published()) >= sent })
+	testpeer.WaitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(f.Broker.Published()) >= sent })
 	stats := a.stop(t)
 
 	// A restart goes on with the kept certificate and key, without asking for another.
 	a2 := mustStartAgent(t, args)
 	pub2 := startPublisherAt(a2.stdin, sent, 25*time.Millisecond)
-	waitFor(t, "a reconnection after the restart", 20*time.Second, func() bool { return len(f.Broker.Sessions()) >= 2 })
+	testpeer.WaitFor(t, "a reconnection after the restart", 20*time.Second, func() bool { return len(f.Broker.Sessions()) >= 2 })
 	time.Sleep(500 * time.Millisecond)
 	sent = pub2.halt()
-	waitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(f.Broker.Published()) >= sent })
+	testpeer.WaitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(f.Broker.Published()) >= sent })
 	stats2 := a2.stop(t)
 	if ss := f.Broker.Sessions(); ss[0].Serial != ss[1].Serial || stats2["keeper"]["Reused"] != 1 || stats2["keeper"]["Fetched"] != 0 {
 		t.Errorf("after the restart: sessions %+v, keeper %v; want the kept certificate reused", ss, stats2["keeper"])

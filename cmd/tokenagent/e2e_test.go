@@ -87,17 +87,6 @@ func finalStats(t *testing.T, log string) map[string]map[string]int {
 	return nil
 }
 
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // publisher writes numbered JSON telemetry lines to the agent until stopped.
 type publisher struct {
 	mu   sync.Mutex
@@ -184,12 +173,12 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 	issued := func() int { return f.Service.Issued() }
 
 	// One refresh in normal operation.
-	waitFor(t, "a refresh", 2*ttl, func() bool { return issued() >= 2 })
+	testpeer.WaitFor(t, "a refresh", 2*ttl, func() bool { return issued() >= 2 })
 
 	// The brownfield outputs follow the token.
 	checkSinks(t, f, sock, csFile)
 	// The broker keeps no C2D queue (IoT Hub does): send until the device has it.
-	waitFor(t, "C2D on stdout", 10*time.Second, func() bool {
+	testpeer.WaitFor(t, "C2D on stdout", 10*time.Second, func() bool {
 		if err := broker.C2D(f.DeviceID, []byte(`{"cmd":"reboot"}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -205,28 +194,28 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 	// expires at 100 %, and the broker drops the link the moment it does: the agent must
 	// hold on to its token, retry and recover in time.
 	n := issued()
-	waitFor(t, "next refresh", 2*ttl, func() bool { return issued() > n })
+	testpeer.WaitFor(t, "next refresh", 2*ttl, func() bool { return issued() > n })
 	refreshed := time.Now()
 	time.Sleep(time.Until(refreshed.Add(ttl * 72 / 100)))
 	f.Service.SetUnavailable(true)
-	waitFor(t, "a 503 at the refresh point", ttl/4, func() bool { return strings.Contains(a.stderr.String(), "HTTP 503") })
+	testpeer.WaitFor(t, "a 503 at the refresh point", ttl/4, func() bool { return strings.Contains(a.stderr.String(), "HTTP 503") })
 	f.Service.SetUnavailable(false)
 	f.Service.Down()
 	down := time.Since(refreshed)
-	waitFor(t, "a refused connection", ttl/4, func() bool { return strings.Contains(a.stderr.String(), "connection refused") })
+	testpeer.WaitFor(t, "a refused connection", ttl/4, func() bool { return strings.Contains(a.stderr.String(), "connection refused") })
 	f.Service.Up()
 	up := time.Since(refreshed)
 	n = issued()
-	waitFor(t, "refresh after the outage", ttl, func() bool { return issued() > n })
+	testpeer.WaitFor(t, "refresh after the outage", ttl, func() bool { return issued() > n })
 	t.Logf("outage from +%v (503) and +%v (refused) to +%v after a refresh; new token at +%v; the old one expired at about +%v",
 		ttl*72/100, down.Round(time.Millisecond), up.Round(time.Millisecond), time.Since(refreshed).Round(time.Millisecond), ttl)
 
 	// One more normal refresh, then stop.
 	n = issued()
-	waitFor(t, "a refresh after recovery", 2*ttl, func() bool { return issued() > n })
+	testpeer.WaitFor(t, "a refresh after recovery", 2*ttl, func() bool { return issued() > n })
 	time.Sleep(time.Second)
 	sent := pub.halt()
-	waitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
+	testpeer.WaitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
 	stats := a.stop(t)
 	run1 := time.Since(start)
 
@@ -238,10 +227,10 @@ func TestAgentEndToEndMQTT(t *testing.T) {
 	accepted := broker.Stats().Accepted
 	a2 := mustStartAgent(t, args)
 	pub2 := startPublisherAt(a2.stdin, sent, 25*time.Millisecond)
-	waitFor(t, "reconnect with the persisted token", 10*time.Second, func() bool { return broker.Stats().Accepted > accepted })
+	testpeer.WaitFor(t, "reconnect with the persisted token", 10*time.Second, func() bool { return broker.Stats().Accepted > accepted })
 	time.Sleep(time.Second)
 	sent2 := pub2.halt()
-	waitFor(t, "messages after the reboot", 10*time.Second, func() bool { return len(broker.Published()) >= sent2 })
+	testpeer.WaitFor(t, "messages after the reboot", 10*time.Second, func() bool { return len(broker.Published()) >= sent2 })
 	stats2 := a2.stop(t)
 
 	assertAllArrived(t, broker, 0, sent2)
@@ -322,7 +311,7 @@ func checkSinks(t *testing.T, f *testpeer.Fixture, sock, csFile string) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode: got %v %v, want 0600", fi, err)
 	}
-	waitFor(t, "template output", 5*time.Second, func() bool { _, err := os.Stat(csFile); return err == nil })
+	testpeer.WaitFor(t, "template output", 5*time.Second, func() bool { _, err := os.Stat(csFile); return err == nil })
 	cs, err := os.ReadFile(csFile)
 	if err != nil {
 		t.Fatal(err)

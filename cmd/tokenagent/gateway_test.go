@@ -123,8 +123,7 @@ func freeAddr(t *testing.T, network string) string {
 // children; the agent stops cleanly and logs no secret.
 func TestGatewayEndToEndRun(t *testing.T) {
 	f := testpeer.NewGatewayFixture(t, "edge-run", []string{"lora-0001", "lora-0002"}, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	peer := f.StartAMQP(t)
 	leaves := filepath.Join(f.Dir, "leaves")
 	if err := os.WriteFile(leaves, []byte("lora-0001 pw-0001\nlora-0002\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -144,7 +143,7 @@ func TestGatewayEndToEndRun(t *testing.T) {
 		}
 	})
 	var cl paho.Client
-	waitFor(t, "the local broker", 10*time.Second, func() bool {
+	testpeer.WaitFor(t, "the local broker", 10*time.Second, func() bool {
 		cl = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("lora-0001").SetUsername("lora-0001").
 			SetPassword("pw-0001").SetProtocolVersion(4).SetAutoReconnect(false))
 		tok := cl.Connect()
@@ -162,7 +161,7 @@ func TestGatewayEndToEndRun(t *testing.T) {
 		fmt.Fprintf(c, "lora-0002 udp-%d", i)
 		c.Close()
 	}
-	waitFor(t, "ten messages at the peer", 20*time.Second, func() bool { return len(peer.Events("message")) >= 10 })
+	testpeer.WaitFor(t, "ten messages at the peer", 20*time.Second, func() bool { return len(peer.Events("message")) >= 10 })
 	for _, e := range peer.Events("message") {
 		if !strings.HasPrefix(e.Body, map[string]string{"lora-0001": "mqtt-", "lora-0002": "udp-"}[e.Device]) || e.Properties["site"] != "plant-7" {
 			t.Errorf("message %q as %s with %v", e.Body, e.Device, e.Properties)

@@ -65,8 +65,7 @@ func TestGatewayScale(t *testing.T) {
 	start := time.Now()
 	f := testpeer.NewGatewayFixture(t, "edge-scale", ids, ttl)
 	t.Logf("provisioned %d leaves in %v", nLeaves, time.Since(start).Round(time.Millisecond))
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	peer := f.StartAMQP(t)
 	leavesFile := filepath.Join(f.Dir, "leaves")
 	if err := os.WriteFile(leavesFile, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -120,7 +119,7 @@ func TestGatewayScale(t *testing.T) {
 	defer close(sampling)
 
 	t0 := time.Now()
-	waitFor(t, "every leaf's token on the connection", 5*time.Minute, func() bool { return len(peer.Events("cbs")) >= nLeaves })
+	testpeer.WaitFor(t, "every leaf's token on the connection", 5*time.Minute, func() bool { return len(peer.Events("cbs")) >= nLeaves })
 	attach := time.Since(t0)
 
 	var in leafIntake
@@ -144,7 +143,7 @@ func TestGatewayScale(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	in.flush(t)
-	waitFor(t, "the steady messages at the peer", 2*time.Minute, func() bool { return len(peer.Events("message")) >= steady })
+	testpeer.WaitFor(t, "the steady messages at the peer", 2*time.Minute, func() bool { return len(peer.Events("message")) >= steady })
 	mu.Lock()
 	steadyPeak := peak
 	mu.Unlock()
@@ -166,7 +165,7 @@ func TestGatewayScale(t *testing.T) {
 			}
 		}
 		lv := in.(*mqttLeaves)
-		waitFor(t, "one C2D message at every leaf", 10*time.Minute, func() bool { return lv.c2dReceived() >= nLeaves })
+		testpeer.WaitFor(t, "one C2D message at every leaf", 10*time.Minute, func() bool { return lv.c2dReceived() >= nLeaves })
 		c2dAll = time.Since(c0)
 	}
 
@@ -194,7 +193,7 @@ func TestGatewayScale(t *testing.T) {
 		saveProfile(t, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(pprofDir, "heap-burst.pprof"))
 		saveProfile(t, "http://"+pprofAddr+"/debug/pprof/heap?debug=1", filepath.Join(pprofDir, "heap-burst.txt"))
 	}
-	waitFor(t, "the burst at the peer", 10*time.Minute, func() bool { return len(peer.Events("message")) >= before+burst })
+	testpeer.WaitFor(t, "the burst at the peer", 10*time.Minute, func() bool { return len(peer.Events("message")) >= before+burst })
 	burstTime := time.Since(b0)
 	ran := time.Since(t0)
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer/jwtpeer"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/target/jwtbroker"
@@ -44,7 +45,7 @@ func TestAgentEndToEndJWTBroker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := jwtpeer.StartService(t, nil)
-			hub := svc.Hub(domain.Hub{Name: "b", Kind: jwtbroker.Name, Hostname: tt.host, DefaultTTL: tokenTTL,
+			hub := svc.CreateHub(domain.Hub{Name: "b", Kind: jwtbroker.Name, Hostname: tt.host, DefaultTTL: tokenTTL,
 				MaxTTL: tokenTTL, Settings: tt.settings})
 			var aud string
 			_ = json.Unmarshal([]byte(hub.Settings["audience"]), &aud)
@@ -69,15 +70,15 @@ func TestAgentEndToEndJWTBroker(t *testing.T) {
 			// Raw lines, no message properties: mqttlink (3.1.1) appends them to the topic as
 			// an IoT Hub property bag, which other brokers read as another topic.
 			pub := startPublisher(a.stdin, 25*time.Millisecond)
-			waitFor(t, "three new tokens in use", 60*time.Second, func() bool {
+			testpeer.WaitFor(t, "three new tokens in use", 60*time.Second, func() bool {
 				s := broker.Stats()
 				return s.ReAuths+s.Accepted >= 4
 			})
 			sent := pub.halt()
-			waitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
+			testpeer.WaitFor(t, "all messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
 			// The broker counts a connection when it accepts it, the agent when the CONNACK
 			// is in: stop the agent only once it has seen every connection the broker took.
-			waitFor(t, "the agent connected as often as the broker accepted", 10*time.Second, func() bool {
+			testpeer.WaitFor(t, "the agent connected as often as the broker accepted", 10*time.Second, func() bool {
 				return strings.Count(a.stderr.String(), `"msg":"connected"`) >= broker.Stats().Accepted
 			})
 			stats := a.stop(t)

@@ -57,7 +57,7 @@ func TestAgentBinaryRSS(t *testing.T) {
 			last, peak = kb, max(peak, kb)
 		}
 	}
-	waitFor(t, "messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
+	testpeer.WaitFor(t, "messages at the broker", 10*time.Second, func() bool { return len(broker.Published()) >= sent })
 	t.Logf("agent binary publishing %d messages (~200/s) over MQTT/TLS with 8-second tokens: VmRSS last %d KiB, peak %d KiB; broker %+v",
 		sent, last, peak, broker.Stats())
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
 // response is what every generated *XxxResponse offers and the checks below need.
@@ -34,6 +37,29 @@ func show[R response, T any](c *cli, resp R, err error, body func(R) *T, view fu
 		return err
 	}
 	return c.print(b, func() table { return view(b) })
+}
+
+// showOne is the whole of a command that takes one name (a hub's, a device's ID) and
+// prints what call answers for it.
+func showOne[R response, T any](ctx context.Context, c *cli, name string, args []string,
+	call func(context.Context, string, ...oapi.RequestEditorFn) (R, error), body func(R) *T, view func(*T) table) error {
+	pos, err := c.positional(name, args, 1)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, pos[0])
+	return show(c, resp, err, body, view)
+}
+
+// showAll is the whole of a command that takes no argument and prints what call
+// answers (a list).
+func showAll[R response, T any](ctx context.Context, c *cli, name string, args []string,
+	call func(context.Context, ...oapi.RequestEditorFn) (R, error), body func(R) *T, view func(*T) table) error {
+	if _, err := c.positional(name, args, 0); err != nil {
+		return err
+	}
+	resp, err := call(ctx)
+	return show(c, resp, err, body, view)
 }
 
 // problemError is the error for an answer other than the one asked for: the service's

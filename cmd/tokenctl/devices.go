@@ -162,12 +162,7 @@ func (c *cli) deviceList(ctx context.Context, args []string) error {
 }
 
 func (c *cli) deviceGet(ctx context.Context, args []string) error {
-	pos, err := c.positional("devices get", args, 1)
-	if err != nil {
-		return err
-	}
-	resp, err := c.api.GetDeviceWithResponse(ctx, pos[0])
-	return show(c, resp, err, (*oapi.GetDeviceResponse).GetJSON200, deviceTable)
+	return showOne(ctx, c, "devices get", args, c.api.GetDeviceWithResponse, (*oapi.GetDeviceResponse).GetJSON200, deviceTable)
 }
 
 func (c *cli) deviceRotate(ctx context.Context, args []string) error {
@@ -186,10 +181,5 @@ func (c *cli) deviceRotate(ctx context.Context, args []string) error {
 }
 
 func (c *cli) deviceRevoke(ctx context.Context, args []string) error {
-	pos, err := c.positional("devices revoke", args, 1)
-	if err != nil {
-		return err
-	}
-	resp, err := c.api.RevokeDeviceWithResponse(ctx, pos[0])
-	return show(c, resp, err, (*oapi.RevokeDeviceResponse).GetJSON200, deviceTable)
+	return showOne(ctx, c, "devices revoke", args, c.api.RevokeDeviceWithResponse, (*oapi.RevokeDeviceResponse).GetJSON200, deviceTable)
 }

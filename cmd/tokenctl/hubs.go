@@ -66,20 +66,11 @@ func (c *cli) hubAdd(ctx context.Context, args []string) error {
 }
 
 func (c *cli) hubList(ctx context.Context, args []string) error {
-	if _, err := c.positional("hubs list", args, 0); err != nil {
-		return err
-	}
-	resp, err := c.api.ListHubsWithResponse(ctx)
-	return show(c, resp, err, (*oapi.ListHubsResponse).GetJSON200, hubPageTable)
+	return showAll(ctx, c, "hubs list", args, c.api.ListHubsWithResponse, (*oapi.ListHubsResponse).GetJSON200, hubPageTable)
 }
 
 func (c *cli) hubGet(ctx context.Context, args []string) error {
-	pos, err := c.positional("hubs get", args, 1)
-	if err != nil {
-		return err
-	}
-	resp, err := c.api.GetHubWithResponse(ctx, pos[0])
-	return show(c, resp, err, (*oapi.GetHubResponse).GetJSON200, hubTable)
+	return showOne(ctx, c, "hubs get", args, c.api.GetHubWithResponse, (*oapi.GetHubResponse).GetJSON200, hubTable)
 }
 
 // hubCA prints the PEM CA chain of a hub in mode certificate, as it is (with -o json

@@ -39,11 +39,7 @@ func rotatedKeyTable(k *oapi.IssuerKey) table {
 }
 
 func (c *cli) issuerKeyList(ctx context.Context, args []string) error {
-	if _, err := c.positional("issuer-keys list", args, 0); err != nil {
-		return err
-	}
-	resp, err := c.api.ListIssuerKeysWithResponse(ctx)
-	return show(c, resp, err, (*oapi.ListIssuerKeysResponse).GetJSON200, issuerKeyPageTable)
+	return showAll(ctx, c, "issuer-keys list", args, c.api.ListIssuerKeysWithResponse, (*oapi.ListIssuerKeysResponse).GetJSON200, issuerKeyPageTable)
 }
 
 func (c *cli) issuerKeyRotate(ctx context.Context, args []string) error {

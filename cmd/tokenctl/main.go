@@ -4,15 +4,8 @@
 // TOKENSVC_ADMIN_TOKEN; see `tokenctl help`.
 package main
 
-import (
-	"context"
-	"os"
-
-	"github.com/tokensvc/tokensvc/internal/cliflags"
-)
+import "github.com/tokensvc/tokensvc/internal/cliflags"
 
 func main() {
-	cliflags.Main("tokenctl", func(ctx context.Context) error {
-		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	})
+	cliflags.MainArgs("tokenctl", run)
 }

@@ -103,10 +103,7 @@ func TestCertClientWithAgentFiles(t *testing.T) {
 	py := python(t)
 	f := testpeer.NewCertFixture(t, "sensor-0002", 5*time.Minute)
 	dir := t.TempDir()
-	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf := f.Certificates(t, dir)
 	tok, err := cf.Fetch(t.Context())
 	if err != nil {
 		t.Fatal(err)

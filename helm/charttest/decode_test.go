@@ -19,18 +19,19 @@ import (
 )
 
 // apiTypes are the only kinds the chart may render, each with the Go type it must decode
-// into. A new kind in the chart fails the tests until it is added here.
-var apiTypes = map[string]func() any{
-	"v1/ConfigMap":                            func() any { return &corev1.ConfigMap{} },
-	"v1/Service":                              func() any { return &corev1.Service{} },
-	"v1/ServiceAccount":                       func() any { return &corev1.ServiceAccount{} },
-	"v1/PersistentVolumeClaim":                func() any { return &corev1.PersistentVolumeClaim{} },
-	"apps/v1/Deployment":                      func() any { return &appsv1.Deployment{} },
-	"policy/v1/PodDisruptionBudget":           func() any { return &policyv1.PodDisruptionBudget{} },
-	"autoscaling/v2/HorizontalPodAutoscaler":  func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"networking.k8s.io/v1/NetworkPolicy":      func() any { return &networkingv1.NetworkPolicy{} },
-	"networking.k8s.io/v1/Ingress":            func() any { return &networkingv1.Ingress{} },
-	"monitoring.coreos.com/v1/ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
+// into: the function makes a new one and keeps it in its field of o. A new kind in the
+// chart fails the tests until it is added here.
+var apiTypes = map[string]func(o *objects) any{
+	"v1/ConfigMap":                            func(o *objects) any { o.configMap = &corev1.ConfigMap{}; return o.configMap },
+	"v1/Service":                              func(o *objects) any { o.service = &corev1.Service{}; return o.service },
+	"v1/ServiceAccount":                       func(o *objects) any { o.serviceAccount = &corev1.ServiceAccount{}; return o.serviceAccount },
+	"v1/PersistentVolumeClaim":                func(o *objects) any { o.pvc = &corev1.PersistentVolumeClaim{}; return o.pvc },
+	"apps/v1/Deployment":                      func(o *objects) any { o.deployment = &appsv1.Deployment{}; return o.deployment },
+	"policy/v1/PodDisruptionBudget":           func(o *objects) any { o.pdb = &policyv1.PodDisruptionBudget{}; return o.pdb },
+	"autoscaling/v2/HorizontalPodAutoscaler":  func(o *objects) any { o.hpa = &autoscalingv2.HorizontalPodAutoscaler{}; return o.hpa },
+	"networking.k8s.io/v1/NetworkPolicy":      func(o *objects) any { o.networkPolicy = &networkingv1.NetworkPolicy{}; return o.networkPolicy },
+	"networking.k8s.io/v1/Ingress":            func(o *objects) any { o.ingress = &networkingv1.Ingress{}; return o.ingress },
+	"monitoring.coreos.com/v1/ServiceMonitor": func(o *objects) any { o.serviceMonitor = &monitoringv1.ServiceMonitor{}; return o.serviceMonitor },
 }
 
 // strictDecode converts one YAML document to JSON, refusing duplicate keys, and decodes
@@ -94,7 +95,7 @@ func mustDecode(tb testing.TB, r rendered) objects {
 			tb.Fatalf("%s: second %s (first in %s)", d.source, key, prev)
 		}
 		seen[key] = d.source
-		obj := newObj()
+		obj := newObj(&o)
 		if err := strictDecode([]byte(d.body), obj); err != nil {
 			tb.Fatalf("%s: strict decode into %T: %v", d.source, obj, err)
 		}
@@ -103,28 +104,6 @@ func mustDecode(tb testing.TB, r rendered) objects {
 			tb.Fatalf("%s: %T has no ObjectMeta", d.source, obj)
 		}
 		o.all = append(o.all, decodedObject{source: d.source, apiVersion: tm.APIVersion, kind: tm.Kind, meta: meta, obj: obj})
-		switch v := obj.(type) {
-		case *corev1.ConfigMap:
-			o.configMap = v
-		case *corev1.Service:
-			o.service = v
-		case *corev1.ServiceAccount:
-			o.serviceAccount = v
-		case *corev1.PersistentVolumeClaim:
-			o.pvc = v
-		case *appsv1.Deployment:
-			o.deployment = v
-		case *policyv1.PodDisruptionBudget:
-			o.pdb = v
-		case *autoscalingv2.HorizontalPodAutoscaler:
-			o.hpa = v
-		case *networkingv1.NetworkPolicy:
-			o.networkPolicy = v
-		case *networkingv1.Ingress:
-			o.ingress = v
-		case *monitoringv1.ServiceMonitor:
-			o.serviceMonitor = v
-		}
 	}
 	for name, got := range map[string]bool{"Deployment": o.deployment != nil, "ConfigMap": o.configMap != nil, "Service": o.service != nil} {
 		if !got {

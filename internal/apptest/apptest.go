@@ -64,6 +64,8 @@ type Service struct {
 	Admin *oapi.ClientWithResponses
 
 	tb      testing.TB
+	now     func() time.Time
+	issuer  bool // the service has an issuer URL and key ring: issuer kinds are served
 	addr    string
 	mu      sync.Mutex
 	srv     *http.Server
@@ -107,6 +109,7 @@ func Start(tb testing.TB, o Options) *Service {
 		tb.Fatalf("app.New: %v", err)
 	}
 	s.App = a
+	s.now, s.issuer = o.Clock, cfg.Issuer.Issuer != "" && a.IssuerKeys() != nil
 	ctx, cancel := context.WithCancel(context.Background())
 	var tasks sync.WaitGroup
 	for _, task := range a.Tasks() {

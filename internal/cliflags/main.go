@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,4 +27,13 @@ func Main(name string, run func(ctx context.Context) error) {
 		}
 		os.Exit(1)
 	}
+}
+
+// MainArgs is Main for a binary whose run takes what tests give it instead of the
+// process's own: the arguments after the program name, the environment and the output
+// streams.
+func MainArgs(name string, run func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error) {
+	Main(name, func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/handshake"
 	"github.com/tokensvc/tokensvc/internal/metrics"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -31,24 +32,63 @@ func (f failingStore) GetDevice(context.Context, string) (domain.Device, error) 
 	return domain.Device{}, f.err
 }
 
-func TestCacheCollectorReadsAtScrape(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
-	c := &fakeCache{}
-	m.RegisterCache(c)
-	c.st = cachestore.Stats{Hits: 7, Misses: 3, BackendReads: 4, StaleServed: 1, FastFailures: 2}
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, want := range []string{
-		"tokensvc_key_cache_hits_total 7",
-		"tokensvc_key_cache_misses_total 3",
-		"tokensvc_key_cache_backend_reads_total 4",
-		"tokensvc_key_cache_stale_served_total 1",
-		"tokensvc_key_cache_fast_failures_total 2",
-	} {
-		if !strings.Contains(rec.Body.String(), want) {
-			t.Errorf("exposition lacks %q", want)
-		}
+type fakeHandshakes struct{ st handshake.Stats }
+
+func (f *fakeHandshakes) Stats() handshake.Stats { return f.st }
+
+// TestSnapshotCollectorsReadAtScrape: the key cache's and the handshake bound's
+// counters are read when /metrics is scraped (set after registering), with their
+// names and types.
+func TestSnapshotCollectorsReadAtScrape(t *testing.T) {
+	tests := []struct {
+		name     string
+		register func(m *metrics.Metrics) (set func())
+		want     []string
+	}{
+		{
+			name: "key cache",
+			register: func(m *metrics.Metrics) func() {
+				c := &fakeCache{}
+				m.RegisterCache(c)
+				return func() { c.st = cachestore.Stats{Hits: 7, Misses: 3, BackendReads: 4, StaleServed: 1, FastFailures: 2} }
+			},
+			want: []string{
+				"# TYPE tokensvc_key_cache_hits_total counter",
+				"tokensvc_key_cache_hits_total 7",
+				"tokensvc_key_cache_misses_total 3",
+				"tokensvc_key_cache_backend_reads_total 4",
+				"tokensvc_key_cache_stale_served_total 1",
+				"tokensvc_key_cache_fast_failures_total 2",
+			},
+		},
+		{
+			name: "handshake bound",
+			register: func(m *metrics.Metrics) func() {
+				h := &fakeHandshakes{}
+				m.RegisterHandshakes(h)
+				return func() { h.st = handshake.Stats{InUse: 5, Waited: 11, Busy: 2} }
+			},
+			want: []string{
+				"# TYPE tokensvc_tls_handshakes_in_progress gauge",
+				"tokensvc_tls_handshakes_in_progress 5",
+				"# TYPE tokensvc_tls_handshakes_waited_total counter",
+				"tokensvc_tls_handshakes_waited_total 11",
+				"tokensvc_tls_handshakes_refused_total 2",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := metrics.New(prometheus.NewRegistry())
+			tt.register(m)()
+			rec := httptest.NewRecorder()
+			m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			for _, want := range tt.want {
+				if !strings.Contains(rec.Body.String(), want+"\n") {
+					t.Errorf("exposition lacks %q", want)
+				}
+			}
+		})
 	}
 }
 

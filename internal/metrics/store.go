@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -130,32 +128,14 @@ type CacheStats interface {
 
 // RegisterCache exposes a key cache's counters, read at scrape time.
 func (m *Metrics) RegisterCache(c CacheStats) {
-	m.reg.MustRegister(cacheCollector{c})
-}
-
-type cacheCollector struct{ c CacheStats }
-
-var (
-	cacheHits         = prometheus.NewDesc(namespace+"_key_cache_hits_total", "Key cache lookups answered from a fresh entry.", nil, nil)
-	cacheMisses       = prometheus.NewDesc(namespace+"_key_cache_misses_total", "Key cache lookups that found no fresh entry.", nil, nil)
-	cacheBackendReads = prometheus.NewDesc(namespace+"_key_cache_backend_reads_total", "Device and hub reads the key cache made to the backend.", nil, nil)
-	cacheStale        = prometheus.NewDesc(namespace+"_key_cache_stale_served_total", "Misses answered with an expired entry while the backend was unavailable.", nil, nil)
-	cacheFastFail     = prometheus.NewDesc(namespace+"_key_cache_fast_failures_total", "Misses refused without a backend call while the circuit was open.", nil, nil)
-)
-
-func (cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{cacheHits, cacheMisses, cacheBackendReads, cacheStale, cacheFastFail} {
-		ch <- d
-	}
-}
-
-func (cc cacheCollector) Collect(ch chan<- prometheus.Metric) {
-	st := cc.c.Stats()
-	ch <- prometheus.MustNewConstMetric(cacheHits, prometheus.CounterValue, float64(st.Hits))
-	ch <- prometheus.MustNewConstMetric(cacheMisses, prometheus.CounterValue, float64(st.Misses))
-	ch <- prometheus.MustNewConstMetric(cacheBackendReads, prometheus.CounterValue, float64(st.BackendReads))
-	ch <- prometheus.MustNewConstMetric(cacheStale, prometheus.CounterValue, float64(st.StaleServed))
-	ch <- prometheus.MustNewConstMetric(cacheFastFail, prometheus.CounterValue, float64(st.FastFailures))
+	type st = cachestore.Stats
+	m.reg.MustRegister(snapshotCollector[st]{stats: c.Stats, values: []snapshotValue[st]{
+		counterOf("key_cache_hits_total", "Key cache lookups answered from a fresh entry.", func(s st) float64 { return float64(s.Hits) }),
+		counterOf("key_cache_misses_total", "Key cache lookups that found no fresh entry.", func(s st) float64 { return float64(s.Misses) }),
+		counterOf("key_cache_backend_reads_total", "Device and hub reads the key cache made to the backend.", func(s st) float64 { return float64(s.BackendReads) }),
+		counterOf("key_cache_stale_served_total", "Misses answered with an expired entry while the backend was unavailable.", func(s st) float64 { return float64(s.StaleServed) }),
+		counterOf("key_cache_fast_failures_total", "Misses refused without a backend call while the circuit was open.", func(s st) float64 { return float64(s.FastFailures) }),
+	}})
 }
 
 // Check passes the wrapped store's consistency check through (untimed: it is an

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -145,3 +146,17 @@ func (g *gate) Close() error {
 	g.once.Do(func() { close(g.done) })
 	return g.Listener.Close()
 }
+
+// Hook is what a stand-in's hook embeds: mochi's HookBase with the hook's name and the
+// events it handles, so that the stand-in writes only its event methods.
+type Hook struct {
+	mqtt.HookBase
+	Name   string
+	Events []byte
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return h.Name }
+
+// Provides implements mqtt.Hook: the hook handles the events in Events.
+func (h *Hook) Provides(b byte) bool { return slices.Contains(h.Events, b) }

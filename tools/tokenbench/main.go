@@ -18,7 +18,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/tokensvc/tokensvc/internal/cliflags"
 	"github.com/tokensvc/tokensvc/internal/version"
@@ -30,9 +29,7 @@ import (
 )
 
 func main() {
-	cliflags.Main("tokenbench", func(ctx context.Context) error {
-		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	})
+	cliflags.MainArgs("tokenbench", run)
 }
 
 // errUsage is a wrong command line, after the usage has been printed.

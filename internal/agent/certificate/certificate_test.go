@@ -85,10 +85,7 @@ func TestSavedCertificateForAnotherKeyIsNotReused(t *testing.T) {
 // retries on its backoff); enabled again, the device gets certificates again.
 func TestDisabledDeviceGetsNoRenewal(t *testing.T) {
 	f := testpeer.NewCertFixture(t, "thing-0003", 5*time.Minute)
-	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(t.TempDir()), DeviceID: f.DeviceID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf := f.Certificates(t, t.TempDir())
 	if _, err := cf.Fetch(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +106,9 @@ func TestDisabledDeviceGetsNoRenewal(t *testing.T) {
 func TestCertificateRequestsLikeTokenFetches(t *testing.T) {
 	f := testpeer.NewCertFixture(t, "thing-0004", 5*time.Minute)
 	dir := t.TempDir()
-	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf := f.Certificates(t, dir)
 	f.Service.SetUnavailable(true)
-	_, err = cf.Fetch(t.Context())
+	_, err := cf.Fetch(t.Context())
 	f.Service.SetUnavailable(false)
 	var fe *fetch.Error
 	if !errors.As(err, &fe) || !errors.Is(err, fetch.ErrUnavailable) || fe.Status != 503 || fe.RetryAfter <= 0 {

@@ -148,10 +148,7 @@ func TestEveryKindConnectsWithItsCertificate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(string(tc.kind), func(t *testing.T) {
 			f := testpeer.NewCertFixtureKind(t, tc.kind, tc.alpn, "thing-0005", 5*time.Minute)
-			cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(t.TempDir()), DeviceID: f.DeviceID})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cf := f.Certificates(t, t.TempDir())
 			tok, err := cf.Fetch(t.Context())
 			if err != nil {
 				t.Fatal(err)

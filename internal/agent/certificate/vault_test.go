@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokensvc/tokensvc/internal/agent/certificate"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
@@ -18,10 +17,7 @@ import (
 func TestCertificatesFromVaultPKI(t *testing.T) {
 	srv := vaulttest.Start(t)
 	f := testpeer.NewVaultCertFixture(t, srv, "../../../deploy/vault/tokensvc.hcl", "thing-0006", 5*time.Minute)
-	cf, err := certificate.New(certificate.Options{Client: f.Client(t), KeyFile: certificate.KeyFileIn(t.TempDir()), DeviceID: f.DeviceID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf := f.Certificates(t, t.TempDir())
 	first, err := cf.Fetch(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -27,8 +27,7 @@ import (
 func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	leaves := []string{"lora-0001", "lora-0002", "lora-0003"}
 	f := testpeer.NewGatewayFixture(t, "edge-amqp", leaves, 6*time.Second)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	peer := f.StartAMQP(t)
 	r := startGateway(t, f, t.TempDir(), 1000, gateway.Options{
 		Leaves:   intake.Leaves{"lora-0001": "local-pw", "lora-0002": "", "lora-0003": ""},
 		Upstream: gateway.AMQP, DialAddr: peer.Addr, Properties: map[string]string{"via": "edge-amqp"},
@@ -70,7 +69,7 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	sendLine(t, "udp", r.gw.UDPAddr(), "unknown-leaf hello")
 	sendLine(t, "udp", r.gw.UDPAddr(), "lora-0002")
 
-	waitFor(t, "every message at the peer", 20*time.Second, func() bool {
+	testpeer.WaitFor(t, "every message at the peer", 20*time.Second, func() bool {
 		b := amqpBodies(peer)
 		for _, i := range want {
 			if !contains(b["lora-0001"], "mqtt-"+i) || !contains(b["lora-0002"], "udp-"+i) || !contains(b["lora-0003"], "line-"+i) {
@@ -90,7 +89,7 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if err := peer.C2D("lora-0001", "set-interval 60"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the C2D message at the leaf", 10*time.Second, func() bool {
+	testpeer.WaitFor(t, "the C2D message at the leaf", 10*time.Second, func() bool {
 		for _, m := range mq.received() {
 			if strings.HasPrefix(m, "devices/lora-0001/messages/devicebound/") && strings.HasSuffix(m, " set-interval 60") {
 				return true
@@ -150,12 +149,8 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 // sending as the wrong leaf.
 func TestAMQPPeerHoldsLeavesApart(t *testing.T) {
 	f := testpeer.NewGatewayFixture(t, "edge-apart", []string{"leaf-a", "leaf-b"}, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
-	results, err := f.Fetcher(t).Batch(t.Context(), []string{"leaf-a", "leaf-b"})
-	if err != nil || results[0].Err != nil || results[1].Err != nil {
-		t.Fatalf("batch: %v %+v", err, results)
-	}
+	peer := f.StartAMQP(t)
+	results := f.LeafTokens(t, "leaf-a", "leaf-b")
 	a, b := results[0].Token, results[1].Token
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

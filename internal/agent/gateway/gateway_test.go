@@ -79,17 +79,6 @@ func startGateway(t *testing.T, f *testpeer.GatewayFixture, queueDir string, lim
 	return r
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // leafClient is a legacy leaf speaking plain MQTT 3.1.1 to the gateway's local broker.
 type leafClient struct {
 	cl paho.Client

@@ -35,7 +35,7 @@ func TestMQTTUpstreamEndToEnd(t *testing.T) {
 		sendLine(t, "udp", r.gw.UDPAddr(), fmt.Sprintf("rs485-02 u-%d", n))
 		time.Sleep(250 * time.Millisecond)
 	}
-	waitFor(t, "every message at the hub", 20*time.Second, func() bool {
+	testpeer.WaitFor(t, "every message at the hub", 20*time.Second, func() bool {
 		got := map[string][]string{}
 		for _, p := range hub.Published() {
 			got[p.ClientID] = append(got[p.ClientID], string(p.Payload))
@@ -52,7 +52,7 @@ func TestMQTTUpstreamEndToEnd(t *testing.T) {
 			t.Errorf("%s published on %s", p.ClientID, p.Topic)
 		}
 	}
-	waitFor(t, "the leaf's subscription upstream", 5*time.Second, func() bool {
+	testpeer.WaitFor(t, "the leaf's subscription upstream", 5*time.Second, func() bool {
 		return hub.C2D("rs485-01", []byte("reboot")) == nil && len(mq.received()) > 0
 	})
 	if got := mq.received()[0]; !strings.HasPrefix(got, "devices/rs485-01/messages/devicebound/") || !strings.HasSuffix(got, " reboot") {

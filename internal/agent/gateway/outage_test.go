@@ -17,8 +17,7 @@ import (
 func TestOutageAndRestartLoseNothing(t *testing.T) {
 	leaves := []string{"meter-1", "meter-2"}
 	f := testpeer.NewGatewayFixture(t, "edge-outage", leaves, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	peer := f.StartAMQP(t)
 	proxy := testpeer.StartProxy(t, peer.Addr)
 	proxy.SetDown(true)
 	dir := t.TempDir()
@@ -30,7 +29,7 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 			fmt.Fprintf(&lines, "meter-1 a-%d\nmeter-2 b-%d\n", i, i)
 		}
 		sendLine(t, "tcp", r.gw.LineAddr(), lines.String())
-		waitFor(t, "messages accepted", 10*time.Second, func() bool { return r.gw.Stats().Lines.Accepted == 2*(to-from) })
+		testpeer.WaitFor(t, "messages accepted", 10*time.Second, func() bool { return r.gw.Stats().Lines.Accepted == 2*(to-from) })
 	}
 	first := startGateway(t, f, dir, 1000, o)
 	send(first, 0, 20)
@@ -44,7 +43,7 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 	second := startGateway(t, f, dir, 1000, o)
 	send(second, 20, 30)
 	proxy.SetDown(false)
-	waitFor(t, "every message at the hub", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "every message at the hub", 30*time.Second, func() bool {
 		b := amqpBodies(peer)
 		for i := range 30 {
 			if !contains(b["meter-1"], fmt.Sprint("a-", i)) || !contains(b["meter-2"], fmt.Sprint("b-", i)) {
@@ -53,7 +52,7 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, "the queue to empty", 10*time.Second, func() bool { return second.gw.Stats().Queue.Pending == 0 })
+	testpeer.WaitFor(t, "the queue to empty", 10*time.Second, func() bool { return second.gw.Stats().Queue.Pending == 0 })
 	second.stop(t)
 	if s := second.gw.Stats(); s.Queue.Pending != 0 || s.Queue.Dropped != 0 {
 		t.Errorf("queue at the end: %+v, want empty and nothing dropped", s.Queue)
@@ -72,14 +71,13 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 // the five arrive once the hub is back.
 func TestOverflowDropsOldestCounted(t *testing.T) {
 	f := testpeer.NewGatewayFixture(t, "edge-full", []string{"tank-1"}, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
+	peer := f.StartAMQP(t)
 	proxy := testpeer.StartProxy(t, peer.Addr)
 	proxy.SetDown(true)
 	r := startGateway(t, f, t.TempDir(), 5, gateway.Options{Upstream: gateway.AMQP, DialAddr: proxy.Addr, LineAddr: "127.0.0.1:0"})
 	for i := range 8 {
 		sendLine(t, "tcp", r.gw.LineAddr(), fmt.Sprintf("tank-1 level-%d\n", i))
-		waitFor(t, "message accepted", 5*time.Second, func() bool { return r.gw.Stats().Lines.Accepted == i+1 })
+		testpeer.WaitFor(t, "message accepted", 5*time.Second, func() bool { return r.gw.Stats().Lines.Accepted == i+1 })
 	}
 	if s := r.gw.Stats().Queue; s.Dropped != 3 || s.Pending != 5 {
 		t.Fatalf("queue: %+v, want 3 dropped, 5 pending", s)
@@ -88,7 +86,7 @@ func TestOverflowDropsOldestCounted(t *testing.T) {
 		t.Error("drops not logged")
 	}
 	proxy.SetDown(false)
-	waitFor(t, "the newest five at the hub", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the newest five at the hub", 30*time.Second, func() bool {
 		return hasAll(amqpBodies(peer)["tank-1"], "level-3", "level-4", "level-5", "level-6", "level-7")
 	})
 	for _, body := range amqpBodies(peer)["tank-1"] {

@@ -107,12 +107,7 @@ var (
 // New returns a Link for o.
 func New(o Options) *Link {
 	o.Common = o.WithDefaults()
-	if o.KeepAlive == 0 {
-		o.KeepAlive = 60 * time.Second
-	}
-	if o.QoS > 1 {
-		o.QoS = 1
-	}
+	o.QoS, o.KeepAlive = mqttlink.SessionDefaults(o.QoS, o.KeepAlive)
 	l := &Link{o: o, log: o.Logger.With("link", "mqtt")}
 	l.loop = o.Loop(l, l.log)
 	return l

@@ -75,15 +75,20 @@ var (
 // New returns a Link for o.
 func New(o Options) *Link {
 	o.Common = o.WithDefaults()
-	if o.KeepAlive == 0 {
-		o.KeepAlive = 60 * time.Second
-	}
-	if o.QoS > 1 {
-		o.QoS = 1 // IoT Hub does not support QoS 2
-	}
+	o.QoS, o.KeepAlive = SessionDefaults(o.QoS, o.KeepAlive)
 	l := &Link{o: o}
 	l.loop = o.Loop(l, o.Logger.With("link", "mqtt"))
 	return l
+}
+
+// SessionDefaults completes an MQTT link's session options (this package's and
+// mqtt5link's): QoS at most 1 (IoT Hub does not support QoS 2), keep-alive 60 s when
+// unset.
+func SessionDefaults(qos byte, keepAlive time.Duration) (byte, time.Duration) {
+	if keepAlive == 0 {
+		keepAlive = 60 * time.Second
+	}
+	return min(qos, 1), keepAlive
 }
 
 // Stats returns a snapshot of the counters.

@@ -113,3 +113,19 @@ func newTestLink(src link.TokenSource, msgs chan telemetry.Message, addr string,
 		OnC2D: func(d mqttlink.Delivery) { c2d <- d },
 	})
 }
+
+func TestSessionDefaults(t *testing.T) {
+	tests := []struct {
+		qos, wantQoS   byte
+		keep, wantKeep time.Duration
+	}{
+		{qos: 0, wantQoS: 0, keep: 0, wantKeep: 60 * time.Second},
+		{qos: 1, wantQoS: 1, keep: 30 * time.Second, wantKeep: 30 * time.Second},
+		{qos: 2, wantQoS: 1, keep: time.Second, wantKeep: time.Second}, // IoT Hub has no QoS 2
+	}
+	for _, tt := range tests {
+		if q, k := mqttlink.SessionDefaults(tt.qos, tt.keep); q != tt.wantQoS || k != tt.wantKeep {
+			t.Errorf("SessionDefaults(%d, %v): got %d, %v, want %d, %v", tt.qos, tt.keep, q, k, tt.wantQoS, tt.wantKeep)
+		}
+	}
+}

@@ -95,11 +95,18 @@ func ServeSocket(ctx context.Context, path string, f Format, out chan<- Message,
 		ln.Close()
 		return fmt.Errorf("telemetry socket: %w", err)
 	}
+	return ServeConns(ctx, ln, "telemetry socket", func(c net.Conn) error { return ReadLines(ctx, c, f, out, log) }, log)
+}
+
+// ServeConns accepts connections on ln until ctx ends (then it closes ln) and runs
+// serve on each in its own goroutine, closing the connection when serve returns or
+// ctx ends; a failure of serve while ctx lasts is logged. It returns once every serve
+// has returned: nil when ctx ended or ln was closed, else Accept's error, wrapped
+// with what (the intake's name, as in "telemetry socket").
+func ServeConns(ctx context.Context, ln net.Listener, what string, serve func(net.Conn) error, log *slog.Logger) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
 	var wg sync.WaitGroup
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
 	defer wg.Wait()
 	for {
 		c, err := ln.Accept()
@@ -107,17 +114,15 @@ func ServeSocket(ctx context.Context, path string, f Format, out chan<- Message,
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("telemetry socket: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer c.Close()
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
-			if err := ReadLines(ctx, c, f, out, log); err != nil && ctx.Err() == nil {
-				log.Warn("telemetry connection failed", "error", err.Error())
+			if err := serve(c); err != nil && ctx.Err() == nil {
+				log.Warn(what+": connection failed", "error", err.Error())
 			}
-		}()
+		})
 	}
 }

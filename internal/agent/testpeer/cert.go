@@ -35,7 +35,7 @@ func (s *Service) CertificateHub(h domain.Hub, lifetime time.Duration) domain.Hu
 	s.tb.Helper()
 	h.Mode = domain.SignCertificate
 	secs := int(lifetime / time.Second)
-	if s.registry == nil {
+	if s.apiHubs {
 		mode := oapi.Certificate
 		r, err := s.Admin.CreateHubWithResponse(context.Background(), oapi.HubCreate{Name: h.Name, Kind: oapi.HubKind(h.Kind),
 			Hostname: h.Hostname, Mode: &mode, CertificateTtlSeconds: &secs, CertificateMaxTtlSeconds: &secs})
@@ -48,7 +48,7 @@ func (s *Service) CertificateHub(h domain.Hub, lifetime time.Duration) domain.Hu
 		h.Settings = map[string]string{}
 	}
 	h.Settings["certificateTtlSeconds"], h.Settings["certificateMaxTtlSeconds"] = strconv.Itoa(secs), strconv.Itoa(secs)
-	return s.Hub(h)
+	return s.CreateHub(h)
 }
 
 // StartVaultService starts tokensvc on the Vault store of srv, with the PKI engine
@@ -69,7 +69,7 @@ func StartVaultService(tb testing.TB, ca *CA, srv *vaulttest.Server, policyFile 
 			c.Limits.DeviceRate = 0
 		},
 	})
-	return &Service{Service: svc, tb: tb}
+	return &Service{Service: svc, tb: tb, apiHubs: true}
 }
 
 // CertFixture is a running service with an awsiot hub in mode certificate, one HS256
@@ -117,7 +117,7 @@ func NewVaultCertFixture(tb testing.TB, srv *vaulttest.Server, policyFile, devic
 func newCertFixture(tb testing.TB, ca *CA, svc *Service, kind domain.HubKind, alpn []string, deviceID string, lifetime time.Duration) *CertFixture {
 	tb.Helper()
 	h := svc.CertificateHub(domain.Hub{Name: "certhub", Kind: kind, Hostname: CertEndpoint}, lifetime)
-	created := svc.Device(oapi.DeviceCreate{DeviceId: deviceID, Hub: h.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	created := svc.CreateDevice(oapi.DeviceCreate{DeviceId: deviceID, Hub: h.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	resp, err := svc.Admin.GetHubCAWithResponse(context.Background(), h.Name)
 	if err != nil || resp.StatusCode() != 200 {
 		tb.Fatalf("hub CA: %v %v", err, resp.StatusCode())
@@ -157,6 +157,17 @@ func (f *CertFixture) Client(tb testing.TB, adjust ...func(*fetch.Options)) *fet
 		tb.Fatal(err)
 	}
 	return fc
+}
+
+// Certificates returns the agent's certificate fetcher for the device (its Client),
+// keeping the device's key in dir.
+func (f *CertFixture) Certificates(tb testing.TB, dir string) *certificate.Fetcher {
+	tb.Helper()
+	cf, err := certificate.New(certificate.Options{Client: f.Client(tb), KeyFile: certificate.KeyFileIn(dir), DeviceID: f.DeviceID})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cf
 }
 
 // CertDirSink returns the file sink tokenagent -cert-dir dir runs.

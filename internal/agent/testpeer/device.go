@@ -48,8 +48,8 @@ func NewFixture(tb testing.TB, deviceID string, ttl time.Duration, hub domain.Hu
 		hub.Hostname = Hub
 	}
 	hub.DefaultTTL, hub.MaxTTL = ttl, ttl
-	svc.Hub(hub)
-	created := svc.Device(oapi.DeviceCreate{DeviceId: deviceID, Hub: hub.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	svc.CreateHub(hub)
+	created := svc.CreateDevice(oapi.DeviceCreate{DeviceId: deviceID, Hub: hub.Name, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	key, err := signer.DecodeKey(*created.PrimaryKey, signer.KeyBase64)
 	if err != nil {
 		tb.Fatal(err)

@@ -41,7 +41,7 @@ func NewGatewayFixture(tb testing.TB, gatewayID string, leaves []string, ttl tim
 	g := &GatewayFixture{Fixture: f, Leaves: leaves, LeafKeys: map[string][]byte{}}
 	for _, id := range leaves {
 		parent := gatewayID
-		created := f.Service.Device(oapi.DeviceCreate{DeviceId: id, Hub: "main", Parent: &parent,
+		created := f.Service.CreateDevice(oapi.DeviceCreate{DeviceId: id, Hub: "main", Parent: &parent,
 			Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 		key, err := signer.DecodeKey(*created.PrimaryKey, signer.KeyBase64)
 		if err != nil {
@@ -52,16 +52,47 @@ func NewGatewayFixture(tb testing.TB, gatewayID string, leaves []string, ttl tim
 	return g
 }
 
-// Fetcher returns the gateway's fetch client (its own credential) for the service.
+// StartAMQP starts the AMQP hub peer for Hub with a certificate from the fixture's
+// CA; it knows the leaves' keys.
+func (g *GatewayFixture) StartAMQP(tb testing.TB) *AMQPPeer {
+	tb.Helper()
+	return StartAMQP(tb, AMQPOptions{Hub: Hub, HubName: HubName, Cert: g.CA.Issue(tb, Hub), Keys: g.LeafKeys})
+}
+
+// LeafTokens fetches the tokens of the leaves ids, in that order, in one POST
+// /token/batch as the gateway; a failed call or entry fails the test.
+func (g *GatewayFixture) LeafTokens(tb testing.TB, ids ...string) []fetch.BatchResult {
+	tb.Helper()
+	results, err := g.Fetcher(tb).Batch(context.Background(), ids)
+	if err != nil {
+		tb.Fatalf("batch: %v", err)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			tb.Fatalf("batch: %s: %v", r.DeviceID, r.Err)
+		}
+	}
+	return results
+}
+
+// Fetcher returns the device's (the gateway's) fetch client, with its own credential,
+// for the service.
 func (f *Fixture) Fetcher(tb testing.TB) *fetch.Client {
+	tb.Helper()
+	return f.fetcher(tb, "", 10*time.Second)
+}
+
+// fetcher is the device's fetch client asking for tokens for transport ("": the
+// default), each exchange bounded by timeout.
+func (f *Fixture) fetcher(tb testing.TB, transport string, timeout time.Duration) *fetch.Client {
 	tb.Helper()
 	cred, err := credential.Load(f.SecretFile, credential.HS256)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}}
 	fc, err := fetch.New(fetch.Options{ServiceURL: f.Service.URL, HTTPClient: hc, DeviceID: f.DeviceID,
-		Audience: Audience, Signer: cred, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Audience: Audience, Transport: transport, Signer: cred, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}

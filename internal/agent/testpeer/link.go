@@ -29,6 +29,19 @@ func SendUntil(tb testing.TB, msgs chan<- telemetry.Message, done func() bool, s
 	return sent
 }
 
+// WaitFor polls cond every 20 ms until it holds; after within it fails tb, naming
+// what was awaited.
+func WaitFor(tb testing.TB, what string, within time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Run runs run (a link's or a sink's Run) in a goroutine until stop or the end of the
 // test; stop cancels it and returns what it returned.
 func Run(tb testing.TB, run func(context.Context) error) (stop func() error) {

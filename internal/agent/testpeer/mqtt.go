@@ -1,7 +1,6 @@
 package testpeer
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"net/http"
@@ -85,7 +84,7 @@ var errTokenExpired = errors.New("SAS token expired")
 func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	tb.Helper()
 	b := &MQTTBroker{opts: o, refused: map[string]int{}, timers: map[*mqtt.Client]*time.Timer{}}
-	b.srv = mochitls.New(tb, &authHook{b: b})
+	b.srv = mochitls.New(tb, newAuthHook(b))
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
 	b.TLSAddr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "tls", TLS: tlsConf})
 	// WebSocket: IoT Hub's path and subprotocol, fed into the same broker.
@@ -161,14 +160,14 @@ func (b *MQTTBroker) Authenticate(clientID, username, password string, now time.
 }
 
 type authHook struct {
-	mqtt.HookBase
+	mochitls.Hook
 	b *MQTTBroker
 }
 
-func (h *authHook) ID() string { return "iothub-sas" }
-
-func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish}, []byte{b})
+func newAuthHook(b *MQTTBroker) *authHook {
+	return &authHook{Hook: mochitls.Hook{Name: "iothub-sas", Events: []byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish,
+	}}, b: b}
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {

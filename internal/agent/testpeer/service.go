@@ -5,14 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
-	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
 )
 
 // Audience is the assertion audience the test service accepts.
@@ -24,9 +20,11 @@ const Audience = "tokensvc"
 // 503 with Retry-After as it does in production.
 type Service struct {
 	*apptest.Service
-	tb       testing.TB
-	outage   *apptest.Outage
-	registry *registry.Registry
+	tb     testing.TB
+	outage *apptest.Outage
+	// apiHubs: CertificateHub goes through the operator API, not CreateHub (the
+	// service on the Vault store, StartVaultService).
+	apiHubs bool
 }
 
 // StartService starts tokensvc with a certificate from ca for 127.0.0.1.
@@ -43,7 +41,7 @@ func StartService(tb testing.TB, ca *CA) *Service {
 			c.Limits.DeviceRate = 0
 		},
 	})
-	return &Service{Service: svc, tb: tb, outage: outage, registry: registry.New(outage, kinds.All(), time.Now)}
+	return &Service{Service: svc, tb: tb, outage: outage}
 }
 
 // SetUnavailable makes the key store unreachable (or reachable again): GET /token
@@ -53,30 +51,6 @@ func (s *Service) SetUnavailable(on bool) { s.outage.SetDown(on) }
 // Issued counts tokens the service issued (its "token issued" log records).
 func (s *Service) Issued() int {
 	return strings.Count(s.Logs.String(), `"msg":"token issued"`)
-}
-
-// Hub registers a hub through the registry — the provisioning rules without the API's
-// 60-second minimum lifetime, so tests can use tokens that live for seconds.
-func (s *Service) Hub(h domain.Hub) domain.Hub {
-	s.tb.Helper()
-	out, err := s.registry.CreateHub(context.Background(), h)
-	if err != nil {
-		s.tb.Fatalf("create hub: %v", err)
-	}
-	return out
-}
-
-// Device registers a device through the operator API and returns what it returns once.
-func (s *Service) Device(d oapi.DeviceCreate) oapi.DeviceCreated {
-	s.tb.Helper()
-	resp, err := s.Admin.CreateDeviceWithResponse(context.Background(), d)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	if resp.JSON201 == nil {
-		s.tb.Fatalf("create device %s: got %d %s, want 201", d.DeviceId, resp.StatusCode(), resp.Body)
-	}
-	return *resp.JSON201
 }
 
 // Disable disables or enables a device through the operator API.

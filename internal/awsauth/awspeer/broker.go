@@ -125,7 +125,7 @@ func Start(tb testing.TB, o Options) *Broker {
 	b := &Broker{o: o, sessions: map[*mqtt.Client]*session{}, offline: map[string]Policy{},
 		wsConn: map[net.Conn]bool{}}
 	b.stats.Refused = map[string]int{}
-	b.srv = mochitls.New(tb, &hook{b: b})
+	b.srv = mochitls.New(tb, newHook(b))
 	conf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12,
 		NextProtos: []string{awsiot.ALPNProtocol}, VerifyConnection: requireALPN}
 	b.Addr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "aws-custom-auth", TLS: conf,

@@ -26,9 +26,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/awsauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
 	"github.com/tokensvc/tokensvc/internal/target/awsiot"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
@@ -129,18 +127,11 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 		if len(o.SubscribeTemplates) > 0 {
 			settings["subscribeTemplates"] = jsonText(tb, o.SubscribeTemplates)
 		}
-		reg := registry.New(f.Service.App.Store(), kinds.All(), time.Now, registry.WithIssuer())
-		if _, err := reg.CreateHub(ctx, domain.Hub{Name: f.Hub, Kind: awsiot.KindName, Hostname: Endpoint,
-			Settings: settings, DefaultTTL: o.TTL, MaxTTL: o.TTL}); err != nil {
-			tb.Fatalf("create hub: %v", err)
-		}
+		f.Service.CreateHub(domain.Hub{Name: f.Hub, Kind: awsiot.KindName, Hostname: Endpoint,
+			Settings: settings, DefaultTTL: o.TTL, MaxTTL: o.TTL})
 	}
-	dev, err := f.Service.Admin.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: f.DeviceID, Hub: f.Hub,
-		Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		tb.Fatalf("create device: %v %d %s", err, dev.StatusCode(), dev.Body)
-	}
-	f.Secret = *dev.JSON201.Auth.Secret
+	dev := f.Service.CreateDevice(oapi.DeviceCreate{DeviceId: f.DeviceID, Hub: f.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	f.Secret = *dev.Auth.Secret
 	f.SecretFile = filepath.Join(dir, "device.secret")
 	if err := os.WriteFile(f.SecretFile, []byte(f.Secret+"\n"), 0o600); err != nil {
 		tb.Fatal(err)

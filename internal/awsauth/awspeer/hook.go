@@ -1,24 +1,23 @@
 package awspeer
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 )
 
 // hook is the stand-in's mochi hook: authentication at CONNECT, the policy on every
 // publish, subscription and delivery.
 type hook struct {
-	mqtt.HookBase
+	mochitls.Hook
 	b *Broker
 }
 
-func (h *hook) ID() string { return "aws-custom-auth" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPublish, mqtt.OnSubscribe}, []byte{b})
+func newHook(b *Broker) *hook {
+	return &hook{Hook: mochitls.Hook{Name: "aws-custom-auth", Events: []byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnSubscribe,
+	}}, b: b}
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {

@@ -120,16 +120,10 @@ func createParallel(b *testing.B, s *filestore.Store, ids int64, check func(erro
 }
 
 func BenchmarkGetDevice(b *testing.B) {
-	path, key, ids := benchFile(b)
-	s := mustOpen(b, path, key, filestore.WithLogger(discardLogger))
-	ctx := b.Context()
-	r := rand.New(rand.NewPCG(1, 2))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.GetDevice(ctx, ids[r.IntN(len(ids))]); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchRandomReads(b, func(ctx context.Context, s *filestore.Store, id string) error {
+		_, err := s.GetDevice(ctx, id)
+		return err
+	})
 }
 
 func BenchmarkGetDeviceParallel(b *testing.B) {
@@ -150,13 +144,22 @@ func BenchmarkGetDeviceParallel(b *testing.B) {
 }
 
 func BenchmarkListDevices100(b *testing.B) {
+	benchRandomReads(b, func(ctx context.Context, s *filestore.Store, id string) error {
+		_, err := s.ListDevices(ctx, id, 100)
+		return err
+	})
+}
+
+// benchRandomReads opens benchFile's 100,000-device store and calls read with a
+// device ID drawn at random (the same sequence every run) until b is done.
+func benchRandomReads(b *testing.B, read func(ctx context.Context, s *filestore.Store, id string) error) {
 	path, key, ids := benchFile(b)
 	s := mustOpen(b, path, key, filestore.WithLogger(discardLogger))
 	ctx := b.Context()
 	r := rand.New(rand.NewPCG(1, 2))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.ListDevices(ctx, ids[r.IntN(len(ids))], 100); err != nil {
+		if err := read(ctx, s, ids[r.IntN(len(ids))]); err != nil {
 			b.Fatal(err)
 		}
 	}

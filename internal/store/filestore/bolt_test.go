@@ -83,10 +83,7 @@ func TestOpenDamagedFile(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path, key := storePath(t), newKey(t)
-			s := mustOpen(t, path, key)
-			populate(t, s)
-			mustClose(t, s)
+			path, key := populatedFile(t)
 			tc.damage(t, path)
 			s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
 			if err == nil {
@@ -157,13 +154,9 @@ func TestCheckFindsIndexDamage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path, key := storePath(t), newKey(t)
-			s := mustOpen(t, path, key)
-			populate(t, s)
-			mustCheckClean(t, s)
-			mustClose(t, s)
+			path, key := populatedFile(t)
 			editBolt(t, path, tc.edit)
-			s = mustOpen(t, path, key)
+			s := mustOpen(t, path, key)
 			rep, err := s.Check(t.Context())
 			must(t, err)
 			if !hasProblem(rep, tc.record) {

@@ -25,10 +25,7 @@ func TestContract(t *testing.T) {
 }
 
 func TestOpenWrongKey(t *testing.T) {
-	path, key := storePath(t), newKey(t)
-	s := mustOpen(t, path, key)
-	populate(t, s)
-	mustClose(t, s)
+	path, key := populatedFile(t)
 	before, err := os.ReadFile(path)
 	must(t, err)
 
@@ -181,10 +178,57 @@ func TestCanceledContext(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	calls := []struct {
-		name string
-		call func() error
-	}{
+	wantFromEach(t, storeCalls(ctx, s), context.Canceled, "with canceled context")
+	if got := dump(t, s, "setting").encode(t); got != want {
+		t.Errorf("contents after canceled calls:\ngot  %s\nwant %s", got, want)
+	}
+}
+
+func TestClosedStore(t *testing.T) {
+	s := mustOpen(t, storePath(t), newKey(t))
+	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
+	mustClose(t, s)
+	wantFromEach(t, storeCalls(t.Context(), s), filestore.ErrClosed, "after Close")
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: got error %v, want nil", err)
+	}
+}
+
+// openWithDevices opens a fresh store holding hub-a and n devices on it, dev-0 to
+// dev-(n-1).
+func openWithDevices(t *testing.T, n int) *filestore.Store {
+	t.Helper()
+	s := mustOpen(t, storePath(t), newKey(t))
+	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
+	for i := range n {
+		must(t, s.CreateDevice(t.Context(), device(fmt.Sprintf("dev-%d", i), "hub-a")))
+	}
+	return s
+}
+
+// storeCall is one call of a Store method, named after it.
+type storeCall struct {
+	name string
+	call func() error
+}
+
+// wantFromEach runs each call as a subtest and wants an error matching want (when says
+// in what state, for the failure message).
+func wantFromEach(t *testing.T, calls []storeCall, want error, when string) {
+	t.Helper()
+	for _, tc := range calls {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, want) {
+				t.Errorf("%s %s: got error %v, want %v", tc.name, when, err, want)
+			}
+		})
+	}
+}
+
+// storeCalls calls every Store method once; each would change the store (or read it)
+// if it succeeded: hub-a and dev-1 are there, hub-b and dev-2 are not.
+func storeCalls(ctx context.Context, s *filestore.Store) []storeCall {
+	return []storeCall{
 		{"CreateHub", func() error { return s.CreateHub(ctx, iotHub("hub-b")) }},
 		{"GetHub", func() error { _, err := s.GetHub(ctx, "hub-a"); return err }},
 		{"ListHubs", func() error { _, err := s.ListHubs(ctx); return err }},
@@ -199,55 +243,9 @@ func TestCanceledContext(t *testing.T) {
 		{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "dev-1") }},
 		{"GetSetting", func() error { _, err := s.GetSetting(ctx, "setting"); return err }},
 		{"PutSetting", func() error { return s.PutSetting(ctx, "setting", []byte("v")) }},
-	}
-	for _, tc := range calls {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.call(); !errors.Is(err, context.Canceled) {
-				t.Errorf("%s with canceled context: got error %v, want %v", tc.name, err, context.Canceled)
-			}
-		})
-	}
-	if got := dump(t, s, "setting").encode(t); got != want {
-		t.Errorf("contents after canceled calls:\ngot  %s\nwant %s", got, want)
-	}
-}
-
-func TestClosedStore(t *testing.T) {
-	s := mustOpen(t, storePath(t), newKey(t))
-	must(t, s.CreateHub(t.Context(), iotHub("hub-a")))
-	mustClose(t, s)
-	ctx := t.Context()
-	calls := []struct {
-		name string
-		call func() error
-	}{
-		{"CreateHub", func() error { return s.CreateHub(ctx, iotHub("hub-b")) }},
-		{"GetHub", func() error { _, err := s.GetHub(ctx, "hub-a"); return err }},
-		{"ListHubs", func() error { _, err := s.ListHubs(ctx); return err }},
-		{"DeleteHub", func() error { return s.DeleteHub(ctx, "hub-a") }},
-		{"CreateDevice", func() error { return s.CreateDevice(ctx, device("dev-1", "hub-a")) }},
-		{"GetDevice", func() error { _, err := s.GetDevice(ctx, "dev-1"); return err }},
-		{"ListDevices", func() error { _, err := s.ListDevices(ctx, "", 10); return err }},
-		{"UpdateDevice", func() error {
-			_, err := s.UpdateDevice(ctx, "dev-1", func(*domain.Device) error { return nil })
-			return err
-		}},
-		{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "dev-1") }},
-		{"GetSetting", func() error { _, err := s.GetSetting(ctx, "s"); return err }},
-		{"PutSetting", func() error { return s.PutSetting(ctx, "s", nil) }},
 		{"ListChildren", func() error { _, err := s.ListChildren(ctx, "gw", "", 10); return err }},
 		{"Check", func() error { _, err := s.Check(ctx); return err }},
 		{"Ping", func() error { return s.Ping(ctx) }},
-	}
-	for _, tc := range calls {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.call(); !errors.Is(err, filestore.ErrClosed) {
-				t.Errorf("%s after Close: got error %v, want %v", tc.name, err, filestore.ErrClosed)
-			}
-		})
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second Close: got error %v, want nil", err)
 	}
 }
 
@@ -304,12 +302,8 @@ func TestUpdateDeviceHubAndID(t *testing.T) {
 }
 
 func TestListDevicesCursor(t *testing.T) {
-	s := mustOpen(t, storePath(t), newKey(t))
+	s := openWithDevices(t, 10)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	for i := range 10 {
-		must(t, s.CreateDevice(ctx, device(fmt.Sprintf("dev-%d", i), "hub-a")))
-	}
 	page, err := s.ListDevices(ctx, "", 3)
 	must(t, err)
 	if page.Next != "dev-2" {
@@ -372,12 +366,8 @@ func TestEmptyNamesRejected(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
-	s := mustOpen(t, storePath(t), newKey(t))
+	s := openWithDevices(t, 10)
 	ctx := t.Context()
-	must(t, s.CreateHub(ctx, iotHub("hub-a")))
-	for i := range 10 {
-		must(t, s.CreateDevice(ctx, device(fmt.Sprintf("dev-%d", i), "hub-a")))
-	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for w := range 4 {

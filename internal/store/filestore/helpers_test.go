@@ -111,6 +111,18 @@ func device(id, hub string) domain.Device {
 	}
 }
 
+// populatedFile writes populate's history to a new store file, checks it is
+// consistent, and closes it; it returns the file and its key.
+func populatedFile(t *testing.T) (path string, key []byte) {
+	t.Helper()
+	path, key = storePath(t), newKey(t)
+	s := mustOpen(t, path, key)
+	populate(t, s)
+	mustCheckClean(t, s)
+	mustClose(t, s)
+	return path, key
+}
+
 // populate gives s a history with every kind of change, including the nil-versus-empty
 // slices and zero values that a careless encoding would blur, and returns the names of
 // the settings it touched plus one it never set.

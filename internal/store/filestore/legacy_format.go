@@ -2,10 +2,7 @@ package filestore
 
 import (
 	"bufio"
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,19 +62,6 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// fileAEAD derives the frame cipher of the file with the given salt.
-func fileAEAD(master, salt []byte) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, master, salt, frameKeyInfo, 32)
-	if err != nil {
-		return nil, fmt.Errorf("derive file key: %w", err)
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("file cipher: %w", err)
-	}
-	return cipher.NewGCM(block)
-}
-
 // checkHeader verifies a header read from disk and returns the file's cipher.
 func checkHeader(h, master []byte) (cipher.AEAD, error) {
 	if len(h) != headerSize {
@@ -100,7 +84,7 @@ func checkHeader(h, master []byte) (cipher.AEAD, error) {
 	nonce := h[p : p+nonceSize]
 	p += nonceSize
 	check := h[p : p+tagSize]
-	aead, err := fileAEAD(master, salt)
+	aead, err := deriveAEAD(master, salt, frameKeyInfo)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ import (
 func newHeader(master []byte) ([]byte, cipher.AEAD, error) {
 	salt := make([]byte, saltSize)
 	rand.Read(salt)
-	aead, err := fileAEAD(master, salt)
+	aead, err := deriveAEAD(master, salt, frameKeyInfo)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -62,7 +62,17 @@ const (
 type sealer struct{ aead cipher.AEAD }
 
 func newSealer(master, salt []byte) (*sealer, error) {
-	key, err := hkdf.Key(sha256.New, master, salt, recordKeyTag, 32)
+	aead, err := deriveAEAD(master, salt, recordKeyTag)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{aead: aead}, nil
+}
+
+// deriveAEAD is the AES-256-GCM cipher whose key HKDF-SHA256 derives from the master
+// key and the file's salt for purpose info (the v2 record key, the v1 frame key).
+func deriveAEAD(master, salt []byte, info string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, master, salt, info, 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive file key: %w", err)
 	}
@@ -70,11 +80,7 @@ func newSealer(master, salt []byte) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file cipher: %w", err)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead}, nil
+	return cipher.NewGCM(block)
 }
 
 // aad binds a value to the bucket and key it is stored under.

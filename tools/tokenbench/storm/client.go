@@ -3,13 +3,13 @@ package storm
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/tlsconf"
 )
 
 // newClient opens a new TCP and TLS connection for every request: no keep-alive, no
@@ -49,13 +49,9 @@ func clientTLSConfig(caFile string, insecure, pq bool) (*tls.Config, error) {
 		cfg.InsecureSkipVerify = true
 		return cfg, nil
 	}
-	pemBytes, err := os.ReadFile(caFile)
+	pool, err := tlsconf.LoadPool(caFile) // as the agent reads its -ca-file
 	if err != nil {
 		return nil, fmt.Errorf("-cacert: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("-cacert %s: no PEM certificate", caFile)
 	}
 	cfg.RootCAs = pool
 	return cfg, nil

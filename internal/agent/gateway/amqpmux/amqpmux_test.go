@@ -21,12 +21,8 @@ import (
 // connection.
 func TestLinkSlots(t *testing.T) {
 	f := testpeer.NewGatewayFixture(t, "edge-slots", []string{"leaf-a", "leaf-b"}, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
-	results, err := f.Fetcher(t).Batch(t.Context(), []string{"leaf-a", "leaf-b"})
-	if err != nil || results[0].Err != nil || results[1].Err != nil {
-		t.Fatalf("batch: %v %+v", err, results)
-	}
+	peer := f.StartAMQP(t)
+	results := f.LeafTokens(t, "leaf-a", "leaf-b")
 	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), MaxLinks: 1,
 		LinkIdle: time.Second, SlotWait: 100 * time.Millisecond, Timeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -73,12 +69,8 @@ func TestLinkSlots(t *testing.T) {
 func TestC2DRotation(t *testing.T) {
 	ids := []string{"leaf-a", "leaf-b", "leaf-c"}
 	f := testpeer.NewGatewayFixture(t, "edge-c2d", ids, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
-	results, err := f.Fetcher(t).Batch(t.Context(), ids)
-	if err != nil {
-		t.Fatal(err)
-	}
+	peer := f.StartAMQP(t)
+	results := f.LeafTokens(t, ids...)
 	var mu sync.Mutex
 	got := map[string][]string{}
 	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), MaxReceivers: 1,
@@ -141,12 +133,8 @@ func TestC2DRotation(t *testing.T) {
 // again (as after a busy send) keeps its C2D link: one attach, and C2D still arrives.
 func TestC2DLinkSurvivesRedial(t *testing.T) {
 	f := testpeer.NewGatewayFixture(t, "edge-redial", []string{"leaf-a"}, time.Minute)
-	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
-		Cert: f.CA.Issue(t, testpeer.Hub), Keys: f.LeafKeys})
-	results, err := f.Fetcher(t).Batch(t.Context(), []string{"leaf-a"})
-	if err != nil || results[0].Err != nil {
-		t.Fatalf("batch: %v %+v", err, results)
-	}
+	peer := f.StartAMQP(t)
+	results := f.LeafTokens(t, "leaf-a")
 	got := make(chan string, 1)
 	m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), Timeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

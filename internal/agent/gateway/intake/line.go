@@ -149,28 +149,8 @@ func (l *Lines) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 
 // ServeTCP reads lines from every connection to ln until ctx ends.
 func (l *Lines) ServeTCP(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	l.log.Info("listening", "tcp", ln.Addr().String())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("line intake: %w", err)
-		}
-		wg.Go(func() {
-			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			if err := l.ServeReader(c); err != nil && ctx.Err() == nil {
-				l.log.Warn("line connection failed", "error", err.Error())
-			}
-		})
-	}
+	return telemetry.ServeConns(ctx, ln, "line intake", func(c net.Conn) error { return l.ServeReader(c) }, l.log)
 }
 
 // ServeReader reads lines from r (a TCP connection, a serial device) until it ends.

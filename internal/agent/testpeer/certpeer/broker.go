@@ -107,7 +107,7 @@ func Start(tb testing.TB, o Options) *Broker {
 		o.Now = time.Now
 	}
 	b := &Broker{o: o, stats: Stats{Refused: map[string]int{}}}
-	b.srv = mochitls.New(tb, &hook{b: b})
+	b.srv = mochitls.New(tb, newHook(b))
 	conf := &tls.Config{
 		Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12, NextProtos: o.ALPN,
 		// Verified here rather than by crypto/tls, so each refusal has its reason.

@@ -6,19 +6,21 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 )
 
 // hook is the broker's mochi hook: the identity at CONNECT, the topic rule on every
 // publish, subscription and delivery, and the record of what was published.
 type hook struct {
-	mqtt.HookBase
+	mochitls.Hook
 	b *Broker
 }
 
-func (h *hook) ID() string { return "mtls" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+func newHook(b *Broker) *hook {
+	return &hook{Hook: mochitls.Hook{Name: "mtls", Events: []byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+	}}, b: b}
 }
 
 // OnConnectAuthenticate takes the identity from the verified certificate: the client ID

@@ -101,7 +101,7 @@ func StartBroker(tb testing.TB, o BrokerOptions) *Broker {
 		tb.Fatal(err)
 	}
 	b := &Broker{o: o, v: v, sessions: map[*mqtt.Client]*session{}, stats: BrokerStats{Refused: map[string]int{}}}
-	b.srv = mochitls.New(tb, &hook{b: b})
+	b.srv = mochitls.New(tb, newHook(b))
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12, NextProtos: o.ALPN}
 	if len(o.ALPN) > 0 {
 		tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {

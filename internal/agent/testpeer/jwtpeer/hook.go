@@ -1,26 +1,23 @@
 package jwtpeer
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tokensvc/tokensvc/internal/mochitls"
 )
 
 // hook is the broker's mochi-mqtt hook: authentication, re-authentication, the acl
 // claim, and the record of what was published.
 type hook struct {
-	mqtt.HookBase
+	mochitls.Hook
 	b *Broker
 }
 
-func (h *hook) ID() string { return "jwt" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate, mqtt.OnAuthPacket, mqtt.OnPacketEncode,
-		mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish,
-	}, []byte{b})
+func newHook(b *Broker) *hook {
+	return &hook{Hook: mochitls.Hook{Name: "jwt", Events: []byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnAuthPacket, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish,
+	}}, b: b}
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {

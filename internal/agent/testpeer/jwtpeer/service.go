@@ -1,7 +1,6 @@
 package jwtpeer
 
 import (
-	"context"
 	"crypto/x509"
 	"io"
 	"log/slog"
@@ -13,10 +12,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
-	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
-	"github.com/tokensvc/tokensvc/internal/registry"
-	"github.com/tokensvc/tokensvc/internal/target/kinds"
 	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
@@ -33,7 +29,6 @@ type Service struct {
 	Pool *x509.CertPool
 
 	tb  testing.TB
-	reg *registry.Registry
 	now func() time.Time
 }
 
@@ -54,22 +49,11 @@ func StartService(tb testing.TB, now func() time.Time) *Service {
 			c.Limits.DeviceRate = 0 // tests refetch at will
 		},
 	})
-	return &Service{Service: svc, CA: ca, Pool: testca.Pool(ca), tb: tb, reg: registry.New(st, kinds.All(), now, registry.WithIssuer()), now: now}
+	return &Service{Service: svc, CA: ca, Pool: testca.Pool(ca), tb: tb, now: now}
 }
 
 // JWKSURL is where the service publishes its issuer keys.
 func (s *Service) JWKSURL() string { return s.URL + "/.well-known/jwks.json" }
-
-// Hub registers h through the registry: the provisioning rules without the API's
-// 60-second minimum lifetime, so tests can use tokens that live for seconds.
-func (s *Service) Hub(h domain.Hub) domain.Hub {
-	s.tb.Helper()
-	out, err := s.reg.CreateHub(context.Background(), h)
-	if err != nil {
-		s.tb.Fatalf("create hub: %v", err)
-	}
-	return out
-}
 
 // Device registers an HS256 device on hub through the operator API and returns a
 // fetcher of its tokens (assertions on the service's clock).
@@ -82,15 +66,11 @@ func (s *Service) Device(id, hub string) *fetch.Client {
 // its secret as the API shows it once.
 func (s *Service) DeviceSecret(id, hub string) string {
 	s.tb.Helper()
-	resp, err := s.Admin.CreateDeviceWithResponse(context.Background(),
-		oapi.DeviceCreate{DeviceId: id, Hub: hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil {
-		s.tb.Fatal(err)
+	created := s.CreateDevice(oapi.DeviceCreate{DeviceId: id, Hub: hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	if created.Auth.Secret == nil {
+		s.tb.Fatalf("create device %s: no secret in the answer", id)
 	}
-	if resp.JSON201 == nil || resp.JSON201.Auth.Secret == nil {
-		s.tb.Fatalf("create device %s: got %d %s, want 201", id, resp.StatusCode(), resp.Body)
-	}
-	return *resp.JSON201.Auth.Secret
+	return *created.Auth.Secret
 }
 
 // Fetcher returns a fetcher of device id's tokens, authenticating with its HS256
