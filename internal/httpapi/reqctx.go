@@ -48,6 +48,7 @@ func requestID(next http.Handler) http.Handler {
 		if id == "" {
 			id = nextRequestID()
 		}
+		growStack() // the outermost middleware: as few frames as possible below it
 		next.ServeHTTP(w, r.WithContext(&requestCtx{Context: r.Context(), id: id}))
 	})
 }
