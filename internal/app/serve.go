@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokensvc/tokensvc/internal/handshake"
-	"github.com/tokensvc/tokensvc/internal/stack"
 )
 
 // readHeaderTimeout bounds a request's headers, and with it net/http's TLS handshake
@@ -53,23 +52,7 @@ func (a *App) newTLS() (*tls.Config, error) {
 		a.connState = lim.ConnState
 		a.metrics.RegisterHandshakes(lim)
 	}
-	return growOnHello(c), nil
-}
-
-// growOnHello returns c with each connection's goroutine stack grown at its ClientHello,
-// where few frames are on it, instead of deep in the handshake's signature (package
-// stack); c's own GetConfigForClient, if any, then runs as before.
-func growOnHello(c *tls.Config) *tls.Config {
-	next := c.GetConfigForClient
-	c = c.Clone()
-	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		stack.Grow()
-		if next == nil {
-			return nil, nil // c itself
-		}
-		return next(hello)
-	}
-	return c
+	return c, nil
 }
 
 // TLSConfig is the API listener's TLS configuration, nil when it serves plain HTTP.
