@@ -5,7 +5,6 @@
 package audit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,10 +45,14 @@ type Record struct {
 type Logger struct {
 	mu  sync.Mutex
 	w   io.Writer
+	buf []byte // the line being written, under mu
 	now func() time.Time
 	// onError learns of records that could not be written (e.g. disk full).
 	onError func(error)
 }
+
+// maxKeptBuf bounds the line buffer a Logger keeps between records.
+const maxKeptBuf = 4 << 10
 
 // New returns a Logger writing to w; now stamps records that carry no time (time.Now
 // when nil); onError, when set, is told of write failures.
@@ -69,13 +72,21 @@ func (l *Logger) Log(r Record) {
 		r.Time = l.now()
 	}
 	r.Time = r.Time.UTC()
-	b, err := json.Marshal(r)
+	l.mu.Lock()
+	// The line is built in the logger's own buffer, under the lock its write needs.
+	b, ok := appendRecord(l.buf[:0], &r)
+	var err error
+	if !ok {
+		b, err = marshalRecord(l.buf[:0], r)
+	}
 	if err == nil {
 		b = append(b, '\n')
-		l.mu.Lock()
 		_, err = l.w.Write(b)
-		l.mu.Unlock()
 	}
+	if cap(b) <= maxKeptBuf {
+		l.buf = b
+	}
+	l.mu.Unlock()
 	if err != nil && l.onError != nil {
 		l.onError(fmt.Errorf("write audit record: %w", err))
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tokensvc/tokensvc/internal/stack"
 )
 
 // requestCtx is the request-scoped state the middleware learn, in one allocation
@@ -48,6 +50,7 @@ func requestID(next http.Handler) http.Handler {
 		if id == "" {
 			id = nextRequestID()
 		}
+		stack.Grow() // the outermost middleware: as few frames as possible below it
 		next.ServeHTTP(w, r.WithContext(&requestCtx{Context: r.Context(), id: id}))
 	})
 }
