@@ -2,11 +2,13 @@
 # bench-import.sh: devices per second of one streaming POST /devices/import, with the
 # import run one line at a time (TOKENSVC_IMPORT_WORKERS=1, the baseline) and in
 # parallel (each value of IMPORT_WORKERS), back to back in one run, each against a fresh
-# tokensvc process on the same store: the embedded store (a fresh data directory per
-# run) or, with STORE=vault, one Vault dev server (scripts/vault.sh; KV hub, key cache
-# at its defaults). Every report line is checked; the ratio is parallel / workers=1.
-# With STORE=vault the same run also writes DEVICES device-sized KV v2 records straight
-# to Vault from RAW_WORKERS (default 16) workers: the ceiling of one write per device.
+# tokensvc process: on the embedded store (a fresh data directory per run) or, with
+# STORE=vault, on a fresh Vault dev server per run (scripts/vault.sh; KV hub, key cache
+# at its defaults) — a dev server's CPU per write grows with what it holds, so no run
+# writes into a store an earlier run filled. Every report line is checked; the ratio is
+# parallel / workers=1 (SINGLE=0 skips the workers=1 run). With STORE=vault the same run
+# also writes DEVICES device-sized KV v2 records straight to a fresh Vault from
+# RAW_WORKERS (default 16) workers: the ceiling of one write per device.
 # Loopback only; bounded; everything started is stopped on exit.
 #
 #   scripts/bench-import.sh                              # embedded, 5000 devices, workers 1 and 16
@@ -35,13 +37,22 @@ fi
 
 env_store=()
 vault_pid=0
-if [[ $STORE == vault ]]; then
+# fresh_vault: with STORE=vault, stops the previous run's Vault dev server and starts a
+# new one, setting env_store for tokensvc.
+fresh_vault() {
+	[[ $STORE == vault ]] || return 0
+	if ((vault_pid > 0)); then
+		bench_stop "$vault_pid"
+		bench_untrack "$vault_pid"
+	fi
 	bench_start_vault
 	# The request-path deadline raised from 250 ms (VAULT_TIMEOUT): on a loaded machine an
 	# import's device read (BASE revisions read every device first) now and then takes
 	# longer, which stops the import as a store outage — that is not what is measured here.
 	env_store=(TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" TOKENSVC_VAULT_TIMEOUT="${VAULT_TIMEOUT:-2s}")
-	bench_machine "$("$vault_bin" version | head -1)"
+}
+if [[ $STORE == vault ]]; then
+	bench_machine "$("$(bash scripts/vault.sh)" version | head -1), a fresh dev server per run"
 else
 	bench_machine
 fi
@@ -50,7 +61,8 @@ echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$([[ 
 transit=()
 if [[ $TRANSIT == 1 ]]; then transit=(-transit); fi
 declare -A rate
-runs="1 $IMPORT_WORKERS"
+runs=$IMPORT_WORKERS
+if [[ ${SINGLE:-1} != 0 ]]; then runs="1 $runs"; fi
 if [[ -n $BASE ]]; then runs="base $runs"; fi
 for w in $runs; do
 	data="$work/data-$w"
@@ -69,6 +81,7 @@ for w in $runs; do
 		env_workers=()
 		if [[ -n ${BASE_WORKERS:-} ]]; then env_workers=(TOKENSVC_IMPORT_WORKERS="$BASE_WORKERS"); fi
 	fi
+	fresh_vault
 	bench_pprof
 	if [[ -n ${PPROF_OUT:-} ]]; then pprof_args+=(-pprof-seconds "${PPROF_SECONDS:-10}s"); fi
 	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}" "${pprof_env[@]}"
@@ -82,6 +95,7 @@ for w in $runs; do
 	if [[ $w == base ]]; then cp "$work/tokensvc-new" "$work/tokensvc"; fi
 done
 if [[ $STORE == vault ]]; then
+	fresh_vault
 	# With tokensvc's own token (its policy is evaluated on every call) under its prefix.
 	out=$(VAULT_TOKEN="$svc_token" bench_run 900 "$work/tokenbench" import -raw-kv "${RAW_WORKERS:-16}" \
 		-vault-addr "$VAULT_ADDR" -raw-path secret/data/tokensvc/raw -n "$DEVICES" -vault-pid "$vault_pid")
@@ -92,7 +106,9 @@ for w in $IMPORT_WORKERS; do
 	if [[ $STORE == vault ]]; then
 		awk -v p="${rate[$w]}" -v b="${rate[raw]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / raw KV v2 writes: %.2f (devices per second over single record writes per second)\n", w, p / b }'
 	fi
-	awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
+	if [[ -n ${rate[1]:-} ]]; then
+		awk -v p="${rate[$w]}" -v b="${rate[1]}" -v w="$w" 'BEGIN { printf "ratio workers=%s / workers=1: %.2f\n", w, p / b }'
+	fi
 	if [[ -n $BASE ]]; then
 		awk -v p="${rate[$w]}" -v b="${rate[base]}" -v w="$w" -v r="$BASE" 'BEGIN { printf "ratio workers=%s / %s: %.2f\n", w, r, p / b }'
 	fi
