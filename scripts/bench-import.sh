@@ -17,7 +17,7 @@
 #   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
 #   STORE=vault BASE=main scripts/bench-import.sh        # also tokensvc built from BASE (git archive), first, same run
 #   PPROF_OUT=/tmp/prof STORE=vault scripts/bench-import.sh  # tokensvc's CPU and alloc profiles of each run's first
-#                                                       # PPROF_SECONDS (10) s: import-<label>.{cpu,allocs}.pprof
+#                                                       # PPROF_SECONDS (10) s: import-<workers>.{cpu,allocs}.pprof
 set -euo pipefail
 
 . "$(dirname "$0")/bench-lib.sh"
@@ -89,6 +89,9 @@ for w in $runs; do
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")
+	if [[ -n ${PPROF_OUT:-} ]]; then
+		for kind in cpu allocs; do mv "$PPROF_OUT/import.$kind.pprof" "$PPROF_OUT/import-$w.$kind.pprof"; done
+	fi
 	bench_tokensvc_stderr
 	bench_stop "$svc_pid"
 	bench_untrack "$svc_pid"

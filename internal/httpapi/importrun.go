@@ -17,9 +17,10 @@ import (
 // importRun is one import under way. A reader goroutine parses the body in order and
 // submits each line to a registry.Batch, which imports up to ImportWorkers lines at
 // once; the handler's goroutine writes the report lines in input order as each line
-// is done, and flushes them to the client whenever it is about to wait for the next
-// (one write for every run of lines that are done together, not one per line). Between them the items channel is the reorder buffer: the reader stops
-// reading while it is full, so memory stays bounded whatever the size of the body.
+// is done, and flushes them to the client whenever it is about to wait (one write for
+// every run of lines that are done together, not one per line). Between them the
+// items channel is the reorder buffer: the reader stops reading while it is full, so
+// memory stays bounded whatever the size of the body.
 //
 // A store failure (or a line that failed unexpectedly) stops the import as it did
 // one line at a time: no line after it is submitted, the lines already under way are
@@ -68,7 +69,7 @@ func (ir *importRun) run() error {
 	var failedLine, later int
 	var werr error
 	for {
-		it, ok := ir.next(items)
+		it, ok := receive(ir, items)
 		if !ok {
 			break
 		}
@@ -128,15 +129,15 @@ func (ir *importRun) flush() {
 	}
 }
 
-// next returns the next item, flushing the report first when it is not ready yet.
-func (ir *importRun) next(items <-chan importItem) (importItem, bool) {
+// receive takes the next value from ch, flushing ir's report first when none is ready.
+func receive[T any](ir *importRun, ch <-chan T) (T, bool) {
 	select {
-	case it, ok := <-items:
-		return it, ok
+	case v, ok := <-ch:
+		return v, ok
 	default:
 		ir.flush()
-		it, ok := <-items
-		return it, ok
+		v, ok := <-ch
+		return v, ok
 	}
 }
 
@@ -203,12 +204,7 @@ func (ir *importRun) outcome(it importItem) (importReport, error) {
 		rep.Result, rep.Reason = string(registry.Rejected), it.reason
 		return rep, nil
 	}
-	select {
-	case <-it.pending.Done():
-	default:
-		ir.flush()
-		<-it.pending.Done()
-	}
+	receive(ir, it.pending.Done())
 	c, result, err := it.pending.Result()
 	if err != nil && result == "" {
 		return rep, err

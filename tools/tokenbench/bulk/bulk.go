@@ -11,10 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/tools/tokenbench/bench"
@@ -118,7 +115,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	profiled := c.Profile.Start(ctx, http.DefaultClient, "import-"+fileSafe(c.Label), c.Profile.Max)
+	profiled := c.Profile.Start(ctx, http.DefaultClient, "import", c.Profile.Max)
 	start := time.Now()
 	_, err = admin.Import(ctx, c.Devices, func(i int) (oapi.DeviceCreate, error) {
 		return oapi.DeviceCreate{DeviceId: fmt.Sprintf("%s%07d", c.Prefix, i), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
@@ -156,15 +153,4 @@ func (c Config) print(stdout io.Writer, r Report) error {
 	}
 	_, err := fmt.Fprintln(stdout, line)
 	return err
-}
-
-// fileSafe is label with every byte but letters, digits, '.', '=' and '-' replaced by
-// '_', for a file name.
-func fileSafe(label string) string {
-	return strings.Map(func(r rune) rune {
-		if r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(".=-", r)) {
-			return r
-		}
-		return '_'
-	}, label)
 }
