@@ -47,6 +47,9 @@ type Options struct {
 	// Stdout receives audit records (and would receive a generated admin token);
 	// nil means the Service's Stdout buffer.
 	Stdout io.Writer
+	// LogLevel is the service log's level; nil means debug. Benchmarks set warn, the
+	// level the bench scripts run tokensvc at.
+	LogLevel slog.Leveler
 }
 
 // Service is a running tokensvc.
@@ -91,8 +94,11 @@ func Start(tb testing.TB, o Options) *Service {
 		o.Config(&cfg)
 	}
 	s := &Service{tb: tb, Logs: &syncbuf.Buffer{}, Stdout: &syncbuf.Buffer{}}
+	if o.LogLevel == nil {
+		o.LogLevel = slog.LevelDebug
+	}
 	opts := []app.Option{
-		app.WithLogger(slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		app.WithLogger(slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: o.LogLevel}))),
 		app.WithStdout(s.Stdout),
 	}
 	if o.Stdout != nil {

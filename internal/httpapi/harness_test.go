@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -71,15 +72,18 @@ type envOptions struct {
 	stdout io.Writer
 	// store replaces the embedded store the service opens (apptest.Options.Store).
 	store store.Store
+	// logLevel is the service log's level (apptest.Options.LogLevel; nil: debug).
+	logLevel slog.Leveler
 }
 
 func mustEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
 	clock := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	opts := apptest.Options{
-		Clock:  clock.Now,
-		Stdout: o.stdout,
-		Store:  o.store,
+		Clock:    clock.Now,
+		Stdout:   o.stdout,
+		Store:    o.store,
+		LogLevel: o.logLevel,
 		Config: func(c *app.Config) {
 			c.Audience = audience
 			c.AdminToken = adminToken
@@ -187,7 +191,7 @@ func (e *env) getToken(assertion string, params *oapi.GetTokenParams, editors ..
 	return resp
 }
 
-func mustECKey(t *testing.T) (*ecdsa.PrivateKey, string) {
+func mustECKey(t testing.TB) (*ecdsa.PrivateKey, string) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -205,7 +209,7 @@ func mustEdKey(t *testing.T) (ed25519.PrivateKey, string) {
 	return priv, mustPublicPEM(t, pub)
 }
 
-func mustPublicPEM(t *testing.T, pub crypto.PublicKey) string {
+func mustPublicPEM(t testing.TB, pub crypto.PublicKey) string {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
