@@ -24,7 +24,8 @@
 #   REV=HEAD PERF_OUT=/tmp/storm.perf scripts/bench-storm.sh   # the committed service, profiled
 #   PPROF_OUT=/tmp/prof scripts/bench-storm.sh   # + tokensvc's own CPU and alloc profiles of
 #                                                # (the first 20 s of) its storm, -pprof-seconds
-#                                                # to change; /tmp/prof/storm.{cpu,allocs}.pprof
+#                                                # to change; /tmp/prof/storm.{cpu,allocs}.pprof; the bare
+#                                                # handler's whole run: baseline.cpu.pprof
 #   STORE=vault scripts/bench-storm.sh           # on Vault
 # Extra arguments go to tokenbench storm.
 #

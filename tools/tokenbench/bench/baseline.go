@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -104,14 +105,16 @@ func StartBaselineProcess(ctx context.Context, n int, extra ...string) (string, 
 	return "", 0, nil, errors.New("baseline process: did not start")
 }
 
-// ServeBaseline is `tokenbench baseline [-addr A] [-bytes N] [-tls-cert F -tls-key F]`:
-// the baseline handler in its own process until ctx ends; it prints its URL first.
+// ServeBaseline is `tokenbench baseline [-addr A] [-bytes N] [-tls-cert F -tls-key F]
+// [-cpuprofile F]`: the baseline handler in its own process until ctx ends; it prints
+// its URL first.
 func ServeBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := NewFlagSet("baseline", stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "loopback listen address")
 	n := fs.Int("bytes", 2500, "response body size (that of a real GET /token response)")
 	certFile := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (with -tls-key)")
 	keyFile := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	profile := fs.String("cpuprofile", "", "write this process's CPU profile, from start to exit, to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,6 +130,17 @@ func ServeBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if tlsCfg, err = TLSServerConfig(*certFile, *keyFile); err != nil {
 			return err
 		}
+	}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	base, stop, err := StartBaseline(*addr, *n, tlsCfg)
 	if err != nil {

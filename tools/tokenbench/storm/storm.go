@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"sync/atomic"
 	"time"
@@ -213,9 +214,15 @@ func paramsFor(cfg Config, name, target string) params {
 }
 
 // stormBaseline storms a bare TLS handler in a child process that answers every request
-// with n bytes, so the TLS and HTTP cost of the storm alone is visible.
+// with n bytes, so the TLS and HTTP cost of the storm alone is visible. With -pprof-url
+// the child writes its own CPU profile beside tokensvc's (baseline.cpu.pprof), for
+// go tool pprof -diff_base.
 func stormBaseline(ctx context.Context, cfg Config, tlsCfg *tls.Config, devs []bench.KeyDevice, n int) (Result, error) {
-	base, pid, stop, err := bench.StartBaselineProcess(ctx, n, "-tls-cert", cfg.TLSCert, "-tls-key", cfg.TLSKey)
+	args := []string{"-tls-cert", cfg.TLSCert, "-tls-key", cfg.TLSKey}
+	if cfg.Profile.URL != "" {
+		args = append(args, "-cpuprofile", filepath.Join(cfg.Profile.Dir, "baseline.cpu.pprof"))
+	}
+	base, pid, stop, err := bench.StartBaselineProcess(ctx, n, args...)
 	if err != nil {
 		return Result{}, err
 	}
