@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -182,4 +183,67 @@ func BenchmarkOpen100k(b *testing.B) {
 		s.Close()
 	}
 	b.ReportMetric(float64(fi.Size())/(1<<20), "file-MiB")
+}
+
+// BenchmarkCommitFloor measures what this machine's disk allows a bbolt commit at 10⁶
+// devices, with none of the store's code: a commit's I/O as bbolt does it (commitPages
+// random 4 KiB page writes in a 512 MiB file, a sync, the meta page, a sync), from one
+// file and from several files committing at once, one committer each — the question
+// being whether spreading devices over several bbolt files would buy commit throughput.
+// It reports pages/s (a new device costs about two pages at 10⁶ devices: BENCHMARKS
+// §14.1). Each op is one commit in one of the files.
+func BenchmarkCommitFloor(b *testing.B) {
+	const (
+		fileSize    = 512 << 20
+		commitPages = 128
+	)
+	for _, files := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("files=%d", files), func(b *testing.B) {
+			fds := make([]*os.File, files)
+			for i := range fds {
+				f, err := os.Create(filepath.Join(b.TempDir(), fmt.Sprintf("floor-%d", i)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				if err := f.Truncate(fileSize); err != nil {
+					b.Fatal(err)
+				}
+				fds[i] = f
+			}
+			var commits atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for _, f := range fds {
+				wg.Go(func() {
+					page := make([]byte, 4096)
+					for commits.Add(1) <= int64(b.N) {
+						if err := commitIO(f, page, commitPages, fileSize); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N*commitPages)/b.Elapsed().Seconds(), "pages/s")
+		})
+	}
+}
+
+// commitIO is one commit's I/O as bbolt does it: pages random page writes into a file
+// of size bytes, a sync, the meta page, a sync.
+func commitIO(f *os.File, page []byte, pages, size int) error {
+	for range pages {
+		if _, err := f.WriteAt(page, int64(rand.IntN(size/len(page))*len(page))); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(page, 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }
