@@ -75,15 +75,9 @@ func benchAsserted(b *testing.B, assertions []string, newReq func() *http.Reques
 // tokenBenchSetup creates a hub and an HS256 device in e and signs the assertions the
 // GET /token benchmarks send.
 func tokenBenchSetup(b *testing.B, e *env) (http.Handler, []string) {
-	resp, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
-	if err != nil || resp.StatusCode() != 201 {
-		b.Fatalf("create hub: %v", err)
-	}
-	dev, err := e.admin.CreateDeviceWithResponse(b.Context(), oapi.DeviceCreate{DeviceId: "bench-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		b.Fatalf("create device: %v", err)
-	}
-	return e.handler, e.assertionPool(b, "bench-1", []byte(*dev.JSON201.Auth.Secret), 300_000)
+	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
+	dev := e.mustDevice(oapi.DeviceCreate{DeviceId: "bench-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	return e.handler, e.assertionPool(b, "bench-1", []byte(*dev.Auth.Secret), 300_000)
 }
 
 // assertionPool signs n HS256 assertions of device id before a timed loop (each jti
