@@ -51,9 +51,7 @@ func TestRunMutualTLS(t *testing.T) {
 	})
 	ctx := t.Context()
 	op := httpsClient(t, in.url, admin, server, nil)
-	if resp, err := op.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
-		t.Fatalf("create hub: got %v %v, want 201", resp, err)
-	}
+	apptest.PostHub(t, op, mainHub)
 	pinned := testca.SelfSigned(t, testca.Spec{CommonName: "pinned-1"})
 	fp := domain.CertFingerprint(pinned.Cert.Raw)
 	issued := ca.Issue(t, testca.Spec{CommonName: "issued-1"})
@@ -61,9 +59,7 @@ func TestRunMutualTLS(t *testing.T) {
 		{DeviceId: "pinned-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509, CertFingerprint: &fp}},
 		{DeviceId: "issued-1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.X509Ca}},
 	} {
-		if resp, err := op.CreateDeviceWithResponse(ctx, d); err != nil || resp.StatusCode() != 201 {
-			t.Fatalf("create device %s: got %v %v, want 201", d.DeviceId, resp, err)
-		}
+		apptest.PostDevice(t, op, d)
 	}
 	tests := []struct {
 		name       string

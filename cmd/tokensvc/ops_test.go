@@ -18,6 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -33,17 +34,11 @@ func TestRunMetricsAndAuditFile(t *testing.T) {
 		"TOKENSVC_ADMIN_TOKEN": admin,
 		"TOKENSVC_AUDIT":       "file:" + auditPath,
 	})
-	ctx := t.Context()
 	c := client(t, in.url, admin)
-	if hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || hub.StatusCode() != 201 {
-		t.Fatalf("create hub: %v %v", err, hub)
-	}
+	apptest.PostHub(t, c, mainHub)
 	const id = "meter-4c1d-unique"
-	dev, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		t.Fatalf("create device: %v %s", err, dev.Body)
-	}
-	secret, primary := *dev.JSON201.Auth.Secret, *dev.JSON201.PrimaryKey
+	dev := apptest.PostDevice(t, c, hs256(id, "main"))
+	secret, primary := *dev.Auth.Secret, *dev.PrimaryKey
 	assertion := assertionFor(t, id, secret, "jti-1")
 	token := getTokenWith(t, in.url, assertion)
 

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 )
 
 // TestReplayRefusedAfterRestart: an assertion used before a clean restart stays used
@@ -13,14 +13,8 @@ func TestReplayRefusedAfterRestart(t *testing.T) {
 	in := mustStart(t, env)
 	ctx := t.Context()
 	c := client(t, in.url, env["TOKENSVC_ADMIN_TOKEN"])
-	if hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || hub.StatusCode() != 201 {
-		t.Fatalf("create hub: %v %v", err, hub)
-	}
-	dev, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: "d1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		t.Fatalf("create device: %v %s", err, dev.Body)
-	}
-	secret := *dev.JSON201.Auth.Secret
+	apptest.PostHub(t, c, mainHub)
+	secret := *apptest.PostDevice(t, c, hs256("d1", "main")).Auth.Secret
 	used := assertionFor(t, "d1", secret, "jti-before-restart")
 	getTokenWith(t, in.url, used)
 	in.stop(t)

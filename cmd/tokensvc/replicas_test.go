@@ -17,7 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/redistest"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
@@ -161,16 +161,9 @@ func startCluster(t *testing.T, v *vaulttest.Server, redis *redistest.Server, ex
 		urls = append(urls, in.url)
 	}
 	c.proxy = newRoundRobin(t, urls...)
-	ctx := t.Context()
 	admin := client(t, c.proxy.srv.URL, replicasAdmin)
-	if resp, err := admin.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != http.StatusCreated {
-		t.Fatalf("create hub: %v %s", err, resp.Body)
-	}
-	resp, err := admin.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: "d1", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || resp.JSON201 == nil {
-		t.Fatalf("create device: %v %s", err, resp.Body)
-	}
-	c.secret = *resp.JSON201.Auth.Secret
+	apptest.PostHub(t, admin, mainHub)
+	c.secret = *apptest.PostDevice(t, admin, hs256("d1", "main")).Auth.Secret
 	c.proxy.set(t, urls...)
 	return c
 }

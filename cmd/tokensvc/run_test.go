@@ -99,6 +99,14 @@ func client(t *testing.T, url, bearer string) *oapi.ClientWithResponses {
 	return apptest.NewClient(t, url, bearer, &http.Client{})
 }
 
+// mainHub is the IoT hub most tests here create first.
+var mainHub = oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}
+
+// hs256 is the body creating HS256 device id on hub.
+func hs256(id, hub string) oapi.DeviceCreate {
+	return oapi.DeviceCreate{DeviceId: id, Hub: hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}
+}
+
 var adminTokenLine = regexp.MustCompile(`generated admin token \(shown once, store it now\): (tsa_\S+)`)
 
 // TestRunEndToEnd is the README walkthrough: first start prints an admin token, the
@@ -117,15 +125,9 @@ func TestRunEndToEnd(t *testing.T) {
 	admin := m[1]
 	ctx := t.Context()
 	c := client(t, in.url, admin)
-	hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"})
-	if err != nil || hub.StatusCode() != 201 {
-		t.Fatalf("create hub: %v %v", err, hub)
-	}
-	dev, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: "sensor-0001", Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		t.Fatalf("create device: %v %s", err, dev.Body)
-	}
-	secret, primary := *dev.JSON201.Auth.Secret, *dev.JSON201.PrimaryKey
+	apptest.PostHub(t, c, mainHub)
+	dev := apptest.PostDevice(t, c, hs256("sensor-0001", "main"))
+	secret, primary := *dev.Auth.Secret, *dev.PrimaryKey
 
 	// A refused assertion must not reach the log either.
 	forged := assertionFor(t, "sensor-0001", "not-the-secret", "jti-forged")

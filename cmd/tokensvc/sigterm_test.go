@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
 
@@ -32,7 +33,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		"TOKENSVC_DATA_DIR=" + filepath.Join(t.TempDir(), "data"),
 		"TOKENSVC_SHUTDOWN_TIMEOUT=" + drain.String(),
 	})
-	devices := mustProvisionHS256(ctx, t, p.url, "sigterm-", 32)
+	devices := mustProvisionHS256(t, p.url, "sigterm-", 32)
 
 	const workers = 16
 	load := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}}
@@ -139,27 +140,18 @@ type hs256Device struct{ id, secret string }
 
 // mustProvisionHS256 creates hub "bench" and n HS256 devices named prefix<i> through
 // the generated client, as an operator would.
-func mustProvisionHS256(ctx context.Context, t *testing.T, url, prefix string, n int) []hs256Device {
+func mustProvisionHS256(t *testing.T, url, prefix string, n int) []hs256Device {
 	t.Helper()
 	c := client(t, url, crashAdmin)
-	hub, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "bench", Kind: oapi.Iothub, Hostname: "bench.azure-devices.net"})
-	if err != nil {
-		t.Fatalf("create hub: %v", err)
-	}
-	if hub.StatusCode() != http.StatusCreated {
-		t.Fatalf("create hub: got %d, want 201", hub.StatusCode())
-	}
+	apptest.PostHub(t, c, oapi.HubCreate{Name: "bench", Kind: oapi.Iothub, Hostname: "bench.azure-devices.net"})
 	devs := make([]hs256Device, n)
 	for i := range devs {
 		id := prefix + strconv.Itoa(i)
-		d, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: id, Hub: "bench", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-		if err != nil {
-			t.Fatalf("create device %s: %v", id, err)
+		d := apptest.PostDevice(t, c, hs256(id, "bench"))
+		if d.Auth.Secret == nil {
+			t.Fatalf("create device %s: 201 without a secret", id)
 		}
-		if d.JSON201 == nil || d.JSON201.Auth.Secret == nil {
-			t.Fatalf("create device %s: got %d, want 201 with a secret", id, d.StatusCode())
-		}
-		devs[i] = hs256Device{id: id, secret: *d.JSON201.Auth.Secret}
+		devs[i] = hs256Device{id: id, secret: *d.Auth.Secret}
 	}
 	return devs
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
@@ -50,18 +51,13 @@ func TestVaultOutage(t *testing.T) {
 	in := mustStart(t, env)
 	ctx := t.Context()
 	c := client(t, in.url, admin)
-	if resp, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
-		t.Fatalf("create hub: %v %s", err, resp.Body)
-	}
+	apptest.PostHub(t, c, mainHub)
 	type device struct{ id, secret, key string }
 	var warm, cold []device
 	for i := range 20 {
 		id := "dev-" + strconv.Itoa(i)
-		resp, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-		if err != nil || resp.JSON201 == nil {
-			t.Fatalf("create device: %v %s", err, resp.Body)
-		}
-		d := device{id, *resp.JSON201.Auth.Secret, *resp.JSON201.PrimaryKey}
+		dev := apptest.PostDevice(t, c, hs256(id, "main"))
+		d := device{id, *dev.Auth.Secret, *dev.PrimaryKey}
 		if i < 10 {
 			warm = append(warm, d)
 		} else {
@@ -180,18 +176,15 @@ func TestVaultTransitHubs(t *testing.T) {
 			if tt.module != nil {
 				body.Modules = &[]oapi.ModuleCreate{{ModuleId: *tt.module}}
 			}
-			created, err := c.CreateDeviceWithResponse(ctx, body)
-			if err != nil || created.JSON201 == nil {
-				t.Fatalf("create device: %v %s", err, created.Body)
-			}
+			created := apptest.PostDevice(t, c, body)
 			key := policyKey
 			switch {
 			case tt.module != nil:
-				key = created.JSON201.Modules[0].PrimaryKey
+				key = created.Modules[0].PrimaryKey
 			case tt.wantSkn == "":
-				key = *created.JSON201.PrimaryKey
+				key = *created.PrimaryKey
 			}
-			a := assertionFor(t, tt.device, *created.JSON201.Auth.Secret, "transit-"+strconv.Itoa(i))
+			a := assertionFor(t, tt.device, *created.Auth.Secret, "transit-"+strconv.Itoa(i))
 			resp, err := client(t, in.url, a).GetTokenWithResponse(ctx, &oapi.GetTokenParams{Module: tt.module})
 			if err != nil || resp.JSON200 == nil {
 				t.Fatalf("GET /token: %v %d %s", err, resp.StatusCode(), resp.Body)

@@ -20,7 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/signer"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
@@ -160,23 +160,17 @@ func testVaultKilledUnderLoad(t *testing.T, srv *vaulttest.Server, authEnv map[s
 	}
 	maps.Copy(env, authEnv)
 	in := mustStart(t, env)
-	ctx := t.Context()
 	c := client(t, in.url, admin)
-	if resp, err := c.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: "contoso-hub.azure-devices.net"}); err != nil || resp.StatusCode() != 201 {
-		t.Fatalf("create hub: %v %v", err, resp.StatusCode())
-	}
+	apptest.PostHub(t, c, mainHub)
 	var warm, cold []*killDevice
 	for i := range killWarmDevices + killColdDevices {
 		id := "kill-" + strconv.Itoa(i)
-		resp, err := c.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: id, Hub: "main", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-		if err != nil || resp.JSON201 == nil {
-			t.Fatalf("create device %s: %v %d", id, err, resp.StatusCode())
-		}
-		key, err := signer.DecodeKey(*resp.JSON201.PrimaryKey, signer.KeyBase64)
+		dev := apptest.PostDevice(t, c, hs256(id, "main"))
+		key, err := signer.DecodeKey(*dev.PrimaryKey, signer.KeyBase64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &killDevice{id: id, secret: *resp.JSON201.Auth.Secret, key: key, cold: i >= killWarmDevices}
+		d := &killDevice{id: id, secret: *dev.Auth.Secret, key: key, cold: i >= killWarmDevices}
 		if d.cold {
 			cold = append(cold, d)
 		} else {

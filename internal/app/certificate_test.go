@@ -38,14 +38,9 @@ func TestCertificatesOnVault(t *testing.T) {
 	}})
 	ctx := t.Context()
 	mode := oapi.Certificate
-	if r, err := svc.Admin.CreateHubWithResponse(ctx, oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.JSON201 == nil {
-		t.Fatalf("create hub: %v %s", err, r.Body)
-	}
-	dr, err := svc.Admin.CreateDeviceWithResponse(ctx, oapi.DeviceCreate{DeviceId: "thing-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dr.JSON201 == nil {
-		t.Fatalf("create device: %v %s", err, dr.Body)
-	}
-	secret := []byte(*dr.JSON201.Auth.Secret)
+	apptest.PostHub(t, svc.Admin, oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode})
+	dr := svc.CreateDevice(oapi.DeviceCreate{DeviceId: "thing-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	secret := []byte(*dr.Auth.Secret)
 	jti := 0
 	assertion := func() string {
 		jti++
@@ -116,9 +111,7 @@ func TestEmbeddedCAAcrossRestart(t *testing.T) {
 			svc := apptest.Start(t, apptest.Options{Config: func(c *app.Config) { c.DataDir = dir }})
 			if i == 0 {
 				mode := oapi.Certificate
-				if r, err := svc.Admin.CreateHubWithResponse(t.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.JSON201 == nil {
-					t.Fatalf("create hub: %v %s", err, r.Body)
-				}
+				apptest.PostHub(t, svc.Admin, oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode})
 			}
 			r, err := svc.Admin.GetHubCAWithResponse(t.Context(), "aws")
 			if err != nil || r.StatusCode() != 200 {

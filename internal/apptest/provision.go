@@ -2,6 +2,7 @@ package apptest
 
 import (
 	"context"
+	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/oapi"
@@ -30,12 +31,39 @@ func (s *Service) CreateHub(h domain.Hub) domain.Hub {
 // once (an HS256 device's secret among it).
 func (s *Service) CreateDevice(d oapi.DeviceCreate) oapi.DeviceCreated {
 	s.tb.Helper()
-	resp, err := s.Admin.CreateDeviceWithResponse(context.Background(), d)
+	return PostDevice(s.tb, s.Admin, d)
+}
+
+// PostHub creates h through c (POST /hubs, with the API's rules) and returns the hub;
+// any answer but 201 fails tb.
+func PostHub(tb testing.TB, c *oapi.ClientWithResponses, h oapi.HubCreate) oapi.Hub {
+	tb.Helper()
+	resp, err := c.CreateHubWithResponse(context.Background(), h)
+	return created(tb, "create hub "+h.Name, err, func() (*oapi.Hub, int, []byte) {
+		return resp.JSON201, resp.StatusCode(), resp.Body
+	})
+}
+
+// PostDevice creates d through c (POST /devices) and returns what the API returns once
+// (an HS256 device's secret among it); any answer but 201 fails tb.
+func PostDevice(tb testing.TB, c *oapi.ClientWithResponses, d oapi.DeviceCreate) oapi.DeviceCreated {
+	tb.Helper()
+	resp, err := c.CreateDeviceWithResponse(context.Background(), d)
+	return created(tb, "create device "+d.DeviceId, err, func() (*oapi.DeviceCreated, int, []byte) {
+		return resp.JSON201, resp.StatusCode(), resp.Body
+	})
+}
+
+// created is the body of a 201 answer to a create: answer gives it (nil without one),
+// the status and the raw body. A failed call (err) or any other answer fails tb.
+func created[T any](tb testing.TB, what string, err error, answer func() (*T, int, []byte)) T {
+	tb.Helper()
 	if err != nil {
-		s.tb.Fatal(err)
+		tb.Fatalf("%s: %v", what, err)
 	}
-	if resp.JSON201 == nil {
-		s.tb.Fatalf("create device %s: got %d %s, want 201", d.DeviceId, resp.StatusCode(), resp.Body)
+	got, status, body := answer()
+	if got == nil {
+		tb.Fatalf("%s: got %d %s, want 201", what, status, body)
 	}
-	return *resp.JSON201
+	return *got
 }

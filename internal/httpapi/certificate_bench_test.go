@@ -18,30 +18,13 @@ import (
 func BenchmarkGetCertificate(b *testing.B) {
 	e := mustBenchEnv(b)
 	mode := oapi.Certificate
-	if r, err := e.admin.CreateHubWithResponse(b.Context(), oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode}); err != nil || r.StatusCode() != 201 {
-		b.Fatalf("create hub: %v", err)
-	}
-	dev, err := e.admin.CreateDeviceWithResponse(b.Context(), oapi.DeviceCreate{DeviceId: "bench-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
-	if err != nil || dev.JSON201 == nil {
-		b.Fatalf("create device: %v", err)
-	}
-	assertions := e.assertionPool(b, "bench-1", []byte(*dev.JSON201.Auth.Secret), 100_000)
+	e.mustHub(oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode})
+	dev := e.mustDevice(oapi.DeviceCreate{DeviceId: "bench-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	assertions := e.assertionPool(b, "bench-1", []byte(*dev.Auth.Secret), 100_000)
 	body := `{"csr":` + strconv.Quote(testca.CSR(b, mustP256(b), "x")) + `}`
-	h := e.handler
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if i == len(assertions) {
-			b.Fatal("assertion pool exhausted; raise pool")
-		}
+	benchAsserted(b, assertions, func() *http.Request {
 		req := httptest.NewRequest(http.MethodPost, "/token/certificate", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+assertions[i])
 		req.Header.Set("Content-Type", "application/json")
-		i++
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("got %d %s", rec.Code, rec.Body)
-		}
-	}
+		return req
+	}, e.handler.ServeHTTP, nil)
 }

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
@@ -30,31 +27,12 @@ func BenchmarkTokenBatch500(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	secret := []byte(*gw.Auth.Secret)
-	const pool = 20_000
-	assertions := make([]string, pool)
-	for i := range assertions {
-		c := e.claims("gw")
-		c["jti"] = strconv.Itoa(i)
-		if assertions[i], err = jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret); err != nil {
-			b.Fatal(err)
-		}
-	}
-	h := e.handler
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if i == len(assertions) {
-			b.Fatal("assertion pool exhausted; raise pool")
-		}
+	assertions := e.assertionPool(b, "gw", []byte(*gw.Auth.Secret), 20_000)
+	benchAsserted(b, assertions, func() *http.Request {
 		req := httptest.NewRequest(http.MethodPost, "/token/batch", strings.NewReader(string(body)))
-		req.Header.Set("Authorization", "Bearer "+assertions[i])
 		req.Header.Set("Content-Type", "application/json")
-		i++
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), `"error"`) {
-			b.Fatalf("got %d %.300s", rec.Code, rec.Body)
-		}
-	}
+		return req
+	}, e.handler.ServeHTTP, func(rec *httptest.ResponseRecorder) bool {
+		return rec.Code == http.StatusOK && !strings.Contains(rec.Body.String(), `"error"`)
+	})
 }

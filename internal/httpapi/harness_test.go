@@ -131,26 +131,12 @@ func bearer(tok string) oapi.RequestEditorFn {
 
 func (e *env) mustHub(h oapi.HubCreate) oapi.Hub {
 	e.t.Helper()
-	resp, err := e.admin.CreateHubWithResponse(e.t.Context(), h)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if resp.JSON201 == nil {
-		e.t.Fatalf("create hub %s: got %d %s, want 201", h.Name, resp.StatusCode(), resp.Body)
-	}
-	return *resp.JSON201
+	return apptest.PostHub(e.t, e.admin, h)
 }
 
 func (e *env) mustDevice(d oapi.DeviceCreate) oapi.DeviceCreated {
 	e.t.Helper()
-	resp, err := e.admin.CreateDeviceWithResponse(e.t.Context(), d)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if resp.JSON201 == nil {
-		e.t.Fatalf("create device %s: got %d %s, want 201", d.DeviceId, resp.StatusCode(), resp.Body)
-	}
-	return *resp.JSON201
+	return apptest.PostDevice(e.t, e.admin, d)
 }
 
 // claims are the standard claims of a valid assertion for device id at the env's clock.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/periodic"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -21,22 +22,15 @@ import (
 // ends.
 func (r *Ring) Run(ctx context.Context) error {
 	r.ensure(ctx)
-	t := time.NewTicker(r.cfg.Refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if _, err := r.reload(ctx); err != nil {
-				if ctx.Err() == nil {
-					r.log.WarnContext(ctx, "issuer keys not reloaded; serving the keys in memory", "error", err.Error())
-				}
-				continue
+	return periodic.Run(ctx, r.cfg.Refresh, func(ctx context.Context) {
+		if _, err := r.reload(ctx); err != nil {
+			if ctx.Err() == nil {
+				r.log.WarnContext(ctx, "issuer keys not reloaded; serving the keys in memory", "error", err.Error())
 			}
-			r.ensure(ctx)
+			return
 		}
-	}
+		r.ensure(ctx)
+	})
 }
 
 // ensure creates the first key of each algorithm that has none, when the ring signs

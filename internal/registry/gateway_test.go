@@ -16,6 +16,13 @@ func hs(id, hub string) domain.Device {
 	return domain.Device{ID: id, Hub: hub, Auth: domain.Credential{Type: domain.CredHS256}}
 }
 
+// leafOf is HS256 device id on hub main whose parent is parent.
+func leafOf(id, parent string) domain.Device {
+	d := hs(id, "main")
+	d.Parent = parent
+	return d
+}
+
 // mustGateways registers gw (gateway on main), gw2 (gateway on main), gwt (gateway on
 // transit) and plain (ordinary, main).
 func mustGateways(t *testing.T, r *registry.Registry) {
@@ -44,14 +51,14 @@ func TestCreateDeviceGatewayRules(t *testing.T) {
 		d       domain.Device
 		wantErr error
 	}{
-		{"leaf of a gateway", func() domain.Device { d := hs("leaf", "main"); d.Parent = "gw"; return d }(), nil},
+		{"leaf of a gateway", leafOf("leaf", "gw"), nil},
 		{"a gateway without parent", func() domain.Device { d := hs("gw3", "main"); d.Gateway = true; return d }(), nil},
-		{"parent does not exist", func() domain.Device { d := hs("l2", "main"); d.Parent = "nobody"; return d }(), domain.ErrInvalid},
-		{"parent is not a gateway", func() domain.Device { d := hs("l3", "main"); d.Parent = "plain"; return d }(), domain.ErrInvalid},
-		{"parent on another hub", func() domain.Device { d := hs("l4", "main"); d.Parent = "gwt"; return d }(), domain.ErrInvalid},
-		{"own parent", func() domain.Device { d := hs("l5", "main"); d.Parent = "l5"; return d }(), domain.ErrInvalid},
+		{"parent does not exist", leafOf("l2", "nobody"), domain.ErrInvalid},
+		{"parent is not a gateway", leafOf("l3", "plain"), domain.ErrInvalid},
+		{"parent on another hub", leafOf("l4", "gwt"), domain.ErrInvalid},
+		{"own parent", leafOf("l5", "l5"), domain.ErrInvalid},
 		{"gateway with a parent", func() domain.Device { d := hs("gw4", "main"); d.Gateway, d.Parent = true, "gw"; return d }(), domain.ErrInvalid},
-		{"parent not a valid ID", func() domain.Device { d := hs("l6", "main"); d.Parent = "a/b"; return d }(), domain.ErrInvalid},
+		{"parent not a valid ID", leafOf("l6", "a/b"), domain.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,8 +88,7 @@ func TestUpdateDeleteGatewayRules(t *testing.T) {
 	r, st := mustRegistry(t)
 	ctx := t.Context()
 	mustGateways(t, r)
-	leaf := hs("leaf", "main")
-	leaf.Parent = "gw"
+	leaf := leafOf("leaf", "gw")
 	if _, err := r.CreateDevice(ctx, leaf); err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +135,7 @@ func TestUpdateDeleteGatewayRules(t *testing.T) {
 	}
 
 	// Delete: a gateway with a child is a conflict until the child moves or goes.
-	child := hs("child", "main")
-	child.Parent = "gw2"
+	child := leafOf("child", "gw2")
 	if _, err := r.CreateDevice(ctx, child); err != nil {
 		t.Fatal(err)
 	}
@@ -226,8 +231,7 @@ func TestImportGatewayDiffers(t *testing.T) {
 	r, _ := mustRegistry(t)
 	ctx := t.Context()
 	mustGateways(t, r)
-	leaf := hs("leaf", "main")
-	leaf.Parent = "gw"
+	leaf := leafOf("leaf", "gw")
 	if _, res, err := r.ImportDevice(ctx, leaf); err != nil || res != registry.Imported {
 		t.Fatalf("import leaf: %v %v", res, err)
 	}

@@ -122,7 +122,7 @@ cluster_addr  = %q
 	if err := s.waitHealth(readyTimeout, answering); err != nil {
 		tb.Fatalf("vault did not start: %v\n%s", err, s.Output())
 	}
-	c := s.client(tb, "")
+	c := s.client(tb, "", nil)
 	init, err := c.Sys().InitWithContext(context.Background(), &vault.InitRequest{SecretShares: 1, SecretThreshold: 1})
 	if err != nil {
 		tb.Fatalf("initialise vault: %v", err)
@@ -213,7 +213,7 @@ func (s *Server) waitHealth(d time.Duration, ok func(status int) bool) error {
 // unseal submits the persistent server's key share and waits until it is active.
 func (s *Server) unseal(tb testing.TB) {
 	tb.Helper()
-	st, err := s.client(tb, "").Sys().UnsealWithContext(context.Background(), s.unsealKey)
+	st, err := s.client(tb, "", nil).Sys().UnsealWithContext(context.Background(), s.unsealKey)
 	if err != nil {
 		tb.Fatalf("unseal vault: %v", err)
 	}
@@ -263,10 +263,17 @@ func (s *Server) waitKV(tb testing.TB) {
 // Client returns a client authenticated with the root token, without retries.
 func (s *Server) Client(tb testing.TB) *vault.Client {
 	tb.Helper()
-	return s.client(tb, s.RootToken)
+	return s.client(tb, s.RootToken, nil)
 }
 
-func (s *Server) client(tb testing.TB, token string) *vault.Client {
+// ClientThrough is Client with its requests passing through the transport wrap makes
+// of the client's own, for tests that count, hold or fail Vault calls.
+func (s *Server) ClientThrough(tb testing.TB, wrap func(http.RoundTripper) http.RoundTripper) *vault.Client {
+	tb.Helper()
+	return s.client(tb, s.RootToken, wrap)
+}
+
+func (s *Server) client(tb testing.TB, token string, wrap func(http.RoundTripper) http.RoundTripper) *vault.Client {
 	tb.Helper()
 	cfg := vault.DefaultConfig()
 	cfg.Address = s.Addr
@@ -274,6 +281,9 @@ func (s *Server) client(tb testing.TB, token string) *vault.Client {
 	// As vaultauth.NewClient: no vault/api timeout context, which raw writes cancel
 	// before their body is read (closing the connection each time).
 	cfg.Timeout = 0
+	if wrap != nil {
+		cfg.HttpClient.Transport = wrap(cfg.HttpClient.Transport)
+	}
 	c, err := vault.NewClient(cfg)
 	if err != nil {
 		tb.Fatal(err)

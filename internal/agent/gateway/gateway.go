@@ -38,6 +38,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/periodic"
 )
 
 // Upstream protocols.
@@ -272,16 +273,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	eg.Go(func() error { return g.pump.run(ctx) })
 	eg.Go(func() error {
-		t := time.NewTicker(g.o.StatsEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				g.log.Info("gateway stats", g.statAttrs()...)
-			}
-		}
+		return periodic.Run(ctx, g.o.StatsEvery, func(context.Context) { g.log.Info("gateway stats", g.statAttrs()...) })
 	})
 	g.log.Info("starting", "leaves", len(g.o.Leaves), "workers", g.o.Workers, "upstream", g.o.Upstream, "mqtt", g.MQTTAddr(),
 		"udp", g.UDPAddr(), "line", g.LineAddr())

@@ -96,7 +96,6 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 	if o.DeviceID == "" {
 		o.DeviceID = "sensor-0001"
 	}
-	ctx := context.Background()
 	ca := testca.NewCA(tb, "awspeer test CA")
 	dir := tb.TempDir()
 	f := &Fixture{CA: ca, Hub: "aws", DeviceID: o.DeviceID, Dir: dir}
@@ -117,10 +116,7 @@ func NewFixture(tb testing.TB, o FixtureOptions) *Fixture {
 		hub.SubscribeTemplates = &o.SubscribeTemplates
 	}
 	if o.TTL == 0 {
-		resp, err := f.Service.Admin.CreateHubWithResponse(ctx, hub)
-		if err != nil || resp.JSON201 == nil {
-			tb.Fatalf("create hub: %v %d %s", err, resp.StatusCode(), resp.Body)
-		}
+		apptest.PostHub(tb, f.Service.Admin, hub)
 	} else {
 		settings := map[string]string{"authorizerName": `"` + AuthorizerName + `"`, "tokenKeyName": `"` + TokenKeyName + `"`,
 			"signing": map[bool]string{true: "true", false: "false"}[signing]}

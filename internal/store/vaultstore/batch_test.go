@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	vault "github.com/hashicorp/vault/api"
-
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
@@ -92,15 +90,11 @@ func gatedStore(t testing.TB, srv *vaulttest.Server, prefix string, max int) (*v
 
 func gatedStoreWith(t testing.TB, srv *vaulttest.Server, vcfg vaultstore.Config) (*vaultstore.Store, *gate) {
 	t.Helper()
-	cfg := vault.DefaultConfig()
-	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
-	g := &gate{next: cfg.HttpClient.Transport}
-	cfg.HttpClient.Transport = g
-	c, err := vault.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(srv.RootToken)
+	var g *gate
+	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+		g = &gate{next: next}
+		return g
+	})
 	s := mustStoreWith(t, c, vcfg)
 	t.Cleanup(func() { _ = s.Close() })
 	return s, g

@@ -258,7 +258,7 @@ func (c *checkRun) device(ctx context.Context, what string, rec *deviceRecord, h
 // a module, or name a key that is not one of theirs.
 func (c *checkRun) transitNames(what string, rec *deviceRecord) {
 	own := map[string]bool{}
-	owners := append([]string{""}, sortedRecordModuleIDs(rec.Modules)...)
+	owners := append([]string{""}, sortedModuleIDs(rec.Modules)...)
 	for _, m := range owners {
 		own[c.s.deviceKeyName(rec.ID, m, slotPrimary)] = true
 		own[c.s.deviceKeyName(rec.ID, m, slotSecondary)] = true

@@ -27,8 +27,8 @@ type checkFixture struct {
 
 func newCheckFixture(t *testing.T, srv *vaulttest.Server) *checkFixture {
 	t.Helper()
-	f := &checkFixture{c: srv.Client(t), prefix: freshPrefix()}
-	f.s = mustStoreWith(t, f.c, vaultstore.Config{Prefix: f.prefix})
+	f := &checkFixture{}
+	f.s, f.c, f.prefix = rootStore(t, srv)
 	mustCreateHub(t, f.s, iotHub("hub-kv", false))
 	mustCreateHub(t, f.s, iotHub("hub-t", true))
 	mustCreateHub(t, f.s, domain.Hub{Name: "hub-p", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "d", PolicyKey: testKey("p"), Transit: true})

@@ -293,7 +293,7 @@ func (s *Store) checkUpdate(ctx context.Context, old *deviceRecord, d *domain.De
 		if d.Hub != old.Hub {
 			return fmt.Errorf("the device cannot move to another hub: %w", ErrKeysInTransit)
 		}
-		if !slices.Equal(sortedModuleIDs(d.Modules), sortedRecordModuleIDs(old.Modules)) {
+		if !slices.Equal(sortedModuleIDs(d.Modules), sortedModuleIDs(old.Modules)) {
 			return fmt.Errorf("modules cannot be added or removed: %w", ErrKeysInTransit)
 		}
 		return nil
@@ -357,19 +357,11 @@ func backoff(ctx context.Context, attempt int) error {
 	}
 }
 
-func sortedModuleIDs(ms []domain.Module) []string {
+// sortedModuleIDs returns the IDs of modules (as given or as stored), sorted.
+func sortedModuleIDs[M domain.Module | record.Module](ms []M) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
-		ids[i] = m.ID
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-func sortedRecordModuleIDs(ms []record.Module) []string {
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.ID
+		ids[i] = domain.Module(m).ID
 	}
 	slices.Sort(ids)
 	return ids

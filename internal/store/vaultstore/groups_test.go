@@ -52,18 +52,17 @@ func (g *writeGate) RoundTrip(r *http.Request) (*http.Response, error) {
 // gate matching writes under rel (relative to the prefix), and counts them all.
 func gatedWriteStore(t *testing.T, srv *vaulttest.Server, prefix, rel string, limit int64) (*vaultstore.Store, *writeGate, *countingTransport) {
 	t.Helper()
-	cfg := vault.DefaultConfig()
-	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
-	count := &countingTransport{next: cfg.HttpClient.Transport}
-	g := newWriteGate(count, limit, func(r *http.Request) bool {
-		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/data/"+prefix+"/"+rel)
+	var (
+		count *countingTransport
+		g     *writeGate
+	)
+	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+		count = &countingTransport{next: next}
+		g = newWriteGate(count, limit, func(r *http.Request) bool {
+			return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/data/"+prefix+"/"+rel)
+		})
+		return g
 	})
-	cfg.HttpClient.Transport = g
-	c, err := vault.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(srv.RootToken)
 	s := mustStoreWith(t, c, vaultstore.Config{Prefix: prefix, WriteTimeout: 30 * time.Second})
 	t.Cleanup(func() { _ = s.Close() })
 	t.Cleanup(g.release) // first

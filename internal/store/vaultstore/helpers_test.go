@@ -34,6 +34,15 @@ func mustStore(tb testing.TB, srv *vaulttest.Server, opts ...vaultstore.Option) 
 	return mustStoreWith(tb, srv.Client(tb), vaultstore.Config{Prefix: freshPrefix()}, opts...)
 }
 
+// rootStore opens a store on srv under a fresh prefix with a root client, and returns
+// the client and the prefix with it, for tests that read or damage what the store keeps
+// in Vault behind its back.
+func rootStore(tb testing.TB, srv *vaulttest.Server) (*vaultstore.Store, *vault.Client, string) {
+	tb.Helper()
+	c, prefix := srv.Client(tb), freshPrefix()
+	return mustStoreWith(tb, c, vaultstore.Config{Prefix: prefix}), c, prefix
+}
+
 func mustStoreWith(tb testing.TB, c *vault.Client, cfg vaultstore.Config, opts ...vaultstore.Option) *vaultstore.Store {
 	tb.Helper()
 	s, err := vaultstore.New(c, cfg, opts...)

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	vault "github.com/hashicorp/vault/api"
-
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/vaultstore"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
@@ -124,15 +122,11 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestCreateDeviceVaultCalls(t *testing.T) {
 	srv := vaulttest.Start(t)
 	vaultstore.SetHubSeenTTL(t, time.Minute) // the reuse must not depend on the machine's speed
-	cfg := vault.DefaultConfig()
-	cfg.Address, cfg.MaxRetries, cfg.Timeout = srv.Addr, 0, 0
-	count := &countingTransport{next: cfg.HttpClient.Transport}
-	cfg.HttpClient.Transport = count
-	c, err := vault.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(srv.RootToken)
+	var count *countingTransport
+	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+		count = &countingTransport{next: next}
+		return count
+	})
 	s := mustStoreWith(t, c, vaultstore.Config{Prefix: freshPrefix()})
 	mustCreateHub(t, s, iotHub("main", false))
 	mustCreateDevice(t, s, keyedDevice("warm", "main"))

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
@@ -132,28 +130,14 @@ func (s *Store) ListHubs(ctx context.Context) ([]domain.Hub, error) {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
 	slices.Sort(keys)
-	found := make([]*domain.Hub, len(keys))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(listConcurrency)
-	for i, k := range keys {
-		name, ok := dec(k)
-		if !ok {
-			continue
+	found, err := readEach(ctx, keys, func(ctx context.Context, name string) (domain.Hub, error) {
+		rec, _, err := s.readHub(ctx, s.cfg.WriteTimeout, name)
+		if err != nil {
+			return domain.Hub{}, err
 		}
-		g.Go(func() error {
-			rec, _, err := s.readHub(gctx, s.cfg.WriteTimeout, name)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil // deleted since the LIST
-			}
-			if err != nil {
-				return err
-			}
-			h := rec.hub()
-			found[i] = &h
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		return rec.hub(), nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list hubs: %w", err)
 	}
 	hubs := make([]domain.Hub, 0, len(found))

@@ -123,21 +123,37 @@ func (s *Store) forgetListing() {
 // readDevices reads the devices named by keys concurrently; a device deleted since the
 // LIST comes back nil.
 func (s *Store) readDevices(ctx context.Context, keys []string) ([]*domain.Device, error) {
-	out := make([]*domain.Device, len(keys))
+	return readEach(ctx, keys, func(ctx context.Context, id string) (domain.Device, error) {
+		rec, _, err := s.readDevice(ctx, s.cfg.WriteTimeout, id)
+		if err != nil {
+			return domain.Device{}, err
+		}
+		return rec.device(), nil
+	})
+}
+
+// readEach reads the records named by keys (storage keys of one folder) with read,
+// listConcurrency at a time. The result is in the order of keys, nil for a key that
+// names no record (not a storage key, or deleted since the LIST); the first other
+// failure fails the whole.
+func readEach[T any](ctx context.Context, keys []string, read func(ctx context.Context, name string) (T, error)) ([]*T, error) {
+	out := make([]*T, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(listConcurrency)
 	for i, k := range keys {
-		id, _ := dec(k)
+		name, ok := dec(k)
+		if !ok {
+			continue
+		}
 		g.Go(func() error {
-			rec, _, err := s.readDevice(gctx, s.cfg.WriteTimeout, id)
+			v, err := read(gctx, name)
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			d := rec.device()
-			out[i] = &d
+			out[i] = &v
 			return nil
 		})
 	}

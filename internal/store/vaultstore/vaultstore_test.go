@@ -189,10 +189,7 @@ func TestTransitVectors(t *testing.T) {
 // deletion: no key material in KV or in reads, HMACs equal to local signing with the
 // imported keys, and its Transit keys gone after DeleteDevice.
 func TestTransitDeviceRoundTrip(t *testing.T) {
-	srv := vaulttest.Start(t)
-	c := srv.Client(t)
-	cfg := vaultstore.Config{Prefix: freshPrefix()}
-	s := mustStoreWith(t, c, cfg)
+	s, c, prefix := rootStore(t, vaulttest.Start(t))
 	ctx := t.Context()
 
 	hub := iotHub("hub-t", true)
@@ -223,7 +220,7 @@ func TestTransitDeviceRoundTrip(t *testing.T) {
 	for _, m := range d.Modules {
 		secrets = append(secrets, m.PrimaryKey, m.SecondaryKey)
 	}
-	for path, data := range dumpKV(t, c, "secret", cfg.Prefix) {
+	for path, data := range dumpKV(t, c, "secret", prefix) {
 		for _, k := range secrets {
 			if strings.Contains(data, k) {
 				t.Errorf("KV record %s holds key material", path)
@@ -297,7 +294,7 @@ func TestTransitDeviceRoundTrip(t *testing.T) {
 	if _, err := s.HMAC(ctx, hub, "dev-1", "", msg); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("HMAC after DeleteDevice: got error %v, want %v", err, store.ErrNotFound)
 	}
-	if left := dumpKV(t, c, "secret", cfg.Prefix); len(left) != 1 {
+	if left := dumpKV(t, c, "secret", prefix); len(left) != 1 {
 		t.Errorf("KV after DeleteDevice: got %d records %v, want only the hub", len(left), slices.Collect(mapsKeys(left)))
 	}
 
@@ -324,10 +321,7 @@ func mapsKeys(m map[string]string) func(func(string) bool) {
 // TestTransitHubKeys checks hubs whose policy or group key is in Transit: nothing in
 // KV, Transit refuses nothing it should accept, and DeleteHub removes the key.
 func TestTransitHubKeys(t *testing.T) {
-	srv := vaulttest.Start(t)
-	c := srv.Client(t)
-	cfg := vaultstore.Config{Prefix: freshPrefix()}
-	s := mustStoreWith(t, c, cfg)
+	s, c, prefix := rootStore(t, vaulttest.Start(t))
 	ctx := t.Context()
 
 	short := base64.StdEncoding.EncodeToString([]byte("sixteen-byte-key"))      // below Transit's 32-byte minimum
@@ -377,7 +371,7 @@ func TestTransitHubKeys(t *testing.T) {
 			if want := localHMAC(tc.key, msg); string(sum) != string(want) {
 				t.Errorf("HMAC: got %x, want %x", sum, want)
 			}
-			for path, data := range dumpKV(t, c, "secret", cfg.Prefix) {
+			for path, data := range dumpKV(t, c, "secret", prefix) {
 				if strings.Contains(data, tc.hub.PolicyKey) {
 					t.Errorf("KV record %s holds the policy key", path)
 				}
@@ -440,18 +434,15 @@ path "transit/keys/` + denied + `/import" { capabilities = ["deny"] }
 // TestKVLayout pins where records live: names hex-encoded under the prefix, one marker
 // per device under its hub, nothing else left behind by creates.
 func TestKVLayout(t *testing.T) {
-	srv := vaulttest.Start(t)
-	c := srv.Client(t)
-	cfg := vaultstore.Config{Prefix: freshPrefix()}
-	s := mustStoreWith(t, c, cfg)
+	s, c, prefix := rootStore(t, vaulttest.Start(t))
 	mustCreateHub(t, s, iotHub("Hub/1", false))
 	mustCreateDevice(t, s, keyedDevice("a%2F.b", "Hub/1"))
 	if err := s.PutSetting(t.Context(), "admin", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	got := slices.Sorted(mapsKeys(dumpKV(t, c, "secret", cfg.Prefix)))
+	got := slices.Sorted(mapsKeys(dumpKV(t, c, "secret", prefix)))
 	// "Hub/1" is 48 75 62 2f 31, "a%2F.b" is 61 25 32 46 2e 62, "admin" 61 64 6d 69 6e.
-	p := cfg.Prefix + "/"
+	p := prefix + "/"
 	want := []string{
 		p + "devices/612532462e62",
 		p + "hubdevices/4875622f31/612532462e62",
@@ -467,15 +458,12 @@ func TestKVLayout(t *testing.T) {
 // behind and checks each is harmless: an orphan marker, orphan Transit keys, a stale
 // claim; and that a live claim makes a concurrent create or delete back off.
 func TestInterruptedOperations(t *testing.T) {
-	srv := vaulttest.Start(t)
-	c := srv.Client(t)
-	cfg := vaultstore.Config{Prefix: freshPrefix()}
-	s := mustStoreWith(t, c, cfg)
+	s, c, prefix := rootStore(t, vaulttest.Start(t))
 	ctx := t.Context()
 	hex := func(s string) string { return fmt.Sprintf("%x", s) }
 	write := func(rel string, data map[string]any) {
 		t.Helper()
-		if _, err := c.Logical().Write("secret/data/"+cfg.Prefix+"/"+rel, map[string]any{"data": data}); err != nil {
+		if _, err := c.Logical().Write("secret/data/"+prefix+"/"+rel, map[string]any{"data": data}); err != nil {
 			t.Fatalf("write %s: %v", rel, err)
 		}
 	}
@@ -493,7 +481,7 @@ func TestInterruptedOperations(t *testing.T) {
 		// A delete that crashed after removing the record: keys and marker remain.
 		stale := domain.Device{ID: "dev-o", Hub: "hub-t", PrimaryKey: testKey("stale")}
 		mustCreateDevice(t, s, stale)
-		if _, err := c.Logical().Delete("secret/metadata/" + cfg.Prefix + "/devices/" + hex("dev-o")); err != nil {
+		if _, err := c.Logical().Delete("secret/metadata/" + prefix + "/devices/" + hex("dev-o")); err != nil {
 			t.Fatal(err)
 		}
 		d := keyedDevice("dev-o", "hub-t")
@@ -523,7 +511,7 @@ func TestInterruptedOperations(t *testing.T) {
 		if err := s.DeleteDevice(ctx, "dev-busy"); err != nil {
 			t.Errorf("DeleteDevice under a stale claim: got error %v, want nil", err)
 		}
-		sec, err := c.Logical().Read("secret/data/" + cfg.Prefix + "/claims/devices/" + hex("dev-busy"))
+		sec, err := c.Logical().Read("secret/data/" + prefix + "/claims/devices/" + hex("dev-busy"))
 		if err != nil || sec != nil {
 			t.Errorf("claim after DeleteDevice: got %v, %v, want released", sec, err)
 		}
@@ -545,10 +533,7 @@ func TestInterruptedOperations(t *testing.T) {
 // TestUpdateDestroysReplacedSecrets checks that rotating a key kept in KV leaves the
 // old key unreadable from the version history.
 func TestUpdateDestroysReplacedSecrets(t *testing.T) {
-	srv := vaulttest.Start(t)
-	c := srv.Client(t)
-	cfg := vaultstore.Config{Prefix: freshPrefix()}
-	s := mustStoreWith(t, c, cfg)
+	s, c, prefix := rootStore(t, vaulttest.Start(t))
 	mustCreateHub(t, s, iotHub("hub-a", false))
 	d := keyedDevice("dev-r", "hub-a")
 	mustCreateDevice(t, s, d)
@@ -558,7 +543,7 @@ func TestUpdateDestroysReplacedSecrets(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("UpdateDevice: got error %v, want nil", err)
 	}
-	sec, err := c.Logical().ReadWithData("secret/data/"+cfg.Prefix+"/devices/"+fmt.Sprintf("%x", "dev-r"), map[string][]string{"version": {"1"}})
+	sec, err := c.Logical().ReadWithData("secret/data/"+prefix+"/devices/"+fmt.Sprintf("%x", "dev-r"), map[string][]string{"version": {"1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

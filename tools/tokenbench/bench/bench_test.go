@@ -249,6 +249,35 @@ func TestBaselineAnswersLikeATokenResponse(t *testing.T) {
 	}
 }
 
+// TestFetchAnswers: the probe returns the body of a 200 and the scrape the counters it
+// names; any other status is an error naming the request, the status and the answer.
+func TestFetchAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/token":
+			io.WriteString(w, "a token")
+		case "/metrics":
+			io.WriteString(w, "# HELP x\nreads_total 7\nother 1\n")
+		default:
+			http.Error(w, "no such thing", http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	if b, err := Probe(t.Context(), srv.Client(), srv.URL+"/token", "a"); err != nil || string(b) != "a token" {
+		t.Errorf("probe: got %q, %v", b, err)
+	}
+	if m, err := ScrapeCounters(t.Context(), srv.Client(), srv.URL+"/metrics", []string{"reads_total"}); err != nil || len(m) != 1 || m["reads_total"] != 7 {
+		t.Errorf("scrape: got %v, %v", m, err)
+	}
+	if _, err := Probe(t.Context(), srv.Client(), srv.URL+"/nothing", "a"); err == nil || err.Error() != "probe GET /token: status 404: no such thing\n" {
+		t.Errorf("probe of a 404: got %v", err)
+	}
+	_, err := ScrapeCounters(t.Context(), srv.Client(), srv.URL+"/nothing", nil)
+	if want := "scrape " + srv.URL + "/nothing: status 404"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("scrape of a 404: got %v, want %q…", err, want)
+	}
+}
+
 type timeoutErr struct{}
 
 func (timeoutErr) Error() string   { return "i/o timeout" }

@@ -61,25 +61,45 @@ func Probe(ctx context.Context, client *http.Client, url, assertion string) ([]b
 // ProbeRequest sends the request build makes once (10 s at most) and returns the body
 // of its 200; any other answer is an error naming what (e.g. "GET /token").
 func ProbeRequest(ctx context.Context, client *http.Client, what string, build func(context.Context) (*http.Request, error)) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	var b []byte
+	err := fetch(ctx, client, 10*time.Second, "probe "+what, build, func(r io.Reader) (err error) {
+		b, err = io.ReadAll(io.LimitReader(r, 1<<20))
+		return err
+	})
+	return b, err
+}
+
+// fetch sends the request build makes (bounded by timeout) and hands the body of its
+// 200 to read; an error, from any step or another status (with the answer's body),
+// names what.
+func fetch(ctx context.Context, client *http.Client, timeout time.Duration, what string,
+	build func(context.Context) (*http.Request, error), read func(io.Reader) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := build(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("probe %s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("probe %s: %w", what, err)
-	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("probe %s: status %d: %s", what, resp.StatusCode, b)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return fmt.Errorf("%s: status %d: %s", what, resp.StatusCode, b)
 	}
-	return b, nil
+	if err := read(resp.Body); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// get is a build function for fetch: a GET of url.
+func get(url string) func(context.Context) (*http.Request, error) {
+	return func(ctx context.Context) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	}
 }
 
 // ProbeDevice is Probe of the service at baseURL with an HS256 assertion of d.

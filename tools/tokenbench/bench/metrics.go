@@ -57,21 +57,12 @@ func (s *StoreReads) Delta(ctx context.Context) (map[string]float64, error) {
 // ScrapeCounters fetches a Prometheus text exposition and returns the values of the
 // named series (name or name{labels} exactly as exposed); absent series are left out.
 func ScrapeCounters(ctx context.Context, client *http.Client, url string, names []string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: status %d", url, resp.StatusCode)
-	}
-	return ParseCounters(io.LimitReader(resp.Body, 16<<20), names)
+	var out map[string]float64
+	err := fetch(ctx, client, 10*time.Second, "scrape "+url, get(url), func(r io.Reader) (err error) {
+		out, err = ParseCounters(io.LimitReader(r, 16<<20), names)
+		return err
+	})
+	return out, err
 }
 
 // ParseCounters picks the named series out of Prometheus text format.

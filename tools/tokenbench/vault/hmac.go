@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -65,28 +64,22 @@ func tryHMAC(ctx context.Context, client *http.Client, target, token string, bod
 // probeHMAC checks once that the raw phase's token and key work and Vault answers an
 // HMAC in the form tokensvc reads.
 func probeHMAC(ctx context.Context, client *http.Client, cfg Config) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := hmacRequest(ctx, hmacURL(cfg), cfg.VaultToken, hmacBody(cfg.KVHub, "probe", time.Now().Unix()))
+	body, err := bench.ProbeRequest(ctx, client, "transit/hmac", func(ctx context.Context) (*http.Request, error) {
+		return hmacRequest(ctx, hmacURL(cfg), cfg.VaultToken, hmacBody(cfg.KVHub, "probe", time.Now().Unix()))
+	})
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("probe transit/hmac: %w", err)
-	}
-	defer resp.Body.Close()
 	var r struct {
 		Data struct {
 			HMAC string `json:"hmac"`
 		} `json:"data"`
-		Errors []string `json:"errors"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil {
-		return fmt.Errorf("probe transit/hmac: status %d: %w", resp.StatusCode, err)
+	if err := json.Unmarshal(body, &r); err != nil {
+		return fmt.Errorf("probe transit/hmac: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(r.Data.HMAC, "vault:v") {
-		return fmt.Errorf("probe transit/hmac: status %d: %s", resp.StatusCode, strings.Join(r.Errors, "; "))
+	if !strings.HasPrefix(r.Data.HMAC, "vault:v") {
+		return fmt.Errorf("probe transit/hmac: no HMAC in the answer: %.200s", body)
 	}
 	return nil
 }
