@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokensvc/tokensvc/internal/periodic"
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -139,18 +140,11 @@ func (k *NonceKeys) Run(ctx context.Context) error {
 	if k.st == nil {
 		return nil
 	}
-	t := time.NewTicker(NonceKeyRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := k.Load(ctx); err != nil && ctx.Err() == nil {
-				k.log.WarnContext(ctx, "nonce keys not reloaded; using the keys in memory", "error", err.Error())
-			}
+	return periodic.Run(ctx, NonceKeyRefresh, func(ctx context.Context) {
+		if err := k.Load(ctx); err != nil && ctx.Err() == nil {
+			k.log.WarnContext(ctx, "nonce keys not reloaded; using the keys in memory", "error", err.Error())
 		}
-	}
+	})
 }
 
 // readLocked returns the stored keys, newest first; none when the setting is unset.
