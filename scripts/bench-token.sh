@@ -10,7 +10,8 @@
 #   REV=HEAD scripts/bench-token.sh        # tokensvc built from a commit (git archive)
 #   PPROF_OUT=/tmp/prof scripts/bench-token.sh -baseline-process
 #                                          # + tokensvc's CPU and alloc profiles of its phase
-#                                          # (/tmp/prof/tokensvc.{cpu,allocs}.pprof)
+#                                          # (/tmp/prof/tokensvc.{cpu,allocs}.pprof) and the
+#                                          # bare handler's whole run (baseline.cpu.pprof)
 # Extra arguments go to tokenbench load.
 set -euo pipefail
 

@@ -105,7 +105,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	targets := []target{{"tokensvc", cfg.URL + "/token", cfg.ServerPID}}
 	if cfg.Baseline {
-		base, pid, stop, err := startBaseline(ctx, cfg.BaselineProc, len(body))
+		base, pid, stop, err := startBaseline(ctx, cfg, len(body))
 		if err != nil {
 			return err
 		}
@@ -154,10 +154,10 @@ func devicesFor(ctx context.Context, client *http.Client, cfg Config) ([]bench.D
 }
 
 // startBaseline starts the baseline with a body of n bytes, in this process or in a
-// child (whose pid it returns, else 0).
-func startBaseline(ctx context.Context, child bool, n int) (url string, pid int, stop func(), err error) {
-	if child {
-		return bench.StartBaselineProcess(ctx, n)
+// child (whose pid it returns, else 0; it profiles itself when tokensvc is profiled).
+func startBaseline(ctx context.Context, cfg Config, n int) (url string, pid int, stop func(), err error) {
+	if cfg.BaselineProc {
+		return bench.StartBaselineProcess(ctx, n, cfg.Profile.BaselineArgs()...)
 	}
 	url, stop, err = bench.StartBaseline("127.0.0.1:0", n, nil)
 	return url, 0, stop, err

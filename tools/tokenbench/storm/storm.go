@@ -13,7 +13,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"sync/atomic"
 	"time"
@@ -218,10 +217,7 @@ func paramsFor(cfg Config, name, target string) params {
 // the child writes its own CPU profile beside tokensvc's (baseline.cpu.pprof), for
 // go tool pprof -diff_base.
 func stormBaseline(ctx context.Context, cfg Config, tlsCfg *tls.Config, devs []bench.KeyDevice, n int) (Result, error) {
-	args := []string{"-tls-cert", cfg.TLSCert, "-tls-key", cfg.TLSKey}
-	if cfg.Profile.URL != "" {
-		args = append(args, "-cpuprofile", filepath.Join(cfg.Profile.Dir, "baseline.cpu.pprof"))
-	}
+	args := append([]string{"-tls-cert", cfg.TLSCert, "-tls-key", cfg.TLSKey}, cfg.Profile.BaselineArgs()...)
 	base, pid, stop, err := bench.StartBaselineProcess(ctx, n, args...)
 	if err != nil {
 		return Result{}, err
