@@ -8,11 +8,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 	"github.com/tokensvc/tokensvc/internal/signer"
+	"github.com/tokensvc/tokensvc/internal/testca"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
 
@@ -198,23 +197,15 @@ func newCrashKeys(t *testing.T) *crashKeys {
 			t.Fatal(err)
 		}
 		k.es = append(k.es, ek)
-		k.esPEM = append(k.esPEM, pemPublic(t, &ek.PublicKey))
+		k.esPEM = append(k.esPEM, testca.PublicKeyPEM(t, &ek.PublicKey))
 		_, dk, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
 		k.ed = append(k.ed, dk)
-		k.edPEM = append(k.edPEM, pemPublic(t, dk.Public()))
+		k.edPEM = append(k.edPEM, testca.PublicKeyPEM(t, dk.Public()))
 	}
 	return k
-}
-
-func pemPublic(t *testing.T, pub any) string {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
 // devSpec is one device as an operator sends it, and what the test knows about it.

@@ -2,13 +2,10 @@ package deviceauth_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"strconv"
 	"testing"
 	"time"
@@ -17,16 +14,8 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/deviceauth"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
-
-func publicPEM(tb testing.TB, pub crypto.PublicKey) string {
-	tb.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
 
 // BenchmarkVerify is assertion verification per algorithm: parsing, the device lookup
 // (embedded store), the signature, claim checks and the replay cache. Assertions are
@@ -47,8 +36,8 @@ func BenchmarkVerify(b *testing.B) {
 		key    any
 	}{
 		{"HS256", domain.Credential{Type: domain.CredHS256, Secret: []byte("s3cret-s3cret-s3cret")}, jwt.SigningMethodHS256, []byte("s3cret-s3cret-s3cret")},
-		{"ES256", domain.Credential{Type: domain.CredES256, PublicKey: publicPEM(b, &ecKey.PublicKey)}, jwt.SigningMethodES256, ecKey},
-		{"EdDSA", domain.Credential{Type: domain.CredEdDSA, PublicKey: publicPEM(b, edPub)}, jwt.SigningMethodEdDSA, edKey},
+		{"ES256", domain.Credential{Type: domain.CredES256, PublicKey: testca.PublicKeyPEM(b, &ecKey.PublicKey)}, jwt.SigningMethodES256, ecKey},
+		{"EdDSA", domain.Credential{Type: domain.CredEdDSA, PublicKey: testca.PublicKeyPEM(b, edPub)}, jwt.SigningMethodEdDSA, edKey},
 	} {
 		b.Run(c.alg, func(b *testing.B) {
 			st := mustStore(b)

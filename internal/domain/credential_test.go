@@ -5,23 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
-
-func pemOf(tb testing.TB, pub any) string {
-	tb.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
 
 func TestAlgorithmPinsOnePerJWTType(t *testing.T) {
 	tests := []struct {
@@ -56,11 +46,11 @@ func TestCredentialPrepare(t *testing.T) {
 		wantErr    error
 	}{
 		{"hs256 gets a secret", domain.Credential{Type: domain.CredHS256}, true, nil},
-		{"hs256 with a public key", domain.Credential{Type: domain.CredHS256, PublicKey: pemOf(t, &p256.PublicKey)}, false, domain.ErrInvalid},
-		{"es256 P-256", domain.Credential{Type: domain.CredES256, PublicKey: pemOf(t, &p256.PublicKey)}, false, nil},
-		{"es256 P-384 refused", domain.Credential{Type: domain.CredES256, PublicKey: pemOf(t, &p384.PublicKey)}, false, domain.ErrInvalid},
-		{"eddsa Ed25519", domain.Credential{Type: domain.CredEdDSA, PublicKey: pemOf(t, edPub)}, false, nil},
-		{"eddsa with an EC key", domain.Credential{Type: domain.CredEdDSA, PublicKey: pemOf(t, &p256.PublicKey)}, false, domain.ErrInvalid},
+		{"hs256 with a public key", domain.Credential{Type: domain.CredHS256, PublicKey: testca.PublicKeyPEM(t, &p256.PublicKey)}, false, domain.ErrInvalid},
+		{"es256 P-256", domain.Credential{Type: domain.CredES256, PublicKey: testca.PublicKeyPEM(t, &p256.PublicKey)}, false, nil},
+		{"es256 P-384 refused", domain.Credential{Type: domain.CredES256, PublicKey: testca.PublicKeyPEM(t, &p384.PublicKey)}, false, domain.ErrInvalid},
+		{"eddsa Ed25519", domain.Credential{Type: domain.CredEdDSA, PublicKey: testca.PublicKeyPEM(t, edPub)}, false, nil},
+		{"eddsa with an EC key", domain.Credential{Type: domain.CredEdDSA, PublicKey: testca.PublicKeyPEM(t, &p256.PublicKey)}, false, domain.ErrInvalid},
 		{"x509 pinned", domain.Credential{Type: domain.CredX509, CertFingerprint: fp}, false, nil},
 		{"x509 upper-case fingerprint", domain.Credential{Type: domain.CredX509, CertFingerprint: strings.ToUpper(fp)}, false, domain.ErrInvalid},
 		{"x509-ca with a fingerprint", domain.Credential{Type: domain.CredX509CA, CertFingerprint: fp}, false, domain.ErrInvalid},

@@ -2,14 +2,11 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
@@ -183,7 +180,7 @@ func mustECKey(t testing.TB) (*ecdsa.PrivateKey, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k, mustPublicPEM(t, k.Public())
+	return k, testca.PublicKeyPEM(t, k.Public())
 }
 
 func mustEdKey(t *testing.T) (ed25519.PrivateKey, string) {
@@ -192,16 +189,7 @@ func mustEdKey(t *testing.T) (ed25519.PrivateKey, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return priv, mustPublicPEM(t, pub)
-}
-
-func mustPublicPEM(t testing.TB, pub crypto.PublicKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return priv, testca.PublicKeyPEM(t, pub)
 }
 
 func ptr[T any](v T) *T { return &v }

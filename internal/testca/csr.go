@@ -22,3 +22,14 @@ func CSR(tb testing.TB, key crypto.Signer, cn string, dnsNames ...string) string
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
+
+// PublicKeyPEM is pub as a PEM "PUBLIC KEY" block (PKIX), the form devices' public keys
+// are registered in.
+func PublicKeyPEM(tb testing.TB, pub crypto.PublicKey) string {
+	tb.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}

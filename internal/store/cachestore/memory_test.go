@@ -5,9 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
 	"github.com/tokensvc/tokensvc/internal/store/filestore"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // freshStrings returns records with strings of their own, as a Vault read decodes them;
@@ -61,11 +60,7 @@ func TestCacheMemoryPerDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	pub := testca.PublicKeyPEM(t, &k.PublicKey)
 	key := func(i int, slot byte) string {
 		var b [32]byte
 		b[0], b[1], b[2], b[3] = byte(i), byte(i>>8), byte(i>>16), slot
