@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -192,10 +191,7 @@ type crashKeys struct {
 func newCrashKeys(t *testing.T) *crashKeys {
 	k := &crashKeys{}
 	for range 4 {
-		ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ek := testca.P256Key(t)
 		k.es = append(k.es, ek)
 		k.esPEM = append(k.esPEM, testca.PublicKeyPEM(t, &ek.PublicKey))
 		_, dk, err := ed25519.GenerateKey(rand.Reader)

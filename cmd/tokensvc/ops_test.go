@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // TestRunMetricsAndAuditFile wires metrics and a file audit sink through run: the
@@ -91,10 +89,7 @@ func TestRunMetricsAndAuditFile(t *testing.T) {
 // TestRunOIDCOperators starts the service against a local issuer: a reader JWT may list
 // hubs but not create one, an operator JWT may, and the static admin token still works.
 func TestRunOIDCOperators(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testca.P256Key(t)
 	pt, _ := key.PublicKey.Bytes()
 	var issuer string
 	mux := http.NewServeMux()

@@ -2,9 +2,7 @@ package deviceauth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"strconv"
 	"testing"
@@ -21,10 +19,7 @@ import (
 // (embedded store), the signature, claim checks and the replay cache. Assertions are
 // signed before the timed loop, each with its own jti.
 func BenchmarkVerify(b *testing.B) {
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ecKey := testca.P256Key(b)
 	edPub, edKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		b.Fatal(err)

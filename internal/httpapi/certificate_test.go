@@ -71,10 +71,7 @@ func (e *env) hubCA(hub string) *x509.CertPool {
 
 func mustP256(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testca.P256Key(t)
 	return k
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"io"
@@ -176,10 +175,7 @@ func (e *env) getToken(assertion string, params *oapi.GetTokenParams, editors ..
 
 func mustECKey(t testing.TB) (*ecdsa.PrivateKey, string) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testca.P256Key(t)
 	return k, testca.PublicKeyPEM(t, k.Public())
 }
 

@@ -2,9 +2,6 @@ package httpapi_test
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -20,6 +17,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/limits"
 	"github.com/tokensvc/tokensvc/internal/oapi"
+	"github.com/tokensvc/tokensvc/internal/testca"
 )
 
 // opsEnv is an env whose tests look at metrics, limits and audit records.
@@ -285,10 +283,7 @@ func TestAuditRecords(t *testing.T) {
 // mustIssuer is a local OIDC issuer publishing one ES256 key; sign makes its tokens.
 func mustIssuer(t *testing.T) (url string, sign func(claims jwt.MapClaims) string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testca.P256Key(t)
 	pub, err := key.PublicKey.Bytes() // 0x04 || X || Y
 	if err != nil {
 		t.Fatal(err)

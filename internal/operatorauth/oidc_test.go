@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokensvc/tokensvc/internal/operatorauth"
+	"github.com/tokensvc/tokensvc/internal/testca"
 	"github.com/tokensvc/tokensvc/internal/testclock"
 )
 
@@ -143,10 +144,7 @@ func TestOIDCVerify(t *testing.T) {
 
 func mustEC(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testca.P256Key(t)
 	return k
 }
 

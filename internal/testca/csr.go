@@ -2,6 +2,8 @@ package testca
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -32,4 +34,14 @@ func PublicKeyPEM(tb testing.TB, pub crypto.PublicKey) string {
 		tb.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// P256Key is a new P-256 private key.
+func P256Key(tb testing.TB) *ecdsa.PrivateKey {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
 }

@@ -2,9 +2,6 @@ package vaultauth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -19,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/tokensvc/tokensvc/internal/testca"
 	"github.com/tokensvc/tokensvc/internal/vaultauth"
 	"github.com/tokensvc/tokensvc/internal/vaulttest"
 )
@@ -161,10 +159,7 @@ func TestKubernetesLogin(t *testing.T) {
 	root := srv.Client(t)
 
 	const ns, sa, uid = "iot", "tokensvc", "6f3c1d2e-0000-4000-8000-000000000001"
-	clusterKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clusterKey := testca.P256Key(t)
 	// Vault accepts only the algorithms Kubernetes signs with; it does not check the
 	// signature itself unless given the cluster's public keys (the TokenReview does).
 	saJWT, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
@@ -234,10 +229,7 @@ func TestKubernetesLogin(t *testing.T) {
 
 	// A well-formed JWT with the same claims that the cluster does not vouch for (signed
 	// by another key) must be refused: Vault has to ask, and act on the answer.
-	forgedKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forgedKey := testca.P256Key(t)
 	forged, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
 		"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:" + ns + ":" + sa,
 		"kubernetes.io/serviceaccount/namespace": ns, "kubernetes.io/serviceaccount/service-account.name": sa,

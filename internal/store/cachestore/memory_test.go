@@ -2,9 +2,6 @@ package cachestore_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
@@ -56,10 +53,7 @@ func TestCacheMemoryPerDevice(t *testing.T) {
 	if err := fs.CreateHub(ctx, hub("hub-a")); err != nil {
 		t.Fatal(err)
 	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testca.P256Key(t)
 	pub := testca.PublicKeyPEM(t, &k.PublicKey)
 	key := func(i int, slot byte) string {
 		var b [32]byte
