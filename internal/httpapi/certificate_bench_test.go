@@ -21,7 +21,7 @@ func BenchmarkGetCertificate(b *testing.B) {
 	e.mustHub(oapi.HubCreate{Name: "aws", Kind: oapi.Awsiot, Hostname: "abc-ats.iot.eu-west-1.amazonaws.com", Mode: &mode})
 	dev := e.mustDevice(oapi.DeviceCreate{DeviceId: "bench-1", Hub: "aws", Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
 	assertions := e.assertionPool(b, "bench-1", []byte(*dev.Auth.Secret), 100_000)
-	body := `{"csr":` + strconv.Quote(testca.CSR(b, mustP256(b), "x")) + `}`
+	body := `{"csr":` + strconv.Quote(testca.CSR(b, testca.P256Key(b), "x")) + `}`
 	benchAsserted(b, assertions, func() *http.Request {
 		req := httptest.NewRequest(http.MethodPost, "/token/certificate", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -69,12 +69,6 @@ func (e *env) hubCA(hub string) *x509.CertPool {
 	return pool
 }
 
-func mustP256(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k := testca.P256Key(t)
-	return k
-}
-
 func TestGetCertificateByKind(t *testing.T) {
 	e := mustEnv(t)
 	secrets := e.certHubs()
@@ -114,7 +108,7 @@ func TestGetCertificateByKind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.hub+"/"+tt.wantCN, func(t *testing.T) {
-			key := mustP256(t)
+			key := testca.P256Key(t)
 			body := oapi.CertificateRequest{Csr: testca.CSR(t, key, "root", "evil.example.com")}
 			if tt.module != "" {
 				body.Module = &tt.module
@@ -172,7 +166,7 @@ func TestGetCertificateByKind(t *testing.T) {
 func TestGetCertificatePlainText(t *testing.T) {
 	e := mustEnv(t)
 	secrets := e.certHubs()
-	resp := e.getCertificate(e.hs256("thing-1", secrets["thing-1"]), oapi.CertificateRequest{Csr: testca.CSR(t, mustP256(t), "x")},
+	resp := e.getCertificate(e.hs256("thing-1", secrets["thing-1"]), oapi.CertificateRequest{Csr: testca.CSR(t, testca.P256Key(t), "x")},
 		func(_ context.Context, r *http.Request) error { r.Header.Set("Accept", "text/plain"); return nil })
 	if resp.StatusCode() != 200 {
 		t.Fatalf("got %d %s", resp.StatusCode(), resp.Body)
@@ -219,7 +213,7 @@ func TestGetCertificateRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := testca.CSR(t, mustP256(t), "x")
+	good := testca.CSR(t, testca.P256Key(t), "x")
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	tampered := func() string {
@@ -328,7 +322,7 @@ func TestImportHubCA(t *testing.T) {
 			}
 		})
 	}
-	resp := e.getCertificate(e.hs256("dev-1", secrets["dev-1"]), oapi.CertificateRequest{Csr: testca.CSR(t, mustP256(t), "x")})
+	resp := e.getCertificate(e.hs256("dev-1", secrets["dev-1"]), oapi.CertificateRequest{Csr: testca.CSR(t, testca.P256Key(t), "x")})
 	if resp.JSON200 == nil {
 		t.Fatalf("certificate after import: %d %s", resp.StatusCode(), resp.Body)
 	}

@@ -123,7 +123,7 @@ func TestOIDCVerify(t *testing.T) {
 		{name: "no sub", token: mustSign(t, jwt.SigningMethodRS256, "r1", claims(func(c jwt.MapClaims) { delete(c, "sub") }), rsaKey), wantErr: true},
 		{name: "alg none", token: none, wantErr: true},
 		{name: "HS256 keyed with the public key", token: mustSign(t, jwt.SigningMethodHS256, "r1", claims(nil), pubDER), wantErr: true},
-		{name: "signed by another key under a known kid", token: mustSign(t, jwt.SigningMethodES256, "e1", claims(nil), mustEC(t)), wantErr: true},
+		{name: "signed by another key under a known kid", token: mustSign(t, jwt.SigningMethodES256, "e1", claims(nil), testca.P256Key(t)), wantErr: true},
 		{name: "RS256 kid with EC signature", token: mustSign(t, jwt.SigningMethodES256, "r1", claims(nil), ecKey), wantErr: true},
 	}
 	for _, tc := range tests {
@@ -142,15 +142,9 @@ func TestOIDCVerify(t *testing.T) {
 	}
 }
 
-func mustEC(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k := testca.P256Key(t)
-	return k
-}
-
 func TestOIDCUnknownKidRefetchesRateLimited(t *testing.T) {
 	p := mustIDP(t)
-	old, next := mustEC(t), mustEC(t)
+	old, next := testca.P256Key(t), testca.P256Key(t)
 	p.publish(ecJWK("old", old))
 	clk := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	v, err := operatorauth.NewOIDC(operatorauth.OIDCConfig{Issuer: p.srv.URL, Audience: audience, JWKSURL: p.srv.URL + "/keys", RolesClaim: "realm_access.roles", Algorithms: []string{"ES256"}, MinRefetch: time.Minute}, nil, clk.Now, nil)
