@@ -113,48 +113,25 @@ func mustBenchEnv(b *testing.B) *env {
 	}})
 }
 
-// stormDevices is how many devices BenchmarkGetTokenStorm provisions: run it with
-// -benchtime=Nx, N at most this.
-const stormDevices = 10_000
-
 // BenchmarkGetTokenStorm is a boot storm's handler work in process: each request is
 // another ES256 device, read from the embedded store for the first time since its
 // import (its decoded record not cached yet), and is served on a goroutine of its
 // own, with the limits at their defaults, audit records written to a file and the log
-// at warn, as scripts/bench-storm.sh runs tokensvc. What it costs beyond one ES256 verification is
-// the storm's non-cryptographic overhead without TCP, TLS and net/http; its CPU
-// profile (-cpuprofile) says where that goes. Run with -benchtime=Nx, N ≤ stormDevices.
+// at warn, as scripts/bench-storm.sh runs tokensvc. What it costs beyond one ES256
+// verification is the storm's non-cryptographic overhead without TCP, TLS and
+// net/http; its CPU profile (-cpuprofile) says where that goes. Each run imports b.N
+// devices first (-benchtime=10000x keeps that short).
 func BenchmarkGetTokenStorm(b *testing.B) {
 	e := mustEnvWith(b, envOptions{logLevel: slog.LevelWarn, config: func(c *app.Config) {
 		c.Audit.Sink = audit.Sink{Kind: "file", Path: filepath.Join(b.TempDir(), "audit.log")}
 	}})
 	e.mustHub(oapi.HubCreate{Name: "main", Kind: oapi.Iothub, Hostname: hubHost})
-	var body strings.Builder
-	keys := make([]*ecdsa.PrivateKey, stormDevices)
-	for i := range keys {
-		var pub string
-		keys[i], pub = mustECKey(b)
-		line, _ := json.Marshal(map[string]any{"deviceId": "storm-" + strconv.Itoa(i), "hub": "main",
-			"auth": map[string]string{"type": "es256", "publicKey": pub}})
-		body.Write(append(line, '\n'))
-	}
-	lines := e.mustImport("application/x-ndjson", body.String())
-	if got := lines[len(lines)-1].Summary; got == nil || got.Created != stormDevices {
-		b.Fatalf("import: got summary %+v, want %d created", got, stormDevices)
-	}
-	assertions := make([]string, stormDevices)
-	for i, k := range keys {
-		assertions[i] = mustSign(b, jwt.SigningMethodES256, e.claims("storm-"+strconv.Itoa(i)), k)
-	}
+	assertions := e.stormDevices(b, b.N)
 	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if i == len(assertions) {
-			b.Fatalf("only %d devices: run with -benchtime=Nx, N ≤ %d", stormDevices, stormDevices)
-		}
+	b.ResetTimer()
+	for _, a := range assertions {
 		req := httptest.NewRequest(http.MethodGet, "/token", nil)
-		req.Header.Set("Authorization", "Bearer "+assertions[i])
-		i++
+		req.Header.Set("Authorization", "Bearer "+a)
 		rec := httptest.NewRecorder()
 		done := make(chan struct{})
 		go func() {
@@ -166,4 +143,27 @@ func BenchmarkGetTokenStorm(b *testing.B) {
 			b.Fatalf("got %d %s", rec.Code, rec.Body)
 		}
 	}
+}
+
+// stormDevices imports n ES256 devices on hub main in one NDJSON import and returns
+// one signed assertion of each.
+func (e *env) stormDevices(b *testing.B, n int) []string {
+	var body strings.Builder
+	keys := make([]*ecdsa.PrivateKey, n)
+	for i := range keys {
+		var pub string
+		keys[i], pub = mustECKey(b)
+		line, _ := json.Marshal(map[string]any{"deviceId": "storm-" + strconv.Itoa(i), "hub": "main",
+			"auth": map[string]string{"type": "es256", "publicKey": pub}})
+		body.Write(append(line, '\n'))
+	}
+	lines := e.mustImport("application/x-ndjson", body.String())
+	if got := lines[len(lines)-1].Summary; got == nil || got.Created != n {
+		b.Fatalf("import: got summary %+v, want %d created", got, n)
+	}
+	assertions := make([]string, n)
+	for i, k := range keys {
+		assertions[i] = mustSign(b, jwt.SigningMethodES256, e.claims("storm-"+strconv.Itoa(i)), k)
+	}
+	return assertions
 }
