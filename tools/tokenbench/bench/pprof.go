@@ -81,7 +81,7 @@ func fetchTo(ctx context.Context, client *http.Client, url, file string, timeout
 // BaselineArgs are the flags that make the bare handler's child process (the baseline
 // subcommand) write its own CPU profile beside tokensvc's, as baseline.cpu.pprof, when
 // profiles are taken: the two can then be read together (go tool pprof -diff_base).
-func (p *Profiler) BaselineArgs() []string {
+func (p Profiler) BaselineArgs() []string {
 	if p.URL == "" {
 		return nil
 	}
