@@ -21,9 +21,9 @@ require (
 	github.com/oapi-codegen/runtime v1.8.0
 	github.com/prometheus/client_golang v1.22.0
 	github.com/redis/go-redis/v9 v9.23.0
-	go.etcd.io/bbolt v1.4.0
-	golang.org/x/sync v0.22.0
-	golang.org/x/time v0.15.0
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/sync v0.25.0
+	golang.org/x/time v0.16.0
 )
 
 require (
