@@ -3,8 +3,12 @@ package devicecert
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,8 +71,8 @@ func (v *Vault) Sign(ctx context.Context, h domain.Hub, csr *x509.CertificateReq
 	}
 	// The role should make these hold; a role that does not is refused here rather
 	// than handed to a device.
-	if leaf[0].Subject.CommonName != s.CommonName || leaf[0].IsCA {
-		return Signed{}, fmt.Errorf("hub %q: Vault signed CN %q (CA %v), want %q and no CA: check the PKI role", h.Name, leaf[0].Subject.CommonName, leaf[0].IsCA, s.CommonName)
+	if err := checkVaultLeaf(leaf[0], s.CommonName); err != nil {
+		return Signed{}, fmt.Errorf("hub %q: Vault signed %v: check the PKI role", h.Name, err)
 	}
 	v.remember(s.Role, chain)
 	return Signed{Leaf: leaf[0], Chain: chain}, nil
@@ -102,3 +106,30 @@ func (v *Vault) remember(role string, certs []*x509.Certificate) {
 	v.chains[role] = cachedChain{certs: certs, until: v.now().Add(chainTTL)}
 	v.mu.Unlock()
 }
+
+// caKeyUsages are key usages only a CA's certificate may carry.
+const caKeyUsages = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+
+// checkVaultLeaf holds a certificate Vault signed to what Template would have made: the
+// service's CN, not a CA, no subject alternative names (a role with use_csr_sans would
+// copy the CSR's), client authentication as its only extended key usage (server_flag,
+// Vault's default, adds serverAuth) and no CA key usages. A hub may name any tokensvc-*
+// role (pkiRole), so the role alone cannot be trusted to keep a device to its own name.
+func checkVaultLeaf(leaf *x509.Certificate, cn string) error {
+	switch {
+	case leaf.Subject.CommonName != cn:
+		return fmt.Errorf("CN %q, want %q", leaf.Subject.CommonName, cn)
+	case leaf.IsCA:
+		return errors.New("a CA certificate")
+	case slices.ContainsFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(oidSubjectAltName) }):
+		return errors.New("a certificate with subject alternative names")
+	case len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || len(leaf.UnknownExtKeyUsage) > 0:
+		return fmt.Errorf("extended key usages %v, want client authentication only", leaf.ExtKeyUsage)
+	case leaf.KeyUsage&caKeyUsages != 0:
+		return errors.New("a certificate with CA key usages (certSign, cRLSign)")
+	}
+	return nil
+}
+
+// oidSubjectAltName is the subjectAltName extension (RFC 5280 4.2.1.6).
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}

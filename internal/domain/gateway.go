@@ -34,9 +34,16 @@ func (d *Device) CheckParent(p Device) error {
 }
 
 // MayObtainFor reports whether d, as a gateway, may obtain tokens for device c: d is
-// an enabled gateway, c is an enabled device whose parent is d, on d's hub. A device is
-// never its own child; its own token is an ordinary request.
+// an enabled gateway, c is an enabled device whose parent is d — the device d is, not
+// an earlier one with its ID (ParentCreatedAt) — on d's hub. A device is never its own
+// child; its own token is an ordinary request.
 func (d *Device) MayObtainFor(c *Device) bool {
 	return d.Gateway && !d.Disabled && d.ID != "" &&
-		c.ID != d.ID && c.Parent == d.ID && !c.Disabled && c.Hub == d.Hub
+		c.ID != d.ID && c.Parent == d.ID && !c.Disabled && c.Hub == d.Hub &&
+		(c.ParentCreatedAt.IsZero() || c.ParentCreatedAt.Equal(d.CreatedAt))
+}
+
+// SetParent makes p, a device CheckParent accepted, d's parent.
+func (d *Device) SetParent(p Device) {
+	d.Parent, d.ParentCreatedAt = p.ID, p.CreatedAt
 }

@@ -3,13 +3,15 @@ package domain_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 func TestMayObtainFor(t *testing.T) {
-	gw := domain.Device{ID: "gw", Hub: "main", Gateway: true}
-	child := domain.Device{ID: "leaf", Hub: "main", Parent: "gw"}
+	created := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	gw := domain.Device{ID: "gw", Hub: "main", Gateway: true, CreatedAt: created}
+	child := domain.Device{ID: "leaf", Hub: "main", Parent: "gw", ParentCreatedAt: created}
 	with := func(d domain.Device, f func(*domain.Device)) domain.Device { f(&d); return d }
 	tests := []struct {
 		name   string
@@ -18,6 +20,8 @@ func TestMayObtainFor(t *testing.T) {
 		want   bool
 	}{
 		{"own enabled child", gw, child, true},
+		{"child of an earlier device with the gateway's ID", gw, with(child, func(d *domain.Device) { d.ParentCreatedAt = created.Add(-time.Hour) }), false},
+		{"relation stored before ParentCreatedAt existed", gw, with(child, func(d *domain.Device) { d.ParentCreatedAt = time.Time{} }), true},
 		{"caller not a gateway", with(gw, func(d *domain.Device) { d.Gateway = false }), child, false},
 		{"caller disabled", with(gw, func(d *domain.Device) { d.Disabled = true }), child, false},
 		{"child disabled", gw, with(child, func(d *domain.Device) { d.Disabled = true }), false},

@@ -128,9 +128,14 @@ type Device struct {
 	// Gateway marks a field gateway: it may obtain its children's tokens.
 	Gateway bool
 	// Parent is the ID of the gateway this leaf device sits behind; empty if none.
-	Parent    string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	Parent string
+	// ParentCreatedAt is the CreatedAt of the gateway Parent named when it was set, so
+	// a later device that re-uses a deleted gateway's ID is not this device's gateway
+	// (MayObtainFor). Zero when Parent is empty, and for relations stored before it
+	// was recorded.
+	ParentCreatedAt time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // Module returns the module with the given ID.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/audit"
@@ -253,6 +254,40 @@ func ptrIf(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// TestGatewayIDReuseInheritsNothing: the gateway checks read, then write, so a child
+// created or moved while its gateway is deleted can be left naming the gone gateway
+// (registry/gateway.go). The store is put in that state directly here (the race's
+// outcome, without its timing). A device later created under the old gateway's ID is
+// another identity and must not obtain the orphan's tokens, by GET /token or by batch;
+// the child moved under it by an operator is its child again.
+func TestGatewayIDReuseInheritsNothing(t *testing.T) {
+	f := mustGatewayFixture(t, envOptions{config: noDeviceLimits})
+	ctx := t.Context()
+	if err := f.store.DeleteDevice(ctx, "gw-2"); err != nil { // leaf-g2 still names it
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Second)
+	c := f.mustDevice(oapi.DeviceCreate{DeviceId: "gw-2", Hub: "main", Gateway: ptr(true), Auth: oapi.CredentialCreate{Type: oapi.Hs256}})
+	f.secret["gw-2"] = *c.Auth.Secret
+	if got := f.getToken(f.as("gw-2"), &oapi.GetTokenParams{Device: ptr("leaf-g2")}).StatusCode(); got != http.StatusForbidden {
+		t.Errorf("GET /token?device=leaf-g2 by the new gw-2: got %d, want 403", got)
+	}
+	batch, err := f.anon.GetTokenBatchWithResponse(ctx, nil, oapi.TokenBatchRequest{Devices: []string{"leaf-g2"}}, bearer(f.as("gw-2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if batch.JSON200 == nil || len(batch.JSON200.Results) != 1 || batch.JSON200.Results[0].Error == nil || batch.JSON200.Results[0].Error.Status != http.StatusForbidden {
+		t.Errorf("batch [leaf-g2] by the new gw-2: got %d, want one 403 entry", batch.StatusCode())
+	}
+	// An operator's move names the gateway as it is now.
+	if r, err := f.admin.UpdateDeviceWithResponse(ctx, "leaf-g2", oapi.DevicePatch{Parent: ptr("gw-2")}); err != nil || r.StatusCode() != http.StatusOK {
+		t.Fatalf("move leaf-g2 under the new gw-2: %v %d", err, r.StatusCode())
+	}
+	if got := f.getToken(f.as("gw-2"), &oapi.GetTokenParams{Device: ptr("leaf-g2")}).StatusCode(); got != http.StatusOK {
+		t.Errorf("after the move: got %d, want 200", got)
+	}
 }
 
 func TestGatewayDeviceFieldsRejected(t *testing.T) {

@@ -18,9 +18,11 @@ import (
 //
 // The checks here read, then write: they are not one transaction with the write. A
 // child created while its gateway is being deleted can be left naming a parent that
-// is gone. Such a child is harmless — the token path re-checks the relation on every
-// request and refuses any caller that is not an enabled gateway named by the child —
-// and the operator sees it with GET /devices?parent=.
+// is gone. Such a child obtains nothing through anyone: the token path re-checks the
+// relation on every request and refuses any caller that is not the enabled gateway the
+// child names — that device, not a later one re-using its ID, since the child keeps
+// its gateway's CreatedAt (Device.ParentCreatedAt) — and the operator sees it with
+// GET /devices?parent= and moves it.
 
 // scanPage is how many devices one store read of a children scan fetches.
 const scanPage = 1000
@@ -38,7 +40,11 @@ func (r *Registry) checkParent(ctx context.Context, d *domain.Device) error {
 	if err != nil {
 		return err
 	}
-	return d.CheckParent(p)
+	if err := d.CheckParent(p); err != nil {
+		return err
+	}
+	d.SetParent(p)
+	return nil
 }
 
 // parentOf reads the device a Parent field names; a missing one is a 400 naming the

@@ -162,7 +162,7 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 			d.Gateway = *p.Gateway
 		}
 		if p.Parent != nil {
-			d.Parent = *p.Parent
+			d.Parent, d.ParentCreatedAt = *p.Parent, time.Time{}
 		}
 		if err := d.CheckGatewayShape(); err != nil {
 			return err
@@ -171,6 +171,7 @@ func (r *Registry) UpdateDevice(ctx context.Context, id string, p DevicePatch) (
 			if err := d.CheckParent(*parent); err != nil {
 				return err
 			}
+			d.SetParent(*parent)
 		}
 		d.UpdatedAt = r.now().UTC()
 		return nil

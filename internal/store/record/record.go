@@ -54,8 +54,10 @@ type Device struct {
 	RevokedAt    time.Time `json:"revokedAt,omitzero"`
 	Gateway      bool      `json:"gateway,omitempty"`
 	Parent       string    `json:"parent,omitempty"`
-	CreatedAt    time.Time `json:"createdAt"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	// ParentCreatedAt is absent from records written before it existed.
+	ParentCreatedAt time.Time `json:"parentCreatedAt,omitzero"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
 }
 
 // FromHub returns the stored form of h; it shares h's Settings map.
@@ -121,6 +123,8 @@ func FromDevice(d *domain.Device) Device {
 		Parent:       d.Parent,
 		CreatedAt:    d.CreatedAt,
 		UpdatedAt:    d.UpdatedAt,
+
+		ParentCreatedAt: d.ParentCreatedAt,
 	}
 	if d.Modules != nil {
 		r.Modules = make([]Module, len(d.Modules))
@@ -152,6 +156,8 @@ func (r *Device) Domain() domain.Device {
 		Parent:    r.Parent,
 		CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt,
+
+		ParentCreatedAt: r.ParentCreatedAt,
 	}
 	if r.Modules != nil {
 		d.Modules = make([]domain.Module, len(r.Modules))

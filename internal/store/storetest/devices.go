@@ -48,7 +48,11 @@ func testDeviceRoundTrip(t *testing.T, open func(t *testing.T) store.Store) {
 		{"x509-ca", caIssued},
 		{"only id and hub", domain.Device{ID: "dev-bare", Hub: "hub-iot"}},
 		{"gateway", func() domain.Device { d := hs256Device("dev-gw", "hub-iot"); d.Gateway = true; return d }()},
-		{"leaf with a parent", func() domain.Device { d := hs256Device("dev-leaf", "hub-iot"); d.Parent = "dev-gw"; return d }()},
+		{"leaf with a parent", func() domain.Device {
+			d := hs256Device("dev-leaf", "hub-iot")
+			d.Parent, d.ParentCreatedAt = "dev-gw", time.Date(2026, 3, 4, 5, 6, 7, 891011, time.UTC)
+			return d
+		}()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
