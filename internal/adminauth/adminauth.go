@@ -60,12 +60,25 @@ func (a *Authenticator) Revoke() {
 	a.hash.Store(nil)
 }
 
-// Bootstrap returns the Authenticator for explicit when it is set (nothing is stored).
-// Otherwise it uses the hash stored by an earlier start, or generates a token, stores its
-// hash and returns the token as generated so the caller can show it once.
+// Bootstrap returns the Authenticator for explicit when it is set, and stores its hash in
+// place of the one an earlier start stored: a generated token, printed once on stdout,
+// must not come back if the variable is unset later (the explicit token stays the admin
+// token then). Without explicit it uses the hash stored by an earlier start, or
+// generates a token, stores its hash and returns the token as generated so the caller
+// can show it once.
 func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticator, generated string, err error) {
 	if explicit != "" {
-		return newAuthenticator(sha256.Sum256([]byte(explicit))), "", nil
+		hash := sha256.Sum256([]byte(explicit))
+		stored, err := s.GetSetting(ctx, SettingName)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, "", fmt.Errorf("read admin token hash: %w", err)
+		}
+		if subtle.ConstantTimeCompare(stored, hash[:]) != 1 {
+			if err := s.PutSetting(ctx, SettingName, hash[:]); err != nil {
+				return nil, "", fmt.Errorf("store admin token hash: %w", err)
+			}
+		}
+		return newAuthenticator(hash), "", nil
 	}
 	stored, err := s.GetSetting(ctx, SettingName)
 	switch {

@@ -71,6 +71,33 @@ func TestBootstrap(t *testing.T) {
 	}
 }
 
+// An explicit token set after a generated one replaces it in the store: unsetting the
+// variable later must not bring back the generated token, which was printed on stdout.
+func TestExplicitTokenRetiresTheGeneratedOne(t *testing.T) {
+	ctx := context.Background()
+	st := mustStore(t)
+	_, generated, err := adminauth.Bootstrap(ctx, st, "")
+	if err != nil || generated == "" {
+		t.Fatalf("first start: got %q, %v; want a generated token", generated, err)
+	}
+	const explicit = "operator-chosen-token-1234"
+	for range 2 { // the second start with the same token finds its hash already stored
+		if _, _, err := adminauth.Bootstrap(ctx, st, explicit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unset, again, err := adminauth.Bootstrap(ctx, st, "")
+	if err != nil || again != "" {
+		t.Fatalf("start with the variable unset: got %q, %v; want no new token", again, err)
+	}
+	if unset.Check(generated) {
+		t.Error("the generated token works again after the explicit one was unset")
+	}
+	if !unset.Check(explicit) {
+		t.Error("the explicit token stopped working when the variable was unset")
+	}
+}
+
 func TestBootstrapRejectsDamagedHash(t *testing.T) {
 	ctx := context.Background()
 	st := mustStore(t)
@@ -83,7 +110,7 @@ func TestBootstrapRejectsDamagedHash(t *testing.T) {
 }
 
 func TestReplaceAndRevoke(t *testing.T) {
-	a, _, err := adminauth.Bootstrap(t.Context(), nil, "first-admin-token-0123456789")
+	a, _, err := adminauth.Bootstrap(t.Context(), mustStore(t), "first-admin-token-0123456789")
 	if err != nil {
 		t.Fatal(err)
 	}
