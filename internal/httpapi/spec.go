@@ -114,7 +114,10 @@ func (s *Server) validate(opts openapi3filter.Options, rules map[string]opRule) 
 }
 
 // validationError turns a spec violation into a client message that names the field and
-// the rule but never echoes the value.
+// the rule. A body's values are never echoed; a query or path parameter that does not
+// parse as its type is (kin-openapi's "value abc: an invalid integer"), which is
+// harmless because the spec has no header or cookie parameters and no query or path
+// parameter carries a secret.
 func validationError(err error) error {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
