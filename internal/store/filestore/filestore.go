@@ -137,14 +137,22 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 
 // openFile migrates a v1 file if path holds one, then opens the bbolt file.
 func openFile(path string, master []byte, o *options) (*bolt.DB, *sealer, error) {
-	v1, err := isV1(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if v1 {
-		if err := migrate(path, master, o); err != nil {
+	for attempt := 1; ; attempt++ {
+		v1, err := isV1(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !v1 {
+			break
+		}
+		err = migrate(path, master, o)
+		if errors.Is(err, errMigratedMeanwhile) && attempt < 3 {
+			continue // path is now the new file, locked by whoever migrated it
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("migrate v1 file: %w", err)
 		}
+		break
 	}
 	db, err := openBolt(path)
 	if err != nil {

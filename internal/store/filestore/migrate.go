@@ -34,12 +34,17 @@ import (
 
 // Step names passed to the test fault hook; each is checked just before its step.
 const (
+	stepLock    = "lock"    // after the v1 file is opened, before it is locked
 	stepWrite   = "write"   // after the first records are written to <path>.migrating
 	stepSync    = "sync"    // before <path>.migrating is fsynced
 	stepLink    = "link"    // before the backup link
 	stepRename  = "rename"  // before the rename over path
 	stepSyncDir = "syncdir" // after the rename, before the directory fsync
 )
+
+// errMigratedMeanwhile means path no longer names the v1 file migrate opened: another
+// process migrated it first, and Open must look at path again.
+var errMigratedMeanwhile = errors.New("the v1 file was migrated by another process meanwhile")
 
 // migrateTxSize is how many records one transaction of the migration writes.
 const migrateTxSize = 10_000
@@ -67,12 +72,21 @@ func migrate(path string, master []byte, o *options) error {
 		return err
 	}
 	defer f.Close() // releases the lock
+	if err := o.step(stepLock); err != nil {
+		return err
+	}
 	if err := lockV1(f); err != nil {
 		return err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		return err
+	}
+	// Another process may have migrated the file between this one's look at path and
+	// its lock: f is then the backup, and path the new file, perhaps already written to.
+	// Migrating f again would put its old records over those writes.
+	if cur, err := os.Stat(path); err != nil || !os.SameFile(cur, fi) {
+		return errMigratedMeanwhile
 	}
 	r, err := replay(f, fi.Size(), master)
 	if err != nil {
