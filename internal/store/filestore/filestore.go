@@ -190,8 +190,8 @@ func openBolt(path string) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-// Close releases the file and its lock, after any write in progress. Every
-// acknowledged change is already on disk. Further calls return ErrClosed; Close itself
+// Close releases the file and its lock, after any write in progress, and drops the
+// decoded records kept in memory. Every acknowledged change is already on disk. Further calls return ErrClosed; Close itself
 // may be called again and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -201,6 +201,8 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.stopCommitter()
+	s.devices.purge()
+	s.hubs.purge()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
