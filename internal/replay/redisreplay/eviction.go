@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tokensvc/tokensvc/internal/store"
 )
 
@@ -41,8 +43,8 @@ type evictionCheck struct {
 
 // evicting returns ErrEvicting (wrapped) while the server may evict keys, reading its
 // policy again once the last verdict is evictionCheckEvery old. A server that does
-// not answer is store.ErrUnavailable; one whose ACL denies INFO cannot be checked and
-// is trusted (the README asks for noeviction).
+// not answer is store.ErrUnavailable; one that refuses INFO (an ACL without it, a
+// renamed command) cannot be checked and is trusted (the README asks for noeviction).
 func (s *Store) evicting(ctx context.Context) error {
 	now := s.now()
 	if now.UnixNano() < s.ev.goodUntil.Load() {
@@ -54,8 +56,12 @@ func (s *Store) evicting(ctx context.Context) error {
 		return s.ev.err
 	}
 	info, err := s.c.Info(ctx, "memory").Result()
+	var refused redis.Error
 	switch {
-	case err != nil && strings.HasPrefix(err.Error(), "NOPERM"):
+	case errors.As(err, &refused):
+		// The server answered but would not say (an ACL without INFO, a renamed
+		// command): it cannot be judged. A refusal that also stops SET (a wrong
+		// password) fails Consume there.
 		s.ev.err = nil
 	case err != nil:
 		return fmt.Errorf("replay store memory policy: %w: %v", store.ErrUnavailable, err)

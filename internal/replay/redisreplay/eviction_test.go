@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tokensvc/tokensvc/internal/redistest"
 	"github.com/tokensvc/tokensvc/internal/replay/redisreplay"
 	"github.com/tokensvc/tokensvc/internal/store"
@@ -75,5 +77,35 @@ func TestConsumeRefusesAnEvictingServer(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if fresh, err := s.Consume(ctx, "later", now.Add(time.Minute)); err != nil || !fresh {
 		t.Errorf("after the server was fixed: got fresh=%v err=%v, want fresh", fresh, err)
+	}
+}
+
+// TestConsumeTrustsAServerThatWillNotSay: a server whose ACL denies INFO cannot be
+// judged; Consume works on it (the README asks for noeviction), so a tight ACL does
+// not take the service down.
+func TestConsumeTrustsAServerThatWillNotSay(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := t.Context()
+	for _, kv := range [][2]string{{"maxmemory", "64mb"}, {"maxmemory-policy", "allkeys-lru"}} {
+		if err := admin.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "noinfo", "on", ">noinfo-password", "~*", "+@all", "-info").Err(); err != nil {
+		t.Fatal(err)
+	}
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "noinfo", Password: "noinfo-password"})
+	defer probe.Close()
+	if err := probe.Info(ctx, "memory").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("INFO as the user without it: got %v, want NOPERM", err)
+	}
+	s, err := redisreplay.New(redisreplay.Config{URL: strings.Replace(srv.URL(), "://", "://noinfo@", 1), Password: "noinfo-password", Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if fresh, err := s.Consume(ctx, "x", time.Now().Add(time.Minute)); err != nil || !fresh {
+		t.Errorf("Consume as a user without INFO: got fresh=%v err=%v, want fresh", fresh, err)
 	}
 }
