@@ -194,8 +194,8 @@ func openBolt(path string) (db *bolt.DB, err error) {
 }
 
 // Close releases the file and its lock, after any write in progress, and drops the
-// decoded records kept in memory. Every acknowledged change is already on disk. Further calls return ErrClosed; Close itself
-// may be called again and returns nil.
+// decoded records kept in memory. Every acknowledged change is already on disk.
+// Further calls return ErrClosed; Close itself may be called again and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -19,7 +19,9 @@ import (
 // Migration of a v1 file (the append-only log, read by legacy_*.go) to the bbolt
 // format, on the first Open that meets one:
 //
-//  1. lock the v1 file (a v1 process still using it makes Open fail with ErrLocked);
+//  1. lock the v1 file (a v1 process still using it makes Open fail with ErrLocked)
+//     and check that path still names it (another Open may have migrated it while
+//     this one waited: Open then starts over and meets the new file's lock);
 //  2. replay it with the v1 reader — a torn final frame is skipped as v1 did, damage
 //     is ErrCorrupt and another key ErrWrongKey, before anything is written;
 //  3. write every record into <path>.migrating (a leftover from a crash is removed
