@@ -91,6 +91,8 @@ type Store struct {
 	now func() time.Time
 	// timeout bounds each call even when the caller's context has no deadline.
 	timeout time.Duration
+	// ev is the last verdict on the server's memory policy (eviction.go).
+	ev evictionCheck
 }
 
 // Option configures a Store.
@@ -166,9 +168,11 @@ func portOr(p, def string) string {
 	return p
 }
 
-// Consume records id as used until expiry with SET NX PX (one round trip) and reports
+// Consume records id as used until expiry with SET NX PX (one round trip; once a
+// minute one more reads the server's memory policy, see eviction.go) and reports
 // whether it was fresh. It returns store.ErrUnavailable (wrapped) when the server does
-// not answer within the timeout or answers with an error.
+// not answer within the timeout or answers with an error, or may evict keys
+// (ErrEvicting).
 func (s *Store) Consume(ctx context.Context, id string, expiry time.Time) (bool, error) {
 	ttl := expiry.Sub(s.now())
 	// PX counts whole milliseconds: round up, so the key never dies before the value
@@ -177,6 +181,9 @@ func (s *Store) Consume(ctx context.Context, id string, expiry time.Time) (bool,
 	ttl = max((ttl + time.Millisecond - 1).Truncate(time.Millisecond), time.Millisecond)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	if err := s.evicting(ctx); err != nil {
+		return false, fmt.Errorf("consume in the replay store: %w", err)
+	}
 	fresh, err := s.c.SetNX(ctx, KeyPrefix+id, "1", ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("consume in the replay store: %w: %v", store.ErrUnavailable, err)
@@ -184,12 +191,15 @@ func (s *Store) Consume(ctx context.Context, id string, expiry time.Time) (bool,
 	return fresh, nil
 }
 
-// Ping checks that the server answers, for readiness.
+// Ping checks that the server answers and will not evict keys, for readiness.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.c.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("replay store: %w: %v", store.ErrUnavailable, err)
+	}
+	if err := s.evicting(ctx); err != nil {
+		return fmt.Errorf("replay store: %w", err)
 	}
 	return nil
 }

@@ -439,3 +439,30 @@ func TestDeviceCacheFollowsWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenFileCutShort opens a store file cut short behind its last page, as a partial
+// copy or restore leaves it. bbolt maps the missing pages, and the first read of one
+// kills the process (SIGBUS) inside bolt.Open; Open must refuse the file with
+// ErrCorrupt instead, whatever part of it is missing.
+func TestOpenFileCutShort(t *testing.T) {
+	path, _ := populatedFile(t)
+	var end int64
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	must(t, err)
+	must(t, db.View(func(tx *bolt.Tx) error { end = tx.Size(); return nil }))
+	must(t, db.Close())
+	page := int64(os.Getpagesize())
+	for _, keep := range []int64{end - page, end / 2, 6 * page, 3 * page} {
+		t.Run(fmt.Sprintf("%d of %d bytes", keep, end), func(t *testing.T) {
+			path, key := populatedFile(t)
+			must(t, os.Truncate(path, keep))
+			s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, filestore.ErrCorrupt) {
+				t.Fatalf("Open: got error %v, want %v", err, filestore.ErrCorrupt)
+			}
+		})
+	}
+}

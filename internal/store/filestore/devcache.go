@@ -79,3 +79,14 @@ func (c *recCache[V]) invalidate(key string) {
 		c.lru.Remove(key)
 	}
 }
+
+// purge drops every record and fails every put of a read that started before, so no
+// decoded record (keys and secrets in clear) outlives the Store's Close in its memory.
+func (c *recCache[V]) purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if c.lru != nil {
+		c.lru.Purge()
+	}
+}

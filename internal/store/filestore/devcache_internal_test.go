@@ -1,6 +1,10 @@
 package filestore
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/tokensvc/tokensvc/internal/domain"
+)
 
 func TestRecCache(t *testing.T) {
 	identity := func(s string) string { return s }
@@ -44,4 +48,37 @@ func TestRecCache(t *testing.T) {
 			t.Error("a cache of size 0 kept a record")
 		}
 	})
+}
+
+// TestCloseDropsDecodedRecords checks that Close leaves no decoded device or hub (keys
+// and secrets in clear) in the Store's memory, not even one put by a read that was
+// under way when Close ran.
+func TestCloseDropsDecodedRecords(t *testing.T) {
+	key := make([]byte, KeySize)
+	s, err := Open(t.TempDir()+"/tokensvc.db", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.CreateHub(ctx, domain.Hub{Name: "h", Kind: "iothub", Hostname: "h.azure-devices.net"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateDevice(ctx, domain.Device{ID: "d", Hub: "h", PrimaryKey: "cA=="}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetHub(ctx, "h"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDevice(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, gen := s.devices.get("late") // a read that missed before Close ...
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.devices.put("late", d, gen) // ... and puts what it read after
+	if n, m := s.devices.lru.Len(), s.hubs.lru.Len(); n != 0 || m != 0 {
+		t.Errorf("after Close: %d decoded devices and %d hubs kept in memory, want none", n, m)
+	}
 }

@@ -137,14 +137,22 @@ func Open(path string, masterKey []byte, opts ...Option) (*Store, error) {
 
 // openFile migrates a v1 file if path holds one, then opens the bbolt file.
 func openFile(path string, master []byte, o *options) (*bolt.DB, *sealer, error) {
-	v1, err := isV1(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if v1 {
-		if err := migrate(path, master, o); err != nil {
+	for attempt := 1; ; attempt++ {
+		v1, err := isV1(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !v1 {
+			break
+		}
+		err = migrate(path, master, o)
+		if errors.Is(err, errMigratedMeanwhile) && attempt < 3 {
+			continue // path is now the new file, locked by whoever migrated it
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("migrate v1 file: %w", err)
 		}
+		break
 	}
 	db, err := openBolt(path)
 	if err != nil {
@@ -166,6 +174,9 @@ func openBolt(path string) (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, r)
 		}
 	}()
+	if err := checkLength(path); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      lockTimeout,
 		FreelistType: bolt.FreelistMapType,
@@ -182,9 +193,9 @@ func openBolt(path string) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-// Close releases the file and its lock, after any write in progress. Every
-// acknowledged change is already on disk. Further calls return ErrClosed; Close itself
-// may be called again and returns nil.
+// Close releases the file and its lock, after any write in progress, and drops the
+// decoded records kept in memory. Every acknowledged change is already on disk.
+// Further calls return ErrClosed; Close itself may be called again and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -193,6 +204,8 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.stopCommitter()
+	s.devices.purge()
+	s.hubs.purge()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}

@@ -19,7 +19,9 @@ import (
 // Migration of a v1 file (the append-only log, read by legacy_*.go) to the bbolt
 // format, on the first Open that meets one:
 //
-//  1. lock the v1 file (a v1 process still using it makes Open fail with ErrLocked);
+//  1. lock the v1 file (a v1 process still using it makes Open fail with ErrLocked)
+//     and check that path still names it (another Open may have migrated it while
+//     this one waited: Open then starts over and meets the new file's lock);
 //  2. replay it with the v1 reader — a torn final frame is skipped as v1 did, damage
 //     is ErrCorrupt and another key ErrWrongKey, before anything is written;
 //  3. write every record into <path>.migrating (a leftover from a crash is removed
@@ -34,12 +36,17 @@ import (
 
 // Step names passed to the test fault hook; each is checked just before its step.
 const (
+	stepLock    = "lock"    // after the v1 file is opened, before it is locked
 	stepWrite   = "write"   // after the first records are written to <path>.migrating
 	stepSync    = "sync"    // before <path>.migrating is fsynced
 	stepLink    = "link"    // before the backup link
 	stepRename  = "rename"  // before the rename over path
 	stepSyncDir = "syncdir" // after the rename, before the directory fsync
 )
+
+// errMigratedMeanwhile means path no longer names the v1 file migrate opened: another
+// process migrated it first, and Open must look at path again.
+var errMigratedMeanwhile = errors.New("the v1 file was migrated by another process meanwhile")
 
 // migrateTxSize is how many records one transaction of the migration writes.
 const migrateTxSize = 10_000
@@ -67,12 +74,21 @@ func migrate(path string, master []byte, o *options) error {
 		return err
 	}
 	defer f.Close() // releases the lock
+	if err := o.step(stepLock); err != nil {
+		return err
+	}
 	if err := lockV1(f); err != nil {
 		return err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		return err
+	}
+	// Another process may have migrated the file between this one's look at path and
+	// its lock: f is then the backup, and path the new file, perhaps already written to.
+	// Migrating f again would put its old records over those writes.
+	if cur, err := os.Stat(path); err != nil || !os.SameFile(cur, fi) {
+		return errMigratedMeanwhile
 	}
 	r, err := replay(f, fi.Size(), master)
 	if err != nil {

@@ -200,3 +200,47 @@ func TestMigrateManyFrames(t *testing.T) {
 		t.Errorf("Check after migration: got %d devices, %v; want %d, nil", rep.Devices, rep.Err(), len(devices))
 	}
 }
+
+// TestMigrateRaceWithAnotherOpen has a second Open find the v1 file, then lose the
+// race for its lock to an Open that migrates it and starts writing. The loser must
+// see that path is no longer the file it opened and meet the new file's lock, not
+// migrate its stale copy of the v1 file over the winner's file (losing the winner's
+// acknowledged writes) or replace the backup with the new file.
+func TestMigrateRaceWithAnotherOpen(t *testing.T) {
+	f := writeV1(t)
+	opened, proceed := make(chan struct{}), make(chan struct{})
+	type result struct {
+		s   *filestore.Store
+		err error
+	}
+	late := make(chan result, 1)
+	go func() {
+		s, err := filestore.Open(f.path, f.key, filestore.WithLogger(discardLogger),
+			filestore.WithFaultForTest(func(step string) error {
+				if step == "lock" {
+					close(opened)
+					<-proceed
+				}
+				return nil
+			}))
+		late <- result{s, err}
+	}()
+	<-opened // the late Open holds the v1 file open, not yet locked
+	winner := mustOpen(t, f.path, f.key)
+	must(t, winner.PutSetting(t.Context(), "acknowledged", []byte("after the migration")))
+	close(proceed)
+	r := <-late
+	if r.err == nil {
+		r.s.Close()
+	}
+	if !errors.Is(r.err, filestore.ErrLocked) {
+		t.Errorf("Open that lost the migration race: got error %v, want %v", r.err, filestore.ErrLocked)
+	}
+	mustClose(t, winner)
+	s := mustOpen(t, f.path, f.key)
+	if got, err := s.GetSetting(t.Context(), "acknowledged"); err != nil || string(got) != "after the migration" {
+		t.Errorf("setting written after the migration: got %q, %v; want it kept", got, err)
+	}
+	mustClose(t, s)
+	checkMigrated(t, f)
+}

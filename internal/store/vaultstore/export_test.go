@@ -58,3 +58,11 @@ func SetHubSeenTTL(tb interface{ Cleanup(func()) }, d time.Duration) {
 
 // PendingMarkers reports how many creates on hub wait for the marker write in flight.
 func (s *Store) PendingMarkers(hub string) int { return s.groups.mark.Pending(hub) }
+
+// SeenHubs is how many recent hub reads (records, policy keys among them) the store
+// holds in memory.
+func (s *Store) SeenHubs() int {
+	s.hubs.mu.Lock()
+	defer s.hubs.mu.Unlock()
+	return len(s.hubs.seen)
+}

@@ -315,10 +315,15 @@ func (s *Store) Config() Config { return s.cfg }
 
 // Close marks the store closed; later calls fail with ErrClosed. Transit batches in
 // flight are cancelled and waited for. The Vault client belongs to the caller and is
-// left as it is. Close may be called more than once.
+// left as it is. The hub records kept from recent reads are dropped. Close may be
+// called more than once.
 func (s *Store) Close() error {
 	s.closed.Store(true)
 	s.closeBatchers()
+	// The recent hub reads hold KV-mode hubs' policy keys: none outlives the Store.
+	s.hubs.mu.Lock()
+	clear(s.hubs.seen)
+	s.hubs.mu.Unlock()
 	return nil
 }
 
