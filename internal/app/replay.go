@@ -98,8 +98,11 @@ func (a *App) readiness(store func(ctx context.Context) (string, error)) func(ct
 		if err != nil {
 			return note, err
 		}
-		if a.replayPing(ctx) != nil {
-			const replayNote = "replay store unreachable; refusing device tokens"
+		if err := a.replayPing(ctx); err != nil {
+			replayNote := "replay store unreachable; refusing device tokens"
+			if errors.Is(err, redisreplay.ErrEvicting) {
+				replayNote = "replay store may evict keys (set maxmemory-policy noeviction); refusing device tokens"
+			}
 			if note != "" {
 				return note + "; " + replayNote, nil
 			}
