@@ -2,10 +2,13 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,5 +116,30 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestMissingMasterKeyBesideAStore: with the store file present and its key file gone,
+// start fails naming the missing file, and writes no new key (which could never open
+// the store and would sit where the restored key belongs).
+func TestMissingMasterKeyBesideAStore(t *testing.T) {
+	dir := t.TempDir()
+	a, err := app.New(t.Context(), testConfig(dir), quiet(), app.WithStdout(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "master.key")
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	_, err = app.New(t.Context(), testConfig(dir), quiet(), app.WithStdout(io.Discard))
+	if err == nil || !strings.Contains(err.Error(), "master key file "+keyFile+" is missing") {
+		t.Fatalf("start without the key file: got %v, want it named as missing", err)
+	}
+	if _, err := os.Stat(keyFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a new key file was written beside the store (stat: %v)", err)
 	}
 }

@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path/filepath"
+	"io/fs"
+	"os"
 
 	"github.com/tokensvc/tokensvc/internal/devicecert"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
@@ -67,7 +69,7 @@ func (a *App) newEmbedded() (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := filestore.Open(filepath.Join(a.cfg.DataDir, "tokensvc.db"), key, filestore.WithLogger(a.log),
+	st, err := filestore.Open(a.cfg.storeFile(), key, filestore.WithLogger(a.log),
 		filestore.WithDeviceCache(a.cfg.StoreCacheSize))
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
@@ -90,7 +92,15 @@ func (a *App) masterKey() ([]byte, error) {
 		}
 		return k, nil
 	}
-	k, err := filestore.LoadOrCreateMasterKey(a.cfg.masterKeyFile())
+	keyFile := a.cfg.masterKeyFile()
+	if _, err := os.Stat(keyFile); errors.Is(err, fs.ErrNotExist) {
+		// A new key cannot open an existing store: say what is missing instead of
+		// writing a key beside it and failing as if the key were wrong.
+		if _, err := os.Stat(a.cfg.storeFile()); err == nil {
+			return nil, fmt.Errorf("master key file %s is missing but the store %s exists: restore the key file, or set TOKENSVC_MASTER_KEY", keyFile, a.cfg.storeFile())
+		}
+	}
+	k, err := filestore.LoadOrCreateMasterKey(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}

@@ -139,6 +139,9 @@ func Defaults() Config {
 	}
 }
 
+// storeFile is the embedded store's file in DataDir.
+func (c Config) storeFile() string { return filepath.Join(c.DataDir, "tokensvc.db") }
+
 // masterKeyFile is MasterKeyFile, or its default beside the store.
 func (c Config) masterKeyFile() string {
 	if c.MasterKeyFile != "" {
