@@ -9,7 +9,8 @@
 //	devices/{leafId}/messages/devicebound/#           subscribe: cloud-to-device messages
 //
 // A leaf connects with its leaf ID as client ID (and the local password the operator
-// set for it, when one is set) and may publish and subscribe only under its own ID.
+// set for it, when one is set) and may publish and subscribe only under its own ID; its
+// will, when it sets one, must be on its own events topic too.
 package intake
 
 import (
@@ -209,7 +210,10 @@ func (m *MQTT) present(cl *mqtt.Client, delta int) {
 }
 
 // OnConnectAuthenticate admits configured leaves only, each with its local password
-// when the operator set one.
+// when the operator set one. A will (last will and testament) must be on the leaf's own
+// events topic, as IoT Hub requires: the broker publishes a will itself when the
+// connection breaks, past OnACLCheck, so a will elsewhere would let a leaf forge a
+// message on any topic — another leaf's cloud-to-device topic among them.
 func (h *leafHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	want, ok := h.m.o.Leaves[cl.ID]
 	if ok && want != "" {
@@ -218,6 +222,12 @@ func (h *leafHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if !ok {
 		h.m.stat.Update(func(s *MQTTStats) { s.Refused++ })
 		h.m.log.Warn("leaf connection refused", "clientId", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	if pk.Connect.WillFlag && !ownEvents(cl.ID, pk.Connect.WillTopic) {
+		h.m.stat.Update(func(s *MQTTStats) { s.Refused++ })
+		h.m.log.Warn("leaf connection refused: will outside the leaf's own events topic", "clientId", cl.ID,
+			"remote", cl.Net.Remote, "willTopic", pk.Connect.WillTopic)
 		return false
 	}
 	h.m.stat.Update(func(s *MQTTStats) { s.Connects++ })
@@ -232,7 +242,7 @@ func (h *leafHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	var ok bool
 	if write {
-		ok = strings.HasPrefix(topic, EventsTopic(cl.ID)) || topic == strings.TrimSuffix(EventsTopic(cl.ID), "/")
+		ok = ownEvents(cl.ID, topic)
 	} else {
 		ok = strings.HasPrefix(topic, C2DTopic(cl.ID))
 	}
@@ -241,6 +251,11 @@ func (h *leafHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.m.log.Warn("leaf denied a topic outside its own", "clientId", cl.ID, "topic", topic, "publish", write)
 	}
 	return ok
+}
+
+// ownEvents reports whether topic is leaf's events topic, with or without a property bag.
+func ownEvents(leaf, topic string) bool {
+	return strings.HasPrefix(topic, EventsTopic(leaf)) || topic == strings.TrimSuffix(EventsTopic(leaf), "/")
 }
 
 // OnPublish stores the leaf's message before the broker acknowledges it; a message the
