@@ -102,6 +102,12 @@ func (l *Lines) Handle(b []byte) error {
 		l.stat.Update(func(s *LineStats) { s.Accepted++ })
 		return nil
 	}
+	l.refuse(id, err)
+	return err
+}
+
+// refuse counts and logs a refused line.
+func (l *Lines) refuse(id string, err error) {
 	l.stat.Update(func(s *LineStats) {
 		if errors.Is(err, ErrUnknownLeaf) {
 			s.Unknown++
@@ -110,7 +116,6 @@ func (l *Lines) Handle(b []byte) error {
 		}
 	})
 	l.warn(id, err)
-	return err
 }
 
 // warn logs a refused line at once, then at most once every 10 s with how many were
@@ -153,15 +158,41 @@ func (l *Lines) ServeTCP(ctx context.Context, ln net.Listener) error {
 	return telemetry.ServeConns(ctx, ln, "line intake", func(c net.Conn) error { return l.ServeReader(c) }, l.log)
 }
 
-// ServeReader reads lines from r (a TCP connection, a serial device) until it ends.
+// maxLine is the longest line ServeReader takes: a leaf ID, a space and a payload of
+// MaxMessage bytes (a JSON payload's escapes included), and the line end.
+const maxLine = MaxMessage + 256
+
+// ServeReader reads lines from r (a TCP connection, a serial device) until it ends. A
+// line longer than the intake takes is refused like a malformed one, and reading goes
+// on with the next line: one stream carries many leaves' lines.
 func (l *Lines) ServeReader(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4<<10), MaxMessage+256)
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
+	br := bufio.NewReaderSize(r, 4<<10)
+	var line []byte
+	tooLong := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case tooLong:
+		case len(line)+len(chunk) > maxLine:
+			tooLong, line = true, line[:0]
+		default:
+			line = append(line, chunk...)
 		}
-		_ = l.Handle(sc.Bytes())
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the rest of the line follows
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err // a line cut off by a broken stream is not taken
+		}
+		switch {
+		case tooLong:
+			l.refuse("", fmt.Errorf("%w: line longer than %d bytes", ErrMalformed, maxLine))
+		case len(bytes.TrimSpace(line)) > 0:
+			_ = l.Handle(line)
+		}
+		line, tooLong = line[:0], false
+		if err != nil { // io.EOF, after the last line without a line end
+			return nil
+		}
 	}
-	return sc.Err()
 }
