@@ -202,3 +202,32 @@ func TestAMQPPeerHoldsLeavesApart(t *testing.T) {
 		t.Errorf("refused links: got %d, want 1", refusedLinks)
 	}
 }
+
+// TestReleasedMessageIsSentAgain: a hub that settles a message as released (or
+// modified) has not accepted it — AMQP's "not processed, send it again". Such a message
+// must stay queued and be sent again until the hub accepts it, never be removed from
+// the queue as if the hub had it.
+func TestReleasedMessageIsSentAgain(t *testing.T) {
+	leaves := []string{"lora-0001"}
+	f := testpeer.NewGatewayFixture(t, "edge-amqp", leaves, time.Minute)
+	peer := f.StartAMQP(t)
+	peer.Release(t, "lora-0001", 2)
+	r := startGateway(t, f, t.TempDir(), 1000, gateway.Options{
+		Upstream: gateway.AMQP, DialAddr: peer.Addr, LineAddr: "127.0.0.1:0",
+	})
+	sendLine(t, "tcp", r.gw.LineAddr(), "lora-0001 one\nlora-0001 two\nlora-0001 three\n")
+	testpeer.WaitFor(t, "every message accepted at the peer", 20*time.Second, func() bool {
+		b := amqpBodies(peer)["lora-0001"]
+		return contains(b, "one") && contains(b, "two") && contains(b, "three")
+	})
+	if got := len(peer.Events("released")); got != 2 {
+		t.Errorf("released: got %d, want 2", got)
+	}
+	if got := amqpBodies(peer)["lora-0001"]; strings.Join(got, ",") != "one,two,three" {
+		t.Errorf("accepted at the peer: got %v, want one,two,three in order", got)
+	}
+	r.stop(t)
+	if s := r.gw.Stats().Queue; s.Pending != 0 || s.Acked != 3 {
+		t.Errorf("queue: got %+v, want 3 acked, nothing pending", s)
+	}
+}
