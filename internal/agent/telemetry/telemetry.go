@@ -12,8 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
+
+	"github.com/tokensvc/tokensvc/internal/agent/unixsock"
 )
 
 // Message is one telemetry message.
@@ -86,13 +87,8 @@ func ReadLines(ctx context.Context, r io.Reader, f Format, out chan<- Message, l
 // ServeSocket listens on a Unix stream socket at path (mode 0660) and reads lines from
 // every connection into out until ctx ends.
 func ServeSocket(ctx context.Context, path string, f Format, out chan<- Message, log *slog.Logger) error {
-	_ = os.Remove(path) // a stale socket from a previous run
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o660)
 	if err != nil {
-		return fmt.Errorf("telemetry socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
 		return fmt.Errorf("telemetry socket: %w", err)
 	}
 	return ServeConns(ctx, ln, "telemetry socket", func(c net.Conn) error { return ReadLines(ctx, c, f, out, log) }, log)
