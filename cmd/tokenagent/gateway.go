@@ -157,7 +157,7 @@ func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.C
 		// is in the stats line). The operator's GOMEMLIMIT wins.
 		debug.SetMemoryLimit(int64(cfg.GatewayMemoryMB) << 20)
 	}
-	log.Info("starting gateway", "gateway", cfg.DeviceID, "service", cfg.ServiceURL, "leaves", len(leaves),
+	log.Info("starting gateway", "gateway", cfg.DeviceID, "service", cfg.ServiceForLog(), "leaves", len(leaves),
 		"link", cfg.Link, "queue", filepath.Join(cfg.StateDir, "queue.db"))
 	return gw.Run(ctx)
 }
