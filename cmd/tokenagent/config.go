@@ -340,7 +340,7 @@ func (c Config) Validate() error {
 	if c.Exec != "" {
 		if argv, err := c.Command(); err != nil {
 			errs = append(errs, err)
-		} else if len(argv) == 0 {
+		} else if len(argv) == 0 || argv[0] == "" {
 			bad("exec: empty command")
 		}
 	}
