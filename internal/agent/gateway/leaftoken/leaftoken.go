@@ -204,7 +204,10 @@ func (k *Keeper) dueNow() []string {
 	}
 	var ids []string
 	for id, l := range k.leaves {
-		window := min(k.o.Coalesce, l.lifetime/20)
+		window := k.o.Coalesce // a leaf without a token yet
+		if l.lifetime > 0 {
+			window = min(window, l.lifetime/20)
+		}
 		if !l.due.After(now.Add(window)) {
 			ids = append(ids, id)
 		}

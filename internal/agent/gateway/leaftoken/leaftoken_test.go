@@ -190,3 +190,31 @@ func TestOutageAtBootRetriesByBatch(t *testing.T) {
 	})
 }
 
+// TestRefusedLeavesRetryTogether: leaves the service refuses at boot (not yet the
+// gateway's children, say) retry on their own backoff; leaves without a token coalesce
+// by the coalescing window like any other, so 100 of them make a few calls per round,
+// not one call each.
+func TestRefusedLeavesRetryTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := leaves(100)
+		fb := &fakeBatcher{lifetime: time.Hour, refuse: map[string]bool{}}
+		for _, id := range ids {
+			fb.refuse[id] = true
+		}
+		k := New(Options{Batcher: fb, Leaves: ids, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go k.Run(ctx)
+		time.Sleep(30 * time.Minute)
+		synctest.Wait()
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		// About 14 rounds of backoff (1 s doubling to 5 min) in 30 minutes.
+		if len(fb.calls) > 200 {
+			t.Errorf("calls for 100 refused leaves in 30 min: got %d, want them coalesced (≤ 200)", len(fb.calls))
+		}
+		if s := k.Stats(); s.LeafErrors < 100 {
+			t.Errorf("leaf errors: got %d, want every leaf refused and retried", s.LeafErrors)
+		}
+	})
+}
