@@ -54,6 +54,13 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if impostor.publish("devices/lora-0002/messages/events/", "forged") {
 		t.Error("lora-0003 published as lora-0002 and was acknowledged")
 	}
+	// lora-0001 has a local password: a UDP line, which carries none, must not speak
+	// for it. Sent before lora-0001's own messages, so it would reach the hub first.
+	sendLine(t, "udp", r.gw.UDPAddr(), "lora-0001 forged-by-udp")
+	testpeer.WaitFor(t, "the forged line handled", 5*time.Second, func() bool {
+		s := r.gw.Stats().Lines
+		return s.Protected+s.Accepted > 0
+	})
 
 	var want []string
 	end := time.Now().Add(14 * time.Second) // two token lifetimes: renewals on the open connection
@@ -82,8 +89,8 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 		if e.Properties["via"] != "edge-amqp" {
 			t.Errorf("message %q of %s: properties %v, want via=edge-amqp", e.Body, e.Device, e.Properties)
 		}
-		if e.Device == "lora-0002" && e.Body == "forged" {
-			t.Error("the forged message reached the hub")
+		if e.Device == "lora-0002" && e.Body == "forged" || e.Body == "forged-by-udp" {
+			t.Errorf("a forged message reached the hub: %+v", e)
 		}
 	}
 	if err := peer.C2D("lora-0001", "set-interval 60"); err != nil {
@@ -126,8 +133,8 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 		t.Errorf("tokens expired on the open connection: %d, want 0", n)
 	}
 	s := r.gw.Stats()
-	if s.MQTT.Refused != 2 || s.MQTT.Denied != 1 || s.Lines.Unknown != 1 || s.Lines.Malformed != 1 {
-		t.Errorf("intake counters: mqtt %+v lines %+v; want 2 refused, 1 denied, 1 unknown, 1 malformed", s.MQTT, s.Lines)
+	if s.MQTT.Refused != 2 || s.MQTT.Denied != 1 || s.Lines.Unknown != 1 || s.Lines.Malformed != 1 || s.Lines.Protected != 1 {
+		t.Errorf("intake counters: mqtt %+v lines %+v; want 2 refused, 1 denied, 1 unknown, 1 protected, 1 malformed", s.MQTT, s.Lines)
 	}
 	// Batched, whatever the machine's load: the first call carries every leaf, so
 	// there are at least len(leaves)-1 fewer calls than tokens (how many later

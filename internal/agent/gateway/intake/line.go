@@ -22,6 +22,9 @@ var (
 	ErrMalformed = errors.New("want {leafId} {payload}")
 	// ErrUnknownLeaf means the leaf ID is not configured.
 	ErrUnknownLeaf = errUnknownLeaf
+	// ErrProtected means the leaf has a local MQTT password: the line intake, which
+	// authenticates nobody, would let anyone on the network send as it.
+	ErrProtected = errors.New("leaf has a local password: it sends over MQTT only")
 )
 
 // LineOptions configure the line intake.
@@ -38,9 +41,10 @@ type LineOptions struct {
 // LineStats count what the line intake did.
 type LineStats struct {
 	// Accepted counts stored messages; Unknown lines naming a leaf that is not
-	// configured; Malformed lines without a leaf ID and payload (or a payload that does
-	// not parse); Failed messages the Sink could not store.
-	Accepted, Unknown, Malformed, Failed int
+	// configured; Protected lines naming a leaf that has a local password; Malformed
+	// lines without a leaf ID and payload (or a payload that does not parse, or longer
+	// than the intake takes); Failed messages the Sink could not store.
+	Accepted, Unknown, Protected, Malformed, Failed int
 }
 
 // Lines is the line intake: UDP datagrams and TCP (or any stream's) lines.
@@ -72,7 +76,9 @@ func NewLines(o LineOptions) *Lines {
 func (l *Lines) Stats() LineStats { return l.stat.Snapshot() }
 
 // ParseLine splits "{leafId} {payload}" (one space; a trailing CR or LF is dropped)
-// and checks the leaf against leaves.
+// and checks the leaf against leaves: a configured leaf without a local password. A
+// leaf with one is refused (ErrProtected): lines carry no credential, so anyone who can
+// reach the intake could otherwise send as it.
 func ParseLine(b []byte, leaves Leaves, f telemetry.Format) (string, telemetry.Message, error) {
 	b = bytes.TrimRight(b, "\r\n")
 	id, payload, ok := bytes.Cut(b, []byte{' '})
@@ -81,6 +87,9 @@ func ParseLine(b []byte, leaves Leaves, f telemetry.Format) (string, telemetry.M
 	}
 	if !leaves.Known(string(id)) {
 		return string(id), telemetry.Message{}, ErrUnknownLeaf
+	}
+	if leaves[string(id)] != "" {
+		return string(id), telemetry.Message{}, ErrProtected
 	}
 	m, err := telemetry.Parse(payload, f)
 	if err != nil {
@@ -109,9 +118,12 @@ func (l *Lines) Handle(b []byte) error {
 // refuse counts and logs a refused line.
 func (l *Lines) refuse(id string, err error) {
 	l.stat.Update(func(s *LineStats) {
-		if errors.Is(err, ErrUnknownLeaf) {
+		switch {
+		case errors.Is(err, ErrUnknownLeaf):
 			s.Unknown++
-		} else {
+		case errors.Is(err, ErrProtected):
+			s.Protected++
+		default:
 			s.Malformed++
 		}
 	})
@@ -130,7 +142,7 @@ func (l *Lines) warn(id string, err error) {
 	}
 	s := l.stat.Snapshot()
 	l.log.Warn("line refused", "leaf", id, "error", err.Error(), "refusedSinceLastLog", l.quiet+1,
-		"unknownTotal", s.Unknown, "malformedTotal", s.Malformed)
+		"unknownTotal", s.Unknown, "protectedTotal", s.Protected, "malformedTotal", s.Malformed)
 	l.lastWarn, l.quiet = now, 0
 }
 
