@@ -1,7 +1,6 @@
 package intake
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -171,40 +170,18 @@ func (l *Lines) ServeTCP(ctx context.Context, ln net.Listener) error {
 }
 
 // maxLine is the longest line ServeReader takes: a leaf ID, a space and a payload of
-// MaxMessage bytes (a JSON payload's escapes included), and the line end.
+// MaxMessage bytes (a JSON payload's escapes included).
 const maxLine = MaxMessage + 256
 
 // ServeReader reads lines from r (a TCP connection, a serial device) until it ends. A
 // line longer than the intake takes is refused like a malformed one, and reading goes
-// on with the next line: one stream carries many leaves' lines.
+// on with the next line: one stream carries many leaves' lines. A line cut off by a
+// broken stream is not taken.
 func (l *Lines) ServeReader(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 4<<10)
-	var line []byte
-	tooLong := false
-	for {
-		chunk, err := br.ReadSlice('\n')
-		switch {
-		case tooLong:
-		case len(line)+len(chunk) > maxLine:
-			tooLong, line = true, line[:0]
-		default:
-			line = append(line, chunk...)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue // the rest of the line follows
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return err // a line cut off by a broken stream is not taken
-		}
-		switch {
-		case tooLong:
-			l.refuse("", fmt.Errorf("%w: line longer than %d bytes", ErrMalformed, maxLine))
-		case len(bytes.TrimSpace(line)) > 0:
+	return telemetry.EachLine(r, maxLine, func(line []byte) error {
+		if len(bytes.TrimSpace(line)) > 0 {
 			_ = l.Handle(line)
 		}
-		line, tooLong = line[:0], false
-		if err != nil { // io.EOF, after the last line without a line end
-			return nil
-		}
-	}
+		return nil
+	}, func() { l.refuse("", fmt.Errorf("%w: line longer than %d bytes", ErrMalformed, maxLine)) })
 }
