@@ -70,8 +70,9 @@ type MQTTStats struct {
 	// client ID, wrong password); Denied publishes and subscriptions outside the
 	// leaf's own topics; Accepted the stored messages; Failed those the Sink could not
 	// store (not acknowledged; the leaf sends them again); Delivered the C2D messages
-	// handed to the local broker.
-	Connects, Refused, Denied, Accepted, Failed, Delivered int
+	// handed to the local broker for a subscribed leaf, Undelivered those for a leaf
+	// without a local subscription (nobody received them).
+	Connects, Refused, Denied, Accepted, Failed, Delivered, Undelivered int
 }
 
 // MQTT is the local broker.
@@ -165,10 +166,20 @@ func (m *MQTT) Close() error {
 	return err
 }
 
+// ErrNoSubscriber means a cloud-to-device message matched no subscription of its leaf:
+// nobody would receive it.
+var ErrNoSubscriber = errors.New("the leaf has no local subscription to its cloud-to-device topic")
+
 // Deliver publishes a cloud-to-device message to leaf's local topic (QoS 1), with m's
-// properties as the topic's property bag. A leaf that is not subscribed misses it.
+// properties as the topic's property bag. A leaf that is not subscribed (a persistent
+// session's subscription counts, while it is offline too) misses it: Deliver then
+// returns ErrNoSubscriber.
 func (m *MQTT) Deliver(leaf string, msg telemetry.Message) error {
 	topic := C2DTopic(leaf) + mqttlink.PropertyBag(nil, msg.Properties)
+	if len(m.srv.Topics.Subscribers(topic).Subscriptions) == 0 {
+		m.stat.Update(func(s *MQTTStats) { s.Undelivered++ })
+		return fmt.Errorf("deliver to %s: %w", leaf, ErrNoSubscriber)
+	}
 	if err := m.srv.Publish(topic, msg.Body, false, 1); err != nil {
 		return fmt.Errorf("deliver to %s: %w", leaf, err)
 	}

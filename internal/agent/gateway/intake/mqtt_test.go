@@ -1,6 +1,7 @@
 package intake_test
 
 import (
+	"errors"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -166,5 +167,34 @@ func TestWillCannotReachAnotherLeaf(t *testing.T) {
 	}
 	if s := b.m.Stats(); s.Refused != 5 {
 		t.Errorf("refused: got %d, want 5 (%+v)", s.Refused, s)
+	}
+}
+
+// TestDeliverToAnUnsubscribedLeafIsReported: a cloud-to-device message for a leaf with
+// no local subscription reaches nobody. Deliver says so (the gateway logs it) and counts
+// it as undelivered, not as delivered; once the leaf subscribes it is delivered.
+func TestDeliverToAnUnsubscribedLeafIsReported(t *testing.T) {
+	b := startBroker(t, intake.Leaves{"valve": ""})
+	l, err := dialLeaf(b.m.Addr(), "valve", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.cl.Disconnect(0)
+	if err := b.m.Deliver("valve", telemetry.Message{Body: []byte("lost")}); !errors.Is(err, intake.ErrNoSubscriber) {
+		t.Errorf("Deliver without a subscription: got %v, want ErrNoSubscriber", err)
+	}
+	if s := b.m.Stats(); s.Delivered != 0 || s.Undelivered != 1 {
+		t.Errorf("stats: got %+v, want 0 delivered, 1 undelivered", s)
+	}
+	l.subscribe(t, intake.C2DTopic("valve")+"#")
+	if err := b.m.Deliver("valve", telemetry.Message{Body: []byte("kept"), Properties: map[string]string{"k": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, "the message at the leaf", 5*time.Second, func() bool { return len(l.received()) == 1 })
+	if got := l.received()[0]; got != intake.C2DTopic("valve")+"k=v kept" {
+		t.Errorf("received %q", got)
+	}
+	if s := b.m.Stats(); s.Delivered != 1 {
+		t.Errorf("delivered: got %d, want 1", s.Delivered)
 	}
 }
