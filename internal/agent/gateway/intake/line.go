@@ -129,6 +129,9 @@ func (l *Lines) refuse(id string, err error) {
 	l.warn(id, err)
 }
 
+// maxIDLog is how much of a refused line's leaf ID is logged: a valid ID's length.
+const maxIDLog = 128
+
 // warn logs a refused line at once, then at most once every 10 s with how many were
 // refused since: a noisy radio must not flood the log.
 func (l *Lines) warn(id string, err error) {
@@ -138,6 +141,9 @@ func (l *Lines) warn(id string, err error) {
 	if !l.lastWarn.IsZero() && now.Sub(l.lastWarn) < 10*time.Second {
 		l.quiet++
 		return
+	}
+	if len(id) > maxIDLog { // anything before the first space: up to the whole line
+		id = id[:maxIDLog] + "…"
 	}
 	s := l.stat.Snapshot()
 	l.log.Warn("line refused", "leaf", id, "error", err.Error(), "refusedSinceLastLog", l.quiet+1,

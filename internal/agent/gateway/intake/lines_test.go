@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,5 +90,23 @@ func TestLineCutByABrokenStreamIsNotTaken(t *testing.T) {
 	}
 	if s := l.Stats(); s.Accepted != 1 {
 		t.Errorf("accepted: got %d, want only the whole line", s.Accepted)
+	}
+}
+
+// TestRefusedLineLogsABoundedID: the "leaf ID" of a refused line is whatever the sender
+// put before the first space — up to the whole line. The log shows at most a valid ID's
+// length of it (128 bytes), not 200 KiB of someone's data.
+func TestRefusedLineLogsABoundedID(t *testing.T) {
+	var log bytes.Buffer
+	l := intake.NewLines(intake.LineOptions{Leaves: intake.Leaves{"lora-1": ""}, Sink: nil,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err := l.Handle([]byte(strings.Repeat("A", 200<<10) + " payload")); !errors.Is(err, intake.ErrUnknownLeaf) {
+		t.Fatalf("Handle: got %v, want ErrUnknownLeaf", err)
+	}
+	if log.Len() > 1024 {
+		t.Errorf("log line for one refused line: %d bytes, want at most 1 KiB", log.Len())
+	}
+	if !strings.Contains(log.String(), strings.Repeat("A", 128)) {
+		t.Errorf("log line does not show the ID's beginning: %.200s", log.String())
 	}
 }
