@@ -151,7 +151,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	var onC2D func(string, telemetry.Message)
 	if g.broker != nil {
-		onC2D = g.deliver
+		onC2D = func(leaf string, m telemetry.Message) { g.deliver(leaf, m) }
 	}
 	switch o.Upstream {
 	case AMQP:
@@ -174,8 +174,11 @@ func New(o Options) (*Gateway, error) {
 				QoS:          1,
 				CleanSession: true,
 			}
-			if onC2D != nil {
-				mo.OnC2D = func(d mqttlink.Delivery) { onC2D(id, c2dFromTopic(id, d)) }
+			if g.broker != nil {
+				// Every leaf's connection receives its C2D messages, the leaf connected
+				// locally or not: one that reaches no local subscription is not
+				// acknowledged, so the hub keeps it and sends it again later.
+				mo.OnC2DAck = func(d mqttlink.Delivery) bool { return g.deliver(id, c2dFromTopic(id, d)) }
 			}
 			d = mqttlink.New(mo)
 		}
@@ -319,11 +322,14 @@ func (g *Gateway) statAttrs() []any {
 	return []any{"runtime", ReadRuntimeStats(), "queue", s.Queue, "tokens", s.Tokens, "links", s.Links, "mqttIntake", s.MQTT, "lineIntake", s.Lines, "amqp", s.AMQP}
 }
 
-// deliver hands a leaf's cloud-to-device message to its local topic.
-func (g *Gateway) deliver(leaf string, m telemetry.Message) {
+// deliver hands a leaf's cloud-to-device message to its local topic and reports
+// whether it did.
+func (g *Gateway) deliver(leaf string, m telemetry.Message) bool {
 	if err := g.broker.Deliver(leaf, m); err != nil {
 		g.log.Warn("cloud-to-device message not delivered", "leaf", leaf, "error", err.Error())
+		return false
 	}
+	return true
 }
 
 // trimFor returns what keeps of a leaf's token only what upstream uses: the other
