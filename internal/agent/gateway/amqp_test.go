@@ -38,7 +38,25 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Connected but not yet subscribed: the leaf gets no C2D link, so the hub keeps a
+	// message sent now (instead of the gateway taking it for nobody) until it subscribes.
+	testpeer.WaitFor(t, "lora-0001 on the AMQP connection", 10*time.Second, func() bool { return r.gw.Stats().AMQP.Attached >= 3 })
+	if err := peer.C2D("lora-0001", "early"); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, "the early C2D message at the peer", 5*time.Second, func() bool { return len(peer.Events("c2d")) > 0 })
+	if e := peer.Events("c2d")[0]; e.OK {
+		t.Errorf("a C2D link was open for a leaf not subscribed locally: %+v", e)
+	}
 	mq.subscribe(t, "devices/lora-0001/messages/devicebound/#")
+	testpeer.WaitFor(t, "the early C2D message at the leaf once subscribed", 10*time.Second, func() bool {
+		for _, m := range mq.received() {
+			if strings.HasSuffix(m, " early") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Refusals at the local broker.
 	if _, err := connectLeaf(t, r.gw.MQTTAddr(), "stranger", ""); err == nil {

@@ -6,7 +6,7 @@
 // (package amqpmux) or one MQTT connection per leaf (mqttlink). A message leaves the
 // queue only when the hub has accepted it. Cloud-to-device messages come back to the
 // leaf's local MQTT topic (over AMQP, a leaf's C2D link is attached while the leaf is
-// connected to the local broker; the hub keeps its messages meanwhile).
+// subscribed to its C2D topic on the local broker; the hub keeps its messages meanwhile).
 //
 // A few workers serve every leaf's link (see pump): a leaf is served when its token
 // changes, its queue gains a message, its connection breaks or its backoff ends, one
@@ -212,14 +212,14 @@ func (g *Gateway) LineAddr() string {
 	return g.tcp.Addr().String()
 }
 
-// listen opens the intakes; presence is told when a leaf connects to the local broker
-// and when it leaves.
-func (g *Gateway) listen(presence func(string, bool)) error {
+// listen opens the intakes; wanted is told when a leaf subscribes to its C2D topic on
+// the local broker and when it no longer is.
+func (g *Gateway) listen(wanted func(string, bool)) error {
 	o := g.o
 	var err error
 	if o.MQTTAddr != "" {
 		if g.broker, err = intake.ListenMQTT(intake.MQTTOptions{Addr: o.MQTTAddr, TLS: o.MQTTTLS, Leaves: o.Leaves,
-			Sink: o.Queue, OnPresence: presence, Logger: g.log}); err != nil {
+			Sink: o.Queue, OnC2DWanted: wanted, Logger: g.log}); err != nil {
 			return err
 		}
 	}

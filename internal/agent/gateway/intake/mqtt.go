@@ -58,10 +58,12 @@ type MQTTOptions struct {
 	TLS    *tls.Config
 	Leaves Leaves
 	Sink   Sink
-	// OnPresence, when set, is told when a leaf's first local connection opens
-	// (true) and its last one closes (false).
-	OnPresence func(leaf string, connected bool)
-	Logger     *slog.Logger
+	// OnC2DWanted, when set, is told when a leaf comes to want its cloud-to-device
+	// messages — a live connection of it is subscribed to its C2D topic (true) — and
+	// when it no longer does (false). A connected leaf that never subscribes (one that
+	// only sends telemetry) never wants them.
+	OnC2DWanted func(leaf string, wanted bool)
+	Logger      *slog.Logger
 }
 
 // MQTTStats count what the local broker did.
@@ -85,8 +87,8 @@ type MQTT struct {
 
 	closeOnce sync.Once
 
-	presence sync.Mutex
-	sessions map[string]int // open connections per leaf
+	wantMu sync.Mutex
+	wanted map[string]bool // leaves that want their C2D messages, as last reported
 }
 
 // MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
@@ -118,7 +120,7 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	// per leaf (each is accepted at the hub only after it was handed here) and of which
 	// IoT Hub keeps at most 50 per device; acknowledgements do not use this queue.
 	caps.MaximumClientWritesPending = MaxPendingWrites
-	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
+	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), wanted: map[string]bool{}}
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -196,28 +198,49 @@ func (h *leafHook) ID() string { return "gateway-leaves" }
 
 func (h *leafHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnDisconnect}, []byte{b})
 }
 
-// OnSessionEstablished and OnDisconnect count each leaf's connections (a takeover
-// opens the new one before the old one closes) and report the leaf's presence.
-func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.present(cl, 1) }
+// OnSessionEstablished (a resumed session keeps its subscriptions), OnSubscribed,
+// OnUnsubscribed and OnDisconnect check whether the leaf wants its C2D messages.
+func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.recheck(cl.ID, nil) }
 
-// OnDisconnect: see OnSessionEstablished.
-func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.present(cl, -1) }
+// OnSubscribed: see OnSessionEstablished.
+func (h *leafHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.m.recheck(cl.ID, nil) }
 
-func (m *MQTT) present(cl *mqtt.Client, delta int) {
-	if cl.Net.Inline || m.o.OnPresence == nil || !m.o.Leaves.Known(cl.ID) {
+// OnUnsubscribed: see OnSessionEstablished.
+func (h *leafHook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) { h.m.recheck(cl.ID, nil) }
+
+// OnDisconnect: see OnSessionEstablished; cl is going away.
+func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.recheck(cl.ID, cl) }
+
+// recheck reports a change in whether leaf wants its C2D messages: whether its live
+// connection (after a takeover, the new one) is subscribed to its C2D topic. gone is a
+// connection on its way out. Reports are made under the lock, so they arrive in order.
+func (m *MQTT) recheck(leaf string, gone *mqtt.Client) {
+	if m.o.OnC2DWanted == nil || !m.o.Leaves.Known(leaf) {
 		return
 	}
-	m.presence.Lock()
-	before := m.sessions[cl.ID]
-	after := max(0, before+delta)
-	m.sessions[cl.ID] = after
-	m.presence.Unlock()
-	if (before == 0) != (after == 0) {
-		m.o.OnPresence(cl.ID, after > 0)
+	m.wantMu.Lock()
+	defer m.wantMu.Unlock()
+	now := m.wantsC2D(leaf, gone)
+	if now != m.wanted[leaf] {
+		m.wanted[leaf] = now
+		m.o.OnC2DWanted(leaf, now)
 	}
+}
+
+func (m *MQTT) wantsC2D(leaf string, gone *mqtt.Client) bool {
+	cl, ok := m.srv.Clients.Get(leaf)
+	if !ok || cl == gone || cl.Closed() {
+		return false
+	}
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if strings.HasPrefix(filter, C2DTopic(leaf)) {
+			return true
+		}
+	}
+	return false
 }
 
 // OnConnectAuthenticate admits configured leaves only, each with its local password

@@ -18,8 +18,8 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
 )
 
-// localBroker is an intake.MQTT on loopback over a real queue, with the presence
-// reports it made.
+// localBroker is an intake.MQTT on loopback over a real queue, with the reports it
+// made of leaves wanting their C2D messages ("+leaf") and no longer ("-leaf").
 type localBroker struct {
 	m *intake.MQTT
 	q *queue.Queue
@@ -36,7 +36,7 @@ func startBroker(t *testing.T, leaves intake.Leaves) *localBroker {
 	}
 	b := &localBroker{q: q}
 	b.m, err = intake.ListenMQTT(intake.MQTTOptions{Addr: "127.0.0.1:0", Leaves: leaves, Sink: q,
-		OnPresence: func(leaf string, on bool) {
+		OnC2DWanted: func(leaf string, on bool) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			if on {
@@ -142,7 +142,8 @@ func TestWillCannotReachAnotherLeaf(t *testing.T) {
 		"anything",
 	} {
 		if l, err := dialLeaf(b.m.Addr(), "mallory", &[2]string{topic, "OPEN"}); err == nil {
-			l.cut() // the broker now publishes the will
+			l.subscribe(t, intake.C2DTopic("mallory")+"#") // so its leaving is reported
+			l.cut()                                        // the broker now publishes the will
 			testpeer.WaitFor(t, "mallory gone", 5*time.Second, func() bool { return b.saw("-mallory") })
 			t.Errorf("connection with a will on %q accepted", topic)
 		}
@@ -152,6 +153,7 @@ func TestWillCannotReachAnotherLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatalf("will on the leaf's own events topic refused: %v", err)
 	}
+	honest.subscribe(t, intake.C2DTopic("honest")+"#") // so its leaving is reported
 	honest.cut()
 	testpeer.WaitFor(t, "honest gone", 5*time.Second, func() bool { return b.saw("-honest") })
 
@@ -196,5 +198,42 @@ func TestDeliverToAnUnsubscribedLeafIsReported(t *testing.T) {
 	}
 	if s := b.m.Stats(); s.Delivered != 1 {
 		t.Errorf("delivered: got %d, want 1", s.Delivered)
+	}
+}
+
+func (b *localBroker) events() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.presence...)
+}
+
+// TestC2DWantedFollowsTheSubscription: a leaf wants its cloud-to-device messages while
+// one of its connections is subscribed to its C2D topic — not merely connected (a
+// telemetry-only leaf never subscribes: over AMQP the hub must keep its messages rather
+// than hand them to a broker where nobody takes them).
+func TestC2DWantedFollowsTheSubscription(t *testing.T) {
+	b := startBroker(t, intake.Leaves{"valve": ""})
+	l, err := dialLeaf(b.m.Addr(), "valve", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connected, not subscribed: a message delivered now reaches nobody.
+	if err := b.m.Deliver("valve", telemetry.Message{Body: []byte("x")}); !errors.Is(err, intake.ErrNoSubscriber) {
+		t.Fatalf("Deliver: %v", err)
+	}
+	if got := b.events(); len(got) != 0 {
+		t.Errorf("connected without a subscription: reports %v, want none", got)
+	}
+	l.subscribe(t, intake.C2DTopic("valve")+"#")
+	testpeer.WaitFor(t, "+valve", 5*time.Second, func() bool { return b.saw("+valve") })
+	if tok := l.cl.Unsubscribe(intake.C2DTopic("valve") + "#"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	testpeer.WaitFor(t, "-valve", 5*time.Second, func() bool { return b.saw("-valve") })
+	l.subscribe(t, intake.C2DTopic("valve")+"#")
+	l.cl.Disconnect(0)
+	testpeer.WaitFor(t, "four reports", 5*time.Second, func() bool { return len(b.events()) == 4 })
+	if got := strings.Join(b.events(), " "); got != "+valve -valve +valve -valve" {
+		t.Errorf("reports: got %q, want +valve -valve +valve -valve", got)
 	}
 }
