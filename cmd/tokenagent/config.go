@@ -289,7 +289,7 @@ func (c Config) Validate() error {
 	case c.ServiceURL == "":
 		bad("service-url is required")
 	case err != nil || u.Host == "":
-		bad("service-url %q is not a URL", c.ServiceURL)
+		bad("service-url is not a URL") // not quoted: it may hold a password
 	case u.Scheme == "https":
 	case u.Scheme == "http" && cliflags.IsLoopback(u.Hostname()):
 	default:
@@ -340,7 +340,7 @@ func (c Config) Validate() error {
 	if c.Exec != "" {
 		if argv, err := c.Command(); err != nil {
 			errs = append(errs, err)
-		} else if len(argv) == 0 {
+		} else if len(argv) == 0 || argv[0] == "" {
 			bad("exec: empty command")
 		}
 	}
@@ -411,6 +411,16 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateCert()...)
 	return errors.Join(errs...)
+}
+
+// ServiceForLog is the service URL with any password in it masked (as net/http masks it
+// in its errors): the URL may carry credentials for a proxy in front of tokensvc.
+func (c Config) ServiceForLog() string {
+	u, err := url.Parse(c.ServiceURL)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
 
 // PropertyMap returns -property values as a map.

@@ -76,6 +76,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad template spec", []string{"-template", "only-src"}, "SRC:DST"},
 		{"template mode", []string{"-template", "a.tmpl:/run/out:0640"}, ""},
 		{"bad signal", []string{"-exec", "x", "-exec-signal", "KILL"}, "exec-signal"},
+		{"exec without a program", []string{"-exec", `["", "-v"]`}, "exec: empty command"},
 		{"bad link", []string{"-link", "http"}, "link must be"},
 		{"bad nonce mode", []string{"-nonce", "sometimes"}, "nonce must be"},
 		{"nonce always", []string{"-nonce", "always"}, ""},

@@ -23,6 +23,9 @@ import (
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
+// maxQueueMB bounds -queue-max-mb: its bytes must fit an int64.
+const maxQueueMB = 1 << 20
+
 // validateGateway checks the gateway-mode options (-gateway).
 func (c Config) validateGateway() []error {
 	var errs []error
@@ -55,6 +58,9 @@ func (c Config) validateGateway() []error {
 	if c.QueueLimit <= 0 || c.QueueMaxMB <= 0 {
 		bad("queue-limit and queue-max-mb must be positive")
 	}
+	if c.QueueMaxMB > maxQueueMB {
+		bad("queue-max-mb must be at most %d (1 TiB)", maxQueueMB)
+	}
 	if c.GatewayWorkers < 1 || c.GatewayWorkers > 1024 {
 		bad("gateway-workers must be 1 to 1024")
 	}
@@ -63,6 +69,9 @@ func (c Config) validateGateway() []error {
 	}
 	if c.Telemetry != "none" || c.C2D != "none" || c.Module != "" {
 		bad("gateway mode takes telemetry from its intakes: telemetry, c2d and module must be unset")
+	}
+	if len(c.Templates) > 0 || c.Exec != "" || c.Socket != "" {
+		bad("gateway mode hands its token to no local program: template, exec and socket must be unset")
 	}
 	return errs
 }
@@ -157,7 +166,7 @@ func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.C
 		// is in the stats line). The operator's GOMEMLIMIT wins.
 		debug.SetMemoryLimit(int64(cfg.GatewayMemoryMB) << 20)
 	}
-	log.Info("starting gateway", "gateway", cfg.DeviceID, "service", cfg.ServiceURL, "leaves", len(leaves),
+	log.Info("starting gateway", "gateway", cfg.DeviceID, "service", cfg.ServiceForLog(), "leaves", len(leaves),
 		"link", cfg.Link, "queue", filepath.Join(cfg.StateDir, "queue.db"))
 	return gw.Run(ctx)
 }

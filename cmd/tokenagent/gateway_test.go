@@ -39,6 +39,12 @@ func TestGatewayConfigValidate(t *testing.T) {
 		{"negative memory limit", []string{"-gateway-memory-limit", "-1"}, "gateway-memory-limit"},
 		{"more workers", []string{"-gateway-workers", "128"}, ""},
 		{"no workers", []string{"-gateway-workers", "0"}, "gateway-workers"},
+		// The gateway's own token goes to no local program: these would be ignored.
+		{"template", []string{"-template", "a.tmpl:/run/out"}, "template, exec and socket must be unset"},
+		{"exec", []string{"-exec", "/usr/bin/legacy"}, "template, exec and socket must be unset"},
+		{"socket", []string{"-socket", "/run/token.sock"}, "template, exec and socket must be unset"},
+		{"queue bytes overflow", []string{"-queue-max-mb", "9999999999999"}, "queue-max-mb"},
+		{"queue bytes, a TiB", []string{"-queue-max-mb", "1048576"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkValidate(t, append(slices.Clone(base), tt.args...), tt.wantErr) })

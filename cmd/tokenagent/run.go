@@ -240,7 +240,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		stats = append(stats, func() (string, any) { return "amqp", l.Stats() })
 	}
 
-	log.Info("starting", "device", cfg.DeviceID, "service", cfg.ServiceURL, "credential", string(cred.Type()),
+	log.Info("starting", "device", cfg.DeviceID, "service", cfg.ServiceForLog(), "credential", string(cred.Type()),
 		"link", cfg.Link, "state", cfg.StateDir, "certificate", cfg.Certificate)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, task := range tasks {

@@ -18,7 +18,10 @@
 // keyPem, keys}. Later lines are commands: {"c2d":{"device":ID,"body":TEXT}} sends a
 // cloud-to-device message on the device's open devicebound link or, as IoT Hub does,
 // keeps it for the device until one is open (and sendable); a message sent on a link
-// that closes before the device settled it is kept again.
+// that closes before the device settled it is kept again. {"release":{"device":ID,
+// "count":N}} makes the device's next N telemetry messages settle as released (not
+// accepted: the sender must send them again), each reported as a "released" event; the
+// command is acknowledged with a "release-armed" event.
 // Every event is one JSON line on stdout; the first is {"event":"listening","port":N}.
 'use strict';
 
@@ -28,7 +31,9 @@ const rhea = require('rhea');
 const readline = require('readline');
 
 let cfg;
-const container = rhea.create_container({ id: 'iothub-test-peer' });
+// Deliveries are settled by the message handler: accepted, or released on command.
+const container = rhea.create_container({ id: 'iothub-test-peer', autoaccept: false });
+const releaseNext = {}; // device -> telemetry messages still to release
 
 function emit(ev) {
   process.stdout.write(JSON.stringify(ev) + '\n');
@@ -243,6 +248,7 @@ container.on('message', function (ctx) {
   const target = ctx.receiver.target && ctx.receiver.target.address;
   const msg = ctx.message;
   if (target === '$cbs') {
+    ctx.delivery.accept();
     const props = msg.application_properties || {};
     let r;
     if (props.operation !== 'put-token' || props.type !== 'servicebus.windows.net:sastoken') {
@@ -269,6 +275,14 @@ container.on('message', function (ctx) {
   }
   let body = msg.body;
   if (body && body.typecode === 0x75) body = body.content; // a data section
+  const device = ctx.receiver.device;
+  if (releaseNext[device] > 0) {
+    releaseNext[device]--;
+    ctx.delivery.release();
+    emit({ event: 'released', device: device, body: Buffer.isBuffer(body) ? body.toString('utf8') : String(body) });
+    return;
+  }
+  ctx.delivery.accept();
   emit({
     event: 'message',
     device: ctx.receiver.device,
@@ -282,6 +296,10 @@ container.on('error', function (err) {
 });
 
 function command(c) {
+  if (c.release) {
+    releaseNext[c.release.device] = (releaseNext[c.release.device] || 0) + c.release.count;
+    emit({ event: 'release-armed', device: c.release.device });
+  }
   if (c.c2d) {
     const device = c.c2d.device;
     (c2dQueued[device] = c2dQueued[device] || []).push(c.c2d.body);

@@ -148,7 +148,7 @@ func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 	msg := NewMessage(m, o.Properties)
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if err := s.sender.Send(sctx, msg, nil); err != nil {
+	if err := SendAccepted(sctx, s.sender, msg); err != nil {
 		return fmt.Errorf("send: %w", Classify(err))
 	}
 	s.l.sent.Add(1)

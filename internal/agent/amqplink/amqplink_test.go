@@ -80,3 +80,35 @@ func TestLinkAgainstRhea(t *testing.T) {
 		})
 	}
 }
+
+// TestReleasedMessageIsSentAgain: a message the peer settles as released was not
+// accepted; the link sends it again (after reconnecting) instead of counting it as
+// delivered and taking the next one.
+func TestReleasedMessageIsSentAgain(t *testing.T) {
+	f := testpeer.NewFixture(t, "meter-release", time.Minute, domain.Hub{})
+	peer := testpeer.StartAMQP(t, testpeer.AMQPOptions{Hub: testpeer.Hub, HubName: testpeer.HubName,
+		Cert: f.CA.Issue(t, testpeer.Hub), Keys: map[string][]byte{f.DeviceID: f.Key}})
+	peer.Release(t, f.DeviceID, 1)
+	msgs := make(chan telemetry.Message)
+	l := amqplink.New(amqplink.Options{
+		Common: link.Common{Source: f.Keeper(t, ""), Messages: msgs, DialAddr: peer.Addr, RootCAs: f.CA.Pool(),
+			Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
+			Timeout: 5 * time.Second, Logger: discard()},
+		Auth: amqplink.CBS,
+	})
+	stop := testpeer.Run(t, l.Run)
+	for _, body := range []string{"one", "two"} {
+		msgs <- telemetry.Message{Body: []byte(body)}
+	}
+	testpeer.WaitFor(t, "both messages accepted", 10*time.Second, func() bool { return len(peer.Events("message")) >= 2 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var got []string
+	for _, e := range peer.Events("message") {
+		got = append(got, e.Body)
+	}
+	if fmt.Sprint(got) != "[one two]" || len(peer.Events("released")) != 1 {
+		t.Errorf("accepted %v, released %d: want [one two] after one release", got, len(peer.Events("released")))
+	}
+}

@@ -184,6 +184,40 @@ func (c *CBSNode) PutToken(ctx context.Context, tok token.Token) error {
 	return fmt.Errorf("put-token status %d %s", code, desc)
 }
 
+// ErrNotAccepted means the peer settled a message without accepting it (released or
+// modified: not processed) — it must be sent again.
+var ErrNotAccepted = errors.New("the peer did not accept the message")
+
+// SendAccepted sends msg on s and returns once the peer has accepted it. go-amqp's Send
+// takes every outcome but rejected as success; here a released or modified message (or
+// one settled with no outcome) is an error wrapping ErrNotAccepted, so the caller keeps
+// it and sends it again, and a rejected one is the peer's error.
+func SendAccepted(ctx context.Context, s *amqp.Sender, msg *amqp.Message) error {
+	receipt, err := s.SendWithReceipt(ctx, msg, nil)
+	if err != nil {
+		return err
+	}
+	state, err := receipt.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	switch st := state.(type) {
+	case *amqp.StateAccepted:
+		return nil
+	case *amqp.StateRejected:
+		if st.Error != nil {
+			return st.Error
+		}
+		return errors.New("the peer rejected the message")
+	case *amqp.StateReleased:
+		return fmt.Errorf("%w: released", ErrNotAccepted)
+	case *amqp.StateModified:
+		return fmt.Errorf("%w: modified (delivery failed %v, undeliverable here %v)", ErrNotAccepted, st.DeliveryFailed, st.UndeliverableHere)
+	default:
+		return fmt.Errorf("%w: outcome %T", ErrNotAccepted, state)
+	}
+}
+
 // NewMessage is m as an AMQP message with a fresh message ID, its body as one data
 // section, and base then m's properties as application-properties.
 func NewMessage(m telemetry.Message, base map[string]string) *amqp.Message {

@@ -38,7 +38,25 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Connected but not yet subscribed: the leaf gets no C2D link, so the hub keeps a
+	// message sent now (instead of the gateway taking it for nobody) until it subscribes.
+	testpeer.WaitFor(t, "lora-0001 on the AMQP connection", 10*time.Second, func() bool { return r.gw.Stats().AMQP.Attached >= 3 })
+	if err := peer.C2D("lora-0001", "early"); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, "the early C2D message at the peer", 5*time.Second, func() bool { return len(peer.Events("c2d")) > 0 })
+	if e := peer.Events("c2d")[0]; e.OK {
+		t.Errorf("a C2D link was open for a leaf not subscribed locally: %+v", e)
+	}
 	mq.subscribe(t, "devices/lora-0001/messages/devicebound/#")
+	testpeer.WaitFor(t, "the early C2D message at the leaf once subscribed", 10*time.Second, func() bool {
+		for _, m := range mq.received() {
+			if strings.HasSuffix(m, " early") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Refusals at the local broker.
 	if _, err := connectLeaf(t, r.gw.MQTTAddr(), "stranger", ""); err == nil {
@@ -54,6 +72,13 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if impostor.publish("devices/lora-0002/messages/events/", "forged") {
 		t.Error("lora-0003 published as lora-0002 and was acknowledged")
 	}
+	// lora-0001 has a local password: a UDP line, which carries none, must not speak
+	// for it. Sent before lora-0001's own messages, so it would reach the hub first.
+	sendLine(t, "udp", r.gw.UDPAddr(), "lora-0001 forged-by-udp")
+	testpeer.WaitFor(t, "the forged line handled", 5*time.Second, func() bool {
+		s := r.gw.Stats().Lines
+		return s.Protected+s.Accepted > 0
+	})
 
 	var want []string
 	end := time.Now().Add(14 * time.Second) // two token lifetimes: renewals on the open connection
@@ -82,8 +107,8 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 		if e.Properties["via"] != "edge-amqp" {
 			t.Errorf("message %q of %s: properties %v, want via=edge-amqp", e.Body, e.Device, e.Properties)
 		}
-		if e.Device == "lora-0002" && e.Body == "forged" {
-			t.Error("the forged message reached the hub")
+		if e.Device == "lora-0002" && e.Body == "forged" || e.Body == "forged-by-udp" {
+			t.Errorf("a forged message reached the hub: %+v", e)
 		}
 	}
 	if err := peer.C2D("lora-0001", "set-interval 60"); err != nil {
@@ -126,8 +151,8 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 		t.Errorf("tokens expired on the open connection: %d, want 0", n)
 	}
 	s := r.gw.Stats()
-	if s.MQTT.Refused != 2 || s.MQTT.Denied != 1 || s.Lines.Unknown != 1 || s.Lines.Malformed != 1 {
-		t.Errorf("intake counters: mqtt %+v lines %+v; want 2 refused, 1 denied, 1 unknown, 1 malformed", s.MQTT, s.Lines)
+	if s.MQTT.Refused != 2 || s.MQTT.Denied != 1 || s.Lines.Unknown != 1 || s.Lines.Malformed != 1 || s.Lines.Protected != 1 {
+		t.Errorf("intake counters: mqtt %+v lines %+v; want 2 refused, 1 denied, 1 unknown, 1 protected, 1 malformed", s.MQTT, s.Lines)
 	}
 	// Batched, whatever the machine's load: the first call carries every leaf, so
 	// there are at least len(leaves)-1 fewer calls than tokens (how many later
@@ -200,5 +225,34 @@ func TestAMQPPeerHoldsLeavesApart(t *testing.T) {
 	}
 	if refusedLinks != 1 {
 		t.Errorf("refused links: got %d, want 1", refusedLinks)
+	}
+}
+
+// TestReleasedMessageIsSentAgain: a hub that settles a message as released (or
+// modified) has not accepted it — AMQP's "not processed, send it again". Such a message
+// must stay queued and be sent again until the hub accepts it, never be removed from
+// the queue as if the hub had it.
+func TestReleasedMessageIsSentAgain(t *testing.T) {
+	leaves := []string{"lora-0001"}
+	f := testpeer.NewGatewayFixture(t, "edge-amqp", leaves, time.Minute)
+	peer := f.StartAMQP(t)
+	peer.Release(t, "lora-0001", 2)
+	r := startGateway(t, f, t.TempDir(), 1000, gateway.Options{
+		Upstream: gateway.AMQP, DialAddr: peer.Addr, LineAddr: "127.0.0.1:0",
+	})
+	sendLine(t, "tcp", r.gw.LineAddr(), "lora-0001 one\nlora-0001 two\nlora-0001 three\n")
+	testpeer.WaitFor(t, "every message accepted at the peer", 20*time.Second, func() bool {
+		b := amqpBodies(peer)["lora-0001"]
+		return contains(b, "one") && contains(b, "two") && contains(b, "three")
+	})
+	if got := len(peer.Events("released")); got != 2 {
+		t.Errorf("released: got %d, want 2", got)
+	}
+	if got := amqpBodies(peer)["lora-0001"]; strings.Join(got, ",") != "one,two,three" {
+		t.Errorf("accepted at the peer: got %v, want one,two,three in order", got)
+	}
+	r.stop(t)
+	if s := r.gw.Stats().Queue; s.Pending != 0 || s.Acked != 3 {
+		t.Errorf("queue: got %+v, want 3 acked, nothing pending", s)
 	}
 }

@@ -6,7 +6,7 @@
 // (package amqpmux) or one MQTT connection per leaf (mqttlink). A message leaves the
 // queue only when the hub has accepted it. Cloud-to-device messages come back to the
 // leaf's local MQTT topic (over AMQP, a leaf's C2D link is attached while the leaf is
-// connected to the local broker; the hub keeps its messages meanwhile).
+// subscribed to its C2D topic on the local broker; the hub keeps its messages meanwhile).
 //
 // A few workers serve every leaf's link (see pump): a leaf is served when its token
 // changes, its queue gains a message, its connection breaks or its backoff ends, one
@@ -151,7 +151,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	var onC2D func(string, telemetry.Message)
 	if g.broker != nil {
-		onC2D = g.deliver
+		onC2D = func(leaf string, m telemetry.Message) { g.deliver(leaf, m) }
 	}
 	switch o.Upstream {
 	case AMQP:
@@ -174,8 +174,11 @@ func New(o Options) (*Gateway, error) {
 				QoS:          1,
 				CleanSession: true,
 			}
-			if onC2D != nil {
-				mo.OnC2D = func(d mqttlink.Delivery) { onC2D(id, c2dFromTopic(id, d)) }
+			if g.broker != nil {
+				// Every leaf's connection receives its C2D messages, the leaf connected
+				// locally or not: one that reaches no local subscription is not
+				// acknowledged, so the hub keeps it and sends it again later.
+				mo.OnC2DAck = func(d mqttlink.Delivery) bool { return g.deliver(id, c2dFromTopic(id, d)) }
 			}
 			d = mqttlink.New(mo)
 		}
@@ -209,14 +212,14 @@ func (g *Gateway) LineAddr() string {
 	return g.tcp.Addr().String()
 }
 
-// listen opens the intakes; presence is told when a leaf connects to the local broker
-// and when it leaves.
-func (g *Gateway) listen(presence func(string, bool)) error {
+// listen opens the intakes; wanted is told when a leaf subscribes to its C2D topic on
+// the local broker and when it no longer is.
+func (g *Gateway) listen(wanted func(string, bool)) error {
 	o := g.o
 	var err error
 	if o.MQTTAddr != "" {
 		if g.broker, err = intake.ListenMQTT(intake.MQTTOptions{Addr: o.MQTTAddr, TLS: o.MQTTTLS, Leaves: o.Leaves,
-			Sink: o.Queue, OnPresence: presence, Logger: g.log}); err != nil {
+			Sink: o.Queue, OnC2DWanted: wanted, Logger: g.log}); err != nil {
 			return err
 		}
 	}
@@ -319,11 +322,14 @@ func (g *Gateway) statAttrs() []any {
 	return []any{"runtime", ReadRuntimeStats(), "queue", s.Queue, "tokens", s.Tokens, "links", s.Links, "mqttIntake", s.MQTT, "lineIntake", s.Lines, "amqp", s.AMQP}
 }
 
-// deliver hands a leaf's cloud-to-device message to its local topic.
-func (g *Gateway) deliver(leaf string, m telemetry.Message) {
+// deliver hands a leaf's cloud-to-device message to its local topic and reports
+// whether it did.
+func (g *Gateway) deliver(leaf string, m telemetry.Message) bool {
 	if err := g.broker.Deliver(leaf, m); err != nil {
 		g.log.Warn("cloud-to-device message not delivered", "leaf", leaf, "error", err.Error())
+		return false
 	}
+	return true
 }
 
 // trimFor returns what keeps of a leaf's token only what upstream uses: the other

@@ -69,3 +69,36 @@ func TestMQTTUpstreamEndToEnd(t *testing.T) {
 	noSecretsIn(t, r.logs.String(), hub.Tokens())
 	t.Logf("hub %+v; gateway %+v", s, r.gw.Stats())
 }
+
+// TestMQTTUpstreamKeepsC2DForAnAbsentLeaf: over MQTT upstream every leaf has its own
+// connection to the hub and receives its C2D messages there, whether or not the leaf is
+// connected to the local broker. A message for a leaf that is not (subscribed) locally
+// must not be acknowledged to the hub — it would be lost — but stay there, to be sent
+// again (IoT Hub: on a later connection) and reach the leaf once it is back.
+func TestMQTTUpstreamKeepsC2DForAnAbsentLeaf(t *testing.T) {
+	f := testpeer.NewGatewayFixture(t, "edge-c2d", []string{"rs485-01"}, 5*time.Second)
+	hub := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS, Keys: f.LeafKeys})
+	r := startGateway(t, f, t.TempDir(), 1000, gateway.Options{
+		Upstream: gateway.MQTT, DialAddr: hub.TLSAddr, MQTTAddr: "127.0.0.1:0",
+	})
+	testpeer.WaitFor(t, "the leaf's upstream connection", 10*time.Second, func() bool { return r.gw.Stats().Links.Connects > 0 })
+	if err := hub.C2D("rs485-01", []byte("while-away")); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, "the message at the gateway", 10*time.Second, func() bool { return r.gw.Stats().MQTT.Undelivered > 0 })
+	mq, err := connectLeaf(t, r.gw.MQTTAddr(), "rs485-01", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mq.subscribe(t, "devices/rs485-01/messages/devicebound/#")
+	testpeer.WaitFor(t, "the kept message at the leaf", 20*time.Second, func() bool {
+		for _, m := range mq.received() {
+			if strings.HasSuffix(m, " while-away") {
+				return true
+			}
+		}
+		return false
+	})
+	testpeer.WaitFor(t, "the hub's message acknowledged", 10*time.Second, func() bool { return hub.C2DPending("rs485-01") == 0 })
+	r.stop(t)
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
 	"github.com/tokensvc/tokensvc/internal/agent/counter"
+	"github.com/tokensvc/tokensvc/internal/agent/gateway/amqpmux"
 	"github.com/tokensvc/tokensvc/internal/agent/gateway/queue"
 	"github.com/tokensvc/tokensvc/internal/agent/link"
 	"github.com/tokensvc/tokensvc/internal/agent/token"
@@ -71,8 +72,9 @@ type pleaf struct {
 	// Owned by the worker serving the leaf (busy).
 	conn     link.Conn
 	tok      token.Token // the token on conn
-	failures int
-	warned   bool // the expired-token warning was logged
+	since    time.Time   // when conn connected
+	failures int         // failures in a row: ended by a message the hub accepts
+	warned   bool        // the expired-token warning was logged
 }
 
 // newPump returns a pump for n leaves, which add then registers.
@@ -234,6 +236,7 @@ func (p *pump) serve(ctx context.Context, l *pleaf) (more bool, err error) {
 			return false, nil
 		}
 		p.q.Ack(l.id, r.Seq)
+		l.failures = 0
 		p.stats.Update(func(s *LinkStats) { s.Sent++ })
 	}
 	return true, nil
@@ -272,14 +275,22 @@ func (p *pump) update(ctx context.Context, l *pleaf, tok token.Token) (ok bool, 
 		}
 		return false, nil
 	}
-	l.conn, l.tok, l.failures = c, tok, 0
+	l.conn, l.tok, l.since = c, tok, p.now()
 	p.stats.Update(func(s *LinkStats) { s.Connects++ })
 	p.watch(ctx, l, c.Done())
 	return true, nil
 }
 
-// lost closes l's broken connection and backs off before the next connect.
+// lost closes l's broken connection and backs off before the next connect. A connection
+// that had a message accepted, or stayed up longer than the longest backoff, ended a
+// run of failures; one that breaks at once (the hub detaching the link on a message it
+// will never take) is one more failure in a row, so its leaf backs off to Max instead
+// of reconnecting every Min. A send that found no free AMQP link slot is not the
+// link's failure: its leaf comes back after the shortest backoff, as before.
 func (p *pump) lost(l *pleaf, tok token.Token, err error) {
+	if p.now().Sub(l.since) >= p.backoff.Max || errors.Is(err, amqpmux.ErrBusy) {
+		l.failures = 0
+	}
 	l.conn.Close(false)
 	l.conn = nil
 	p.stats.Update(func(s *LinkStats) { s.Lost++ })

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/backoff"
@@ -31,13 +32,14 @@ type upstream struct {
 	dials    map[string]int
 	renewals map[string]int
 	refuse   map[string]int
-	done     chan struct{} // the shared connection's
+	poison   map[string]bool // every send of these leaves fails (the hub drops the link)
+	done     chan struct{}   // the shared connection's
 	renews   bool
 }
 
 func newUpstream(renews bool) *upstream {
 	return &upstream{got: map[string][]string{}, dials: map[string]int{}, renewals: map[string]int{},
-		refuse: map[string]int{}, done: make(chan struct{}), renews: renews}
+		refuse: map[string]int{}, poison: map[string]bool{}, done: make(chan struct{}), renews: renews}
 }
 
 func (u *upstream) count(m map[string]int, id string) int {
@@ -90,6 +92,9 @@ func (c *fakeConn) Send(_ context.Context, m telemetry.Message) error {
 	}
 	c.u.mu.Lock()
 	defer c.u.mu.Unlock()
+	if c.u.poison[c.id] {
+		return errors.New("link detached by the hub")
+	}
 	c.u.got[c.id] = append(c.u.got[c.id], string(m.Body))
 	return nil
 }
@@ -300,4 +305,49 @@ func TestPumpTokensAndLoss(t *testing.T) {
 
 func tokResponse(v string, now time.Time) oapi.TokenResponse {
 	return oapi.TokenResponse{Token: v, ServerTime: now, ExpiresAt: now.Add(time.Hour), RefreshAfter: now.Add(30 * time.Minute)}
+}
+
+// TestPumpConnectionsThatFailAtOnceBackOff: a leaf's link comes up but fails its first
+// send, again and again (the hub detaching it on a message it will never take). Each
+// such connection is one more failure in a row, so the leaf's reconnects back off to
+// Max rather than coming every Min because the dial itself succeeded; the other leaf
+// delivers meanwhile.
+func TestPumpConnectionsThatFailAtOnceBackOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		u := newUpstream(true)
+		u.poison["leaf-000"] = true
+		q, err := queue.Open(queue.Options{Path: filepath.Join(t.TempDir(), "q.db"), Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		p := newPump(q, backoff.Policy{Min: time.Second, Max: time.Minute, Rand: func() float64 { return 0.999999 }},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), 2, 2)
+		for _, id := range []string{"leaf-000", "leaf-001"} {
+			src := &tokens{}
+			src.set("t-" + id)
+			p.add(id, fakeDialer{u: u, id: id}, src)
+		}
+		q.OnPut(p.schedule)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- p.run(ctx) }()
+		for _, id := range []string{"leaf-000", "leaf-001"} {
+			if err := q.Put(id, telemetry.Message{Body: []byte("m")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(10 * time.Minute)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// 1, 2, 4, … 32 s, then a minute each: about 15 dials in 10 minutes.
+		if n := u.count(u.dials, "leaf-000"); n > 25 {
+			t.Errorf("dials of the failing leaf in 10 minutes: got %d, want the backoff to grow to its 1 min Max", n)
+		}
+		if got := u.got["leaf-001"]; len(got) != 1 {
+			t.Errorf("the other leaf at the hub: got %v, want its message", got)
+		}
+	})
 }

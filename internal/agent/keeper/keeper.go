@@ -111,8 +111,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 	now := k.o.Now()
 	next := k.boot(now)
 	var (
-		failures    int // consecutive failed fetches
-		invalidated int // consecutive invalidations
+		failures    int  // consecutive failed fetches
+		invalidated int  // consecutive invalidations
+		refetch     bool // the pending fetch is for an invalidation
 		lastFetch   time.Time
 	)
 	timer := time.NewTimer(max(0, next.Sub(now)))
@@ -127,6 +128,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 				continue // already retrying on a schedule
 			}
 			invalidated++
+			refetch = true
 			at := lastFetch.Add(k.o.Backoff.Delay(invalidated, 0))
 			k.log.Warn("token refused by a peer; fetching a new one", "in", max(0, at.Sub(k.o.Now())).Round(time.Millisecond).String())
 			timer.Reset(max(0, at.Sub(k.o.Now())))
@@ -175,8 +177,13 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if !at.After(now.Add(k.o.Backoff.Min / 2)) {
 			at = now.Add(k.o.Backoff.Min / 2) // never spin on a degenerate lifetime
 		}
-		// A scheduled refresh ends a run of invalidations.
-		invalidated = 0
+		// A scheduled refresh ends a run of invalidations; the refetch an invalidation
+		// asked for does not (its token may be refused too: the next refetch then waits
+		// longer).
+		if !refetch {
+			invalidated = 0
+		}
+		refetch = false
 		timer.Reset(at.Sub(now))
 	}
 }

@@ -270,3 +270,34 @@ func TestInvalidateFetchesAgainButNotInALoop(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusalsInARowBackOff: a peer that refuses every token (the device disabled at
+// the hub, the hub's keys rotated) makes the link invalidate each new token as soon as
+// it tries it. Each refetch then comes later than the one before, up to the backoff's
+// Max — the refetch an invalidation causes does not end the run of refusals, only a
+// scheduled refresh does — instead of a fetch and a hub connection every Min, forever.
+func TestRefusalsInARowBackOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{lifetime: time.Hour}
+		h := &token.Holder{}
+		k, cancel := start(t, keeper.Options{Fetcher: f, Holder: h,
+			Backoff: backoff.Policy{Min: time.Second, Max: time.Minute, Rand: noJitter}})
+		defer cancel()
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go token.Watch(ctx, h, func(token.Token) { k.Invalidate() }) // the refusing peer
+		time.Sleep(10 * time.Minute)
+		stop()
+		synctest.Wait()
+		calls := f.Calls()
+		// 1, 2, 4, 8, 16, 32 s, then a minute each: about 15 fetches in 10 minutes.
+		if len(calls) > 20 {
+			t.Errorf("fetches in 10 minutes of refusals: got %d, want the backoff to grow to its 1 min Max", len(calls))
+		}
+		if n := len(calls); n >= 2 {
+			if gap := calls[n-1].Sub(calls[n-2]); gap < 30*time.Second {
+				t.Errorf("last gap between fetches: got %v, want about the 1 min Max", gap)
+			}
+		}
+	})
+}

@@ -119,6 +119,17 @@ type session struct {
 	conn    Conn
 	tok     token.Token
 	changed <-chan struct{}
+	// since is when it connected; sent counts the messages the peer accepted on it.
+	since time.Time
+	sent  int
+}
+
+// proved reports whether s was a working connection: it had a message accepted, or it
+// stayed up longer than the longest backoff. Only then does its loss end a run of
+// failures; a connection that breaks at once (a broker dropping it on the first
+// message) is one more failure in a row.
+func (l *Loop) proved(s *session) bool {
+	return s.sent > 0 || l.o.Now().Sub(s.since) >= l.o.Backoff.Max
 }
 
 // Run keeps the link up until ctx ends; it returns nil then, or the Dialer's Endpoint
@@ -150,18 +161,18 @@ func (l *Loop) Run(ctx context.Context) error {
 			token.Sleep(ctx, d, changed) // a new token is worth trying at once
 			continue
 		}
-		failures = 0
 		l.stats.Update(func(s *Stats) { s.Connects++ })
 		l.log.Info("connected", "host", host, "transport", transport,
 			"tokenValidFor", tok.Remaining(l.o.Now()).Round(time.Second).String())
 
-		sess := &session{conn: c, tok: tok, changed: changed}
+		sess := &session{conn: c, tok: tok, changed: changed, since: l.o.Now()}
 		reason, err := l.serve(ctx, sess, &pending, &msgs)
 		switch reason {
 		case endCtx:
 			c.Close(true)
 			return nil
 		case endRotated:
+			failures = 0
 			l.stats.Update(func(s *Stats) { s.Rotations++ })
 			l.log.Info("new token; reconnecting with it", "oldTokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
 			c.Close(true)
@@ -169,9 +180,14 @@ func (l *Loop) Run(ctx context.Context) error {
 			c.Close(false)
 			l.stats.Update(func(s *Stats) { s.Lost++ })
 			l.checkRefused(err)
-			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String())
-			failures = 1
-			token.Sleep(ctx, l.o.Backoff.Delay(1, 0), nil)
+			if l.proved(sess) {
+				failures = 0
+			}
+			failures++
+			d := l.o.Backoff.Delay(failures, 0)
+			l.log.Warn("connection lost", "error", err.Error(), "tokenValidFor", sess.tok.Remaining(l.o.Now()).Round(time.Millisecond).String(),
+				"attempt", failures, "retryIn", d.Round(time.Millisecond).String())
+			token.Sleep(ctx, d, nil)
 		}
 	}
 	return nil
@@ -199,6 +215,7 @@ func (l *Loop) serve(ctx context.Context, s *session, pending **telemetry.Messag
 				return endLost, err
 			}
 			*pending = nil
+			s.sent++
 		}
 		select {
 		case <-ctx.Done():

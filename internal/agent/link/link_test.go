@@ -239,3 +239,47 @@ func asConn(r any) *conn {
 	}
 	return nil
 }
+
+// poisonDialer connects every time; each connection fails every send at once, like a
+// broker that drops the connection on a message it will never take.
+type poisonDialer struct {
+	mu     sync.Mutex
+	dialed int
+}
+
+func (d *poisonDialer) Endpoint(token.Token) (string, string, error) { return "hub", "tcp", nil }
+
+func (d *poisonDialer) Dial(context.Context, token.Token) (link.Conn, error) {
+	d.mu.Lock()
+	d.dialed++
+	d.mu.Unlock()
+	c := newConn()
+	c.failSend = errors.New("connection closed by the broker")
+	return c, nil
+}
+
+// TestConnectionsThatFailAtOnceBackOff: connecting succeeds but the connection fails
+// its first send, again and again. Each such connection counts as a failure in a row, so
+// the reconnects back off to Max — not a connection every Min forever because the
+// connect itself succeeded.
+func TestConnectionsThatFailAtOnceBackOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &source{}
+		src.Set(tok("t1", 24*time.Hour))
+		msgs := make(chan telemetry.Message, 1)
+		msgs <- telemetry.Message{Body: []byte("poison")}
+		d := &poisonDialer{}
+		l := link.New(d, link.Options{Source: src, Messages: msgs, Logger: discard(),
+			Backoff: backoff.Policy{Min: time.Second, Max: time.Minute, Rand: func() float64 { return 0.999999 }}})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- l.Run(ctx) }()
+		time.Sleep(10 * time.Minute)
+		cancel()
+		<-done
+		// 1, 2, 4, … 32 s, then a minute each: about 15 connections in 10 minutes.
+		if d.dialed > 25 {
+			t.Errorf("connections in 10 minutes: got %d, want the backoff to grow to its 1 min Max", d.dialed)
+		}
+	})
+}

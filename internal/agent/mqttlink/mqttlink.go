@@ -45,6 +45,10 @@ type Options struct {
 	link.Common
 	// OnC2D receives cloud-to-device messages; nil means do not subscribe.
 	OnC2D func(Delivery)
+	// OnC2DAck, when set, receives them instead and decides whether each is
+	// acknowledged: one it returns false for is not, so the hub keeps it and sends it
+	// again (IoT Hub: when the device subscribes on a later connection).
+	OnC2DAck func(Delivery) bool
 	// QoS of telemetry: 0 or 1 (default 1, at least once).
 	QoS          byte
 	KeepAlive    time.Duration
@@ -190,14 +194,12 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 			defer cancel()
 			return broker.Dial(dctx, tlsConf)
 		})
-	if l.o.OnC2D != nil {
+	onC2D := l.c2dHandler()
+	if onC2D != nil {
 		// A resumed session (clean session off) can deliver before SUBSCRIBE below
 		// registers its route; without a default handler paho would drop such a
 		// message.
-		opts.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			l.received.Add(1)
-			l.o.OnC2D(Delivery{Topic: m.Topic(), Payload: m.Payload()})
-		})
+		opts.SetDefaultPublishHandler(onC2D).SetAutoAckDisabled(l.o.OnC2DAck != nil)
 	}
 	c.cl = paho.NewClient(opts)
 	t := c.cl.Connect()
@@ -213,22 +215,39 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 		}
 		return nil, err
 	}
-	if l.o.OnC2D != nil && len(p.Topics.Subscribe) > 0 {
+	if onC2D != nil && len(p.Topics.Subscribe) > 0 {
 		// Subscribe before the link counts as up, so no C2D message falls into a gap.
 		filters := make(map[string]byte, len(p.Topics.Subscribe))
 		for _, f := range p.Topics.Subscribe {
 			filters[f] = 1
 		}
-		st := c.cl.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
-			l.received.Add(1)
-			l.o.OnC2D(Delivery{Topic: m.Topic(), Payload: m.Payload()})
-		})
+		st := c.cl.SubscribeMultiple(filters, onC2D)
 		if !st.WaitTimeout(l.o.Timeout) || st.Error() != nil {
 			c.cl.Disconnect(0)
 			return nil, fmt.Errorf("subscribe to C2D: %v", st.Error())
 		}
 	}
 	return c, nil
+}
+
+// c2dHandler hands a C2D message to OnC2DAck (acknowledging it only when that says
+// so) or OnC2D (always acknowledged); nil when neither is set.
+func (l *Link) c2dHandler() paho.MessageHandler {
+	switch {
+	case l.o.OnC2DAck != nil:
+		return func(_ paho.Client, m paho.Message) {
+			l.received.Add(1)
+			if l.o.OnC2DAck(Delivery{Topic: m.Topic(), Payload: m.Payload()}) {
+				m.Ack()
+			}
+		}
+	case l.o.OnC2D != nil:
+		return func(_ paho.Client, m paho.Message) {
+			l.received.Add(1)
+			l.o.OnC2D(Delivery{Topic: m.Topic(), Payload: m.Payload()})
+		}
+	}
+	return nil
 }
 
 // PropertyBag encodes properties as IoT Hub reads them at the end of the telemetry

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/token"
+	"github.com/tokensvc/tokensvc/internal/agent/unixsock"
 )
 
 // Config configures a Sink.
@@ -106,13 +106,8 @@ func (s *Sink) text(w http.ResponseWriter, v string) {
 // Run serves the token from src until ctx ends; it returns nil then, or an error when
 // the socket cannot be served.
 func (s *Sink) Run(ctx context.Context, src token.Source) error {
-	_ = os.Remove(s.path) // a stale socket from a previous run
-	ln, err := net.Listen("unix", s.path)
+	ln, err := unixsock.Listen(s.path, s.mode)
 	if err != nil {
-		return fmt.Errorf("token socket: %w", err)
-	}
-	if err := os.Chmod(s.path, s.mode); err != nil {
-		ln.Close()
 		return fmt.Errorf("token socket: %w", err)
 	}
 	srv := &http.Server{Handler: s.Handler(src), ReadHeaderTimeout: 5 * time.Second}

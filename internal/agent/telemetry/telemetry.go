@@ -12,8 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
+
+	"github.com/tokensvc/tokensvc/internal/agent/unixsock"
 )
 
 // Message is one telemetry message.
@@ -60,39 +61,81 @@ func Parse(line []byte, f Format) (Message, error) {
 	return m, nil
 }
 
-// ReadLines sends every line of r to out until r ends (nil) or ctx ends (its error).
-// Lines that do not parse are logged and skipped.
+// ReadLines sends every line of r to out until r ends (nil), ctx ends (its error) or
+// reading fails. Lines that do not parse, and lines longer than MaxLine, are logged and
+// skipped.
 func ReadLines(ctx context.Context, r io.Reader, f Format, out chan<- Message, log *slog.Logger) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
-	for sc.Scan() {
-		if len(sc.Bytes()) == 0 {
-			continue
+	return EachLine(r, MaxLine, func(line []byte) error {
+		if len(line) == 0 {
+			return nil
 		}
-		m, err := Parse(sc.Bytes(), f)
+		m, err := Parse(line, f)
 		if err != nil {
 			log.Warn("telemetry line skipped", "error", err.Error())
-			continue
+			return nil
 		}
 		select {
 		case out <- m:
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}, func() { log.Warn("telemetry line skipped", "error", fmt.Sprintf("longer than %d bytes", MaxLine)) })
+}
+
+// EachLine calls fn with every line of r, without its line end ("\n" or "\r\n"), and
+// tooLong for every line longer than max bytes, which is skipped; either way reading
+// goes on with the next line. A last line without a line end is taken at a clean EOF
+// only: a line cut off by a broken stream is not. fn must not keep the slice. EachLine
+// returns nil at EOF, fn's first error, or the read error.
+func EachLine(r io.Reader, max int, fn func(line []byte) error, tooLong func()) error {
+	br := bufio.NewReaderSize(r, 4<<10)
+	var line []byte
+	skipping := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case skipping:
+		case len(line)+len(chunk) > max+2: // the line and its "\r\n"
+			skipping, line = true, line[:0]
+		default:
+			line = append(line, chunk...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the rest of the line follows
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		end := len(line)
+		if end > 0 && line[end-1] == '\n' {
+			end--
+			if end > 0 && line[end-1] == '\r' {
+				end--
+			}
+		}
+		switch {
+		case skipping:
+			tooLong()
+		case end > max:
+			tooLong()
+		case err == nil || end > 0:
+			if ferr := fn(line[:end]); ferr != nil {
+				return ferr
+			}
+		}
+		line, skipping = line[:0], false
+		if err != nil { // io.EOF
+			return nil
+		}
 	}
-	return sc.Err()
 }
 
 // ServeSocket listens on a Unix stream socket at path (mode 0660) and reads lines from
 // every connection into out until ctx ends.
 func ServeSocket(ctx context.Context, path string, f Format, out chan<- Message, log *slog.Logger) error {
-	_ = os.Remove(path) // a stale socket from a previous run
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o660)
 	if err != nil {
-		return fmt.Errorf("telemetry socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
 		return fmt.Errorf("telemetry socket: %w", err)
 	}
 	return ServeConns(ctx, ln, "telemetry socket", func(c net.Conn) error { return ReadLines(ctx, c, f, out, log) }, log)

@@ -2,12 +2,15 @@ package telemetry_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
@@ -74,5 +77,27 @@ func TestServeSocket(t *testing.T) {
 	}
 	if _, err := c1.Read(make([]byte, 1)); err == nil {
 		t.Error("a connection was left open after ServeSocket returned")
+	}
+}
+
+// TestReadLinesSkipsOnlyAnOverlongLine: a line longer than MaxLine from the local
+// program is skipped (and logged) on its own; the lines after it are still read — on
+// standard input, ending the input would end the device's telemetry until a restart.
+// A line cut off by a broken stream is not sent as if whole.
+func TestReadLinesSkipsOnlyAnOverlongLine(t *testing.T) {
+	in := io.MultiReader(strings.NewReader("before\n"+strings.Repeat("x", telemetry.MaxLine+10)+"\nafter\r\ncut-o"),
+		iotest.ErrReader(errors.New("read error")))
+	out := make(chan telemetry.Message, 10)
+	err := telemetry.ReadLines(t.Context(), in, telemetry.Raw, out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	close(out)
+	var got []string
+	for m := range out {
+		got = append(got, string(m.Body))
+	}
+	if strings.Join(got, ",") != "before,after" {
+		t.Errorf("messages: got %.40q, want before,after", got)
+	}
+	if err == nil {
+		t.Error("ReadLines: got nil, want the read error")
 	}
 }

@@ -66,6 +66,25 @@ func (p *AMQPPeer) C2D(device, body string) error {
 	return err
 }
 
+// Release makes the peer settle device's next n telemetry messages as released instead
+// of accepting them (AMQP's "not processed, send it again"); each is reported as a
+// "released" event, not a "message" one. It returns once the peer has taken the
+// command, so a message sent after that is released.
+func (p *AMQPPeer) Release(tb testing.TB, device string, n int) {
+	tb.Helper()
+	armed := len(p.Events("release-armed"))
+	line, _ := json.Marshal(map[string]any{"release": map[string]any{"device": device, "count": n}})
+	p.mu.Lock()
+	_, err := p.stdin.Write(append(line, '\n'))
+	p.mu.Unlock()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	WaitFor(tb, "the peer to take the release command", 10*time.Second, func() bool {
+		return len(p.Events("release-armed")) > armed
+	})
+}
+
 // RequireNode returns the node binary and the peer script, or skips the test (fails it
 // when CI is set) if node or the peer's npm packages are missing.
 func RequireNode(tb testing.TB) (node, script string) {

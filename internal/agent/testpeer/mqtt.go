@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +44,8 @@ type Published struct {
 // {hub}/{clientId}/?api-version=2021-04-12. It drops a connection the moment its token
 // expires (IoT Hub does, after a grace period; this broker allows none), and lets a
 // device publish only to its own telemetry topic and subscribe only to its own C2D topic.
+// Like IoT Hub it keeps each cloud-to-device message until the device acknowledges it
+// (PUBACK), and sends the unacknowledged ones again when the device subscribes again.
 type MQTTBroker struct {
 	// TLSAddr and WSAddr are where it listens (MQTT over TLS, and over WebSocket with
 	// TLS at /$iothub/websocket).
@@ -59,6 +63,15 @@ type MQTTBroker struct {
 	published []Published
 	passwords []string
 	timers    map[*mqtt.Client]*time.Timer
+
+	c2dNext     int
+	c2dPending  map[string][]c2dMessage      // device -> messages not yet acknowledged
+	c2dInflight map[string]map[uint16]string // device -> packet ID -> message ID
+}
+
+type c2dMessage struct {
+	id      string
+	payload []byte
 }
 
 // Tokens returns every token the broker accepted, for tests that scan logs for them.
@@ -83,7 +96,8 @@ var errTokenExpired = errors.New("SAS token expired")
 // StartMQTT starts a broker on loopback; it stops when the test ends.
 func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	tb.Helper()
-	b := &MQTTBroker{opts: o, refused: map[string]int{}, timers: map[*mqtt.Client]*time.Timer{}}
+	b := &MQTTBroker{opts: o, refused: map[string]int{}, timers: map[*mqtt.Client]*time.Timer{},
+		c2dPending: map[string][]c2dMessage{}, c2dInflight: map[string]map[uint16]string{}}
 	b.srv = mochitls.New(tb, newAuthHook(b))
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{o.Cert}, MinVersion: tls.VersionTLS12}
 	b.TLSAddr = mochitls.Listen(tb, b.srv, mochitls.Listener{ID: "tls", TLS: tlsConf})
@@ -101,9 +115,26 @@ func StartMQTT(tb testing.TB, o MQTTOptions) *MQTTBroker {
 	return b
 }
 
-// C2D sends a cloud-to-device message to a device.
+// C2D sends a cloud-to-device message to a device (its message ID in the property bag,
+// $.mid) and keeps it until the device acknowledges it.
 func (b *MQTTBroker) C2D(deviceID string, payload []byte) error {
-	return b.srv.Publish("devices/"+deviceID+"/messages/devicebound/%24.mid=1", payload, false, 1)
+	b.mu.Lock()
+	b.c2dNext++
+	m := c2dMessage{id: strconv.Itoa(b.c2dNext), payload: append([]byte(nil), payload...)}
+	b.c2dPending[deviceID] = append(b.c2dPending[deviceID], m)
+	b.mu.Unlock()
+	return b.sendC2D(deviceID, m)
+}
+
+func (b *MQTTBroker) sendC2D(deviceID string, m c2dMessage) error {
+	return b.srv.Publish("devices/"+deviceID+"/messages/devicebound/%24.mid="+m.id, m.payload, false, 1)
+}
+
+// C2DPending is how many cloud-to-device messages device has not acknowledged.
+func (b *MQTTBroker) C2DPending(deviceID string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.c2dPending[deviceID])
 }
 
 // MQTTStats summarise what the broker saw.
@@ -167,6 +198,7 @@ type authHook struct {
 func newAuthHook(b *MQTTBroker) *authHook {
 	return &authHook{Hook: mochitls.Hook{Name: "iothub-sas", Events: []byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublish,
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnSubscribed,
 	}}, b: b}
 }
 
@@ -197,6 +229,48 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		t.Stop()
 		delete(h.b.timers, cl)
 	}
+	delete(h.b.c2dInflight, cl.ID) // unacknowledged messages stay pending
+}
+
+// OnQosPublish notes which packet carries which C2D message.
+func (h *authHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	_, id, ok := strings.Cut(pk.TopicName, "/messages/devicebound/%24.mid=")
+	if !ok {
+		return
+	}
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if h.b.c2dInflight[cl.ID] == nil {
+		h.b.c2dInflight[cl.ID] = map[uint16]string{}
+	}
+	h.b.c2dInflight[cl.ID][pk.PacketID] = id
+}
+
+// OnQosComplete: the device acknowledged a C2D message; it is no longer kept.
+func (h *authHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	id, ok := h.b.c2dInflight[cl.ID][pk.PacketID]
+	if !ok {
+		return
+	}
+	delete(h.b.c2dInflight[cl.ID], pk.PacketID)
+	h.b.c2dPending[cl.ID] = slices.DeleteFunc(h.b.c2dPending[cl.ID], func(m c2dMessage) bool { return m.id == id })
+}
+
+// OnSubscribed sends a device's unacknowledged C2D messages again when it subscribes.
+func (h *authHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	h.b.mu.Lock()
+	pending := slices.Clone(h.b.c2dPending[cl.ID])
+	h.b.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	go func() {
+		for _, m := range pending {
+			_ = h.b.sendC2D(cl.ID, m)
+		}
+	}()
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

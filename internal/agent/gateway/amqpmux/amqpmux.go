@@ -50,15 +50,16 @@ type Options struct {
 	Properties map[string]string
 	// OnC2D receives each leaf's cloud-to-device messages; nil attaches no receiver.
 	// A leaf's C2D link is attached only while SetC2D says it wants one (its device
-	// is connected to the local broker) and it holds one of MaxReceivers slots: go-amqp
-	// holds ~80 KiB per receiver (two 5,000-entry queues sized by its fixed session
-	// window), and the hub keeps C2D messages for a leaf without a link.
+	// is subscribed to its C2D topic on the local broker) and it holds one of
+	// MaxReceivers slots: go-amqp holds ~80 KiB per receiver (two 5,000-entry queues
+	// sized by its fixed session window), and the hub keeps C2D messages for a leaf
+	// without a link.
 	OnC2D func(leaf string, m telemetry.Message)
 	// MaxReceivers bounds the C2D links attached at once (default 32, ≈ 2.5 MiB).
 	// When more leaves want one, the slots rotate: a link held for ReceiverDwell
 	// (default 2.5 s) is detached at the next rotation (every ReceiverDwell/4) while
 	// another leaf waits, and the longest-waiting leaf gets it. A C2D message for a
-	// waiting leaf stays at the hub meanwhile: with W leaves connected locally it
+	// waiting leaf stays at the hub meanwhile: with W leaves subscribed locally it
 	// reaches its leaf at most about (ceil(W/MaxReceivers)-1)·ReceiverDwell later
 	// (1,000 leaves: ≈ 78 s, half that on average), i.e. W divided by the attach rate
 	// MaxReceivers/ReceiverDwell (12.8 per second by default); with W ≤ MaxReceivers
@@ -205,8 +206,8 @@ func (m *Mux) Close() {
 	}
 }
 
-// SetC2D says whether leaf id wants a C2D link (its device is connected to the local
-// broker). The link is attached while the leaf also is on the connection and holds a
+// SetC2D says whether leaf id wants a C2D link (its device is subscribed to its C2D
+// topic on the local broker). The link is attached while the leaf also is on the connection and holds a
 // receiver slot (see MaxReceivers). Without OnC2D it does nothing.
 func (m *Mux) SetC2D(id string, on bool) {
 	if m.o.OnC2D == nil {

@@ -8,8 +8,8 @@ import (
 )
 
 // c2dPool decides which leaves hold one of the bounded C2D receiver slots. A leaf is
-// eligible while it wants C2D (its device is connected to the local broker) and is on
-// the connection. Up to limit eligible leaves hold a slot; the others wait in FIFO order.
+// eligible while it wants C2D (its device is subscribed to its C2D topic on the local
+// broker) and is on the connection. Up to limit eligible leaves hold a slot; the others wait in FIFO order.
 // While any leaf waits, a slot held for dwell or longer is taken back at the next
 // rotation (oldest grant first) and given to the longest-waiting leaf; the leaf that
 // gave it up goes to the back of the line. So with W eligible leaves and L slots each

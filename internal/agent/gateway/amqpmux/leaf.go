@@ -177,7 +177,7 @@ func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 	if err != nil {
 		return err
 	}
-	err = s.Send(ctx, amqplink.NewMessage(m, c.m.o.Properties), nil)
+	err = amqplink.SendAccepted(ctx, s, amqplink.NewMessage(m, c.m.o.Properties))
 	c.sendDone(err == nil)
 	if err != nil {
 		c.mu.Lock()

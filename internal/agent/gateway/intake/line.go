@@ -1,7 +1,6 @@
 package intake
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -22,6 +21,9 @@ var (
 	ErrMalformed = errors.New("want {leafId} {payload}")
 	// ErrUnknownLeaf means the leaf ID is not configured.
 	ErrUnknownLeaf = errUnknownLeaf
+	// ErrProtected means the leaf has a local MQTT password: the line intake, which
+	// authenticates nobody, would let anyone on the network send as it.
+	ErrProtected = errors.New("leaf has a local password: it sends over MQTT only")
 )
 
 // LineOptions configure the line intake.
@@ -38,9 +40,10 @@ type LineOptions struct {
 // LineStats count what the line intake did.
 type LineStats struct {
 	// Accepted counts stored messages; Unknown lines naming a leaf that is not
-	// configured; Malformed lines without a leaf ID and payload (or a payload that does
-	// not parse); Failed messages the Sink could not store.
-	Accepted, Unknown, Malformed, Failed int
+	// configured; Protected lines naming a leaf that has a local password; Malformed
+	// lines without a leaf ID and payload (or a payload that does not parse, or longer
+	// than the intake takes); Failed messages the Sink could not store.
+	Accepted, Unknown, Protected, Malformed, Failed int
 }
 
 // Lines is the line intake: UDP datagrams and TCP (or any stream's) lines.
@@ -72,7 +75,9 @@ func NewLines(o LineOptions) *Lines {
 func (l *Lines) Stats() LineStats { return l.stat.Snapshot() }
 
 // ParseLine splits "{leafId} {payload}" (one space; a trailing CR or LF is dropped)
-// and checks the leaf against leaves.
+// and checks the leaf against leaves: a configured leaf without a local password. A
+// leaf with one is refused (ErrProtected): lines carry no credential, so anyone who can
+// reach the intake could otherwise send as it.
 func ParseLine(b []byte, leaves Leaves, f telemetry.Format) (string, telemetry.Message, error) {
 	b = bytes.TrimRight(b, "\r\n")
 	id, payload, ok := bytes.Cut(b, []byte{' '})
@@ -81,6 +86,9 @@ func ParseLine(b []byte, leaves Leaves, f telemetry.Format) (string, telemetry.M
 	}
 	if !leaves.Known(string(id)) {
 		return string(id), telemetry.Message{}, ErrUnknownLeaf
+	}
+	if leaves[string(id)] != "" {
+		return string(id), telemetry.Message{}, ErrProtected
 	}
 	m, err := telemetry.Parse(payload, f)
 	if err != nil {
@@ -102,16 +110,27 @@ func (l *Lines) Handle(b []byte) error {
 		l.stat.Update(func(s *LineStats) { s.Accepted++ })
 		return nil
 	}
+	l.refuse(id, err)
+	return err
+}
+
+// refuse counts and logs a refused line.
+func (l *Lines) refuse(id string, err error) {
 	l.stat.Update(func(s *LineStats) {
-		if errors.Is(err, ErrUnknownLeaf) {
+		switch {
+		case errors.Is(err, ErrUnknownLeaf):
 			s.Unknown++
-		} else {
+		case errors.Is(err, ErrProtected):
+			s.Protected++
+		default:
 			s.Malformed++
 		}
 	})
 	l.warn(id, err)
-	return err
 }
+
+// maxIDLog is how much of a refused line's leaf ID is logged: a valid ID's length.
+const maxIDLog = 128
 
 // warn logs a refused line at once, then at most once every 10 s with how many were
 // refused since: a noisy radio must not flood the log.
@@ -123,9 +142,12 @@ func (l *Lines) warn(id string, err error) {
 		l.quiet++
 		return
 	}
+	if len(id) > maxIDLog { // anything before the first space: up to the whole line
+		id = id[:maxIDLog] + "…"
+	}
 	s := l.stat.Snapshot()
 	l.log.Warn("line refused", "leaf", id, "error", err.Error(), "refusedSinceLastLog", l.quiet+1,
-		"unknownTotal", s.Unknown, "malformedTotal", s.Malformed)
+		"unknownTotal", s.Unknown, "protectedTotal", s.Protected, "malformedTotal", s.Malformed)
 	l.lastWarn, l.quiet = now, 0
 }
 
@@ -153,15 +175,19 @@ func (l *Lines) ServeTCP(ctx context.Context, ln net.Listener) error {
 	return telemetry.ServeConns(ctx, ln, "line intake", func(c net.Conn) error { return l.ServeReader(c) }, l.log)
 }
 
-// ServeReader reads lines from r (a TCP connection, a serial device) until it ends.
+// maxLine is the longest line ServeReader takes: a leaf ID, a space and a payload of
+// MaxMessage bytes (a JSON payload's escapes included).
+const maxLine = MaxMessage + 256
+
+// ServeReader reads lines from r (a TCP connection, a serial device) until it ends. A
+// line longer than the intake takes is refused like a malformed one, and reading goes
+// on with the next line: one stream carries many leaves' lines. A line cut off by a
+// broken stream is not taken.
 func (l *Lines) ServeReader(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4<<10), MaxMessage+256)
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
+	return telemetry.EachLine(r, maxLine, func(line []byte) error {
+		if len(bytes.TrimSpace(line)) > 0 {
+			_ = l.Handle(line)
 		}
-		_ = l.Handle(sc.Bytes())
-	}
-	return sc.Err()
+		return nil
+	}, func() { l.refuse("", fmt.Errorf("%w: line longer than %d bytes", ErrMalformed, maxLine)) })
 }

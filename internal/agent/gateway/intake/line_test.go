@@ -19,8 +19,11 @@ func TestParseLine(t *testing.T) {
 		wantErr  error
 	}{
 		{name: "raw", line: "lora-1 t=21.5 rh=40\r\n", format: telemetry.Raw, wantLeaf: "lora-1", wantBody: "t=21.5 rh=40"},
-		{name: "json", line: `lora-2 {"body":"x","properties":{"k":"v"}}`, format: telemetry.JSON, wantLeaf: "lora-2", wantBody: "x", wantProp: "v"},
+		{name: "json", line: `lora-1 {"body":"x","properties":{"k":"v"}}`, format: telemetry.JSON, wantLeaf: "lora-1", wantBody: "x", wantProp: "v"},
 		{name: "unknown leaf", line: "lora-9 hello", format: telemetry.Raw, wantErr: ErrUnknownLeaf},
+		// lora-2 has a local MQTT password; a line, which anyone can send, must not
+		// speak for it.
+		{name: "leaf with a local password", line: "lora-2 forged", format: telemetry.Raw, wantErr: ErrProtected},
 		{name: "no payload", line: "lora-1", format: telemetry.Raw, wantErr: ErrMalformed},
 		{name: "empty payload", line: "lora-1 ", format: telemetry.Raw, wantErr: ErrMalformed},
 		{name: "leading space", line: " lora-1 x", format: telemetry.Raw, wantErr: ErrMalformed},

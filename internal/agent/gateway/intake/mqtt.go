@@ -9,7 +9,8 @@
 //	devices/{leafId}/messages/devicebound/#           subscribe: cloud-to-device messages
 //
 // A leaf connects with its leaf ID as client ID (and the local password the operator
-// set for it, when one is set) and may publish and subscribe only under its own ID.
+// set for it, when one is set) and may publish and subscribe only under its own ID; its
+// will, when it sets one, must be on its own events topic too.
 package intake
 
 import (
@@ -57,10 +58,12 @@ type MQTTOptions struct {
 	TLS    *tls.Config
 	Leaves Leaves
 	Sink   Sink
-	// OnPresence, when set, is told when a leaf's first local connection opens
-	// (true) and its last one closes (false).
-	OnPresence func(leaf string, connected bool)
-	Logger     *slog.Logger
+	// OnC2DWanted, when set, is told when a leaf comes to want its cloud-to-device
+	// messages — a live connection of it is subscribed to its C2D topic (true) — and
+	// when it no longer does (false). A connected leaf that never subscribes (one that
+	// only sends telemetry) never wants them.
+	OnC2DWanted func(leaf string, wanted bool)
+	Logger      *slog.Logger
 }
 
 // MQTTStats count what the local broker did.
@@ -69,8 +72,9 @@ type MQTTStats struct {
 	// client ID, wrong password); Denied publishes and subscriptions outside the
 	// leaf's own topics; Accepted the stored messages; Failed those the Sink could not
 	// store (not acknowledged; the leaf sends them again); Delivered the C2D messages
-	// handed to the local broker.
-	Connects, Refused, Denied, Accepted, Failed, Delivered int
+	// handed to the local broker for a subscribed leaf, Undelivered those for a leaf
+	// without a local subscription (nobody received them).
+	Connects, Refused, Denied, Accepted, Failed, Delivered, Undelivered int
 }
 
 // MQTT is the local broker.
@@ -83,8 +87,8 @@ type MQTT struct {
 
 	closeOnce sync.Once
 
-	presence sync.Mutex
-	sessions map[string]int // open connections per leaf
+	wantMu sync.Mutex
+	wanted map[string]bool // leaves that want their C2D messages, as last reported
 }
 
 // MaxMessage bounds a leaf's message (IoT Hub's own limit is 256 KiB).
@@ -116,7 +120,7 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 	// per leaf (each is accepted at the hub only after it was handed here) and of which
 	// IoT Hub keeps at most 50 per device; acknowledgements do not use this queue.
 	caps.MaximumClientWritesPending = MaxPendingWrites
-	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), sessions: map[string]int{}}
+	m := &MQTT{o: o, log: o.Logger.With("intake", "mqtt"), wanted: map[string]bool{}}
 	m.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -164,10 +168,20 @@ func (m *MQTT) Close() error {
 	return err
 }
 
+// ErrNoSubscriber means a cloud-to-device message matched no subscription of its leaf:
+// nobody would receive it.
+var ErrNoSubscriber = errors.New("the leaf has no local subscription to its cloud-to-device topic")
+
 // Deliver publishes a cloud-to-device message to leaf's local topic (QoS 1), with m's
-// properties as the topic's property bag. A leaf that is not subscribed misses it.
+// properties as the topic's property bag. A leaf that is not subscribed (a persistent
+// session's subscription counts, while it is offline too) misses it: Deliver then
+// returns ErrNoSubscriber.
 func (m *MQTT) Deliver(leaf string, msg telemetry.Message) error {
 	topic := C2DTopic(leaf) + mqttlink.PropertyBag(nil, msg.Properties)
+	if len(m.srv.Topics.Subscribers(topic).Subscriptions) == 0 {
+		m.stat.Update(func(s *MQTTStats) { s.Undelivered++ })
+		return fmt.Errorf("deliver to %s: %w", leaf, ErrNoSubscriber)
+	}
 	if err := m.srv.Publish(topic, msg.Body, false, 1); err != nil {
 		return fmt.Errorf("deliver to %s: %w", leaf, err)
 	}
@@ -184,32 +198,56 @@ func (h *leafHook) ID() string { return "gateway-leaves" }
 
 func (h *leafHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnDisconnect}, []byte{b})
 }
 
-// OnSessionEstablished and OnDisconnect count each leaf's connections (a takeover
-// opens the new one before the old one closes) and report the leaf's presence.
-func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.present(cl, 1) }
+// OnSessionEstablished (a resumed session keeps its subscriptions), OnSubscribed,
+// OnUnsubscribed and OnDisconnect check whether the leaf wants its C2D messages.
+func (h *leafHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.m.recheck(cl.ID, nil) }
 
-// OnDisconnect: see OnSessionEstablished.
-func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.present(cl, -1) }
+// OnSubscribed: see OnSessionEstablished.
+func (h *leafHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.m.recheck(cl.ID, nil) }
 
-func (m *MQTT) present(cl *mqtt.Client, delta int) {
-	if cl.Net.Inline || m.o.OnPresence == nil || !m.o.Leaves.Known(cl.ID) {
+// OnUnsubscribed: see OnSessionEstablished.
+func (h *leafHook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) { h.m.recheck(cl.ID, nil) }
+
+// OnDisconnect: see OnSessionEstablished; cl is going away.
+func (h *leafHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.m.recheck(cl.ID, cl) }
+
+// recheck reports a change in whether leaf wants its C2D messages: whether its live
+// connection (after a takeover, the new one) is subscribed to its C2D topic. gone is a
+// connection on its way out. Reports are made under the lock, so they arrive in order.
+func (m *MQTT) recheck(leaf string, gone *mqtt.Client) {
+	if m.o.OnC2DWanted == nil || !m.o.Leaves.Known(leaf) {
 		return
 	}
-	m.presence.Lock()
-	before := m.sessions[cl.ID]
-	after := max(0, before+delta)
-	m.sessions[cl.ID] = after
-	m.presence.Unlock()
-	if (before == 0) != (after == 0) {
-		m.o.OnPresence(cl.ID, after > 0)
+	m.wantMu.Lock()
+	defer m.wantMu.Unlock()
+	now := m.wantsC2D(leaf, gone)
+	if now != m.wanted[leaf] {
+		m.wanted[leaf] = now
+		m.o.OnC2DWanted(leaf, now)
 	}
+}
+
+func (m *MQTT) wantsC2D(leaf string, gone *mqtt.Client) bool {
+	cl, ok := m.srv.Clients.Get(leaf)
+	if !ok || cl == gone || cl.Closed() {
+		return false
+	}
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if strings.HasPrefix(filter, C2DTopic(leaf)) {
+			return true
+		}
+	}
+	return false
 }
 
 // OnConnectAuthenticate admits configured leaves only, each with its local password
-// when the operator set one.
+// when the operator set one. A will (last will and testament) must be on the leaf's own
+// events topic, as IoT Hub requires: the broker publishes a will itself when the
+// connection breaks, past OnACLCheck, so a will elsewhere would let a leaf forge a
+// message on any topic — another leaf's cloud-to-device topic among them.
 func (h *leafHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	want, ok := h.m.o.Leaves[cl.ID]
 	if ok && want != "" {
@@ -218,6 +256,12 @@ func (h *leafHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if !ok {
 		h.m.stat.Update(func(s *MQTTStats) { s.Refused++ })
 		h.m.log.Warn("leaf connection refused", "clientId", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	if pk.Connect.WillFlag && !ownEvents(cl.ID, pk.Connect.WillTopic) {
+		h.m.stat.Update(func(s *MQTTStats) { s.Refused++ })
+		h.m.log.Warn("leaf connection refused: will outside the leaf's own events topic", "clientId", cl.ID,
+			"remote", cl.Net.Remote, "willTopic", pk.Connect.WillTopic)
 		return false
 	}
 	h.m.stat.Update(func(s *MQTTStats) { s.Connects++ })
@@ -232,7 +276,7 @@ func (h *leafHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	var ok bool
 	if write {
-		ok = strings.HasPrefix(topic, EventsTopic(cl.ID)) || topic == strings.TrimSuffix(EventsTopic(cl.ID), "/")
+		ok = ownEvents(cl.ID, topic)
 	} else {
 		ok = strings.HasPrefix(topic, C2DTopic(cl.ID))
 	}
@@ -241,6 +285,11 @@ func (h *leafHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.m.log.Warn("leaf denied a topic outside its own", "clientId", cl.ID, "topic", topic, "publish", write)
 	}
 	return ok
+}
+
+// ownEvents reports whether topic is leaf's events topic, with or without a property bag.
+func ownEvents(leaf, topic string) bool {
+	return strings.HasPrefix(topic, EventsTopic(leaf)) || topic == strings.TrimSuffix(EventsTopic(leaf), "/")
 }
 
 // OnPublish stores the leaf's message before the broker acknowledges it; a message the

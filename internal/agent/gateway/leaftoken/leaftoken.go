@@ -204,7 +204,10 @@ func (k *Keeper) dueNow() []string {
 	}
 	var ids []string
 	for id, l := range k.leaves {
-		window := min(k.o.Coalesce, l.lifetime/20)
+		window := k.o.Coalesce // a leaf without a token yet
+		if l.lifetime > 0 {
+			window = min(window, l.lifetime/20)
+		}
 		if !l.due.After(now.Add(window)) {
 			ids = append(ids, id)
 		}
@@ -250,13 +253,19 @@ func (k *Keeper) fetch(ctx context.Context, ids []string) {
 			ra = fe.RetryAfter
 		}
 		k.stats.Update(func(s *Stats) { s.CallsFailed++ })
+		// The call's leaves retry together, in one call again: one delay for all (the
+		// backoff of the leaf that failed most), not a jittered timer each, which would
+		// split the call into as many calls as leaves.
 		k.mu.Lock()
-		var d time.Duration
+		attempt := 0
 		for _, id := range ids {
 			l := k.leaves[id]
 			l.failures++
-			d = k.o.Backoff.Delay(l.failures, ra)
-			l.due = now.Add(d)
+			attempt = max(attempt, l.failures)
+		}
+		d := k.o.Backoff.Delay(attempt, ra)
+		for _, id := range ids {
+			k.leaves[id].due = now.Add(d)
 		}
 		k.mu.Unlock()
 		k.log.Warn("leaf token batch failed", "error", err.Error(), "leaves", len(ids), "retryIn", d.Round(time.Millisecond).String())

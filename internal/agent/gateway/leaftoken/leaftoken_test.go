@@ -139,3 +139,82 @@ func TestFailuresRetried(t *testing.T) {
 		}
 	})
 }
+
+// outageBatcher fails every call until up, counting them, then answers like fakeBatcher.
+type outageBatcher struct {
+	fakeBatcher
+	up          time.Time
+	failedCalls int
+}
+
+func (o *outageBatcher) Batch(ctx context.Context, ids []string) ([]fetch.BatchResult, error) {
+	o.mu.Lock()
+	down := time.Now().Before(o.up)
+	if down {
+		o.failedCalls++
+	}
+	o.mu.Unlock()
+	if down {
+		return nil, &fetch.Error{Class: fetch.ErrUnavailable, Status: 503, RetryAfter: 5 * time.Second}
+	}
+	return o.fakeBatcher.Batch(ctx, ids)
+}
+
+// TestOutageAtBootRetriesByBatch: the service is down when 1,000 leaves boot. The
+// leaves of a failed call retry together, in one call again, not each on its own
+// jittered timer (no lifetime is known yet to coalesce them by) — which turned two
+// calls into hundreds against a service already answering 503.
+func TestOutageAtBootRetriesByBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ob := &outageBatcher{fakeBatcher: fakeBatcher{lifetime: time.Hour}, up: time.Now().Add(2 * time.Minute)}
+		ids := leaves(1000)
+		k := New(Options{Batcher: ob, Leaves: ids, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go k.Run(ctx)
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		for _, id := range ids {
+			if _, _, ok := k.Source(id).Current(); !ok {
+				t.Fatalf("leaf %s has no token 8 minutes after the service came back", id)
+			}
+		}
+		ob.mu.Lock()
+		defer ob.mu.Unlock()
+		// 2 minutes down, Retry-After 5 s and a backoff doubling from 1 s: about 7 rounds
+		// of 2 calls.
+		if ob.failedCalls > 40 {
+			t.Errorf("calls while the service was down: got %d, want the failed batches retried as batches (≤ 40)", ob.failedCalls)
+		}
+		t.Logf("%d failed calls, then %v", ob.failedCalls, ob.calls)
+	})
+}
+
+// TestRefusedLeavesRetryTogether: leaves the service refuses at boot (not yet the
+// gateway's children, say) retry on their own backoff; leaves without a token coalesce
+// by the coalescing window like any other, so 100 of them make a few calls per round,
+// not one call each.
+func TestRefusedLeavesRetryTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := leaves(100)
+		fb := &fakeBatcher{lifetime: time.Hour, refuse: map[string]bool{}}
+		for _, id := range ids {
+			fb.refuse[id] = true
+		}
+		k := New(Options{Batcher: fb, Leaves: ids, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go k.Run(ctx)
+		time.Sleep(30 * time.Minute)
+		synctest.Wait()
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		// About 14 rounds of backoff (1 s doubling to 5 min) in 30 minutes.
+		if len(fb.calls) > 200 {
+			t.Errorf("calls for 100 refused leaves in 30 min: got %d, want them coalesced (≤ 200)", len(fb.calls))
+		}
+		if s := k.Stats(); s.LeafErrors < 100 {
+			t.Errorf("leaf errors: got %d, want every leaf refused and retried", s.LeafErrors)
+		}
+	})
+}
