@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/tokensvc/tokensvc/internal/devicecert"
+	"github.com/tokensvc/tokensvc/internal/httpapi"
 	"github.com/tokensvc/tokensvc/internal/issuerkeys"
 	"github.com/tokensvc/tokensvc/internal/store"
 	"github.com/tokensvc/tokensvc/internal/store/cachestore"
@@ -32,8 +33,10 @@ type backend struct {
 	issuerKeys issuerkeys.Backend
 	// ca signs device certificates: a CA per hub in the (encrypted) store settings
 	// with the embedded store, Vault's PKI engine with the Vault store.
-	ca    devicecert.Authority
-	ready func(ctx context.Context) (note string, err error)
+	ca devicecert.Authority
+	// backup copies the embedded store (POST /store/backup); nil with Vault.
+	backup httpapi.StoreBackup
+	ready  func(ctx context.Context) (note string, err error)
 	// tasks run for the life of the service, e.g. keeping the Vault token alive.
 	tasks []func(ctx context.Context) error
 }
@@ -78,6 +81,7 @@ func (a *App) newEmbedded() (*backend, error) {
 	be := &backend{
 		store:      a.metrics.InstrumentStore(st),
 		issuerKeys: issuerkeys.Local(), // the file encrypts the ring's setting at rest
+		backup:     st,
 		ready:      func(ctx context.Context) (string, error) { return "", st.Ping(ctx) },
 	}
 	be.ca = devicecert.NewLocal(be.store, a.o.now) // the file encrypts the CA keys too

@@ -182,6 +182,9 @@ func (a *App) newHandler(be *backend, admin *adminauth.Authenticator, operators 
 	if ring != nil {
 		deps.Keys = ring
 	}
+	if be.backup != nil {
+		deps.Backup = be.backup
+	}
 	if be.ca != nil {
 		deps.Certificates = devicecert.NewIssuer(a.store, served, be.ca, a.o.now)
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"crypto/x509"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -115,6 +116,12 @@ type Auditor interface {
 	Log(r audit.Record)
 }
 
+// StoreBackup writes a consistent copy of the store to w, calling size with its length
+// first (filestore.Store.Backup).
+type StoreBackup interface {
+	Backup(ctx context.Context, w io.Writer, size func(int64)) (int64, error)
+}
+
 // Deps are what the API needs.
 type Deps struct {
 	// Registry carries out every operator operation, reads included.
@@ -148,6 +155,9 @@ type Deps struct {
 	// "degraded" with 200. Nil means always ready.
 	Ready  func(ctx context.Context) (note string, err error)
 	Logger *slog.Logger
+	// Backup copies the embedded store for POST /store/backup; nil (the Vault store)
+	// answers 400.
+	Backup StoreBackup
 	// ImportWorkers is how many lines of a bulk import are imported at once; zero means
 	// DefaultImportWorkers, one imports them one after the other.
 	ImportWorkers int

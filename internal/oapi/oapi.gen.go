@@ -1527,6 +1527,18 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `GetReadyz` operationId).
 	GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// BackupStore A consistent copy of the embedded store's file, as of one moment.
+	//
+	// Streams the embedded store's file as it was when the call began, while writes go
+	// on: stop the service, put the copy in place of `tokensvc.db`, start it with the
+	// same master key (the copy's values stay sealed with it; the key is not in the
+	// copy). `Content-Length` is the copy's length, so a cut-off download is plain.
+	// Writes that must grow the file wait until the copy is done. The Vault store is
+	// backed up with Vault's own snapshots: 400 there.
+	//
+	// Corresponds with POST /store/backup (the `BackupStore` operationId).
+	BackupStore(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	//
 	// The device authenticates with `Authorization: Bearer <JWT>` signed with its own
@@ -2173,6 +2185,28 @@ func (c *Client) GetIssuerPublicKey(ctx context.Context, kid KeyId, reqEditors .
 // Corresponds with GET /readyz (the `GetReadyz` operationId).
 func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadyzRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BackupStore A consistent copy of the embedded store's file, as of one moment.
+//
+// Streams the embedded store's file as it was when the call began, while writes go
+// on: stop the service, put the copy in place of `tokensvc.db`, start it with the
+// same master key (the copy's values stay sealed with it; the key is not in the
+// copy). `Content-Length` is the copy's length, so a cut-off download is plain.
+// Writes that must grow the file wait until the copy is done. The Vault store is
+// backed up with Vault's own snapshots: 400 there.
+//
+// Corresponds with POST /store/backup (the `BackupStore` operationId).
+func (c *Client) BackupStore(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBackupStoreRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -3176,6 +3210,33 @@ func NewGetReadyzRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewBackupStoreRequest constructs an http.Request for the BackupStore method
+func NewBackupStoreRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/store/backup")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetTokenRequest constructs an http.Request for the GetToken method
 func NewGetTokenRequest(server string, params *GetTokenParams) (*http.Request, error) {
 	var err error
@@ -3710,6 +3771,20 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReadyz` operationId).
 	GetReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyzResponse, error)
+
+	// BackupStoreWithResponse A consistent copy of the embedded store's file, as of one moment.
+	//
+	// Streams the embedded store's file as it was when the call began, while writes go
+	// on: stop the service, put the copy in place of `tokensvc.db`, start it with the
+	// same master key (the copy's values stay sealed with it; the key is not in the
+	// copy). `Content-Length` is the copy's length, so a cut-off download is plain.
+	// Writes that must grow the file wait until the copy is done. The Vault store is
+	// backed up with Vault's own snapshots: 400 there.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /store/backup (the `BackupStore` operationId).
+	BackupStoreWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*BackupStoreResponse, error)
 
 	// GetTokenWithResponse Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	//
@@ -5240,6 +5315,82 @@ func (r GetReadyzResponse) ContentType() string {
 	return ""
 }
 
+// BackupStoreResponse200Headers the declared response headers of an HTTP 200 response for BackupStore
+type BackupStoreResponse200Headers struct {
+	ContentDisposition *string
+}
+
+// BackupStoreResponse503Headers the declared response headers of an HTTP 503 response for BackupStore
+type BackupStoreResponse503Headers struct {
+	RetryAfter *int
+}
+
+type BackupStoreResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *BackupStoreResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *BackupStoreResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r BackupStoreResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r BackupStoreResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r BackupStoreResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r BackupStoreResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r BackupStoreResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r BackupStoreResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r BackupStoreResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r BackupStoreResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetTokenResponse200Headers the declared response headers of an HTTP 200 response for GetToken
 type GetTokenResponse200Headers struct {
 	CacheControl *string
@@ -6022,6 +6173,26 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetReadyzResponse(rsp)
+}
+
+// BackupStoreWithResponse A consistent copy of the embedded store's file, as of one moment.
+//
+// Streams the embedded store's file as it was when the call began, while writes go
+// on: stop the service, put the copy in place of `tokensvc.db`, start it with the
+// same master key (the copy's values stay sealed with it; the key is not in the
+// copy). `Content-Length` is the copy's length, so a cut-off download is plain.
+// Writes that must grow the file wait until the copy is done. The Vault store is
+// backed up with Vault's own snapshots: 400 there.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /store/backup (the `BackupStore` operationId).
+func (c *ClientWithResponses) BackupStoreWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*BackupStoreResponse, error) {
+	rsp, err := c.BackupStore(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBackupStoreResponse(rsp)
 }
 
 // GetTokenWithResponse Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
@@ -7331,6 +7502,76 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	switch {
 	case rsp.StatusCode == 503:
 		var headers GetReadyzResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseBackupStoreResponse parses an HTTP response from a BackupStoreWithResponse call
+func ParseBackupStoreResponse(rsp *http.Response) (*BackupStoreResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &BackupStoreResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers BackupStoreResponse200Headers
+		if values := rsp.Header.Values("Content-Disposition"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Content-Disposition", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ContentDisposition = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers BackupStoreResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

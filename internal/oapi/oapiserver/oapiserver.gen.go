@@ -82,6 +82,9 @@ type ServerInterface interface {
 	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
+	// BackupStore A consistent copy of the embedded store's file, as of one moment.
+	// (POST /store/backup)
+	BackupStore(w http.ResponseWriter, r *http.Request)
 	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(w http.ResponseWriter, r *http.Request, params GetTokenParams)
@@ -220,6 +223,12 @@ func (_ Unimplemented) GetIssuerPublicKey(w http.ResponseWriter, r *http.Request
 // GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 // (GET /readyz)
 func (_ Unimplemented) GetReadyz(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// BackupStore A consistent copy of the embedded store's file, as of one moment.
+// (POST /store/backup)
+func (_ Unimplemented) BackupStore(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -727,6 +736,20 @@ func (siw *ServerInterfaceWrapper) GetReadyz(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// BackupStore operation middleware
+func (siw *ServerInterfaceWrapper) BackupStore(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.BackupStore(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetToken operation middleware
 func (siw *ServerInterfaceWrapper) GetToken(w http.ResponseWriter, r *http.Request) {
 
@@ -1054,6 +1077,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/issuer/keys/{kid}/certificate.pem", wrapper.GetIssuerCertificate)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/store/backup", wrapper.BackupStore)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/healthz", wrapper.GetHealthz)
@@ -2726,6 +2752,108 @@ func (response GetReadyz503ApplicationProblemPlusJSONResponse) VisitGetReadyzRes
 	return err
 }
 
+type BackupStoreRequestObject struct {
+}
+
+type BackupStoreResponseObject interface {
+	VisitBackupStoreResponse(w http.ResponseWriter) error
+}
+
+type BackupStore200ResponseHeaders struct {
+	ContentDisposition *string
+}
+
+type BackupStore200ApplicationoctetStreamResponse struct {
+	Body          io.Reader
+	Headers       BackupStore200ResponseHeaders
+	ContentLength int64
+}
+
+func (response BackupStore200ApplicationoctetStreamResponse) VisitBackupStoreResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.ContentDisposition != nil {
+		w.Header().Set("Content-Disposition", fmt.Sprint(*response.Headers.ContentDisposition))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type BackupStore400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response BackupStore400ApplicationProblemPlusJSONResponse) VisitBackupStoreResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BackupStore401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response BackupStore401ApplicationProblemPlusJSONResponse) VisitBackupStoreResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BackupStore403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response BackupStore403ApplicationProblemPlusJSONResponse) VisitBackupStoreResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BackupStore503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response BackupStore503ApplicationProblemPlusJSONResponse) VisitBackupStoreResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetTokenRequestObject struct {
 	Params GetTokenParams
 }
@@ -3258,6 +3386,9 @@ type StrictServerInterface interface {
 	// GetReadyz Readiness; 503 until the service can serve. A Vault outage alone reports degraded with 200, because cached keys are still served and other devices get a fast 503 with Retry-After — taking every replica out of its Service would be worse.
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
+	// BackupStore A consistent copy of the embedded store's file, as of one moment.
+	// (POST /store/backup)
+	BackupStore(ctx context.Context, request BackupStoreRequestObject) (BackupStoreResponseObject, error)
 	// GetToken Mint a credential (SAS token or JWT, by hub kind) and connection settings for the calling device.
 	// (GET /token)
 	GetToken(ctx context.Context, request GetTokenRequestObject) (GetTokenResponseObject, error)
@@ -3881,6 +4012,30 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetReadyzResponseObject); ok {
 		if err := validResponse.VisitGetReadyzResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// BackupStore operation middleware
+func (sh *strictHandler) BackupStore(w http.ResponseWriter, r *http.Request) {
+	var request BackupStoreRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.BackupStore(ctx, request.(BackupStoreRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "BackupStore")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(BackupStoreResponseObject); ok {
+		if err := validResponse.VisitBackupStoreResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
