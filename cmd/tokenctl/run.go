@@ -44,6 +44,9 @@ Issuer keys (sign JWT credentials; public halves at /.well-known/jwks.json):
   issuer-keys list
   issuer-keys rotate -alg RS256|ES256   (published now, signs after the publication lead)
 
+Store (embedded):
+  store backup FILE     (a consistent copy while the service runs; sealed with its master key)
+
 Environment: TOKENSVC_URL (default http://localhost:8080), TOKENSVC_ADMIN_TOKEN (required).
 Keys are read from files, never from flags, so they do not show in the process list.
 `
@@ -119,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"hubs ca":            c.hubCA,
 		"issuer-keys list":   c.issuerKeyList,
 		"issuer-keys rotate": c.issuerKeyRotate,
+		"store backup":       c.storeBackup,
 	}
 	name := rest[0] + " " + rest[1]
 	if command, ok := commands[name]; ok {

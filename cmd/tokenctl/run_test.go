@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/apptest"
 	"github.com/tokensvc/tokensvc/internal/domain"
+	"github.com/tokensvc/tokensvc/internal/store/filestore"
 )
 
 const adminToken = "tokenctl-test-admin-token-0123"
@@ -159,5 +162,39 @@ func TestTokenctlErrors(t *testing.T) {
 				t.Errorf("got error %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestTokenctlStoreBackup: store backup writes the service's copy to FILE, mode 0600,
+// a copy that opens with the service's master key and holds its devices.
+func TestTokenctlStoreBackup(t *testing.T) {
+	key := make([]byte, filestore.KeySize)
+	key[1] = 9
+	url := apptest.Start(t, apptest.Options{Config: func(c *app.Config) {
+		c.AdminToken, c.MasterKey = adminToken, base64.StdEncoding.EncodeToString(key)
+	}}).URL
+	mustCtl(t, url, "hubs", "add", "main", "-hostname", "contoso-hub.azure-devices.net")
+	mustCtl(t, url, "devices", "add", "sensor-1", "-hub", "main")
+
+	path := filepath.Join(t.TempDir(), "copy.db")
+	_, errOut, err := ctl(t, url, adminToken, "store", "backup", path)
+	if err != nil {
+		t.Fatalf("store backup: %v (stderr %q)", err, errOut)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 || !strings.Contains(errOut, fmt.Sprintf("%d bytes written", fi.Size())) {
+		t.Fatalf("the copy: %v, mode %v; stderr %q", err, fi.Mode(), errOut)
+	}
+	st, err := filestore.Open(path, key)
+	if err != nil {
+		t.Fatalf("open the copy: %v", err)
+	}
+	defer st.Close()
+	if _, err := st.GetDevice(t.Context(), "sensor-1"); err != nil {
+		t.Errorf("the copy lacks sensor-1: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("the directory holds %d entries, want only the copy (no temporary file left)", len(entries))
 	}
 }
