@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -183,6 +184,25 @@ func BenchmarkOpen100k(b *testing.B) {
 		s.Close()
 	}
 	b.ReportMetric(float64(fi.Size())/(1<<20), "file-MiB")
+}
+
+// BenchmarkBackup100k is POST /store/backup's copy of the 100,000-device file, written
+// to a discarding writer: the read side of an online backup, in MiB/s.
+func BenchmarkBackup100k(b *testing.B) {
+	path, key, _ := benchFile(b)
+	s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var n int64
+	b.ReportAllocs()
+	for b.Loop() {
+		if n, err = s.Backup(context.Background(), io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(n)
 }
 
 // BenchmarkCommitFloor measures what this machine's disk allows a bbolt commit at 10⁶
