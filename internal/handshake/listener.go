@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Listener returns ln with its connections watched so that a handshake gives its slot
@@ -31,6 +32,9 @@ func (ln *listener) Accept() (net.Conn, error) {
 // its flight.
 type watchedConn struct {
 	net.Conn
+	// holding is set while the handshake holds a slot: reads and writes outside the
+	// handshake take no lock.
+	holding atomic.Bool
 
 	mu      sync.Mutex
 	release func() // set while the handshake holds a slot
@@ -43,9 +47,13 @@ func (c *watchedConn) hold(release func()) {
 	c.mu.Lock()
 	c.release = release
 	c.mu.Unlock()
+	c.holding.Store(true)
 }
 
 func (c *watchedConn) Write(p []byte) (int, error) {
+	if !c.holding.Load() {
+		return c.Conn.Write(p)
+	}
 	c.mu.Lock()
 	if c.release != nil && !c.wrote {
 		c.wrote, c.retry = true, isHelloRetry(p)
@@ -55,6 +63,9 @@ func (c *watchedConn) Write(p []byte) (int, error) {
 }
 
 func (c *watchedConn) Read(p []byte) (int, error) {
+	if !c.holding.Load() {
+		return c.Conn.Read(p)
+	}
 	var release func()
 	c.mu.Lock()
 	if c.release != nil && c.wrote {
@@ -62,6 +73,7 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 			c.wrote, c.retry = false, false // the second ClientHello comes next
 		} else {
 			release, c.release = c.release, nil
+			c.holding.Store(false)
 		}
 	}
 	c.mu.Unlock()
