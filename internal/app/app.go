@@ -83,7 +83,9 @@ type App struct {
 	handler   http.Handler
 	tls       *tls.Config
 	connState func(net.Conn, http.ConnState)
-	tasks     []func(context.Context) error
+	// listen wraps the API listener (the handshake bound's), nil when nothing does.
+	listen func(net.Listener) net.Listener
+	tasks  []func(context.Context) error
 	// closers undo what New opened (audit file, store, metrics listener), last first.
 	closers []func() error
 

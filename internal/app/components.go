@@ -80,6 +80,9 @@ func (a *App) newAudit() (*audit.Logger, error) {
 			return nil, err
 		}
 		a.onClose(f.Close)
+		f.OnRotateError(func(err error) {
+			a.log.Error("audit file not rotated; records go on to the current file", "error", err.Error())
+		})
 		return audit.New(f, a.o.now, onError), nil
 	}
 	return audit.New(a.o.stdout, a.o.now, onError), nil

@@ -49,7 +49,7 @@ func (a *App) newTLS() (*tls.Config, error) {
 		// takes from ReadHeaderTimeout), so it fails on its own terms.
 		lim := handshake.New(a.cfg.MaxHandshakes, readHeaderTimeout-time.Second)
 		c = lim.Config(c)
-		a.connState = lim.ConnState
+		a.connState, a.listen = lim.ConnState, lim.Listener
 		a.metrics.RegisterHandshakes(lim)
 	}
 	return c, nil
@@ -80,6 +80,9 @@ func (a *App) Server() *http.Server {
 func (a *App) ServeOn(srv *http.Server, ln net.Listener) error {
 	var err error
 	if a.tls != nil {
+		if a.listen != nil {
+			ln = a.listen(ln) // a stalled client's handshake gives its slot back
+		}
 		err = srv.ServeTLS(ln, "", "") // the certificate is in srv.TLSConfig
 	} else {
 		err = srv.Serve(ln)

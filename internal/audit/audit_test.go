@@ -122,3 +122,50 @@ func FuzzParseSink(f *testing.F) {
 		}
 	})
 }
+
+// TestRotatingFileRotationFails blocks rotation (audit.log.1 is a directory that is not
+// empty): the records must still be written, to the current file, the failure
+// reported, and rotation must work again once the obstacle is gone.
+func TestRotatingFileRotationFails(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	blocker := path + ".1"
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := audit.OpenRotating(path, 100, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	var rotateErrs int
+	rf.OnRotateError(func(error) { rotateErrs++ })
+	line := func(i int) []byte { return fmt.Appendf(nil, "%039d\n", i) } // 40 bytes
+	for i := range 4 {                                                   // rotation due at line 2
+		if _, err := rf.Write(line(i)); err != nil {
+			t.Fatalf("line %d with rotation blocked: %v", i, err)
+		}
+	}
+	if rotateErrs == 0 {
+		t.Error("rotation failed unreported")
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rf.Write(line(4)); err != nil {
+		t.Fatalf("line 4 after the obstacle went: %v", err)
+	}
+	want := map[string]string{
+		"audit.log.1": string(line(0)) + string(line(1)) + string(line(2)) + string(line(3)),
+		"audit.log":   string(line(4)),
+	}
+	for name, content := range want {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != content {
+			t.Errorf("%s: got %q, want %q", name, b, content)
+		}
+	}
+}

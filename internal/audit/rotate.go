@@ -19,6 +19,17 @@ type RotatingFile struct {
 	mu   sync.Mutex
 	f    *os.File
 	size int64
+	// retryAt is the size from which a rotation that failed is tried again.
+	retryAt       int64
+	onRotateError func(error)
+}
+
+// OnRotateError sets f to be told of each rotation that failed; the records go on
+// to the current file meanwhile.
+func (rf *RotatingFile) OnRotateError(f func(error)) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	rf.onRotateError = f
 }
 
 // OpenRotating opens (or creates, 0600) path for appending.
@@ -51,16 +62,22 @@ func (rf *RotatingFile) open() error {
 }
 
 // Write appends p, rotating first when p would not fit. A single record larger than
-// MaxBytes still goes to a file of its own.
+// MaxBytes still goes to a file of its own. A rotation that fails loses no record: p
+// goes to the current file, past MaxBytes, and rotation is tried again once the file
+// has grown by another tenth of MaxBytes (so a lasting failure does not shift the old
+// files out one write at a time).
 func (rf *RotatingFile) Write(p []byte) (int, error) {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
 	if rf.f == nil {
 		return 0, fs.ErrClosed
 	}
-	if rf.size > 0 && rf.size+int64(len(p)) > rf.maxBytes {
+	if rf.size > 0 && rf.size+int64(len(p)) > rf.maxBytes && rf.size >= rf.retryAt {
 		if err := rf.rotate(); err != nil {
-			return 0, err
+			rf.retryAt = rf.size + max(rf.maxBytes/10, 1)
+			if rf.onRotateError != nil {
+				rf.onRotateError(err)
+			}
 		}
 	}
 	n, err := rf.f.Write(p)
@@ -68,11 +85,9 @@ func (rf *RotatingFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// rotate moves the files aside and opens a new one; the current file stays open, and
+// in use, until the new one is.
 func (rf *RotatingFile) rotate() error {
-	if err := rf.f.Close(); err != nil {
-		return fmt.Errorf("close audit file: %w", err)
-	}
-	rf.f = nil
 	name := func(i int) string { return fmt.Sprintf("%s.%d", rf.path, i) }
 	if rf.keep == 0 {
 		if err := os.Remove(rf.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -89,7 +104,15 @@ func (rf *RotatingFile) rotate() error {
 			return fmt.Errorf("rotate audit file: %w", err)
 		}
 	}
-	return rf.open()
+	old := rf.f
+	if err := rf.open(); err != nil {
+		return err // old, now renamed, keeps the records
+	}
+	rf.retryAt = 0
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("close rotated audit file: %w", err)
+	}
+	return nil
 }
 
 // Close closes the current file.

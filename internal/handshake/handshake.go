@@ -9,7 +9,8 @@
 //
 // A slot is taken once the ClientHello has arrived (a connection that never sends one
 // holds none) and given back when the handshake completes, or when the connection ends
-// without completing it.
+// without completing it — or, on a Listener's connections, as soon as the server has
+// sent its flight, so a client that stalls after its ClientHello holds none either.
 package handshake
 
 import (
@@ -61,6 +62,9 @@ func (l *Limiter) Config(base *tls.Config) *tls.Config {
 		s := &slot{}
 		l.held.Store(hello.Conn, s)
 		conn := hello.Conn
+		if wc, ok := conn.(*watchedConn); ok {
+			wc.hold(func() { l.release(conn, s) })
+		}
 		c := base.Clone()
 		c.VerifyConnection = func(cs tls.ConnectionState) error {
 			l.release(conn, s)

@@ -1,6 +1,7 @@
 package handshake_test
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -25,7 +26,7 @@ type server struct {
 	maxSeen atomic.Int32
 }
 
-func startServer(t *testing.T, n int, wait, hold time.Duration, clientAuth tls.ClientAuthType) (*server, *x509.CertPool) {
+func startServer(t *testing.T, n int, wait, hold time.Duration, clientAuth tls.ClientAuthType, opts ...func(*tls.Config)) (*server, *x509.CertPool) {
 	t.Helper()
 	ca := testpeer.NewCA(t, "handshake test CA")
 	cert, pool := ca.Issue(t, "127.0.0.1").TLS, ca.Pool()
@@ -46,6 +47,9 @@ func startServer(t *testing.T, n int, wait, hold time.Duration, clientAuth tls.C
 			return &cert, nil
 		},
 	}
+	for _, o := range opts {
+		o(base)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +59,7 @@ func startServer(t *testing.T, n int, wait, hold time.Duration, clientAuth tls.C
 		ConnState:         s.lim.ConnState,
 		ReadHeaderTimeout: 5 * time.Second,
 	}
-	go srv.Serve(tls.NewListener(ln, s.lim.Config(base)))
+	go srv.Serve(tls.NewListener(s.lim.Listener(ln), s.lim.Config(base)))
 	t.Cleanup(func() { srv.Close() })
 	s.url = "https://" + ln.Addr().String()
 	return s, pool
@@ -151,4 +155,91 @@ func TestBusyPastTheWait(t *testing.T) {
 	if st := s.lim.Stats(); st.Busy != 1 {
 		t.Errorf("stats %+v: want the refused handshake counted as busy", st)
 	}
+}
+
+// stallAfterHello connects to addr and sends a real ClientHello, waits for the server's
+// flight (the server has taken a slot by then), then reads nothing and sends nothing
+// more until the test ends: a slowloris client.
+func stallAfterHello(t *testing.T, addr string) {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	answered := make(chan struct{})
+	c := tls.Client(stalledConn{Conn: raw, answered: answered}, &tls.Config{InsecureSkipVerify: true})
+	go func() { _ = c.Handshake() }()
+	<-answered
+}
+
+// stalledConn closes answered when the server's first byte arrives and hands the
+// handshake nothing to read.
+type stalledConn struct {
+	net.Conn
+	answered chan struct{}
+}
+
+func (c stalledConn) Read([]byte) (int, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(c.Conn, b[:]); err == nil {
+		close(c.answered)
+	}
+	_, err := io.Copy(io.Discard, c.Conn) // until closed
+	return 0, cmp.Or(err, io.EOF)
+}
+
+// TestStalledClientHoldsNoSlot: clients that send a ClientHello and then stall must not
+// keep the slots until the handshake deadline (5 s here) while devices wait (1 s here)
+// and fail: the slot is back once the server has sent its flight.
+func TestStalledClientHoldsNoSlot(t *testing.T) {
+	s, pool := startServer(t, 2, time.Second, 0, tls.RequestClientCert)
+	addr := s.url[len("https://"):]
+	for range 2 {
+		stallAfterHello(t, addr)
+	}
+	if err := get(s.url, pool); err != nil {
+		t.Fatalf("with stalled clients: %v", err)
+	}
+	waitIdle(t, s.lim) // with the stalled connections still open
+	if st := s.lim.Stats(); st.Busy != 0 {
+		t.Errorf("stats %+v: want no handshake refused", st)
+	}
+}
+
+// TestHelloRetryKeepsTheSlot: a HelloRetryRequest is not the server's flight; the slot
+// stays held through the second ClientHello and the certificate work it leads to, so
+// the bound still holds for clients whose key share the server does not take.
+func TestHelloRetryKeepsTheSlot(t *testing.T) {
+	const limit, clients = 1, 6
+	p256Only := func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP256} }
+	s, pool := startServer(t, limit, 5*time.Second, 50*time.Millisecond, tls.NoClientCert, p256Only)
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			// An X25519 key share first: the server, taking P-256 only, asks again.
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13,
+					CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}},
+				DisableKeepAlives: true,
+			}}
+			resp, err := c.Get(s.url)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("request: %v", err)
+		}
+	}
+	if got := s.maxSeen.Load(); got > limit {
+		t.Errorf("%d handshakes ran their certificate work at once, want at most %d", got, limit)
+	}
+	waitIdle(t, s.lim)
 }

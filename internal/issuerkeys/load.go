@@ -63,15 +63,41 @@ func (r *Ring) current(ctx context.Context) (*snapshot, error) {
 	return r.loadLocked(ctx)
 }
 
-// reload reads the ring from the store and replaces the one in memory.
+// reload reads the ring from the store and replaces the one in memory, first writing
+// back the keys held in memory that the store lacks (see write).
 func (r *Ring) reload(ctx context.Context) (*snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reloadLocked(ctx)
+}
+
+// reloadLocked is reload with r.mu held.
+func (r *Ring) reloadLocked(ctx context.Context) (*snapshot, error) {
 	cur, err := r.read(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return r.install(cur)
+	if len(r.missingFrom(cur)) == 0 {
+		return r.install(cur)
+	}
+	return r.write(ctx, func([]storedKey) []storedKey { return nil },
+		func(back []storedKey) bool { return len(r.missingFrom(back)) == 0 })
+}
+
+// missingFrom returns the keys in memory, still published now, that stored lacks.
+func (r *Ring) missingFrom(stored []storedKey) []storedKey {
+	s := r.snap.Load()
+	if s == nil {
+		return nil
+	}
+	now := r.now()
+	var out []storedKey
+	for _, k := range s.keys {
+		if k.meta.Published(now) && !hasKey(stored, k.meta.ID) {
+			out = append(out, k.stored)
+		}
+	}
+	return out
 }
 
 // loadLocked returns the ring in memory, or reads it if there is none yet; r.mu held.
@@ -111,11 +137,23 @@ func (r *Ring) write(ctx context.Context, apply func(cur []storedKey) []storedKe
 		if err != nil {
 			return nil, err
 		}
+		// Keys held in memory, still published, that the store lacks go back in:
+		// settings have no check-and-set, so another replica's write can replace ours
+		// just after it landed (see the package documentation), and this replica may
+		// already have signed credentials with the lost key — dropping it from the key
+		// set would make them unverifiable for their whole lifetime.
+		missing := r.missingFrom(cur)
+		if len(missing) > 0 {
+			r.log.WarnContext(ctx, "issuer keys: keys held here were missing from the store (a concurrent write replaced ours); writing them back", "keys", len(missing))
+		}
 		next := apply(cur)
 		if next == nil {
-			return r.install(cur)
+			if len(missing) == 0 {
+				return r.install(cur)
+			}
+			next = cur
 		}
-		next = prune(merge(next, cur), r.now())
+		next = prune(merge(merge(next, cur), missing), r.now())
 		b, err := encodeRing(storedRing{Keys: next})
 		if err != nil {
 			return nil, err
@@ -159,7 +197,7 @@ func (r *Ring) install(stored []storedKey) (*snapshot, error) {
 			r.log.Error("issuer key left out", "kid", sk.ID, "error", err.Error())
 			continue
 		}
-		k := &key{meta: m, header: jwsHeader(m.Alg, m.ID)}
+		k := &key{meta: m, stored: sk, header: jwsHeader(m.Alg, m.ID)}
 		if old != nil {
 			if ok := old.byID(m.ID); ok != nil {
 				k.signer = ok.signer

@@ -32,11 +32,15 @@
 // check-and-set, so writes are optimistic: read, merge by kid (never dropping a key
 // another replica added), write, read back and retry if the write was lost. The limit:
 // two replicas writing within one read-back of each other can still lose one write;
-// the loser's key is then missing from the stored ring, and each replica reloads the
-// stored ring every Config.Refresh, after which all agree and sign with stored keys
-// only. For the first key, the read-back makes a replica adopt the key that won
-// rather than sign with its own (a losing Transit key stays in Vault, unused). Rotate
-// is an operator action; run it once, on one replica.
+// the loser's key is then missing from the stored ring, and the loser may already have
+// signed with it. So every reload (each Config.Refresh) and every write first writes
+// back the keys held in memory, still published, that the store lacks: a key that
+// signed is never dropped from the key set while credentials it signed may be valid.
+// Until then the other replicas do not publish it (a verifier that refetches on an
+// unknown kid may meet it at most for one reload interval). For the first key, the
+// read-back makes a replica adopt the key that won rather than sign with its own (a
+// losing Transit key stays in Vault, unused). Rotate is an operator action; run it
+// once, on one replica.
 //
 // Reads are served from memory: the ring is loaded on first use, reloaded by Run
 // every Config.Refresh and on an unknown kid, so neither JWKS serving nor signing reads
@@ -286,11 +290,7 @@ func (r *Ring) Rotate(ctx context.Context, alg domain.IssuerAlg) (domain.IssuerK
 	// A fresh read, not the ring in memory: whether alg has a key decides whether the
 	// new one may sign at once, and another replica may have made one since the last
 	// reload.
-	cur, err := r.read(ctx)
-	if err != nil {
-		return domain.IssuerKey{}, err
-	}
-	s, err := r.install(cur)
+	s, err := r.reloadLocked(ctx)
 	if err != nil {
 		return domain.IssuerKey{}, err
 	}

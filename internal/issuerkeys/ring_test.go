@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -526,5 +527,87 @@ func TestExpiredKeysArePruned(t *testing.T) {
 	}
 	if len(keys) != 3 || !slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == k2.ID }) {
 		t.Errorf("ring holds %d keys, want k2 and the two later ones", len(keys))
+	}
+}
+
+// staleRead serves one stale read of the ring when armed: the read a replica made just
+// before another replica's write landed, which the store's lack of check-and-set lets
+// happen (a fake: two real writers cannot be made to interleave so on demand).
+type staleRead struct {
+	issuerkeys.Settings
+	mu    sync.Mutex
+	armed bool
+}
+
+func (s *staleRead) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	s.mu.Lock()
+	armed := s.armed
+	s.armed = false
+	s.mu.Unlock()
+	if armed {
+		return nil, store.ErrNotFound // the ring as it was before a's first key
+	}
+	return s.Settings.GetSetting(ctx, name)
+}
+
+// TestLostWriteKeyIsWrittenBack: replicas a and b create their first ES256 key at the
+// same moment and b's write replaces a's, which a has already signed with. a must write
+// its key back rather than drop it — at its next reload, or at its next write (here a
+// rotation) — so the credential it signed still verifies against the key set of either
+// replica.
+func TestLostWriteKeyIsWrittenBack(t *testing.T) {
+	for _, next := range []string{"reload", "rotate"} {
+		t.Run(next, func(t *testing.T) {
+			st, _ := mustFileStore(t)
+			c := newClock()
+			a := mustRing(t, st, c, issuerkeys.Config{Refresh: 50 * time.Millisecond})
+			bst := &staleRead{Settings: st}
+			b := mustRing(t, bst, c, issuerkeys.Config{Refresh: 50 * time.Millisecond})
+			if _, _, err := b.Keys(t.Context()); err != nil { // b loads the empty ring
+				t.Fatal(err)
+			}
+			tokA, kidA, err := a.SignJWT(t.Context(), "ES256", map[string]any{"iss": issuerURL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bst.mu.Lock()
+			bst.armed = true // b's write reads the ring as it was before a's write
+			bst.mu.Unlock()
+			_, kidB, err := b.SignJWT(t.Context(), "ES256", map[string]any{"iss": issuerURL})
+			if err != nil || kidB == kidA {
+				t.Fatalf("replica b signed with %q (%v), want a key of its own (the lost-write race)", kidB, err)
+			}
+			if next == "rotate" {
+				if _, err := a.Rotate(t.Context(), domain.AlgES256); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			ctx, cancel := context.WithCancel(t.Context())
+			var wg sync.WaitGroup
+			for _, r := range []*issuerkeys.Ring{a, b} {
+				wg.Go(func() { _ = r.Run(ctx) })
+			}
+			// Run reloads on its own ticker (real time): poll until each replica holds both keys.
+			holds := func(r *issuerkeys.Ring, kid string) bool {
+				keys, _, _ := r.Keys(t.Context())
+				return slices.ContainsFunc(keys, func(k domain.IssuerKey) bool { return k.ID == kid && k.Published(c.Now()) })
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !(holds(a, kidA) && holds(a, kidB) && holds(b, kidA)) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			wg.Wait()
+			for name, r := range map[string]*issuerkeys.Ring{"a": a, "b": b} {
+				if !holds(r, kidA) {
+					t.Fatalf("replica %s no longer publishes %s, which a signed with", name, kidA)
+				}
+				verify(t, r, tokA, "ES256", c.Now())
+			}
+			if !holds(a, kidB) {
+				t.Errorf("replica a does not publish b's key %s", kidB)
+			}
+		})
 	}
 }

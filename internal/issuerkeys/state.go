@@ -124,7 +124,10 @@ func sortKeys(ks []storedKey) {
 
 // key is a loaded key: its record, its signer and its JWS header, precomputed.
 type key struct {
-	meta   domain.IssuerKey
+	meta domain.IssuerKey
+	// stored is the key as the store held it, for writing it back should a concurrent
+	// write have dropped it (reload).
+	stored storedKey
 	signer DigestSigner
 	// header is base64url of {"alg":…,"kid":…,"typ":"JWT"} followed by ".".
 	header string

@@ -150,15 +150,22 @@ func (o *OIDC) Verify(token string) (Principal, error) {
 	return p, nil
 }
 
-// rolesOf reads a string or list of strings at a dotted claim path.
+// rolesOf reads a string or list of strings at a dotted claim path or, when the path
+// walks to nothing, in the claim named by the whole path: namespaced claims such as
+// https://example.com/roles (which Auth0 requires for custom claims) hold dots of their
+// own. A path that walks into objects reads as it always did.
 func rolesOf(claims jwt.MapClaims, path string) []string {
 	var v any = map[string]any(claims)
 	for part := range strings.SplitSeq(path, ".") {
 		m, ok := v.(map[string]any)
 		if !ok {
-			return nil
+			v = nil
+			break
 		}
 		v = m[part]
+	}
+	if v == nil {
+		v = claims[path]
 	}
 	switch t := v.(type) {
 	case string:

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -183,6 +184,39 @@ func TestOIDCUnknownKidRefetchesRateLimited(t *testing.T) {
 	}
 	if got := p.fetches.Load(); got != 2 {
 		t.Fatalf("fetches after made-up kids: got %d, want 2", got)
+	}
+}
+
+// TestOIDCNamespacedRolesClaim: a roles claim whose name holds dots (Auth0's namespaced
+// custom claims) is read by its whole name; dots still walk into objects otherwise.
+func TestOIDCNamespacedRolesClaim(t *testing.T) {
+	p := mustIDP(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p.publish(ecJWK("e1", key))
+	clk := testclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	for _, tc := range []struct {
+		claim  string
+		claims jwt.MapClaims
+		want   operatorauth.Role
+	}{
+		{"https://tokensvc.example.com/roles", jwt.MapClaims{"https://tokensvc.example.com/roles": []string{"operator"}}, operatorauth.RoleOperator},
+		{"realm_access.roles", jwt.MapClaims{"realm_access": map[string]any{"roles": []string{"reader"}}}, operatorauth.RoleReader},
+	} {
+		t.Run(tc.claim, func(t *testing.T) {
+			v, err := operatorauth.NewOIDC(operatorauth.OIDCConfig{Issuer: p.srv.URL, Audience: audience, RolesClaim: tc.claim, Algorithms: []string{"ES256"}}, nil, clk.Now, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Fetch(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			c := jwt.MapClaims{"iss": p.srv.URL, "aud": audience, "sub": "alice", "exp": clk.Now().Add(time.Minute).Unix()}
+			maps.Copy(c, tc.claims)
+			got, err := v.Verify(mustSign(t, jwt.SigningMethodES256, "e1", c, key))
+			if err != nil || got.Role != tc.want {
+				t.Fatalf("got %+v, %v; want role %q", got, err, tc.want)
+			}
+		})
 	}
 }
 

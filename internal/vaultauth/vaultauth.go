@@ -213,6 +213,11 @@ func tokenSecret(lookup *vault.Secret) (*vault.Secret, error) {
 	renewable, _ := lookup.TokenIsRenewable()
 	ttl, _ := lookup.TokenTTL()
 	id, _ := lookup.TokenID()
+	if ttl <= 0 && lookup.Data["expire_time"] != nil {
+		// Vault reports whole seconds: a token in its last second reads TTL 0, which
+		// must not be taken for a token that never expires (those have no expire_time).
+		return nil, errors.New("token expires now")
+	}
 	return &vault.Secret{Auth: &vault.SecretAuth{ClientToken: id, Renewable: renewable, LeaseDuration: int(ttl.Seconds())}}, nil
 }
 
@@ -236,6 +241,7 @@ const maxLoginBackoff = 10 * time.Second
 // jittered backoff. It returns only when ctx is done.
 func (a *Authenticator) Run(ctx context.Context) error {
 	backoff := time.Second
+	renewalEnded := false // the token method's one token can no longer be renewed
 	for {
 		secret, err := a.Login(ctx)
 		if err != nil {
@@ -253,23 +259,37 @@ func (a *Authenticator) Run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		}
-		if !secret.Auth.Renewable {
-			// Nothing to renew: log in again shortly before it expires (the token method
-			// cannot, and will report itself unready once the token is gone).
-			wait := time.Duration(float64(secret.Auth.LeaseDuration)*0.8) * time.Second
-			if !sleep(ctx, wait) {
+		lease := time.Duration(secret.Auth.LeaseDuration) * time.Second
+		if a.cfg.Method == MethodToken && (renewalEnded || !secret.Auth.Renewable) {
+			// The configured token is the only one this method has: wait for it to
+			// expire, after which Login fails and reports the service unready. Looking
+			// it up again at a fraction of its shrinking TTL would hammer Vault in the
+			// token's last seconds and gain nothing.
+			if !sleep(ctx, lease+time.Second) {
 				return nil
 			}
 			continue
 		}
-		if err := a.watch(ctx, secret); err != nil {
-			a.log.Warn("vault token renewal ended", "method", a.cfg.Method, "error", err.Error())
+		if !secret.Auth.Renewable {
+			// Nothing to renew: log in again shortly before it expires.
+			if !sleep(ctx, max(lease*4/5, time.Second)) {
+				return nil
+			}
+			continue
 		}
+		err = a.watch(ctx, secret)
 		if ctx.Err() != nil {
 			return nil
 		}
+		a.log.Warn("vault token renewal ended", "method", a.cfg.Method, "error", err.Error())
+		// Only the maximum TTL ends renewal for good; after a failed renewal (Vault
+		// unreachable, sealed) the token method looks its token up and renews it again.
+		renewalEnded = a.cfg.Method == MethodToken && errors.Is(err, errMaxTTL)
 	}
 }
+
+// errMaxTTL ends a watch whose token can be renewed no further.
+var errMaxTTL = errors.New("token reached its maximum TTL")
 
 // watch renews secret's token until renewal is no longer possible or ctx ends.
 func (a *Authenticator) watch(ctx context.Context, secret *vault.Secret) error {
@@ -285,7 +305,7 @@ func (a *Authenticator) watch(ctx context.Context, secret *vault.Secret) error {
 			return nil
 		case err := <-w.DoneCh():
 			if err == nil {
-				err = errors.New("token reached its maximum TTL")
+				err = errMaxTTL
 			}
 			return err
 		case <-w.RenewCh():

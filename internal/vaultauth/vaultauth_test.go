@@ -6,6 +6,8 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -351,4 +353,80 @@ func TestReloginKeepsToken(t *testing.T) {
 			t.Errorf("login request namespace: got %q, want iot", ns)
 		}
 	}
+}
+
+// TestTokenMethodExpiringToken gives the token method real tokens that expire: one
+// that cannot be renewed and lives 3 s, and one renewable every 2 s up to 4 s. The
+// configured token is the only one the method has: once it has expired the
+// Authenticator must report itself unready (not mistake a TTL that reads 0 in the
+// token's last second for a token that never expires), and it must not look the token
+// up ever more often as its TTL shrinks.
+func TestTokenMethodExpiringToken(t *testing.T) {
+	srv := vaulttest.Start(t)
+	root := srv.Client(t)
+	if err := root.Sys().PutPolicyWithContext(t.Context(), "tokensvc", testPolicy); err != nil {
+		t.Fatal(err)
+	}
+	yes, no := true, false
+	for _, tt := range []struct {
+		name string
+		req  vault.TokenCreateRequest
+	}{
+		{"non-renewable", vault.TokenCreateRequest{TTL: "3s", Renewable: &no}},
+		{"renewable up to a max TTL", vault.TokenCreateRequest{TTL: "2s", ExplicitMaxTTL: "4s", Renewable: &yes}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.req.Policies = []string{"tokensvc"}
+			tok, err := root.Auth().Token().CreateWithContext(t.Context(), &tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lookups atomic.Int32
+			proxy := httptest.NewServer(countingProxy(t, srv.Addr, "/v1/auth/token/lookup-self", &lookups))
+			defer proxy.Close()
+			client, err := vaultauth.NewClient(vaultauth.Config{Address: proxy.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := vaultauth.New(client, vaultauth.Config{Method: vaultauth.MethodToken, Token: tok.Auth.ClientToken}, nil)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+
+			// Vault's clock drives this test: poll what the Authenticator reports.
+			deadline := time.Now().Add(20 * time.Second)
+			for a.Ready() == nil || lookups.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("20 s after a token of at most 4 s was configured: Ready is still nil (%d lookups)", lookups.Load())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			// A lookup at start, one after renewal ends, one when the token should have
+			// gone, then one per backoff step: a handful, where looking up at 80% of an
+			// ever shrinking TTL makes dozens in the token's last second.
+			if n := lookups.Load(); n > 6 {
+				t.Errorf("the token was looked up %d times in its life, want at most 6", n)
+			}
+		})
+	}
+}
+
+// countingProxy forwards to the Vault at addr and counts the requests for path.
+func countingProxy(t *testing.T, addr, path string, n *atomic.Int32) http.Handler {
+	t.Helper()
+	target, err := url.Parse(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			n.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	})
 }
