@@ -301,3 +301,31 @@ func TestRefusalsInARowBackOff(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryAfterIsCapped: a Retry-After far beyond the backoff's Max (a proxy's or a
+// misconfigured service's "come back tomorrow") is honoured only up to
+// backoff.MaxRetryAfter (plus half of it as jitter), so a device without a token (or
+// with one that expires within the day) fetches again within 15 minutes instead of
+// sleeping through its expiry.
+func TestRetryAfterIsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tomorrow := &fetch.Error{Class: fetch.ErrUnavailable, Status: 503, RetryAfter: 24 * time.Hour}
+		f := &fakeFetcher{lifetime: time.Hour, fail: []error{tomorrow}}
+		h := &token.Holder{}
+		_, cancel := start(t, keeper.Options{Fetcher: f, Holder: h,
+			Backoff: backoff.Policy{Min: time.Second, Max: 5 * time.Minute, Rand: noJitter}})
+		defer cancel()
+		time.Sleep(20 * time.Minute)
+		synctest.Wait()
+		calls := f.Calls()
+		if len(calls) < 2 {
+			t.Fatalf("fetches in 20 minutes after a 24 h Retry-After: got %d, want a retry within 1.5 × backoff.MaxRetryAfter", len(calls))
+		}
+		if gap, limit := calls[1].Sub(calls[0]), backoff.MaxRetryAfter*3/2; gap > limit || gap < backoff.MaxRetryAfter {
+			t.Errorf("retry after %v, want between backoff.MaxRetryAfter and %v", gap, limit)
+		}
+		if _, _, ok := h.Current(); !ok {
+			t.Error("no token after the retry")
+		}
+	})
+}
