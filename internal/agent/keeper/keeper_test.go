@@ -329,3 +329,37 @@ func TestRetryAfterIsCapped(t *testing.T) {
 		}
 	})
 }
+
+// immediateFetcher mints valid tokens whose refreshAfter is their serverTime: the
+// service (a bug, a hub misconfigured) asks for a refresh at once, every time.
+type immediateFetcher struct{ fakeFetcher }
+
+func (f *immediateFetcher) Fetch(ctx context.Context) (token.Token, error) {
+	t, err := f.fakeFetcher.Fetch(ctx)
+	t.Response.RefreshAfter = t.Response.ServerTime
+	return t, err
+}
+
+// TestRefreshDueAtOnceBacksOff: tokens that ask to be refreshed the moment they arrive
+// are used, but the refreshes they ask for back off like failures (1, 2, 4 … s up to
+// Max) instead of a fetch every Min/2, forever: a fleet must not hammer the service at
+// two requests a second per device because of one bad answer pattern.
+func TestRefreshDueAtOnceBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &immediateFetcher{fakeFetcher{lifetime: time.Hour}}
+		h := &token.Holder{}
+		_, cancel := start(t, keeper.Options{Fetcher: f, Holder: h,
+			Backoff: backoff.Policy{Min: time.Second, Max: time.Minute, Rand: noJitter}})
+		defer cancel()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		calls := f.Calls()
+		// 0.5 s floors: 1200 fetches; backing off: 1, 2, 4 … 32 s, then a minute each.
+		if len(calls) > 20 {
+			t.Errorf("fetches in 10 minutes of tokens due at once: got %d, want the backoff to grow to its 1 min Max", len(calls))
+		}
+		if _, _, ok := h.Current(); !ok {
+			t.Error("the tokens were not used")
+		}
+	})
+}
