@@ -1,0 +1,57 @@
+package fetch_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokensvc/tokensvc/internal/agent/credential"
+	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+)
+
+// TestHugeAnswerIsRefused: whatever answers at the service URL cannot make the agent
+// read an unbounded body into memory: a 200 whose (well-formed) token is larger than
+// fetch.MaxResponseBytes fails as ErrUnavailable, and a body just under the limit is
+// still read.
+func TestHugeAnswerIsRefused(t *testing.T) {
+	cred, err := credential.Parse([]byte("a-device-secret-of-some-length"), credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		size int
+		ok   bool
+	}{
+		{"under the limit", fetch.MaxResponseBytes - 1024, true},
+		{"twice the limit", 2 * fetch.MaxResponseBytes, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				now := time.Now().UTC()
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"token":"%s","expiresAt":%q,"refreshAfter":%q,"serverTime":%q,"expiresIn":3600,"hub":"h","kind":"iothub","resource":"r"}`,
+					strings.Repeat("a", tc.size), now.Add(time.Hour).Format(time.RFC3339), now.Add(48*time.Minute).Format(time.RFC3339), now.Format(time.RFC3339))
+			}))
+			defer srv.Close()
+			c, err := fetch.New(fetch.Options{ServiceURL: srv.URL, DeviceID: "d", Audience: "tokensvc", Signer: cred, Nonce: fetch.NonceNever})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := c.Fetch(t.Context())
+			if tc.ok {
+				if err != nil || len(tok.Response.Token) != tc.size {
+					t.Fatalf("got %d bytes of token, %v; want the token", len(tok.Response.Token), err)
+				}
+				return
+			}
+			if !errors.Is(err, fetch.ErrUnavailable) {
+				t.Fatalf("got %d bytes of token, %v; want ErrUnavailable", len(tok.Response.Token), err)
+			}
+		})
+	}
+}
