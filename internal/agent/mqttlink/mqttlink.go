@@ -213,7 +213,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 		if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
 			return nil, fmt.Errorf("%w: %w", link.ErrRefused, err)
 		}
-		return nil, err
+		return nil, link.CertificateRefused(err, tok)
 	}
 	if onC2D != nil && len(p.Topics.Subscribe) > 0 {
 		// Subscribe before the link counts as up, so no C2D message falls into a gap.
