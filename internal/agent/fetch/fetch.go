@@ -121,7 +121,7 @@ func New(o Options) (*Client, error) {
 	if o.ClockFloor.IsZero() {
 		o.ClockFloor = DefaultClockFloor()
 	}
-	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(limitBodies(o.HTTPClient)))
+	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(guarded(o.HTTPClient)))
 	if err != nil {
 		return nil, fmt.Errorf("token service client: %w", err)
 	}

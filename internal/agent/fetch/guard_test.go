@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,5 +54,42 @@ func TestHugeAnswerIsRefused(t *testing.T) {
 				t.Fatalf("got %d bytes of token, %v; want ErrUnavailable", len(tok.Response.Token), err)
 			}
 		})
+	}
+}
+
+// TestRedirectToPlainHTTPIsNotFollowed: a service URL (or a proxy in front of it) that
+// redirects to http:// must not get the device's assertion sent in clear text, where
+// anyone on the path could use it to get the device's token before it expires; the
+// fetch fails instead.
+func TestRedirectToPlainHTTPIsNotFollowed(t *testing.T) {
+	cred, err := credential.Parse([]byte("a-device-secret-of-some-length"), credential.HS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaked atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		http.Error(w, "no", http.StatusNotFound)
+	}))
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	defer tlsSrv.Close()
+	c, err := fetch.New(fetch.Options{ServiceURL: tlsSrv.URL, HTTPClient: tlsSrv.Client(), DeviceID: "d", Audience: "tokensvc",
+		Signer: cred, Nonce: fetch.NonceNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Fetch(t.Context()); err == nil {
+		t.Fatal("fetch succeeded, want an error")
+	}
+	if _, _, err := c.Certificate(t.Context(), "-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"); err == nil {
+		t.Fatal("certificate request succeeded, want an error")
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("%d assertions sent over plain HTTP after a redirect", n)
 	}
 }

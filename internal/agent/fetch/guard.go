@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,16 +12,34 @@ import (
 // configured URL) sending more would otherwise be read into memory whole.
 const MaxResponseBytes = 16 << 20
 
-// limitBodies returns a copy of hc whose responses fail to read past MaxResponseBytes.
-func limitBodies(hc *http.Client) *http.Client {
+// guarded returns a copy of hc whose responses fail to read past MaxResponseBytes and
+// that follows no redirect from https to http: net/http would send the assertion
+// along to the same host, in clear text, where anyone on the path could use it within
+// its lifetime.
+func guarded(hc *http.Client) *http.Client {
 	out := *hc
 	base := hc.Transport
 	if base == nil {
 		base = http.DefaultTransport
 	}
 	out.Transport = limitedTransport{base}
+	next := hc.CheckRedirect
+	out.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if via[0].URL.Scheme == "https" && r.URL.Scheme != "https" {
+			return errDowngrade
+		}
+		if next != nil {
+			return next(r, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
 	return &out
 }
+
+var errDowngrade = errors.New("redirect from https to http refused: it would send the assertion in clear text")
 
 type limitedTransport struct{ base http.RoundTripper }
 
