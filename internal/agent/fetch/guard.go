@@ -1,10 +1,12 @@
 package fetch
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // MaxResponseBytes bounds the body of any answer the Client reads: a batch of MaxBatch
@@ -12,15 +14,24 @@ import (
 // configured URL) sending more would otherwise be read into memory whole.
 const MaxResponseBytes = 16 << 20
 
-// guarded returns a copy of hc whose responses fail to read past MaxResponseBytes and
-// that follows no redirect from https to http: net/http would send the assertion
+// guarded returns a copy of hc whose responses fail to read past MaxResponseBytes,
+// that follows no redirect from https to http (net/http would send the assertion
 // along to the same host, in clear text, where anyone on the path could use it within
-// its lifetime.
-func guarded(hc *http.Client) *http.Client {
+// its lifetime) and, when its transport is an *http.Transport, that checks the
+// service's certificate as of now() rather than the system clock.
+func guarded(hc *http.Client, now func() time.Time) *http.Client {
 	out := *hc
 	base := hc.Transport
 	if base == nil {
 		base = http.DefaultTransport
+	}
+	if tr, ok := base.(*http.Transport); ok {
+		tr = tr.Clone()
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tr.TLSClientConfig.Time = now
+		base = tr
 	}
 	out.Transport = limitedTransport{base}
 	next := hc.CheckRedirect
@@ -73,3 +84,18 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 var errTooLarge = fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
+
+// verifyTime is the time the service's certificate is checked at: the device clock
+// corrected by the service's, but never before ClockFloor — a board without an RTC
+// boots at 1970 or 2000, when no certificate is valid yet, and learns the service's
+// time only from its first answer.
+func (c *Client) verifyTime() time.Time {
+	return maxTime(c.opts.Now().Add(c.Offset()), c.opts.ClockFloor)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return b
+	}
+	return a
+}

@@ -1,8 +1,11 @@
 package fetch_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/agent/credential"
 	"github.com/tokensvc/tokensvc/internal/agent/fetch"
+	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
 // TestHugeAnswerIsRefused: whatever answers at the service URL cannot make the agent
@@ -93,3 +98,35 @@ func TestRedirectToPlainHTTPIsNotFollowed(t *testing.T) {
 		t.Errorf("%d assertions sent over plain HTTP after a redirect", n)
 	}
 }
+
+// TestServiceVerifiedOnAnUnsetClock: on a board without an RTC (its clock at the Unix
+// epoch, which the TLS stack reads too) the service's certificate is checked as of the
+// agent's clock floor (the build time; here an hour ago) instead of 1970, when no
+// certificate is valid yet, so the nonce flow meant for such a board can get the
+// first token; after it the check uses the clock corrected by the service's time.
+func TestServiceVerifiedOnAnUnsetClock(t *testing.T) {
+	f := testpeer.NewFixture(t, "valve-8", time.Hour, domain.Hub{})
+	cred, err := credential.Load(f.SecretFile, credential.Auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := func() time.Time { return time.Unix(0, 0).Add(time.Since(start)) }
+	c, err := fetch.New(fetch.Options{
+		ServiceURL: f.Service.URL, DeviceID: f.DeviceID, Audience: testpeer.Audience, Signer: cred,
+		HTTPClient: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool(), Time: epoch}}}, // the system clock
+		Now:        epoch,
+		ClockFloor: time.Now().Add(-time.Hour),
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := c.Fetch(t.Context()); err != nil {
+			t.Fatalf("fetch %d: %v", i+1, err)
+		}
+	}
+}
+
+var start = time.Now()
