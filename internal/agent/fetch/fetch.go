@@ -124,7 +124,7 @@ func New(o Options) (*Client, error) {
 		o.ClockFloor = DefaultClockFloor()
 	}
 	c := &Client{opts: o, log: o.Logger}
-	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(guarded(o.HTTPClient, c.verifyTime)))
+	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(guarded(o.HTTPClient, c.VerifyTime)))
 	if err != nil {
 		return nil, fmt.Errorf("token service client: %w", err)
 	}

@@ -85,11 +85,11 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 var errTooLarge = fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
 
-// verifyTime is the time the service's certificate is checked at: the device clock
-// corrected by the service's, but never before ClockFloor — a board without an RTC
-// boots at 1970 or 2000, when no certificate is valid yet, and learns the service's
-// time only from its first answer.
-func (c *Client) verifyTime() time.Time {
+// VerifyTime is the time the service's certificate is checked at (and, passed as
+// link.Common.VerifyTime, the brokers'): the device clock corrected by the service's,
+// but never before ClockFloor — a board without an RTC boots at 1970 or 2000, when no
+// certificate is valid yet, and learns the service's time only from its first answer.
+func (c *Client) VerifyTime() time.Time {
 	return maxTime(c.opts.Now().Add(c.Offset()), c.opts.ClockFloor)
 }
 
