@@ -199,7 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}
 	// What every protocol link takes: the token, the telemetry and where to connect.
-	common := link.Common{Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots,
+	common := link.Common{Source: k, Messages: msgs, DialAddr: cfg.BrokerAddr, RootCAs: roots, VerifyTime: fc.VerifyTime,
 		Properties: cfg.PropertyMap(), Backoff: bo, Logger: log}
 	switch cfg.Link {
 	case "mqtt":

@@ -161,7 +161,8 @@ func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
-	conn, err := Connect(cctx, tok, ConnectOptions{Auth: l.o.Auth, DialAddr: l.o.DialAddr, RootCAs: l.o.RootCAs})
+	conn, err := Connect(cctx, tok, ConnectOptions{Auth: l.o.Auth, DialAddr: l.o.DialAddr, RootCAs: l.o.RootCAs,
+		VerifyTime: l.o.VerifyTime})
 	if err != nil {
 		return nil, err
 	}

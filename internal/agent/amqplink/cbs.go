@@ -26,6 +26,8 @@ type ConnectOptions struct {
 	DialAddr string
 	// RootCAs is the operator's trust (nil: system roots); the token's caCert is added.
 	RootCAs *x509.CertPool
+	// VerifyTime is when the broker's certificate is checked (nil: the system clock).
+	VerifyTime func() time.Time
 }
 
 // Connect opens an AMQP connection with tok's AMQP profile (TLS or WebSocket, as the
@@ -44,7 +46,7 @@ func Connect(ctx context.Context, tok token.Token, o ConnectOptions) (*amqp.Conn
 		sub = *p.Subprotocol
 	}
 	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: sub,
-		DialAddr: o.DialAddr}
+		DialAddr: o.DialAddr, VerifyTime: o.VerifyTime}
 	nc, err := broker.Dial(ctx, tlsConf)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)

@@ -38,11 +38,15 @@ var KeyTypes = []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072}
 // PEM PKCS#8, mode 0600, written atomically, its directory 0700) when the file does not
 // exist; created says which. An existing key is used whatever its type. A file
 // accessible by group or others is refused (credential.ErrPermissions), one without an
-// ECDSA or RSA key too (credential.ErrFormat); errors never quote the contents.
+// ECDSA or RSA key too (credential.ErrFormat); errors never quote the contents. Two
+// processes creating the key at once end with the same one: the first to write it,
+// which the other then loads.
 func LoadOrCreateKey(path string, t KeyType) (key crypto.Signer, created bool, err error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		key, err := createKey(path, t)
-		return key, err == nil, err
+		if !errors.Is(err, fs.ErrExist) {
+			return key, err == nil, err
+		}
 	}
 	b, err := credential.ReadPrivate(path)
 	if err != nil {
@@ -82,7 +86,7 @@ func createKey(path string, t KeyType) (crypto.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("private key directory: %w", err)
 	}
-	if err := persist.WriteAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := persist.WriteNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil

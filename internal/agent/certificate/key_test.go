@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/agent/certificate"
@@ -74,5 +75,39 @@ func TestLoadOrCreateKeyRefuses(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestConcurrentCreatesAgreeOnOneKey: two agents starting at once on a device without a
+// key (a service manager's restart overlapping a manual run) must end with one key:
+// each gets the key that is on disk, never one the other then replaces — or the
+// certificates one of them writes no longer match device.key.
+func TestConcurrentCreatesAgreeOnOneKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device.key")
+	const n = 8
+	names := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			k, _, err := certificate.LoadOrCreateKey(path, certificate.ECDSAP256)
+			if err != nil {
+				t.Error(err)
+				names <- ""
+				return
+			}
+			names <- certificate.Fingerprint(k.Public())
+		})
+	}
+	wg.Wait()
+	close(names)
+	onDisk, created, err := certificate.LoadOrCreateKey(path, certificate.ECDSAP256)
+	if err != nil || created {
+		t.Fatalf("reload: created %v, %v", created, err)
+	}
+	want := certificate.Fingerprint(onDisk.Public())
+	for got := range names {
+		if got != want {
+			t.Errorf("an agent holds key %s, the file has %s", got, want)
+		}
 	}
 }

@@ -177,6 +177,8 @@ func (s *Sink) start(env []string) *child {
 	cmd := exec.Command(s.o.Command[0], s.o.Command[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = s.o.Stdout, s.o.Stderr
+	// Its own process group, so that stop reaches what a wrapper shell started too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c := &child{cmd: cmd, done: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		c.done <- err
@@ -189,19 +191,28 @@ func (s *Sink) start(env []string) *child {
 	return c
 }
 
-// stop sends SIGTERM, then SIGKILL after StopTimeout, and waits for the exit.
+// stop sends SIGTERM, then SIGKILL after StopTimeout, to the child's process group —
+// the child and what it started, such as the program a wrapper shell runs, which would
+// otherwise go on with the old token — and waits for the child's exit.
 func (s *Sink) stop(c *child) {
 	if c.cmd.Process == nil {
 		return
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		c.done <- err // it has exited (and been reaped: its pid may be reused)
+		return
+	default:
+	}
+	pgid := -c.cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
 	t := time.NewTimer(s.o.StopTimeout)
 	defer t.Stop()
 	select {
 	case <-c.done:
 	case <-t.C:
 		s.log.Warn("child ignored SIGTERM; killing it", "pid", c.cmd.Process.Pid)
-		_ = c.cmd.Process.Kill()
+		_ = syscall.Kill(pgid, syscall.SIGKILL)
 		<-c.done
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,4 +86,78 @@ func waitLines(t *testing.T, path string, n int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestStopEndsTheChildsProcesses: a child that is a shell running the real program
+// (-exec "sh -c '…'", a wrapper script) must not leave that program running with the old
+// token when the sink restarts it for a new token or stops: the sink signals the
+// child's whole process group, not just the shell, which does not pass SIGTERM on.
+func TestStopEndsTheChildsProcesses(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PIDDIR", dir)
+	sas, err := tmpl.Parse("SAS", "{{ .Token }}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup, err := execsink.New(execsink.Config{
+		Command:     []string{"/bin/sh", "-c", `sleep 300 & echo $! > "$PIDDIR/$SAS"; wait`},
+		Env:         []execsink.Env{{Name: "SAS", Template: sas}},
+		StopTimeout: 5 * time.Second,
+		Backoff:     backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second},
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &token.Holder{}
+	h.Set(tok("tok-1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, h) }()
+	first := waitPID(t, filepath.Join(dir, "tok-1"))
+	h.Set(tok("tok-2"))
+	second := waitPID(t, filepath.Join(dir, "tok-2"))
+	if !alive(second) {
+		t.Fatalf("the new child's program (pid %d) is not running", second)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for name, pid := range map[string]int{"after the restart, the old token's": first, "after the stop, the new token's": second} {
+		deadline := time.Now().Add(5 * time.Second)
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(pid) {
+			t.Errorf("%s program (pid %d) still runs", name, pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func waitPID(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie, killed but not reaped by an init that
+// does not reap, does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
 }

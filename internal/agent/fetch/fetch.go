@@ -67,6 +67,8 @@ type Options struct {
 	// ServiceURL is tokensvc's base URL.
 	ServiceURL string
 	// HTTPClient carries TLS trust and timeouts; nil means a client with a 30 s timeout.
+	// The Client checks the service's certificate as of Now corrected by the service's
+	// time, never before ClockFloor (its TLS config's Time is replaced).
 	HTTPClient *http.Client
 	DeviceID   string
 	Audience   string
@@ -121,11 +123,12 @@ func New(o Options) (*Client, error) {
 	if o.ClockFloor.IsZero() {
 		o.ClockFloor = DefaultClockFloor()
 	}
-	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(o.HTTPClient))
+	c := &Client{opts: o, log: o.Logger}
+	api, err := oapi.NewClientWithResponses(o.ServiceURL, oapi.WithHTTPClient(guarded(o.HTTPClient, c.VerifyTime)))
 	if err != nil {
 		return nil, fmt.Errorf("token service client: %w", err)
 	}
-	c := &Client{opts: o, api: api, log: o.Logger}
+	c.api = api
 	if o.Module != "" {
 		c.params.Module = &o.Module
 	}

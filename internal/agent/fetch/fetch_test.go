@@ -100,6 +100,9 @@ func TestFetch(t *testing.T) {
 				ServiceURL: f.Service.URL, DeviceID: f.DeviceID, Audience: testpeer.Audience, Signer: rec, Nonce: tt.nonce,
 				HTTPClient: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool()}}},
 				Now:        func() time.Time { return time.Now().Add(tt.skew) },
+				// Built two hours ago: the service's certificate was valid then (a clock
+				// before the floor has the certificate checked as of the floor).
+				ClockFloor: time.Now().Add(-2 * time.Hour),
 				Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			if err != nil {

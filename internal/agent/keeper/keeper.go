@@ -114,6 +114,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		failures    int  // consecutive failed fetches
 		invalidated int  // consecutive invalidations
 		refetch     bool // the pending fetch is for an invalidation
+		degenerate  int  // consecutive tokens due for refresh on arrival
 		lastFetch   time.Time
 	)
 	timer := time.NewTimer(max(0, next.Sub(now)))
@@ -175,7 +176,13 @@ func (k *Keeper) Run(ctx context.Context) error {
 			"expiresIn", t.Lifetime().String(),
 			"refreshIn", at.Sub(now).Round(time.Millisecond).String())
 		if !at.After(now.Add(k.o.Backoff.Min / 2)) {
-			at = now.Add(k.o.Backoff.Min / 2) // never spin on a degenerate lifetime
+			// A token due for refresh at once (refreshAfter at serverTime, a lifetime of
+			// moments): use it, but pace the refreshes it asks for like failures, so a
+			// service answering so again and again is not asked twice a second forever.
+			degenerate++
+			at = now.Add(k.o.Backoff.Delay(degenerate, 0))
+		} else {
+			degenerate = 0
 		}
 		// A scheduled refresh ends a run of invalidations; the refetch an invalidation
 		// asked for does not (its token may be refused too: the next refetch then waits

@@ -301,3 +301,65 @@ func TestRefusalsInARowBackOff(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryAfterIsCapped: a Retry-After far beyond the backoff's Max (a proxy's or a
+// misconfigured service's "come back tomorrow") is honoured only up to
+// backoff.MaxRetryAfter (plus half of it as jitter), so a device without a token (or
+// with one that expires within the day) fetches again within 15 minutes instead of
+// sleeping through its expiry.
+func TestRetryAfterIsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tomorrow := &fetch.Error{Class: fetch.ErrUnavailable, Status: 503, RetryAfter: 24 * time.Hour}
+		f := &fakeFetcher{lifetime: time.Hour, fail: []error{tomorrow}}
+		h := &token.Holder{}
+		_, cancel := start(t, keeper.Options{Fetcher: f, Holder: h,
+			Backoff: backoff.Policy{Min: time.Second, Max: 5 * time.Minute, Rand: noJitter}})
+		defer cancel()
+		time.Sleep(20 * time.Minute)
+		synctest.Wait()
+		calls := f.Calls()
+		if len(calls) < 2 {
+			t.Fatalf("fetches in 20 minutes after a 24 h Retry-After: got %d, want a retry within 1.5 × backoff.MaxRetryAfter", len(calls))
+		}
+		if gap, limit := calls[1].Sub(calls[0]), backoff.MaxRetryAfter*3/2; gap > limit || gap < backoff.MaxRetryAfter {
+			t.Errorf("retry after %v, want between backoff.MaxRetryAfter and %v", gap, limit)
+		}
+		if _, _, ok := h.Current(); !ok {
+			t.Error("no token after the retry")
+		}
+	})
+}
+
+// immediateFetcher mints valid tokens whose refreshAfter is their serverTime: the
+// service (a bug, a hub misconfigured) asks for a refresh at once, every time.
+type immediateFetcher struct{ fakeFetcher }
+
+func (f *immediateFetcher) Fetch(ctx context.Context) (token.Token, error) {
+	t, err := f.fakeFetcher.Fetch(ctx)
+	t.Response.RefreshAfter = t.Response.ServerTime
+	return t, err
+}
+
+// TestRefreshDueAtOnceBacksOff: tokens that ask to be refreshed the moment they arrive
+// are used, but the refreshes they ask for back off like failures (1, 2, 4 … s up to
+// Max) instead of a fetch every Min/2, forever: a fleet must not hammer the service at
+// two requests a second per device because of one bad answer pattern.
+func TestRefreshDueAtOnceBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &immediateFetcher{fakeFetcher{lifetime: time.Hour}}
+		h := &token.Holder{}
+		_, cancel := start(t, keeper.Options{Fetcher: f, Holder: h,
+			Backoff: backoff.Policy{Min: time.Second, Max: time.Minute, Rand: noJitter}})
+		defer cancel()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		calls := f.Calls()
+		// 0.5 s floors: 1200 fetches; backing off: 1, 2, 4 … 32 s, then a minute each.
+		if len(calls) > 20 {
+			t.Errorf("fetches in 10 minutes of tokens due at once: got %d, want the backoff to grow to its 1 min Max", len(calls))
+		}
+		if _, _, ok := h.Current(); !ok {
+			t.Error("the tokens were not used")
+		}
+	})
+}

@@ -23,6 +23,11 @@ type Common struct {
 	// RootCAs is the operator's trust; nil means the system roots. The token's caCert is
 	// trusted in addition.
 	RootCAs *x509.CertPool
+	// VerifyTime is the time brokers' certificates are checked at; nil means the system
+	// clock. tokenagent passes the fetch client's (fetch.Client.VerifyTime: the device
+	// clock corrected by the service's, never before the clock floor), so a board
+	// booting at 1970 can connect once it has a token.
+	VerifyTime func() time.Time
 	// Properties are added to every message the way the protocol carries them (IoT
 	// Hub's property bag, AMQP application-properties, MQTT 5 user properties).
 	Properties map[string]string

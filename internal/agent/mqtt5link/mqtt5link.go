@@ -169,12 +169,12 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	}
 	tlsConf.Certificates = tok.ClientCertificates() // a device certificate, if that is the credential
 	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
-		DialAddr: l.o.DialAddr}
+		DialAddr: l.o.DialAddr, VerifyTime: l.o.VerifyTime}
 	dctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
 	nc, err := broker.Dial(dctx, tlsConf)
 	if err != nil {
-		return nil, err
+		return nil, link.CertificateRefused(err, tok) // TLS 1.2: the alert ends the handshake
 	}
 	c := &conn{l: l, tok: tok, topic: p.Topics.Publish, lost: make(chan struct{})}
 	c.cl = paho.NewClient(paho.ClientConfig{
@@ -190,7 +190,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 		if ca != nil && (ca.ReasonCode == 0x86 || ca.ReasonCode == 0x87) {
 			return nil, fmt.Errorf("%w: CONNACK reason %#x", link.ErrRefused, ca.ReasonCode)
 		}
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, link.CertificateRefused(fmt.Errorf("connect: %w", err), tok) // TLS 1.3: after it
 	}
 	if l.o.OnMessage != nil && len(p.Topics.Subscribe) > 0 {
 		// Subscribe before the link counts as up, so no message falls into a gap.

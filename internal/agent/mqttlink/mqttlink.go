@@ -171,7 +171,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 	}
 	tlsConf.Certificates = tok.ClientCertificates() // a device certificate, if that is the credential
 	broker := link.Broker{Host: p.Host, Port: p.Port, Transport: string(p.Transport), URL: p.Url, Subprotocol: "mqtt",
-		DialAddr: l.o.DialAddr}
+		DialAddr: l.o.DialAddr, VerifyTime: l.o.VerifyTime}
 	c := &conn{l: l, topic: p.Topics.Publish, bag: tok.Response.Kind == oapi.Iothub, lost: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		AddBroker(p.Url).
@@ -213,7 +213,7 @@ func (l *Link) Dial(ctx context.Context, tok token.Token) (link.Conn, error) {
 		if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
 			return nil, fmt.Errorf("%w: %w", link.ErrRefused, err)
 		}
-		return nil, err
+		return nil, link.CertificateRefused(err, tok)
 	}
 	if onC2D != nil && len(p.Topics.Subscribe) > 0 {
 		// Subscribe before the link counts as up, so no C2D message falls into a gap.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
 	"github.com/tokensvc/tokensvc/internal/agent/testpeer"
+	"github.com/tokensvc/tokensvc/internal/agent/token"
 	"github.com/tokensvc/tokensvc/internal/domain"
 )
 
@@ -127,5 +129,46 @@ func TestSessionDefaults(t *testing.T) {
 		if q, k := mqttlink.SessionDefaults(tt.qos, tt.keep); q != tt.wantQoS || k != tt.wantKeep {
 			t.Errorf("SessionDefaults(%d, %v): got %d, %v, want %d, %v", tt.qos, tt.keep, q, k, tt.wantQoS, tt.wantKeep)
 		}
+	}
+}
+
+// TestBrokerCertificateCheckedAtVerifyTime: the broker's certificate is checked as of
+// Common.VerifyTime (tokenagent passes the clock corrected by the token service's), not
+// the system clock, over TLS and WebSocket alike: the same broker is refused when that
+// time is 1970 (its certificate not yet valid) and accepted when it is now.
+func TestBrokerCertificateCheckedAtVerifyTime(t *testing.T) {
+	f := testpeer.NewFixture(t, "clockless-1", time.Hour, domain.Hub{})
+	broker := testpeer.StartMQTT(t, testpeer.MQTTOptions{Hub: testpeer.Hub, Cert: f.CA.Issue(t, testpeer.Hub).TLS,
+		Keys: map[string][]byte{f.DeviceID: f.Key}})
+	for _, transport := range []string{"tcp", "ws"} {
+		t.Run(transport, func(t *testing.T) {
+			k := f.Keeper(t, transport)
+			tok, _, ok := token.AwaitValid(t.Context(), k.Current, time.Now, discard())
+			if !ok {
+				t.Fatal("no token")
+			}
+			addr := broker.TLSAddr
+			if transport == "ws" {
+				addr = broker.WSAddr
+			}
+			for _, tc := range []struct {
+				name   string
+				at     func() time.Time
+				wantOK bool
+			}{
+				{"1970", func() time.Time { return time.Unix(0, 0) }, false},
+				{"now", time.Now, true},
+			} {
+				l := mqttlink.New(mqttlink.Options{Common: link.Common{DialAddr: addr, RootCAs: f.CA.Pool(), VerifyTime: tc.at,
+					Timeout: 5 * time.Second, Logger: discard()}})
+				c, err := l.Dial(t.Context(), tok)
+				if c != nil {
+					c.Close(true)
+				}
+				if (err == nil) != tc.wantOK || (err != nil && !strings.Contains(err.Error(), "not yet valid")) {
+					t.Errorf("broker certificate checked at %s: got %v, want ok %v", tc.name, err, tc.wantOK)
+				}
+			}
+		})
 	}
 }

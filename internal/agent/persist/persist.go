@@ -70,13 +70,33 @@ func (f *File) Save(t token.Token) error {
 // WriteAtomic replaces path with data: readers see the old or the new contents, never
 // a mix, also across a crash.
 func WriteAtomic(path string, data []byte, mode os.FileMode) error {
+	return write(path, data, mode, os.Rename)
+}
+
+// WriteNew creates path with data as WriteAtomic writes it, but never replaces a file
+// that is there: then it fails with an error wrapping fs.ErrExist, and the file is the
+// one another writer created first. On a file system without hard links (FAT) it
+// replaces, as WriteAtomic does.
+func WriteNew(path string, data []byte, mode os.FileMode) error {
+	return write(path, data, mode, func(tmp, path string) error {
+		err := os.Link(tmp, path)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return os.Rename(tmp, path)
+		}
+		return err
+	})
+}
+
+// write writes data to a temporary file beside path and puts it in place with put
+// (os.Rename replaces, os.Link does not).
+func write(path string, data []byte, mode os.FileMode, put func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	name := tmp.Name()
-	defer os.Remove(name) // a no-op after the rename
+	defer os.Remove(name) // after the rename a no-op, after a link the temporary name only
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
@@ -92,7 +112,7 @@ func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Rename(name, path); err != nil {
+	if err := put(name, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if d, err := os.Open(dir); err == nil {
