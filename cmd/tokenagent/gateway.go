@@ -150,7 +150,7 @@ func runGateway(ctx context.Context, cfg Config, fc *fetch.Client, roots *x509.C
 		return err
 	}
 	gw, err := gateway.New(gateway.Options{
-		Leaves: leaves, Batcher: fc, Queue: q, Upstream: cfg.Link, DialAddr: cfg.BrokerAddr, RootCAs: roots,
+		Leaves: leaves, Batcher: fc, Queue: q, Upstream: cfg.Link, DialAddr: cfg.BrokerAddr, RootCAs: roots, VerifyTime: fc.VerifyTime,
 		Properties: cfg.PropertyMap(), MQTTAddr: cfg.GatewayMQTT, MQTTTLS: mqttTLS, UDPAddr: cfg.GatewayUDP,
 		LineAddr: cfg.GatewayLine, LineFormat: telemetry.Format(cfg.GatewayLineFormat), Workers: cfg.GatewayWorkers,
 		Backoff: bo, Logger: log,

@@ -61,6 +61,9 @@ type Options struct {
 	// DialAddr, when set, is dialled instead of the profiles' host:port.
 	DialAddr string
 	RootCAs  *x509.CertPool
+	// VerifyTime is when the hub's certificate is checked (nil: the system clock);
+	// tokenagent passes the fetch client's corrected, floored clock.
+	VerifyTime func() time.Time
 	// Properties are added to every message.
 	Properties map[string]string
 
@@ -155,7 +158,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	switch o.Upstream {
 	case AMQP:
-		g.mux = amqpmux.New(amqpmux.Options{DialAddr: o.DialAddr, RootCAs: o.RootCAs, Properties: o.Properties,
+		g.mux = amqpmux.New(amqpmux.Options{DialAddr: o.DialAddr, RootCAs: o.RootCAs, VerifyTime: o.VerifyTime, Properties: o.Properties,
 			OnC2D: onC2D, Backoff: o.Backoff, Timeout: o.Timeout, Logger: g.log})
 	case MQTT:
 	default:
@@ -169,7 +172,7 @@ func New(o Options) (*Gateway, error) {
 			d = g.mux.Leaf(id)
 		} else {
 			mo := mqttlink.Options{
-				Common: link.Common{Source: src, DialAddr: o.DialAddr, RootCAs: o.RootCAs, Properties: o.Properties,
+				Common: link.Common{Source: src, DialAddr: o.DialAddr, RootCAs: o.RootCAs, VerifyTime: o.VerifyTime, Properties: o.Properties,
 					Backoff: o.Backoff, Timeout: o.Timeout, Logger: leafLog.With("leaf", id)},
 				QoS:          1,
 				CleanSession: true,

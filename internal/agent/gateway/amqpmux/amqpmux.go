@@ -46,6 +46,8 @@ type Options struct {
 	// verifies the profile's server name.
 	DialAddr string
 	RootCAs  *x509.CertPool
+	// VerifyTime is when the hub's certificate is checked (nil: the system clock).
+	VerifyTime func() time.Time
 	// Properties are added to every message's application-properties.
 	Properties map[string]string
 	// OnC2D receives each leaf's cloud-to-device messages; nil attaches no receiver.
@@ -371,7 +373,7 @@ func (m *Mux) conn(ctx context.Context, tok token.Token) (*shared, error) {
 func (m *Mux) dial(ctx context.Context, tok token.Token) (*shared, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
 	defer cancel()
-	conn, err := amqplink.Connect(ctx, tok, amqplink.ConnectOptions{Auth: amqplink.CBS, DialAddr: m.o.DialAddr, RootCAs: m.o.RootCAs})
+	conn, err := amqplink.Connect(ctx, tok, amqplink.ConnectOptions{Auth: amqplink.CBS, DialAddr: m.o.DialAddr, RootCAs: m.o.RootCAs, VerifyTime: m.o.VerifyTime})
 	if err != nil {
 		return nil, err
 	}

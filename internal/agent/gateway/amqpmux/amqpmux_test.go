@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +167,33 @@ func TestC2DLinkSurvivesRedial(t *testing.T) {
 	}
 	if s := m.Stats(); s.C2DAttaches != 1 || s.Attached != 4 {
 		t.Errorf("stats: %+v, want 4 dials and 1 C2D attach", s)
+	}
+}
+
+// TestHubCertificateCheckedAtVerifyTime: the shared connection checks the hub's
+// certificate as of Options.VerifyTime (tokenagent passes the clock corrected by the
+// token service's), not the system clock: refused at 1970, accepted now.
+func TestHubCertificateCheckedAtVerifyTime(t *testing.T) {
+	f := testpeer.NewGatewayFixture(t, "edge-clock", []string{"leaf-a"}, time.Minute)
+	peer := f.StartAMQP(t)
+	r := f.LeafTokens(t, "leaf-a")[0]
+	for _, tc := range []struct {
+		name   string
+		at     func() time.Time
+		wantOK bool
+	}{
+		{"1970", func() time.Time { return time.Unix(0, 0) }, false},
+		{"now", time.Now, true},
+	} {
+		m := amqpmux.New(amqpmux.Options{DialAddr: peer.Addr, RootCAs: f.CA.Pool(), VerifyTime: tc.at,
+			Timeout: 5 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		c, err := m.Leaf(r.DeviceID).Dial(t.Context(), r.Token)
+		if c != nil {
+			c.Close(true)
+		}
+		m.Close()
+		if (err == nil) != tc.wantOK || (err != nil && !strings.Contains(err.Error(), "not yet valid")) {
+			t.Errorf("hub certificate checked at %s: got %v, want ok %v", tc.name, err, tc.wantOK)
+		}
 	}
 }
