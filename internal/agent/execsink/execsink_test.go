@@ -41,23 +41,7 @@ func TestChildFollowsTheToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			t.Setenv("OUT", out)
-			sas, err := tmpl.Parse("SAS", "{{ .Token }}")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sup, err := execsink.New(execsink.Config{
-				Command: []string{"/bin/sh", "-c", tt.script}, Env: []execsink.Env{{Name: "SAS", Template: sas}},
-				OnChange: tt.onChange, StopTimeout: 2 * time.Second,
-				Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second},
-			}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := &token.Holder{}
-			h.Set(tok("tok-1"))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- sup.Run(ctx, h) }()
+			h, cancel, done := runChild(t, tt.script, tt.onChange, 2*time.Second)
 			waitLines(t, out, 1)
 			h.Set(tok("tok-2"))
 			waitLines(t, out, 2)
@@ -71,6 +55,30 @@ func TestChildFollowsTheToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runChild runs a sink whose child is the shell script, with the token in $SAS, on a
+// holder that has tok-1; cancel stops it and done has Run's result.
+func runChild(t *testing.T, script string, onChange execsink.OnChange, stopTimeout time.Duration) (*token.Holder, context.CancelFunc, <-chan error) {
+	t.Helper()
+	sas, err := tmpl.Parse("SAS", "{{ .Token }}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup, err := execsink.New(execsink.Config{
+		Command: []string{"/bin/sh", "-c", script}, Env: []execsink.Env{{Name: "SAS", Template: sas}},
+		OnChange: onChange, StopTimeout: stopTimeout,
+		Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second},
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &token.Holder{}
+	h.Set(tok("tok-1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, h) }()
+	return h, cancel, done
 }
 
 func waitLines(t *testing.T, path string, n int) {
@@ -95,24 +103,7 @@ func waitLines(t *testing.T, path string, n int) {
 func TestStopEndsTheChildsProcesses(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("PIDDIR", dir)
-	sas, err := tmpl.Parse("SAS", "{{ .Token }}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sup, err := execsink.New(execsink.Config{
-		Command:     []string{"/bin/sh", "-c", `sleep 300 & echo $! > "$PIDDIR/$SAS"; wait`},
-		Env:         []execsink.Env{{Name: "SAS", Template: sas}},
-		StopTimeout: 5 * time.Second,
-		Backoff:     backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second},
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &token.Holder{}
-	h.Set(tok("tok-1"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx, h) }()
+	h, cancel, done := runChild(t, `sleep 300 & echo $! > "$PIDDIR/$SAS"; wait`, execsink.Restart, 5*time.Second)
 	first := waitPID(t, filepath.Join(dir, "tok-1"))
 	h.Set(tok("tok-2"))
 	second := waitPID(t, filepath.Join(dir, "tok-2"))
