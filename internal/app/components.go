@@ -70,7 +70,10 @@ func loadClientCA(path string) (*x509.CertPool, error) {
 
 // newAudit opens the configured audit sink; nil when it is off.
 func (a *App) newAudit() (*audit.Logger, error) {
-	onError := func(err error) { a.log.Error("audit record lost", "error", err.Error()) }
+	onError := func(err error) {
+		a.metrics.AuditLost()
+		a.log.Error("audit record lost", "error", err.Error())
+	}
 	switch a.cfg.Audit.Sink.Kind {
 	case "off":
 		return nil, nil

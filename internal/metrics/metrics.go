@@ -24,6 +24,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+	auditLost     prometheus.Counter
 
 	// The children the hot path uses, bound once (bound.go).
 	tokenChildren *bound[[3]string, prometheus.Counter]
@@ -63,11 +64,16 @@ func New(reg *prometheus.Registry) *Metrics {
 			Name:      "store_errors_total",
 			Help:      "Key store calls that failed for a reason other than not-found, exists or conflict, by operation.",
 		}, []string{"op"}),
+		auditLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "audit_records_lost_total",
+			Help:      "Audit records the audit sink could not write (disk full, closed stdout); each is also logged.",
+		}),
 	}
 	m.tokenChildren = newBound(func(k [3]string) prometheus.Counter { return m.tokens.WithLabelValues(k[:]...) })
 	m.httpChildren = newBound(func(k [3]string) prometheus.Observer { return m.httpDuration.WithLabelValues(k[:]...) })
 	m.storeChildren = newBound(func(op string) prometheus.Observer { return m.storeDuration.WithLabelValues(op) })
-	reg.MustRegister(m.tokens, m.httpDuration, m.rateLimited, m.storeDuration, m.storeErrors,
+	reg.MustRegister(m.tokens, m.httpDuration, m.rateLimited, m.storeDuration, m.storeErrors, m.auditLost,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -99,6 +105,9 @@ func (m *Metrics) HTTPRequest(method, route string, status int, d time.Duration)
 func (m *Metrics) RateLimited(limit string) {
 	m.rateLimited.WithLabelValues(limit).Inc()
 }
+
+// AuditLost counts one audit record the sink could not write.
+func (m *Metrics) AuditLost() { m.auditLost.Inc() }
 
 // statusClasses are the status classes by status/100, so labelling allocates nothing.
 var statusClasses = [...]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
