@@ -3,6 +3,7 @@ package filestore_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -464,5 +465,51 @@ func TestOpenFileCutShort(t *testing.T) {
 				t.Fatalf("Open: got error %v, want %v", err, filestore.ErrCorrupt)
 			}
 		})
+	}
+}
+
+// TestPagePointerOutsideTheFile: a damaged branch of the tree that points far past the
+// file (a flipped bit in a bucket's root page ID) must make reads and writes fail with
+// ErrCorrupt, not kill the process: bbolt follows the pointer into unmapped memory,
+// where the fault is fatal unless the goroutine asked for it as a panic.
+func TestPagePointerOutsideTheFile(t *testing.T) {
+	path, key := populatedFile(t)
+	var root uint64
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	must(t, err)
+	must(t, db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket([]byte("devices")).Root())
+		return nil
+	}))
+	must(t, db.Close())
+	if root == 0 {
+		t.Fatal("the devices bucket is inline: no root page to damage")
+	}
+	b, err := os.ReadFile(path)
+	must(t, err)
+	old := binary.LittleEndian.AppendUint64([]byte("devices"), root)
+	if !bytes.Contains(b, old) {
+		t.Fatal("the devices bucket's header was not found in the file")
+	}
+	b = bytes.ReplaceAll(b, old, binary.LittleEndian.AppendUint64([]byte("devices"), 1<<28))
+	must(t, os.WriteFile(path, b, 0o600))
+
+	s, err := filestore.Open(path, key, filestore.WithLogger(discardLogger))
+	if err != nil {
+		if !errors.Is(err, filestore.ErrCorrupt) {
+			t.Fatalf("Open: got %v, want nil or ErrCorrupt", err)
+		}
+		return
+	}
+	defer s.Close()
+	if _, err := s.GetDevice(t.Context(), "dev-01"); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Errorf("GetDevice: got %v, want ErrCorrupt", err)
+	}
+	err = s.CreateDevice(t.Context(), domain.Device{ID: "dev-new", Hub: "hub-iot"})
+	if !errors.Is(err, filestore.ErrCorrupt) {
+		t.Errorf("CreateDevice: got %v, want ErrCorrupt", err)
+	}
+	if rep, err := s.Check(t.Context()); err == nil && len(rep.Problems) == 0 {
+		t.Error("Check: got a clean report of a damaged file")
 	}
 }

@@ -3,6 +3,7 @@ package filestore
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -170,6 +171,7 @@ func (s *Store) commitGroup(group []*writeReq) {
 // withTx runs fn in a write transaction and commits it unless fn fails; a panic from
 // bbolt on a damaged page is an ErrCorrupt error for the whole group.
 func (s *Store) withTx(fn func(tx *bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // faults in bbolt's map: see recoverCorrupt
 	defer recoverCorrupt(&err)
 	defer s.noteSize()
 	return s.db.Update(fn)

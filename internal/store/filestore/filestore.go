@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,7 +160,7 @@ func openFile(path string, master []byte, o *options) (*bolt.DB, *sealer, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	sl, err := initOrVerify(db, master)
+	sl, err := verifyFile(db, master)
 	if err != nil {
 		db.Close()
 		return nil, nil, err
@@ -169,6 +170,7 @@ func openFile(path string, master []byte, o *options) (*bolt.DB, *sealer, error)
 
 // openBolt opens path with bbolt, mapping its errors to this package's.
 func openBolt(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // faults in bbolt's map: see recoverCorrupt
 	defer func() {
 		// bbolt trusts the pages it maps; a damaged file must be an error, not a crash.
 		if r := recover(); r != nil {
@@ -253,6 +255,7 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 		return err
 	}
 	defer s.mu.RUnlock()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // faults in bbolt's map: see recoverCorrupt
 	defer recoverCorrupt(&err)
 	return s.db.View(fn)
 }
@@ -278,6 +281,10 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err err
 	return s.withTx(fn)
 }
 
+// recoverCorrupt turns a panic from bbolt on a damaged file into ErrCorrupt. Its
+// callers also make memory faults panics for their call (debug.SetPanicOnFault, put
+// back as it was on return): bbolt following a damaged page pointer past its map
+// reads unmapped memory, which otherwise ends the process whatever recovers wait.
 func recoverCorrupt(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("%w: %v", ErrCorrupt, r)

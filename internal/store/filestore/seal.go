@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -171,6 +172,14 @@ func (s *sealer) openHub(name, sealed []byte) (domain.Hub, error) {
 		return domain.Hub{}, err
 	}
 	return r.Domain(), nil
+}
+
+// verifyFile is initOrVerify with bbolt's panics and faults on a damaged file made
+// ErrCorrupt.
+func verifyFile(db *bolt.DB, master []byte) (sl *sealer, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // faults in bbolt's map: see recoverCorrupt
+	defer recoverCorrupt(&err)
+	return initOrVerify(db, master)
 }
 
 // initOrVerify sets up the meta bucket of a new file, or checks an existing one's
