@@ -25,6 +25,7 @@ const tokenPrefix = "tsa_"
 type Settings interface {
 	GetSetting(ctx context.Context, name string) ([]byte, error)
 	PutSetting(ctx context.Context, name string, value []byte) error
+	CreateSetting(ctx context.Context, name string, value []byte) error
 }
 
 // Authenticator checks admin tokens against a stored hash. The hash can be replaced or
@@ -65,7 +66,9 @@ func (a *Authenticator) Revoke() {
 // must not come back if the variable is unset later (the explicit token stays the admin
 // token then). Without explicit it uses the hash stored by an earlier start, or
 // generates a token, stores its hash and returns the token as generated so the caller
-// can show it once.
+// can show it once. Replicas starting together on one store agree on one token: the
+// hash is stored only if none is, and a replica that loses that race uses the
+// winner's hash and shows nothing (the winner shows the token).
 func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticator, generated string, err error) {
 	if explicit != "" {
 		hash := sha256.Sum256([]byte(explicit))
@@ -80,23 +83,33 @@ func Bootstrap(ctx context.Context, s Settings, explicit string) (a *Authenticat
 		}
 		return newAuthenticator(hash), "", nil
 	}
-	stored, err := s.GetSetting(ctx, SettingName)
-	switch {
-	case err == nil:
-		if len(stored) != sha256.Size {
-			return nil, "", fmt.Errorf("stored admin token hash has %d bytes, want %d", len(stored), sha256.Size)
-		}
-		return newAuthenticator([sha256.Size]byte(stored)), "", nil
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, "", fmt.Errorf("read admin token hash: %w", err)
+	a, err = stored(ctx, s)
+	if !errors.Is(err, store.ErrNotFound) {
+		return a, "", err
 	}
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	generated = tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 	hash := sha256.Sum256([]byte(generated))
-	a = newAuthenticator(hash)
-	if err := s.PutSetting(ctx, SettingName, hash[:]); err != nil {
+	switch err := s.CreateSetting(ctx, SettingName, hash[:]); {
+	case errors.Is(err, store.ErrExists):
+		a, err = stored(ctx, s)
+		return a, "", err
+	case err != nil:
 		return nil, "", fmt.Errorf("store admin token hash: %w", err)
 	}
-	return a, generated, nil
+	return newAuthenticator(hash), generated, nil
+}
+
+// stored returns the Authenticator for the stored hash; store.ErrNotFound (unwrapped
+// by errors.Is) when there is none.
+func stored(ctx context.Context, s Settings) (*Authenticator, error) {
+	h, err := s.GetSetting(ctx, SettingName)
+	if err != nil {
+		return nil, fmt.Errorf("read admin token hash: %w", err)
+	}
+	if len(h) != sha256.Size {
+		return nil, fmt.Errorf("stored admin token hash has %d bytes, want %d", len(h), sha256.Size)
+	}
+	return newAuthenticator([sha256.Size]byte(h)), nil
 }

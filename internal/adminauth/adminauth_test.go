@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/adminauth"
@@ -124,5 +126,69 @@ func TestReplaceAndRevoke(t *testing.T) {
 	a.Revoke()
 	if a.Check("second-admin-token-0123456789") || a.Check("") {
 		t.Error("after Revoke: want every token refused")
+	}
+}
+
+// firstReadsTogether lets the first n GetSetting calls return only once all n have
+// read: replicas starting at the same moment all find no admin token hash.
+type firstReadsTogether struct {
+	adminauth.Settings
+	calls   atomic.Int32
+	n       int32
+	arrived sync.WaitGroup
+}
+
+func (s *firstReadsTogether) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	v, err := s.Settings.GetSetting(ctx, name)
+	if s.calls.Add(1) <= s.n {
+		s.arrived.Done()
+		s.arrived.Wait()
+	}
+	return v, err
+}
+
+// TestBootstrapReplicasAgree: replicas starting together on one store without an
+// explicit token all find none stored; exactly one generates and shows a token, and
+// every replica accepts that token and no other.
+func TestBootstrapReplicasAgree(t *testing.T) {
+	const n = 4
+	st := &firstReadsTogether{Settings: mustStore(t), n: n}
+	st.arrived.Add(n)
+	auths := make([]*adminauth.Authenticator, n)
+	shown := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var err error
+			auths[i], shown[i], err = adminauth.Bootstrap(context.Background(), st, "")
+			if err != nil {
+				t.Errorf("replica %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	var token string
+	for i, g := range shown {
+		if g == "" {
+			continue
+		}
+		if token != "" {
+			t.Fatalf("replica %d also showed a generated token", i)
+		}
+		token = g
+	}
+	if token == "" {
+		t.Fatal("no replica showed a token")
+	}
+	for i, a := range auths {
+		if a == nil {
+			continue
+		}
+		if !a.Check(token) {
+			t.Errorf("replica %d refuses the token that was shown", i)
+		}
+		if a.Check("tsa_" + strings.Repeat("A", 43)) {
+			t.Errorf("replica %d accepts another token", i)
+		}
 	}
 }

@@ -121,6 +121,14 @@ func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error
 	return err
 }
 
+// CreateSetting implements store.Store.
+func (s *Store) CreateSetting(ctx context.Context, name string, value []byte) error {
+	start := time.Now()
+	err := s.Store.CreateSetting(ctx, name, value)
+	s.observe("create_setting", start, err)
+	return err
+}
+
 // CacheStats is what the cache collector reads.
 type CacheStats interface {
 	Stats() cachestore.Stats

@@ -73,6 +73,9 @@ type Store interface {
 	GetSetting(ctx context.Context, name string) ([]byte, error)
 	// PutSetting stores a named service setting.
 	PutSetting(ctx context.Context, name string, value []byte) error
+	// CreateSetting stores a named service setting only if it is unset; ErrExists if
+	// it is set (of two concurrent creates, across replicas too, exactly one wins).
+	CreateSetting(ctx context.Context, name string, value []byte) error
 
 	// Close releases the store's resources.
 	Close() error

@@ -304,6 +304,11 @@ func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error
 	return s.next.PutSetting(ctx, name, value)
 }
 
+// CreateSetting creates a setting in the backend (settings are not cached).
+func (s *Store) CreateSetting(ctx context.Context, name string, value []byte) error {
+	return s.next.CreateSetting(ctx, name, value)
+}
+
 // Close drops every cached record, so no key material outlives the Store in its
 // memory, and closes the backend.
 func (s *Store) Close() error {

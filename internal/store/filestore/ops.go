@@ -302,6 +302,26 @@ func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error
 	return nil
 }
 
+// CreateSetting stores value under name unless name is set; store.ErrExists if it is.
+func (s *Store) CreateSetting(ctx context.Context, name string, value []byte) error {
+	if name == "" {
+		return fmt.Errorf("create setting: %w", errEmptyName)
+	}
+	key := []byte(name)
+	val := s.sl.seal(bucketSettings, key, value)
+	err := s.batch(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSettings)
+		if b.Get(key) != nil {
+			return refuse(store.ErrExists)
+		}
+		return b.Put(key, val)
+	})
+	if err != nil {
+		return fmt.Errorf("create setting %q: %w", name, err)
+	}
+	return nil
+}
+
 // indexDevice moves a device's entries in the hub counts and the parent index from
 // old to new (nil for a create or a delete), in the device's own transaction.
 func indexDevice(tx *bolt.Tx, old, new *domain.Device) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/tokensvc/tokensvc/internal/domain"
@@ -195,5 +196,46 @@ func testSettings(t *testing.T, open func(t *testing.T) store.Store) {
 				t.Errorf("GetSetting(%q): got %q, want %q", st.key, got, st.want)
 			}
 		})
+	}
+}
+
+// testCreateSettingOnce: CreateSetting stores only an unset setting; of concurrent
+// creates exactly one wins and its value is what every reader sees.
+func testCreateSettingOnce(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	ctx := t.Context()
+	if err := s.PutSetting(ctx, "put-first", []byte("put")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSetting(ctx, "put-first", []byte("create")); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateSetting over a put setting: got %v, want ErrExists", err)
+	}
+	if got, err := s.GetSetting(ctx, "put-first"); err != nil || string(got) != "put" {
+		t.Errorf("after a refused create: got %q, %v; want the put value", got, err)
+	}
+
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = s.CreateSetting(ctx, "raced", []byte{byte('a' + i)}) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Errorf("creates %d and %d both succeeded", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, store.ErrExists):
+			t.Errorf("create %d: got %v, want nil or ErrExists", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no concurrent create succeeded")
+	}
+	if got, err := s.GetSetting(ctx, "raced"); err != nil || !bytes.Equal(got, []byte{byte('a' + winner)}) {
+		t.Errorf("GetSetting after the race: got %q, %v; want the winner's %q", got, err, []byte{byte('a' + winner)})
 	}
 }

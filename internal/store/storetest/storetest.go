@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateDeviceConcurrent", testUpdateDeviceConcurrent},
 		{"DeleteDevice", testDeleteDevice},
 		{"Settings", testSettings},
+		{"CreateSettingOnce", testCreateSettingOnce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
