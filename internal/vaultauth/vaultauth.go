@@ -107,12 +107,24 @@ func NewClient(c Config) (*vault.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
+	// Set after vault.NewClient, which configures the *http.Transport itself.
+	cfg.HttpClient.Transport = keepIdle{cfg.HttpClient.Transport}
 	client.ClearToken() // never pick up a token from the environment behind our back
 	if c.Namespace != "" {
 		client.SetNamespace(c.Namespace)
 	}
 	return client, nil
 }
+
+// keepIdle is the Vault client's transport without its CloseIdleConnections:
+// vault/api's retrying layer (go-retryablehttp) calls that on the shared client
+// whenever one request fails for good — a device request past its deadline, a caller
+// gone — so one failure would make every other caller dial Vault again, and fail a
+// request that was just taking one of the closed connections. Idle connections still
+// close after the transport's IdleConnTimeout.
+type keepIdle struct{ rt http.RoundTripper }
+
+func (k keepIdle) RoundTrip(r *http.Request) (*http.Response, error) { return k.rt.RoundTrip(r) }
 
 // Authenticator logs the client in and keeps its token alive.
 type Authenticator struct {

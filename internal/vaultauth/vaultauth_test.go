@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -429,4 +430,39 @@ func countingProxy(t *testing.T, addr, path string, n *atomic.Int32) http.Handle
 		}
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// TestFailedRequestKeepsOthersConnections: vault/api's retrying layer
+// (go-retryablehttp) closes the shared client's idle connections whenever one request
+// fails for good — a device request past its deadline, a caller gone — which makes
+// every other caller dial again and fails a request that was just taking one of those
+// connections ("CloseIdleConnections called"). The client NewClient returns keeps its
+// pool: after a request fails on a canceled context, the next one reuses the idle
+// connection of the one before.
+func TestFailedRequestKeepsOthersConnections(t *testing.T) {
+	srv := vaulttest.Start(t)
+	c := mustClient(t, srv)
+	c.SetToken(srv.RootToken)
+	read := func(ctx context.Context) error {
+		_, err := c.Logical().ReadWithContext(ctx, "sys/mounts/secret")
+		return err
+	}
+	if err := read(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := read(canceled); err == nil {
+		t.Fatal("a read on a canceled context succeeded")
+	}
+	var reused atomic.Bool
+	trace := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+	})
+	if err := read(trace); err != nil {
+		t.Fatal(err)
+	}
+	if !reused.Load() {
+		t.Error("the read after a failed one dialled a new connection: the failure closed the pool's idle connections")
+	}
 }
