@@ -19,6 +19,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/tokensvc/tokensvc/internal/mochistop"
 )
 
 // New returns a mochi server (inline client on, logs discarded) with hook added.
@@ -58,6 +60,9 @@ func Listen(tb testing.TB, srv *mqtt.Server, l Listener) string {
 	if err := srv.AddListener(listeners.NewNet(l.ID, inner)); err != nil {
 		tb.Fatal(err)
 	}
+	netMu.Lock()
+	netIDs[srv] = append(netIDs[srv], l.ID)
+	netMu.Unlock()
 	return ln.Addr().String()
 }
 
@@ -89,9 +94,20 @@ func Serve(tb testing.TB, srv *mqtt.Server, stop func()) {
 		if stop != nil {
 			stop()
 		}
-		_ = srv.Close()
+		netMu.Lock()
+		ids := netIDs[srv]
+		delete(netIDs, srv)
+		netMu.Unlock()
+		_ = mochistop.Close(srv, ids...)
 	})
 }
+
+// netIDs are the network listeners Listen added to each server, which Serve's cleanup
+// stops from accepting before it closes the server (mochistop).
+var (
+	netMu  sync.Mutex
+	netIDs = map[*mqtt.Server][]string{}
+)
 
 // gate hands mochi only connections whose TLS handshake completed.
 type gate struct {

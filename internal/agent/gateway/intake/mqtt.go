@@ -33,6 +33,7 @@ import (
 	"github.com/tokensvc/tokensvc/internal/agent/counter"
 	"github.com/tokensvc/tokensvc/internal/agent/mqttlink"
 	"github.com/tokensvc/tokensvc/internal/agent/telemetry"
+	"github.com/tokensvc/tokensvc/internal/mochistop"
 )
 
 // Sink stores an accepted message; *queue.Queue implements it. Put returns once the
@@ -142,12 +143,15 @@ func ListenMQTT(o MQTTOptions) (*MQTT, error) {
 		ln = tls.NewListener(ln, o.TLS)
 	}
 	m.ln = ln
-	if err := m.srv.AddListener(listeners.NewNet("leaves", ln)); err != nil {
+	if err := m.srv.AddListener(listeners.NewNet(leavesListener, ln)); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	return m, nil
 }
+
+// leavesListener is the ID of the broker's only network listener.
+const leavesListener = "leaves"
 
 // Addr is where the broker listens.
 func (m *MQTT) Addr() string { return m.ln.Addr().String() }
@@ -164,7 +168,7 @@ func (m *MQTT) Serve() error {
 // Close disconnects every leaf and stops the listener; later calls do nothing.
 func (m *MQTT) Close() error {
 	var err error
-	m.closeOnce.Do(func() { err = m.srv.Close() })
+	m.closeOnce.Do(func() { err = mochistop.Close(m.srv, leavesListener) })
 	return err
 }
 
