@@ -35,9 +35,10 @@ func connectPacket(t *testing.T, id string) []byte {
 // gateway's intake runs it) while clients connect and go away as fast as they can —
 // each arrival and departure takes the client map's write lock, the lock mochi's own
 // Close deadlocked on in CI. Each Close returns, and leaves no client connected and
-// nothing accepting. (The deadlock itself needs a writer to arrive inside a
-// nanosecond window: this churn did not reproduce it in 30 rounds of mochi's Close,
-// so this test shows that mochistop.Close works under churn, not the race.)
+// nothing accepting (the server's own inline client aside). (The
+// deadlock itself needs a writer to arrive inside a window between two lock calls:
+// this churn did not reproduce it in 30 rounds of mochi's own Close, so this test
+// shows that mochistop.Close works under churn, not the race.)
 func TestCloseWhileClientsComeAndGo(t *testing.T) {
 	for round := range 10 {
 		srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -81,7 +82,7 @@ func TestCloseWhileClientsComeAndGo(t *testing.T) {
 			t.Fatalf("round %d: Close did not return within 20 s (the client map's lock is held for ever)", round)
 		}
 		for id, cl := range srv.Clients.GetAll() {
-			if !cl.Closed() {
+			if !cl.Net.Inline && !cl.Closed() {
 				t.Errorf("round %d: client %s still connected after Close", round, id)
 			}
 		}

@@ -60,9 +60,7 @@ func Listen(tb testing.TB, srv *mqtt.Server, l Listener) string {
 	if err := srv.AddListener(listeners.NewNet(l.ID, inner)); err != nil {
 		tb.Fatal(err)
 	}
-	netMu.Lock()
-	netIDs[srv] = append(netIDs[srv], l.ID)
-	netMu.Unlock()
+	addListenerID(srv, l.ID)
 	return ln.Addr().String()
 }
 
@@ -80,6 +78,7 @@ func ListenWS(tb testing.TB, srv *mqtt.Server, id string, conf *tls.Config, hand
 	if err := srv.AddListener(listeners.NewMockListener(id, addr)); err != nil {
 		tb.Fatal(err)
 	}
+	addListenerID(srv, id)
 	ws := &http.Server{Handler: handler, TLSConfig: conf, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ws.ServeTLS(ln, "", "") }()
 	return addr, ws
@@ -94,20 +93,26 @@ func Serve(tb testing.TB, srv *mqtt.Server, stop func()) {
 		if stop != nil {
 			stop()
 		}
-		netMu.Lock()
-		ids := netIDs[srv]
-		delete(netIDs, srv)
-		netMu.Unlock()
+		listenerMu.Lock()
+		ids := listenerIDs[srv]
+		delete(listenerIDs, srv)
+		listenerMu.Unlock()
 		_ = mochistop.Close(srv, ids...)
 	})
 }
 
-// netIDs are the network listeners Listen added to each server, which Serve's cleanup
-// stops from accepting before it closes the server (mochistop).
+// listenerIDs are the listeners Listen and ListenWS added to each server, which
+// Serve's cleanup closes through mochistop.
 var (
-	netMu  sync.Mutex
-	netIDs = map[*mqtt.Server][]string{}
+	listenerMu  sync.Mutex
+	listenerIDs = map[*mqtt.Server][]string{}
 )
+
+func addListenerID(srv *mqtt.Server, id string) {
+	listenerMu.Lock()
+	listenerIDs[srv] = append(listenerIDs[srv], id)
+	listenerMu.Unlock()
+}
 
 // gate hands mochi only connections whose TLS handshake completed.
 type gate struct {
