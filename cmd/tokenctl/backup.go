@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 )
@@ -26,9 +25,8 @@ func (c *cli) storeBackup(ctx context.Context, args []string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return problemError(resp.StatusCode, resp.Status, body)
+	if err := streamError(resp); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tokenctl-backup-*") // mode 0600
 	if err != nil {

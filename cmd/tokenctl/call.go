@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 
 	"github.com/tokensvc/tokensvc/internal/oapi"
 )
@@ -60,6 +62,16 @@ func showAll[R response, T any](ctx context.Context, c *cli, name string, args [
 	}
 	resp, err := call(ctx)
 	return show(c, resp, err, body, view)
+}
+
+// streamError is problemError for a raw-client answer (streamed calls: import,
+// backup) whose status is not 200, reading at most 64 KiB of its body; nil for a 200.
+func streamError(resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return problemError(resp.StatusCode, resp.Status, body)
 }
 
 // problemError is the error for an answer other than the one asked for: the service's
