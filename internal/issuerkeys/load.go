@@ -138,7 +138,7 @@ func (r *Ring) write(ctx context.Context, apply func(cur []storedKey) []storedKe
 			return nil, err
 		}
 		// Keys held in memory, still published, that the store lacks go back in:
-		// settings have no check-and-set, so another replica's write can replace ours
+		// settings have no check-and-set update, so another replica's write can replace ours
 		// just after it landed (see the package documentation), and this replica may
 		// already have signed credentials with the lost key — dropping it from the key
 		// set would make them unverifiable for their whole lifetime.
