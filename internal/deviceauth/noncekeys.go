@@ -54,8 +54,9 @@ type storedNonceKeys struct {
 // Shared through a store setting, it lets any replica accept a nonce another issued.
 // Settings have no check-and-set update (CreateSetting is for an unset one only), so
 // a rotation is read, merge, write, read back: two replicas rotating within one
-// read-back of each other can leave one replica signing for up to NonceKeyRefresh with a key the others do not know (those nonces get 401
-// elsewhere, and the device asks for another). Without a store (NewEphemeralNonceKeys)
+// read-back of each other can leave one replica signing for up to NonceKeyRefresh
+// with a key the others do not know (those nonces get 401 elsewhere, and the device
+// asks for another). Without a store (NewEphemeralNonceKeys)
 // the ring is one key in memory, good for one process.
 type NonceKeys struct {
 	st  SettingStore
