@@ -160,6 +160,10 @@ func TestAMQPMultiplexedEndToEnd(t *testing.T) {
 	if s.Tokens.Calls > s.Tokens.Fetched-(len(leaves)-1) || s.Tokens.Fetched < 2*len(leaves) {
 		t.Errorf("token calls: %+v, want batch calls carrying several tokens", s.Tokens)
 	}
+	// The peer records a message before the gateway reads its disposition.
+	testpeer.WaitFor(t, "every accepted message acknowledged in the queue", 10*time.Second, func() bool {
+		return r.gw.Stats().Queue.Pending == 0
+	})
 	r.stop(t)
 	if s := r.gw.Stats(); s.Queue.Pending != 0 || s.Queue.Dropped != 0 {
 		t.Errorf("queue after delivery: %+v, want nothing pending or dropped", s.Queue)
@@ -251,6 +255,11 @@ func TestReleasedMessageIsSentAgain(t *testing.T) {
 	if got := amqpBodies(peer)["lora-0001"]; strings.Join(got, ",") != "one,two,three" {
 		t.Errorf("accepted at the peer: got %v, want one,two,three in order", got)
 	}
+	// The peer records a message before the gateway reads its disposition: wait for
+	// the gateway's side too before stopping it.
+	testpeer.WaitFor(t, "three messages acknowledged in the queue", 10*time.Second, func() bool {
+		return r.gw.Stats().Queue.Acked >= 3
+	})
 	r.stop(t)
 	if s := r.gw.Stats().Queue; s.Pending != 0 || s.Acked != 3 {
 		t.Errorf("queue: got %+v, want 3 acked, nothing pending", s)
