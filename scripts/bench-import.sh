@@ -12,6 +12,9 @@
 # Loopback only; bounded; everything started is stopped on exit.
 #
 #   scripts/bench-import.sh                              # embedded, 5000 devices, workers 1 and 16
+#   ORDER=random DEVICES=1000000 SINGLE=0 IMPORT_WORKERS=64 scripts/bench-import.sh
+#                                                       # the IDs in a fixed shuffled order (default
+#                                                       # sequential): each lands among those stored
 #   STORE=vault DEVICES=5000 scripts/bench-import.sh
 #   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
 #   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
@@ -25,6 +28,7 @@ STORE=${STORE:-embedded}
 DEVICES=${DEVICES:-5000}
 IMPORT_WORKERS=${IMPORT_WORKERS:-16}
 TRANSIT=${TRANSIT:-0}
+ORDER=${ORDER:-sequential}
 BASE=${BASE:-}
 bench_init
 bench_build
@@ -56,7 +60,7 @@ if [[ $STORE == vault ]]; then
 else
 	bench_machine
 fi
-echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$([[ $TRANSIT == 1 ]] && echo ", Transit hub")$([[ $STORE == vault ]] && echo ", TOKENSVC_VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}")"
+echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run, IDs in $ORDER order$([[ $TRANSIT == 1 ]] && echo ", Transit hub")$([[ $STORE == vault ]] && echo ", TOKENSVC_VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}")"
 
 transit=()
 if [[ $TRANSIT == 1 ]]; then transit=(-transit); fi
@@ -85,7 +89,7 @@ for w in $runs; do
 	bench_pprof
 	if [[ -n ${PPROF_OUT:-} ]]; then pprof_args+=(-pprof-seconds "${PPROF_SECONDS:-10}s"); fi
 	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}" "${pprof_env[@]}"
-	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" "${pprof_args[@]}" \
+	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" -order "$ORDER" "${pprof_args[@]}" \
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")

@@ -12,7 +12,7 @@ func TestImportWorkersDefault(t *testing.T) {
 		set   int
 		want  int
 	}{
-		{"embedded", 0, httpapi.DefaultImportWorkers},
+		{"embedded", 0, embeddedImportWorkers},
 		{"vault", 0, httpapi.DefaultImportWorkers},
 		{"embedded", 1, 1},
 		{"vault", 200, 200},

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -21,9 +22,13 @@ import (
 type Config struct {
 	URL, Hub, Prefix, Label string
 	Devices                 int
-	Transit, JSON           bool
-	ServerPID, VaultPID     int
-	AdminToken              string
+	// Order is "sequential" (device IDs in ascending order, as a numbered fleet
+	// exports them) or "random" (the same IDs in a fixed shuffled order, as UUIDs or
+	// MAC addresses arrive: every new device lands among the ones already stored).
+	Order               string
+	Transit, JSON       bool
+	ServerPID, VaultPID int
+	AdminToken          string
 	// RawWorkers > 0 measures raw KV writes to VaultAddr/v1/RawPath (VAULT_TOKEN)
 	// instead of an import: the baseline.
 	RawWorkers                     int
@@ -50,6 +55,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.StringVar(&c.Prefix, "device-prefix", "", "device ID prefix (default: imp-<unix nanoseconds>-); the devices must be new")
 	fs.StringVar(&c.Label, "label", "", "name of this run in the output (e.g. workers=16)")
 	fs.IntVar(&c.Devices, "n", 10_000, "devices to import")
+	fs.StringVar(&c.Order, "order", "sequential", "order of the device IDs in the import: sequential or random (a fixed shuffle of the same IDs)")
 	fs.BoolVar(&c.Transit, "transit", false, "a hub whose device keys live in Vault Transit (Vault store)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as one JSON line")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "also report this process's (tokensvc's) CPU time per device")
@@ -87,8 +93,21 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return c, errors.New("import provisions devices: set TOKENSVC_ADMIN_TOKEN")
 	case c.Devices < 1 || c.Devices > 1_000_000:
 		return c, errors.New("-n: 1 to 1000000 devices")
+	case c.Order != "sequential" && c.Order != "random":
+		return c, fmt.Errorf("-order %q: sequential or random", c.Order)
 	}
 	return c, nil
+}
+
+// idNumbers returns the number in the i-th line's device ID: i itself, or with order
+// "random" a permutation of 0..n-1 that is the same in every run (a fixed seed), so
+// runs compare.
+func idNumbers(n int, order string) func(i int) int {
+	if order != "random" {
+		return func(i int) int { return i }
+	}
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(n)
+	return func(i int) int { return perm[i] }
 }
 
 // Run is `tokenbench import`.
@@ -115,10 +134,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	number := idNumbers(c.Devices, c.Order)
 	profiled := c.Profile.Start(ctx, http.DefaultClient, "import", c.Profile.Max)
 	start := time.Now()
 	_, err = admin.Import(ctx, c.Devices, func(i int) (oapi.DeviceCreate, error) {
-		return oapi.DeviceCreate{DeviceId: fmt.Sprintf("%s%07d", c.Prefix, i), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
+		return oapi.DeviceCreate{DeviceId: fmt.Sprintf("%s%07d", c.Prefix, number(i)), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
 	})
 	took := time.Since(start)
 	if err != nil {

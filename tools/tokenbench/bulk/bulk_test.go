@@ -21,6 +21,8 @@ func TestParse(t *testing.T) {
 		{"too many devices", []string{"-n", "2000000"}, admin, "-n"},
 		{"raw without a Vault token", []string{"-raw-kv", "16", "-vault-addr", "http://127.0.0.1:8200"}, nil, "VAULT_TOKEN"},
 		{"raw off the machine", []string{"-raw-kv", "16", "-vault-addr", "http://vault.example.com"}, map[string]string{"VAULT_TOKEN": "v"}, "loopback"},
+		{"random order", []string{"-order", "random"}, admin, ""},
+		{"unknown order", []string{"-order", "sorted"}, admin, "-order"},
 		{"raw", []string{"-raw-kv", "16", "-vault-addr", "http://127.0.0.1:8200"}, map[string]string{"VAULT_TOKEN": "v"}, ""},
 	}
 	for _, tt := range tests {
@@ -34,6 +36,36 @@ func TestParse(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestIDNumbers: either order names every device of 0..n-1 exactly once, so a random
+// import creates the same devices as a sequential one; the random order is the same in
+// every run and is not the sequential one.
+func TestIDNumbers(t *testing.T) {
+	const n = 1000
+	for _, order := range []string{"sequential", "random"} {
+		t.Run(order, func(t *testing.T) {
+			number, again := idNumbers(n, order), idNumbers(n, order)
+			seen := make([]bool, n)
+			inPlace := 0
+			for i := range n {
+				k := number(i)
+				if k < 0 || k >= n || seen[k] {
+					t.Fatalf("line %d: number %d out of range or repeated", i, k)
+				}
+				seen[k] = true
+				if again(i) != k {
+					t.Fatalf("line %d: %d, then %d in a second run", i, k, again(i))
+				}
+				if k == i {
+					inPlace++
+				}
+			}
+			if want := order == "sequential"; (inPlace == n) != want {
+				t.Fatalf("%d of %d lines keep their own number", inPlace, n)
 			}
 		})
 	}
