@@ -84,7 +84,8 @@ func setRouted(r **http.Request, rt routed) *routed {
 		c.routed, c.hasRouted = rt, true
 		return &c.routed
 	}
-	p := &rt
+	p := new(routed) // not &rt: that would move rt to the heap on the common path too
+	*p = rt
 	*r = (*r).WithContext(context.WithValue((*r).Context(), routedKey, p))
 	return p
 }

@@ -140,9 +140,18 @@ type Batch struct {
 	r    *Registry
 	ctx  context.Context
 	sem  chan struct{}
+	jobs chan batchJob // to an idle worker; closed by Wait
+	end  sync.Once
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	keys map[string]*keyState
+}
+
+// batchJob is a submitted line on its way to a worker.
+type batchJob struct {
+	d    domain.Device
+	p    *Pending
+	wait []*Pending
 }
 
 // ErrImportPanicked is wrapped by the error of a line whose import panicked: a bug, not
@@ -174,37 +183,64 @@ func (p *Pending) Result() (Created, ImportResult, error) { return p.created, p.
 // NewBatch starts a bulk import running at most workers lines at once (at least one).
 // ctx bounds every line's store calls; Wait before dropping the Batch.
 func (r *Registry) NewBatch(ctx context.Context, workers int) *Batch {
-	return &Batch{r: r, ctx: ctx, sem: make(chan struct{}, max(workers, 1)), keys: map[string]*keyState{}}
+	return &Batch{r: r, ctx: ctx, sem: make(chan struct{}, max(workers, 1)), jobs: make(chan batchJob), keys: map[string]*keyState{}}
 }
 
 // Submit starts importing d once a worker is free (it blocks until then) and the lines
 // it depends on are done.
+//
+// The workers are started as lines need them and kept until Wait, at most one per
+// line in flight: a goroutine per line would grow a new stack by copies deep in every
+// line's store call (≈ 5 % of a 10⁶-device import's CPU samples).
 func (b *Batch) Submit(d domain.Device) *Pending {
 	p := &Pending{done: make(chan struct{})}
 	b.sem <- struct{}{}
-	wait := b.enter(d, p)
+	j := batchJob{d: d, p: p, wait: b.enter(d, p)}
 	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		defer func() { <-b.sem }()
-		defer b.leave(d, p)
-		defer close(p.done)
-		defer func() {
-			if v := recover(); v != nil {
-				p.created, p.result = Created{}, ""
-				p.err = fmt.Errorf("device %q (%T): %w", d.ID, v, ErrImportPanicked)
-			}
-		}()
-		for _, w := range wait {
-			<-w.done
-		}
-		p.created, p.result, p.err = b.r.ImportDevice(b.ctx, d)
-	}()
+	select {
+	case b.jobs <- j: // an idle worker took it
+	default:
+		go b.work(j)
+	}
 	return p
 }
 
-// Wait returns when every submitted line is done.
-func (b *Batch) Wait() { b.wg.Wait() }
+// work imports j, then the lines handed to it until Wait closes jobs.
+func (b *Batch) work(j batchJob) {
+	for {
+		b.run(j)
+		var ok bool
+		if j, ok = <-b.jobs; !ok {
+			return
+		}
+	}
+}
+
+// run imports one line once the lines it depends on are done.
+func (b *Batch) run(j batchJob) {
+	d, p := j.d, j.p
+	defer b.wg.Done()
+	defer func() { <-b.sem }()
+	defer b.leave(d, p)
+	defer close(p.done)
+	defer func() {
+		if v := recover(); v != nil {
+			p.created, p.result = Created{}, ""
+			p.err = fmt.Errorf("device %q (%T): %w", d.ID, v, ErrImportPanicked)
+		}
+	}()
+	for _, w := range j.wait {
+		<-w.done
+	}
+	p.created, p.result, p.err = b.r.ImportDevice(b.ctx, d)
+}
+
+// Wait returns when every submitted line is done, and ends the Batch: its workers
+// stop, and it takes no more lines.
+func (b *Batch) Wait() {
+	b.wg.Wait()
+	b.end.Do(func() { close(b.jobs) })
+}
 
 // enter records p as the newest line creating d.ID and naming d.Parent, and returns
 // the earlier lines it must wait for.
