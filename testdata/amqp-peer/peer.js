@@ -15,13 +15,18 @@
 //     several devices, that device's links are detached.
 //
 // Configuration is the first line on stdin, one JSON object: {hub, hubName, certPem,
-// keyPem, keys}. Later lines are commands: {"c2d":{"device":ID,"body":TEXT}} sends a
+// keyPem, keys, maxMessageBytes}. Later lines are commands: {"c2d":{"device":ID,"body":TEXT}} sends a
 // cloud-to-device message on the device's open devicebound link or, as IoT Hub does,
 // keeps it for the device until one is open (and sendable); a message sent on a link
 // that closes before the device settled it is kept again. {"release":{"device":ID,
 // "count":N}} makes the device's next N telemetry messages settle as released (not
 // accepted: the sender must send them again), each reported as a "released" event; the
-// command is acknowledged with a "release-armed" event.
+// command is acknowledged with a "release-armed" event. {"reject":{"device":ID,
+// "condition":COND}} makes the device's next telemetry message settle as rejected with
+// that error condition (IoT Hub rejects while throttling, for example), reported as a
+// "rejected" event; acknowledged with "reject-armed". As IoT Hub does, a telemetry
+// message larger than maxMessageBytes (configuration; default 262144, IoT Hub's 256 KB)
+// is rejected with amqp:link:message-size-exceeded, reported the same way.
 // Every event is one JSON line on stdout; the first is {"event":"listening","port":N}.
 'use strict';
 
@@ -34,6 +39,7 @@ let cfg;
 // Deliveries are settled by the message handler: accepted, or released on command.
 const container = rhea.create_container({ id: 'iothub-test-peer', autoaccept: false });
 const releaseNext = {}; // device -> telemetry messages still to release
+const rejectNext = {}; // device -> conditions to reject its next telemetry messages with
 
 function emit(ev) {
   process.stdout.write(JSON.stringify(ev) + '\n');
@@ -276,6 +282,17 @@ container.on('message', function (ctx) {
   let body = msg.body;
   if (body && body.typecode === 0x75) body = body.content; // a data section
   const device = ctx.receiver.device;
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : String(body);
+  const size = Buffer.isBuffer(body) ? body.length : Buffer.byteLength(text);
+  const limit = cfg.maxMessageBytes || 262144;
+  let condition;
+  if (size > limit) condition = 'amqp:link:message-size-exceeded';
+  else if (rejectNext[device] && rejectNext[device].length > 0) condition = rejectNext[device].shift();
+  if (condition) {
+    ctx.delivery.reject({ condition: condition, description: 'message of ' + size + ' bytes rejected' });
+    emit({ event: 'rejected', device: device, reason: condition, body: text.slice(0, 64) });
+    return;
+  }
   if (releaseNext[device] > 0) {
     releaseNext[device]--;
     ctx.delivery.release();
@@ -296,6 +313,10 @@ container.on('error', function (err) {
 });
 
 function command(c) {
+  if (c.reject) {
+    (rejectNext[c.reject.device] = rejectNext[c.reject.device] || []).push(c.reject.condition);
+    emit({ event: 'reject-armed', device: c.reject.device });
+  }
   if (c.release) {
     releaseNext[c.release.device] = (releaseNext[c.release.device] || 0) + c.release.count;
     emit({ event: 'release-armed', device: c.release.device });

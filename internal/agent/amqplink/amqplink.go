@@ -57,15 +57,15 @@ type Stats struct {
 	// Connects counts opened connections; Rotations the reconnects made for a new token
 	// (PLAIN); Renewals the put-tokens on an open connection (CBS, after the first);
 	// Lost the connections that broke; Refused the refused tokens; Sent the accepted
-	// messages.
-	Connects, Rotations, Renewals, Lost, Refused, Sent int
+	// messages; Rejected the messages the peer refused for what they are (dropped).
+	Connects, Rotations, Renewals, Lost, Refused, Sent, Rejected int
 }
 
 // Link is one device's AMQP connection: a link.Loop with this package's Dialer.
 type Link struct {
-	o    Options
-	loop *link.Loop
-	sent atomic.Int64
+	o              Options
+	loop           *link.Loop
+	sent, rejected atomic.Int64
 }
 
 var (
@@ -89,7 +89,7 @@ func New(o Options) *Link {
 func (l *Link) Stats() Stats {
 	s := l.loop.Stats()
 	return Stats{Connects: s.Connects, Rotations: s.Rotations, Renewals: s.Renewals, Lost: s.Lost,
-		Refused: s.Refused, Sent: int(l.sent.Load())}
+		Refused: s.Refused, Sent: int(l.sent.Load()), Rejected: int(l.rejected.Load())}
 }
 
 // Run keeps the link up until ctx ends; it returns nil then, or ErrNoProfile.
@@ -142,13 +142,20 @@ func (s *cbsSession) Renew(ctx context.Context, tok token.Token) error {
 	return nil
 }
 
-// Send sends m to the telemetry address and waits until the peer accepts it.
+// Send sends m to the telemetry address and waits until the peer accepts it. A message
+// the peer rejects for what it is (link.ErrUndeliverable) is dropped, counted and
+// logged: the connection is fine, and sending it again would be rejected again.
 func (s *session) Send(ctx context.Context, m telemetry.Message) error {
 	o := s.l.o
 	msg := NewMessage(m, o.Properties)
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if err := SendAccepted(sctx, s.sender, msg); err != nil {
+		if errors.Is(err, link.ErrUndeliverable) {
+			s.l.rejected.Add(1)
+			s.l.o.Logger.Warn("the peer rejected a message; dropped", "link", "amqp", "error", err.Error(), "bytes", len(m.Body))
+			return nil
+		}
 		return fmt.Errorf("send: %w", Classify(err))
 	}
 	s.l.sent.Add(1)

@@ -190,10 +190,22 @@ func (c *CBSNode) PutToken(ctx context.Context, tok token.Token) error {
 // modified: not processed) — it must be sent again.
 var ErrNotAccepted = errors.New("the peer did not accept the message")
 
+// undeliverable are the conditions of a rejected outcome that are about the message
+// itself, so that sending it again cannot succeed: the ones Azure's IoT device SDKs
+// treat as not retryable for a message (IoT Hub rejects a message over 256 KB with
+// message-size-exceeded). Any other rejection (throttling, a quota, an internal error)
+// is worth sending again later.
+var undeliverable = map[amqp.ErrCond]bool{
+	amqp.ErrCondDecodeError:         true,
+	amqp.ErrCondMessageSizeExceeded: true,
+	amqp.ErrCondInvalidField:        true,
+}
+
 // SendAccepted sends msg on s and returns once the peer has accepted it. go-amqp's Send
 // takes every outcome but rejected as success; here a released or modified message (or
 // one settled with no outcome) is an error wrapping ErrNotAccepted, so the caller keeps
-// it and sends it again, and a rejected one is the peer's error.
+// it and sends it again; a rejected one is the peer's error, wrapping
+// link.ErrUndeliverable when its condition is one of undeliverable.
 func SendAccepted(ctx context.Context, s *amqp.Sender, msg *amqp.Message) error {
 	receipt, err := s.SendWithReceipt(ctx, msg, nil)
 	if err != nil {
@@ -207,10 +219,13 @@ func SendAccepted(ctx context.Context, s *amqp.Sender, msg *amqp.Message) error 
 	case *amqp.StateAccepted:
 		return nil
 	case *amqp.StateRejected:
-		if st.Error != nil {
-			return st.Error
+		if st.Error == nil {
+			return errors.New("the peer rejected the message")
 		}
-		return errors.New("the peer rejected the message")
+		if undeliverable[st.Error.Condition] {
+			return fmt.Errorf("%w: %w", link.ErrUndeliverable, st.Error)
+		}
+		return st.Error
 	case *amqp.StateReleased:
 		return fmt.Errorf("%w: released", ErrNotAccepted)
 	case *amqp.StateModified:

@@ -265,3 +265,47 @@ func TestReleasedMessageIsSentAgain(t *testing.T) {
 		t.Errorf("queue: got %+v, want 3 acked, nothing pending", s)
 	}
 }
+
+// TestRejectedMessage: a message the hub rejects for what it is (here over its size
+// limit) can never be delivered, so it must not hold the leaf's later messages back: it
+// is dropped from the queue and counted, and the next ones go on over the same link. A
+// message rejected for another reason (throttling) stays queued and is sent again.
+func TestRejectedMessage(t *testing.T) {
+	leaves := []string{"lora-0001"}
+	f := testpeer.NewGatewayFixture(t, "edge-amqp", leaves, time.Minute)
+	peer := f.StartAMQP(t)
+	peer.Reject(t, "lora-0001", "amqp:link:message-size-exceeded")
+	peer.Reject(t, "lora-0001", "amqp:resource-limit-exceeded")
+	r := startGateway(t, f, t.TempDir(), 1000, gateway.Options{
+		Upstream: gateway.AMQP, DialAddr: peer.Addr, LineAddr: "127.0.0.1:0",
+	})
+	sendLine(t, "tcp", r.gw.LineAddr(), "lora-0001 one\nlora-0001 two\nlora-0001 three\n")
+	testpeer.WaitFor(t, "the later messages accepted at the peer", 20*time.Second, func() bool {
+		b := amqpBodies(peer)["lora-0001"]
+		return contains(b, "two") && contains(b, "three")
+	})
+	var rejected []string
+	for _, e := range peer.Events("rejected") {
+		rejected = append(rejected, e.Body+" "+e.Reason)
+	}
+	if want := "[one amqp:link:message-size-exceeded two amqp:resource-limit-exceeded]"; fmt.Sprint(rejected) != want {
+		t.Errorf("rejected at the peer: got %v, want %s", rejected, want)
+	}
+	if got := amqpBodies(peer)["lora-0001"]; strings.Join(got, ",") != "two,three" {
+		t.Errorf("accepted at the peer: got %v, want two,three in order", got)
+	}
+	testpeer.WaitFor(t, "three messages off the queue", 10*time.Second, func() bool {
+		return r.gw.Stats().Queue.Acked >= 3
+	})
+	st := r.gw.Stats()
+	r.stop(t)
+	if st.Links.Rejected != 1 || st.Links.Sent != 2 {
+		t.Errorf("links: got %d rejected, %d sent; want 1 and 2", st.Links.Rejected, st.Links.Sent)
+	}
+	if st.Links.Lost != 1 || st.AMQP.LinkAttaches != 2 {
+		t.Errorf("links: got %d lost, %d link attaches; want 1 and 2 (only the throttled message costs the link)", st.Links.Lost, st.AMQP.LinkAttaches)
+	}
+	if s := r.gw.Stats().Queue; s.Pending != 0 || s.Acked != 3 {
+		t.Errorf("queue: got %+v, want 3 acked (one of them dropped), nothing pending", s)
+	}
+}

@@ -23,8 +23,10 @@ type LinkStats struct {
 	// connection; Rotations the reconnects for a new token (MQTT); Lost the connections
 	// that broke or failed a send; Failed the connects that failed; Refused the tokens
 	// the hub refused; Sent the messages the hub accepted (then removed from the
-	// queue).
-	Connects, Renewals, Rotations, Lost, Failed, Refused, Sent int
+	// queue); Rejected the messages the hub rejected for what they are
+	// (link.ErrUndeliverable: removed from the queue too, since sending them again
+	// cannot succeed).
+	Connects, Renewals, Rotations, Lost, Failed, Refused, Sent, Rejected int
 }
 
 // pump drives every leaf's upstream link with a few workers instead of goroutines per
@@ -229,7 +231,14 @@ func (p *pump) serve(ctx context.Context, l *pleaf) (more bool, err error) {
 		if err != nil || !ok {
 			return false, nil // a failed queue logs its own errors
 		}
-		if err := l.conn.Send(ctx, r.Message); err != nil {
+		err = l.conn.Send(ctx, r.Message)
+		if errors.Is(err, link.ErrUndeliverable) {
+			p.q.Ack(l.id, r.Seq)
+			p.stats.Update(func(s *LinkStats) { s.Rejected++ })
+			p.log.Warn("the hub rejected a message; dropped", "leaf", l.id, "error", err.Error(), "bytes", len(r.Message.Body))
+			continue
+		}
+		if err != nil {
 			if ctx.Err() == nil {
 				p.lost(l, tok, err)
 			}

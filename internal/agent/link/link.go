@@ -20,6 +20,11 @@ import (
 // credentials, a SASL outcome, a CBS status): the Loop asks its source for a new token.
 var ErrRefused = errors.New("the peer refused the token")
 
+// ErrUndeliverable marks an error by which the peer refused one message for what it is
+// (too large, undecodable, a field it cannot take): sending it again cannot succeed,
+// and the connection is still usable. Whoever holds the message drops it.
+var ErrUndeliverable = errors.New("the peer will never accept this message")
+
 // TokenSource provides the current token; *keeper.Keeper is one.
 type TokenSource interface {
 	// Current returns the token (ok false while there is none) and a channel closed
@@ -43,7 +48,8 @@ type Dialer interface {
 // Conn is one open connection.
 type Conn interface {
 	// Send delivers m and returns once the peer has accepted it; an error (wrapping
-	// ErrRefused when the peer refused the token) means the connection is unusable.
+	// ErrRefused when the peer refused the token) means the connection is unusable,
+	// unless it wraps ErrUndeliverable: then only m was refused.
 	Send(ctx context.Context, m telemetry.Message) error
 	// Done is closed when the connection breaks; Err then says why.
 	Done() <-chan struct{}

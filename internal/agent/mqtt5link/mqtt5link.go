@@ -297,9 +297,15 @@ func (c *conn) current() token.Token {
 	return c.tok
 }
 
+// quotaExceeded is the PUBACK reason code 0x97: the message is refused for now, not for
+// what it is.
+const quotaExceeded = 0x97
+
 // Send publishes m and waits for its PUBACK (QoS 1). A PUBACK refusing the message
 // (e.g. 0x87, not authorized) drops it: the connection is fine, and sending it again
-// would be refused again.
+// would be refused again. But 0x97 (quota exceeded: Event Grid throttling a session's
+// publishes) refuses it for now only: the message is kept, and the link sends it
+// again after its backoff.
 func (c *conn) Send(ctx context.Context, m telemetry.Message) error {
 	pctx, cancel := context.WithTimeout(ctx, c.l.o.Timeout)
 	defer cancel()
@@ -312,6 +318,9 @@ func (c *conn) Send(ctx context.Context, m telemetry.Message) error {
 	case <-c.lost:
 		return c.err
 	default:
+	}
+	if r != nil && r.ReasonCode == quotaExceeded {
+		return fmt.Errorf("publish: the broker is over a quota (PUBACK %#x); sent again after the backoff", r.ReasonCode)
 	}
 	if r != nil && r.ReasonCode >= 0x80 {
 		c.l.rejected.Add(1)

@@ -3,6 +3,7 @@ package mqtt5link_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
@@ -304,13 +305,7 @@ func TestLinkDropsRefusedMessages(t *testing.T) {
 	msgs := make(chan telemetry.Message)
 	l := f.link(msgs, nil)
 	stop := testpeer.Run(t, l.Run)
-	for i := range 2 {
-		select {
-		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(i))}:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the link took no message within 30 s")
-		}
-	}
+	sendN(t, msgs, 2)
 	deadline := time.Now().Add(30 * time.Second)
 	for l.Stats().Rejected < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -321,6 +316,31 @@ func TestLinkDropsRefusedMessages(t *testing.T) {
 	ls, bs := l.Stats(), f.b.Stats()
 	if ls.Rejected != 2 || ls.Published != 0 || ls.Connects != 1 || ls.Lost != 0 || bs.Denied != 2 {
 		t.Errorf("link %+v, broker %+v: want both messages refused and dropped on one session", ls, bs)
+	}
+}
+
+// TestLinkKeepsThrottledMessages: a PUBACK with 0x97 (quota exceeded, Event Grid's
+// throttling) refuses a message for now, not for what it is: the link keeps it and
+// sends it again after its backoff, in order, instead of dropping it.
+func TestLinkKeepsThrottledMessages(t *testing.T) {
+	f := start(t, nil, "", nil)
+	f.src.Next()
+	f.b.Throttle(2)
+	msgs := make(chan telemetry.Message)
+	l := f.link(msgs, nil)
+	stop := testpeer.Run(t, l.Run)
+	sendN(t, msgs, 2)
+	testpeer.WaitFor(t, "both messages published", 30*time.Second, func() bool { return l.Stats().Published >= 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range f.b.Published() {
+		got = append(got, string(p.Payload))
+	}
+	ls, bs := l.Stats(), f.b.Stats()
+	if fmt.Sprint(got) != "[m0 m1]" || ls.Rejected != 0 || bs.Throttled != 2 {
+		t.Errorf("published %v, link %+v, broker %+v: want [m0 m1] after two throttled tries, none dropped", got, ls, bs)
 	}
 }
 
@@ -341,5 +361,17 @@ func TestProperties(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// sendN hands the link messages m0…m{n-1}, failing if it takes one no message for 30 s.
+func sendN(t *testing.T, msgs chan<- telemetry.Message, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case msgs <- telemetry.Message{Body: []byte("m" + strconv.Itoa(i))}:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the link took no message within 30 s")
+		}
 	}
 }

@@ -27,6 +27,10 @@ type AMQPOptions struct {
 	Cert         Leaf
 	// Keys are the devices' SAS keys (decoded), by device ID.
 	Keys map[string][]byte
+	// MaxMessageBytes is the largest telemetry body the peer accepts; a larger one is
+	// rejected with amqp:link:message-size-exceeded, as IoT Hub rejects a message over
+	// 256 KB. 0 means IoT Hub's 262,144.
+	MaxMessageBytes int
 }
 
 // AMQPEvent is one line the peer reported.
@@ -72,16 +76,31 @@ func (p *AMQPPeer) C2D(device, body string) error {
 // command, so a message sent after that is released.
 func (p *AMQPPeer) Release(tb testing.TB, device string, n int) {
 	tb.Helper()
-	armed := len(p.Events("release-armed"))
-	line, _ := json.Marshal(map[string]any{"release": map[string]any{"device": device, "count": n}})
+	p.arm(tb, "release", map[string]any{"device": device, "count": n})
+}
+
+// Reject makes the peer settle device's next telemetry message as rejected with the
+// AMQP error condition (IoT Hub rejects while throttling, for one), reported as a
+// "rejected" event whose Reason is the condition. It returns once the peer has taken
+// the command.
+func (p *AMQPPeer) Reject(tb testing.TB, device, condition string) {
+	tb.Helper()
+	p.arm(tb, "reject", map[string]any{"device": device, "condition": condition})
+}
+
+// arm sends the peer the command {name: args} and waits for its "<name>-armed" event.
+func (p *AMQPPeer) arm(tb testing.TB, name string, args map[string]any) {
+	tb.Helper()
+	armed := len(p.Events(name + "-armed"))
+	line, _ := json.Marshal(map[string]any{name: args})
 	p.mu.Lock()
 	_, err := p.stdin.Write(append(line, '\n'))
 	p.mu.Unlock()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	WaitFor(tb, "the peer to take the release command", 10*time.Second, func() bool {
-		return len(p.Events("release-armed")) > armed
+	WaitFor(tb, "the peer to take the "+name+" command", 10*time.Second, func() bool {
+		return len(p.Events(name+"-armed")) > armed
 	})
 }
 
@@ -114,6 +133,7 @@ func StartAMQP(tb testing.TB, o AMQPOptions) *AMQPPeer {
 	}
 	cfg, _ := json.Marshal(map[string]any{
 		"hub": o.Hub, "hubName": o.HubName, "certPem": o.Cert.CertPEM, "keyPem": o.Cert.KeyPEM, "keys": keys,
+		"maxMessageBytes": o.MaxMessageBytes,
 	})
 	cmd := exec.Command(node, script)
 	stdin, err := cmd.StdinPipe()

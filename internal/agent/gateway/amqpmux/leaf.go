@@ -169,7 +169,9 @@ func (c *leafConn) sendDone(ok bool) {
 }
 
 // Send sends m on the leaf's link (attached if needed) and returns once the hub
-// accepted it. A failed link is detached, so the next send attaches a fresh one.
+// accepted it. A failed link is detached, so the next send attaches a fresh one; a
+// message the hub rejected for what it is (link.ErrUndeliverable) leaves the link as
+// it is.
 func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, c.m.o.Timeout)
 	defer cancel()
@@ -178,7 +180,11 @@ func (c *leafConn) Send(ctx context.Context, m telemetry.Message) error {
 		return err
 	}
 	err = amqplink.SendAccepted(ctx, s, amqplink.NewMessage(m, c.m.o.Properties))
-	c.sendDone(err == nil)
+	undeliverable := errors.Is(err, link.ErrUndeliverable)
+	c.sendDone(err == nil || undeliverable)
+	if undeliverable {
+		return fmt.Errorf("send: %w", err)
+	}
 	if err != nil {
 		c.mu.Lock()
 		c.detachLocked()

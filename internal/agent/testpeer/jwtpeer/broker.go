@@ -58,6 +58,8 @@ type BrokerStats struct {
 	Denied            int
 	// NoALPN counts TLS handshakes refused for negotiating no ALPN protocol.
 	NoALPN int
+	// Throttled counts the PUBLISHes refused with PUBACK 0x97 on Throttle's command.
+	Throttled int
 }
 
 // Broker is the stand-in broker.
@@ -75,6 +77,15 @@ type Broker struct {
 	published []Published
 	accepted  []Verified
 	tokens    []string
+	throttle  int // PUBLISHes still to refuse with 0x97
+}
+
+// Throttle makes the broker refuse the next n QoS 1 PUBLISHes with PUBACK reason 0x97
+// (quota exceeded), as Event Grid does over a session's publish rate.
+func (b *Broker) Throttle(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.throttle += n
 }
 
 // session is what the broker keeps about one authenticated connection.

@@ -85,6 +85,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		props[u.Key] = u.Val
 	}
 	h.b.mu.Lock()
+	if h.b.throttle > 0 && pk.FixedHeader.Qos > 0 {
+		h.b.throttle--
+		h.b.stats.Throttled++
+		h.b.mu.Unlock()
+		return pk, packets.ErrQuotaExceeded
+	}
 	h.b.published = append(h.b.published, Published{ClientID: cl.ID, Topic: pk.TopicName,
 		Payload: append([]byte(nil), pk.Payload...), Properties: props})
 	h.b.mu.Unlock()
