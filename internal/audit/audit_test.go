@@ -86,14 +86,8 @@ func TestRotatingFile(t *testing.T) {
 	if len(entries) != len(want) {
 		t.Errorf("got %d files, want %d", len(entries), len(want))
 	}
-	for name, content := range want {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != content {
-			t.Errorf("%s: got %q, want %q", name, b, content)
-		}
+	checkFiles(t, dir, want)
+	for name := range want {
 		fi, _ := os.Stat(filepath.Join(dir, name))
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, want 0600", name, fi.Mode().Perm())
@@ -159,6 +153,12 @@ func TestRotatingFileRotationFails(t *testing.T) {
 		"audit.log.1": string(line(0)) + string(line(1)) + string(line(2)) + string(line(3)),
 		"audit.log":   string(line(4)),
 	}
+	checkFiles(t, dir, want)
+}
+
+// checkFiles fails unless each file named in want holds exactly its content in dir.
+func checkFiles(t *testing.T, dir string, want map[string]string) {
+	t.Helper()
 	for name, content := range want {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
