@@ -99,8 +99,8 @@ const maxImportWorkers = 256
 
 // embeddedImportWorkers is the embedded store's default ImportWorkers. Its commit
 // groups are as large as the lines in flight, and at 10⁶ devices whose IDs arrive in
-// random order a larger group shares more of its B+tree pages: a 10⁶-device import
-// went 14,383/s at 64 lines, 18,855–20,351/s at 256 (BENCHMARKS §19.1).
+// random order a larger group shares more of its B+tree pages: 10⁶-device imports
+// went 13,423–16,815/s at 64 lines, 17,585–24,436/s at 256 (BENCHMARKS §19.1).
 const embeddedImportWorkers = maxImportWorkers
 
 // importWorkers is ImportWorkers with 0 resolved to the store's default: the

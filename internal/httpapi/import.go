@@ -18,10 +18,9 @@ import (
 const importPath = "/devices/import"
 
 // DefaultImportWorkers is how many lines of an import are imported at once unless
-// Deps.ImportWorkers says otherwise. Both stores gain from lines in flight: the embedded
-// store's commits are shared by the writes queued meanwhile (16 workers 5,646 devices/s,
-// 64 10,151), the Vault store's hub markers by the creates in flight (16 801/s, 64
-// 1,398/s, 128 1,268/s).
+// Deps.ImportWorkers says otherwise (the service sets it per store: app's
+// importWorkers). It is the Vault store's knee: its hub markers are shared by the
+// creates in flight (16 801/s, 64 1,398/s, 128 1,268/s).
 const DefaultImportWorkers = 64
 
 // importIdle is how long an import may wait for its next line or for the client to read
