@@ -19,6 +19,7 @@
 #   DEVICES=100 WORKERS=16 DURATION=10s scripts/bench-vault.sh -json
 #   REV=HEAD scripts/bench-vault.sh                # tokensvc built from a commit (git archive)
 #   scripts/bench-vault.sh -transit-mode deviceKey # Transit hub with a key per device
+#   PPROF_OUT=/tmp/prof scripts/bench-vault.sh     # + tokensvc's profiles: kv.* and transit.*.pprof
 # Extra arguments go to tokenbench vault.
 set -euo pipefail
 
@@ -27,6 +28,7 @@ bench_keepalive_knobs
 bench_init
 bench_build
 bench_start_vault
+bench_pprof
 
 # Transit makes its RSA-4096 wrapping key on the first read, which can take longer than
 # tokensvc's 5 s write deadline on a loaded machine: have it made before provisioning.
@@ -42,13 +44,14 @@ port=$(bench_freeport)
 url="http://127.0.0.1:$port"
 # Vault store with the key cache at its defaults (on, 60 s, 100000 entries); limits and
 # the audit record out of the way, as in bench-token.sh.
-bench_start_tokensvc "$url" TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" "${TOKENSVC_NO_LIMITS[@]}"
+bench_start_tokensvc "$url" TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" "${TOKENSVC_NO_LIMITS[@]}" "${pprof_env[@]}"
 
 bench_machine "$("$vault_bin" version | head -1)"
 echo "# Vault dev server pid $vault_pid on $VAULT_ADDR; tokensvc pid $svc_pid on $url (store vault, cache defaults)"
 echo "# tokenbench vault -provision $DEVICES -c $WORKERS -d $DURATION -warmup $WARMUP $*"
 TOKENSVC_ADMIN_TOKEN="$admin" VAULT_TOKEN="$raw_token" bench_run 900 "$work/tokenbench" vault -url "$url" \
 	-vault-addr "$VAULT_ADDR" -transit-key bench-raw -server-pid "$svc_pid" -vault-pid "$vault_pid" \
-	-provision "$DEVICES" -c "$WORKERS" -d "$DURATION" -warmup "$WARMUP" "$@"
+	-provision "$DEVICES" -c "$WORKERS" -d "$DURATION" -warmup "$WARMUP" \
+	${metrics_url:+-metrics-url "$metrics_url"} "${pprof_args[@]}" "$@"
 
 bench_tokensvc_stderr

@@ -36,6 +36,9 @@ type Config struct {
 	// device, so concurrent tokens share Transit batches) or deviceKey (a Transit key
 	// per device: concurrent tokens of different devices cannot share a call).
 	TransitMode string
+	// Profile fetches tokensvc's CPU and alloc profiles over each tokensvc phase
+	// (kv.*.pprof, transit.*.pprof).
+	Profile bench.Profiler
 }
 
 var vaultName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -49,6 +52,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Phases.Validate(); err != nil {
+		return err
+	}
+	if err := c.Profile.Validate(); err != nil {
 		return err
 	}
 	if err := c.NeedAdmin("vault"); err != nil {
@@ -84,6 +90,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.TransitHub, "transit-hub", "bench-transit", "hub whose keys live in Transit (created with transit: true if absent)")
 	fs.StringVar(&c.TransitMode, "transit-mode", "policy", "signing mode of -transit-hub: policy (one Transit key for the hub's devices) or deviceKey (one per device)")
 	fs.IntVar(&c.VaultPID, "vault-pid", 0, "report Vault's CPU per request, from /proc")
+	c.Profile.Register(fs)
 	if err := c.Common.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -150,14 +157,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rep := Report{Devices: cfg.Provision, BodyBytes: len(body), TransitMode: cfg.TransitMode}
 	phases := []struct {
 		name    string
+		profile string         // the profiles' file stem (tokensvc phases)
 		devices []bench.Device // nil: the raw transit/hmac phase
 	}{
-		{"tokensvc KV (cached)", kvDevs},
-		{"vault transit/hmac", nil},
-		{"tokensvc Transit " + cfg.TransitMode, trDevs},
+		{"tokensvc KV (cached)", "kv", kvDevs},
+		{"vault transit/hmac", "", nil},
+		{"tokensvc Transit " + cfg.TransitMode, "transit", trDevs},
 	}
 	for _, ph := range phases {
-		r, err := measurePhase(ctx, client, cfg, ph.name, ph.devices)
+		r, err := measurePhase(ctx, client, cfg, ph.name, ph.profile, ph.devices)
 		if err != nil {
 			return err
 		}
@@ -206,8 +214,9 @@ func provisionHubs(ctx context.Context, client *http.Client, cfg Config) (kv, tr
 }
 
 // measurePhase warms up, then measures one phase with tokensvc's and Vault's CPU and,
-// for a tokensvc phase, tokensvc's Vault reads around it.
-func measurePhase(ctx context.Context, client *bench.KeepAlive, cfg Config, name string, devs []bench.Device) (Result, error) {
+// for a tokensvc phase, tokensvc's Vault reads around it and (with -pprof-url) its
+// profiles, named after profile.
+func measurePhase(ctx context.Context, client *bench.KeepAlive, cfg Config, name, profile string, devs []bench.Device) (Result, error) {
 	target := cfg.URL + "/token"
 	metrics := cfg.MetricsURL
 	if devs == nil {
@@ -222,7 +231,12 @@ func measurePhase(ctx context.Context, client *bench.KeepAlive, cfg Config, name
 	if err != nil {
 		return Result{}, err
 	}
+	profiled := func() error { return nil }
+	if devs != nil {
+		profiled = cfg.Profile.Start(ctx, http.DefaultClient, profile, cfg.Duration)
+	}
 	br, cpu, err := bench.Measure(ctx, p, client, run, cfg.ServerPID, cfg.VaultPID)
+	err = errors.Join(err, profiled())
 	r := Result{Result: br}
 	if err != nil || r.OK == 0 {
 		return r, err
