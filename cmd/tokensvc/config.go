@@ -74,7 +74,7 @@ func vaultFlags(s *cliflags.Set, c *app.Config) {
 	s.String(&vs.PKIRole, "vault-pki-role", "PKI role that signs device certificates when a hub names no pkiRole")
 	s.Duration(&vs.RequestTimeout, "vault-timeout", "deadline of each Vault call on the request path")
 	s.Int(&vs.TransitBatchMax, "vault-transit-batch-max", "most concurrent Transit HMACs (or issuer signatures) with one key sent in one Vault call; 0 or 1 disables batching")
-	s.Duration(&vs.TransitBatchWait, "vault-transit-batch-wait", "how long a batch queued behind a call in flight may wait to fill up; 0 sends it when that call returns (a lone request never waits)")
+	s.Duration(&vs.TransitBatchWait, "vault-transit-batch-wait", "longest a batch queued behind a call in flight waits to hold as many requests as that call carried; 0 sends it when that call returns (a lone request never waits)")
 	s.Switch(&c.Cache.Enabled, "cache", "in-memory key cache in front of Vault: on or off")
 	s.Duration(&c.Cache.TTL, "cache-ttl", "how long a cached device or hub is fresh")
 	s.Int(&c.Cache.MaxEntries, "cache-size", "most devices and hubs cached")

@@ -3,7 +3,8 @@
 // The pattern is the adaptive one: at most one call per key is in flight. A call
 // arriving for an idle key goes out at once, alone, so an idle service pays no added
 // latency. Calls arriving while one is in flight queue up and go out together, as the
-// next batch, as soon as it returns (optionally after a bounded linger to fill it up).
+// next batch, as soon as it returns (optionally after a bounded linger until as many
+// are queued as the batch before it carried).
 // So the batch size follows the load: one at low load, up to Max under pressure.
 //
 // A batch runs on a goroutine of its own under a context derived from the Batcher's,
@@ -36,9 +37,12 @@ type Options struct {
 	// Max is the largest batch (items per call); Max <= 1 disables batching: every Do
 	// is a call of its own, concurrent ones included.
 	Max int
-	// Linger is how long a follow-up batch may wait for more items before it goes
-	// out while it has fewer than Max. Zero (the default) sends it at once. A call to
-	// an idle key never lingers.
+	// Linger bounds how long a follow-up batch may wait for more items. It waits
+	// until as many are queued as the batch before it carried, the best estimate of
+	// how many arrive while one call runs; waiting for Max instead would, under a
+	// load of fewer concurrent callers than Max, make every follow-up batch wait out
+	// the whole Linger while the callee idles. Zero (the default) sends it at once.
+	// A call to an idle key never lingers.
 	Linger time.Duration
 	// FailQueued, when set, says which batch errors mean an outage. When two batches
 	// of a key in a row fail so, the items still queued behind the second fail at
@@ -170,12 +174,11 @@ func (b *Batcher[In, Out]) call(key string, in []In) ([]Result[Out], error) {
 // queue. Exactly one worker runs per key at a time.
 func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 	defer b.wg.Done()
-	first, failing := true, false
+	last, failing := 0, false // last: the size of the batch that just returned
 	for {
-		if !first && b.opts.Linger > 0 {
-			b.linger(q)
+		if last > 0 && b.opts.Linger > 0 {
+			b.linger(q, last)
 		}
-		first = false
 		batch := b.take(key, q)
 		if batch == nil {
 			return
@@ -184,6 +187,7 @@ func (b *Batcher[In, Out]) work(key string, q *queue[In, Out]) {
 		for i, it := range batch {
 			in[i] = it.in
 		}
+		last = len(batch)
 		rs, err := b.call(key, in)
 		outage := err != nil && b.opts.FailQueued != nil && b.opts.FailQueued(err)
 		if outage && failing {
@@ -251,16 +255,16 @@ func (b *Batcher[In, Out]) take(key string, q *queue[In, Out]) []*item[In, Out] 
 	return batch
 }
 
-// linger waits up to Linger for q to hold Max items, or for Close. It returns at once
-// when q is empty (nothing to wait for) or already full.
-func (b *Batcher[In, Out]) linger(q *queue[In, Out]) {
+// linger waits up to Linger for q to hold want items, or for Close. It returns at once
+// when q is empty (nothing to wait for) or holds want already.
+func (b *Batcher[In, Out]) linger(q *queue[In, Out], want int) {
 	t := time.NewTimer(b.opts.Linger)
 	defer t.Stop()
 	for {
 		b.mu.Lock()
 		n := len(q.items)
 		b.mu.Unlock()
-		if n == 0 || n >= b.opts.Max {
+		if n == 0 || n >= want {
 			return
 		}
 		select {

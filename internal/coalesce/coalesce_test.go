@@ -326,40 +326,67 @@ func TestCallerCancelDoesNotCancelItsBatch(t *testing.T) {
 	})
 }
 
-func TestLingerFillsFollowUpBatches(t *testing.T) {
+// rehold holds the recorder's next calls and releases those held so far.
+func rehold(r *recorder) {
+	r.mu.Lock()
+	old := r.hold
+	r.hold = make(chan struct{})
+	r.mu.Unlock()
+	close(old)
+}
+
+// TestLingerWaitsForTheLastBatchsSize: a follow-up batch waits until as many items
+// are queued as the batch before it carried, and no longer, or for Linger at most.
+func TestLingerWaitsForTheLastBatchsSize(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &recorder{}
-		b := coalesce.New(r.fn, coalesce.Options{Max: 4, Linger: 10 * time.Millisecond})
+		b := coalesce.New(r.fn, coalesce.Options{Max: 8, Linger: 10 * time.Millisecond})
 		defer b.Close()
-		first := startHeld(t, r, b, "k")
-		chs := submit(t.Context(), b, "k", "a", "b")
+		var chs []chan outcome
+		chs = append(chs, startHeld(t, r, b, "k"))
+		chs = append(chs, submit(t.Context(), b, "k", "a", "b", "c")...)
 		synctest.Wait()
-		close(r.hold)
-		<-first
+		// The batch before carried one item and three are queued: they go at once.
+		rehold(r)
 		synctest.Wait()
-		// The follow-up batch waits for more (it holds 2 of 4) ...
-		if got := r.sizes(); !slices.Equal(got, []int{1}) {
-			t.Fatalf("batches while lingering: got %v, want [1]", got)
+		if got := r.sizes(); !slices.Equal(got, []int{1, 3}) {
+			t.Fatalf("batches: got %v, want [1 3]", got)
 		}
-		// ... and goes as soon as it is full.
-		chs = append(chs, submit(t.Context(), b, "k", "c", "d")...)
-		for _, ch := range chs {
-			<-ch
+		// Behind the batch of three, one item waits for two more (not for Max) ...
+		chs = append(chs, submit(t.Context(), b, "k", "d")...)
+		synctest.Wait()
+		rehold(r)
+		synctest.Wait()
+		if got := r.sizes(); !slices.Equal(got, []int{1, 3}) {
+			t.Fatalf("batches while lingering: got %v, want [1 3]", got)
 		}
-		if got := r.sizes(); !slices.Equal(got, []int{1, 4}) {
-			t.Fatalf("batches: got %v, want [1 4]", got)
+		// ... and goes as soon as three are there.
+		chs = append(chs, submit(t.Context(), b, "k", "e", "f")...)
+		synctest.Wait()
+		if got := r.sizes(); !slices.Equal(got, []int{1, 3, 3}) {
+			t.Fatalf("batches: got %v, want [1 3 3]", got)
 		}
 
-		// A follow-up batch that does not fill up goes when Linger has passed.
-		first = startHeld(t, r, b, "k")
-		chs = submit(t.Context(), b, "k", "e")
+		// A follow-up batch that does not reach the size before it goes when Linger
+		// has passed.
+		chs = append(chs, submit(t.Context(), b, "k", "g")...)
 		synctest.Wait()
-		close(r.hold)
-		<-first
 		start := time.Now()
-		<-chs[0]
-		if d := time.Since(start); d != 10*time.Millisecond {
-			t.Errorf("lingered %v, want exactly Linger (10ms)", d)
+		rehold(r)
+		synctest.Wait()
+		if got := r.sizes(); !slices.Equal(got, []int{1, 3, 3}) {
+			t.Fatalf("batches while lingering: got %v, want [1 3 3]", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+		if got := r.sizes(); !slices.Equal(got, []int{1, 3, 3, 1}) {
+			t.Errorf("batches after Linger (%v): got %v, want [1 3 3 1]", time.Since(start), got)
+		}
+		close(r.hold)
+		for _, ch := range chs {
+			if o := <-ch; o.err != nil {
+				t.Errorf("Do: %v", o.err)
+			}
 		}
 	})
 }

@@ -152,10 +152,10 @@ type Config struct {
 	// every one in a call of its own. At most 1024. The service defaults it to
 	// DefaultTransitBatchMax.
 	TransitBatchMax int
-	// TransitBatchWait is how long a batch that queued behind a call in flight may
-	// wait for more items before it goes while it holds fewer than TransitBatchMax;
-	// 0 (the default) sends it as soon as the call before it returns. A key with
-	// nothing in flight never waits.
+	// TransitBatchWait bounds how long a batch that queued behind a call in flight
+	// may wait for more items: it goes once it holds as many as that call carried
+	// (or TransitBatchMax), or when the wait has passed; 0 (the default) sends it as
+	// soon as the call before it returns. A key with nothing in flight never waits.
 	TransitBatchWait time.Duration
 }
 
