@@ -2,6 +2,8 @@ package deviceauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,10 +50,16 @@ type SettingStore interface {
 // MemoryReplay is the per-process ReplayStore, the default: used values are remembered
 // in memory until their assertion could no longer be accepted anyway, saved at shutdown
 // and restored at start; see the README's security model for crashes and replicas.
+//
+// A value is remembered by its digest (the first 16 bytes of its SHA-256) with its
+// expiry in Unix nanoseconds: a map with neither pointers in its keys nor in its values,
+// which the collector never scans. A busy node holds hundreds of thousands of them (every
+// assertion of the last few minutes); as strings and time.Time values they were most of
+// what each collection had to mark (BENCHMARKS §20.2).
 type MemoryReplay struct {
 	mu        sync.Mutex
 	now       func() time.Time
-	seen      map[string]time.Time
+	seen      map[digest]int64 // digest of the value → used until, Unix nanoseconds
 	nextSweep time.Time
 	// notBefore refuses assertions issued earlier: after a crash, jti values used by
 	// the previous process are unknown, and only an iat later than anything that
@@ -67,7 +75,17 @@ func NewMemoryReplay(now func() time.Time) *MemoryReplay {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryReplay{now: now, seen: make(map[string]time.Time)}
+	return &MemoryReplay{now: now, seen: make(map[digest]int64)}
+}
+
+// digest is what MemoryReplay remembers of a value: 128 bits of SHA-256, so two values
+// share one only by a collision nobody can find, and the same in every process (saved
+// digests stay valid across a restart).
+type digest [16]byte
+
+func digestOf(id string) digest {
+	h := sha256.Sum256([]byte(id))
+	return digest(h[:16])
 }
 
 // Consume records id until expiry; it fails only once Save has stopped the cache.
@@ -82,10 +100,11 @@ func (c *MemoryReplay) Consume(_ context.Context, id string, expiry time.Time) (
 		c.sweep(now)
 		c.nextSweep = now.Add(time.Minute)
 	}
-	if t, ok := c.seen[id]; ok && !now.After(t) {
+	k := digestOf(id)
+	if until, ok := c.seen[k]; ok && now.UnixNano() <= until {
 		return false, nil
 	}
-	c.seen[id] = expiry
+	c.seen[k] = expiry.UnixNano()
 	return true, nil
 }
 
@@ -97,19 +116,29 @@ func (c *MemoryReplay) issuedTooEarly(iat time.Time) bool {
 }
 
 func (c *MemoryReplay) sweep(now time.Time) {
-	for k, t := range c.seen {
-		if now.After(t) {
+	n := now.UnixNano()
+	for k, until := range c.seen {
+		if n > until {
 			delete(c.seen, k)
 		}
 	}
 }
 
-// replayState is the saved form. Clean is false while a process runs: finding it false
-// at start means the previous process did not save its memory.
+// replayState is the saved form. Saved (or, as versions before digests wrote it, Clean)
+// is false while a process runs: finding both false at start means the previous process
+// did not save its memory.
 type replayState struct {
+	// Clean and Used are the form of versions that remembered values as they are
+	// (Used: value → until, Unix seconds). Restore still reads it, after a downgrade and
+	// upgrade again; Save writes Clean false, so that such a version started on this
+	// version's state refuses older assertions as after a crash instead of loading
+	// digests it could never match.
 	Clean bool             `json:"clean"`
 	At    time.Time        `json:"at"`
-	Used  map[string]int64 `json:"used,omitempty"` // key → until, Unix seconds
+	Used  map[string]int64 `json:"used,omitempty"`
+	// Saved and Digests are this version's: the digests (base64) → until, Unix seconds.
+	Saved   bool             `json:"saved,omitempty"`
+	Digests map[string]int64 `json:"digests,omitempty"`
 	// NotBefore carries a crash's cut-off through later clean restarts: the process
 	// after a crash refuses assertions issued before its start, and must hand that rule
 	// on, or the one after it would accept the crashed process's jtis again.
@@ -134,18 +163,14 @@ func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
 		return fmt.Errorf("restore replay memory: %w", err)
 	default:
 		var st replayState
-		if err := json.Unmarshal(raw, &st); err != nil || !st.Clean {
+		if err := json.Unmarshal(raw, &st); err != nil || !(st.Saved || st.Clean) {
 			v.mem.mu.Lock()
 			v.mem.notBefore = now.Add(Leeway)
 			v.mem.mu.Unlock()
 			break
 		}
 		v.mem.mu.Lock()
-		for k, until := range st.Used {
-			if t := time.Unix(until, 0); !now.After(t) {
-				v.mem.seen[k] = t
-			}
-		}
+		v.mem.restore(now, st)
 		if st.NotBefore.After(v.mem.notBefore) {
 			v.mem.notBefore = st.NotBefore
 		}
@@ -156,6 +181,28 @@ func (v *Verifier) Restore(ctx context.Context, s SettingStore) error {
 		return fmt.Errorf("mark replay memory in use: %w", err)
 	}
 	return nil
+}
+
+// restore loads the values st holds that are still in their window, in either form.
+// c.mu is held.
+func (c *MemoryReplay) restore(now time.Time, st replayState) {
+	keep := func(k digest, until int64) {
+		if t := time.Unix(until, 0); !now.After(t) {
+			c.seen[k] = t.UnixNano()
+		}
+	}
+	for s, until := range st.Digests {
+		var k digest
+		if len(s) != base64.RawStdEncoding.EncodedLen(len(k)) {
+			continue
+		}
+		if n, err := base64.RawStdEncoding.Decode(k[:], []byte(s)); err == nil && n == len(k) {
+			keep(k, until)
+		}
+	}
+	for id, until := range st.Used {
+		keep(digestOf(id), until)
+	}
 }
 
 // Save stops accepting assertions and writes the jti values (and nonces) still inside
@@ -170,17 +217,17 @@ func (v *Verifier) Save(ctx context.Context, s SettingStore) error {
 	c.mu.Lock()
 	c.stopped = true
 	c.sweep(now)
-	st := replayState{Clean: len(c.seen) <= maxSavedJTIs, At: now.UTC()}
+	st := replayState{Saved: len(c.seen) <= maxSavedJTIs, At: now.UTC()}
 	// A crash cut-off matters only while assertions from before it could still be
 	// inside their lifetime; after that it is dropped.
 	if !c.notBefore.IsZero() && now.Before(c.notBefore.Add(MaxLifetime+2*Leeway)) {
 		st.NotBefore = c.notBefore.UTC()
 	}
-	if st.Clean {
-		st.Used = make(map[string]int64, len(c.seen))
-		for k, t := range c.seen {
+	if st.Saved {
+		st.Digests = make(map[string]int64, len(c.seen))
+		for k, until := range c.seen {
 			// Round up, so a saved entry never ends earlier than the one in memory.
-			st.Used[k] = t.Add(time.Second - 1).Unix()
+			st.Digests[base64.RawStdEncoding.EncodeToString(k[:])] = time.Unix(0, until).Add(time.Second - 1).Unix()
 		}
 	}
 	c.mu.Unlock()

@@ -1,6 +1,7 @@
 package deviceauth_test
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -82,6 +83,63 @@ func TestReplayAcrossRestarts(t *testing.T) {
 				t.Errorf("replay after a crash of the restarted process: got success, want refusal")
 			}
 		})
+	}
+}
+
+// TestReplayAcrossVersions: the memory a version before digests saved (values as they
+// are, under "clean" and "used") is still honoured; and what this version saves reads,
+// to such a version, as a crash (it would refuse older assertions) and never as a clean
+// memory of digests it could not match.
+func TestReplayAcrossVersions(t *testing.T) {
+	st := mustStore(t)
+	now := epoch
+	clock := func() time.Time { return now }
+	used := assertionAt(t, "used", now)
+	legacy, _ := json.Marshal(map[string]any{
+		"clean": true, "at": now,
+		"used": map[string]int64{"d1\x00used": now.Add(time.Minute + deviceauth.Leeway).Unix()},
+	})
+	if err := st.PutSetting(t.Context(), deviceauth.ReplaySetting, legacy); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(5 * time.Second)
+	v := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := v.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(t.Context(), used); err == nil {
+		t.Error("a jti the earlier version saved as used: got success, want refusal")
+	}
+	if _, err := v.Verify(t.Context(), assertionAt(t, "fresh", now)); err != nil {
+		t.Errorf("a fresh assertion after restoring the earlier form: got %v, want success", err)
+	}
+	if err := v.Save(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetSetting(t.Context(), deviceauth.ReplaySetting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old struct {
+		Clean bool             `json:"clean"`
+		Used  map[string]int64 `json:"used"`
+	}
+	if err := json.Unmarshal(raw, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Clean || len(old.Used) != 0 {
+		t.Errorf("saved state as the earlier version reads it: clean=%v used=%d, want a crash (false, 0)", old.Clean, len(old.Used))
+	}
+	// This version restores its own save: both jtis stay used.
+	now = now.Add(5 * time.Second)
+	next := deviceauth.NewVerifier(st, "tokensvc", clock)
+	if err := next.Restore(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	for _, jti := range []string{"used", "fresh"} {
+		if _, err := next.Verify(t.Context(), assertionAt(t, jti, epoch.Add(5*time.Second))); err == nil {
+			t.Errorf("jti %q after a restart of this version: got success, want refusal", jti)
+		}
 	}
 }
 
