@@ -201,8 +201,12 @@ bench_start_vault() {
 # bench_vault ARG...: the vault CLI against the dev server, as root.
 bench_vault() { VAULT_TOKEN="$vault_root" HOME="$work/home" timeout 60 "$vault_bin" "$@"; }
 
-# bench_tokensvc_stderr: tokensvc's warnings and errors, if any, on stderr.
+# bench_tokensvc_stderr: tokensvc's peak resident memory (VmHWM) while it is still up,
+# then its warnings and errors, if any, on stderr.
 bench_tokensvc_stderr() {
+	if [[ -n ${svc_pid:-} && -r /proc/$svc_pid/status ]]; then
+		awk '/^VmHWM:/ { printf "# tokensvc peak RSS: %.1f MiB\n", $2 / 1024 }' "/proc/$svc_pid/status" >&2
+	fi
 	if [[ -s $work/tokensvc.err ]]; then
 		echo "# tokensvc stderr (warnings and errors, first 20 lines):" >&2
 		head -20 "$work/tokensvc.err" >&2

@@ -41,6 +41,7 @@ func flagSet(c *app.Config, stderr io.Writer) *cliflags.Set {
 	s.Bool(&c.Pprof, "pprof", "also serve /debug/pprof/ on the metrics address; needs -metrics-addr")
 	s.Int(&c.MaxHeaderBytes, "max-header-bytes", "largest request header block accepted")
 	s.Int(&c.MaxHandshakes, "max-handshakes", "TLS handshakes run at once; more wait up to 4 s for a slot; 0 disables")
+	s.Int(&c.GCHeapFloorMiB, "gc-heap-floor-mb", "heap in MiB below which Go's collector does not run (it then runs at GOGC); 0: Go's own 4 MiB")
 	s.Int(&c.StoreCacheSize, "store-cache-size", "embedded store: most decoded devices kept in memory, about 1 KiB each (0: none)")
 	s.Int(&c.ImportWorkers, "import-workers", "lines of a bulk import imported at once (1: one after the other; 0: the default, 256 on the embedded store, 64 on Vault); the report stays in input order")
 	vaultFlags(s, c)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokensvc/tokensvc/internal/app"
 	"github.com/tokensvc/tokensvc/internal/cliflags"
+	"github.com/tokensvc/tokensvc/internal/heapfloor"
 	"github.com/tokensvc/tokensvc/internal/version"
 )
 
@@ -27,6 +28,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err != nil:
 		return err
 	}
+	defer heapfloor.Start(uint64(cfg.GCHeapFloorMiB) << 20)()
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	a, err := app.New(ctx, cfg, app.WithLogger(log), app.WithStdout(stdout))
 	if err != nil {

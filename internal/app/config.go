@@ -55,6 +55,10 @@ type Config struct {
 	// StoreCacheSize is how many decoded devices the embedded store keeps in memory
 	// (0: none; every read then decrypts its record).
 	StoreCacheSize int
+	// GCHeapFloorMiB is the heap below which the Go collector does not start a cycle
+	// (internal/heapfloor; 0: Go's own 4 MiB). It is process-wide, so the program
+	// (cmd/tokensvc) keeps it, not New.
+	GCHeapFloorMiB int
 
 	// ClientAuth is "off" or "optional": with optional, TLS clients may present a
 	// certificate, and devices with a certificate credential authenticate with it.
@@ -120,6 +124,12 @@ func (c Config) importWorkers() int {
 // bound is about 1 GiB.
 const maxStoreCacheSize = 1_000_000
 
+// DefaultGCHeapFloorMiB is the default GCHeapFloorMiB (BENCHMARKS §20.2).
+const DefaultGCHeapFloorMiB = 64
+
+// maxGCHeapFloorMiB bounds GCHeapFloorMiB (64 GiB).
+const maxGCHeapFloorMiB = 64 << 10
+
 // Defaults returns the configuration tokensvc runs with when nothing is set: the
 // defaults of its flags and of the README's configuration table.
 func Defaults() Config {
@@ -134,6 +144,7 @@ func Defaults() Config {
 		MaxHeaderBytes:  16 << 10,
 		MaxHandshakes:   256,
 		StoreCacheSize:  filestore.DefaultDeviceCache,
+		GCHeapFloorMiB:  DefaultGCHeapFloorMiB,
 		Vault:           vaultauth.Config{Method: vaultauth.MethodToken, TokenFile: vaultauth.DefaultKubernetesTokenFile},
 		VaultStore: vaultstore.Config{
 			Mount: "secret", Prefix: "tokensvc", TransitMount: "transit", RequestTimeout: 250 * time.Millisecond,
@@ -206,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Replay.validate(c); err != nil {
 		return err
+	}
+	if c.GCHeapFloorMiB < 0 || c.GCHeapFloorMiB > maxGCHeapFloorMiB {
+		return fmt.Errorf("gc heap floor %d MiB: want 0 to %d", c.GCHeapFloorMiB, maxGCHeapFloorMiB)
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("pprof is served on the metrics address only; set TOKENSVC_METRICS_ADDR too")
