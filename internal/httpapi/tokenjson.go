@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"maps"
 	"slices"
@@ -215,14 +216,37 @@ func appendTimeField(b []byte, k string, t time.Time) []byte {
 // appendString appends s as a JSON string. Printable ASCII other than " and \ is copied;
 // anything else goes through encoding/json so escapes match it exactly.
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-			return appendStringSlow(b, s)
-		}
+	if !plain(s) {
+		return appendStringSlow(b, s)
 	}
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// plain reports whether s is printable ASCII without " and \, eight bytes at a time: a
+// token response is 2.5 KB of such strings, and a byte at a time was 6 % of a keep-alive
+// request's CPU.
+func plain(s string) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	// has reports whether some byte of x is below n (n <= 0x80): exact for "some".
+	has := func(x, n uint64) bool { return (x-n*ones)&^x&highs != 0 }
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		if x&highs != 0 || has(x, 0x20) || has(x^('"'*ones), 1) || has(x^('\\'*ones), 1) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func appendStringSlow(b []byte, s string) []byte {

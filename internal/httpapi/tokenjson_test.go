@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -94,6 +95,22 @@ func TestTokenJSONMatchesEncodingJSON(t *testing.T) {
 		got := appendTokenResponse(nil, &body)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("case %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+// TestStringEveryByteAtEveryPlace: appendString checks eight bytes at a time; every byte
+// value, at every place of a word and of the tail, is escaped as encoding/json does.
+func TestStringEveryByteAtEveryPlace(t *testing.T) {
+	base := []byte("abcdefghijklmnopq") // two words and a tail of one
+	for c := range 256 {
+		for i := range base {
+			s := slices.Clone(base)
+			s[i] = byte(c)
+			want := bytes.TrimSuffix(encodingJSON(t, string(s)), []byte("\n"))
+			if got := appendString(nil, string(s)); !bytes.Equal(got, want) {
+				t.Fatalf("byte %#x at %d: got %s, want %s", c, i, got, want)
+			}
 		}
 	}
 }
