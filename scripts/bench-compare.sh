@@ -140,6 +140,7 @@ if [[ -s $work/load-base.json || -s $work/storm-base.json ]]; then
 		row "storm ratio tokensvc/bare TLS handler (up)" '(.ratio // empty) * 1000 | round / 1000' storm
 		row "storm tokensvc server CPU µs/device (down)" '.results[] | select(.name == "tokensvc") | .serverCpuUsPerDevice' storm
 		row "storm bare TLS handler server CPU µs/device" '.results[] | select(.name == "baseline") | .serverCpuUsPerDevice' storm
+		row "storm one ES256 verification CPU µs" '.breakdown.es256VerifyCpuUs' storm
 		row "storm non-crypto overhead µs/device (down)" '.breakdown.nonCryptoOverheadUsPerDevice' storm
 	fi
 fi
