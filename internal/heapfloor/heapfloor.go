@@ -43,25 +43,43 @@ func Percent(base int, floor, live, roots uint64) int {
 // The runtime/metrics the goal is made of.
 var goalParts = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
 
+// active is whether a Start is in effect: GOGC is one setting per process, so only the
+// first of overlapping Starts keeps a floor (the later ones would read its raised GOGC
+// as the process's own and restore that).
+var (
+	activeMu sync.Mutex
+	active   bool
+)
+
 // Start keeps the heap floor (bytes) until stop is called; stop restores the GOGC the
-// process had. It does nothing with floor 0 or when the collector is off (GOGC=off).
+// process had. It does nothing with floor 0, when the collector is off (GOGC=off), or
+// while an earlier Start is in effect.
 func Start(floor uint64) (stop func()) {
+	activeMu.Lock()
+	defer activeMu.Unlock()
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	if floor == 0 || base < 0 {
+	if floor == 0 || base < 0 || active {
 		return func() {}
 	}
+	active = true
 	t := &tuner{base: base, floor: floor, sample: make([]metrics.Sample, len(goalParts))}
 	for i, name := range goalParts {
 		t.sample[i].Name = name
 	}
 	t.tune()
 	t.arm()
+	var once sync.Once
 	return func() {
-		t.mu.Lock()
-		t.stopped = true
-		debug.SetGCPercent(t.base)
-		t.mu.Unlock()
+		once.Do(func() {
+			t.mu.Lock()
+			t.stopped = true
+			debug.SetGCPercent(t.base)
+			t.mu.Unlock()
+			activeMu.Lock()
+			active = false
+			activeMu.Unlock()
+		})
 	}
 }
 

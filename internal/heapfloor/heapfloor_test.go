@@ -107,3 +107,30 @@ func TestOffStaysOff(t *testing.T) {
 		t.Fatalf("GOGC off became %d", got)
 	}
 }
+
+// TestOverlappingStarts: GOGC is one per process, so a Start while another is in effect
+// does nothing: whichever stops first, the process's own GOGC is back once both have
+// (a second tuner would have taken the first's raised GOGC for the process's own).
+func TestOverlappingStarts(t *testing.T) {
+	base := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(base)
+	first := heapfloor.Start(1 << 30)
+	if got := gogc(); got <= 100 {
+		t.Fatalf("first Start: GOGC %d, want it raised", got)
+	}
+	second := heapfloor.Start(1 << 30)
+	first()
+	first() // a second call does nothing
+	second()
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond) // a stray tuner's cleanup would run by now
+	if got := gogc(); got != 100 {
+		t.Errorf("after both stopped: GOGC %d, want 100", got)
+	}
+	// A new Start works again once none is in effect.
+	third := heapfloor.Start(1 << 30)
+	defer third()
+	if got := gogc(); got <= 100 {
+		t.Errorf("Start after both stopped: GOGC %d, want it raised", got)
+	}
+}
