@@ -3,9 +3,9 @@
 // The collector starts a cycle when the heap reaches the live heap plus GOGC % of it and
 // of the stacks and globals, but never below 4 MiB × GOGC/100. A service whose live heap
 // is a few MiB and which allocates a few KiB per request at tens of thousands of
-// requests per second therefore collects dozens of times a second, and each cycle's
-// fixed costs (stacks, globals, waking mark workers) come to a sixth of its CPU
-// (BENCHMARKS §20.2). A larger fixed GOGC would shrink that but also multiply a large
+// requests per second therefore collects dozens of times a second, and each cycle has
+// fixed costs (stacks, globals, waking mark workers): keeping a 64 MiB floor took 3–10 %
+// off tokensvc's CPU per keep-alive request (BENCHMARKS §20.2). A larger fixed GOGC would shrink that but also multiply a large
 // live heap; a memory limit with GOGC off would make the scavenger hand pages back to
 // the OS and fault them in again (measured: slower than either).
 //
