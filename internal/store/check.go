@@ -37,6 +37,9 @@ const (
 	LeftoverHubClaim LeftoverKind = "hub claim"
 	// LeftoverDeletingMark is a hub still marked as being deleted.
 	LeftoverDeletingMark LeftoverKind = "deleting mark"
+	// LeftoverDeletedRecord is what an interrupted delete left of a record: it reads
+	// as absent, and the next create of its name replaces it.
+	LeftoverDeletedRecord LeftoverKind = "deleted record"
 	// LeftoverKey is key material held outside the records (e.g. a Transit key) that
 	// no record refers to.
 	LeftoverKey LeftoverKind = "key"

@@ -73,7 +73,12 @@ func Start(tb testing.TB) *Server {
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	s.RootToken = "root-" + hex.EncodeToString(tok[:])
-	s.args = []string{"server", "-dev",
+	// sys/raw lets DropVersionData stage what an interrupted delete leaves.
+	config := filepath.Join(tb.TempDir(), "vault.hcl")
+	if err := os.WriteFile(config, []byte("raw_storage_endpoint = true\n"), 0o600); err != nil {
+		tb.Fatalf("write vault config: %v", err)
+	}
+	s.args = []string{"server", "-dev", "-config=" + config,
 		"-dev-listen-address=" + addr,
 		"-dev-root-token-id=" + s.RootToken,
 		"-dev-no-store-token",
@@ -135,7 +140,7 @@ cluster_addr  = %q
 	s.mount(tb, "secret", &vault.MountInput{Type: "kv", Options: map[string]string{"version": "2"}})
 	s.mount(tb, "transit", &vault.MountInput{Type: "transit"})
 	s.warmTransit(tb)
-	s.waitKV(tb)
+	s.waitKVAt(tb, "secret")
 	return s
 }
 
@@ -242,19 +247,19 @@ func (s *Server) warmTransit(tb testing.TB) {
 	}
 }
 
-// waitKV waits until the KV v2 mount at secret/ answers: a KV v2 backend refuses
+// waitKVAt waits until the KV v2 mount at mount answers: a KV v2 backend refuses
 // requests while it sets itself up after being mounted.
-func (s *Server) waitKV(tb testing.TB) {
+func (s *Server) waitKVAt(tb testing.TB, mount string) {
 	tb.Helper()
 	c := s.Client(tb)
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		_, err := c.Logical().ReadWithContext(context.Background(), "secret/config")
+		_, err := c.Logical().ReadWithContext(context.Background(), mount+"/config")
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("KV v2 at secret/ did not become ready: %v", err)
+			tb.Fatalf("KV v2 at %s/ did not become ready: %v", mount, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -368,7 +373,7 @@ func (s *Server) Restart(tb testing.TB) {
 		tb.Fatalf("vault did not restart: %v\n%s", err, s.Output())
 	}
 	s.unseal(tb)
-	s.waitKV(tb)
+	s.waitKVAt(tb, "secret")
 }
 
 // Output is what the server has logged so far, across restarts, without the unseal key

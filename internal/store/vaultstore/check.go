@@ -94,6 +94,16 @@ func (c *checkRun) leftover(kind store.LeftoverKind, name, detail string) {
 	c.rep.Leftovers = append(c.rep.Leftovers, store.Leftover{Kind: kind, Name: name, Detail: detail})
 }
 
+// halfDeleted reports the hub or device record name as the leftover of an interrupted
+// delete when err, from reading it, says only its metadata is left.
+func (c *checkRun) halfDeleted(err error, name string) {
+	if errors.Is(err, errHalfDeleted) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.leftover(store.LeftoverDeletedRecord, name, "delete interrupted, metadata without data: reads as absent; the next create of this name replaces it")
+	}
+}
+
 // names lists folder rel and decodes its entries, reporting any enc cannot have made.
 func (c *checkRun) names(ctx context.Context, rel string) ([]string, error) {
 	keys, err := c.s.kvList(ctx, rel)
@@ -122,7 +132,8 @@ func (c *checkRun) hubs(ctx context.Context) (map[string]hubRecord, error) {
 	for _, name := range names {
 		var rec hubRecord
 		if _, err := c.s.kvRead(ctx, c.s.cfg.WriteTimeout, hubPath(name), &rec); errors.Is(err, store.ErrNotFound) {
-			continue // deleted since the LIST
+			c.halfDeleted(err, name) // or deleted since the LIST
+			continue
 		} else if err != nil {
 			return nil, err
 		}
@@ -192,7 +203,8 @@ func (c *checkRun) devices(ctx context.Context, hubs map[string]hubRecord) error
 			var rec deviceRecord
 			_, err := c.s.kvRead(gctx, c.s.cfg.WriteTimeout, devicePath(id), &rec)
 			if errors.Is(err, store.ErrNotFound) {
-				return nil // deleted since the LIST
+				c.halfDeleted(err, id) // or deleted since the LIST
+				return nil
 			}
 			if err != nil {
 				return err
@@ -338,7 +350,10 @@ func (c *checkRun) claims(ctx context.Context) error {
 		}
 		for _, name := range names {
 			var rec claimRecord
-			if _, err := c.s.kvRead(ctx, c.s.cfg.WriteTimeout, claimPath(kind, name), &rec); errors.Is(err, store.ErrNotFound) {
+			if _, err := c.s.kvRead(ctx, c.s.cfg.WriteTimeout, claimPath(kind, name), &rec); errors.Is(err, errHalfDeleted) {
+				c.leftover(lk, name, "release interrupted, metadata without data: the next create or delete takes it over")
+				continue
+			} else if errors.Is(err, store.ErrNotFound) {
 				continue // released since the LIST
 			} else if err != nil {
 				return err

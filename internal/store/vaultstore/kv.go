@@ -25,6 +25,14 @@ import (
 // it into store.ErrExists or a retry.
 var errCASMismatch = errors.New("check-and-set version mismatch")
 
+// errHalfDeleted is what reading a KV v2 record gives when its metadata outlived its
+// version data. KV v2 deletes a record's versions before its metadata, one storage
+// call at a time, and gives up part way when the request is cancelled; a tokensvc
+// killed while deleting a record can leave that state, which Vault then answers with
+// a 500 ("could not find version data") on every read. The delete had begun, so the
+// record reads as absent (kvRead) and a create takes it over (kvWrite).
+var errHalfDeleted = errors.New("the record's metadata outlived its data (a delete was interrupted)")
+
 // classify maps an error from a Vault call to the store's vocabulary. It never
 // includes request bodies: paths carry only hex names and Transit key names.
 func (s *Store) classify(ctx context.Context, err error, verb, path string) error {
@@ -38,6 +46,8 @@ func (s *Store) classify(ctx context.Context, err error, verb, path string) erro
 			return fmt.Errorf("vault denied %s of %s while the store is not logged in (%v): %w", verb, path, s.authState(), store.ErrUnavailable)
 		case re.StatusCode == http.StatusForbidden:
 			return fmt.Errorf("vault denied %s of %s: check the tokensvc policy (or whether its token expired): %w", verb, path, ErrPermissionDenied)
+		case re.StatusCode == http.StatusInternalServerError && vaultSays(err, 0, "could not find version data"):
+			return fmt.Errorf("%s of %s: %w", verb, path, errHalfDeleted)
 		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:
 			// Sealed, standby without forwarding, overloaded, rate limited or broken:
 			// all of them may pass, so the caller may retry later.
@@ -138,7 +148,8 @@ func (s *Store) del(ctx context.Context, path string) error {
 }
 
 // kvRead reads the record at rel (relative to the prefix) into out and returns its
-// version; store.ErrNotFound when there is none.
+// version; store.ErrNotFound when there is none, also wrapping errHalfDeleted when
+// only its metadata is left.
 func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, out any) (int, error) {
 	var r struct {
 		Data *struct {
@@ -149,7 +160,9 @@ func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, o
 		} `json:"data"`
 	}
 	path := s.kvData + "/" + rel
-	if err := s.get(ctx, timeout, path, nil, &r); err != nil {
+	if err := s.get(ctx, timeout, path, nil, &r); errors.Is(err, errHalfDeleted) {
+		return 0, fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	} else if err != nil {
 		return 0, err
 	}
 	// A soft-deleted or destroyed latest version reads as data null.
@@ -166,9 +179,42 @@ func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, o
 const noCAS = -1
 
 // kvWrite stores v at rel. With cas >= 0 the write succeeds only if the record's
-// current version is cas (0: it must not exist), else errCASMismatch. It returns the
-// new version.
+// current version is cas (0: it must not exist, or be left half-deleted), else
+// errCASMismatch. It returns the new version.
 func (s *Store) kvWrite(ctx context.Context, rel string, cas int, v any) (int, error) {
+	ver, err := s.kvWriteOnce(ctx, rel, cas, v)
+	if cas != 0 || !errors.Is(err, errCASMismatch) {
+		return ver, err
+	}
+	// The record exists, or only its metadata does: a create may take the latter over,
+	// on the metadata's version, so that of two replicas doing so one wins.
+	if _, rerr := s.kvRead(ctx, s.cfg.WriteTimeout, rel, &json.RawMessage{}); !errors.Is(rerr, errHalfDeleted) {
+		return 0, errCASMismatch
+	}
+	cur, err := s.kvMetaVersion(ctx, rel)
+	if errors.Is(err, store.ErrNotFound) {
+		cur = 0 // its delete has since been finished
+	} else if err != nil {
+		return 0, err
+	}
+	s.log.Warn("vaultstore: replacing a record whose delete was interrupted", "path", rel)
+	return s.kvWriteOnce(ctx, rel, cur, v)
+}
+
+// kvMetaVersion returns the current version in rel's metadata.
+func (s *Store) kvMetaVersion(ctx context.Context, rel string) (int, error) {
+	var r struct {
+		Data struct {
+			CurrentVersion int `json:"current_version"`
+		} `json:"data"`
+	}
+	if err := s.get(ctx, s.cfg.WriteTimeout, s.kvMeta+"/"+rel, nil, &r); err != nil {
+		return 0, err
+	}
+	return r.Data.CurrentVersion, nil
+}
+
+func (s *Store) kvWriteOnce(ctx context.Context, rel string, cas int, v any) (int, error) {
 	type casOptions struct {
 		CAS int `json:"cas"`
 	}
