@@ -19,7 +19,8 @@
 #   DEVICES=100 WORKERS=16 DURATION=10s scripts/bench-vault.sh -json
 #   REV=HEAD scripts/bench-vault.sh                # tokensvc built from a commit (git archive)
 #   scripts/bench-vault.sh -transit-mode deviceKey # Transit hub with a key per device
-#   PPROF_OUT=/tmp/prof scripts/bench-vault.sh     # + tokensvc's profiles: kv.* and transit.*.pprof
+#   PPROF_OUT=/tmp/prof scripts/bench-vault.sh     # + tokensvc's profiles (kv.*, transit.*.pprof)
+#                                                  # and Vault's (vault.{kv,raw,transit}.cpu.pprof)
 # Extra arguments go to tokenbench vault.
 set -euo pipefail
 
@@ -49,7 +50,7 @@ bench_start_tokensvc "$url" TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" "${TOK
 bench_machine "$("$vault_bin" version | head -1)"
 echo "# Vault dev server pid $vault_pid on $VAULT_ADDR; tokensvc pid $svc_pid on $url (store vault, cache defaults)"
 echo "# tokenbench vault -provision $DEVICES -c $WORKERS -d $DURATION -warmup $WARMUP $*"
-TOKENSVC_ADMIN_TOKEN="$admin" VAULT_TOKEN="$raw_token" bench_run 900 "$work/tokenbench" vault -url "$url" \
+TOKENSVC_ADMIN_TOKEN="$admin" VAULT_TOKEN="$raw_token" VAULT_PPROF_TOKEN="${PPROF_OUT:+$vault_root}" bench_run 900 "$work/tokenbench" vault -url "$url" \
 	-vault-addr "$VAULT_ADDR" -transit-key bench-raw -server-pid "$svc_pid" -vault-pid "$vault_pid" \
 	-provision "$DEVICES" -c "$WORKERS" -d "$DURATION" -warmup "$WARMUP" \
 	${metrics_url:+-metrics-url "$metrics_url"} "${pprof_args[@]}" "$@"

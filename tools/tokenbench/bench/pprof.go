@@ -63,9 +63,34 @@ func (p Profiler) Start(ctx context.Context, client *http.Client, phase string, 
 	return func() error { return errors.Join(<-errc, <-errc) }
 }
 
+// StartCPU begins one CPU profile of length min(d, Max) from another process's pprof
+// "profile" endpoint url, sent with header (e.g. Vault's sys/pprof/profile and its
+// X-Vault-Token), into Dir/<name>.cpu.pprof. It needs Dir only, not URL; the returned
+// wait blocks until the profile is written.
+func (p Profiler) StartCPU(ctx context.Context, client *http.Client, url string, header http.Header, name string, d time.Duration) (wait func() error) {
+	secs := max(1, int(min(d, p.Max)/time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		u := fmt.Sprintf("%s?seconds=%d", url, secs)
+		build := func(ctx context.Context) (*http.Request, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			if err == nil {
+				req.Header = header.Clone()
+			}
+			return req, err
+		}
+		errc <- fetchWith(ctx, client, u, build, filepath.Join(p.Dir, name+".cpu.pprof"), time.Duration(secs+30)*time.Second)
+	}()
+	return func() error { return <-errc }
+}
+
 // fetchTo writes the body of a GET of url to file.
 func fetchTo(ctx context.Context, client *http.Client, url, file string, timeout time.Duration) error {
-	return fetch(ctx, client, timeout, "profile "+url, get(url), func(r io.Reader) error {
+	return fetchWith(ctx, client, url, get(url), file, timeout)
+}
+
+func fetchWith(ctx context.Context, client *http.Client, url string, build func(context.Context) (*http.Request, error), file string, timeout time.Duration) error {
+	return fetch(ctx, client, timeout, "profile "+url, build, func(r io.Reader) error {
 		f, err := os.Create(file)
 		if err != nil {
 			return err

@@ -69,3 +69,28 @@ func TestProfilerFetchesBothProfiles(t *testing.T) {
 		t.Errorf("profiler off: got %v, want the 404 reported", err)
 	}
 }
+
+// TestStartCPUSendsTheHeader: another process's CPU profile (Vault's sys/pprof) is
+// fetched with the given header, capped by Max, into Dir/<name>.cpu.pprof.
+func TestStartCPUSendsTheHeader(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Vault-Token") != "root-x" || r.URL.RawQuery != "seconds=2" {
+			http.Error(w, "denied", http.StatusForbidden)
+			return
+		}
+		_, _ = w.Write([]byte("vault profile"))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	p := Profiler{Dir: dir, Max: 2 * time.Second}
+	url := srv.URL + "/v1/sys/pprof/profile"
+	if err := p.StartCPU(t.Context(), srv.Client(), url, http.Header{"X-Vault-Token": {"root-x"}}, "vault.raw", 5*time.Second)(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "vault.raw.cpu.pprof")); err != nil || string(b) != "vault profile" {
+		t.Errorf("vault.raw.cpu.pprof: got %q, %v", b, err)
+	}
+	if err := p.StartCPU(t.Context(), srv.Client(), url, nil, "vault.kv", 5*time.Second)(); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("without the header: got %v, want the 403 reported", err)
+	}
+}

@@ -39,6 +39,10 @@ type Config struct {
 	// Profile fetches tokensvc's CPU and alloc profiles over each tokensvc phase
 	// (kv.*.pprof, transit.*.pprof).
 	Profile bench.Profiler
+	// VaultPprofToken (VAULT_PPROF_TOKEN), with -pprof-url, also fetches Vault's own
+	// CPU profile (sys/pprof, which needs a root or sudo token) over every phase, as
+	// vault.kv, vault.raw and vault.transit .cpu.pprof.
+	VaultPprofToken string
 }
 
 var vaultName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -96,6 +100,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	c.VaultAddr = strings.TrimRight(c.VaultAddr, "/")
 	c.VaultToken = getenv("VAULT_TOKEN")
+	c.VaultPprofToken = getenv("VAULT_PPROF_TOKEN")
 	return c, c.Validate()
 }
 
@@ -157,11 +162,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rep := Report{Devices: cfg.Provision, BodyBytes: len(body), TransitMode: cfg.TransitMode}
 	phases := []struct {
 		name    string
-		profile string         // the profiles' file stem (tokensvc phases)
+		profile string         // the profiles' file stem
 		devices []bench.Device // nil: the raw transit/hmac phase
 	}{
 		{"tokensvc KV (cached)", "kv", kvDevs},
-		{"vault transit/hmac", "", nil},
+		{"vault transit/hmac", "raw", nil},
 		{"tokensvc Transit " + cfg.TransitMode, "transit", trDevs},
 	}
 	for _, ph := range phases {
@@ -231,12 +236,16 @@ func measurePhase(ctx context.Context, client *bench.KeepAlive, cfg Config, name
 	if err != nil {
 		return Result{}, err
 	}
-	profiled := func() error { return nil }
+	profiled, vaultProfiled := func() error { return nil }, func() error { return nil }
 	if devs != nil {
 		profiled = cfg.Profile.Start(ctx, http.DefaultClient, profile, cfg.Duration)
 	}
+	if cfg.Profile.URL != "" && cfg.VaultPprofToken != "" {
+		vaultProfiled = cfg.Profile.StartCPU(ctx, http.DefaultClient, cfg.VaultAddr+"/v1/sys/pprof/profile",
+			http.Header{"X-Vault-Token": {cfg.VaultPprofToken}}, "vault."+profile, cfg.Duration)
+	}
 	br, cpu, err := bench.Measure(ctx, p, client, run, cfg.ServerPID, cfg.VaultPID)
-	err = errors.Join(err, profiled())
+	err = errors.Join(err, profiled(), vaultProfiled())
 	r := Result{Result: br}
 	if err != nil || r.OK == 0 {
 		return r, err
