@@ -297,20 +297,22 @@ func (s *Store) HMAC(ctx context.Context, hub domain.Hub, deviceID, moduleID str
 	if !hub.Transit {
 		return nil, fmt.Errorf("transit hmac for hub %q: the hub does not keep its keys in Transit", hub.Name)
 	}
-	var name, what string
+	var name string
 	if hub.Mode == domain.SignDeviceKey {
 		name = s.deviceKeyName(deviceID, moduleID, slotPrimary)
-		what = fmt.Sprintf("device %q", deviceID)
-		if moduleID != "" {
-			what = fmt.Sprintf("module %q of device %q", moduleID, deviceID)
-		}
 	} else {
 		name = s.hubKeyName(hub.Name)
-		what = fmt.Sprintf("hub %q", hub.Name)
 	}
 
 	mac, err := do(ctx, s.batch.hmac, s.hmacCall, name, base64.StdEncoding.EncodeToString(msg))
 	if err != nil {
+		what := fmt.Sprintf("hub %q", hub.Name)
+		switch {
+		case hub.Mode == domain.SignDeviceKey && moduleID != "":
+			what = fmt.Sprintf("module %q of device %q", moduleID, deviceID)
+		case hub.Mode == domain.SignDeviceKey:
+			what = fmt.Sprintf("device %q", deviceID)
+		}
 		return nil, fmt.Errorf("transit hmac for %s: %w", what, err)
 	}
 	return mac, nil
