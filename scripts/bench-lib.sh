@@ -21,12 +21,23 @@ bench_keepalive_knobs() {
 	WARMUP=${WARMUP:-2s}
 }
 
+# bench_pins: with VAULT_CPUS and/or SVC_CPUS (taskset lists, e.g. 0 and 1), sets
+# $vault_pin and $svc_pin to the command prefixes that start Vault, and tokensvc with
+# the load tool, on those CPUs only (as though Vault ran on a machine of its own); each
+# is empty without its variable. Go sizes GOMAXPROCS from the affinity it starts with.
+bench_pins() {
+	vault_pin=() svc_pin=()
+	[[ -z ${VAULT_CPUS:-} ]] || vault_pin=(taskset -c "$VAULT_CPUS")
+	[[ -z ${SVC_CPUS:-} ]] || svc_pin=(taskset -c "$SVC_CPUS")
+}
+
 # bench_init: sets $root (the repository, also the working directory) and $work (a
 # fresh temp dir) and installs the cleanup traps.
 bench_init() {
 	root=$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)
 	work=$(mktemp -d)
 	_bench_procs=()
+	bench_pins
 	trap _bench_cleanup EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM HUP
@@ -157,7 +168,7 @@ bench_start_tokensvc() {
 	hostport=${url#*://}
 	[[ $url == https://* ]] && curlopts=(--cacert "$work/tls.crt")
 	admin=$(bench_secret)
-	env TOKENSVC_ADDR="$hostport" TOKENSVC_ADMIN_TOKEN="$admin" TOKENSVC_LOG_LEVEL=warn ${SVC_GOGC:+GOGC=$SVC_GOGC} ${SVC_GOMEMLIMIT:+GOMEMLIMIT=$SVC_GOMEMLIMIT} "$@" \
+	"${svc_pin[@]}" env TOKENSVC_ADDR="$hostport" TOKENSVC_ADMIN_TOKEN="$admin" TOKENSVC_LOG_LEVEL=warn ${SVC_GOGC:+GOGC=$SVC_GOGC} ${SVC_GOMEMLIMIT:+GOMEMLIMIT=$SVC_GOMEMLIMIT} "$@" \
 		"$work/tokensvc" >"$work/tokensvc.out" 2>"$work/tokensvc.err" &
 	svc_pid=$!
 	bench_track "$svc_pid"
@@ -176,7 +187,7 @@ bench_start_vault() {
 	vault_root="root-$(bench_secret 16)"
 	export VAULT_ADDR="http://127.0.0.1:$vport"
 	mkdir -p "$work/home"
-	HOME="$work/home" "$vault_bin" server -dev -dev-listen-address="127.0.0.1:$vport" \
+	HOME="$work/home" "${vault_pin[@]}" "$vault_bin" server -dev -dev-listen-address="127.0.0.1:$vport" \
 		-dev-root-token-id="$vault_root" -dev-no-store-token -log-level=warn >"$work/vault.log" 2>&1 &
 	vault_pid=$!
 	bench_track "$vault_pid"

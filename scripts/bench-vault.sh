@@ -19,6 +19,7 @@
 #   DEVICES=100 WORKERS=16 DURATION=10s scripts/bench-vault.sh -json
 #   REV=HEAD scripts/bench-vault.sh                # tokensvc built from a commit (git archive)
 #   scripts/bench-vault.sh -transit-mode deviceKey # Transit hub with a key per device
+#   VAULT_CPUS=0 SVC_CPUS=1 scripts/bench-vault.sh # Vault on CPU 0 alone, tokensvc and the tool on 1
 #   PPROF_OUT=/tmp/prof scripts/bench-vault.sh     # + tokensvc's profiles (kv.*, transit.*.pprof)
 #                                                  # and Vault's (vault.{kv,raw,transit}.cpu.pprof)
 # Extra arguments go to tokenbench vault.
@@ -48,9 +49,10 @@ url="http://127.0.0.1:$port"
 bench_start_tokensvc "$url" TOKENSVC_STORE=vault VAULT_TOKEN="$svc_token" "${TOKENSVC_NO_LIMITS[@]}" "${pprof_env[@]}"
 
 bench_machine "$("$vault_bin" version | head -1)"
+[[ -z ${VAULT_CPUS:-}${SVC_CPUS:-} ]] || echo "# pinned: Vault on CPUs ${VAULT_CPUS:-any}, tokensvc and the tool on CPUs ${SVC_CPUS:-any}"
 echo "# Vault dev server pid $vault_pid on $VAULT_ADDR; tokensvc pid $svc_pid on $url (store vault, cache defaults)"
 echo "# tokenbench vault -provision $DEVICES -c $WORKERS -d $DURATION -warmup $WARMUP $*"
-TOKENSVC_ADMIN_TOKEN="$admin" VAULT_TOKEN="$raw_token" VAULT_PPROF_TOKEN="${PPROF_OUT:+$vault_root}" bench_run 900 "$work/tokenbench" vault -url "$url" \
+TOKENSVC_ADMIN_TOKEN="$admin" VAULT_TOKEN="$raw_token" VAULT_PPROF_TOKEN="${PPROF_OUT:+$vault_root}" bench_run 900 "${svc_pin[@]}" "$work/tokenbench" vault -url "$url" \
 	-vault-addr "$VAULT_ADDR" -transit-key bench-raw -server-pid "$svc_pid" -vault-pid "$vault_pid" \
 	-provision "$DEVICES" -c "$WORKERS" -d "$DURATION" -warmup "$WARMUP" \
 	${metrics_url:+-metrics-url "$metrics_url"} "${pprof_args[@]}" "$@"
