@@ -160,15 +160,16 @@ TOKENSVC_NO_LIMITS=(TOKENSVC_DEVICE_RATE=0 TOKENSVC_GLOBAL_RATE=0 TOKENSVC_MAX_I
 # http or https loopback URL; https trusts $work/tls.crt) with a fresh admin token in
 # $admin, only warnings logged, and the given environment on top of the script's;
 # stdout (the audit) to $work/tokensvc.out, stderr to $work/tokensvc.err. Sets $svc_pid
-# and returns once /healthz answers. SVC_GOGC and SVC_GOMEMLIMIT, when set, are GOGC and
-# GOMEMLIMIT for tokensvc alone (the load tool and the bare handler keep Go's defaults).
+# and returns once /healthz answers. SVC_GOGC, SVC_GOMAXPROCS and SVC_GOMEMLIMIT, when
+# set, are GOGC, GOMAXPROCS and GOMEMLIMIT for tokensvc alone (the load tool, Vault and
+# the bare handler keep Go's defaults).
 bench_start_tokensvc() {
 	local url=$1 hostport curlopts=()
 	shift
 	hostport=${url#*://}
 	[[ $url == https://* ]] && curlopts=(--cacert "$work/tls.crt")
 	admin=$(bench_secret)
-	"${svc_pin[@]}" env TOKENSVC_ADDR="$hostport" TOKENSVC_ADMIN_TOKEN="$admin" TOKENSVC_LOG_LEVEL=warn ${SVC_GOGC:+GOGC=$SVC_GOGC} ${SVC_GOMEMLIMIT:+GOMEMLIMIT=$SVC_GOMEMLIMIT} "$@" \
+	"${svc_pin[@]}" env TOKENSVC_ADDR="$hostport" TOKENSVC_ADMIN_TOKEN="$admin" TOKENSVC_LOG_LEVEL=warn ${SVC_GOGC:+GOGC=$SVC_GOGC} ${SVC_GOMAXPROCS:+GOMAXPROCS=$SVC_GOMAXPROCS} ${SVC_GOMEMLIMIT:+GOMEMLIMIT=$SVC_GOMEMLIMIT} "$@" \
 		"$work/tokensvc" >"$work/tokensvc.out" 2>"$work/tokensvc.err" &
 	svc_pid=$!
 	bench_track "$svc_pid"
