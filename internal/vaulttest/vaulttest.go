@@ -6,7 +6,8 @@
 // its process. StartPersistent runs a server on file storage in a temporary directory,
 // initialised and unsealed through the API, so a test can Kill it and Restart it on the
 // same address with everything it held (records, Transit keys, tokens and their
-// leases) still there — the outage a dev server cannot stage.
+// leases) still there — the outage a dev server cannot stage. A dev server also has
+// sys/raw on, so DropVersionData can stage what an interrupted KV v2 delete leaves.
 package vaulttest
 
 import (
