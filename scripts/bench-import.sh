@@ -15,6 +15,9 @@
 #   ORDER=random DEVICES=1000000 SINGLE=0 IMPORT_WORKERS=64 scripts/bench-import.sh
 #                                                       # the IDs in a fixed shuffled order (default
 #                                                       # sequential): each lands among those stored
+#   PRELOAD=1000000 DEVICES=100000 ORDER=random SINGLE=0 IMPORT_WORKERS="256 1024" scripts/bench-import.sh
+#                                                       # first imports PRELOAD devices, unmeasured, then
+#                                                       # measures DEVICES new ones landing among them
 #   STORE=vault DEVICES=5000 scripts/bench-import.sh
 #   STORE=vault IMPORT_WORKERS="8 16 32" scripts/bench-import.sh
 #   STORE=vault TRANSIT=1 DEVICES=1000 scripts/bench-import.sh   # a Transit hub (keys imported into Transit)
@@ -29,6 +32,7 @@ DEVICES=${DEVICES:-5000}
 IMPORT_WORKERS=${IMPORT_WORKERS:-16}
 TRANSIT=${TRANSIT:-0}
 ORDER=${ORDER:-sequential}
+PRELOAD=${PRELOAD:-0}
 BASE=${BASE:-}
 bench_init
 bench_build
@@ -60,7 +64,7 @@ if [[ $STORE == vault ]]; then
 else
 	bench_machine
 fi
-echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run, IDs in $ORDER order$([[ $TRANSIT == 1 ]] && echo ", Transit hub")$([[ $STORE == vault ]] && echo ", TOKENSVC_VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}")"
+echo "# tokensvc $(bench_rev), store $STORE, $DEVICES HS256 devices per run$( ((PRELOAD > 0)) && echo " into a store already holding $PRELOAD"), IDs in $ORDER order$([[ $TRANSIT == 1 ]] && echo ", Transit hub")$([[ $STORE == vault ]] && echo ", TOKENSVC_VAULT_TIMEOUT=${VAULT_TIMEOUT:-2s}")"
 
 transit=()
 if [[ $TRANSIT == 1 ]]; then transit=(-transit); fi
@@ -68,8 +72,10 @@ declare -A rate
 runs=$IMPORT_WORKERS
 if [[ ${SINGLE:-1} != 0 ]]; then runs="1 $runs"; fi
 if [[ -n $BASE ]]; then runs="base $runs"; fi
+run=0
 for w in $runs; do
-	data="$work/data-$w"
+	run=$((run + 1))
+	data="$work/data-$run"
 	mkdir -p "$data"
 	port=$(bench_freeport)
 	url="http://127.0.0.1:$port"
@@ -89,7 +95,16 @@ for w in $runs; do
 	bench_pprof
 	if [[ -n ${PPROF_OUT:-} ]]; then pprof_args+=(-pprof-seconds "${PPROF_SECONDS:-10}s"); fi
 	bench_start_tokensvc "$url" TOKENSVC_DATA_DIR="$data" "${env_workers[@]}" "${TOKENSVC_NO_LIMITS[@]}" "${env_store[@]}" "${pprof_env[@]}"
-	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" -order "$ORDER" "${pprof_args[@]}" \
+	# PRELOAD: the store first gets PRELOAD devices (unmeasured); the measured IDs carry a
+	# suffix and a stride so that each sorts right after a preloaded one, across the range.
+	ids=()
+	if ((PRELOAD > 0)); then
+		prefix="imp-$run-"
+		TOKENSVC_ADMIN_TOKEN="$admin" bench_run 1800 "$work/tokenbench" import -url "$url" -n "$PRELOAD" -order "$ORDER" \
+			-device-prefix "$prefix" -label "preload, workers=$workers" >/dev/null
+		ids=(-device-prefix "$prefix" -device-suffix b -id-stride "$((PRELOAD > DEVICES ? PRELOAD / DEVICES : 1))")
+	fi
+	out=$(TOKENSVC_ADMIN_TOKEN="$admin" bench_run 900 "$work/tokenbench" import -url "$url" -n "$DEVICES" -order "$ORDER" "${ids[@]}" "${pprof_args[@]}" \
 		-label "$([[ $w == base ]] && echo "$BASE ($(git rev-parse --short "$BASE")), workers=$workers" || echo "workers=$w")" -server-pid "$svc_pid" -vault-pid "$vault_pid" "${transit[@]}")
 	echo "$out"
 	rate[$w]=$(sed -n 's/.* s: \([0-9]*\)\/s;.*/\1/p' <<<"$out")

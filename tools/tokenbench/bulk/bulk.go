@@ -22,6 +22,12 @@ import (
 type Config struct {
 	URL, Hub, Prefix, Label string
 	Devices                 int
+	// Suffix follows the number in every device ID, and Stride multiplies the number:
+	// an import with suffix "b" and stride k after one of k×Devices devices without
+	// a suffix puts every new device right after an existing one, spread over the
+	// whole key range (scripts/bench-import.sh PRELOAD).
+	Suffix string
+	Stride int
 	// Order is "sequential" (device IDs in ascending order, as a numbered fleet
 	// exports them) or "random" (the same IDs in a fixed shuffled order, as UUIDs or
 	// MAC addresses arrive: every new device lands among the ones already stored).
@@ -55,6 +61,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.StringVar(&c.Prefix, "device-prefix", "", "device ID prefix (default: imp-<unix nanoseconds>-); the devices must be new")
 	fs.StringVar(&c.Label, "label", "", "name of this run in the output (e.g. workers=16)")
 	fs.IntVar(&c.Devices, "n", 10_000, "devices to import")
+	fs.StringVar(&c.Suffix, "device-suffix", "", "device ID suffix, after the number (e.g. b: each ID sorts right after the unsuffixed one)")
+	fs.IntVar(&c.Stride, "id-stride", 1, "multiply each device ID's number by this (spreads -n IDs over a range -id-stride times larger)")
 	fs.StringVar(&c.Order, "order", "sequential", "order of the device IDs in the import: sequential or random (a fixed shuffle of the same IDs)")
 	fs.BoolVar(&c.Transit, "transit", false, "a hub whose device keys live in Vault Transit (Vault store)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as one JSON line")
@@ -95,6 +103,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return c, errors.New("-n: 1 to 1000000 devices")
 	case c.Order != "sequential" && c.Order != "random":
 		return c, fmt.Errorf("-order %q: sequential or random", c.Order)
+	case c.Stride < 1 || c.Devices*c.Stride > 10_000_000:
+		return c, errors.New("-id-stride: at least 1, and -n × -id-stride at most 10000000 (seven digits)")
 	}
 	return c, nil
 }
@@ -108,6 +118,11 @@ func idNumbers(n int, order string) func(i int) int {
 	}
 	perm := rand.New(rand.NewPCG(1, 2)).Perm(n)
 	return func(i int) int { return perm[i] }
+}
+
+// deviceID is the ID of the device numbered n.
+func (c Config) deviceID(n int) string {
+	return fmt.Sprintf("%s%07d%s", c.Prefix, n*c.Stride, c.Suffix)
 }
 
 // Run is `tokenbench import`.
@@ -138,7 +153,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	profiled := c.Profile.Start(ctx, http.DefaultClient, "import", c.Profile.Max)
 	start := time.Now()
 	_, err = admin.Import(ctx, c.Devices, func(i int) (oapi.DeviceCreate, error) {
-		return oapi.DeviceCreate{DeviceId: fmt.Sprintf("%s%07d", c.Prefix, number(i)), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
+		return oapi.DeviceCreate{DeviceId: c.deviceID(number(i)), Hub: c.Hub, Auth: oapi.CredentialCreate{Type: oapi.Hs256}}, nil
 	})
 	took := time.Since(start)
 	if err != nil {

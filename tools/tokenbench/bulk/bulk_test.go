@@ -2,6 +2,7 @@ package bulk
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,30 @@ func TestIDNumbers(t *testing.T) {
 				t.Fatalf("%d of %d lines keep their own number", inPlace, n)
 			}
 		})
+	}
+}
+
+// TestIDsAfterAPreload: an import with a suffix and a stride after a preload of
+// stride × n devices puts each new ID right after a preloaded one (in byte order, as
+// the store keeps them), spread over the whole preloaded range.
+func TestIDsAfterAPreload(t *testing.T) {
+	pre := Config{Prefix: "imp-x-", Stride: 1}
+	add := Config{Prefix: "imp-x-", Stride: 10, Suffix: "b"}
+	ids := []string{}
+	for i := range 100 {
+		ids = append(ids, pre.deviceID(i))
+	}
+	for i := range 10 {
+		ids = append(ids, add.deviceID(i))
+	}
+	slices.Sort(ids)
+	for i := range 10 {
+		at := slices.Index(ids, add.deviceID(i))
+		if at < 1 || ids[at-1] != pre.deviceID(i*10) {
+			t.Errorf("%s sorts at %d, not right after %s", add.deviceID(i), at, pre.deviceID(i*10))
+		}
+	}
+	if last := add.deviceID(9); last != "imp-x-0000090b" {
+		t.Errorf("the last new ID: got %s, want imp-x-0000090b (spread over the preloaded range)", last)
 	}
 }
