@@ -4,12 +4,13 @@
 # policy (vaultstore's TestLeastPrivilegePolicy, cmd/tokensvc's TestVaultOutage).
 
 # Records (hubs, devices, settings, indexes, claims) under the prefix only. Deletes are
-# metadata deletes, and replaced secrets have their old versions destroyed.
+# metadata deletes, and replaced secrets have their old versions destroyed. Metadata is
+# read only to take over a record whose delete was cut off (its version, no data).
 path "secret/data/tokensvc/*" {
   capabilities = ["create", "read", "update"]
 }
 path "secret/metadata/tokensvc/*" {
-  capabilities = ["list", "delete"]
+  capabilities = ["read", "list", "delete"]
 }
 path "secret/destroy/tokensvc/*" {
   capabilities = ["update"]

@@ -126,7 +126,7 @@ path "{{ $kv }}/data/{{ $prefix }}/*" {
   capabilities = ["create", "read", "update"]
 }
 path "{{ $kv }}/metadata/{{ $prefix }}/*" {
-  capabilities = ["list", "delete"]
+  capabilities = ["read", "list", "delete"]
 }
 path "{{ $kv }}/destroy/{{ $prefix }}/*" {
   capabilities = ["update"]

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,5 +98,52 @@ func TestInterruptedDeletes(t *testing.T) {
 	if len(rep.Problems) != 0 || len(rep.Leftovers) != 0 || rep.Hubs != 2 || rep.Devices != 1 {
 		t.Errorf("Check after the creates: got %d hubs, %d devices, problems %v, leftovers %v; want 2, 1 and none",
 			rep.Hubs, rep.Devices, rep.Problems, rep.Leftovers)
+	}
+}
+
+// TestInterruptedDeleteTakenOverOnce: concurrent creates of one half-deleted name, as
+// from several replicas, make exactly one winner, whose value stays; the others find
+// the name taken. (A takeover that wrote on the metadata's version without checking
+// that version's data let a later creator overwrite the first: two to five of sixteen
+// won in every round.)
+func TestInterruptedDeleteTakenOverOnce(t *testing.T) {
+	srv := vaulttest.Start(t)
+	srv.MountKV(t, "halfrace")
+	c := srv.Client(t)
+	s := mustStoreWith(t, c, vaultstore.Config{Mount: "halfrace", Prefix: freshPrefix()})
+	ctx := t.Context()
+	const rounds, creators = 8, 16
+	for r := range rounds {
+		if err := s.CreateSetting(ctx, fmt.Sprintf("race-%d", r), []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.DropVersionData(t, "halfrace")
+	for r := range rounds {
+		name := fmt.Sprintf("race-%d", r)
+		errs := make([]error, creators)
+		var wg sync.WaitGroup
+		for i := range creators {
+			wg.Go(func() { errs[i] = s.CreateSetting(ctx, name, []byte(strconv.Itoa(i))) })
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Errorf("%s: creators %d and %d both succeeded", name, winner, i)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, store.ErrExists):
+				t.Errorf("%s: creator %d: got %v, want nil or ErrExists", name, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Errorf("%s: no creator succeeded", name)
+			continue
+		}
+		if got, err := s.GetSetting(ctx, name); err != nil || string(got) != strconv.Itoa(winner) {
+			t.Errorf("%s: got %q, %v; want the winner's %d", name, got, err, winner)
+		}
 	}
 }

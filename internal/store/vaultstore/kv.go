@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,7 +94,7 @@ func (s *Store) get(ctx context.Context, timeout time.Duration, path string, que
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	verb := "read"
-	if query != nil {
+	if query["list"] != nil {
 		verb = "list"
 	}
 	resp, err := s.c.Logical().ReadRawWithDataWithContext(ctx, path, query)
@@ -151,6 +152,11 @@ func (s *Store) del(ctx context.Context, path string) error {
 // version; store.ErrNotFound when there is none, also wrapping errHalfDeleted when
 // only its metadata is left.
 func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, out any) (int, error) {
+	return s.kvReadVersion(ctx, timeout, rel, 0, out)
+}
+
+// kvReadVersion is kvRead of one version of the record (0: the latest).
+func (s *Store) kvReadVersion(ctx context.Context, timeout time.Duration, rel string, version int, out any) (int, error) {
 	var r struct {
 		Data *struct {
 			Data     json.RawMessage `json:"data"`
@@ -160,7 +166,11 @@ func (s *Store) kvRead(ctx context.Context, timeout time.Duration, rel string, o
 		} `json:"data"`
 	}
 	path := s.kvData + "/" + rel
-	if err := s.get(ctx, timeout, path, nil, &r); errors.Is(err, errHalfDeleted) {
+	var query map[string][]string
+	if version > 0 {
+		query = map[string][]string{"version": {strconv.Itoa(version)}}
+	}
+	if err := s.get(ctx, timeout, path, query, &r); errors.Is(err, errHalfDeleted) {
 		return 0, fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	} else if err != nil {
 		return 0, err
@@ -186,19 +196,40 @@ func (s *Store) kvWrite(ctx context.Context, rel string, cas int, v any) (int, e
 	if cas != 0 || !errors.Is(err, errCASMismatch) {
 		return ver, err
 	}
-	// The record exists, or only its metadata does: a create may take the latter over,
-	// on the metadata's version, so that of two replicas doing so one wins.
-	if _, rerr := s.kvRead(ctx, s.cfg.WriteTimeout, rel, &json.RawMessage{}); !errors.Is(rerr, errHalfDeleted) {
-		return 0, errCASMismatch
+	// The record exists, or only its metadata does (errHalfDeleted), which a create
+	// takes over: with check-and-set on the version the metadata names, once that very
+	// version is seen to have no data. Another replica taking it over first has moved
+	// the metadata past that version, so of two doing so one wins, and neither
+	// overwrites a record the other has just written.
+	if err := halfDeleted(s.kvRead(ctx, s.cfg.WriteTimeout, rel, &json.RawMessage{})); err != nil {
+		return 0, err
 	}
 	cur, err := s.kvMetaVersion(ctx, rel)
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		cur = 0 // its delete has since been finished
-	} else if err != nil {
-		return 0, err
+	case err != nil:
+		return 0, fmt.Errorf("take over a half-deleted record: %w", err)
+	default:
+		if err := halfDeleted(s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &json.RawMessage{})); err != nil {
+			return 0, err
+		}
 	}
 	s.log.Warn("vaultstore: replacing a record whose delete was interrupted", "path", rel)
 	return s.kvWriteOnce(ctx, rel, cur, v)
+}
+
+// halfDeleted maps the outcome of reading a record that a check-and-set 0 write found
+// taken: nil when only its metadata is left, errCASMismatch when there is a record
+// (or none any more, which the caller's next attempt finds), else the read's error.
+func halfDeleted(_ int, err error) error {
+	switch {
+	case errors.Is(err, errHalfDeleted):
+		return nil
+	case err == nil || errors.Is(err, store.ErrNotFound):
+		return errCASMismatch
+	}
+	return fmt.Errorf("read a record found taken: %w", err)
 }
 
 // kvMetaVersion returns the current version in rel's metadata.

@@ -2,6 +2,7 @@ package vaultstore_test
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -869,5 +870,31 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 	root := srv.Client(t)
 	if left := dumpKV(t, root, "secret", prefix); len(left) != 3 {
 		t.Errorf("KV at the end: got %d records %q, want the two KV hubs and the setting", len(left), slices.Sorted(mapsKeys(left)))
+	}
+
+	// Taking over what an interrupted delete leaves (TestInterruptedDeletes) reads the
+	// record's metadata: a hub record, a setting and a claim, all left half-deleted.
+	claim := map[string]any{"owner": "0123", "op": "create", "claimedAt": time.Now().UTC()}
+	if _, err := root.KVv2("secret").Put(ctx, prefix+"/claims/hubs/"+hex.EncodeToString([]byte("hub-c")), claim); err != nil {
+		t.Fatal(err)
+	}
+	srv.DropVersionData(t, "secret")
+	logs.Reset()
+	for _, st := range []struct {
+		name string
+		do   func() error
+	}{
+		{"CreateHub over a half-deleted hub", func() error { return s.CreateHub(ctx, iotHub("hub-kv", false)) }},
+		{"CreateSetting over a half-deleted setting", func() error { return s.CreateSetting(ctx, "k", []byte("w")) }},
+		{"CreateHub over a half-deleted claim", func() error {
+			return s.CreateHub(ctx, domain.Hub{Name: "hub-c", Kind: domain.KindIoTHub, Mode: domain.SignPolicy, PolicyName: "d", PolicyKey: testKey("c"), Transit: true})
+		}},
+	} {
+		if err := st.do(); err != nil {
+			t.Errorf("%s under the documented policy: got error %v, want nil", st.name, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "replacing a record whose delete was interrupted"); n != 3 {
+		t.Errorf("takeovers logged: got %d, want 3 (the hub, the setting, the claim):\n%s", n, logs.String())
 	}
 }
