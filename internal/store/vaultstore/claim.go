@@ -73,5 +73,8 @@ func (s *Store) withClaim(ctx context.Context, kind, name, op string, busy error
 // timeout, a lost connection, a 5xx), so nothing that depends on it having failed —
 // such as deleting the keys it would refer to — may be undone.
 func ambiguous(err error) bool {
+	if errors.As(err, new(notWritten)) {
+		return false
+	}
 	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -1,12 +1,17 @@
 package vaultstore_test
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,5 +150,104 @@ func TestInterruptedDeleteTakenOverOnce(t *testing.T) {
 		if got, err := s.GetSetting(ctx, name); err != nil || string(got) != strconv.Itoa(winner) {
 			t.Errorf("%s: got %q, %v; want the winner's %d", name, got, err, winner)
 		}
+	}
+}
+
+// roundTripFunc is an http.RoundTripper in a function, for Vault clients whose calls a
+// test sees or fails.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestInterruptedDeleteRecreatedMeanwhile: between a takeover's check of the version
+// the metadata names and its write on that version, the name is deleted in full and
+// created anew by someone else, up to the same version (KV v2 restarts at 1). The
+// takeover's write then replaces a live record: it must put that record back and
+// answer that the name is taken.
+func TestInterruptedDeleteRecreatedMeanwhile(t *testing.T) {
+	srv := vaulttest.Start(t)
+	srv.MountKV(t, "halfaba")
+	root, prefix := srv.Client(t), freshPrefix()
+	setup := mustStoreWith(t, root, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
+	ctx := t.Context()
+	if err := setup.CreateSetting(ctx, "k", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	srv.DropVersionData(t, "halfaba") // "k" is half-deleted at version 1
+	rel := prefix + "/settings/" + hex.EncodeToString([]byte("k"))
+	var hooked atomic.Bool
+	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(r)
+			// After the takeover's check of version 1, and only the first time:
+			// another creator deletes the name in full and creates it anew.
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/halfaba/data/"+rel) &&
+				r.URL.Query().Get("version") == "1" && hooked.CompareAndSwap(false, true) {
+				if err := root.KVv2("halfaba").DeleteMetadata(ctx, rel); err != nil {
+					t.Error(err)
+				}
+				if _, err := root.KVv2("halfaba").Put(ctx, rel, map[string]any{"value": base64.StdEncoding.EncodeToString([]byte("theirs"))}); err != nil {
+					t.Error(err)
+				}
+			}
+			return resp, err
+		})
+	})
+	s := mustStoreWith(t, c, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
+	if err := s.CreateSetting(ctx, "k", []byte("mine")); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateSetting over a record created anew meanwhile: got %v, want ErrExists", err)
+	}
+	if !hooked.Load() {
+		t.Fatal("the takeover never checked version 1")
+	}
+	if got, err := s.GetSetting(ctx, "k"); err != nil || string(got) != "theirs" {
+		t.Errorf("GetSetting: got %q, %v; want the other creator's %q", got, err, "theirs")
+	}
+}
+
+// TestInterruptedDeleteProbeFails: when a takeover cannot read what it must check
+// (Vault unavailable for the metadata read), the create fails as unavailable, not as
+// "exists", and it is known not to have written: a Transit device's create rolls its
+// imported keys back.
+func TestInterruptedDeleteProbeFails(t *testing.T) {
+	srv := vaulttest.Start(t)
+	srv.MountKV(t, "halfprobe")
+	root, prefix := srv.Client(t), freshPrefix()
+	setup := mustStoreWith(t, root, vaultstore.Config{Mount: "halfprobe", Prefix: prefix})
+	mustCreateHub(t, setup, iotHub("hub-t", true))
+	mustCreateDevice(t, setup, keyedDevice("dev-t", "hub-t"))
+	ctx := t.Context()
+	if err := setup.CreateSetting(ctx, "k", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	srv.DropVersionData(t, "halfprobe")
+	mustCreateHub(t, setup, iotHub("hub-t", true)) // taken over: only the device and the setting stay half-deleted
+	var failMeta atomic.Bool
+	failMeta.Store(true)
+	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if failMeta.Load() && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/halfprobe/metadata/") && r.URL.Query().Get("list") == "" {
+				return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: io.NopCloser(strings.NewReader(`{"errors":["sealed"]}`)),
+					Header: http.Header{"Content-Type": {"application/json"}}, Request: r}, nil
+			}
+			return next.RoundTrip(r)
+		})
+	})
+	s := mustStoreWith(t, c, vaultstore.Config{Mount: "halfprobe", Prefix: prefix})
+	if err := s.CreateSetting(ctx, "k", []byte("w")); !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateSetting: got %v, want ErrUnavailable", err)
+	}
+	err := s.CreateDevice(ctx, keyedDevice("dev-t", "hub-t"))
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("CreateDevice: got %v, want ErrUnavailable", err)
+	}
+	for _, slot := range []string{"primary", "secondary"} {
+		if name := s.DeviceKeyName("dev-t", "", slot); transitKeyExists(t, root, name) {
+			t.Errorf("Transit key %s outlived a create that surely did not write its record", name)
+		}
+	}
+	failMeta.Store(false)
+	if err := s.CreateDevice(ctx, keyedDevice("dev-t", "hub-t")); err != nil {
+		t.Errorf("CreateDevice once Vault answers: %v", err)
 	}
 }

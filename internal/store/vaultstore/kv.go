@@ -196,32 +196,57 @@ func (s *Store) kvWrite(ctx context.Context, rel string, cas int, v any) (int, e
 	if cas != 0 || !errors.Is(err, errCASMismatch) {
 		return ver, err
 	}
-	// The record exists, or only its metadata does (errHalfDeleted), which a create
-	// takes over: with check-and-set on the version the metadata names, once that very
-	// version is seen to have no data. Another replica taking it over first has moved
-	// the metadata past that version, so of two doing so one wins, and neither
-	// overwrites a record the other has just written.
+	return s.takeOver(ctx, rel, v)
+}
+
+// takeOver writes v at rel, which a check-and-set 0 write found taken, if only the
+// record's metadata is left (errHalfDeleted); else errCASMismatch.
+//
+// The write is a check-and-set on the version the metadata names, made once that very
+// version is seen to have no data: another creator taking the record over first has
+// moved the metadata past it, so of two doing so one wins. Versions restart at 1 when a
+// record is deleted in full, so between the check and the write the name may have been
+// deleted and created again up to the same version; the write then replaced a live
+// record. Version cur holds data in that case, and is put back on top.
+func (s *Store) takeOver(ctx context.Context, rel string, v any) (int, error) {
 	if err := halfDeleted(s.kvRead(ctx, s.cfg.WriteTimeout, rel, &json.RawMessage{})); err != nil {
 		return 0, err
 	}
 	cur, err := s.kvMetaVersion(ctx, rel)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		cur = 0 // its delete has since been finished
+		return s.kvWriteOnce(ctx, rel, 0, v) // its delete has since been finished
 	case err != nil:
-		return 0, fmt.Errorf("take over a half-deleted record: %w", err)
-	default:
-		if err := halfDeleted(s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &json.RawMessage{})); err != nil {
-			return 0, err
-		}
+		return 0, notWritten{fmt.Errorf("take over a half-deleted record: %w", err)}
 	}
-	s.log.Warn("vaultstore: replacing a record whose delete was interrupted", "path", rel)
-	return s.kvWriteOnce(ctx, rel, cur, v)
+	if err := halfDeleted(s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &json.RawMessage{})); err != nil {
+		return 0, err
+	}
+	ver, err := s.kvWriteOnce(ctx, rel, cur, v)
+	if err != nil {
+		return 0, err
+	}
+	var replaced json.RawMessage
+	_, err = s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &replaced)
+	defer clear(replaced)
+	switch {
+	case errors.Is(err, store.ErrNotFound): // errHalfDeleted, or that version since pruned
+		s.log.Warn("vaultstore: replaced a record whose delete was interrupted", "path", rel)
+		return ver, nil
+	case err != nil:
+		return 0, fmt.Errorf("check a takeover: %w", err) // written, maybe over a live record
+	}
+	if _, err := s.kvWriteOnce(ctx, rel, ver, replaced); err != nil {
+		s.log.Error("vaultstore: could not put back a record a takeover replaced", "path", rel, "err", err)
+		return 0, fmt.Errorf("put back a record a takeover replaced: %w", err)
+	}
+	return 0, errCASMismatch
 }
 
 // halfDeleted maps the outcome of reading a record that a check-and-set 0 write found
 // taken: nil when only its metadata is left, errCASMismatch when there is a record
-// (or none any more, which the caller's next attempt finds), else the read's error.
+// (or none any more, which the caller's next attempt finds), else the read's error,
+// marked notWritten.
 func halfDeleted(_ int, err error) error {
 	switch {
 	case errors.Is(err, errHalfDeleted):
@@ -229,8 +254,16 @@ func halfDeleted(_ int, err error) error {
 	case err == nil || errors.Is(err, store.ErrNotFound):
 		return errCASMismatch
 	}
-	return fmt.Errorf("read a record found taken: %w", err)
+	return notWritten{fmt.Errorf("read a record found taken: %w", err)}
 }
+
+// notWritten marks an error met before a write was sent: whatever its kind (Vault
+// unavailable included), the write surely did not happen, so ambiguous is false for it
+// and what depends on the write may be undone.
+type notWritten struct{ err error }
+
+func (e notWritten) Error() string { return e.err.Error() }
+func (e notWritten) Unwrap() error { return e.err }
 
 // kvMetaVersion returns the current version in rel's metadata.
 func (s *Store) kvMetaVersion(ctx context.Context, rel string) (int, error) {

@@ -894,7 +894,7 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 			t.Errorf("%s under the documented policy: got error %v, want nil", st.name, err)
 		}
 	}
-	if n := strings.Count(logs.String(), "replacing a record whose delete was interrupted"); n != 3 {
+	if n := strings.Count(logs.String(), "replaced a record whose delete was interrupted"); n != 3 {
 		t.Errorf("takeovers logged: got %d, want 3 (the hub, the setting, the claim):\n%s", n, logs.String())
 	}
 }
