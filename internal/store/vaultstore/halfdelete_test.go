@@ -159,49 +159,84 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// TestInterruptedDeleteRecreatedMeanwhile: between a takeover's check of the version
-// the metadata names and its write on that version, the name is deleted in full and
-// created anew by someone else, up to the same version (KV v2 restarts at 1). The
-// takeover's write then replaces a live record: it must put that record back and
-// answer that the name is taken.
+// TestInterruptedDeleteRecreatedMeanwhile: others act on the name while a takeover
+// runs. Versions restart at 1 when a record is deleted in full, so a check-and-set on
+// the version the metadata named can succeed over a record created anew; and a name
+// deleted after the takeover's write may already be someone else's. Either way the
+// takeover must not report success, and must not leave a live record replaced.
 func TestInterruptedDeleteRecreatedMeanwhile(t *testing.T) {
-	srv := vaulttest.Start(t)
-	srv.MountKV(t, "halfaba")
-	root, prefix := srv.Client(t), freshPrefix()
-	setup := mustStoreWith(t, root, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
-	ctx := t.Context()
-	if err := setup.CreateSetting(ctx, "k", []byte("old")); err != nil {
-		t.Fatal(err)
-	}
-	srv.DropVersionData(t, "halfaba") // "k" is half-deleted at version 1
-	rel := prefix + "/settings/" + hex.EncodeToString([]byte("k"))
-	var hooked atomic.Bool
-	c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			resp, err := next.RoundTrip(r)
-			// After the takeover's check of version 1, and only the first time:
-			// another creator deletes the name in full and creates it anew.
-			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/halfaba/data/"+rel) &&
-				r.URL.Query().Get("version") == "1" && hooked.CompareAndSwap(false, true) {
-				if err := root.KVv2("halfaba").DeleteMetadata(ctx, rel); err != nil {
-					t.Error(err)
-				}
-				if _, err := root.KVv2("halfaba").Put(ctx, rel, map[string]any{"value": base64.StdEncoding.EncodeToString([]byte("theirs"))}); err != nil {
-					t.Error(err)
+	for _, tt := range []struct {
+		name string
+		// when: the request after whose answer the other party acts: "check" (the
+		// takeover's read of version 1) or "write" (its write).
+		when      string
+		recreate  bool
+		wantValue string // "" for none
+	}{
+		{"deleted and created anew before the write", "check", true, "theirs"},
+		{"deleted after the write", "write", false, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := vaulttest.Start(t)
+			srv.MountKV(t, "halfaba")
+			root, prefix := srv.Client(t), freshPrefix()
+			setup := mustStoreWith(t, root, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
+			ctx := t.Context()
+			if err := setup.CreateSetting(ctx, "k", []byte("old")); err != nil {
+				t.Fatal(err)
+			}
+			srv.DropVersionData(t, "halfaba") // "k" is half-deleted at version 1
+			rel := prefix + "/settings/" + hex.EncodeToString([]byte("k"))
+			var checked, acted atomic.Bool
+			c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
+				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					resp, err := next.RoundTrip(r)
+					if !strings.HasSuffix(r.URL.Path, "/halfaba/data/"+rel) {
+						return resp, err
+					}
+					isCheck := r.Method == http.MethodGet && r.URL.Query().Get("version") == "1"
+					if isCheck {
+						checked.Store(true)
+					}
+					at := isCheck
+					if tt.when == "write" {
+						at = r.Method != http.MethodGet && checked.Load()
+					}
+					if at && acted.CompareAndSwap(false, true) {
+						if err := root.KVv2("halfaba").DeleteMetadata(ctx, rel); err != nil {
+							t.Error(err)
+						}
+						if tt.recreate {
+							if _, err := root.KVv2("halfaba").Put(ctx, rel, map[string]any{"value": base64.StdEncoding.EncodeToString([]byte("theirs"))}); err != nil {
+								t.Error(err)
+							}
+						}
+					}
+					return resp, err
+				})
+			})
+			s := mustStoreWith(t, c, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
+			if err := s.CreateSetting(ctx, "k", []byte("mine")); !errors.Is(err, store.ErrExists) {
+				t.Errorf("CreateSetting: got %v, want ErrExists", err)
+			}
+			if !acted.Load() {
+				t.Fatal("the other party never acted: the takeover's requests were not seen")
+			}
+			got, err := s.GetSetting(ctx, "k")
+			switch {
+			case tt.wantValue == "" && !errors.Is(err, store.ErrNotFound):
+				t.Errorf("GetSetting: got %q, %v; want ErrNotFound", got, err)
+			case tt.wantValue != "" && (err != nil || string(got) != tt.wantValue):
+				t.Errorf("GetSetting: got %q, %v; want the other creator's %q", got, err, tt.wantValue)
+			}
+			if tt.recreate {
+				// Our version is destroyed: no trace of "mine" is readable.
+				sec, err := root.KVv2("halfaba").GetVersion(ctx, rel, 2)
+				if err == nil && sec != nil && sec.Data != nil {
+					t.Errorf("the takeover's version 2 is still readable: %v", sec.Data)
 				}
 			}
-			return resp, err
 		})
-	})
-	s := mustStoreWith(t, c, vaultstore.Config{Mount: "halfaba", Prefix: prefix})
-	if err := s.CreateSetting(ctx, "k", []byte("mine")); !errors.Is(err, store.ErrExists) {
-		t.Errorf("CreateSetting over a record created anew meanwhile: got %v, want ErrExists", err)
-	}
-	if !hooked.Load() {
-		t.Fatal("the takeover never checked version 1")
-	}
-	if got, err := s.GetSetting(ctx, "k"); err != nil || string(got) != "theirs" {
-		t.Errorf("GetSetting: got %q, %v; want the other creator's %q", got, err, "theirs")
 	}
 }
 

@@ -206,19 +206,27 @@ func (s *Store) kvWrite(ctx context.Context, rel string, cas int, v any) (int, e
 // version is seen to have no data: another creator taking the record over first has
 // moved the metadata past it, so of two doing so one wins. Versions restart at 1 when a
 // record is deleted in full, so between the check and the write the name may have been
-// deleted and created again up to the same version; the write then replaced a live
-// record. Version cur holds data in that case, and is put back on top.
+// deleted and created anew up to the same version, and the write then replaced a live
+// record: the metadata read after the write tells, by the key's creation time. The
+// replaced record is then put back on top and ours destroyed; the name is taken. When
+// the metadata is gone after the write, someone deleted the name meanwhile: taken too,
+// never success, since whoever recreated it may hold it now.
+//
+// What is left: in the moment between such a write and its putting back, a reader or
+// an update of that name sees our record; and on a mount whose max_versions is 1 the
+// replaced version is pruned by our write and cannot be put back (logged).
 func (s *Store) takeOver(ctx context.Context, rel string, v any) (int, error) {
 	if err := halfDeleted(s.kvRead(ctx, s.cfg.WriteTimeout, rel, &json.RawMessage{})); err != nil {
 		return 0, err
 	}
-	cur, err := s.kvMetaVersion(ctx, rel)
+	before, err := s.kvMetadata(ctx, rel)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return s.kvWriteOnce(ctx, rel, 0, v) // its delete has since been finished
 	case err != nil:
 		return 0, notWritten{fmt.Errorf("take over a half-deleted record: %w", err)}
 	}
+	cur := before.CurrentVersion
 	if err := halfDeleted(s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &json.RawMessage{})); err != nil {
 		return 0, err
 	}
@@ -226,19 +234,29 @@ func (s *Store) takeOver(ctx context.Context, rel string, v any) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var replaced json.RawMessage
-	_, err = s.kvReadVersion(ctx, s.cfg.WriteTimeout, rel, cur, &replaced)
-	defer clear(replaced)
+	tidy := context.WithoutCancel(ctx)
+	after, err := s.kvMetadata(tidy, rel)
 	switch {
-	case errors.Is(err, store.ErrNotFound): // errHalfDeleted, or that version since pruned
+	case errors.Is(err, store.ErrNotFound):
+		return 0, errCASMismatch
+	case err != nil:
+		return 0, fmt.Errorf("check a takeover: %w", err) // written, perhaps over a live record
+	case after.CreatedTime == before.CreatedTime:
 		s.log.Warn("vaultstore: replaced a record whose delete was interrupted", "path", rel)
 		return ver, nil
-	case err != nil:
-		return 0, fmt.Errorf("check a takeover: %w", err) // written, maybe over a live record
 	}
-	if _, err := s.kvWriteOnce(ctx, rel, ver, replaced); err != nil {
+	var replaced json.RawMessage
+	defer func() { clear(replaced) }()
+	if _, err := s.kvReadVersion(tidy, s.cfg.WriteTimeout, rel, cur, &replaced); err != nil {
+		s.log.Error("vaultstore: a takeover replaced a record created meanwhile, and cannot read it back", "path", rel, "err", err)
+		return 0, fmt.Errorf("take over a half-deleted record: it was created anew meanwhile and replaced: %w", err)
+	}
+	if _, err := s.kvWriteOnce(tidy, rel, ver, replaced); err != nil {
 		s.log.Error("vaultstore: could not put back a record a takeover replaced", "path", rel, "err", err)
 		return 0, fmt.Errorf("put back a record a takeover replaced: %w", err)
+	}
+	if err := s.kvDestroyVersion(tidy, rel, ver); err != nil {
+		s.log.Warn("vaultstore: could not destroy a takeover's version of a record put back", "path", rel, "err", err)
 	}
 	return 0, errCASMismatch
 }
@@ -265,17 +283,21 @@ type notWritten struct{ err error }
 func (e notWritten) Error() string { return e.err.Error() }
 func (e notWritten) Unwrap() error { return e.err }
 
-// kvMetaVersion returns the current version in rel's metadata.
-func (s *Store) kvMetaVersion(ctx context.Context, rel string) (int, error) {
+// metaInfo is what takeOver reads of a record's metadata.
+type metaInfo struct {
+	CurrentVersion int `json:"current_version"`
+	// CreatedTime is when the key was first written; a key deleted in full and
+	// written again has a new one.
+	CreatedTime string `json:"created_time"`
+}
+
+// kvMetadata reads rel's metadata; store.ErrNotFound when there is none.
+func (s *Store) kvMetadata(ctx context.Context, rel string) (metaInfo, error) {
 	var r struct {
-		Data struct {
-			CurrentVersion int `json:"current_version"`
-		} `json:"data"`
+		Data metaInfo `json:"data"`
 	}
-	if err := s.get(ctx, s.cfg.WriteTimeout, s.kvMeta+"/"+rel, nil, &r); err != nil {
-		return 0, err
-	}
-	return r.Data.CurrentVersion, nil
+	err := s.get(ctx, s.cfg.WriteTimeout, s.kvMeta+"/"+rel, nil, &r)
+	return r.Data, err
 }
 
 func (s *Store) kvWriteOnce(ctx context.Context, rel string, cas int, v any) (int, error) {
