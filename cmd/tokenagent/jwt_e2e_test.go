@@ -81,6 +81,11 @@ func TestAgentEndToEndJWTBroker(t *testing.T) {
 			testpeer.WaitFor(t, "the agent connected as often as the broker accepted", 10*time.Second, func() bool {
 				return strings.Count(a.stderr.String(), `"msg":"connected"`) >= broker.Stats().Accepted
 			})
+			// Likewise for re-authentication: the broker counts an AUTH when it accepts
+			// it, the agent when the answer is in (a CI run once stopped it in between).
+			testpeer.WaitFor(t, "the agent renewed as often as the broker re-authenticated", 10*time.Second, func() bool {
+				return strings.Count(a.stderr.String(), `"msg":"token renewed on the open connection"`) >= broker.Stats().ReAuths
+			})
 			stats := a.stop(t)
 
 			seen := map[int]bool{}
