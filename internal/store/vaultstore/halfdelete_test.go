@@ -2,7 +2,6 @@ package vaultstore_test
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ func TestInterruptedDeletes(t *testing.T) {
 	mustCreateHub(t, s, iotHub("hub-gone", true))
 	mustCreateDevice(t, s, keyedDevice("dev-gone", "hub-gone"))
 	claim := map[string]any{"owner": "0123", "op": "delete", "claimedAt": time.Now().UTC()}
-	for _, p := range []string{"claims/devices/" + hex.EncodeToString([]byte("dev-new")), "claims/hubs/" + hex.EncodeToString([]byte("hub-new"))} {
+	for _, p := range []string{"claims/devices/" + hexOf("dev-new"), "claims/hubs/" + hexOf("hub-new")} {
 		if _, err := c.KVv2("halfdel").Put(ctx, prefix+"/"+p, claim); err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +185,7 @@ func TestInterruptedDeleteRecreatedMeanwhile(t *testing.T) {
 				t.Fatal(err)
 			}
 			srv.DropVersionData(t, "halfaba") // "k" is half-deleted at version 1
-			rel := prefix + "/settings/" + hex.EncodeToString([]byte("k"))
+			rel := prefix + "/settings/" + hexOf("k")
 			var checked, acted atomic.Bool
 			c := srv.ClientThrough(t, func(next http.RoundTripper) http.RoundTripper {
 				return roundTripFunc(func(r *http.Request) (*http.Response, error) {

@@ -2,7 +2,6 @@ package vaultstore_test
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -875,7 +874,7 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 	// Taking over what an interrupted delete leaves (TestInterruptedDeletes) reads the
 	// record's metadata: a hub record, a setting and a claim, all left half-deleted.
 	claim := map[string]any{"owner": "0123", "op": "create", "claimedAt": time.Now().UTC()}
-	if _, err := root.KVv2("secret").Put(ctx, prefix+"/claims/hubs/"+hex.EncodeToString([]byte("hub-c")), claim); err != nil {
+	if _, err := root.KVv2("secret").Put(ctx, prefix+"/claims/hubs/"+hexOf("hub-c"), claim); err != nil {
 		t.Fatal(err)
 	}
 	srv.DropVersionData(t, "secret")

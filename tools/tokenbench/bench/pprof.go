@@ -51,7 +51,7 @@ func (p Profiler) Start(ctx context.Context, client *http.Client, phase string, 
 	if p.URL == "" {
 		return func() error { return nil }
 	}
-	secs := max(1, int(min(d, p.Max)/time.Second))
+	secs := p.seconds(d)
 	errc := make(chan error, 2)
 	for _, kind := range []string{"profile", "allocs"} {
 		name := map[string]string{"profile": "cpu", "allocs": "allocs"}[kind]
@@ -68,7 +68,7 @@ func (p Profiler) Start(ctx context.Context, client *http.Client, phase string, 
 // X-Vault-Token), into Dir/<name>.cpu.pprof. It needs Dir only, not URL; the returned
 // wait blocks until the profile is written.
 func (p Profiler) StartCPU(ctx context.Context, client *http.Client, url string, header http.Header, name string, d time.Duration) (wait func() error) {
-	secs := max(1, int(min(d, p.Max)/time.Second))
+	secs := p.seconds(d)
 	errc := make(chan error, 1)
 	go func() {
 		u := fmt.Sprintf("%s?seconds=%d", url, secs)
@@ -83,6 +83,9 @@ func (p Profiler) StartCPU(ctx context.Context, client *http.Client, url string,
 	}()
 	return func() error { return <-errc }
 }
+
+// seconds is a profile's length for a phase of d: min(d, Max) in whole seconds, at least 1.
+func (p Profiler) seconds(d time.Duration) int { return max(1, int(min(d, p.Max)/time.Second)) }
 
 // fetchTo writes the body of a GET of url to file.
 func fetchTo(ctx context.Context, client *http.Client, url, file string, timeout time.Duration) error {
