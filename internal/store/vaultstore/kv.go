@@ -31,7 +31,7 @@ var errCASMismatch = errors.New("check-and-set version mismatch")
 // call at a time, and gives up part way when the request is cancelled; a tokensvc
 // killed while deleting a record can leave that state, which Vault then answers with
 // a 500 ("could not find version data") on every read. The delete had begun, so the
-// record reads as absent (kvRead) and a create takes it over (kvWrite).
+// record reads as absent (kvRead) and a create takes it over (takeOver).
 var errHalfDeleted = errors.New("the record's metadata outlived its data (a delete was interrupted)")
 
 // classify maps an error from a Vault call to the store's vocabulary. It never
